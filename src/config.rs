@@ -1,0 +1,291 @@
+//! The identity mappings and cluster settings: the `config.yaml` key of the webhook's ConfigMap.
+//!
+//! Cluster settings can also come from flags; the ConfigMap wins field by field. Parsing is strict
+//! (unknown fields are errors) so that a typo is reported instead of silently ignored, and the
+//! caller keeps the last good `Config` when parsing fails.
+
+use std::collections::HashMap;
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::providers::{self, aws, azure, gcp};
+
+/// The matcher that stands for any namespace or any ServiceAccount.
+pub const ANY: &str = "*";
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Config {
+    #[serde(default)]
+    pub aws: aws::Settings,
+    #[serde(default)]
+    pub azure: azure::Settings,
+    #[serde(default)]
+    pub gcp: gcp::Settings,
+    #[serde(default)]
+    pub identities: Vec<Mapping>,
+    #[serde(skip)]
+    index: MappingIndex,
+}
+
+/// One entry of `identities`: which ServiceAccounts get which cloud identities.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Mapping {
+    #[serde(default = "any")]
+    pub namespace: String,
+    #[serde(default = "any")]
+    pub service_account: String,
+    #[serde(default)]
+    pub aws: Option<aws::MappedIdentity>,
+    #[serde(default)]
+    pub gcp: Option<gcp::MappedIdentity>,
+    #[serde(default)]
+    pub azure: Option<azure::MappedIdentity>,
+}
+
+fn any() -> String {
+    ANY.to_owned()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config.yaml is not valid YAML: {0}")]
+    Yaml(#[from] serde_yaml_ng::Error),
+    #[error("config.yaml must be a mapping at the top level")]
+    NotAMapping,
+    #[error("config.yaml does not match the schema: {0}")]
+    Schema(#[from] serde_json::Error),
+    #[error("config.yaml has invalid values: {}", .0.join("; "))]
+    Invalid(Vec<String>),
+}
+
+impl Config {
+    /// Parses `config.yaml` over the cluster settings given as flags (`defaults`, shaped like the
+    /// top level of `config.yaml` without `identities`).
+    pub fn parse(yaml: &str, defaults: &Value) -> Result<Config, ConfigError> {
+        let parsed: Value = if yaml.trim().is_empty() {
+            Value::Null
+        } else {
+            serde_yaml_ng::from_str(yaml)?
+        };
+        let from_file = match parsed {
+            Value::Null => Map::new(),
+            Value::Object(map) => map,
+            _ => return Err(ConfigError::NotAMapping),
+        };
+        Self::from_value(overlay(defaults, from_file))
+    }
+
+    /// The configuration when there is no ConfigMap: the flags' settings and no mappings.
+    pub fn from_defaults(defaults: &Value) -> Result<Config, ConfigError> {
+        Self::from_value(overlay(defaults, Map::new()))
+    }
+
+    fn from_value(value: Value) -> Result<Config, ConfigError> {
+        let mut config: Config = serde_json::from_value(value)?;
+        let problems: Vec<String> = providers::ALL
+            .iter()
+            .flat_map(|provider| provider.validate(&config))
+            .chain(config.identities.iter().enumerate().filter_map(|(i, mapping)| {
+                (mapping.namespace.is_empty() || mapping.service_account.is_empty())
+                    .then(|| format!("identities[{i}]: namespace and serviceAccount must not be empty (use \"*\" for any)"))
+            }))
+            .collect();
+        if !problems.is_empty() {
+            return Err(ConfigError::Invalid(problems));
+        }
+        config.index = MappingIndex::build(&config.identities);
+        Ok(config)
+    }
+
+    /// The first mapping that matches, in file order. Constant time whatever the number of mappings.
+    pub fn mapping_for(&self, namespace: &str, service_account: &str) -> Option<&Mapping> {
+        self.index
+            .first_match(namespace, service_account)
+            .map(|i| &self.identities[i])
+    }
+}
+
+/// Places the file's settings over the flag settings, one field deep per cloud section.
+fn overlay(defaults: &Value, mut from_file: Map<String, Value>) -> Value {
+    if let Value::Object(defaults) = defaults {
+        for (section, default_fields) in defaults {
+            match (from_file.get_mut(section), default_fields) {
+                (Some(Value::Object(file_fields)), Value::Object(default_fields)) => {
+                    for (field, value) in default_fields {
+                        file_fields.entry(field.clone()).or_insert_with(|| value.clone());
+                    }
+                }
+                (None | Some(Value::Null), _) => {
+                    from_file.insert(section.clone(), default_fields.clone());
+                }
+                // A section of the wrong type: leave it for the schema check to report.
+                _ => {}
+            }
+        }
+    }
+    Value::Object(from_file)
+}
+
+/// Index of the first mapping for each kind of match, so lookup cost does not grow with the list.
+#[derive(Debug, Default)]
+struct MappingIndex {
+    exact: HashMap<String, HashMap<String, usize>>,
+    any_service_account: HashMap<String, usize>,
+    any_namespace: HashMap<String, usize>,
+    everything: Option<usize>,
+}
+
+impl MappingIndex {
+    fn build(mappings: &[Mapping]) -> Self {
+        let mut index = MappingIndex::default();
+        for (i, mapping) in mappings.iter().enumerate() {
+            let (ns, sa) = (mapping.namespace.as_str(), mapping.service_account.as_str());
+            match (ns == ANY, sa == ANY) {
+                (true, true) => {
+                    index.everything.get_or_insert(i);
+                }
+                (true, false) => {
+                    index.any_namespace.entry(sa.to_owned()).or_insert(i);
+                }
+                (false, true) => {
+                    index.any_service_account.entry(ns.to_owned()).or_insert(i);
+                }
+                (false, false) => {
+                    index
+                        .exact
+                        .entry(ns.to_owned())
+                        .or_default()
+                        .entry(sa.to_owned())
+                        .or_insert(i);
+                }
+            }
+        }
+        index
+    }
+
+    fn first_match(&self, namespace: &str, service_account: &str) -> Option<usize> {
+        [
+            self.exact.get(namespace).and_then(|by_sa| by_sa.get(service_account)).copied(),
+            self.any_service_account.get(namespace).copied(),
+            self.any_namespace.get(service_account).copied(),
+            self.everything,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const ISSUE_EXAMPLE: &str = r#"
+aws:   {region: us-west-2, stsRegionalEndpoints: true, audience: sts.amazonaws.com, tokenExpirationSeconds: 86400}
+azure: {tenantId: "11111111-2222-3333-4444-555555555555", cloud: AzurePublicCloud, tokenExpirationSeconds: 3600}
+gcp:   {workloadIdentityProvider: "projects/123456789/locations/global/workloadIdentityPools/pool/providers/provider", tokenExpirationSeconds: 3600}
+identities:
+  - namespace: team-a
+    serviceAccount: s3-reader
+    aws:   {roleArn: "arn:aws:iam::111122223333:role/s3-reader"}
+  - namespace: analytics
+    serviceAccount: "*"
+    gcp:   {serviceAccount: "reader@my-project.iam.gserviceaccount.com"}
+    azure: {clientId: "00000000-1111-2222-3333-444444444444", tenantId: "11111111-2222-3333-4444-555555555555"}
+"#;
+
+    #[test]
+    fn parses_the_documented_schema() {
+        let config = Config::parse(ISSUE_EXAMPLE, &Value::Null).unwrap();
+        assert_eq!(config.aws.region.as_deref(), Some("us-west-2"));
+        assert_eq!(config.identities.len(), 2);
+        let mapping = config.mapping_for("analytics", "anything").unwrap();
+        assert!(mapping.gcp.is_some());
+        assert!(config.mapping_for("team-a", "other").is_none());
+        assert!(config.mapping_for("team-a", "s3-reader").unwrap().aws.is_some());
+    }
+
+    #[test]
+    fn empty_and_null_documents_mean_no_mappings() {
+        for text in ["", "  \n", "null", "{}"] {
+            let config = Config::parse(text, &Value::Null).unwrap();
+            assert!(config.identities.is_empty(), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn unknown_fields_are_errors() {
+        let err = Config::parse("aws: {regoin: us-west-2}", &Value::Null).unwrap_err();
+        assert!(err.to_string().contains("regoin"), "{err}");
+        let err = Config::parse("identities: [{namespace: a, serviceAcount: b}]", &Value::Null).unwrap_err();
+        assert!(err.to_string().contains("serviceAcount"), "{err}");
+        let err = Config::parse("extra: 1", &Value::Null).unwrap_err();
+        assert!(err.to_string().contains("extra"), "{err}");
+    }
+
+    #[test]
+    fn broken_yaml_and_wrong_shapes_are_errors() {
+        assert!(matches!(Config::parse("aws: [", &Value::Null), Err(ConfigError::Yaml(_))));
+        assert!(matches!(Config::parse("- a\n- b", &Value::Null), Err(ConfigError::NotAMapping)));
+        assert!(matches!(Config::parse("identities: 3", &Value::Null), Err(ConfigError::Schema(_))));
+        assert!(matches!(Config::parse("aws: {tokenExpirationSeconds: soon}", &Value::Null), Err(ConfigError::Schema(_))));
+    }
+
+    #[test]
+    fn invalid_values_are_listed() {
+        let err = Config::parse(
+            "identities: [{namespace: a, serviceAccount: b, aws: {roleArn: nope}}, {namespace: '', azure: {clientId: x}}]",
+            &Value::Null,
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("identities[0].aws.roleArn"), "{text}");
+        assert!(text.contains("identities[1].azure.clientId"), "{text}");
+        assert!(text.contains("identities[1]: namespace"), "{text}");
+    }
+
+    #[test]
+    fn file_settings_win_over_flags_field_by_field() {
+        let flags = json!({"aws": {"region": "eu-west-1", "audience": "flag-audience"}, "azure": {"tenantId": "11111111-2222-3333-4444-555555555555"}});
+        let config = Config::parse("aws: {region: us-east-1}", &flags).unwrap();
+        assert_eq!(config.aws.region.as_deref(), Some("us-east-1"));
+        assert_eq!(config.aws.audience.as_deref(), Some("flag-audience"));
+        assert_eq!(config.azure.tenant_id.as_deref(), Some("11111111-2222-3333-4444-555555555555"));
+        let defaults_only = Config::from_defaults(&flags).unwrap();
+        assert_eq!(defaults_only.aws.region.as_deref(), Some("eu-west-1"));
+    }
+
+    #[test]
+    fn first_match_wins_across_wildcards() {
+        let yaml = r#"
+identities:
+  - {namespace: "*", serviceAccount: "*", gcp: {}}
+  - {namespace: a, serviceAccount: b, aws: {mode: podIdentity}}
+"#;
+        let config = Config::parse(yaml, &Value::Null).unwrap();
+        assert!(config.mapping_for("a", "b").unwrap().gcp.is_some());
+
+        let yaml = r#"
+identities:
+  - {namespace: a, serviceAccount: b, aws: {mode: podIdentity}}
+  - {namespace: a, serviceAccount: "*", gcp: {}}
+  - {namespace: "*", serviceAccount: c, azure: {clientId: "00000000-1111-2222-3333-444444444444"}}
+  - {namespace: a, serviceAccount: b, gcp: {}}
+"#;
+        let config = Config::parse(yaml, &Value::Null).unwrap();
+        assert!(config.mapping_for("a", "b").unwrap().aws.is_some());
+        assert!(config.mapping_for("a", "c").unwrap().gcp.is_some());
+        assert!(config.mapping_for("z", "c").unwrap().azure.is_some());
+        assert!(config.mapping_for("z", "b").is_none());
+    }
+
+    #[test]
+    fn mappings_default_to_any() {
+        let config = Config::parse("identities: [{gcp: {}}]", &Value::Null).unwrap();
+        assert!(config.mapping_for("x", "y").is_some());
+    }
+}

@@ -1,0 +1,169 @@
+//! The pure core: from a Pod or ServiceAccount, its identity inputs and the settings, to a JSON
+//! patch. No I/O and no clock; the server and the offline `mutate` command both call these.
+
+use std::collections::BTreeMap;
+
+use json_patch::jsonptr::PointerBuf;
+use json_patch::{AddOperation, PatchOperation};
+use serde_json::{Value, json};
+
+use crate::config::Config;
+use crate::model::{Container, Pod, ServiceAccount};
+use crate::providers::{self, PodContext, PodInjection};
+
+/// A patch with what it means: the identities it gives and the warnings for the user.
+#[derive(Debug, Default)]
+pub struct Mutation {
+    pub patch: Vec<PatchOperation>,
+    /// `(cloud, identity)` for each cloud that resolved, for the audit log and metrics.
+    pub identities: Vec<(&'static str, String)>,
+    pub warnings: Vec<String>,
+}
+
+/// What a Pod gets. `service_account` is `None` when the ServiceAccount does not exist.
+pub fn mutate_pod(
+    pod: &Pod,
+    namespace: &str,
+    service_account: Option<&ServiceAccount>,
+    config: &Config,
+) -> Mutation {
+    let service_account_name = pod.service_account_name();
+    let Some(service_account) = service_account else {
+        let mapped = config.mapping_for(namespace, service_account_name).is_some();
+        let warnings = if mapped {
+            vec![format!(
+                "ServiceAccount {namespace}/{service_account_name} does not exist; no cloud identity injected"
+            )]
+        } else {
+            Vec::new()
+        };
+        return Mutation { warnings, ..Mutation::default() };
+    };
+    let no_annotations = BTreeMap::new();
+    let context = PodContext {
+        pod,
+        namespace,
+        service_account_annotations: service_account.metadata.annotations.as_ref().unwrap_or(&no_annotations),
+        mapping: config.mapping_for(namespace, service_account_name),
+        config,
+    };
+    let mut warnings = Vec::new();
+    let injections: Vec<PodInjection> = providers::ALL
+        .iter()
+        .filter_map(|provider| provider.pod_injection(&context, &mut warnings))
+        .collect();
+    Mutation {
+        patch: pod_patch(pod, &injections),
+        identities: injections.into_iter().map(|injection| (injection.cloud, injection.identity)).collect(),
+        warnings,
+    }
+}
+
+/// What a ServiceAccount gets: the annotations of the mapping that matches it, where it has none.
+pub fn mutate_service_account(service_account: &ServiceAccount, namespace: &str, config: &Config) -> Mutation {
+    let Some(name) = service_account.metadata.name.as_deref() else {
+        return Mutation::default();
+    };
+    let Some(mapping) = config.mapping_for(namespace, name) else {
+        return Mutation::default();
+    };
+    let mut identities = Vec::new();
+    let mut missing = Vec::new();
+    for provider in providers::ALL {
+        for (key, value) in provider.service_account_annotations(mapping) {
+            identities.push((provider.name(), value.clone()));
+            if service_account.metadata.annotation(key).is_none() {
+                missing.push((key, value));
+            }
+        }
+    }
+    let mut patch = Vec::new();
+    add_annotations(&mut patch, service_account.metadata.annotations.is_some(), missing);
+    Mutation { patch, identities, warnings: Vec::new() }
+}
+
+fn pod_patch(pod: &Pod, injections: &[PodInjection]) -> Vec<PatchOperation> {
+    let mut patch = Vec::new();
+
+    let changed_annotations = injections
+        .iter()
+        .flat_map(|injection| injection.pod_annotations.iter())
+        .filter(|(key, value)| pod.metadata.annotation(key) != Some(value.as_str()))
+        .map(|(key, value)| (*key, value.clone()))
+        .collect();
+    add_annotations(&mut patch, pod.metadata.annotations.is_some(), changed_annotations);
+
+    let volumes = pod.spec.volumes.as_deref().unwrap_or_default();
+    let new_volumes = injections
+        .iter()
+        .filter(|injection| !volumes.iter().any(|volume| volume.name == injection.volume_name))
+        .map(|injection| injection.volume.clone())
+        .collect();
+    append(&mut patch, &["spec", "volumes"], pod.spec.volumes.is_some(), new_volumes);
+
+    let container_lists = [("containers", Some(&pod.spec.containers)), ("initContainers", pod.spec.init_containers.as_ref())];
+    for (list, containers) in container_lists {
+        for (index, container) in containers.into_iter().flatten().enumerate() {
+            patch_container(&mut patch, list, index, container, injections);
+        }
+    }
+    patch
+}
+
+fn patch_container(patch: &mut Vec<PatchOperation>, list: &str, index: usize, container: &Container, injections: &[PodInjection]) {
+    let mut mounts = Vec::new();
+    let mut env: Vec<(&str, &str)> = Vec::new();
+    for injection in injections {
+        if injection.skip_containers.iter().any(|name| *name == container.name) {
+            continue;
+        }
+        if !container.has_mount(injection.volume_name, injection.mount_path) {
+            mounts.push(json!({"name": injection.volume_name, "mountPath": injection.mount_path, "readOnly": true}));
+        }
+        for group in &injection.env {
+            let taken = group
+                .iter()
+                .any(|(name, _)| container.sets_env(name) || env.iter().any(|(added, _)| added == name));
+            if !taken {
+                env.extend(group.iter().map(|(name, value)| (*name, value.as_str())));
+            }
+        }
+    }
+    let index = index.to_string();
+    let env = env.into_iter().map(|(name, value)| json!({"name": name, "value": value})).collect();
+    append(patch, &["spec", list, &index, "volumeMounts"], container.volume_mounts.is_some(), mounts);
+    append(patch, &["spec", list, &index, "env"], container.env.is_some(), env);
+}
+
+/// Appends to the array at `path`, creating it in one operation when the object has none.
+fn append(patch: &mut Vec<PatchOperation>, path: &[&str], exists: bool, values: Vec<Value>) {
+    if values.is_empty() {
+        return;
+    }
+    if exists {
+        for value in values {
+            patch.push(add(path.iter().copied().chain(["-"]), value));
+        }
+    } else {
+        patch.push(add(path.iter().copied(), Value::Array(values)));
+    }
+}
+
+/// Sets annotations, creating the annotation map in one operation when the object has none.
+fn add_annotations(patch: &mut Vec<PatchOperation>, exists: bool, annotations: Vec<(&str, String)>) {
+    if annotations.is_empty() {
+        return;
+    }
+    if exists {
+        for (key, value) in annotations {
+            patch.push(add(["metadata", "annotations", key], Value::String(value)));
+        }
+    } else {
+        let map = annotations.into_iter().map(|(key, value)| (key.to_owned(), Value::String(value))).collect();
+        patch.push(add(["metadata", "annotations"], Value::Object(map)));
+    }
+}
+
+fn add<'t>(tokens: impl IntoIterator<Item = &'t str>, value: Value) -> PatchOperation {
+    PatchOperation::Add(AddOperation { path: PointerBuf::from_tokens(tokens), value })
+}

@@ -1,0 +1,142 @@
+//! Azure: Microsoft Entra Workload ID, injected as the Azure Workload Identity webhook does.
+
+use serde::Deserialize;
+
+use super::{CloudProvider, PodContext, PodInjection, check_expiration, check_field, checked, projected_volume, token_source};
+use crate::config::{Config, Mapping};
+use crate::validate;
+
+pub const CLIENT_ID: &str = "azure.workload.identity/client-id";
+pub const TENANT_ID: &str = "azure.workload.identity/tenant-id";
+pub const TOKEN_EXPIRATION: &str = "azure.workload.identity/service-account-token-expiration";
+/// The generic `<cloud key>/token-expiration` spelling, accepted on Pods beside Azure's own.
+pub const POD_TOKEN_EXPIRATION: &str = "azure.workload.identity/token-expiration";
+pub const SKIP_CONTAINERS: &str = "azure.workload.identity/skip-containers";
+/// Pod label: `"false"` opts out; with `requirePodLabel` only `"true"` opts in.
+pub const USE_LABEL: &str = "azure.workload.identity/use";
+
+const VOLUME: &str = "azure-identity-token";
+const MOUNT: &str = "/var/run/secrets/azure/tokens";
+const TOKEN_FILE: &str = "/var/run/secrets/azure/tokens/azure-identity-token";
+const AUDIENCE: &str = "api://AzureADTokenExchange";
+const DEFAULT_EXPIRATION: i64 = 3600;
+/// The range the Azure webhook accepts for token lifetimes.
+const EXPIRATION_RANGE: std::ops::RangeInclusive<i64> = 3600..=86400;
+
+/// `azure:` at the top of `config.yaml`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Settings {
+    pub tenant_id: Option<String>,
+    #[serde(default)]
+    pub cloud: Cloud,
+    pub token_expiration_seconds: Option<i64>,
+    #[serde(default)]
+    pub require_pod_label: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum Cloud {
+    #[default]
+    AzurePublicCloud,
+    AzureChinaCloud,
+    AzureUSGovernmentCloud,
+}
+
+impl Cloud {
+    fn authority_host(self) -> &'static str {
+        match self {
+            Cloud::AzurePublicCloud => "https://login.microsoftonline.com/",
+            Cloud::AzureChinaCloud => "https://login.chinacloudapi.cn/",
+            Cloud::AzureUSGovernmentCloud => "https://login.microsoftonline.us/",
+        }
+    }
+}
+
+/// `azure:` in an `identities` entry.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MappedIdentity {
+    pub client_id: Option<String>,
+    pub tenant_id: Option<String>,
+}
+
+pub struct Azure;
+
+impl CloudProvider for Azure {
+    fn name(&self) -> &'static str {
+        "azure"
+    }
+
+    fn validate(&self, config: &Config) -> Vec<String> {
+        let mut problems = Vec::new();
+        check_field(&mut problems, "azure.tenantId", config.azure.tenant_id.as_deref(), validate::is_uuid, "UUID");
+        check_expiration(&mut problems, "azure.tokenExpirationSeconds", config.azure.token_expiration_seconds, EXPIRATION_RANGE);
+        for (i, mapping) in config.identities.iter().enumerate() {
+            if let Some(azure) = &mapping.azure {
+                let field = |name: &str| format!("identities[{i}].azure.{name}");
+                check_field(&mut problems, &field("clientId"), azure.client_id.as_deref(), validate::is_uuid, "UUID");
+                check_field(&mut problems, &field("tenantId"), azure.tenant_id.as_deref(), validate::is_uuid, "UUID");
+            }
+        }
+        problems
+    }
+
+    fn pod_injection(&self, ctx: &PodContext<'_>, warnings: &mut Vec<String>) -> Option<PodInjection> {
+        let settings = &ctx.config.azure;
+        let label = ctx.pod_label(USE_LABEL);
+        if label == Some("false") || (settings.require_pod_label && label != Some("true")) {
+            return None;
+        }
+        let mapped = ctx.mapping.and_then(|mapping| mapping.azure.as_ref());
+        let annotated_client = ctx.service_account_annotation(CLIENT_ID);
+        let client_id = checked(CLIENT_ID, annotated_client, validate::is_uuid, "client id (UUID)", warnings)
+            .or_else(|| mapped?.client_id.as_deref());
+        // As with the Azure webhook, the `use: "true"` label asks for injection even without a client id.
+        let meant = annotated_client.is_some() || mapped.is_some() || label == Some("true");
+        if !meant || (annotated_client.is_some() && client_id.is_none() && mapped.is_none()) {
+            return None;
+        }
+        let tenant_id = checked(TENANT_ID, ctx.service_account_annotation(TENANT_ID), validate::is_uuid, "tenant id (UUID)", warnings)
+            .or_else(|| mapped?.tenant_id.as_deref())
+            .or(settings.tenant_id.as_deref());
+        let Some(tenant_id) = tenant_id else {
+            warnings.push(format!(
+                "no Azure tenant id is configured (cluster setting azure.tenantId or annotation {TENANT_ID}); no Azure credentials injected"
+            ));
+            return None;
+        };
+        let expiration = ctx.token_expiration(
+            TOKEN_EXPIRATION,
+            &[TOKEN_EXPIRATION, POD_TOKEN_EXPIRATION],
+            settings.token_expiration_seconds.unwrap_or(DEFAULT_EXPIRATION),
+            EXPIRATION_RANGE,
+            warnings,
+        );
+        let mut env = Vec::new();
+        if let Some(client_id) = client_id {
+            env.push(vec![("AZURE_CLIENT_ID", client_id.to_owned())]);
+        }
+        env.push(vec![("AZURE_TENANT_ID", tenant_id.to_owned())]);
+        env.push(vec![("AZURE_FEDERATED_TOKEN_FILE", TOKEN_FILE.to_owned())]);
+        env.push(vec![("AZURE_AUTHORITY_HOST", settings.cloud.authority_host().to_owned())]);
+        Some(PodInjection {
+            cloud: self.name(),
+            identity: client_id.unwrap_or("(client id set by the Pod)").to_owned(),
+            volume_name: VOLUME,
+            volume: projected_volume(VOLUME, vec![token_source(AUDIENCE, expiration, VOLUME)]),
+            mount_path: MOUNT,
+            env,
+            skip_containers: ctx.skip_list(SKIP_CONTAINERS, ';'),
+            pod_annotations: Vec::new(),
+        })
+    }
+
+    fn service_account_annotations(&self, mapping: &Mapping) -> Vec<(&'static str, String)> {
+        let Some(azure) = &mapping.azure else { return Vec::new() };
+        [(CLIENT_ID, &azure.client_id), (TENANT_ID, &azure.tenant_id)]
+            .into_iter()
+            .filter_map(|(key, value)| Some((key, value.clone()?)))
+            .collect()
+    }
+}

@@ -1,0 +1,180 @@
+//! Google Cloud: Workload Identity Federation with an `external_account` credential configuration,
+//! delivered through the Downward API so no Secret or init container is needed.
+
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{CloudProvider, PodContext, PodInjection, check_expiration, check_field, checked, projected_volume, token_source};
+use crate::config::{Config, Mapping};
+use crate::validate;
+
+/// GKE's own annotation: impersonate this Google service account.
+pub const GKE_SERVICE_ACCOUNT: &str = "iam.gke.io/gcp-service-account";
+pub const WORKLOAD_IDENTITY_PROVIDER: &str = "cloud.google.com/workload-identity-provider";
+pub const SERVICE_ACCOUNT_EMAIL: &str = "cloud.google.com/service-account-email";
+pub const AUDIENCE: &str = "cloud.google.com/audience";
+pub const TOKEN_EXPIRATION: &str = "cloud.google.com/token-expiration";
+pub const SKIP_CONTAINERS: &str = "cloud.google.com/skip-containers";
+/// Pod annotation that holds the credential configuration; the volume projects it as a file.
+pub const CREDENTIAL_CONFIGURATION: &str = "cloud.google.com/external-credentials-json";
+
+const VOLUME: &str = "gcp-workload-identity";
+const MOUNT: &str = "/var/run/secrets/sts.googleapis.com/serviceaccount";
+const TOKEN_FILE: &str = "/var/run/secrets/sts.googleapis.com/serviceaccount/token";
+const CREDENTIAL_FILE_NAME: &str = "credential-configuration.json";
+const CREDENTIAL_FILE: &str = "/var/run/secrets/sts.googleapis.com/serviceaccount/credential-configuration.json";
+const DEFAULT_EXPIRATION: i64 = 3600;
+
+/// `gcp:` at the top of `config.yaml`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Settings {
+    pub workload_identity_provider: Option<String>,
+    pub audience: Option<String>,
+    pub token_expiration_seconds: Option<i64>,
+    #[serde(default)]
+    pub mode: Mode,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Mode {
+    /// Outside GKE: inject the federation credential configuration.
+    #[default]
+    Federation,
+    /// On GKE the metadata server serves Pods; only ServiceAccounts are annotated.
+    Gke,
+}
+
+/// `gcp:` in an `identities` entry; without `serviceAccount` the Pod uses direct resource access.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MappedIdentity {
+    pub service_account: Option<String>,
+}
+
+pub struct Gcp;
+
+impl CloudProvider for Gcp {
+    fn name(&self) -> &'static str {
+        "gcp"
+    }
+
+    fn validate(&self, config: &Config) -> Vec<String> {
+        let mut problems = Vec::new();
+        let settings = &config.gcp;
+        check_field(
+            &mut problems,
+            "gcp.workloadIdentityProvider",
+            settings.workload_identity_provider.as_deref(),
+            validate::is_workload_identity_provider,
+            "workload identity provider resource name",
+        );
+        check_field(&mut problems, "gcp.audience", settings.audience.as_deref(), validate::is_audience, "audience");
+        check_expiration(&mut problems, "gcp.tokenExpirationSeconds", settings.token_expiration_seconds, 1..=i64::from(u32::MAX));
+        for (i, mapping) in config.identities.iter().enumerate() {
+            if let Some(gcp) = &mapping.gcp {
+                check_field(
+                    &mut problems,
+                    &format!("identities[{i}].gcp.serviceAccount"),
+                    gcp.service_account.as_deref(),
+                    validate::is_google_service_account,
+                    "Google service account e-mail",
+                );
+            }
+        }
+        problems
+    }
+
+    fn pod_injection(&self, ctx: &PodContext<'_>, warnings: &mut Vec<String>) -> Option<PodInjection> {
+        let settings = &ctx.config.gcp;
+        if settings.mode == Mode::Gke {
+            return None;
+        }
+        let email_annotation = [GKE_SERVICE_ACCOUNT, SERVICE_ACCOUNT_EMAIL]
+            .into_iter()
+            .find_map(|key| Some((key, ctx.service_account_annotation(key)?)));
+        let annotated_email = email_annotation.and_then(|(key, value)| {
+            checked(key, Some(value), validate::is_google_service_account, "Google service account e-mail", warnings)
+        });
+        let annotated_provider = checked(
+            WORKLOAD_IDENTITY_PROVIDER,
+            ctx.service_account_annotation(WORKLOAD_IDENTITY_PROVIDER),
+            validate::is_workload_identity_provider,
+            "workload identity provider resource name",
+            warnings,
+        );
+        let mapped = ctx.mapping.and_then(|mapping| mapping.gcp.as_ref());
+        // An identity is meant when the ServiceAccount names one (even a broken one) or a mapping does.
+        let meant = email_annotation.is_some()
+            || ctx.service_account_annotation(WORKLOAD_IDENTITY_PROVIDER).is_some()
+            || mapped.is_some();
+        if !meant {
+            return None;
+        }
+        if email_annotation.is_some() && annotated_email.is_none() {
+            return None;
+        }
+        let email = annotated_email.or_else(|| mapped?.service_account.as_deref());
+        let Some(provider) = annotated_provider.or(settings.workload_identity_provider.as_deref()) else {
+            warnings.push(format!(
+                "no Google workload identity provider is configured (cluster setting gcp.workloadIdentityProvider or annotation {WORKLOAD_IDENTITY_PROVIDER}); no Google credentials injected"
+            ));
+            return None;
+        };
+        let default_audience = format!("https://iam.googleapis.com/{provider}");
+        let audience = checked(AUDIENCE, ctx.service_account_annotation(AUDIENCE), validate::is_audience, "audience", warnings)
+            .or(settings.audience.as_deref())
+            .unwrap_or(&default_audience);
+        let expiration = ctx.token_expiration(
+            TOKEN_EXPIRATION,
+            &[TOKEN_EXPIRATION],
+            settings.token_expiration_seconds.unwrap_or(DEFAULT_EXPIRATION),
+            1..=i64::from(u32::MAX),
+            warnings,
+        );
+        let field_path = format!("metadata.annotations['{CREDENTIAL_CONFIGURATION}']");
+        let credential_items = json!({"items": [{"path": CREDENTIAL_FILE_NAME, "fieldRef": {"apiVersion": "v1", "fieldPath": field_path}}]});
+        let volume = projected_volume(
+            VOLUME,
+            vec![token_source(audience, expiration, "token"), json!({"downwardAPI": credential_items})],
+        );
+        Some(PodInjection {
+            cloud: self.name(),
+            identity: email.map_or_else(|| format!("direct access via {provider}"), str::to_owned),
+            volume_name: VOLUME,
+            volume,
+            mount_path: MOUNT,
+            env: vec![
+                vec![("GOOGLE_APPLICATION_CREDENTIALS", CREDENTIAL_FILE.to_owned())],
+                vec![("CLOUDSDK_AUTH_CREDENTIAL_FILE_OVERRIDE", CREDENTIAL_FILE.to_owned())],
+            ],
+            skip_containers: ctx.skip_list(SKIP_CONTAINERS, ','),
+            pod_annotations: vec![(CREDENTIAL_CONFIGURATION, credential_configuration(provider, email))],
+        })
+    }
+
+    fn service_account_annotations(&self, mapping: &Mapping) -> Vec<(&'static str, String)> {
+        match mapping.gcp.as_ref().and_then(|gcp| gcp.service_account.as_ref()) {
+            Some(email) => vec![(GKE_SERVICE_ACCOUNT, email.clone())],
+            None => Vec::new(),
+        }
+    }
+}
+
+/// The `external_account` credential configuration that Google's client libraries and gcloud read.
+fn credential_configuration(provider: &str, email: Option<&str>) -> String {
+    let mut configuration = json!({
+        "type": "external_account",
+        "audience": format!("//iam.googleapis.com/{provider}"),
+        "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
+        "token_url": "https://sts.googleapis.com/v1/token",
+        "credential_source": {"file": TOKEN_FILE, "format": {"type": "text"}},
+    });
+    if let Some(email) = email {
+        configuration["service_account_impersonation_url"] = json!(format!(
+            "https://iamcredentials.googleapis.com/v1/projects/-/serviceAccounts/{email}:generateAccessToken"
+        ));
+    }
+    configuration.to_string()
+}

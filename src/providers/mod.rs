@@ -1,0 +1,187 @@
+//! One module per cloud, each behind [`CloudProvider`]. Adding a cloud means one new module, its
+//! settings and mapping types in [`crate::config::Config`]/[`crate::config::Mapping`], and one
+//! entry in [`ALL`].
+
+pub mod aws;
+pub mod azure;
+pub mod gcp;
+
+use std::collections::BTreeMap;
+use std::ops::RangeInclusive;
+
+use serde_json::{Value, json};
+
+use crate::config::{Config, Mapping};
+use crate::model::Pod;
+
+/// Every cloud the webhook knows, in the order their injections appear in a Pod.
+pub static ALL: &[&dyn CloudProvider] = &[&aws::Aws, &gcp::Gcp, &azure::Azure];
+
+/// The apiserver refuses projected tokens that live shorter than this.
+pub const MIN_TOKEN_EXPIRATION_SECONDS: i64 = 600;
+
+pub trait CloudProvider: Sync {
+    /// Short name used in metrics, logs and warnings (`aws`, `gcp`, `azure`).
+    fn name(&self) -> &'static str;
+
+    /// Problems with this cloud's settings and mapping entries, each naming its field.
+    fn validate(&self, config: &Config) -> Vec<String>;
+
+    /// What this cloud adds to a Pod, if the Pod's ServiceAccount resolves to an identity of it.
+    /// Values that look like a meant-but-broken identity produce warnings for the user.
+    fn pod_injection(&self, pod: &PodContext<'_>, warnings: &mut Vec<String>) -> Option<PodInjection>;
+
+    /// Annotations that show a mapping's identity on the ServiceAccount it matches.
+    fn service_account_annotations(&self, mapping: &Mapping) -> Vec<(&'static str, String)>;
+}
+
+/// Everything a provider may read to decide what a Pod gets.
+pub struct PodContext<'a> {
+    pub pod: &'a Pod,
+    pub namespace: &'a str,
+    /// Annotations of the Pod's ServiceAccount.
+    pub service_account_annotations: &'a BTreeMap<String, String>,
+    /// The first mapping of the ConfigMap that matches the Pod's ServiceAccount.
+    pub mapping: Option<&'a Mapping>,
+    pub config: &'a Config,
+}
+
+impl PodContext<'_> {
+    pub fn service_account_annotation(&self, key: &str) -> Option<&str> {
+        self.service_account_annotations
+            .get(key)
+            .map(|value| value.trim())
+            .filter(|value| !value.is_empty())
+    }
+
+    pub fn pod_annotation(&self, key: &str) -> Option<&str> {
+        self.pod.metadata.annotation(key).map(str::trim).filter(|value| !value.is_empty())
+    }
+
+    pub fn pod_label(&self, key: &str) -> Option<&str> {
+        self.pod.metadata.labels.get(key).map(String::as_str)
+    }
+
+    /// Container names listed in a skip annotation of the Pod.
+    pub fn skip_list(&self, key: &str, separator: char) -> Vec<String> {
+        self.pod_annotation(key)
+            .map(|list| {
+                list.split(separator)
+                    .map(str::trim)
+                    .filter(|name| !name.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// A token lifetime: the ServiceAccount annotation (within `allowed`) or `default`, which a Pod
+    /// annotation may shorten but never lengthen, raised to the apiserver's floor.
+    pub fn token_expiration(
+        &self,
+        service_account_key: &str,
+        pod_keys: &[&str],
+        default: i64,
+        allowed: RangeInclusive<i64>,
+        warnings: &mut Vec<String>,
+    ) -> i64 {
+        let parse = |key: &str, value: &str, warnings: &mut Vec<String>| match value.parse::<i64>() {
+            Ok(seconds) if allowed.contains(&seconds) => Some(seconds),
+            _ => {
+                warnings.push(format!(
+                    "annotation {key}={value:?} is not a whole number of seconds in {}..={}; ignored",
+                    allowed.start(),
+                    allowed.end()
+                ));
+                None
+            }
+        };
+        let mut seconds = self
+            .service_account_annotation(service_account_key)
+            .and_then(|value| parse(service_account_key, value, warnings))
+            .unwrap_or(default);
+        for key in pod_keys {
+            let Some(value) = self.pod_annotation(key) else { continue };
+            match parse(key, value, warnings) {
+                Some(shorter) if shorter <= seconds => seconds = shorter,
+                Some(_) => warnings.push(format!(
+                    "pod annotation {key}={value} can only shorten the token lifetime ({seconds}s); ignored"
+                )),
+                None => {}
+            }
+        }
+        seconds.max(MIN_TOKEN_EXPIRATION_SECONDS)
+    }
+}
+
+/// What one cloud adds to a Pod. The mutation engine adds each part only where it is missing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PodInjection {
+    pub cloud: &'static str,
+    /// The identity as the audit log shows it (role ARN, client id, Google service account ...).
+    pub identity: String,
+    pub volume_name: &'static str,
+    /// The whole Volume object, `name` included.
+    pub volume: Value,
+    pub mount_path: &'static str,
+    /// Env vars in groups: a group is added whole, or not at all when a container sets any of it.
+    pub env: Vec<Vec<(&'static str, String)>>,
+    pub skip_containers: Vec<String>,
+    /// Pod annotations the injection relies on (their values are ours and are kept in step).
+    pub pod_annotations: Vec<(&'static str, String)>,
+}
+
+/// The projected service-account token source that every cloud uses.
+pub fn token_source(audience: &str, expiration_seconds: i64, path: &str) -> Value {
+    json!({"serviceAccountToken": {"audience": audience, "expirationSeconds": expiration_seconds, "path": path}})
+}
+
+/// A projected volume made of the given sources.
+pub fn projected_volume(name: &str, sources: Vec<Value>) -> Value {
+    json!({"name": name, "projected": {"sources": sources}})
+}
+
+/// Reports an annotation value that fails its check, and drops it.
+pub fn checked<'v>(
+    key: &str,
+    value: Option<&'v str>,
+    is_valid: fn(&str) -> bool,
+    what: &str,
+    warnings: &mut Vec<String>,
+) -> Option<&'v str> {
+    let value = value?;
+    if is_valid(value) {
+        Some(value)
+    } else {
+        warnings.push(format!("annotation {key}={value:?} is not a valid {what}; ignored"));
+        None
+    }
+}
+
+/// Validates an optional settings or mapping field, naming it in the message.
+pub fn check_field(
+    problems: &mut Vec<String>,
+    field: &str,
+    value: Option<&str>,
+    is_valid: fn(&str) -> bool,
+    what: &str,
+) {
+    if let Some(value) = value
+        && !is_valid(value)
+    {
+        problems.push(format!("{field}: {value:?} is not a valid {what}"));
+    }
+}
+
+/// Token lifetimes in settings must be positive; the floor is applied when tokens are made.
+pub fn check_expiration(problems: &mut Vec<String>, field: &str, value: Option<i64>, allowed: RangeInclusive<i64>) {
+    if let Some(seconds) = value
+        && !allowed.contains(&seconds)
+    {
+        problems.push(format!(
+            "{field}: {seconds} is outside {}..={}",
+            allowed.start(),
+            allowed.end()
+        ));
+    }
+}

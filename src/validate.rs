@@ -1,0 +1,168 @@
+//! Validation of identity values before they can reach a Pod spec.
+//!
+//! Every value that comes from an annotation or the ConfigMap passes one of these checks, so no
+//! annotation can smuggle extra JSON, env vars or paths into a Pod. The checks are strict on purpose:
+//! a value that fails is reported as a warning to the user who wrote it.
+
+/// `arn:<partition>:iam::<12-digit account>:role/<path/name>`.
+pub fn is_role_arn(value: &str) -> bool {
+    let Some(rest) = value.strip_prefix("arn:") else {
+        return false;
+    };
+    let Some((partition, rest)) = rest.split_once(':') else {
+        return false;
+    };
+    let Some(rest) = rest.strip_prefix("iam::") else {
+        return false;
+    };
+    let Some((account, role)) = rest.split_once(':') else {
+        return false;
+    };
+    let Some(role_path) = role.strip_prefix("role/") else {
+        return false;
+    };
+    partition.starts_with("aws")
+        && partition.bytes().all(|b| b.is_ascii_lowercase() || b == b'-')
+        && account.len() == 12
+        && account.bytes().all(|b| b.is_ascii_digit())
+        && (1..=512).contains(&role_path.len())
+        && !role_path.ends_with('/')
+        && role_path
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-/".contains(&b))
+}
+
+/// A UUID in its canonical 8-4-4-4-12 hex form (Azure client and tenant ids).
+pub fn is_uuid(value: &str) -> bool {
+    let groups: Vec<&str> = value.split('-').collect();
+    groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(group, len)| group.len() == len && group.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// A Google service account e-mail: `name@project.iam.gserviceaccount.com` and the older
+/// `...@developer.gserviceaccount.com` / `...@appspot.gserviceaccount.com` forms.
+pub fn is_google_service_account(value: &str) -> bool {
+    let Some((local, domain)) = value.split_once('@') else {
+        return false;
+    };
+    let domain_ok = domain.ends_with(".gserviceaccount.com")
+        && domain
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+    domain_ok
+        && (1..=100).contains(&local.len())
+        && local
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+}
+
+/// `projects/<number>/locations/global/workloadIdentityPools/<pool>/providers/<provider>`.
+pub fn is_workload_identity_provider(value: &str) -> bool {
+    let parts: Vec<&str> = value.split('/').collect();
+    let id_ok = |id: &str| {
+        (4..=32).contains(&id.len())
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    };
+    parts.len() == 8
+        && parts[0] == "projects"
+        && !parts[1].is_empty()
+        && parts[1].bytes().all(|b| b.is_ascii_digit())
+        && parts[2] == "locations"
+        && parts[3] == "global"
+        && parts[4] == "workloadIdentityPools"
+        && id_ok(parts[5])
+        && parts[6] == "providers"
+        && id_ok(parts[7])
+}
+
+/// An AWS region name such as `us-west-2` or `us-gov-east-1`.
+pub fn is_aws_region(value: &str) -> bool {
+    (4..=32).contains(&value.len())
+        && value.contains('-')
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// A token audience: printable ASCII without quotes or whitespace.
+pub fn is_audience(value: &str) -> bool {
+    (1..=256).contains(&value.len())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn role_arns() {
+        assert!(is_role_arn("arn:aws:iam::111122223333:role/s3-reader"));
+        assert!(is_role_arn("arn:aws-cn:iam::111122223333:role/path/to/Role_1+=,.@-"));
+        assert!(is_role_arn("arn:aws-us-gov:iam::111122223333:role/x"));
+        for bad in [
+            "",
+            "arn:aws:iam::11112222333:role/short-account",
+            "arn:aws:iam::111122223333:user/not-a-role",
+            "arn:aws:iam::111122223333:role/",
+            "arn:aws:iam::111122223333:role/a\"b",
+            "arn:aws:iam::111122223333:role/a b",
+            "arn:gcp:iam::111122223333:role/x",
+            "arn:aws:s3::111122223333:role/x",
+            "arn:aws:iam::111122223333:role/x/",
+        ] {
+            assert!(!is_role_arn(bad), "{bad:?} must be refused");
+        }
+    }
+
+    #[test]
+    fn uuids() {
+        assert!(is_uuid("00000000-1111-2222-3333-444444444444"));
+        assert!(is_uuid("ABCDEF00-1111-2222-3333-abcdefabcdef"));
+        for bad in ["", "0000-1111", "00000000-1111-2222-3333-44444444444g", "00000000-1111-2222-3333-4444444444444"] {
+            assert!(!is_uuid(bad), "{bad:?} must be refused");
+        }
+    }
+
+    #[test]
+    fn google_service_accounts() {
+        assert!(is_google_service_account("reader@my-project.iam.gserviceaccount.com"));
+        assert!(is_google_service_account("123-compute@developer.gserviceaccount.com"));
+        for bad in ["reader", "reader@example.com", "Reader@p.iam.gserviceaccount.com", "a\"@p.iam.gserviceaccount.com", "@p.iam.gserviceaccount.com"] {
+            assert!(!is_google_service_account(bad), "{bad:?} must be refused");
+        }
+    }
+
+    #[test]
+    fn workload_identity_providers() {
+        assert!(is_workload_identity_provider(
+            "projects/123456789/locations/global/workloadIdentityPools/pool-1/providers/provider-1"
+        ));
+        for bad in [
+            "projects/abc/locations/global/workloadIdentityPools/pool/providers/prov",
+            "projects/1/locations/us/workloadIdentityPools/pool/providers/prov",
+            "projects/1/locations/global/workloadIdentityPools/pool/providers/prov/extra",
+            "projects/1/locations/global/workloadIdentityPools/POOL/providers/prov",
+        ] {
+            assert!(!is_workload_identity_provider(bad), "{bad:?} must be refused");
+        }
+    }
+
+    #[test]
+    fn regions_and_audiences() {
+        assert!(is_aws_region("us-west-2"));
+        assert!(!is_aws_region("US-WEST-2"));
+        assert!(!is_aws_region("uswest"));
+        assert!(is_audience("sts.amazonaws.com"));
+        assert!(is_audience("https://iam.googleapis.com/projects/1/x"));
+        assert!(!is_audience("a b"));
+        assert!(!is_audience("a\"b"));
+        assert!(!is_audience(""));
+    }
+}
