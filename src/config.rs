@@ -115,7 +115,9 @@ fn overlay(defaults: &Value, mut from_file: Map<String, Value>) -> Value {
             match (from_file.get_mut(section), default_fields) {
                 (Some(Value::Object(file_fields)), Value::Object(default_fields)) => {
                     for (field, value) in default_fields {
-                        file_fields.entry(field.clone()).or_insert_with(|| value.clone());
+                        file_fields
+                            .entry(field.clone())
+                            .or_insert_with(|| value.clone());
                     }
                 }
                 (None | Some(Value::Null), _) => {
@@ -168,7 +170,10 @@ impl MappingIndex {
 
     fn first_match(&self, namespace: &str, service_account: &str) -> Option<usize> {
         [
-            self.exact.get(namespace).and_then(|by_sa| by_sa.get(service_account)).copied(),
+            self.exact
+                .get(namespace)
+                .and_then(|by_sa| by_sa.get(service_account))
+                .copied(),
             self.any_service_account.get(namespace).copied(),
             self.any_namespace.get(service_account).copied(),
             self.everything,
@@ -206,7 +211,13 @@ identities:
         let mapping = config.mapping_for("analytics", "anything").unwrap();
         assert!(mapping.gcp.is_some());
         assert!(config.mapping_for("team-a", "other").is_none());
-        assert!(config.mapping_for("team-a", "s3-reader").unwrap().aws.is_some());
+        assert!(
+            config
+                .mapping_for("team-a", "s3-reader")
+                .unwrap()
+                .aws
+                .is_some()
+        );
     }
 
     #[test]
@@ -221,7 +232,11 @@ identities:
     fn unknown_fields_are_errors() {
         let err = Config::parse("aws: {regoin: us-west-2}", &Value::Null).unwrap_err();
         assert!(err.to_string().contains("regoin"), "{err}");
-        let err = Config::parse("identities: [{namespace: a, serviceAcount: b}]", &Value::Null).unwrap_err();
+        let err = Config::parse(
+            "identities: [{namespace: a, serviceAcount: b}]",
+            &Value::Null,
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("serviceAcount"), "{err}");
         let err = Config::parse("extra: 1", &Value::Null).unwrap_err();
         assert!(err.to_string().contains("extra"), "{err}");
@@ -229,10 +244,22 @@ identities:
 
     #[test]
     fn broken_yaml_and_wrong_shapes_are_errors() {
-        assert!(matches!(Config::parse("aws: [", &Value::Null), Err(ConfigError::Yaml(_))));
-        assert!(matches!(Config::parse("- a\n- b", &Value::Null), Err(ConfigError::NotAMapping)));
-        assert!(matches!(Config::parse("identities: 3", &Value::Null), Err(ConfigError::Schema(_))));
-        assert!(matches!(Config::parse("aws: {tokenExpirationSeconds: soon}", &Value::Null), Err(ConfigError::Schema(_))));
+        assert!(matches!(
+            Config::parse("aws: [", &Value::Null),
+            Err(ConfigError::Yaml(_))
+        ));
+        assert!(matches!(
+            Config::parse("- a\n- b", &Value::Null),
+            Err(ConfigError::NotAMapping)
+        ));
+        assert!(matches!(
+            Config::parse("identities: 3", &Value::Null),
+            Err(ConfigError::Schema(_))
+        ));
+        assert!(matches!(
+            Config::parse("aws: {tokenExpirationSeconds: soon}", &Value::Null),
+            Err(ConfigError::Schema(_))
+        ));
     }
 
     #[test]
@@ -254,7 +281,10 @@ identities:
         let config = Config::parse("aws: {region: us-east-1}", &flags).unwrap();
         assert_eq!(config.aws.region.as_deref(), Some("us-east-1"));
         assert_eq!(config.aws.audience.as_deref(), Some("flag-audience"));
-        assert_eq!(config.azure.tenant_id.as_deref(), Some("11111111-2222-3333-4444-555555555555"));
+        assert_eq!(
+            config.azure.tenant_id.as_deref(),
+            Some("11111111-2222-3333-4444-555555555555")
+        );
         let defaults_only = Config::from_defaults(&flags).unwrap();
         assert_eq!(defaults_only.aws.region.as_deref(), Some("eu-west-1"));
     }

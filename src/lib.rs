@@ -11,3 +11,10 @@ pub mod model;
 pub mod mutation;
 pub mod providers;
 pub mod validate;
+
+pub mod cli;
+pub mod metrics;
+pub mod offline;
+pub mod server;
+pub mod tls;
+pub mod watch;

@@ -1,1 +1,131 @@
-fn main() {}
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use anyhow::Context;
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use workload_identity_webhook::cli::{Cli, Command, LogArgs, LogFormat, ServeArgs};
+use workload_identity_webhook::metrics::Metrics;
+use workload_identity_webhook::offline;
+use workload_identity_webhook::server::{self, AppState, ServerOptions};
+use workload_identity_webhook::tls::{self, CertificateFiles, ReloadingCertificate};
+use workload_identity_webhook::watch::{LiveConfig, ServiceAccounts};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => {
+            init_logging(&args.log);
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .map_err(anyhow::Error::from)
+                .and_then(|runtime| runtime.block_on(serve(*args)))
+        }
+        Command::Mutate(args) => offline::run(&args).map(|(text, warnings)| {
+            for warning in warnings {
+                eprintln!("warning: {warning}");
+            }
+            println!("{text}");
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(args: &LogArgs) {
+    let filter = EnvFilter::try_new(&args.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::default());
+    let config = LiveConfig::new(args.cluster.to_defaults(), metrics.clone())
+        .context("invalid cluster settings")?;
+
+    let certificate = match (&args.tls_cert_file, &args.tls_key_file) {
+        (Some(cert), Some(key)) => {
+            let files = CertificateFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            };
+            let current = ReloadingCertificate::new(files.load().await?);
+            tokio::spawn(files.watch(current.clone(), metrics.clone(), args.reload_interval));
+            current
+        }
+        _ => {
+            tracing::warn!(
+                "no --tls-cert-file given: serving a self-signed certificate for localhost"
+            );
+            ReloadingCertificate::new(tls::self_signed()?)
+        }
+    };
+
+    let service_accounts = if args.standalone {
+        tracing::info!("standalone: no Kubernetes API; only mappings apply");
+        ServiceAccounts::Standalone
+    } else {
+        let client = kube::Client::try_default()
+            .await
+            .context("connecting to the Kubernetes API (use --standalone to run without one)")?;
+        if args.config_file.is_none() {
+            let namespace = args
+                .namespace
+                .clone()
+                .or_else(own_namespace)
+                .unwrap_or_else(|| "workload-identity-system".to_owned());
+            tokio::spawn(config.clone().watch_config_map(
+                client.clone(),
+                namespace,
+                args.config_map.clone(),
+            ));
+        }
+        ServiceAccounts::start_cluster(client)
+    };
+    match &args.config_file {
+        Some(path) => {
+            tokio::spawn(
+                config
+                    .clone()
+                    .watch_file(path.clone(), args.reload_interval),
+            );
+        }
+        None if args.standalone => config.clear("embedded defaults"),
+        None => {}
+    }
+
+    let state = Arc::new(AppState {
+        config,
+        service_accounts,
+        metrics,
+        shutting_down: AtomicBool::new(false),
+    });
+    let options = ServerOptions {
+        listen: args.listen,
+        metrics_listen: args.metrics_listen,
+        max_body_bytes: args.max_body_bytes,
+        shutdown_timeout: args.shutdown_timeout,
+    };
+    server::serve(state, tls::server_config(certificate)?, options).await
+}
+
+/// The namespace of the Pod the webhook runs in, from its ServiceAccount mount.
+fn own_namespace() -> Option<String> {
+    std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+        .ok()
+        .map(|text| text.trim().to_owned())
+        .filter(|text| !text.is_empty())
+}

@@ -29,7 +29,9 @@ pub fn mutate_pod(
 ) -> Mutation {
     let service_account_name = pod.service_account_name();
     let Some(service_account) = service_account else {
-        let mapped = config.mapping_for(namespace, service_account_name).is_some();
+        let mapped = config
+            .mapping_for(namespace, service_account_name)
+            .is_some();
         let warnings = if mapped {
             vec![format!(
                 "ServiceAccount {namespace}/{service_account_name} does not exist; no cloud identity injected"
@@ -37,13 +39,20 @@ pub fn mutate_pod(
         } else {
             Vec::new()
         };
-        return Mutation { warnings, ..Mutation::default() };
+        return Mutation {
+            warnings,
+            ..Mutation::default()
+        };
     };
     let no_annotations = BTreeMap::new();
     let context = PodContext {
         pod,
         namespace,
-        service_account_annotations: service_account.metadata.annotations.as_ref().unwrap_or(&no_annotations),
+        service_account_annotations: service_account
+            .metadata
+            .annotations
+            .as_ref()
+            .unwrap_or(&no_annotations),
         mapping: config.mapping_for(namespace, service_account_name),
         config,
     };
@@ -54,13 +63,20 @@ pub fn mutate_pod(
         .collect();
     Mutation {
         patch: pod_patch(pod, &injections),
-        identities: injections.into_iter().map(|injection| (injection.cloud, injection.identity)).collect(),
+        identities: injections
+            .into_iter()
+            .map(|injection| (injection.cloud, injection.identity))
+            .collect(),
         warnings,
     }
 }
 
 /// What a ServiceAccount gets: the annotations of the mapping that matches it, where it has none.
-pub fn mutate_service_account(service_account: &ServiceAccount, namespace: &str, config: &Config) -> Mutation {
+pub fn mutate_service_account(
+    service_account: &ServiceAccount,
+    namespace: &str,
+    config: &Config,
+) -> Mutation {
     let Some(name) = service_account.metadata.name.as_deref() else {
         return Mutation::default();
     };
@@ -78,8 +94,16 @@ pub fn mutate_service_account(service_account: &ServiceAccount, namespace: &str,
         }
     }
     let mut patch = Vec::new();
-    add_annotations(&mut patch, service_account.metadata.annotations.is_some(), missing);
-    Mutation { patch, identities, warnings: Vec::new() }
+    add_annotations(
+        &mut patch,
+        service_account.metadata.annotations.is_some(),
+        missing,
+    );
+    Mutation {
+        patch,
+        identities,
+        warnings: Vec::new(),
+    }
 }
 
 fn pod_patch(pod: &Pod, injections: &[PodInjection]) -> Vec<PatchOperation> {
@@ -91,17 +115,33 @@ fn pod_patch(pod: &Pod, injections: &[PodInjection]) -> Vec<PatchOperation> {
         .filter(|(key, value)| pod.metadata.annotation(key) != Some(value.as_str()))
         .map(|(key, value)| (*key, value.clone()))
         .collect();
-    add_annotations(&mut patch, pod.metadata.annotations.is_some(), changed_annotations);
+    add_annotations(
+        &mut patch,
+        pod.metadata.annotations.is_some(),
+        changed_annotations,
+    );
 
     let volumes = pod.spec.volumes.as_deref().unwrap_or_default();
     let new_volumes = injections
         .iter()
-        .filter(|injection| !volumes.iter().any(|volume| volume.name == injection.volume_name))
+        .filter(|injection| {
+            !volumes
+                .iter()
+                .any(|volume| volume.name == injection.volume_name)
+        })
         .map(|injection| injection.volume.clone())
         .collect();
-    append(&mut patch, &["spec", "volumes"], pod.spec.volumes.is_some(), new_volumes);
+    append(
+        &mut patch,
+        &["spec", "volumes"],
+        pod.spec.volumes.is_some(),
+        new_volumes,
+    );
 
-    let container_lists = [("containers", Some(&pod.spec.containers)), ("initContainers", pod.spec.init_containers.as_ref())];
+    let container_lists = [
+        ("containers", Some(&pod.spec.containers)),
+        ("initContainers", pod.spec.init_containers.as_ref()),
+    ];
     for (list, containers) in container_lists {
         for (index, container) in containers.into_iter().flatten().enumerate() {
             patch_container(&mut patch, list, index, container, injections);
@@ -110,29 +150,52 @@ fn pod_patch(pod: &Pod, injections: &[PodInjection]) -> Vec<PatchOperation> {
     patch
 }
 
-fn patch_container(patch: &mut Vec<PatchOperation>, list: &str, index: usize, container: &Container, injections: &[PodInjection]) {
+fn patch_container(
+    patch: &mut Vec<PatchOperation>,
+    list: &str,
+    index: usize,
+    container: &Container,
+    injections: &[PodInjection],
+) {
     let mut mounts = Vec::new();
     let mut env: Vec<(&str, &str)> = Vec::new();
     for injection in injections {
-        if injection.skip_containers.iter().any(|name| *name == container.name) {
+        if injection
+            .skip_containers
+            .iter()
+            .any(|name| *name == container.name)
+        {
             continue;
         }
         if !container.has_mount(injection.volume_name, injection.mount_path) {
             mounts.push(json!({"name": injection.volume_name, "mountPath": injection.mount_path, "readOnly": true}));
         }
         for group in &injection.env {
-            let taken = group
-                .iter()
-                .any(|(name, _)| container.sets_env(name) || env.iter().any(|(added, _)| added == name));
+            let taken = group.iter().any(|(name, _)| {
+                container.sets_env(name) || env.iter().any(|(added, _)| added == name)
+            });
             if !taken {
                 env.extend(group.iter().map(|(name, value)| (*name, value.as_str())));
             }
         }
     }
     let index = index.to_string();
-    let env = env.into_iter().map(|(name, value)| json!({"name": name, "value": value})).collect();
-    append(patch, &["spec", list, &index, "volumeMounts"], container.volume_mounts.is_some(), mounts);
-    append(patch, &["spec", list, &index, "env"], container.env.is_some(), env);
+    let env = env
+        .into_iter()
+        .map(|(name, value)| json!({"name": name, "value": value}))
+        .collect();
+    append(
+        patch,
+        &["spec", list, &index, "volumeMounts"],
+        container.volume_mounts.is_some(),
+        mounts,
+    );
+    append(
+        patch,
+        &["spec", list, &index, "env"],
+        container.env.is_some(),
+        env,
+    );
 }
 
 /// Appends to the array at `path`, creating it in one operation when the object has none.
@@ -150,7 +213,11 @@ fn append(patch: &mut Vec<PatchOperation>, path: &[&str], exists: bool, values: 
 }
 
 /// Sets annotations, creating the annotation map in one operation when the object has none.
-fn add_annotations(patch: &mut Vec<PatchOperation>, exists: bool, annotations: Vec<(&str, String)>) {
+fn add_annotations(
+    patch: &mut Vec<PatchOperation>,
+    exists: bool,
+    annotations: Vec<(&str, String)>,
+) {
     if annotations.is_empty() {
         return;
     }
@@ -159,11 +226,17 @@ fn add_annotations(patch: &mut Vec<PatchOperation>, exists: bool, annotations: V
             patch.push(add(["metadata", "annotations", key], Value::String(value)));
         }
     } else {
-        let map = annotations.into_iter().map(|(key, value)| (key.to_owned(), Value::String(value))).collect();
+        let map = annotations
+            .into_iter()
+            .map(|(key, value)| (key.to_owned(), Value::String(value)))
+            .collect();
         patch.push(add(["metadata", "annotations"], Value::Object(map)));
     }
 }
 
 fn add<'t>(tokens: impl IntoIterator<Item = &'t str>, value: Value) -> PatchOperation {
-    PatchOperation::Add(AddOperation { path: PointerBuf::from_tokens(tokens), value })
+    PatchOperation::Add(AddOperation {
+        path: PointerBuf::from_tokens(tokens),
+        value,
+    })
 }

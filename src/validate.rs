@@ -22,7 +22,9 @@ pub fn is_role_arn(value: &str) -> bool {
         return false;
     };
     partition.starts_with("aws")
-        && partition.bytes().all(|b| b.is_ascii_lowercase() || b == b'-')
+        && partition
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b == b'-')
         && account.len() == 12
         && account.bytes().all(|b| b.is_ascii_digit())
         && (1..=512).contains(&role_path.len())
@@ -104,7 +106,9 @@ mod tests {
     #[test]
     fn role_arns() {
         assert!(is_role_arn("arn:aws:iam::111122223333:role/s3-reader"));
-        assert!(is_role_arn("arn:aws-cn:iam::111122223333:role/path/to/Role_1+=,.@-"));
+        assert!(is_role_arn(
+            "arn:aws-cn:iam::111122223333:role/path/to/Role_1+=,.@-"
+        ));
         assert!(is_role_arn("arn:aws-us-gov:iam::111122223333:role/x"));
         for bad in [
             "",
@@ -125,16 +129,31 @@ mod tests {
     fn uuids() {
         assert!(is_uuid("00000000-1111-2222-3333-444444444444"));
         assert!(is_uuid("ABCDEF00-1111-2222-3333-abcdefabcdef"));
-        for bad in ["", "0000-1111", "00000000-1111-2222-3333-44444444444g", "00000000-1111-2222-3333-4444444444444"] {
+        for bad in [
+            "",
+            "0000-1111",
+            "00000000-1111-2222-3333-44444444444g",
+            "00000000-1111-2222-3333-4444444444444",
+        ] {
             assert!(!is_uuid(bad), "{bad:?} must be refused");
         }
     }
 
     #[test]
     fn google_service_accounts() {
-        assert!(is_google_service_account("reader@my-project.iam.gserviceaccount.com"));
-        assert!(is_google_service_account("123-compute@developer.gserviceaccount.com"));
-        for bad in ["reader", "reader@example.com", "Reader@p.iam.gserviceaccount.com", "a\"@p.iam.gserviceaccount.com", "@p.iam.gserviceaccount.com"] {
+        assert!(is_google_service_account(
+            "reader@my-project.iam.gserviceaccount.com"
+        ));
+        assert!(is_google_service_account(
+            "123-compute@developer.gserviceaccount.com"
+        ));
+        for bad in [
+            "reader",
+            "reader@example.com",
+            "Reader@p.iam.gserviceaccount.com",
+            "a\"@p.iam.gserviceaccount.com",
+            "@p.iam.gserviceaccount.com",
+        ] {
             assert!(!is_google_service_account(bad), "{bad:?} must be refused");
         }
     }
@@ -150,7 +169,10 @@ mod tests {
             "projects/1/locations/global/workloadIdentityPools/pool/providers/prov/extra",
             "projects/1/locations/global/workloadIdentityPools/POOL/providers/prov",
         ] {
-            assert!(!is_workload_identity_provider(bad), "{bad:?} must be refused");
+            assert!(
+                !is_workload_identity_provider(bad),
+                "{bad:?} must be refused"
+            );
         }
     }
 

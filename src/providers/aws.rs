@@ -2,7 +2,10 @@
 
 use serde::Deserialize;
 
-use super::{CloudProvider, PodContext, PodInjection, check_expiration, check_field, checked, projected_volume, token_source};
+use super::{
+    CloudProvider, PodContext, PodInjection, check_expiration, check_field, checked,
+    projected_volume, token_source,
+};
 use crate::config::{Config, Mapping};
 use crate::validate;
 
@@ -21,7 +24,8 @@ const DEFAULT_EXPIRATION: i64 = 86400;
 
 const POD_IDENTITY_VOLUME: &str = "eks-pod-identity-token";
 const POD_IDENTITY_MOUNT: &str = "/var/run/secrets/pods.eks.amazonaws.com/serviceaccount";
-const POD_IDENTITY_TOKEN_FILE: &str = "/var/run/secrets/pods.eks.amazonaws.com/serviceaccount/eks-pod-identity-token";
+const POD_IDENTITY_TOKEN_FILE: &str =
+    "/var/run/secrets/pods.eks.amazonaws.com/serviceaccount/eks-pod-identity-token";
 const POD_IDENTITY_TOKEN_FILE_WINDOWS: &str =
     r"C:\var\run\secrets\pods.eks.amazonaws.com\serviceaccount\eks-pod-identity-token";
 const POD_IDENTITY_AUDIENCE: &str = "pods.eks.amazonaws.com";
@@ -64,13 +68,36 @@ impl CloudProvider for Aws {
     fn validate(&self, config: &Config) -> Vec<String> {
         let mut problems = Vec::new();
         let settings = &config.aws;
-        check_field(&mut problems, "aws.region", settings.region.as_deref(), validate::is_aws_region, "AWS region");
-        check_field(&mut problems, "aws.audience", settings.audience.as_deref(), validate::is_audience, "audience");
-        check_expiration(&mut problems, "aws.tokenExpirationSeconds", settings.token_expiration_seconds, 1..=i64::from(u32::MAX));
+        check_field(
+            &mut problems,
+            "aws.region",
+            settings.region.as_deref(),
+            validate::is_aws_region,
+            "AWS region",
+        );
+        check_field(
+            &mut problems,
+            "aws.audience",
+            settings.audience.as_deref(),
+            validate::is_audience,
+            "audience",
+        );
+        check_expiration(
+            &mut problems,
+            "aws.tokenExpirationSeconds",
+            settings.token_expiration_seconds,
+            1..=i64::from(u32::MAX),
+        );
         for (i, mapping) in config.identities.iter().enumerate() {
             if let Some(aws) = &mapping.aws {
                 let field = format!("identities[{i}].aws.roleArn");
-                check_field(&mut problems, &field, aws.role_arn.as_deref(), validate::is_role_arn, "IAM role ARN");
+                check_field(
+                    &mut problems,
+                    &field,
+                    aws.role_arn.as_deref(),
+                    validate::is_role_arn,
+                    "IAM role ARN",
+                );
                 if aws.mode == Mode::Irsa && aws.role_arn.is_none() {
                     problems.push(format!("{field}: required unless mode is podIdentity"));
                 }
@@ -79,40 +106,73 @@ impl CloudProvider for Aws {
         problems
     }
 
-    fn pod_injection(&self, ctx: &PodContext<'_>, warnings: &mut Vec<String>) -> Option<PodInjection> {
+    fn pod_injection(
+        &self,
+        ctx: &PodContext<'_>,
+        warnings: &mut Vec<String>,
+    ) -> Option<PodInjection> {
         let mapped = ctx.mapping.and_then(|mapping| mapping.aws.as_ref());
         // EKS lets a Pod Identity association win over the IRSA annotation; so do we.
         if mapped.is_some_and(|aws| aws.mode == Mode::PodIdentity) {
             return Some(self.pod_identity(ctx, warnings));
         }
-        let annotated = checked(ROLE_ARN, ctx.service_account_annotation(ROLE_ARN), validate::is_role_arn, "IAM role ARN", warnings);
+        let annotated = checked(
+            ROLE_ARN,
+            ctx.service_account_annotation(ROLE_ARN),
+            validate::is_role_arn,
+            "IAM role ARN",
+            warnings,
+        );
         let role_arn = annotated.or_else(|| mapped?.role_arn.as_deref())?;
         Some(self.irsa(ctx, role_arn, warnings))
     }
 
     fn service_account_annotations(&self, mapping: &Mapping) -> Vec<(&'static str, String)> {
         match &mapping.aws {
-            Some(MappedIdentity { role_arn: Some(role_arn), mode: Mode::Irsa }) => vec![(ROLE_ARN, role_arn.clone())],
+            Some(MappedIdentity {
+                role_arn: Some(role_arn),
+                mode: Mode::Irsa,
+            }) => vec![(ROLE_ARN, role_arn.clone())],
             _ => Vec::new(),
         }
     }
 }
 
 impl Aws {
-    fn irsa(&self, ctx: &PodContext<'_>, role_arn: &str, warnings: &mut Vec<String>) -> PodInjection {
+    fn irsa(
+        &self,
+        ctx: &PodContext<'_>,
+        role_arn: &str,
+        warnings: &mut Vec<String>,
+    ) -> PodInjection {
         let settings = &ctx.config.aws;
-        let audience = checked(AUDIENCE, ctx.service_account_annotation(AUDIENCE), validate::is_audience, "audience", warnings)
-            .or(settings.audience.as_deref())
-            .unwrap_or(DEFAULT_AUDIENCE);
+        let audience = checked(
+            AUDIENCE,
+            ctx.service_account_annotation(AUDIENCE),
+            validate::is_audience,
+            "audience",
+            warnings,
+        )
+        .or(settings.audience.as_deref())
+        .unwrap_or(DEFAULT_AUDIENCE);
         let expiration = ctx.token_expiration(
             TOKEN_EXPIRATION,
             &[TOKEN_EXPIRATION],
-            settings.token_expiration_seconds.unwrap_or(DEFAULT_EXPIRATION),
+            settings
+                .token_expiration_seconds
+                .unwrap_or(DEFAULT_EXPIRATION),
             1..=i64::from(u32::MAX),
             warnings,
         );
-        let token_file = if ctx.pod.selects_windows() { IRSA_TOKEN_FILE_WINDOWS } else { IRSA_TOKEN_FILE };
-        let mut env = vec![vec![("AWS_ROLE_ARN", role_arn.to_owned()), ("AWS_WEB_IDENTITY_TOKEN_FILE", token_file.to_owned())]];
+        let token_file = if ctx.pod.selects_windows() {
+            IRSA_TOKEN_FILE_WINDOWS
+        } else {
+            IRSA_TOKEN_FILE
+        };
+        let mut env = vec![vec![
+            ("AWS_ROLE_ARN", role_arn.to_owned()),
+            ("AWS_WEB_IDENTITY_TOKEN_FILE", token_file.to_owned()),
+        ]];
         env.extend(region_env(settings));
         let regional = match ctx.service_account_annotation(STS_REGIONAL_ENDPOINTS) {
             Some(value) => value == "true",
@@ -125,7 +185,10 @@ impl Aws {
             cloud: self.name(),
             identity: role_arn.to_owned(),
             volume_name: IRSA_VOLUME,
-            volume: projected_volume(IRSA_VOLUME, vec![token_source(audience, expiration, "token")]),
+            volume: projected_volume(
+                IRSA_VOLUME,
+                vec![token_source(audience, expiration, "token")],
+            ),
             mount_path: IRSA_MOUNT,
             env,
             skip_containers: ctx.skip_list(SKIP_CONTAINERS, ','),
@@ -138,14 +201,26 @@ impl Aws {
         let expiration = ctx.token_expiration(
             TOKEN_EXPIRATION,
             &[TOKEN_EXPIRATION],
-            settings.token_expiration_seconds.unwrap_or(DEFAULT_EXPIRATION),
+            settings
+                .token_expiration_seconds
+                .unwrap_or(DEFAULT_EXPIRATION),
             1..=i64::from(u32::MAX),
             warnings,
         );
-        let token_file = if ctx.pod.selects_windows() { POD_IDENTITY_TOKEN_FILE_WINDOWS } else { POD_IDENTITY_TOKEN_FILE };
+        let token_file = if ctx.pod.selects_windows() {
+            POD_IDENTITY_TOKEN_FILE_WINDOWS
+        } else {
+            POD_IDENTITY_TOKEN_FILE
+        };
         let mut env = vec![vec![
-            ("AWS_CONTAINER_CREDENTIALS_FULL_URI", POD_IDENTITY_CREDENTIALS_URI.to_owned()),
-            ("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", token_file.to_owned()),
+            (
+                "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                POD_IDENTITY_CREDENTIALS_URI.to_owned(),
+            ),
+            (
+                "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+                token_file.to_owned(),
+            ),
         ]];
         env.extend(region_env(settings));
         PodInjection {
@@ -154,7 +229,11 @@ impl Aws {
             volume_name: POD_IDENTITY_VOLUME,
             volume: projected_volume(
                 POD_IDENTITY_VOLUME,
-                vec![token_source(POD_IDENTITY_AUDIENCE, expiration, POD_IDENTITY_VOLUME)],
+                vec![token_source(
+                    POD_IDENTITY_AUDIENCE,
+                    expiration,
+                    POD_IDENTITY_VOLUME,
+                )],
             ),
             mount_path: POD_IDENTITY_MOUNT,
             env,
@@ -166,5 +245,8 @@ impl Aws {
 
 fn region_env(settings: &Settings) -> Option<Vec<(&'static str, String)>> {
     let region = settings.region.as_ref()?;
-    Some(vec![("AWS_REGION", region.clone()), ("AWS_DEFAULT_REGION", region.clone())])
+    Some(vec![
+        ("AWS_REGION", region.clone()),
+        ("AWS_DEFAULT_REGION", region.clone()),
+    ])
 }

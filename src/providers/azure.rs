@@ -2,7 +2,10 @@
 
 use serde::Deserialize;
 
-use super::{CloudProvider, PodContext, PodInjection, check_expiration, check_field, checked, projected_volume, token_source};
+use super::{
+    CloudProvider, PodContext, PodInjection, check_expiration, check_field, checked,
+    projected_volume, token_source,
+};
 use crate::config::{Config, Mapping};
 use crate::validate;
 
@@ -70,19 +73,46 @@ impl CloudProvider for Azure {
 
     fn validate(&self, config: &Config) -> Vec<String> {
         let mut problems = Vec::new();
-        check_field(&mut problems, "azure.tenantId", config.azure.tenant_id.as_deref(), validate::is_uuid, "UUID");
-        check_expiration(&mut problems, "azure.tokenExpirationSeconds", config.azure.token_expiration_seconds, EXPIRATION_RANGE);
+        check_field(
+            &mut problems,
+            "azure.tenantId",
+            config.azure.tenant_id.as_deref(),
+            validate::is_uuid,
+            "UUID",
+        );
+        check_expiration(
+            &mut problems,
+            "azure.tokenExpirationSeconds",
+            config.azure.token_expiration_seconds,
+            EXPIRATION_RANGE,
+        );
         for (i, mapping) in config.identities.iter().enumerate() {
             if let Some(azure) = &mapping.azure {
                 let field = |name: &str| format!("identities[{i}].azure.{name}");
-                check_field(&mut problems, &field("clientId"), azure.client_id.as_deref(), validate::is_uuid, "UUID");
-                check_field(&mut problems, &field("tenantId"), azure.tenant_id.as_deref(), validate::is_uuid, "UUID");
+                check_field(
+                    &mut problems,
+                    &field("clientId"),
+                    azure.client_id.as_deref(),
+                    validate::is_uuid,
+                    "UUID",
+                );
+                check_field(
+                    &mut problems,
+                    &field("tenantId"),
+                    azure.tenant_id.as_deref(),
+                    validate::is_uuid,
+                    "UUID",
+                );
             }
         }
         problems
     }
 
-    fn pod_injection(&self, ctx: &PodContext<'_>, warnings: &mut Vec<String>) -> Option<PodInjection> {
+    fn pod_injection(
+        &self,
+        ctx: &PodContext<'_>,
+        warnings: &mut Vec<String>,
+    ) -> Option<PodInjection> {
         let settings = &ctx.config.azure;
         let label = ctx.pod_label(USE_LABEL);
         if label == Some("false") || (settings.require_pod_label && label != Some("true")) {
@@ -90,16 +120,28 @@ impl CloudProvider for Azure {
         }
         let mapped = ctx.mapping.and_then(|mapping| mapping.azure.as_ref());
         let annotated_client = ctx.service_account_annotation(CLIENT_ID);
-        let client_id = checked(CLIENT_ID, annotated_client, validate::is_uuid, "client id (UUID)", warnings)
-            .or_else(|| mapped?.client_id.as_deref());
+        let client_id = checked(
+            CLIENT_ID,
+            annotated_client,
+            validate::is_uuid,
+            "client id (UUID)",
+            warnings,
+        )
+        .or_else(|| mapped?.client_id.as_deref());
         // As with the Azure webhook, the `use: "true"` label asks for injection even without a client id.
         let meant = annotated_client.is_some() || mapped.is_some() || label == Some("true");
         if !meant || (annotated_client.is_some() && client_id.is_none() && mapped.is_none()) {
             return None;
         }
-        let tenant_id = checked(TENANT_ID, ctx.service_account_annotation(TENANT_ID), validate::is_uuid, "tenant id (UUID)", warnings)
-            .or_else(|| mapped?.tenant_id.as_deref())
-            .or(settings.tenant_id.as_deref());
+        let tenant_id = checked(
+            TENANT_ID,
+            ctx.service_account_annotation(TENANT_ID),
+            validate::is_uuid,
+            "tenant id (UUID)",
+            warnings,
+        )
+        .or_else(|| mapped?.tenant_id.as_deref())
+        .or(settings.tenant_id.as_deref());
         let Some(tenant_id) = tenant_id else {
             warnings.push(format!(
                 "no Azure tenant id is configured (cluster setting azure.tenantId or annotation {TENANT_ID}); no Azure credentials injected"
@@ -109,7 +151,9 @@ impl CloudProvider for Azure {
         let expiration = ctx.token_expiration(
             TOKEN_EXPIRATION,
             &[TOKEN_EXPIRATION, POD_TOKEN_EXPIRATION],
-            settings.token_expiration_seconds.unwrap_or(DEFAULT_EXPIRATION),
+            settings
+                .token_expiration_seconds
+                .unwrap_or(DEFAULT_EXPIRATION),
             EXPIRATION_RANGE,
             warnings,
         );
@@ -119,7 +163,10 @@ impl CloudProvider for Azure {
         }
         env.push(vec![("AZURE_TENANT_ID", tenant_id.to_owned())]);
         env.push(vec![("AZURE_FEDERATED_TOKEN_FILE", TOKEN_FILE.to_owned())]);
-        env.push(vec![("AZURE_AUTHORITY_HOST", settings.cloud.authority_host().to_owned())]);
+        env.push(vec![(
+            "AZURE_AUTHORITY_HOST",
+            settings.cloud.authority_host().to_owned(),
+        )]);
         Some(PodInjection {
             cloud: self.name(),
             identity: client_id.unwrap_or("(client id set by the Pod)").to_owned(),
@@ -133,7 +180,9 @@ impl CloudProvider for Azure {
     }
 
     fn service_account_annotations(&self, mapping: &Mapping) -> Vec<(&'static str, String)> {
-        let Some(azure) = &mapping.azure else { return Vec::new() };
+        let Some(azure) = &mapping.azure else {
+            return Vec::new();
+        };
         [(CLIENT_ID, &azure.client_id), (TENANT_ID, &azure.tenant_id)]
             .into_iter()
             .filter_map(|(key, value)| Some((key, value.clone()?)))

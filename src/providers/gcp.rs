@@ -4,7 +4,10 @@
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{CloudProvider, PodContext, PodInjection, check_expiration, check_field, checked, projected_volume, token_source};
+use super::{
+    CloudProvider, PodContext, PodInjection, check_expiration, check_field, checked,
+    projected_volume, token_source,
+};
 use crate::config::{Config, Mapping};
 use crate::validate;
 
@@ -22,7 +25,8 @@ const VOLUME: &str = "gcp-workload-identity";
 const MOUNT: &str = "/var/run/secrets/sts.googleapis.com/serviceaccount";
 const TOKEN_FILE: &str = "/var/run/secrets/sts.googleapis.com/serviceaccount/token";
 const CREDENTIAL_FILE_NAME: &str = "credential-configuration.json";
-const CREDENTIAL_FILE: &str = "/var/run/secrets/sts.googleapis.com/serviceaccount/credential-configuration.json";
+const CREDENTIAL_FILE: &str =
+    "/var/run/secrets/sts.googleapis.com/serviceaccount/credential-configuration.json";
 const DEFAULT_EXPIRATION: i64 = 3600;
 
 /// `gcp:` at the top of `config.yaml`.
@@ -70,8 +74,19 @@ impl CloudProvider for Gcp {
             validate::is_workload_identity_provider,
             "workload identity provider resource name",
         );
-        check_field(&mut problems, "gcp.audience", settings.audience.as_deref(), validate::is_audience, "audience");
-        check_expiration(&mut problems, "gcp.tokenExpirationSeconds", settings.token_expiration_seconds, 1..=i64::from(u32::MAX));
+        check_field(
+            &mut problems,
+            "gcp.audience",
+            settings.audience.as_deref(),
+            validate::is_audience,
+            "audience",
+        );
+        check_expiration(
+            &mut problems,
+            "gcp.tokenExpirationSeconds",
+            settings.token_expiration_seconds,
+            1..=i64::from(u32::MAX),
+        );
         for (i, mapping) in config.identities.iter().enumerate() {
             if let Some(gcp) = &mapping.gcp {
                 check_field(
@@ -86,7 +101,11 @@ impl CloudProvider for Gcp {
         problems
     }
 
-    fn pod_injection(&self, ctx: &PodContext<'_>, warnings: &mut Vec<String>) -> Option<PodInjection> {
+    fn pod_injection(
+        &self,
+        ctx: &PodContext<'_>,
+        warnings: &mut Vec<String>,
+    ) -> Option<PodInjection> {
         let settings = &ctx.config.gcp;
         if settings.mode == Mode::Gke {
             return None;
@@ -95,7 +114,13 @@ impl CloudProvider for Gcp {
             .into_iter()
             .find_map(|key| Some((key, ctx.service_account_annotation(key)?)));
         let annotated_email = email_annotation.and_then(|(key, value)| {
-            checked(key, Some(value), validate::is_google_service_account, "Google service account e-mail", warnings)
+            checked(
+                key,
+                Some(value),
+                validate::is_google_service_account,
+                "Google service account e-mail",
+                warnings,
+            )
         });
         let annotated_provider = checked(
             WORKLOAD_IDENTITY_PROVIDER,
@@ -107,7 +132,9 @@ impl CloudProvider for Gcp {
         let mapped = ctx.mapping.and_then(|mapping| mapping.gcp.as_ref());
         // An identity is meant when the ServiceAccount names one (even a broken one) or a mapping does.
         let meant = email_annotation.is_some()
-            || ctx.service_account_annotation(WORKLOAD_IDENTITY_PROVIDER).is_some()
+            || ctx
+                .service_account_annotation(WORKLOAD_IDENTITY_PROVIDER)
+                .is_some()
             || mapped.is_some();
         if !meant {
             return None;
@@ -116,20 +143,29 @@ impl CloudProvider for Gcp {
             return None;
         }
         let email = annotated_email.or_else(|| mapped?.service_account.as_deref());
-        let Some(provider) = annotated_provider.or(settings.workload_identity_provider.as_deref()) else {
+        let Some(provider) = annotated_provider.or(settings.workload_identity_provider.as_deref())
+        else {
             warnings.push(format!(
                 "no Google workload identity provider is configured (cluster setting gcp.workloadIdentityProvider or annotation {WORKLOAD_IDENTITY_PROVIDER}); no Google credentials injected"
             ));
             return None;
         };
         let default_audience = format!("https://iam.googleapis.com/{provider}");
-        let audience = checked(AUDIENCE, ctx.service_account_annotation(AUDIENCE), validate::is_audience, "audience", warnings)
-            .or(settings.audience.as_deref())
-            .unwrap_or(&default_audience);
+        let audience = checked(
+            AUDIENCE,
+            ctx.service_account_annotation(AUDIENCE),
+            validate::is_audience,
+            "audience",
+            warnings,
+        )
+        .or(settings.audience.as_deref())
+        .unwrap_or(&default_audience);
         let expiration = ctx.token_expiration(
             TOKEN_EXPIRATION,
             &[TOKEN_EXPIRATION],
-            settings.token_expiration_seconds.unwrap_or(DEFAULT_EXPIRATION),
+            settings
+                .token_expiration_seconds
+                .unwrap_or(DEFAULT_EXPIRATION),
             1..=i64::from(u32::MAX),
             warnings,
         );
@@ -137,7 +173,10 @@ impl CloudProvider for Gcp {
         let credential_items = json!({"items": [{"path": CREDENTIAL_FILE_NAME, "fieldRef": {"apiVersion": "v1", "fieldPath": field_path}}]});
         let volume = projected_volume(
             VOLUME,
-            vec![token_source(audience, expiration, "token"), json!({"downwardAPI": credential_items})],
+            vec![
+                token_source(audience, expiration, "token"),
+                json!({"downwardAPI": credential_items}),
+            ],
         );
         Some(PodInjection {
             cloud: self.name(),
@@ -147,15 +186,25 @@ impl CloudProvider for Gcp {
             mount_path: MOUNT,
             env: vec![
                 vec![("GOOGLE_APPLICATION_CREDENTIALS", CREDENTIAL_FILE.to_owned())],
-                vec![("CLOUDSDK_AUTH_CREDENTIAL_FILE_OVERRIDE", CREDENTIAL_FILE.to_owned())],
+                vec![(
+                    "CLOUDSDK_AUTH_CREDENTIAL_FILE_OVERRIDE",
+                    CREDENTIAL_FILE.to_owned(),
+                )],
             ],
             skip_containers: ctx.skip_list(SKIP_CONTAINERS, ','),
-            pod_annotations: vec![(CREDENTIAL_CONFIGURATION, credential_configuration(provider, email))],
+            pod_annotations: vec![(
+                CREDENTIAL_CONFIGURATION,
+                credential_configuration(provider, email),
+            )],
         })
     }
 
     fn service_account_annotations(&self, mapping: &Mapping) -> Vec<(&'static str, String)> {
-        match mapping.gcp.as_ref().and_then(|gcp| gcp.service_account.as_ref()) {
+        match mapping
+            .gcp
+            .as_ref()
+            .and_then(|gcp| gcp.service_account.as_ref())
+        {
             Some(email) => vec![(GKE_SERVICE_ACCOUNT, email.clone())],
             None => Vec::new(),
         }

@@ -29,7 +29,11 @@ pub trait CloudProvider: Sync {
 
     /// What this cloud adds to a Pod, if the Pod's ServiceAccount resolves to an identity of it.
     /// Values that look like a meant-but-broken identity produce warnings for the user.
-    fn pod_injection(&self, pod: &PodContext<'_>, warnings: &mut Vec<String>) -> Option<PodInjection>;
+    fn pod_injection(
+        &self,
+        pod: &PodContext<'_>,
+        warnings: &mut Vec<String>,
+    ) -> Option<PodInjection>;
 
     /// Annotations that show a mapping's identity on the ServiceAccount it matches.
     fn service_account_annotations(&self, mapping: &Mapping) -> Vec<(&'static str, String)>;
@@ -55,7 +59,11 @@ impl PodContext<'_> {
     }
 
     pub fn pod_annotation(&self, key: &str) -> Option<&str> {
-        self.pod.metadata.annotation(key).map(str::trim).filter(|value| !value.is_empty())
+        self.pod
+            .metadata
+            .annotation(key)
+            .map(str::trim)
+            .filter(|value| !value.is_empty())
     }
 
     pub fn pod_label(&self, key: &str) -> Option<&str> {
@@ -85,7 +93,8 @@ impl PodContext<'_> {
         allowed: RangeInclusive<i64>,
         warnings: &mut Vec<String>,
     ) -> i64 {
-        let parse = |key: &str, value: &str, warnings: &mut Vec<String>| match value.parse::<i64>() {
+        let parse = |key: &str, value: &str, warnings: &mut Vec<String>| match value.parse::<i64>()
+        {
             Ok(seconds) if allowed.contains(&seconds) => Some(seconds),
             _ => {
                 warnings.push(format!(
@@ -101,7 +110,9 @@ impl PodContext<'_> {
             .and_then(|value| parse(service_account_key, value, warnings))
             .unwrap_or(default);
         for key in pod_keys {
-            let Some(value) = self.pod_annotation(key) else { continue };
+            let Some(value) = self.pod_annotation(key) else {
+                continue;
+            };
             match parse(key, value, warnings) {
                 Some(shorter) if shorter <= seconds => seconds = shorter,
                 Some(_) => warnings.push(format!(
@@ -153,7 +164,9 @@ pub fn checked<'v>(
     if is_valid(value) {
         Some(value)
     } else {
-        warnings.push(format!("annotation {key}={value:?} is not a valid {what}; ignored"));
+        warnings.push(format!(
+            "annotation {key}={value:?} is not a valid {what}; ignored"
+        ));
         None
     }
 }
@@ -174,7 +187,12 @@ pub fn check_field(
 }
 
 /// Token lifetimes in settings must be positive; the floor is applied when tokens are made.
-pub fn check_expiration(problems: &mut Vec<String>, field: &str, value: Option<i64>, allowed: RangeInclusive<i64>) {
+pub fn check_expiration(
+    problems: &mut Vec<String>,
+    field: &str,
+    value: Option<i64>,
+    allowed: RangeInclusive<i64>,
+) {
     if let Some(seconds) = value
         && !allowed.contains(&seconds)
     {

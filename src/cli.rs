@@ -1,0 +1,241 @@
+//! Command-line interface: `serve` runs the webhook, `mutate` previews it offline.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde_json::{Map, Value, json};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "workload-identity-webhook",
+    version,
+    about = "Gives Kubernetes Pods AWS, Google Cloud and Azure workload identities, with no stored credentials"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the admission webhook (HTTPS on --listen, Prometheus metrics on --metrics-listen).
+    Serve(Box<ServeArgs>),
+    /// Show what the webhook would do to a Pod or ServiceAccount manifest, without a cluster.
+    Mutate(MutateArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Address of the HTTPS admission endpoint (POST /mutate, GET /healthz, GET /readyz).
+    #[arg(long, env = "WIW_LISTEN", default_value = "0.0.0.0:8443")]
+    pub listen: SocketAddr,
+
+    /// Address of the plain-HTTP metrics endpoint (GET /metrics, /healthz, /readyz); "off" disables it.
+    #[arg(long, env = "WIW_METRICS_LISTEN", default_value = "0.0.0.0:9090", value_parser = parse_optional_address)]
+    pub metrics_listen: Option<SocketAddr>,
+
+    /// PEM certificate chain to serve; re-read when it changes. Without it a self-signed
+    /// certificate for localhost is made (for local runs only: the apiserver will not trust it).
+    #[arg(long, env = "WIW_TLS_CERT_FILE", requires = "tls_key_file")]
+    pub tls_cert_file: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert-file.
+    #[arg(long, env = "WIW_TLS_KEY_FILE", requires = "tls_cert_file")]
+    pub tls_key_file: Option<PathBuf>,
+
+    /// How often the certificate and configuration files are checked for changes.
+    #[arg(long, env = "WIW_RELOAD_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub reload_interval: Duration,
+
+    /// Run without a Kubernetes API: ServiceAccounts are taken to exist with no annotations, so
+    /// only the mappings of --config-file apply. For trying the webhook out.
+    #[arg(long, env = "WIW_STANDALONE")]
+    pub standalone: bool,
+
+    /// Read the identity configuration from this file (the `config.yaml` format) instead of the ConfigMap.
+    #[arg(long, env = "WIW_CONFIG_FILE")]
+    pub config_file: Option<PathBuf>,
+
+    /// Name of the ConfigMap that holds `config.yaml`.
+    #[arg(
+        long,
+        env = "WIW_CONFIG_MAP",
+        default_value = "workload-identity-webhook"
+    )]
+    pub config_map: String,
+
+    /// Namespace of that ConfigMap; defaults to the namespace the webhook runs in.
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub namespace: Option<String>,
+
+    /// Largest request body accepted, in bytes (the apiserver's own limit is 3 MiB).
+    #[arg(long, env = "WIW_MAX_BODY_BYTES", default_value_t = 3 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// How long in-flight requests may take to finish after SIGTERM.
+    #[arg(long, env = "WIW_SHUTDOWN_TIMEOUT", default_value = "25s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+
+    #[command(flatten)]
+    pub log: LogArgs,
+
+    #[command(flatten)]
+    pub cluster: ClusterSettings,
+}
+
+#[derive(Args, Debug)]
+pub struct MutateArgs {
+    /// The Pod or ServiceAccount (YAML or JSON), or a whole AdmissionReview.
+    #[arg(long)]
+    pub object: PathBuf,
+
+    /// The Pod's ServiceAccount (YAML or JSON). Without it the ServiceAccount is taken to have no annotations.
+    #[arg(long)]
+    pub service_account: Option<PathBuf>,
+
+    /// The identity configuration: a `config.yaml`, or a whole ConfigMap manifest holding one.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+
+    /// The namespace the object is created in (default: its metadata.namespace, else `default`).
+    #[arg(long)]
+    pub namespace: Option<String>,
+
+    /// What to print.
+    #[arg(long, value_enum, default_value_t = Output::Object)]
+    pub output: Output,
+
+    #[command(flatten)]
+    pub cluster: ClusterSettings,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// The mutated object (JSON).
+    Object,
+    /// The JSON patch.
+    Patch,
+    /// The AdmissionReview response.
+    Review,
+}
+
+#[derive(Args, Debug)]
+pub struct LogArgs {
+    /// Log format.
+    #[arg(long, env = "WIW_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Log filter in tracing's EnvFilter syntax (e.g. `info`, `workload_identity_webhook=debug`).
+    #[arg(long, env = "RUST_LOG", default_value = "info")]
+    pub log_level: String,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Cluster settings; the same fields in the ConfigMap win over these.
+#[derive(Args, Debug, Default)]
+pub struct ClusterSettings {
+    /// AWS region: sets AWS_REGION and AWS_DEFAULT_REGION.
+    #[arg(long, env = "WIW_AWS_REGION")]
+    pub aws_region: Option<String>,
+    /// Set AWS_STS_REGIONAL_ENDPOINTS=regional for every IRSA Pod.
+    #[arg(long, env = "WIW_AWS_STS_REGIONAL_ENDPOINTS")]
+    pub aws_sts_regional_endpoints: Option<bool>,
+    /// Audience of IRSA tokens (default sts.amazonaws.com).
+    #[arg(long, env = "WIW_AWS_AUDIENCE")]
+    pub aws_audience: Option<String>,
+    /// Lifetime of IRSA and Pod Identity tokens in seconds (default 86400).
+    #[arg(long, env = "WIW_AWS_TOKEN_EXPIRATION")]
+    pub aws_token_expiration: Option<i64>,
+    /// Azure tenant id used when neither the ServiceAccount nor the mapping names one.
+    #[arg(long, env = "WIW_AZURE_TENANT_ID")]
+    pub azure_tenant_id: Option<String>,
+    /// Azure cloud: AzurePublicCloud, AzureChinaCloud or AzureUSGovernmentCloud.
+    #[arg(long, env = "WIW_AZURE_CLOUD")]
+    pub azure_cloud: Option<String>,
+    /// Lifetime of Azure tokens in seconds (3600..86400, default 3600).
+    #[arg(long, env = "WIW_AZURE_TOKEN_EXPIRATION")]
+    pub azure_token_expiration: Option<i64>,
+    /// Inject Azure only into Pods labelled azure.workload.identity/use: "true".
+    #[arg(long, env = "WIW_AZURE_REQUIRE_POD_LABEL")]
+    pub azure_require_pod_label: Option<bool>,
+    /// Google workload identity provider: projects/N/locations/global/workloadIdentityPools/P/providers/R.
+    #[arg(long, env = "WIW_GCP_WORKLOAD_IDENTITY_PROVIDER")]
+    pub gcp_workload_identity_provider: Option<String>,
+    /// Audience of Google tokens (default https://iam.googleapis.com/<provider>).
+    #[arg(long, env = "WIW_GCP_AUDIENCE")]
+    pub gcp_audience: Option<String>,
+    /// Lifetime of Google tokens in seconds (default 3600).
+    #[arg(long, env = "WIW_GCP_TOKEN_EXPIRATION")]
+    pub gcp_token_expiration: Option<i64>,
+    /// Google mode: federation (inject credentials) or gke (annotate ServiceAccounts only).
+    #[arg(long, env = "WIW_GCP_MODE")]
+    pub gcp_mode: Option<String>,
+}
+
+impl ClusterSettings {
+    /// The settings shaped like the top of `config.yaml`, with unset flags left out.
+    pub fn to_defaults(&self) -> Value {
+        fn section(fields: &[(&str, Option<Value>)]) -> Value {
+            let map: Map<String, Value> = fields
+                .iter()
+                .filter_map(|(key, value)| Some(((*key).to_owned(), value.clone()?)))
+                .collect();
+            Value::Object(map)
+        }
+        json!({
+            "aws": section(&[
+                ("region", self.aws_region.as_ref().map(|v| json!(v))),
+                ("stsRegionalEndpoints", self.aws_sts_regional_endpoints.map(|v| json!(v))),
+                ("audience", self.aws_audience.as_ref().map(|v| json!(v))),
+                ("tokenExpirationSeconds", self.aws_token_expiration.map(|v| json!(v))),
+            ]),
+            "azure": section(&[
+                ("tenantId", self.azure_tenant_id.as_ref().map(|v| json!(v))),
+                ("cloud", self.azure_cloud.as_ref().map(|v| json!(v))),
+                ("tokenExpirationSeconds", self.azure_token_expiration.map(|v| json!(v))),
+                ("requirePodLabel", self.azure_require_pod_label.map(|v| json!(v))),
+            ]),
+            "gcp": section(&[
+                ("workloadIdentityProvider", self.gcp_workload_identity_provider.as_ref().map(|v| json!(v))),
+                ("audience", self.gcp_audience.as_ref().map(|v| json!(v))),
+                ("tokenExpirationSeconds", self.gcp_token_expiration.map(|v| json!(v))),
+                ("mode", self.gcp_mode.as_ref().map(|v| json!(v))),
+            ]),
+        })
+    }
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let (number, unit) = text.trim().split_at(
+        text.trim()
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.trim().len()),
+    );
+    let value: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration such as 500ms, 5s or 2m"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(value)),
+        "s" | "" => Ok(Duration::from_secs(value)),
+        "m" => Ok(Duration::from_secs(value * 60)),
+        _ => Err(format!(
+            "{text:?} is not a duration such as 500ms, 5s or 2m"
+        )),
+    }
+}
+
+fn parse_optional_address(text: &str) -> Result<Option<SocketAddr>, String> {
+    if text == "off" {
+        return Ok(None);
+    }
+    text.parse()
+        .map(Some)
+        .map_err(|err| format!("{text:?}: {err}"))
+}

@@ -1,0 +1,103 @@
+//! Prometheus metrics, served as text on the plain-HTTP metrics port.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// `Pod`, `ServiceAccount`, `other`, or `invalid` for bodies that are not an AdmissionReview.
+    pub kind: &'static str,
+    /// `mutated`, `unchanged`, `ignored`, or `rejected`.
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CloudLabels {
+    pub cloud: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    /// `success` or `failure`.
+    pub result: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub request_duration: Histogram,
+    pub mutations: Family<CloudLabels, Counter>,
+    pub config_reloads: Family<ResultLabels, Counter>,
+    pub config_mappings: Gauge,
+    pub certificate_reloads: Family<ResultLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("workload_identity_webhook");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "admission_requests",
+            "Admission requests by object kind and result",
+            requests.clone(),
+        );
+        // 50 µs .. ~1.6 s: admission answers are sub-millisecond, API look-ups take longer.
+        let request_duration = Histogram::new(exponential_buckets(0.00005, 2.0, 16));
+        registry.register(
+            "admission_duration_seconds",
+            "Time from request body received to response encoded",
+            request_duration.clone(),
+        );
+        let mutations = Family::<CloudLabels, Counter>::default();
+        registry.register(
+            "pod_mutations",
+            "Pods given an identity, by cloud",
+            mutations.clone(),
+        );
+        let config_reloads = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "config_reloads",
+            "Identity mapping configuration loads by result",
+            config_reloads.clone(),
+        );
+        let config_mappings = Gauge::default();
+        registry.register(
+            "config_mappings",
+            "Identity mappings in force",
+            config_mappings.clone(),
+        );
+        let certificate_reloads = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "certificate_reloads",
+            "Serving certificate loads by result",
+            certificate_reloads.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            request_duration,
+            mutations,
+            config_reloads,
+            config_mappings,
+            certificate_reloads,
+        }
+    }
+}
+
+impl Metrics {
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+
+    pub fn record_reload(family: &Family<ResultLabels, Counter>, success: bool) {
+        let result = if success { "success" } else { "failure" };
+        family.get_or_create(&ResultLabels { result }).inc();
+    }
+}
