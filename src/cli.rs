@@ -34,7 +34,7 @@ pub struct ServeArgs {
 
     /// Address of the plain-HTTP metrics endpoint (GET /metrics, /healthz, /readyz); "off" disables it.
     #[arg(long, env = "WIW_METRICS_LISTEN", default_value = "0.0.0.0:9090", value_parser = parse_optional_address)]
-    pub metrics_listen: Option<SocketAddr>,
+    pub metrics_listen: OptionalAddress,
 
     /// PEM certificate chain to serve; re-read when it changes. Without it a self-signed
     /// certificate for localhost is made (for local runs only: the apiserver will not trust it).
@@ -231,11 +231,63 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     }
 }
 
-fn parse_optional_address(text: &str) -> Result<Option<SocketAddr>, String> {
+/// A listen address, or none for "off".
+#[derive(Debug, Clone, Copy)]
+pub struct OptionalAddress(pub Option<SocketAddr>);
+
+fn parse_optional_address(text: &str) -> Result<OptionalAddress, String> {
     if text == "off" {
-        return Ok(None);
+        return Ok(OptionalAddress(None));
     }
     text.parse()
-        .map(Some)
+        .map(|address| OptionalAddress(Some(address)))
         .map_err(|err| format!("{text:?}: {err}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations_and_addresses() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_optional_address("off").unwrap().0.is_none());
+        assert!(
+            parse_optional_address("127.0.0.1:9090")
+                .unwrap()
+                .0
+                .is_some()
+        );
+        assert!(parse_optional_address("nowhere").is_err());
+    }
+
+    #[test]
+    fn unset_flags_are_left_out_of_the_defaults() {
+        let cli = Cli::parse_from([
+            "wiw",
+            "mutate",
+            "--object",
+            "pod.yaml",
+            "--aws-region",
+            "us-east-1",
+            "--azure-require-pod-label",
+            "true",
+        ]);
+        let Command::Mutate(args) = cli.command else {
+            panic!("mutate expected")
+        };
+        assert_eq!(
+            args.cluster.to_defaults(),
+            json!({"aws": {"region": "us-east-1"}, "azure": {"requirePodLabel": true}, "gcp": {}})
+        );
+    }
 }

@@ -115,7 +115,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     });
     let options = ServerOptions {
         listen: args.listen,
-        metrics_listen: args.metrics_listen,
+        metrics_listen: args.metrics_listen.0,
         max_body_bytes: args.max_body_bytes,
         shutdown_timeout: args.shutdown_timeout,
     };

@@ -34,14 +34,55 @@ pub fn certified_key(cert_pem: &[u8], key_pem: &[u8]) -> anyhow::Result<Certifie
         .context("certificate and key do not belong together")
 }
 
+/// A certificate authority made on the spot, for certificates the webhook manages itself and for
+/// local runs and tests.
+pub struct GeneratedCa {
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    pub cert_pem: String,
+}
+
+impl GeneratedCa {
+    pub fn new(common_name: &str) -> anyhow::Result<Self> {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, common_name);
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+        ];
+        let key = rcgen::KeyPair::generate()?;
+        let cert_pem = params.self_signed(&key)?.pem();
+        Ok(GeneratedCa {
+            issuer: rcgen::Issuer::new(params, key),
+            cert_pem,
+        })
+    }
+
+    /// A serving certificate for these DNS names or IP addresses: `(certificate PEM, key PEM)`.
+    pub fn issue(&self, subject_alt_names: &[&str]) -> anyhow::Result<(String, String)> {
+        let names: Vec<String> = subject_alt_names
+            .iter()
+            .map(|name| (*name).to_owned())
+            .collect();
+        let mut params = rcgen::CertificateParams::new(names)?;
+        params.distinguished_name.push(
+            rcgen::DnType::CommonName,
+            subject_alt_names.first().copied().unwrap_or("webhook"),
+        );
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        let key = rcgen::KeyPair::generate()?;
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+}
+
 /// A certificate for `localhost` and `127.0.0.1`, for running without any certificate files.
 pub fn self_signed() -> anyhow::Result<CertifiedKey> {
-    let generated =
-        rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])?;
-    certified_key(
-        generated.cert.pem().as_bytes(),
-        generated.signing_key.serialize_pem().as_bytes(),
-    )
+    let (cert, key) = GeneratedCa::new("workload-identity-webhook local CA")?
+        .issue(&["localhost", "127.0.0.1"])?;
+    certified_key(cert.as_bytes(), key.as_bytes())
 }
 
 /// Hands every handshake the current certificate.
