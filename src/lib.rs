@@ -13,6 +13,8 @@ pub mod providers;
 pub mod validate;
 
 pub mod cli;
+#[cfg(test)]
+mod core_tests;
 pub mod metrics;
 pub mod offline;
 pub mod server;

@@ -1,0 +1,2087 @@
+//! Unit tests of the pure core, through its public entry points.
+//!
+//! Every scenario builds a Pod (or ServiceAccount) as JSON, runs the webhook, APPLIES the patch to
+//! the original JSON and asserts on the resulting object, which is what users see. Every result is
+//! also checked to be a well-formed Pod (it deserializes into `k8s_openapi`'s Pod, names are unique,
+//! every mount has its volume) and to be a fixed point: running the webhook again on its own output
+//! yields an empty patch.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use base64::Engine;
+use serde_json::{Value, json};
+
+use crate::admission::{Review, ReviewError, Subject};
+use crate::config::{Config, ConfigError};
+use crate::model::{Pod, ServiceAccount};
+use crate::mutation::{Mutation, mutate_pod, mutate_service_account};
+
+const NS: &str = "team-a";
+const ROLE: &str = "arn:aws:iam::111122223333:role/s3-reader";
+const OTHER_ROLE: &str = "arn:aws:iam::444455556666:role/other";
+const CLIENT: &str = "00000000-1111-2222-3333-444444444444";
+const OTHER_CLIENT: &str = "99999999-1111-2222-3333-444444444444";
+const TENANT: &str = "11111111-2222-3333-4444-555555555555";
+const OTHER_TENANT: &str = "22222222-2222-3333-4444-555555555555";
+const PROVIDER: &str =
+    "projects/123456789/locations/global/workloadIdentityPools/pool/providers/provider";
+const OTHER_PROVIDER: &str =
+    "projects/42/locations/global/workloadIdentityPools/other-pool/providers/oidc";
+const GSA: &str = "reader@my-project.iam.gserviceaccount.com";
+const OTHER_GSA: &str = "writer@my-project.iam.gserviceaccount.com";
+const UID: &str = "705ab4f5-6393-11e8-b7cc-42010a800002";
+
+const IRSA_MOUNT: &str = "/var/run/secrets/eks.amazonaws.com/serviceaccount";
+const IRSA_TOKEN: &str = "/var/run/secrets/eks.amazonaws.com/serviceaccount/token";
+const POD_IDENTITY_MOUNT: &str = "/var/run/secrets/pods.eks.amazonaws.com/serviceaccount";
+const GCP_MOUNT: &str = "/var/run/secrets/sts.googleapis.com/serviceaccount";
+const GCP_CREDENTIALS: &str =
+    "/var/run/secrets/sts.googleapis.com/serviceaccount/credential-configuration.json";
+const GCP_ANNOTATION: &str = "cloud.google.com/external-credentials-json";
+const AZURE_MOUNT: &str = "/var/run/secrets/azure/tokens";
+const AZURE_TOKEN: &str = "/var/run/secrets/azure/tokens/azure-identity-token";
+
+// ---------------------------------------------------------------------------------------------
+// Inputs
+// ---------------------------------------------------------------------------------------------
+
+fn config(yaml: &str) -> Config {
+    Config::parse(yaml, &Value::Null)
+        .unwrap_or_else(|err| panic!("test config must parse: {err}\n{yaml}"))
+}
+
+fn no_config() -> Config {
+    config("")
+}
+
+/// The cluster settings every cloud needs, and nothing else.
+fn cluster() -> Config {
+    config(&format!(
+        "azure: {{tenantId: \"{TENANT}\"}}\ngcp: {{workloadIdentityProvider: \"{PROVIDER}\"}}"
+    ))
+}
+
+/// RFC 7396 merge: `null` removes a key, objects merge, anything else replaces.
+fn merged(mut base: Value, overrides: Value) -> Value {
+    json_patch::merge(&mut base, &overrides);
+    base
+}
+
+/// A Pod with one container and no `env`, `volumeMounts`, `volumes` or `annotations` at all.
+fn pod(overrides: Value) -> Value {
+    let base = json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "web", "namespace": NS},
+        "spec": {"serviceAccountName": "app", "containers": [{"name": "app", "image": "busybox"}]}
+    });
+    merged(base, overrides)
+}
+
+/// A Pod with two containers and an init container that already has annotations, volumes, mounts
+/// and env vars, so the patch must append instead of create.
+fn full_pod(overrides: Value) -> Value {
+    pod(merged(
+        json!({
+            "metadata": {"annotations": {"team": "a"}},
+            "spec": {
+                "volumes": [{"name": "data", "emptyDir": {}}],
+                "containers": [
+                    {"name": "app", "image": "app", "env": [{"name": "EXISTING", "value": "1"}],
+                     "volumeMounts": [{"name": "data", "mountPath": "/data"}]},
+                    {"name": "sidecar", "image": "proxy", "env": [], "volumeMounts": []}
+                ],
+                "initContainers": [{"name": "init", "image": "busybox"}]
+            }
+        }),
+        overrides,
+    ))
+}
+
+/// A Pod whose only container is given.
+fn pod_with_container(container: Value) -> Value {
+    pod(
+        json!({"spec": {"containers": [merged(json!({"name": "app", "image": "busybox"}), container)]}}),
+    )
+}
+
+/// The ServiceAccount `app` of namespace `team-a` with these annotations (`null`: no map at all).
+fn sa(annotations: Value) -> Value {
+    json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "app", "namespace": NS, "annotations": annotations}})
+}
+
+fn irsa_sa() -> Value {
+    sa(json!({"eks.amazonaws.com/role-arn": ROLE}))
+}
+
+fn azure_sa() -> Value {
+    sa(json!({"azure.workload.identity/client-id": CLIENT}))
+}
+
+fn gcp_sa() -> Value {
+    sa(json!({"iam.gke.io/gcp-service-account": GSA}))
+}
+
+fn all_clouds_sa() -> Value {
+    sa(json!({
+        "eks.amazonaws.com/role-arn": ROLE,
+        "iam.gke.io/gcp-service-account": GSA,
+        "azure.workload.identity/client-id": CLIENT
+    }))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Running the webhook
+// ---------------------------------------------------------------------------------------------
+
+struct Outcome {
+    /// The Pod as stored by the apiserver: the original with the patch applied.
+    pod: Value,
+    mutation: Mutation,
+}
+
+impl Outcome {
+    fn warned(&self, needle: &str) -> bool {
+        self.mutation
+            .warnings
+            .iter()
+            .any(|warning| warning.contains(needle))
+    }
+
+    fn patch_text(&self) -> String {
+        serde_json::to_string(&self.mutation.patch).expect("patch serializes")
+    }
+
+    fn assert_untouched(&self) {
+        assert!(
+            self.mutation.patch.is_empty(),
+            "expected no patch, got {}",
+            self.patch_text()
+        );
+        assert!(
+            self.mutation.identities.is_empty(),
+            "{:?}",
+            self.mutation.identities
+        );
+    }
+}
+
+fn typed<T: serde::de::DeserializeOwned>(value: &Value) -> T {
+    serde_json::from_value(value.clone()).unwrap_or_else(|err| panic!("{err}: {value:#}"))
+}
+
+/// Applies a mutation's patch to a copy of `original`.
+fn apply(original: &Value, mutation: &Mutation) -> Value {
+    let mut doc = original.clone();
+    json_patch::patch(&mut doc, &mutation.patch).unwrap_or_else(|err| {
+        panic!(
+            "patch does not apply: {err}\npatch: {}\nobject: {original:#}",
+            serde_json::to_string_pretty(&mutation.patch).unwrap_or_default()
+        )
+    });
+    doc
+}
+
+fn webhook(pod: &Value, namespace: &str, sa: Option<&Value>, config: &Config) -> Mutation {
+    let sa: Option<ServiceAccount> = sa.map(typed);
+    mutate_pod(&typed::<Pod>(pod), namespace, sa.as_ref(), config)
+}
+
+/// Runs the webhook on its own output and asserts that it has nothing more to do.
+fn reinvoke(mutated: &Value, namespace: &str, sa: Option<&Value>, config: &Config) {
+    let again = webhook(mutated, namespace, sa, config);
+    assert!(
+        again.patch.is_empty(),
+        "reinvocation must return an empty patch, got {}\non {mutated:#}",
+        serde_json::to_string(&again.patch).unwrap_or_default()
+    );
+}
+
+fn run_in(namespace: &str, pod: &Value, sa: Option<&Value>, config: &Config) -> Outcome {
+    let mutation = webhook(pod, namespace, sa, config);
+    let mutated = apply(pod, &mutation);
+    assert_well_formed(&mutated);
+    reinvoke(&mutated, namespace, sa, config);
+    Outcome {
+        pod: mutated,
+        mutation,
+    }
+}
+
+fn run(pod: &Value, sa: &Value, config: &Config) -> Outcome {
+    run_in(NS, pod, Some(sa), config)
+}
+
+/// What the apiserver would check: a typed Pod, unique volume / env names, unique mount paths, and
+/// every mount backed by a volume.
+fn assert_well_formed(pod: &Value) {
+    let _: k8s_openapi::api::core::v1::Pod = typed(pod);
+    let volumes = names(&pod["spec"]["volumes"], "name");
+    for container in containers(pod) {
+        let name = &container["name"];
+        names(&container["env"], "name");
+        names(&container["volumeMounts"], "mountPath");
+        for mount in container["volumeMounts"].as_array().into_iter().flatten() {
+            let volume = mount["name"].as_str().unwrap_or_default();
+            assert!(
+                volumes.contains(volume),
+                "container {name} mounts missing volume {volume}: {pod:#}"
+            );
+        }
+    }
+}
+
+/// The values of `key` in a list, asserted unique.
+fn names(list: &Value, key: &str) -> BTreeSet<String> {
+    let mut seen = BTreeSet::new();
+    for item in list.as_array().into_iter().flatten() {
+        let value = item[key]
+            .as_str()
+            .unwrap_or_else(|| panic!("{key} missing in {item}"));
+        assert!(
+            seen.insert(value.to_owned()),
+            "duplicate {key} {value:?} in {list:#}"
+        );
+    }
+    seen
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading the result
+// ---------------------------------------------------------------------------------------------
+
+fn containers(pod: &Value) -> impl Iterator<Item = &Value> {
+    ["containers", "initContainers"]
+        .into_iter()
+        .flat_map(move |list| pod["spec"][list].as_array().into_iter().flatten())
+}
+
+fn container<'p>(pod: &'p Value, name: &str) -> &'p Value {
+    containers(pod)
+        .find(|container| container["name"] == name)
+        .unwrap_or_else(|| panic!("no container {name} in {pod:#}"))
+}
+
+fn env(pod: &Value, container_name: &str) -> BTreeMap<String, String> {
+    container(pod, container_name)["env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|var| {
+            let value = var["value"].as_str().unwrap_or_default();
+            (
+                var["name"].as_str().unwrap_or_default().to_owned(),
+                value.to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn env_var(pod: &Value, container_name: &str, name: &str) -> Option<String> {
+    env(pod, container_name).remove(name)
+}
+
+fn mounts_at<'p>(pod: &'p Value, container_name: &str, path: &str) -> Vec<&'p Value> {
+    container(pod, container_name)["volumeMounts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|mount| mount["mountPath"] == path)
+        .collect()
+}
+
+fn volume<'p>(pod: &'p Value, name: &str) -> Option<&'p Value> {
+    pod["spec"]["volumes"]
+        .as_array()?
+        .iter()
+        .find(|volume| volume["name"] == name)
+}
+
+/// The `serviceAccountToken` projection of a volume.
+fn token_of<'p>(pod: &'p Value, volume_name: &str) -> &'p Value {
+    let volume =
+        volume(pod, volume_name).unwrap_or_else(|| panic!("no volume {volume_name} in {pod:#}"));
+    volume["projected"]["sources"]
+        .as_array()
+        .and_then(|sources| {
+            sources
+                .iter()
+                .find_map(|source| source.get("serviceAccountToken"))
+        })
+        .unwrap_or_else(|| panic!("no serviceAccountToken in {volume:#}"))
+}
+
+fn expiration(pod: &Value, volume_name: &str) -> i64 {
+    token_of(pod, volume_name)["expirationSeconds"]
+        .as_i64()
+        .expect("integer expirationSeconds")
+}
+
+fn annotation<'p>(pod: &'p Value, key: &str) -> Option<&'p str> {
+    pod["metadata"]["annotations"][key].as_str()
+}
+
+/// The Google credential configuration that the Pod annotation holds, parsed.
+fn gcp_credentials(pod: &Value) -> Value {
+    let text =
+        annotation(pod, GCP_ANNOTATION).unwrap_or_else(|| panic!("no {GCP_ANNOTATION} in {pod:#}"));
+    serde_json::from_str(text)
+        .unwrap_or_else(|err| panic!("credential configuration is not JSON ({err}): {text}"))
+}
+
+/// What one cloud puts in a container: its volume, its mount and its env var names.
+struct Injected {
+    volume: &'static str,
+    mount: &'static str,
+    env: &'static [&'static str],
+}
+
+const IRSA: Injected = Injected {
+    volume: "aws-iam-token",
+    mount: IRSA_MOUNT,
+    env: &["AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE"],
+};
+const POD_IDENTITY: Injected = Injected {
+    volume: "eks-pod-identity-token",
+    mount: POD_IDENTITY_MOUNT,
+    env: &[
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+    ],
+};
+const GCP: Injected = Injected {
+    volume: "gcp-workload-identity",
+    mount: GCP_MOUNT,
+    env: &[
+        "GOOGLE_APPLICATION_CREDENTIALS",
+        "CLOUDSDK_AUTH_CREDENTIAL_FILE_OVERRIDE",
+    ],
+};
+const AZURE: Injected = Injected {
+    volume: "azure-identity-token",
+    mount: AZURE_MOUNT,
+    env: &[
+        "AZURE_CLIENT_ID",
+        "AZURE_TENANT_ID",
+        "AZURE_FEDERATED_TOKEN_FILE",
+        "AZURE_AUTHORITY_HOST",
+    ],
+};
+
+fn assert_has(pod: &Value, container_name: &str, injected: &Injected) {
+    assert!(
+        volume(pod, injected.volume).is_some(),
+        "volume {} missing: {pod:#}",
+        injected.volume
+    );
+    let mounts = mounts_at(pod, container_name, injected.mount);
+    assert_eq!(
+        mounts,
+        vec![&json!({"name": injected.volume, "mountPath": injected.mount, "readOnly": true})],
+        "mount of {container_name} in {pod:#}"
+    );
+    let env = env(pod, container_name);
+    for name in injected.env {
+        assert!(
+            env.contains_key(*name),
+            "{container_name} lacks {name}: {env:?}"
+        );
+    }
+}
+
+fn assert_lacks(pod: &Value, container_name: &str, injected: &Injected) {
+    assert!(
+        mounts_at(pod, container_name, injected.mount).is_empty(),
+        "{container_name} must not mount {}",
+        injected.mount
+    );
+    let env = env(pod, container_name);
+    for name in injected.env {
+        assert!(
+            !env.contains_key(*name),
+            "{container_name} must not get {name}: {env:?}"
+        );
+    }
+}
+
+fn assert_no_cloud_at_all(pod: &Value, injected: &Injected) {
+    assert!(
+        volume(pod, injected.volume).is_none(),
+        "volume {} must not exist",
+        injected.volume
+    );
+    for container in containers(pod) {
+        assert_lacks(
+            pod,
+            container["name"].as_str().unwrap_or_default(),
+            injected,
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// AWS: IRSA
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn irsa_from_the_role_annotation_reaches_every_container_and_init_container() {
+    let out = run(&full_pod(json!({})), &irsa_sa(), &no_config());
+    assert_eq!(
+        volume(&out.pod, "aws-iam-token"),
+        Some(&json!({"name": "aws-iam-token", "projected": {"sources": [
+            {"serviceAccountToken": {"audience": "sts.amazonaws.com", "expirationSeconds": 86400, "path": "token"}}
+        ]}}))
+    );
+    for name in ["app", "sidecar", "init"] {
+        assert_has(&out.pod, name, &IRSA);
+        assert_eq!(
+            env_var(&out.pod, name, "AWS_ROLE_ARN").as_deref(),
+            Some(ROLE)
+        );
+        assert_eq!(
+            env_var(&out.pod, name, "AWS_WEB_IDENTITY_TOKEN_FILE").as_deref(),
+            Some(IRSA_TOKEN)
+        );
+        for unset in [
+            "AWS_REGION",
+            "AWS_DEFAULT_REGION",
+            "AWS_STS_REGIONAL_ENDPOINTS",
+        ] {
+            assert_eq!(
+                env_var(&out.pod, name, unset),
+                None,
+                "{unset} needs a setting"
+            );
+        }
+    }
+    assert_eq!(out.mutation.identities, vec![("aws", ROLE.to_owned())]);
+    assert!(
+        out.mutation.warnings.is_empty(),
+        "{:?}",
+        out.mutation.warnings
+    );
+    // Nothing of the other clouds.
+    assert_no_cloud_at_all(&out.pod, &GCP);
+    assert_no_cloud_at_all(&out.pod, &AZURE);
+}
+
+#[test]
+fn irsa_audience_comes_from_the_annotation_then_the_cluster_setting() {
+    let annotated = sa(
+        json!({"eks.amazonaws.com/role-arn": ROLE, "eks.amazonaws.com/audience": "my-audience"}),
+    );
+    let out = run(
+        &pod(json!({})),
+        &annotated,
+        &config("aws: {audience: cluster-audience}"),
+    );
+    assert_eq!(
+        token_of(&out.pod, "aws-iam-token")["audience"],
+        "my-audience"
+    );
+
+    let out = run(
+        &pod(json!({})),
+        &irsa_sa(),
+        &config("aws: {audience: cluster-audience}"),
+    );
+    assert_eq!(
+        token_of(&out.pod, "aws-iam-token")["audience"],
+        "cluster-audience"
+    );
+}
+
+#[test]
+fn region_setting_adds_both_region_variables() {
+    let out = run(
+        &full_pod(json!({})),
+        &irsa_sa(),
+        &config("aws: {region: eu-west-1}"),
+    );
+    for name in ["app", "sidecar", "init"] {
+        assert_eq!(
+            env_var(&out.pod, name, "AWS_REGION").as_deref(),
+            Some("eu-west-1")
+        );
+        assert_eq!(
+            env_var(&out.pod, name, "AWS_DEFAULT_REGION").as_deref(),
+            Some("eu-west-1")
+        );
+    }
+}
+
+#[test]
+fn sts_regional_endpoints_from_annotation_or_cluster_setting() {
+    let regional = |sa: &Value, config: &Config| {
+        env_var(
+            &run(&pod(json!({})), sa, config).pod,
+            "app",
+            "AWS_STS_REGIONAL_ENDPOINTS",
+        )
+    };
+    let with = |value: &str| {
+        sa(
+            json!({"eks.amazonaws.com/role-arn": ROLE, "eks.amazonaws.com/sts-regional-endpoints": value}),
+        )
+    };
+
+    assert_eq!(
+        regional(&with("true"), &no_config()).as_deref(),
+        Some("regional")
+    );
+    assert_eq!(
+        regional(&irsa_sa(), &config("aws: {stsRegionalEndpoints: true}")).as_deref(),
+        Some("regional")
+    );
+    assert_eq!(
+        regional(&irsa_sa(), &config("aws: {stsRegionalEndpoints: false}")),
+        None
+    );
+    assert_eq!(regional(&with("false"), &no_config()), None);
+    // The ServiceAccount's explicit choice wins over the cluster default.
+    assert_eq!(
+        regional(&with("false"), &config("aws: {stsRegionalEndpoints: true}")),
+        None
+    );
+}
+
+fn aws_expiration(
+    sa_seconds: Option<&str>,
+    pod_seconds: Option<&str>,
+    config: &Config,
+) -> (i64, Vec<String>) {
+    let mut annotations = json!({"eks.amazonaws.com/role-arn": ROLE});
+    if let Some(seconds) = sa_seconds {
+        annotations["eks.amazonaws.com/token-expiration"] = json!(seconds);
+    }
+    let pod = match pod_seconds {
+        Some(seconds) => pod(
+            json!({"metadata": {"annotations": {"eks.amazonaws.com/token-expiration": seconds}}}),
+        ),
+        None => pod(json!({})),
+    };
+    let out = run(&pod, &sa(annotations), config);
+    (expiration(&out.pod, "aws-iam-token"), out.mutation.warnings)
+}
+
+#[test]
+fn aws_token_expiration_rules() {
+    let plain = no_config();
+    assert_eq!(aws_expiration(None, None, &plain), (86400, vec![]));
+    assert_eq!(aws_expiration(Some("3600"), None, &plain), (3600, vec![]));
+    assert_eq!(
+        aws_expiration(None, None, &config("aws: {tokenExpirationSeconds: 7200}")).0,
+        7200
+    );
+    // A Pod may shorten the ServiceAccount's lifetime ...
+    assert_eq!(
+        aws_expiration(Some("3600"), Some("1800"), &plain),
+        (1800, vec![])
+    );
+    assert_eq!(aws_expiration(None, Some("1800"), &plain), (1800, vec![]));
+    // ... but not lengthen it.
+    let (seconds, warnings) = aws_expiration(Some("3600"), Some("7200"), &plain);
+    assert_eq!(seconds, 3600);
+    assert!(
+        warnings.iter().any(|w| w.contains("only shorten")),
+        "{warnings:?}"
+    );
+    // Below the apiserver's floor: raised to 600.
+    assert_eq!(aws_expiration(Some("300"), None, &plain).0, 600);
+    assert_eq!(aws_expiration(None, Some("60"), &plain).0, 600);
+    // Not a number: warned and ignored.
+    let (seconds, warnings) = aws_expiration(Some("soon"), None, &plain);
+    assert_eq!(seconds, 86400);
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("eks.amazonaws.com/token-expiration")),
+        "{warnings:?}"
+    );
+}
+
+#[test]
+fn a_container_that_sets_half_a_pair_gets_neither_half_but_still_the_other_pairs() {
+    let cases = [
+        (
+            "AWS_ROLE_ARN",
+            OTHER_ROLE,
+            ["AWS_WEB_IDENTITY_TOKEN_FILE"],
+            ["AWS_REGION", "AWS_DEFAULT_REGION"],
+        ),
+        (
+            "AWS_WEB_IDENTITY_TOKEN_FILE",
+            "/mine",
+            ["AWS_ROLE_ARN"],
+            ["AWS_REGION", "AWS_DEFAULT_REGION"],
+        ),
+        (
+            "AWS_REGION",
+            "ap-south-1",
+            ["AWS_DEFAULT_REGION"],
+            ["AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE"],
+        ),
+        (
+            "AWS_DEFAULT_REGION",
+            "ap-south-1",
+            ["AWS_REGION"],
+            ["AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE"],
+        ),
+    ];
+    for (set, value, withheld, added) in cases {
+        let pod = pod_with_container(json!({"env": [{"name": set, "value": value}]}));
+        let out = run(&pod, &irsa_sa(), &config("aws: {region: eu-west-1}"));
+        let env = env(&out.pod, "app");
+        assert_eq!(
+            env.get(set).map(String::as_str),
+            Some(value),
+            "{set} must not be overridden"
+        );
+        for name in withheld {
+            assert!(
+                !env.contains_key(name),
+                "{set} set: {name} must not be added: {env:?}"
+            );
+        }
+        for name in added {
+            assert!(
+                env.contains_key(name),
+                "{set} set: {name} must still be added: {env:?}"
+            );
+        }
+        assert_eq!(mounts_at(&out.pod, "app", IRSA_MOUNT).len(), 1);
+    }
+}
+
+#[test]
+fn windows_pods_get_the_windows_token_path() {
+    for key in ["kubernetes.io/os", "beta.kubernetes.io/os"] {
+        let pod = pod(json!({"spec": {"nodeSelector": {key: "windows"}}}));
+        let out = run(&pod, &irsa_sa(), &no_config());
+        assert_eq!(
+            env_var(&out.pod, "app", "AWS_WEB_IDENTITY_TOKEN_FILE").as_deref(),
+            Some(r"C:\var\run\secrets\eks.amazonaws.com\serviceaccount\token"),
+            "{key}"
+        );
+    }
+    let linux = pod(json!({"spec": {"nodeSelector": {"kubernetes.io/os": "linux"}}}));
+    let out = run(&linux, &irsa_sa(), &no_config());
+    assert_eq!(
+        env_var(&out.pod, "app", "AWS_WEB_IDENTITY_TOKEN_FILE").as_deref(),
+        Some(IRSA_TOKEN)
+    );
+}
+
+#[test]
+fn an_invalid_role_arn_is_warned_about_and_not_injected() {
+    for bad in [
+        "arn:aws:iam::123:role/short-account",
+        "my-role",
+        "arn:aws:iam::111122223333:user/bob",
+    ] {
+        let out = run(
+            &pod(json!({})),
+            &sa(json!({"eks.amazonaws.com/role-arn": bad})),
+            &no_config(),
+        );
+        out.assert_untouched();
+        assert!(
+            out.warned("eks.amazonaws.com/role-arn"),
+            "{bad}: {:?}",
+            out.mutation.warnings
+        );
+    }
+}
+
+#[test]
+fn a_mapping_gives_a_role_when_the_service_account_has_no_annotation() {
+    let mapping = config(&format!(
+        "identities: [{{namespace: {NS}, serviceAccount: app, aws: {{roleArn: \"{ROLE}\"}}}}]"
+    ));
+    let out = run(&pod(json!({})), &sa(Value::Null), &mapping);
+    assert_has(&out.pod, "app", &IRSA);
+    assert_eq!(
+        env_var(&out.pod, "app", "AWS_ROLE_ARN").as_deref(),
+        Some(ROLE)
+    );
+
+    // The ServiceAccount's annotation wins over the mapping.
+    let out = run(
+        &pod(json!({})),
+        &sa(json!({"eks.amazonaws.com/role-arn": OTHER_ROLE})),
+        &mapping,
+    );
+    assert_eq!(
+        env_var(&out.pod, "app", "AWS_ROLE_ARN").as_deref(),
+        Some(OTHER_ROLE)
+    );
+    assert_eq!(
+        out.mutation.identities,
+        vec![("aws", OTHER_ROLE.to_owned())]
+    );
+}
+
+fn pod_identity_config(settings: &str) -> Config {
+    config(&format!(
+        "{settings}\nidentities: [{{namespace: {NS}, serviceAccount: app, aws: {{mode: podIdentity}}}}]"
+    ))
+}
+
+#[test]
+fn pod_identity_mapping_wins_over_the_role_annotation() {
+    let out = run(
+        &full_pod(json!({})),
+        &irsa_sa(),
+        &pod_identity_config("aws: {region: us-east-2}"),
+    );
+    assert_eq!(
+        volume(&out.pod, "eks-pod-identity-token"),
+        Some(
+            &json!({"name": "eks-pod-identity-token", "projected": {"sources": [
+                {"serviceAccountToken": {"audience": "pods.eks.amazonaws.com", "expirationSeconds": 86400, "path": "eks-pod-identity-token"}}
+            ]}})
+        )
+    );
+    assert_no_cloud_at_all(&out.pod, &IRSA);
+    for name in ["app", "sidecar", "init"] {
+        assert_has(&out.pod, name, &POD_IDENTITY);
+        let env = env(&out.pod, name);
+        assert_eq!(
+            env["AWS_CONTAINER_CREDENTIALS_FULL_URI"],
+            "http://169.254.170.23/v1/credentials"
+        );
+        assert_eq!(
+            env["AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"],
+            "/var/run/secrets/pods.eks.amazonaws.com/serviceaccount/eks-pod-identity-token"
+        );
+        assert_eq!(env["AWS_REGION"], "us-east-2");
+        assert_eq!(env["AWS_DEFAULT_REGION"], "us-east-2");
+    }
+    assert_eq!(out.mutation.identities.len(), 1);
+    assert_eq!(out.mutation.identities[0].0, "aws");
+}
+
+#[test]
+fn pod_identity_on_windows_uses_the_windows_token_path() {
+    let pod = pod(json!({"spec": {"nodeSelector": {"kubernetes.io/os": "windows"}}}));
+    let out = run(&pod, &sa(Value::Null), &pod_identity_config(""));
+    assert_eq!(
+        env_var(&out.pod, "app", "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE").as_deref(),
+        Some(r"C:\var\run\secrets\pods.eks.amazonaws.com\serviceaccount\eks-pod-identity-token")
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Skip lists
+// ---------------------------------------------------------------------------------------------
+
+fn all_clouds_with_skips(skips: Value) -> Outcome {
+    run(
+        &full_pod(json!({"metadata": {"annotations": skips}})),
+        &all_clouds_sa(),
+        &cluster(),
+    )
+}
+
+#[test]
+fn aws_skip_list_is_comma_separated_and_leaves_other_clouds_alone() {
+    let out = all_clouds_with_skips(json!({"eks.amazonaws.com/skip-containers": "sidecar, init"}));
+    assert_has(&out.pod, "app", &IRSA);
+    for skipped in ["sidecar", "init"] {
+        assert_lacks(&out.pod, skipped, &IRSA);
+        assert_has(&out.pod, skipped, &GCP);
+        assert_has(&out.pod, skipped, &AZURE);
+    }
+}
+
+#[test]
+fn azure_skip_list_is_semicolon_separated_and_leaves_other_clouds_alone() {
+    let out =
+        all_clouds_with_skips(json!({"azure.workload.identity/skip-containers": "sidecar;init"}));
+    assert_has(&out.pod, "app", &AZURE);
+    for skipped in ["sidecar", "init"] {
+        assert_lacks(&out.pod, skipped, &AZURE);
+        assert_has(&out.pod, skipped, &IRSA);
+        assert_has(&out.pod, skipped, &GCP);
+    }
+    // A comma is not Azure's separator: "sidecar,init" names no container.
+    let out =
+        all_clouds_with_skips(json!({"azure.workload.identity/skip-containers": "sidecar,init"}));
+    assert_has(&out.pod, "sidecar", &AZURE);
+}
+
+#[test]
+fn google_skip_list_leaves_other_clouds_alone() {
+    let out = all_clouds_with_skips(json!({"cloud.google.com/skip-containers": "sidecar"}));
+    assert_has(&out.pod, "app", &GCP);
+    assert_has(&out.pod, "init", &GCP);
+    assert_lacks(&out.pod, "sidecar", &GCP);
+    assert_has(&out.pod, "sidecar", &IRSA);
+    assert_has(&out.pod, "sidecar", &AZURE);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Azure
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn azure_client_id_with_the_cluster_tenant() {
+    let out = run(&full_pod(json!({})), &azure_sa(), &cluster());
+    assert_eq!(
+        volume(&out.pod, "azure-identity-token"),
+        Some(
+            &json!({"name": "azure-identity-token", "projected": {"sources": [
+                {"serviceAccountToken": {"audience": "api://AzureADTokenExchange", "expirationSeconds": 3600, "path": "azure-identity-token"}}
+            ]}})
+        )
+    );
+    for name in ["app", "sidecar", "init"] {
+        assert_has(&out.pod, name, &AZURE);
+        let env = env(&out.pod, name);
+        assert_eq!(env["AZURE_CLIENT_ID"], CLIENT);
+        assert_eq!(env["AZURE_TENANT_ID"], TENANT);
+        assert_eq!(env["AZURE_FEDERATED_TOKEN_FILE"], AZURE_TOKEN);
+        assert_eq!(
+            env["AZURE_AUTHORITY_HOST"],
+            "https://login.microsoftonline.com/"
+        );
+    }
+    assert_eq!(out.mutation.identities, vec![("azure", CLIENT.to_owned())]);
+    assert!(
+        out.mutation.warnings.is_empty(),
+        "{:?}",
+        out.mutation.warnings
+    );
+}
+
+#[test]
+fn azure_tenant_comes_from_annotation_then_mapping_then_cluster() {
+    let mapped_tenant = format!(
+        "azure: {{tenantId: \"{TENANT}\"}}\nidentities: [{{namespace: {NS}, azure: {{clientId: \"{CLIENT}\", tenantId: \"{OTHER_TENANT}\"}}}}]"
+    );
+    let tenant = |sa: &Value, config: &Config| {
+        env_var(
+            &run(&pod(json!({})), sa, config).pod,
+            "app",
+            "AZURE_TENANT_ID",
+        )
+    };
+    let third = "33333333-2222-3333-4444-555555555555";
+    let annotated = sa(
+        json!({"azure.workload.identity/client-id": CLIENT, "azure.workload.identity/tenant-id": third}),
+    );
+    assert_eq!(
+        tenant(&annotated, &config(&mapped_tenant)).as_deref(),
+        Some(third)
+    );
+    assert_eq!(
+        tenant(&azure_sa(), &config(&mapped_tenant)).as_deref(),
+        Some(OTHER_TENANT)
+    );
+    assert_eq!(tenant(&azure_sa(), &cluster()).as_deref(), Some(TENANT));
+    assert_eq!(tenant(&annotated, &no_config()).as_deref(), Some(third));
+}
+
+#[test]
+fn azure_without_any_tenant_is_warned_about_and_not_injected() {
+    let out = run(&pod(json!({})), &azure_sa(), &no_config());
+    out.assert_untouched();
+    assert!(out.warned("tenant"), "{:?}", out.mutation.warnings);
+}
+
+#[test]
+fn azure_authority_host_follows_the_cloud() {
+    for (cloud, host) in [
+        ("AzurePublicCloud", "https://login.microsoftonline.com/"),
+        ("AzureChinaCloud", "https://login.chinacloudapi.cn/"),
+        (
+            "AzureUSGovernmentCloud",
+            "https://login.microsoftonline.us/",
+        ),
+    ] {
+        let settings = config(&format!(
+            "azure: {{tenantId: \"{TENANT}\", cloud: {cloud}}}"
+        ));
+        let out = run(&pod(json!({})), &azure_sa(), &settings);
+        assert_eq!(
+            env_var(&out.pod, "app", "AZURE_AUTHORITY_HOST").as_deref(),
+            Some(host),
+            "{cloud}"
+        );
+    }
+}
+
+fn labelled(value: Option<&str>) -> Value {
+    match value {
+        Some(value) => pod(json!({"metadata": {"labels": {"azure.workload.identity/use": value}}})),
+        None => pod(json!({})),
+    }
+}
+
+#[test]
+fn azure_use_label_false_opts_out() {
+    let out = run(&labelled(Some("false")), &azure_sa(), &cluster());
+    out.assert_untouched();
+    assert!(out.mutation.warnings.is_empty());
+    // The label only concerns Azure.
+    let out = run(&labelled(Some("false")), &all_clouds_sa(), &cluster());
+    assert_no_cloud_at_all(&out.pod, &AZURE);
+    assert_has(&out.pod, "app", &IRSA);
+    assert_has(&out.pod, "app", &GCP);
+}
+
+#[test]
+fn azure_require_pod_label_injects_only_pods_labelled_true() {
+    let strict = config(&format!(
+        "azure: {{tenantId: \"{TENANT}\", requirePodLabel: true}}"
+    ));
+    for label in [None, Some("false"), Some("yes"), Some("True")] {
+        run(&labelled(label), &azure_sa(), &strict).assert_untouched();
+    }
+    let out = run(&labelled(Some("true")), &azure_sa(), &strict);
+    assert_has(&out.pod, "app", &AZURE);
+    // Without requirePodLabel, no label is needed.
+    assert_has(
+        &run(&labelled(None), &azure_sa(), &cluster()).pod,
+        "app",
+        &AZURE,
+    );
+}
+
+#[test]
+fn azure_use_label_true_without_client_id_injects_everything_but_the_client_id() {
+    let out = run(&labelled(Some("true")), &sa(Value::Null), &cluster());
+    let env = env(&out.pod, "app");
+    assert!(!env.contains_key("AZURE_CLIENT_ID"), "{env:?}");
+    assert_eq!(env["AZURE_TENANT_ID"], TENANT);
+    assert_eq!(env["AZURE_FEDERATED_TOKEN_FILE"], AZURE_TOKEN);
+    assert_eq!(mounts_at(&out.pod, "app", AZURE_MOUNT).len(), 1);
+    // No label and no client id: nothing.
+    run(&labelled(None), &sa(Value::Null), &cluster()).assert_untouched();
+}
+
+fn azure_expiration(sa_seconds: &str, pod_annotations: Value) -> (i64, Vec<String>) {
+    let sa = sa(json!({
+        "azure.workload.identity/client-id": CLIENT,
+        "azure.workload.identity/service-account-token-expiration": sa_seconds
+    }));
+    let out = run(
+        &pod(json!({"metadata": {"annotations": pod_annotations}})),
+        &sa,
+        &cluster(),
+    );
+    (
+        expiration(&out.pod, "azure-identity-token"),
+        out.mutation.warnings,
+    )
+}
+
+#[test]
+fn azure_token_expiration_stays_within_its_range() {
+    assert_eq!(azure_expiration("7200", json!({})), (7200, vec![]));
+    assert_eq!(azure_expiration("86400", json!({})), (86400, vec![]));
+    for out_of_range in ["3599", "86401", "600", "soon"] {
+        let (seconds, warnings) = azure_expiration(out_of_range, json!({}));
+        assert_eq!(seconds, 3600, "{out_of_range}");
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.contains("service-account-token-expiration")),
+            "{out_of_range}: {warnings:?}"
+        );
+    }
+    // Pods may shorten, with Azure's own key or the generic one, within the range.
+    let key = "azure.workload.identity/service-account-token-expiration";
+    assert_eq!(azure_expiration("7200", json!({key: "4000"})).0, 4000);
+    assert_eq!(
+        azure_expiration(
+            "7200",
+            json!({"azure.workload.identity/token-expiration": "5000"})
+        )
+        .0,
+        5000
+    );
+    let (seconds, warnings) = azure_expiration("7200", json!({key: "9000"}));
+    assert_eq!(seconds, 7200);
+    assert!(!warnings.is_empty());
+    let (seconds, warnings) = azure_expiration("7200", json!({key: "100"}));
+    assert_eq!(seconds, 7200);
+    assert!(!warnings.is_empty());
+}
+
+#[test]
+fn azure_env_vars_set_by_the_container_are_kept_and_the_others_added() {
+    let pod =
+        pod_with_container(json!({"env": [{"name": "AZURE_CLIENT_ID", "value": OTHER_CLIENT}]}));
+    let out = run(&pod, &azure_sa(), &cluster());
+    let env = env(&out.pod, "app");
+    assert_eq!(env["AZURE_CLIENT_ID"], OTHER_CLIENT);
+    assert_eq!(env["AZURE_TENANT_ID"], TENANT);
+    assert_eq!(env["AZURE_FEDERATED_TOKEN_FILE"], AZURE_TOKEN);
+    assert_eq!(
+        env["AZURE_AUTHORITY_HOST"],
+        "https://login.microsoftonline.com/"
+    );
+
+    let pod = pod_with_container(
+        json!({"env": [{"name": "AZURE_AUTHORITY_HOST", "value": "https://login.example/"}]}),
+    );
+    let env = self::env(&run(&pod, &azure_sa(), &cluster()).pod, "app");
+    assert_eq!(env["AZURE_AUTHORITY_HOST"], "https://login.example/");
+    assert_eq!(env["AZURE_CLIENT_ID"], CLIENT);
+}
+
+#[test]
+fn azure_invalid_client_id_is_warned_about_and_not_injected() {
+    let out = run(
+        &pod(json!({})),
+        &sa(json!({"azure.workload.identity/client-id": "not-a-uuid"})),
+        &cluster(),
+    );
+    out.assert_untouched();
+    assert!(
+        out.warned("azure.workload.identity/client-id"),
+        "{:?}",
+        out.mutation.warnings
+    );
+}
+
+#[test]
+fn azure_mapping_gives_client_and_tenant() {
+    let mapping = config(&format!(
+        "identities: [{{namespace: {NS}, serviceAccount: app, azure: {{clientId: \"{CLIENT}\", tenantId: \"{TENANT}\"}}}}]"
+    ));
+    let out = run(&pod(json!({})), &sa(Value::Null), &mapping);
+    assert_eq!(
+        env_var(&out.pod, "app", "AZURE_CLIENT_ID").as_deref(),
+        Some(CLIENT)
+    );
+    assert_eq!(
+        env_var(&out.pod, "app", "AZURE_TENANT_ID").as_deref(),
+        Some(TENANT)
+    );
+    // The annotation wins over the mapping.
+    let annotated = sa(json!({"azure.workload.identity/client-id": OTHER_CLIENT}));
+    let out = run(&pod(json!({})), &annotated, &mapping);
+    assert_eq!(
+        env_var(&out.pod, "app", "AZURE_CLIENT_ID").as_deref(),
+        Some(OTHER_CLIENT)
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Google Cloud
+// ---------------------------------------------------------------------------------------------
+
+fn expected_gcp_credentials(provider: &str, email: Option<&str>) -> Value {
+    let mut expected = json!({
+        "type": "external_account",
+        "audience": format!("//iam.googleapis.com/{provider}"),
+        "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
+        "token_url": "https://sts.googleapis.com/v1/token",
+        "credential_source": {"file": "/var/run/secrets/sts.googleapis.com/serviceaccount/token", "format": {"type": "text"}}
+    });
+    if let Some(email) = email {
+        expected["service_account_impersonation_url"] = json!(format!(
+            "https://iamcredentials.googleapis.com/v1/projects/-/serviceAccounts/{email}:generateAccessToken"
+        ));
+    }
+    expected
+}
+
+fn expected_gcp_volume(audience: &str, expiration: i64) -> Value {
+    json!({"name": "gcp-workload-identity", "projected": {"sources": [
+        {"serviceAccountToken": {"audience": audience, "expirationSeconds": expiration, "path": "token"}},
+        {"downwardAPI": {"items": [{"path": "credential-configuration.json", "fieldRef": {
+            "apiVersion": "v1",
+            "fieldPath": "metadata.annotations['cloud.google.com/external-credentials-json']"
+        }}]}}
+    ]}})
+}
+
+#[test]
+fn google_service_account_annotation_with_the_cluster_provider() {
+    let out = run(&full_pod(json!({})), &gcp_sa(), &cluster());
+    assert_eq!(
+        volume(&out.pod, "gcp-workload-identity"),
+        Some(&expected_gcp_volume(
+            &format!("https://iam.googleapis.com/{PROVIDER}"),
+            3600
+        ))
+    );
+    assert_eq!(
+        gcp_credentials(&out.pod),
+        expected_gcp_credentials(PROVIDER, Some(GSA))
+    );
+    assert_eq!(
+        annotation(&out.pod, "team"),
+        Some("a"),
+        "existing annotations are kept"
+    );
+    for name in ["app", "sidecar", "init"] {
+        assert_has(&out.pod, name, &GCP);
+        let env = env(&out.pod, name);
+        assert_eq!(env["GOOGLE_APPLICATION_CREDENTIALS"], GCP_CREDENTIALS);
+        assert_eq!(
+            env["CLOUDSDK_AUTH_CREDENTIAL_FILE_OVERRIDE"],
+            GCP_CREDENTIALS
+        );
+    }
+    assert_eq!(out.mutation.identities, vec![("gcp", GSA.to_owned())]);
+    assert!(
+        out.mutation.warnings.is_empty(),
+        "{:?}",
+        out.mutation.warnings
+    );
+    let typed: k8s_openapi::api::core::v1::Pod = typed(&out.pod);
+    let volumes = typed.spec.and_then(|spec| spec.volumes).unwrap_or_default();
+    let gcp = volumes
+        .iter()
+        .find(|v| v.name == "gcp-workload-identity")
+        .expect("typed volume");
+    assert_eq!(
+        gcp.projected
+            .as_ref()
+            .and_then(|p| p.sources.as_ref())
+            .map(Vec::len),
+        Some(2),
+        "ONE volume, two sources"
+    );
+}
+
+#[test]
+fn google_federation_keys_of_the_existing_webhook() {
+    let annotated = sa(json!({
+        "cloud.google.com/workload-identity-provider": OTHER_PROVIDER,
+        "cloud.google.com/service-account-email": OTHER_GSA,
+        "cloud.google.com/audience": "custom-audience",
+        "cloud.google.com/token-expiration": "1800"
+    }));
+    // The annotated provider wins over the cluster's; no cluster provider is needed at all.
+    for settings in [cluster(), no_config()] {
+        let out = run(&pod(json!({})), &annotated, &settings);
+        assert_eq!(
+            volume(&out.pod, "gcp-workload-identity"),
+            Some(&expected_gcp_volume("custom-audience", 1800))
+        );
+        assert_eq!(
+            gcp_credentials(&out.pod),
+            expected_gcp_credentials(OTHER_PROVIDER, Some(OTHER_GSA))
+        );
+    }
+    // A provider alone means direct access.
+    let provider_only = sa(json!({"cloud.google.com/workload-identity-provider": OTHER_PROVIDER}));
+    let out = run(&pod(json!({})), &provider_only, &no_config());
+    assert_eq!(
+        gcp_credentials(&out.pod),
+        expected_gcp_credentials(OTHER_PROVIDER, None)
+    );
+}
+
+#[test]
+fn google_pod_annotation_shortens_the_token() {
+    let pod =
+        pod(json!({"metadata": {"annotations": {"cloud.google.com/token-expiration": "900"}}}));
+    assert_eq!(
+        expiration(
+            &run(&pod, &gcp_sa(), &cluster()).pod,
+            "gcp-workload-identity"
+        ),
+        900
+    );
+    let settings = config(&format!(
+        "gcp: {{workloadIdentityProvider: \"{PROVIDER}\", tokenExpirationSeconds: 7200, audience: cluster-aud}}"
+    ));
+    let out = run(&pod_with_container(json!({})), &gcp_sa(), &settings);
+    assert_eq!(
+        token_of(&out.pod, "gcp-workload-identity"),
+        &json!({"audience": "cluster-aud", "expirationSeconds": 7200, "path": "token"})
+    );
+}
+
+#[test]
+fn google_mapping_with_and_without_impersonation() {
+    let mapping = |gcp: &str| {
+        config(&format!(
+            "gcp: {{workloadIdentityProvider: \"{PROVIDER}\"}}\nidentities: [{{namespace: {NS}, serviceAccount: app, gcp: {gcp}}}]"
+        ))
+    };
+    let out = run(&pod(json!({})), &sa(Value::Null), &mapping("{}"));
+    let credentials = gcp_credentials(&out.pod);
+    assert_eq!(credentials, expected_gcp_credentials(PROVIDER, None));
+    assert!(
+        credentials
+            .get("service_account_impersonation_url")
+            .is_none()
+    );
+    assert_has(&out.pod, "app", &GCP);
+
+    let out = run(
+        &pod(json!({})),
+        &sa(Value::Null),
+        &mapping(&format!("{{serviceAccount: \"{GSA}\"}}")),
+    );
+    assert_eq!(
+        gcp_credentials(&out.pod),
+        expected_gcp_credentials(PROVIDER, Some(GSA))
+    );
+
+    // The annotation wins over the mapping.
+    let annotated = sa(json!({"iam.gke.io/gcp-service-account": OTHER_GSA}));
+    let out = run(
+        &pod(json!({})),
+        &annotated,
+        &mapping(&format!("{{serviceAccount: \"{GSA}\"}}")),
+    );
+    assert_eq!(
+        gcp_credentials(&out.pod),
+        expected_gcp_credentials(PROVIDER, Some(OTHER_GSA))
+    );
+}
+
+#[test]
+fn google_without_a_provider_is_warned_about_and_not_injected() {
+    let out = run(&pod(json!({})), &gcp_sa(), &no_config());
+    out.assert_untouched();
+    assert!(
+        out.warned("workload identity provider"),
+        "{:?}",
+        out.mutation.warnings
+    );
+}
+
+#[test]
+fn google_invalid_service_account_is_warned_about_and_not_injected() {
+    let out = run(
+        &pod(json!({})),
+        &sa(json!({"iam.gke.io/gcp-service-account": "reader@example.com"})),
+        &cluster(),
+    );
+    out.assert_untouched();
+    assert!(
+        out.warned("iam.gke.io/gcp-service-account"),
+        "{:?}",
+        out.mutation.warnings
+    );
+}
+
+#[test]
+fn gke_mode_leaves_pods_alone_but_still_annotates_service_accounts() {
+    let gke = config(&format!(
+        "gcp: {{mode: gke, workloadIdentityProvider: \"{PROVIDER}\"}}\nidentities: [{{namespace: {NS}, serviceAccount: app, gcp: {{serviceAccount: \"{GSA}\"}}}}]"
+    ));
+    let out = run(&pod(json!({})), &gcp_sa(), &gke);
+    out.assert_untouched();
+    assert!(out.mutation.warnings.is_empty());
+    let (sa_after, _) = run_sa(&sa(Value::Null), &gke);
+    assert_eq!(
+        sa_after["metadata"]["annotations"],
+        json!({"iam.gke.io/gcp-service-account": GSA})
+    );
+}
+
+#[test]
+fn a_preset_credential_annotation_is_replaced() {
+    let forged = json!({"type": "external_account", "audience": "//iam.googleapis.com/projects/666/locations/global/workloadIdentityPools/evil/providers/evil"}).to_string();
+    for pod in [
+        pod(json!({"metadata": {"annotations": {GCP_ANNOTATION: forged.clone()}}})),
+        full_pod(json!({"metadata": {"annotations": {GCP_ANNOTATION: forged.clone()}}})),
+    ] {
+        let out = run(&pod, &gcp_sa(), &cluster());
+        assert_eq!(
+            gcp_credentials(&out.pod),
+            expected_gcp_credentials(PROVIDER, Some(GSA))
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Combinations and patch shape
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn all_three_clouds_on_one_pod() {
+    for pod in [pod(json!({})), full_pod(json!({}))] {
+        let out = run(&pod, &all_clouds_sa(), &cluster());
+        for container in containers(&out.pod) {
+            let name = container["name"].as_str().unwrap_or_default();
+            for cloud in [&IRSA, &GCP, &AZURE] {
+                assert_has(&out.pod, name, cloud);
+            }
+        }
+        let clouds: Vec<&str> = out
+            .mutation
+            .identities
+            .iter()
+            .map(|(cloud, _)| *cloud)
+            .collect();
+        assert_eq!(clouds, ["aws", "gcp", "azure"]);
+        assert!(
+            out.mutation.warnings.is_empty(),
+            "{:?}",
+            out.mutation.warnings
+        );
+    }
+}
+
+fn op_paths(mutation: &Mutation) -> Vec<String> {
+    let ops: Value = serde_json::to_value(&mutation.patch).expect("patch serializes");
+    ops.as_array()
+        .into_iter()
+        .flatten()
+        .map(|op| {
+            assert_eq!(op["op"], "add", "the webhook only adds: {op}");
+            op["path"].as_str().unwrap_or_default().to_owned()
+        })
+        .collect()
+}
+
+#[test]
+fn missing_arrays_and_maps_are_created_in_one_operation() {
+    let out = run(&pod(json!({})), &all_clouds_sa(), &cluster());
+    assert_eq!(
+        op_paths(&out.mutation),
+        [
+            "/metadata/annotations",
+            "/spec/volumes",
+            "/spec/containers/0/volumeMounts",
+            "/spec/containers/0/env"
+        ]
+    );
+    assert_eq!(out.pod["spec"]["volumes"].as_array().map(Vec::len), Some(3));
+    assert_eq!(
+        container(&out.pod, "app")["volumeMounts"]
+            .as_array()
+            .map(Vec::len),
+        Some(3)
+    );
+}
+
+#[test]
+fn existing_arrays_and_maps_are_appended_to() {
+    let original = full_pod(json!({}));
+    let out = run(&original, &all_clouds_sa(), &cluster());
+    let paths = op_paths(&out.mutation);
+    assert!(
+        paths.contains(&format!(
+            "/metadata/annotations/{}",
+            GCP_ANNOTATION.replace('/', "~1")
+        )),
+        "{paths:?}"
+    );
+    assert!(paths.contains(&"/spec/volumes/-".to_owned()), "{paths:?}");
+    assert!(
+        paths.contains(&"/spec/containers/0/env/-".to_owned()),
+        "{paths:?}"
+    );
+    assert!(
+        paths.contains(&"/spec/containers/1/volumeMounts/-".to_owned()),
+        "{paths:?}"
+    );
+    // The init container has neither list: they are created.
+    assert!(
+        paths.contains(&"/spec/initContainers/0/env".to_owned()),
+        "{paths:?}"
+    );
+    // What was there is still there, first.
+    assert_eq!(
+        out.pod["spec"]["volumes"][0],
+        original["spec"]["volumes"][0]
+    );
+    assert_eq!(
+        container(&out.pod, "app")["env"][0],
+        json!({"name": "EXISTING", "value": "1"})
+    );
+    assert_eq!(
+        container(&out.pod, "app")["volumeMounts"][0],
+        json!({"name": "data", "mountPath": "/data"})
+    );
+    assert_eq!(annotation(&out.pod, "team"), Some("a"));
+    assert_eq!(out.pod["spec"]["volumes"].as_array().map(Vec::len), Some(4));
+}
+
+#[test]
+fn null_lists_and_maps_are_treated_as_absent() {
+    let mut with_nulls = pod(json!({}));
+    with_nulls["metadata"]["annotations"] = Value::Null;
+    with_nulls["metadata"]["labels"] = Value::Null;
+    with_nulls["spec"]["volumes"] = Value::Null;
+    with_nulls["spec"]["containers"][0]["env"] = Value::Null;
+    with_nulls["spec"]["containers"][0]["volumeMounts"] = Value::Null;
+    let out = run(&with_nulls, &all_clouds_sa(), &cluster());
+    for cloud in [&IRSA, &GCP, &AZURE] {
+        assert_has(&out.pod, "app", cloud);
+    }
+}
+
+#[test]
+fn a_volume_that_already_exists_is_not_added_twice() {
+    let own = json!({"name": "aws-iam-token", "projected": {"sources": [
+        {"serviceAccountToken": {"audience": "sts.amazonaws.com", "expirationSeconds": 3600, "path": "token"}}
+    ]}});
+    let original = full_pod(json!({}));
+    let mut pod = original.clone();
+    pod["spec"]["volumes"]
+        .as_array_mut()
+        .expect("volumes")
+        .push(own.clone());
+    let out = run(&pod, &irsa_sa(), &no_config());
+    assert_eq!(
+        volume(&out.pod, "aws-iam-token"),
+        Some(&own),
+        "the Pod's own volume is kept as is"
+    );
+    assert_eq!(out.pod["spec"]["volumes"].as_array().map(Vec::len), Some(2));
+    assert_has(&out.pod, "app", &IRSA);
+}
+
+#[test]
+fn a_container_already_mounting_the_path_gets_no_second_mount() {
+    let taken = json!({"name": "my-token", "mountPath": IRSA_MOUNT});
+    let pod = pod(json!({"spec": {
+        "volumes": [{"name": "my-token", "emptyDir": {}}],
+        "containers": [{"name": "app", "image": "busybox", "volumeMounts": [taken.clone()]}]
+    }}));
+    let out = run(&pod, &irsa_sa(), &no_config());
+    assert_eq!(mounts_at(&out.pod, "app", IRSA_MOUNT), vec![&taken]);
+    assert_eq!(
+        env_var(&out.pod, "app", "AWS_ROLE_ARN").as_deref(),
+        Some(ROLE)
+    );
+}
+
+#[test]
+fn a_container_already_mounting_the_volume_elsewhere_gets_no_second_mount() {
+    let elsewhere = json!({"name": "aws-iam-token", "mountPath": "/token"});
+    let pod = pod(json!({"spec": {
+        "volumes": [{"name": "aws-iam-token", "emptyDir": {}}],
+        "containers": [{"name": "app", "image": "busybox", "volumeMounts": [elsewhere.clone()]}]
+    }}));
+    let out = run(&pod, &irsa_sa(), &no_config());
+    assert_eq!(
+        container(&out.pod, "app")["volumeMounts"],
+        json!([elsewhere])
+    );
+}
+
+#[test]
+fn generate_name_pods_are_mutated() {
+    let pod =
+        pod(json!({"metadata": {"name": null, "namespace": null, "generateName": "web-7d4b9c-"}}));
+    let mapping = config(&format!(
+        "identities: [{{namespace: {NS}, serviceAccount: app, aws: {{roleArn: \"{ROLE}\"}}}}]"
+    ));
+    let out = run(&pod, &sa(Value::Null), &mapping);
+    assert_eq!(out.pod["metadata"].get("name"), None);
+    assert_eq!(
+        env_var(&out.pod, "app", "AWS_ROLE_ARN").as_deref(),
+        Some(ROLE)
+    );
+}
+
+#[test]
+fn an_empty_or_missing_service_account_name_means_default() {
+    let mapping = config(&format!(
+        "identities: [{{namespace: {NS}, serviceAccount: default, aws: {{roleArn: \"{ROLE}\"}}}}]"
+    ));
+    for name in [json!(""), Value::Null] {
+        let pod = pod(json!({"spec": {"serviceAccountName": name}}));
+        let out = run(&pod, &sa(Value::Null), &mapping);
+        assert_eq!(
+            env_var(&out.pod, "app", "AWS_ROLE_ARN").as_deref(),
+            Some(ROLE),
+            "{name}"
+        );
+    }
+    // `app` does not match the mapping for `default`.
+    run(&pod(json!({})), &sa(Value::Null), &mapping).assert_untouched();
+}
+
+fn role_of(namespace: &str, service_account: &str, config: &Config) -> Option<String> {
+    let pod = pod(json!({"spec": {"serviceAccountName": service_account}}));
+    let out = run_in(namespace, &pod, Some(&sa(Value::Null)), config);
+    env_var(&out.pod, "app", "AWS_ROLE_ARN")
+}
+
+#[test]
+fn mapping_wildcards_and_first_match_wins() {
+    let role = |name: &str| format!("arn:aws:iam::111122223333:role/{name}");
+    let mappings = config(&format!(
+        r#"identities:
+  - {{namespace: team-a, serviceAccount: app, aws: {{roleArn: "{}"}}}}
+  - {{namespace: team-a, serviceAccount: "*", aws: {{roleArn: "{}"}}}}
+  - {{namespace: team-a, serviceAccount: app, aws: {{roleArn: "{}"}}}}
+  - {{namespace: "*", serviceAccount: batch, aws: {{roleArn: "{}"}}}}
+  - {{namespace: "*", serviceAccount: "*", aws: {{roleArn: "{}"}}}}
+"#,
+        role("exact"),
+        role("any-sa"),
+        role("shadowed"),
+        role("any-ns"),
+        role("everything")
+    ));
+    assert_eq!(role_of("team-a", "app", &mappings), Some(role("exact")));
+    assert_eq!(role_of("team-a", "batch", &mappings), Some(role("any-sa")));
+    assert_eq!(role_of("team-b", "batch", &mappings), Some(role("any-ns")));
+    assert_eq!(
+        role_of("team-b", "web", &mappings),
+        Some(role("everything"))
+    );
+
+    let reversed = config(&format!(
+        "identities:\n  - {{aws: {{roleArn: \"{}\"}}}}\n  - {{namespace: team-a, serviceAccount: app, aws: {{roleArn: \"{}\"}}}}",
+        role("everything"),
+        role("exact")
+    ));
+    assert_eq!(
+        role_of("team-a", "app", &reversed),
+        Some(role("everything"))
+    );
+}
+
+#[test]
+fn a_pod_cannot_get_another_namespaces_mapping() {
+    let mapping = config(&format!(
+        "identities: [{{namespace: {NS}, serviceAccount: app, aws: {{roleArn: \"{ROLE}\"}}}}]"
+    ));
+    assert_eq!(role_of(NS, "app", &mapping).as_deref(), Some(ROLE));
+    assert_eq!(role_of("team-b", "app", &mapping), None);
+    // A Pod that claims team-a in its metadata but is created in team-b gets team-b's (none).
+    let body = review_body(json!({"request": {"namespace": "team-b", "object": pod(json!({}))}}));
+    let review = Review::parse(&body).expect("valid review");
+    assert_eq!(review.object_namespace(), "team-b");
+    let sa: ServiceAccount = typed(&sa(Value::Null));
+    let mutation = review.mutation(Some(&sa), &mapping);
+    assert!(mutation.patch.is_empty(), "{:?}", mutation.patch);
+}
+
+#[test]
+fn a_missing_service_account_means_no_patch() {
+    let unmapped = run_in(NS, &pod(json!({})), None, &cluster());
+    unmapped.assert_untouched();
+    assert!(unmapped.mutation.warnings.is_empty());
+    let mapping = config(&format!(
+        "identities: [{{namespace: {NS}, serviceAccount: app, aws: {{roleArn: \"{ROLE}\"}}}}]"
+    ));
+    let mapped = run_in(NS, &pod(json!({})), None, &mapping);
+    mapped.assert_untouched();
+    assert!(
+        mapped.warned("does not exist"),
+        "{:?}",
+        mapped.mutation.warnings
+    );
+}
+
+#[test]
+fn a_service_account_without_our_keys_means_an_empty_patch_and_no_warnings() {
+    for annotations in [
+        Value::Null,
+        json!({}),
+        json!({"kubernetes.io/description": "x", "eks.amazonaws.com/other": "y"}),
+    ] {
+        let out = run(&full_pod(json!({})), &sa(annotations.clone()), &cluster());
+        out.assert_untouched();
+        assert!(
+            out.mutation.warnings.is_empty(),
+            "{annotations}: {:?}",
+            out.mutation.warnings
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Annotation values that try to smuggle JSON or env vars
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn annotation_values_that_try_to_inject_are_refused() {
+    const MARK: &str = "INJECTED";
+    let evil = [
+        (
+            "eks.amazonaws.com/role-arn",
+            format!("{ROLE}\",\"name\":\"{MARK}"),
+        ),
+        (
+            "eks.amazonaws.com/role-arn",
+            format!("{ROLE}\n- name: {MARK}"),
+        ),
+        (
+            "azure.workload.identity/client-id",
+            format!("{CLIENT}\"}},{{\"name\":\"{MARK}"),
+        ),
+        (
+            "azure.workload.identity/tenant-id",
+            format!("{TENANT}\nAZURE_{MARK}=1"),
+        ),
+        (
+            "iam.gke.io/gcp-service-account",
+            format!("a\"@x.iam.gserviceaccount.com\",\"{MARK}\":\""),
+        ),
+        (
+            "cloud.google.com/service-account-email",
+            format!("{GSA}\n{MARK}"),
+        ),
+        (
+            "cloud.google.com/workload-identity-provider",
+            format!("{PROVIDER}\",\"{MARK}\":\""),
+        ),
+        ("cloud.google.com/audience", format!("aud\",\"{MARK}\":\"")),
+        ("eks.amazonaws.com/audience", format!("aud\" {MARK}")),
+        (
+            "eks.amazonaws.com/token-expiration",
+            format!("3600,\"{MARK}\""),
+        ),
+    ];
+    for (key, value) in evil {
+        // Each hostile value sits beside valid identities for all three clouds.
+        let mut annotations = json!({
+            "eks.amazonaws.com/role-arn": ROLE,
+            "iam.gke.io/gcp-service-account": GSA,
+            "azure.workload.identity/client-id": CLIENT
+        });
+        if key == "cloud.google.com/service-account-email" {
+            annotations
+                .as_object_mut()
+                .expect("map")
+                .remove("iam.gke.io/gcp-service-account");
+        }
+        annotations[key] = json!(value);
+        let out = run(&full_pod(json!({})), &sa(annotations), &cluster());
+        assert!(
+            !out.patch_text().contains(MARK),
+            "{key}={value:?} leaked into {}",
+            out.patch_text()
+        );
+        assert!(
+            out.warned(key),
+            "{key}={value:?} must be warned about: {:?}",
+            out.mutation.warnings
+        );
+        for container in containers(&out.pod) {
+            assert!(
+                container["env"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .all(|var| !var.to_string().contains(MARK))
+            );
+        }
+    }
+}
+
+#[test]
+fn hostile_pod_annotations_never_reach_the_patch() {
+    const MARK: &str = "INJECTED";
+    let pod = full_pod(json!({"metadata": {"annotations": {
+        "eks.amazonaws.com/skip-containers": format!("x\",\"{MARK}"),
+        "cloud.google.com/token-expiration": format!("60\n{MARK}"),
+        "azure.workload.identity/skip-containers": format!("{MARK};\"}}")
+    }}}));
+    let out = run(&pod, &all_clouds_sa(), &cluster());
+    assert!(!out.patch_text().contains(MARK), "{}", out.patch_text());
+    assert!(
+        out.warned("cloud.google.com/token-expiration"),
+        "{:?}",
+        out.mutation.warnings
+    );
+    assert_has(&out.pod, "sidecar", &IRSA);
+}
+
+// ---------------------------------------------------------------------------------------------
+// ServiceAccount mutation
+// ---------------------------------------------------------------------------------------------
+
+/// Mutates a ServiceAccount, applies the patch, and checks that a second call has nothing to add.
+fn run_sa(sa_json: &Value, config: &Config) -> (Value, Mutation) {
+    let mutation = mutate_service_account(&typed(sa_json), NS, config);
+    let mutated = apply(sa_json, &mutation);
+    let _: k8s_openapi::api::core::v1::ServiceAccount = typed(&mutated);
+    let again = mutate_service_account(&typed(&mutated), NS, config);
+    assert!(
+        again.patch.is_empty(),
+        "ServiceAccount reinvocation: {:?}",
+        again.patch
+    );
+    (mutated, mutation)
+}
+
+fn full_mapping(aws: &str) -> Config {
+    config(&format!(
+        "identities: [{{namespace: {NS}, serviceAccount: app, aws: {aws}, gcp: {{serviceAccount: \"{GSA}\"}}, azure: {{clientId: \"{CLIENT}\", tenantId: \"{TENANT}\"}}}}]"
+    ))
+}
+
+#[test]
+fn a_mapping_annotates_its_service_account() {
+    let (after, mutation) = run_sa(
+        &sa(json!({"owner": "team-a"})),
+        &full_mapping(&format!("{{roleArn: \"{ROLE}\"}}")),
+    );
+    assert_eq!(
+        after["metadata"]["annotations"],
+        json!({
+            "owner": "team-a",
+            "eks.amazonaws.com/role-arn": ROLE,
+            "iam.gke.io/gcp-service-account": GSA,
+            "azure.workload.identity/client-id": CLIENT,
+            "azure.workload.identity/tenant-id": TENANT
+        })
+    );
+    assert_eq!(mutation.identities.len(), 4);
+}
+
+#[test]
+fn pod_identity_mappings_add_no_role_annotation() {
+    let (after, _) = run_sa(&sa(json!({})), &full_mapping("{mode: podIdentity}"));
+    let annotations = &after["metadata"]["annotations"];
+    assert_eq!(annotations.get("eks.amazonaws.com/role-arn"), None);
+    assert_eq!(annotations["iam.gke.io/gcp-service-account"], GSA);
+}
+
+#[test]
+fn existing_service_account_annotations_are_kept() {
+    let own = sa(
+        json!({"eks.amazonaws.com/role-arn": OTHER_ROLE, "azure.workload.identity/client-id": OTHER_CLIENT}),
+    );
+    let (after, _) = run_sa(&own, &full_mapping(&format!("{{roleArn: \"{ROLE}\"}}")));
+    let annotations = &after["metadata"]["annotations"];
+    assert_eq!(annotations["eks.amazonaws.com/role-arn"], OTHER_ROLE);
+    assert_eq!(
+        annotations["azure.workload.identity/client-id"],
+        OTHER_CLIENT
+    );
+    assert_eq!(annotations["azure.workload.identity/tenant-id"], TENANT);
+    assert_eq!(annotations["iam.gke.io/gcp-service-account"], GSA);
+}
+
+#[test]
+fn a_service_account_without_annotations_gets_a_map() {
+    let (after, mutation) = run_sa(
+        &sa(Value::Null),
+        &full_mapping(&format!("{{roleArn: \"{ROLE}\"}}")),
+    );
+    assert_eq!(op_paths(&mutation), ["/metadata/annotations"]);
+    assert_eq!(
+        after["metadata"]["annotations"]
+            .as_object()
+            .map(|map| map.len()),
+        Some(4)
+    );
+    let mut absent = sa(Value::Null);
+    absent["metadata"]
+        .as_object_mut()
+        .expect("metadata")
+        .remove("annotations");
+    let (after, _) = run_sa(&absent, &full_mapping(&format!("{{roleArn: \"{ROLE}\"}}")));
+    assert_eq!(
+        after["metadata"]["annotations"]["eks.amazonaws.com/role-arn"],
+        ROLE
+    );
+}
+
+#[test]
+fn a_service_account_without_a_mapping_is_untouched() {
+    let mapping = full_mapping(&format!("{{roleArn: \"{ROLE}\"}}"));
+    let other = merged(sa(json!({})), json!({"metadata": {"name": "other"}}));
+    let (_, mutation) = run_sa(&other, &mapping);
+    assert!(mutation.patch.is_empty());
+    let elsewhere = mutate_service_account(&typed(&sa(json!({}))), "team-b", &mapping);
+    assert!(elsewhere.patch.is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// AdmissionReview parsing and response
+// ---------------------------------------------------------------------------------------------
+
+/// A valid AdmissionReview for creating `pod(json!({}))`, with `overrides` merged in.
+fn review_value(overrides: Value) -> Value {
+    let review = json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": UID,
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "namespace": NS,
+            "operation": "CREATE",
+            "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller"},
+            "object": pod(json!({})),
+            "oldObject": null,
+            "dryRun": false
+        }
+    });
+    merged(review, overrides)
+}
+
+fn review_body(overrides: Value) -> Vec<u8> {
+    serde_json::to_vec(&review_value(overrides)).expect("serializes")
+}
+
+fn parse(overrides: Value) -> Review {
+    Review::parse(&review_body(overrides)).unwrap_or_else(|err| panic!("{err}"))
+}
+
+fn response_of(review: &Review, mutation: &Mutation) -> Value {
+    serde_json::from_slice(&review.response(mutation).expect("response serializes"))
+        .expect("response is JSON")
+}
+
+#[test]
+fn a_pod_create_review_is_parsed_and_answered_with_the_patch() {
+    let review = parse(json!({}));
+    assert_eq!(review.uid, UID);
+    assert_eq!(review.namespace, NS);
+    assert!(
+        matches!(review.subject, Subject::Pod(_)),
+        "{:?}",
+        review.subject
+    );
+    let sa: ServiceAccount = typed(&irsa_sa());
+    let mutation = review.mutation(Some(&sa), &no_config());
+    let response = response_of(&review, &mutation);
+    assert_eq!(response["apiVersion"], "admission.k8s.io/v1");
+    assert_eq!(response["kind"], "AdmissionReview");
+    assert_eq!(response["response"]["uid"], UID);
+    assert_eq!(response["response"]["allowed"], true);
+    assert_eq!(response["response"]["patchType"], "JSONPatch");
+    assert_eq!(
+        response["response"].get("warnings"),
+        None,
+        "no warnings: no key"
+    );
+    let encoded = response["response"]["patch"]
+        .as_str()
+        .expect("base64 patch");
+    let decoded: Vec<json_patch::PatchOperation> = serde_json::from_slice(
+        &base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .expect("base64"),
+    )
+    .expect("JSON patch");
+    assert_eq!(decoded, mutation.patch);
+    let mut object = pod(json!({}));
+    json_patch::patch(&mut object, &decoded).expect("decoded patch applies");
+    assert_has(&object, "app", &IRSA);
+}
+
+#[test]
+fn an_empty_patch_is_answered_without_patch_and_with_warnings() {
+    let review = parse(json!({}));
+    let sa: ServiceAccount = typed(&sa(json!({"eks.amazonaws.com/role-arn": "nope"})));
+    let mutation = review.mutation(Some(&sa), &no_config());
+    let response = response_of(&review, &mutation)["response"].clone();
+    assert_eq!(response["allowed"], true);
+    assert_eq!(response.get("patch"), None);
+    assert_eq!(response.get("patchType"), None);
+    let warnings = response["warnings"].as_array().expect("warnings");
+    assert!(
+        warnings.iter().any(|w| w
+            .as_str()
+            .unwrap_or_default()
+            .contains("eks.amazonaws.com/role-arn")),
+        "{warnings:?}"
+    );
+}
+
+#[test]
+fn service_account_create_and_update_are_mutated() {
+    let mapping = full_mapping(&format!("{{roleArn: \"{ROLE}\"}}"));
+    for operation in ["CREATE", "UPDATE"] {
+        let review = parse(json!({"request": {
+            "kind": {"kind": "ServiceAccount"}, "resource": {"resource": "serviceaccounts"},
+            "operation": operation, "object": sa(json!({}))
+        }}));
+        assert!(
+            matches!(review.subject, Subject::ServiceAccount(_)),
+            "{operation}"
+        );
+        assert!(
+            !review.mutation(None, &mapping).patch.is_empty(),
+            "{operation}"
+        );
+    }
+}
+
+#[test]
+fn other_operations_kinds_and_subresources_are_ignored() {
+    let ignored = [
+        json!({"request": {"operation": "DELETE"}}),
+        json!({"request": {"operation": "CONNECT"}}),
+        json!({"request": {"operation": "UPDATE"}}),
+        json!({"request": {"kind": {"kind": "ServiceAccount"}, "operation": "DELETE", "object": sa(json!({}))}}),
+        json!({"request": {"kind": {"kind": "ConfigMap"}}}),
+        json!({"request": {"kind": {"group": "apps", "kind": "Deployment"}}}),
+        json!({"request": {"kind": {"version": "v2"}}}),
+        json!({"request": {"subResource": "ephemeralcontainers"}}),
+        json!({"request": {"subResource": "binding"}}),
+    ];
+    let sa: ServiceAccount = typed(&all_clouds_sa());
+    for overrides in ignored {
+        let review = parse(overrides.clone());
+        assert!(
+            matches!(review.subject, Subject::Ignored(_)),
+            "{overrides}: {:?}",
+            review.subject
+        );
+        let mutation = review.mutation(Some(&sa), &cluster());
+        assert!(
+            mutation.patch.is_empty() && mutation.warnings.is_empty(),
+            "{overrides}"
+        );
+        let response = response_of(&review, &mutation);
+        assert_eq!(
+            response["response"],
+            json!({"uid": UID, "allowed": true}),
+            "{overrides}"
+        );
+    }
+}
+
+#[test]
+fn bodies_that_are_not_admission_reviews_are_errors() {
+    let error = |body: &[u8]| Review::parse(body).expect_err("must be refused");
+    assert!(matches!(error(b"{not json"), ReviewError::Json(_)));
+    assert!(matches!(error(b""), ReviewError::Json(_)));
+    assert!(matches!(error(b"[]"), ReviewError::Json(_)));
+    assert_eq!(
+        error(&review_body(
+            json!({"apiVersion": "admission.k8s.io/v1beta1"})
+        )),
+        ReviewError::NotAnAdmissionReview(
+            "admission.k8s.io/v1beta1".into(),
+            "AdmissionReview".into()
+        )
+    );
+    assert_eq!(
+        error(&review_body(json!({"kind": "Pod"}))),
+        ReviewError::NotAnAdmissionReview("admission.k8s.io/v1".into(), "Pod".into())
+    );
+    assert!(matches!(
+        error(&review_body(json!({"apiVersion": null}))),
+        ReviewError::NotAnAdmissionReview(..)
+    ));
+    assert_eq!(
+        error(&review_body(json!({"request": null}))),
+        ReviewError::NoRequest
+    );
+    assert_eq!(
+        error(&review_body(json!({"request": {"uid": null}}))),
+        ReviewError::NoUid
+    );
+    assert_eq!(
+        error(&review_body(json!({"request": {"uid": ""}}))),
+        ReviewError::NoUid
+    );
+    assert_eq!(
+        error(&review_body(json!({"request": {"kind": null}}))),
+        ReviewError::NoKind
+    );
+}
+
+/// A Pod CREATE review whose `object` is the given value (`None`: no `object` key).
+fn review_with_object(object: Option<Value>) -> Review {
+    let mut body = review_value(json!({}));
+    let request = body["request"].as_object_mut().expect("request");
+    match object {
+        Some(object) => request.insert("object".to_owned(), object),
+        None => request.remove("object"),
+    };
+    Review::parse(&serde_json::to_vec(&body).expect("serializes"))
+        .unwrap_or_else(|err| panic!("{err}"))
+}
+
+#[test]
+fn a_pod_review_without_a_readable_object_is_allowed_with_a_warning() {
+    let sa: ServiceAccount = typed(&irsa_sa());
+    for object in [
+        None,
+        Some(Value::Null),
+        Some(json!({"spec": {"containers": "not a list"}})),
+    ] {
+        let review = review_with_object(object.clone());
+        assert!(
+            matches!(review.subject, Subject::Unreadable(_)),
+            "{object:?}: {:?}",
+            review.subject
+        );
+        let mutation = review.mutation(Some(&sa), &no_config());
+        let response = response_of(&review, &mutation)["response"].clone();
+        assert_eq!(response["allowed"], true);
+        assert_eq!(response["uid"], UID);
+        assert_eq!(response.get("patch"), None);
+        assert_eq!(
+            response["warnings"].as_array().map(Vec::len),
+            Some(1),
+            "{object:?}"
+        );
+    }
+}
+
+#[test]
+fn the_namespace_comes_from_the_request_when_the_object_has_none() {
+    let generated =
+        pod(json!({"metadata": {"name": null, "namespace": null, "generateName": "web-"}}));
+    let review = parse(json!({"request": {"object": generated.clone()}}));
+    assert_eq!(review.object_namespace(), NS);
+    let mapping = config(&format!(
+        "identities: [{{namespace: {NS}, serviceAccount: app, aws: {{roleArn: \"{ROLE}\"}}}}]"
+    ));
+    let sa: ServiceAccount = typed(&sa(Value::Null));
+    let mutation = review.mutation(Some(&sa), &mapping);
+    let mutated = apply(&generated, &mutation);
+    assert_eq!(
+        env_var(&mutated, "app", "AWS_ROLE_ARN").as_deref(),
+        Some(ROLE)
+    );
+    // Without a request namespace, the object's is used.
+    let review = parse(json!({"request": {"namespace": null}}));
+    assert_eq!(review.object_namespace(), NS);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Config
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn config_settings_are_parsed_and_checked() {
+    let parsed = config(&format!(
+        "azure: {{tenantId: \"{TENANT}\", cloud: AzureChinaCloud, requirePodLabel: true, tokenExpirationSeconds: 7200}}\ngcp: {{mode: gke}}"
+    ));
+    assert!(parsed.azure.require_pod_label);
+    assert_eq!(parsed.azure.token_expiration_seconds, Some(7200));
+    for (yaml, needle) in [
+        ("azure: {cloud: AzureGermanCloud}", "AzureGermanCloud"),
+        (
+            "azure: {tokenExpirationSeconds: 100}",
+            "azure.tokenExpirationSeconds",
+        ),
+        ("azure: {tenantId: nope}", "azure.tenantId"),
+        ("aws: {region: \"us west\"}", "aws.region"),
+        (
+            "gcp: {workloadIdentityProvider: nope}",
+            "gcp.workloadIdentityProvider",
+        ),
+        ("gcp: {mode: cloudrun}", "cloudrun"),
+        (
+            "identities: [{aws: {mode: irsa}}]",
+            "required unless mode is podIdentity",
+        ),
+        (
+            "identities: [{aws: {mode: eksPodIdentity}}]",
+            "eksPodIdentity",
+        ),
+        (
+            "identities: [{gcp: {serviceAccount: nope}}]",
+            "identities[0].gcp.serviceAccount",
+        ),
+    ] {
+        let err = Config::parse(yaml, &Value::Null)
+            .expect_err(yaml)
+            .to_string();
+        assert!(err.contains(needle), "{yaml}: {err}");
+    }
+    assert!(matches!(
+        Config::parse("azure: {tenantId: nope}", &Value::Null),
+        Err(ConfigError::Invalid(_))
+    ));
+}

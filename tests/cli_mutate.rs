@@ -1,0 +1,242 @@
+//! The offline `mutate` command: the server's code path on files, as users preview a mutation.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::{Value, json};
+
+const CONFIG: &str = r#"
+aws: {region: us-west-2}
+gcp: {workloadIdentityProvider: "projects/123456789/locations/global/workloadIdentityPools/pool/providers/provider"}
+azure: {tenantId: "11111111-2222-3333-4444-555555555555"}
+identities:
+  - namespace: team-a
+    serviceAccount: app
+    gcp: {serviceAccount: "reader@my-project.iam.gserviceaccount.com"}
+"#;
+
+const POD: &str = "
+apiVersion: v1
+kind: Pod
+metadata: {name: app, namespace: team-a}
+spec:
+  serviceAccountName: app
+  initContainers: [{name: init, image: busybox}]
+  containers: [{name: app, image: busybox}]
+";
+
+const SERVICE_ACCOUNT: &str = r#"{"apiVersion": "v1", "kind": "ServiceAccount",
+  "metadata": {"name": "app", "namespace": "team-a", "annotations": {
+    "eks.amazonaws.com/role-arn": "arn:aws:iam::111122223333:role/app",
+    "azure.workload.identity/client-id": "00000000-1111-2222-3333-444444444444"}}}"#;
+
+fn run(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_workload-identity-webhook"))
+        .current_dir(dir)
+        .arg("mutate")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn fixture() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in [
+        ("config.yaml", CONFIG),
+        ("pod.yaml", POD),
+        ("sa.json", SERVICE_ACCOUNT),
+    ] {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    dir
+}
+
+fn json_stdout(output: &Output) -> Value {
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+fn env_names(container: &Value) -> Vec<String> {
+    container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|env| env["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn prints_the_mutated_pod_with_all_three_clouds() {
+    let dir = fixture();
+    let pod = json_stdout(&run(
+        dir.path(),
+        &[
+            "--object",
+            "pod.yaml",
+            "--service-account",
+            "sa.json",
+            "--config",
+            "config.yaml",
+        ],
+    ));
+    let volumes: Vec<&str> = pod["spec"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        volumes,
+        [
+            "aws-iam-token",
+            "gcp-workload-identity",
+            "azure-identity-token"
+        ]
+    );
+    for container in [
+        &pod["spec"]["containers"][0],
+        &pod["spec"]["initContainers"][0],
+    ] {
+        let names = env_names(container);
+        for expected in [
+            "AWS_ROLE_ARN",
+            "AWS_REGION",
+            "GOOGLE_APPLICATION_CREDENTIALS",
+            "AZURE_CLIENT_ID",
+            "AZURE_TENANT_ID",
+        ] {
+            assert!(
+                names.iter().any(|name| name == expected),
+                "{expected} missing in {names:?}"
+            );
+        }
+        assert_eq!(container["volumeMounts"].as_array().unwrap().len(), 3);
+    }
+    let credentials: Value = serde_json::from_str(
+        pod["metadata"]["annotations"]["cloud.google.com/external-credentials-json"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(credentials["type"], "external_account");
+    // The result is a Pod the Kubernetes types accept.
+    serde_json::from_value::<k8s_openapi::api::core::v1::Pod>(pod).unwrap();
+}
+
+#[test]
+fn prints_the_patch_or_the_review() {
+    let dir = fixture();
+    let patch = json_stdout(&run(
+        dir.path(),
+        &[
+            "--object",
+            "pod.yaml",
+            "--config",
+            "config.yaml",
+            "--output",
+            "patch",
+        ],
+    ));
+    assert!(patch.as_array().unwrap().iter().all(|op| op["op"] == "add"));
+    let review = json_stdout(&run(
+        dir.path(),
+        &[
+            "--object",
+            "pod.yaml",
+            "--config",
+            "config.yaml",
+            "--output",
+            "review",
+        ],
+    ));
+    assert_eq!(review["kind"], "AdmissionReview");
+    assert_eq!(review["response"]["allowed"], true);
+    assert_eq!(review["response"]["patchType"], "JSONPatch");
+}
+
+#[test]
+fn reads_a_configmap_manifest_and_a_whole_admission_review() {
+    let dir = fixture();
+    let config_map = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "workload-identity-webhook"}, "data": {"config.yaml": CONFIG}});
+    std::fs::write(dir.path().join("cm.json"), config_map.to_string()).unwrap();
+    let pod: Value = serde_yaml_ng::from_str(POD).unwrap();
+    let review = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+        "uid": "u", "kind": {"group": "", "version": "v1", "kind": "Pod"}, "namespace": "team-a", "operation": "CREATE", "object": pod}});
+    std::fs::write(dir.path().join("review.json"), review.to_string()).unwrap();
+    let mutated = json_stdout(&run(
+        dir.path(),
+        &["--object", "review.json", "--config", "cm.json"],
+    ));
+    assert_eq!(
+        mutated["spec"]["volumes"][0]["name"],
+        "gcp-workload-identity"
+    );
+}
+
+#[test]
+fn annotates_a_service_account_from_a_mapping() {
+    let dir = fixture();
+    std::fs::write(
+        dir.path().join("new-sa.yaml"),
+        "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: app}\n",
+    )
+    .unwrap();
+    let sa = json_stdout(&run(
+        dir.path(),
+        &[
+            "--object",
+            "new-sa.yaml",
+            "--namespace",
+            "team-a",
+            "--config",
+            "config.yaml",
+        ],
+    ));
+    assert_eq!(
+        sa["metadata"]["annotations"]["iam.gke.io/gcp-service-account"],
+        "reader@my-project.iam.gserviceaccount.com"
+    );
+}
+
+#[test]
+fn reports_bad_input_without_panicking() {
+    let dir = fixture();
+    std::fs::write(
+        dir.path().join("bad-config.yaml"),
+        "identities: [{aws: {roleArn: nope}}]",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("not-yaml.yaml"), "{{{").unwrap();
+    for (args, message) in [
+        (
+            vec!["--object", "pod.yaml", "--config", "bad-config.yaml"],
+            "identities[0].aws.roleArn",
+        ),
+        (vec!["--object", "not-yaml.yaml"], "is not YAML or JSON"),
+        (vec!["--object", "missing.yaml"], "reading missing.yaml"),
+    ] {
+        let output = run(dir.path(), &args);
+        assert_eq!(output.status.code(), Some(1), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(message), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
+
+#[test]
+fn warns_about_a_broken_annotation() {
+    let dir = fixture();
+    std::fs::write(dir.path().join("bad-sa.yaml"), "kind: ServiceAccount\nmetadata: {name: app, annotations: {eks.amazonaws.com/role-arn: not-an-arn}}\n").unwrap();
+    let output = run(
+        dir.path(),
+        &["--object", "pod.yaml", "--service-account", "bad-sa.yaml"],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("warning: annotation eks.amazonaws.com/role-arn=\"not-an-arn\" is not a valid IAM role ARN"), "{stderr}");
+    let pod = json_stdout(&output);
+    assert!(pod["spec"].get("volumes").is_none());
+}
