@@ -78,6 +78,10 @@ pub struct ServeArgs {
     #[arg(long, env = "WIW_SHUTDOWN_TIMEOUT", default_value = "25s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
 
+    /// Benchmarks only: answer every review with a fixed allow without reading the object.
+    #[arg(long)]
+    pub benchmark_ceiling: bool,
+
     #[command(flatten)]
     pub log: LogArgs,
 
