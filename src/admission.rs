@@ -85,13 +85,9 @@ pub struct Review {
 
 impl Review {
     pub fn parse(body: &[u8]) -> Result<Review, ReviewError> {
-        let review: ReviewIn =
-            serde_json::from_slice(body).map_err(|err| ReviewError::Json(err.to_string()))?;
+        let review: ReviewIn = serde_json::from_slice(body).map_err(|err| ReviewError::Json(err.to_string()))?;
         if review.api_version != API_VERSION || review.kind != "AdmissionReview" {
-            return Err(ReviewError::NotAnAdmissionReview(
-                review.api_version,
-                review.kind,
-            ));
+            return Err(ReviewError::NotAnAdmissionReview(review.api_version, review.kind));
         }
         let request = review.request.ok_or(ReviewError::NoRequest)?;
         if request.uid.is_empty() {
@@ -115,12 +111,8 @@ impl Review {
     /// The mutation this review asks for, given the Pod's ServiceAccount (ignored for other kinds).
     pub fn mutation(&self, service_account: Option<&ServiceAccount>, config: &Config) -> Mutation {
         match &self.subject {
-            Subject::Pod(pod) => {
-                mutation::mutate_pod(pod, self.object_namespace(), service_account, config)
-            }
-            Subject::ServiceAccount(sa) => {
-                mutation::mutate_service_account(sa, self.object_namespace(), config)
-            }
+            Subject::Pod(pod) => mutation::mutate_pod(pod, self.object_namespace(), service_account, config),
+            Subject::ServiceAccount(sa) => mutation::mutate_service_account(sa, self.object_namespace(), config),
             Subject::Ignored(_) => Mutation::default(),
             Subject::Unreadable(problem) => Mutation {
                 warnings: vec![problem.clone()],
@@ -147,10 +139,7 @@ impl Review {
         let patch = if mutation.patch.is_empty() {
             None
         } else {
-            Some(
-                base64::engine::general_purpose::STANDARD
-                    .encode(serde_json::to_vec(&mutation.patch)?),
-            )
+            Some(base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(&mutation.patch)?))
         };
         serde_json::to_vec(&ReviewOut {
             api_version: API_VERSION,
@@ -166,12 +155,7 @@ impl Review {
     }
 }
 
-fn subject(
-    kind: &GroupVersionKind,
-    operation: &str,
-    sub_resource: Option<&str>,
-    object: Option<&RawValue>,
-) -> Subject {
+fn subject(kind: &GroupVersionKind, operation: &str, sub_resource: Option<&str>, object: Option<&RawValue>) -> Subject {
     if !kind.group.is_empty() || kind.version != "v1" {
         return Subject::Ignored("not a core/v1 object");
     }
@@ -194,7 +178,9 @@ fn subject(
         serde_json::from_str(object.get()).map(Subject::ServiceAccount)
     };
     parsed.unwrap_or_else(|err| {
-        Subject::Unreadable(format!("workload-identity-webhook: the {wanted} object could not be read ({err}); left untouched"))
+        Subject::Unreadable(format!(
+            "workload-identity-webhook: the {wanted} object could not be read ({err}); left untouched"
+        ))
     })
 }
 

@@ -45,6 +45,35 @@ pub struct ServeArgs {
     #[arg(long, env = "WIW_TLS_KEY_FILE", requires = "tls_cert_file")]
     pub tls_key_file: Option<PathBuf>,
 
+    /// Manage the serving certificate: keep a CA and certificate in a Secret of the webhook's
+    /// namespace, renew them before expiry, and keep the webhook configuration's caBundle in step.
+    #[arg(long, env = "WIW_MANAGE_CERTIFICATE", conflicts_with_all = ["tls_cert_file", "standalone"])]
+    pub manage_certificate: bool,
+
+    /// The Secret that holds the managed certificate.
+    #[arg(
+        long,
+        env = "WIW_CERTIFICATE_SECRET",
+        default_value = "workload-identity-webhook-tls"
+    )]
+    pub certificate_secret: String,
+
+    /// The MutatingWebhookConfiguration whose caBundle follows the managed certificate.
+    #[arg(long, env = "WIW_WEBHOOK_CONFIGURATION", default_value = "workload-identity-webhook")]
+    pub webhook_configuration: String,
+
+    /// The Service in front of the webhook: the managed certificate names `<service>.<namespace>.svc`.
+    #[arg(long, env = "WIW_SERVICE_NAME", default_value = "workload-identity-webhook")]
+    pub service_name: String,
+
+    /// Extra DNS names or IP addresses for the managed certificate (repeatable).
+    #[arg(long = "certificate-san", env = "WIW_CERTIFICATE_SANS", value_delimiter = ',')]
+    pub certificate_sans: Vec<String>,
+
+    /// How often every replica reconciles the managed certificate.
+    #[arg(long, env = "WIW_CERTIFICATE_CHECK_INTERVAL", default_value = "60s", value_parser = parse_duration)]
+    pub certificate_check_interval: Duration,
+
     /// How often the certificate and configuration files are checked for changes.
     #[arg(long, env = "WIW_RELOAD_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     pub reload_interval: Duration,
@@ -59,11 +88,7 @@ pub struct ServeArgs {
     pub config_file: Option<PathBuf>,
 
     /// Name of the ConfigMap that holds `config.yaml`.
-    #[arg(
-        long,
-        env = "WIW_CONFIG_MAP",
-        default_value = "workload-identity-webhook"
-    )]
+    #[arg(long, env = "WIW_CONFIG_MAP", default_value = "workload-identity-webhook")]
     pub config_map: String,
 
     /// Namespace of that ConfigMap; defaults to the namespace the webhook runs in.
@@ -229,9 +254,7 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         "ms" => Ok(Duration::from_millis(value)),
         "s" | "" => Ok(Duration::from_secs(value)),
         "m" => Ok(Duration::from_secs(value * 60)),
-        _ => Err(format!(
-            "{text:?} is not a duration such as 500ms, 5s or 2m"
-        )),
+        _ => Err(format!("{text:?} is not a duration such as 500ms, 5s or 2m")),
     }
 }
 
@@ -265,12 +288,7 @@ mod tests {
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert!(parse_duration("soon").is_err());
         assert!(parse_optional_address("off").unwrap().0.is_none());
-        assert!(
-            parse_optional_address("127.0.0.1:9090")
-                .unwrap()
-                .0
-                .is_some()
-        );
+        assert!(parse_optional_address("127.0.0.1:9090").unwrap().0.is_some());
         assert!(parse_optional_address("nowhere").is_err());
     }
 

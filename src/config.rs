@@ -89,8 +89,9 @@ impl Config {
             .iter()
             .flat_map(|provider| provider.validate(&config))
             .chain(config.identities.iter().enumerate().filter_map(|(i, mapping)| {
-                (mapping.namespace.is_empty() || mapping.service_account.is_empty())
-                    .then(|| format!("identities[{i}]: namespace and serviceAccount must not be empty (use \"*\" for any)"))
+                (mapping.namespace.is_empty() || mapping.service_account.is_empty()).then(|| {
+                    format!("identities[{i}]: namespace and serviceAccount must not be empty (use \"*\" for any)")
+                })
             }))
             .collect();
         if !problems.is_empty() {
@@ -115,9 +116,7 @@ fn overlay(defaults: &Value, mut from_file: Map<String, Value>) -> Value {
             match (from_file.get_mut(section), default_fields) {
                 (Some(Value::Object(file_fields)), Value::Object(default_fields)) => {
                     for (field, value) in default_fields {
-                        file_fields
-                            .entry(field.clone())
-                            .or_insert_with(|| value.clone());
+                        file_fields.entry(field.clone()).or_insert_with(|| value.clone());
                     }
                 }
                 (None | Some(Value::Null), _) => {
@@ -211,13 +210,7 @@ identities:
         let mapping = config.mapping_for("analytics", "anything").unwrap();
         assert!(mapping.gcp.is_some());
         assert!(config.mapping_for("team-a", "other").is_none());
-        assert!(
-            config
-                .mapping_for("team-a", "s3-reader")
-                .unwrap()
-                .aws
-                .is_some()
-        );
+        assert!(config.mapping_for("team-a", "s3-reader").unwrap().aws.is_some());
     }
 
     #[test]
@@ -232,11 +225,7 @@ identities:
     fn unknown_fields_are_errors() {
         let err = Config::parse("aws: {regoin: us-west-2}", &Value::Null).unwrap_err();
         assert!(err.to_string().contains("regoin"), "{err}");
-        let err = Config::parse(
-            "identities: [{namespace: a, serviceAcount: b}]",
-            &Value::Null,
-        )
-        .unwrap_err();
+        let err = Config::parse("identities: [{namespace: a, serviceAcount: b}]", &Value::Null).unwrap_err();
         assert!(err.to_string().contains("serviceAcount"), "{err}");
         let err = Config::parse("extra: 1", &Value::Null).unwrap_err();
         assert!(err.to_string().contains("extra"), "{err}");

@@ -23,10 +23,8 @@ const CLIENT: &str = "00000000-1111-2222-3333-444444444444";
 const OTHER_CLIENT: &str = "99999999-1111-2222-3333-444444444444";
 const TENANT: &str = "11111111-2222-3333-4444-555555555555";
 const OTHER_TENANT: &str = "22222222-2222-3333-4444-555555555555";
-const PROVIDER: &str =
-    "projects/123456789/locations/global/workloadIdentityPools/pool/providers/provider";
-const OTHER_PROVIDER: &str =
-    "projects/42/locations/global/workloadIdentityPools/other-pool/providers/oidc";
+const PROVIDER: &str = "projects/123456789/locations/global/workloadIdentityPools/pool/providers/provider";
+const OTHER_PROVIDER: &str = "projects/42/locations/global/workloadIdentityPools/other-pool/providers/oidc";
 const GSA: &str = "reader@my-project.iam.gserviceaccount.com";
 const OTHER_GSA: &str = "writer@my-project.iam.gserviceaccount.com";
 const UID: &str = "705ab4f5-6393-11e8-b7cc-42010a800002";
@@ -35,8 +33,7 @@ const IRSA_MOUNT: &str = "/var/run/secrets/eks.amazonaws.com/serviceaccount";
 const IRSA_TOKEN: &str = "/var/run/secrets/eks.amazonaws.com/serviceaccount/token";
 const POD_IDENTITY_MOUNT: &str = "/var/run/secrets/pods.eks.amazonaws.com/serviceaccount";
 const GCP_MOUNT: &str = "/var/run/secrets/sts.googleapis.com/serviceaccount";
-const GCP_CREDENTIALS: &str =
-    "/var/run/secrets/sts.googleapis.com/serviceaccount/credential-configuration.json";
+const GCP_CREDENTIALS: &str = "/var/run/secrets/sts.googleapis.com/serviceaccount/credential-configuration.json";
 const GCP_ANNOTATION: &str = "cloud.google.com/external-credentials-json";
 const AZURE_MOUNT: &str = "/var/run/secrets/azure/tokens";
 const AZURE_TOKEN: &str = "/var/run/secrets/azure/tokens/azure-identity-token";
@@ -46,8 +43,7 @@ const AZURE_TOKEN: &str = "/var/run/secrets/azure/tokens/azure-identity-token";
 // ---------------------------------------------------------------------------------------------
 
 fn config(yaml: &str) -> Config {
-    Config::parse(yaml, &Value::Null)
-        .unwrap_or_else(|err| panic!("test config must parse: {err}\n{yaml}"))
+    Config::parse(yaml, &Value::Null).unwrap_or_else(|err| panic!("test config must parse: {err}\n{yaml}"))
 }
 
 fn no_config() -> Config {
@@ -100,9 +96,7 @@ fn full_pod(overrides: Value) -> Value {
 
 /// A Pod whose only container is given.
 fn pod_with_container(container: Value) -> Value {
-    pod(
-        json!({"spec": {"containers": [merged(json!({"name": "app", "image": "busybox"}), container)]}}),
-    )
+    pod(json!({"spec": {"containers": [merged(json!({"name": "app", "image": "busybox"}), container)]}}))
 }
 
 /// The ServiceAccount `app` of namespace `team-a` with these annotations (`null`: no map at all).
@@ -142,10 +136,7 @@ struct Outcome {
 
 impl Outcome {
     fn warned(&self, needle: &str) -> bool {
-        self.mutation
-            .warnings
-            .iter()
-            .any(|warning| warning.contains(needle))
+        self.mutation.warnings.iter().any(|warning| warning.contains(needle))
     }
 
     fn patch_text(&self) -> String {
@@ -158,11 +149,7 @@ impl Outcome {
             "expected no patch, got {}",
             self.patch_text()
         );
-        assert!(
-            self.mutation.identities.is_empty(),
-            "{:?}",
-            self.mutation.identities
-        );
+        assert!(self.mutation.identities.is_empty(), "{:?}", self.mutation.identities);
     }
 }
 
@@ -202,10 +189,7 @@ fn run_in(namespace: &str, pod: &Value, sa: Option<&Value>, config: &Config) -> 
     let mutated = apply(pod, &mutation);
     assert_well_formed(&mutated);
     reinvoke(&mutated, namespace, sa, config);
-    Outcome {
-        pod: mutated,
-        mutation,
-    }
+    Outcome { pod: mutated, mutation }
 }
 
 fn run(pod: &Value, sa: &Value, config: &Config) -> Outcome {
@@ -235,13 +219,8 @@ fn assert_well_formed(pod: &Value) {
 fn names(list: &Value, key: &str) -> BTreeSet<String> {
     let mut seen = BTreeSet::new();
     for item in list.as_array().into_iter().flatten() {
-        let value = item[key]
-            .as_str()
-            .unwrap_or_else(|| panic!("{key} missing in {item}"));
-        assert!(
-            seen.insert(value.to_owned()),
-            "duplicate {key} {value:?} in {list:#}"
-        );
+        let value = item[key].as_str().unwrap_or_else(|| panic!("{key} missing in {item}"));
+        assert!(seen.insert(value.to_owned()), "duplicate {key} {value:?} in {list:#}");
     }
     seen
 }
@@ -269,10 +248,7 @@ fn env(pod: &Value, container_name: &str) -> BTreeMap<String, String> {
         .flatten()
         .map(|var| {
             let value = var["value"].as_str().unwrap_or_default();
-            (
-                var["name"].as_str().unwrap_or_default().to_owned(),
-                value.to_owned(),
-            )
+            (var["name"].as_str().unwrap_or_default().to_owned(), value.to_owned())
         })
         .collect()
 }
@@ -299,15 +275,10 @@ fn volume<'p>(pod: &'p Value, name: &str) -> Option<&'p Value> {
 
 /// The `serviceAccountToken` projection of a volume.
 fn token_of<'p>(pod: &'p Value, volume_name: &str) -> &'p Value {
-    let volume =
-        volume(pod, volume_name).unwrap_or_else(|| panic!("no volume {volume_name} in {pod:#}"));
+    let volume = volume(pod, volume_name).unwrap_or_else(|| panic!("no volume {volume_name} in {pod:#}"));
     volume["projected"]["sources"]
         .as_array()
-        .and_then(|sources| {
-            sources
-                .iter()
-                .find_map(|source| source.get("serviceAccountToken"))
-        })
+        .and_then(|sources| sources.iter().find_map(|source| source.get("serviceAccountToken")))
         .unwrap_or_else(|| panic!("no serviceAccountToken in {volume:#}"))
 }
 
@@ -323,10 +294,8 @@ fn annotation<'p>(pod: &'p Value, key: &str) -> Option<&'p str> {
 
 /// The Google credential configuration that the Pod annotation holds, parsed.
 fn gcp_credentials(pod: &Value) -> Value {
-    let text =
-        annotation(pod, GCP_ANNOTATION).unwrap_or_else(|| panic!("no {GCP_ANNOTATION} in {pod:#}"));
-    serde_json::from_str(text)
-        .unwrap_or_else(|err| panic!("credential configuration is not JSON ({err}): {text}"))
+    let text = annotation(pod, GCP_ANNOTATION).unwrap_or_else(|| panic!("no {GCP_ANNOTATION} in {pod:#}"));
+    serde_json::from_str(text).unwrap_or_else(|err| panic!("credential configuration is not JSON ({err}): {text}"))
 }
 
 /// What one cloud puts in a container: its volume, its mount and its env var names.
@@ -382,10 +351,7 @@ fn assert_has(pod: &Value, container_name: &str, injected: &Injected) {
     );
     let env = env(pod, container_name);
     for name in injected.env {
-        assert!(
-            env.contains_key(*name),
-            "{container_name} lacks {name}: {env:?}"
-        );
+        assert!(env.contains_key(*name), "{container_name} lacks {name}: {env:?}");
     }
 }
 
@@ -411,11 +377,7 @@ fn assert_no_cloud_at_all(pod: &Value, injected: &Injected) {
         injected.volume
     );
     for container in containers(pod) {
-        assert_lacks(
-            pod,
-            container["name"].as_str().unwrap_or_default(),
-            injected,
-        );
+        assert_lacks(pod, container["name"].as_str().unwrap_or_default(), injected);
     }
 }
 
@@ -434,32 +396,17 @@ fn irsa_from_the_role_annotation_reaches_every_container_and_init_container() {
     );
     for name in ["app", "sidecar", "init"] {
         assert_has(&out.pod, name, &IRSA);
-        assert_eq!(
-            env_var(&out.pod, name, "AWS_ROLE_ARN").as_deref(),
-            Some(ROLE)
-        );
+        assert_eq!(env_var(&out.pod, name, "AWS_ROLE_ARN").as_deref(), Some(ROLE));
         assert_eq!(
             env_var(&out.pod, name, "AWS_WEB_IDENTITY_TOKEN_FILE").as_deref(),
             Some(IRSA_TOKEN)
         );
-        for unset in [
-            "AWS_REGION",
-            "AWS_DEFAULT_REGION",
-            "AWS_STS_REGIONAL_ENDPOINTS",
-        ] {
-            assert_eq!(
-                env_var(&out.pod, name, unset),
-                None,
-                "{unset} needs a setting"
-            );
+        for unset in ["AWS_REGION", "AWS_DEFAULT_REGION", "AWS_STS_REGIONAL_ENDPOINTS"] {
+            assert_eq!(env_var(&out.pod, name, unset), None, "{unset} needs a setting");
         }
     }
     assert_eq!(out.mutation.identities, vec![("aws", ROLE.to_owned())]);
-    assert!(
-        out.mutation.warnings.is_empty(),
-        "{:?}",
-        out.mutation.warnings
-    );
+    assert!(out.mutation.warnings.is_empty(), "{:?}", out.mutation.warnings);
     // Nothing of the other clouds.
     assert_no_cloud_at_all(&out.pod, &GCP);
     assert_no_cloud_at_all(&out.pod, &AZURE);
@@ -467,42 +414,27 @@ fn irsa_from_the_role_annotation_reaches_every_container_and_init_container() {
 
 #[test]
 fn irsa_audience_comes_from_the_annotation_then_the_cluster_setting() {
-    let annotated = sa(
-        json!({"eks.amazonaws.com/role-arn": ROLE, "eks.amazonaws.com/audience": "my-audience"}),
-    );
+    let annotated = sa(json!({"eks.amazonaws.com/role-arn": ROLE, "eks.amazonaws.com/audience": "my-audience"}));
     let out = run(
         &pod(json!({})),
         &annotated,
         &config("aws: {audience: cluster-audience}"),
     );
-    assert_eq!(
-        token_of(&out.pod, "aws-iam-token")["audience"],
-        "my-audience"
-    );
+    assert_eq!(token_of(&out.pod, "aws-iam-token")["audience"], "my-audience");
 
     let out = run(
         &pod(json!({})),
         &irsa_sa(),
         &config("aws: {audience: cluster-audience}"),
     );
-    assert_eq!(
-        token_of(&out.pod, "aws-iam-token")["audience"],
-        "cluster-audience"
-    );
+    assert_eq!(token_of(&out.pod, "aws-iam-token")["audience"], "cluster-audience");
 }
 
 #[test]
 fn region_setting_adds_both_region_variables() {
-    let out = run(
-        &full_pod(json!({})),
-        &irsa_sa(),
-        &config("aws: {region: eu-west-1}"),
-    );
+    let out = run(&full_pod(json!({})), &irsa_sa(), &config("aws: {region: eu-west-1}"));
     for name in ["app", "sidecar", "init"] {
-        assert_eq!(
-            env_var(&out.pod, name, "AWS_REGION").as_deref(),
-            Some("eu-west-1")
-        );
+        assert_eq!(env_var(&out.pod, name, "AWS_REGION").as_deref(), Some("eu-west-1"));
         assert_eq!(
             env_var(&out.pod, name, "AWS_DEFAULT_REGION").as_deref(),
             Some("eu-west-1")
@@ -520,15 +452,10 @@ fn sts_regional_endpoints_from_annotation_or_cluster_setting() {
         )
     };
     let with = |value: &str| {
-        sa(
-            json!({"eks.amazonaws.com/role-arn": ROLE, "eks.amazonaws.com/sts-regional-endpoints": value}),
-        )
+        sa(json!({"eks.amazonaws.com/role-arn": ROLE, "eks.amazonaws.com/sts-regional-endpoints": value}))
     };
 
-    assert_eq!(
-        regional(&with("true"), &no_config()).as_deref(),
-        Some("regional")
-    );
+    assert_eq!(regional(&with("true"), &no_config()).as_deref(), Some("regional"));
     assert_eq!(
         regional(&irsa_sa(), &config("aws: {stsRegionalEndpoints: true}")).as_deref(),
         Some("regional")
@@ -545,19 +472,13 @@ fn sts_regional_endpoints_from_annotation_or_cluster_setting() {
     );
 }
 
-fn aws_expiration(
-    sa_seconds: Option<&str>,
-    pod_seconds: Option<&str>,
-    config: &Config,
-) -> (i64, Vec<String>) {
+fn aws_expiration(sa_seconds: Option<&str>, pod_seconds: Option<&str>, config: &Config) -> (i64, Vec<String>) {
     let mut annotations = json!({"eks.amazonaws.com/role-arn": ROLE});
     if let Some(seconds) = sa_seconds {
         annotations["eks.amazonaws.com/token-expiration"] = json!(seconds);
     }
     let pod = match pod_seconds {
-        Some(seconds) => pod(
-            json!({"metadata": {"annotations": {"eks.amazonaws.com/token-expiration": seconds}}}),
-        ),
+        Some(seconds) => pod(json!({"metadata": {"annotations": {"eks.amazonaws.com/token-expiration": seconds}}})),
         None => pod(json!({})),
     };
     let out = run(&pod, &sa(annotations), config);
@@ -574,18 +495,12 @@ fn aws_token_expiration_rules() {
         7200
     );
     // A Pod may shorten the ServiceAccount's lifetime ...
-    assert_eq!(
-        aws_expiration(Some("3600"), Some("1800"), &plain),
-        (1800, vec![])
-    );
+    assert_eq!(aws_expiration(Some("3600"), Some("1800"), &plain), (1800, vec![]));
     assert_eq!(aws_expiration(None, Some("1800"), &plain), (1800, vec![]));
     // ... but not lengthen it.
     let (seconds, warnings) = aws_expiration(Some("3600"), Some("7200"), &plain);
     assert_eq!(seconds, 3600);
-    assert!(
-        warnings.iter().any(|w| w.contains("only shorten")),
-        "{warnings:?}"
-    );
+    assert!(warnings.iter().any(|w| w.contains("only shorten")), "{warnings:?}");
     // Below the apiserver's floor: raised to 600.
     assert_eq!(aws_expiration(Some("300"), None, &plain).0, 600);
     assert_eq!(aws_expiration(None, Some("60"), &plain).0, 600);
@@ -638,16 +553,10 @@ fn a_container_that_sets_half_a_pair_gets_neither_half_but_still_the_other_pairs
             "{set} must not be overridden"
         );
         for name in withheld {
-            assert!(
-                !env.contains_key(name),
-                "{set} set: {name} must not be added: {env:?}"
-            );
+            assert!(!env.contains_key(name), "{set} set: {name} must not be added: {env:?}");
         }
         for name in added {
-            assert!(
-                env.contains_key(name),
-                "{set} set: {name} must still be added: {env:?}"
-            );
+            assert!(env.contains_key(name), "{set} set: {name} must still be added: {env:?}");
         }
         assert_eq!(mounts_at(&out.pod, "app", IRSA_MOUNT).len(), 1);
     }
@@ -700,10 +609,7 @@ fn a_mapping_gives_a_role_when_the_service_account_has_no_annotation() {
     ));
     let out = run(&pod(json!({})), &sa(Value::Null), &mapping);
     assert_has(&out.pod, "app", &IRSA);
-    assert_eq!(
-        env_var(&out.pod, "app", "AWS_ROLE_ARN").as_deref(),
-        Some(ROLE)
-    );
+    assert_eq!(env_var(&out.pod, "app", "AWS_ROLE_ARN").as_deref(), Some(ROLE));
 
     // The ServiceAccount's annotation wins over the mapping.
     let out = run(
@@ -711,14 +617,8 @@ fn a_mapping_gives_a_role_when_the_service_account_has_no_annotation() {
         &sa(json!({"eks.amazonaws.com/role-arn": OTHER_ROLE})),
         &mapping,
     );
-    assert_eq!(
-        env_var(&out.pod, "app", "AWS_ROLE_ARN").as_deref(),
-        Some(OTHER_ROLE)
-    );
-    assert_eq!(
-        out.mutation.identities,
-        vec![("aws", OTHER_ROLE.to_owned())]
-    );
+    assert_eq!(env_var(&out.pod, "app", "AWS_ROLE_ARN").as_deref(), Some(OTHER_ROLE));
+    assert_eq!(out.mutation.identities, vec![("aws", OTHER_ROLE.to_owned())]);
 }
 
 fn pod_identity_config(settings: &str) -> Config {
@@ -736,11 +636,9 @@ fn pod_identity_mapping_wins_over_the_role_annotation() {
     );
     assert_eq!(
         volume(&out.pod, "eks-pod-identity-token"),
-        Some(
-            &json!({"name": "eks-pod-identity-token", "projected": {"sources": [
-                {"serviceAccountToken": {"audience": "pods.eks.amazonaws.com", "expirationSeconds": 86400, "path": "eks-pod-identity-token"}}
-            ]}})
-        )
+        Some(&json!({"name": "eks-pod-identity-token", "projected": {"sources": [
+            {"serviceAccountToken": {"audience": "pods.eks.amazonaws.com", "expirationSeconds": 86400, "path": "eks-pod-identity-token"}}
+        ]}}))
     );
     assert_no_cloud_at_all(&out.pod, &IRSA);
     for name in ["app", "sidecar", "init"] {
@@ -796,8 +694,7 @@ fn aws_skip_list_is_comma_separated_and_leaves_other_clouds_alone() {
 
 #[test]
 fn azure_skip_list_is_semicolon_separated_and_leaves_other_clouds_alone() {
-    let out =
-        all_clouds_with_skips(json!({"azure.workload.identity/skip-containers": "sidecar;init"}));
+    let out = all_clouds_with_skips(json!({"azure.workload.identity/skip-containers": "sidecar;init"}));
     assert_has(&out.pod, "app", &AZURE);
     for skipped in ["sidecar", "init"] {
         assert_lacks(&out.pod, skipped, &AZURE);
@@ -805,8 +702,7 @@ fn azure_skip_list_is_semicolon_separated_and_leaves_other_clouds_alone() {
         assert_has(&out.pod, skipped, &GCP);
     }
     // A comma is not Azure's separator: "sidecar,init" names no container.
-    let out =
-        all_clouds_with_skips(json!({"azure.workload.identity/skip-containers": "sidecar,init"}));
+    let out = all_clouds_with_skips(json!({"azure.workload.identity/skip-containers": "sidecar,init"}));
     assert_has(&out.pod, "sidecar", &AZURE);
 }
 
@@ -818,6 +714,11 @@ fn google_skip_list_leaves_other_clouds_alone() {
     assert_lacks(&out.pod, "sidecar", &GCP);
     assert_has(&out.pod, "sidecar", &IRSA);
     assert_has(&out.pod, "sidecar", &AZURE);
+    // Several names, comma-separated.
+    let out = all_clouds_with_skips(json!({"cloud.google.com/skip-containers": "sidecar,init"}));
+    assert_has(&out.pod, "app", &GCP);
+    assert_lacks(&out.pod, "sidecar", &GCP);
+    assert_lacks(&out.pod, "init", &GCP);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -829,11 +730,9 @@ fn azure_client_id_with_the_cluster_tenant() {
     let out = run(&full_pod(json!({})), &azure_sa(), &cluster());
     assert_eq!(
         volume(&out.pod, "azure-identity-token"),
-        Some(
-            &json!({"name": "azure-identity-token", "projected": {"sources": [
-                {"serviceAccountToken": {"audience": "api://AzureADTokenExchange", "expirationSeconds": 3600, "path": "azure-identity-token"}}
-            ]}})
-        )
+        Some(&json!({"name": "azure-identity-token", "projected": {"sources": [
+            {"serviceAccountToken": {"audience": "api://AzureADTokenExchange", "expirationSeconds": 3600, "path": "azure-identity-token"}}
+        ]}}))
     );
     for name in ["app", "sidecar", "init"] {
         assert_has(&out.pod, name, &AZURE);
@@ -841,17 +740,10 @@ fn azure_client_id_with_the_cluster_tenant() {
         assert_eq!(env["AZURE_CLIENT_ID"], CLIENT);
         assert_eq!(env["AZURE_TENANT_ID"], TENANT);
         assert_eq!(env["AZURE_FEDERATED_TOKEN_FILE"], AZURE_TOKEN);
-        assert_eq!(
-            env["AZURE_AUTHORITY_HOST"],
-            "https://login.microsoftonline.com/"
-        );
+        assert_eq!(env["AZURE_AUTHORITY_HOST"], "https://login.microsoftonline.com/");
     }
     assert_eq!(out.mutation.identities, vec![("azure", CLIENT.to_owned())]);
-    assert!(
-        out.mutation.warnings.is_empty(),
-        "{:?}",
-        out.mutation.warnings
-    );
+    assert!(out.mutation.warnings.is_empty(), "{:?}", out.mutation.warnings);
 }
 
 #[test]
@@ -859,21 +751,11 @@ fn azure_tenant_comes_from_annotation_then_mapping_then_cluster() {
     let mapped_tenant = format!(
         "azure: {{tenantId: \"{TENANT}\"}}\nidentities: [{{namespace: {NS}, azure: {{clientId: \"{CLIENT}\", tenantId: \"{OTHER_TENANT}\"}}}}]"
     );
-    let tenant = |sa: &Value, config: &Config| {
-        env_var(
-            &run(&pod(json!({})), sa, config).pod,
-            "app",
-            "AZURE_TENANT_ID",
-        )
-    };
+    let tenant = |sa: &Value, config: &Config| env_var(&run(&pod(json!({})), sa, config).pod, "app", "AZURE_TENANT_ID");
     let third = "33333333-2222-3333-4444-555555555555";
-    let annotated = sa(
-        json!({"azure.workload.identity/client-id": CLIENT, "azure.workload.identity/tenant-id": third}),
-    );
-    assert_eq!(
-        tenant(&annotated, &config(&mapped_tenant)).as_deref(),
-        Some(third)
-    );
+    let annotated =
+        sa(json!({"azure.workload.identity/client-id": CLIENT, "azure.workload.identity/tenant-id": third}));
+    assert_eq!(tenant(&annotated, &config(&mapped_tenant)).as_deref(), Some(third));
     assert_eq!(
         tenant(&azure_sa(), &config(&mapped_tenant)).as_deref(),
         Some(OTHER_TENANT)
@@ -894,14 +776,9 @@ fn azure_authority_host_follows_the_cloud() {
     for (cloud, host) in [
         ("AzurePublicCloud", "https://login.microsoftonline.com/"),
         ("AzureChinaCloud", "https://login.chinacloudapi.cn/"),
-        (
-            "AzureUSGovernmentCloud",
-            "https://login.microsoftonline.us/",
-        ),
+        ("AzureUSGovernmentCloud", "https://login.microsoftonline.us/"),
     ] {
-        let settings = config(&format!(
-            "azure: {{tenantId: \"{TENANT}\", cloud: {cloud}}}"
-        ));
+        let settings = config(&format!("azure: {{tenantId: \"{TENANT}\", cloud: {cloud}}}"));
         let out = run(&pod(json!({})), &azure_sa(), &settings);
         assert_eq!(
             env_var(&out.pod, "app", "AZURE_AUTHORITY_HOST").as_deref(),
@@ -932,20 +809,14 @@ fn azure_use_label_false_opts_out() {
 
 #[test]
 fn azure_require_pod_label_injects_only_pods_labelled_true() {
-    let strict = config(&format!(
-        "azure: {{tenantId: \"{TENANT}\", requirePodLabel: true}}"
-    ));
+    let strict = config(&format!("azure: {{tenantId: \"{TENANT}\", requirePodLabel: true}}"));
     for label in [None, Some("false"), Some("yes"), Some("True")] {
         run(&labelled(label), &azure_sa(), &strict).assert_untouched();
     }
     let out = run(&labelled(Some("true")), &azure_sa(), &strict);
     assert_has(&out.pod, "app", &AZURE);
     // Without requirePodLabel, no label is needed.
-    assert_has(
-        &run(&labelled(None), &azure_sa(), &cluster()).pod,
-        "app",
-        &AZURE,
-    );
+    assert_has(&run(&labelled(None), &azure_sa(), &cluster()).pod, "app", &AZURE);
 }
 
 #[test]
@@ -970,10 +841,7 @@ fn azure_expiration(sa_seconds: &str, pod_annotations: Value) -> (i64, Vec<Strin
         &sa,
         &cluster(),
     );
-    (
-        expiration(&out.pod, "azure-identity-token"),
-        out.mutation.warnings,
-    )
+    (expiration(&out.pod, "azure-identity-token"), out.mutation.warnings)
 }
 
 #[test]
@@ -984,9 +852,7 @@ fn azure_token_expiration_stays_within_its_range() {
         let (seconds, warnings) = azure_expiration(out_of_range, json!({}));
         assert_eq!(seconds, 3600, "{out_of_range}");
         assert!(
-            warnings
-                .iter()
-                .any(|w| w.contains("service-account-token-expiration")),
+            warnings.iter().any(|w| w.contains("service-account-token-expiration")),
             "{out_of_range}: {warnings:?}"
         );
     }
@@ -994,11 +860,7 @@ fn azure_token_expiration_stays_within_its_range() {
     let key = "azure.workload.identity/service-account-token-expiration";
     assert_eq!(azure_expiration("7200", json!({key: "4000"})).0, 4000);
     assert_eq!(
-        azure_expiration(
-            "7200",
-            json!({"azure.workload.identity/token-expiration": "5000"})
-        )
-        .0,
+        azure_expiration("7200", json!({"azure.workload.identity/token-expiration": "5000"})).0,
         5000
     );
     let (seconds, warnings) = azure_expiration("7200", json!({key: "9000"}));
@@ -1011,21 +873,15 @@ fn azure_token_expiration_stays_within_its_range() {
 
 #[test]
 fn azure_env_vars_set_by_the_container_are_kept_and_the_others_added() {
-    let pod =
-        pod_with_container(json!({"env": [{"name": "AZURE_CLIENT_ID", "value": OTHER_CLIENT}]}));
+    let pod = pod_with_container(json!({"env": [{"name": "AZURE_CLIENT_ID", "value": OTHER_CLIENT}]}));
     let out = run(&pod, &azure_sa(), &cluster());
     let env = env(&out.pod, "app");
     assert_eq!(env["AZURE_CLIENT_ID"], OTHER_CLIENT);
     assert_eq!(env["AZURE_TENANT_ID"], TENANT);
     assert_eq!(env["AZURE_FEDERATED_TOKEN_FILE"], AZURE_TOKEN);
-    assert_eq!(
-        env["AZURE_AUTHORITY_HOST"],
-        "https://login.microsoftonline.com/"
-    );
+    assert_eq!(env["AZURE_AUTHORITY_HOST"], "https://login.microsoftonline.com/");
 
-    let pod = pod_with_container(
-        json!({"env": [{"name": "AZURE_AUTHORITY_HOST", "value": "https://login.example/"}]}),
-    );
+    let pod = pod_with_container(json!({"env": [{"name": "AZURE_AUTHORITY_HOST", "value": "https://login.example/"}]}));
     let env = self::env(&run(&pod, &azure_sa(), &cluster()).pod, "app");
     assert_eq!(env["AZURE_AUTHORITY_HOST"], "https://login.example/");
     assert_eq!(env["AZURE_CLIENT_ID"], CLIENT);
@@ -1052,14 +908,8 @@ fn azure_mapping_gives_client_and_tenant() {
         "identities: [{{namespace: {NS}, serviceAccount: app, azure: {{clientId: \"{CLIENT}\", tenantId: \"{TENANT}\"}}}}]"
     ));
     let out = run(&pod(json!({})), &sa(Value::Null), &mapping);
-    assert_eq!(
-        env_var(&out.pod, "app", "AZURE_CLIENT_ID").as_deref(),
-        Some(CLIENT)
-    );
-    assert_eq!(
-        env_var(&out.pod, "app", "AZURE_TENANT_ID").as_deref(),
-        Some(TENANT)
-    );
+    assert_eq!(env_var(&out.pod, "app", "AZURE_CLIENT_ID").as_deref(), Some(CLIENT));
+    assert_eq!(env_var(&out.pod, "app", "AZURE_TENANT_ID").as_deref(), Some(TENANT));
     // The annotation wins over the mapping.
     let annotated = sa(json!({"azure.workload.identity/client-id": OTHER_CLIENT}));
     let out = run(&pod(json!({})), &annotated, &mapping);
@@ -1109,30 +959,16 @@ fn google_service_account_annotation_with_the_cluster_provider() {
             3600
         ))
     );
-    assert_eq!(
-        gcp_credentials(&out.pod),
-        expected_gcp_credentials(PROVIDER, Some(GSA))
-    );
-    assert_eq!(
-        annotation(&out.pod, "team"),
-        Some("a"),
-        "existing annotations are kept"
-    );
+    assert_eq!(gcp_credentials(&out.pod), expected_gcp_credentials(PROVIDER, Some(GSA)));
+    assert_eq!(annotation(&out.pod, "team"), Some("a"), "existing annotations are kept");
     for name in ["app", "sidecar", "init"] {
         assert_has(&out.pod, name, &GCP);
         let env = env(&out.pod, name);
         assert_eq!(env["GOOGLE_APPLICATION_CREDENTIALS"], GCP_CREDENTIALS);
-        assert_eq!(
-            env["CLOUDSDK_AUTH_CREDENTIAL_FILE_OVERRIDE"],
-            GCP_CREDENTIALS
-        );
+        assert_eq!(env["CLOUDSDK_AUTH_CREDENTIAL_FILE_OVERRIDE"], GCP_CREDENTIALS);
     }
     assert_eq!(out.mutation.identities, vec![("gcp", GSA.to_owned())]);
-    assert!(
-        out.mutation.warnings.is_empty(),
-        "{:?}",
-        out.mutation.warnings
-    );
+    assert!(out.mutation.warnings.is_empty(), "{:?}", out.mutation.warnings);
     let typed: k8s_openapi::api::core::v1::Pod = typed(&out.pod);
     let volumes = typed.spec.and_then(|spec| spec.volumes).unwrap_or_default();
     let gcp = volumes
@@ -1140,10 +976,7 @@ fn google_service_account_annotation_with_the_cluster_provider() {
         .find(|v| v.name == "gcp-workload-identity")
         .expect("typed volume");
     assert_eq!(
-        gcp.projected
-            .as_ref()
-            .and_then(|p| p.sources.as_ref())
-            .map(Vec::len),
+        gcp.projected.as_ref().and_then(|p| p.sources.as_ref()).map(Vec::len),
         Some(2),
         "ONE volume, two sources"
     );
@@ -1180,13 +1013,9 @@ fn google_federation_keys_of_the_existing_webhook() {
 
 #[test]
 fn google_pod_annotation_shortens_the_token() {
-    let pod =
-        pod(json!({"metadata": {"annotations": {"cloud.google.com/token-expiration": "900"}}}));
+    let pod = pod(json!({"metadata": {"annotations": {"cloud.google.com/token-expiration": "900"}}}));
     assert_eq!(
-        expiration(
-            &run(&pod, &gcp_sa(), &cluster()).pod,
-            "gcp-workload-identity"
-        ),
+        expiration(&run(&pod, &gcp_sa(), &cluster()).pod, "gcp-workload-identity"),
         900
     );
     let settings = config(&format!(
@@ -1209,11 +1038,7 @@ fn google_mapping_with_and_without_impersonation() {
     let out = run(&pod(json!({})), &sa(Value::Null), &mapping("{}"));
     let credentials = gcp_credentials(&out.pod);
     assert_eq!(credentials, expected_gcp_credentials(PROVIDER, None));
-    assert!(
-        credentials
-            .get("service_account_impersonation_url")
-            .is_none()
-    );
+    assert!(credentials.get("service_account_impersonation_url").is_none());
     assert_has(&out.pod, "app", &GCP);
 
     let out = run(
@@ -1221,10 +1046,7 @@ fn google_mapping_with_and_without_impersonation() {
         &sa(Value::Null),
         &mapping(&format!("{{serviceAccount: \"{GSA}\"}}")),
     );
-    assert_eq!(
-        gcp_credentials(&out.pod),
-        expected_gcp_credentials(PROVIDER, Some(GSA))
-    );
+    assert_eq!(gcp_credentials(&out.pod), expected_gcp_credentials(PROVIDER, Some(GSA)));
 
     // The annotation wins over the mapping.
     let annotated = sa(json!({"iam.gke.io/gcp-service-account": OTHER_GSA}));
@@ -1243,11 +1065,7 @@ fn google_mapping_with_and_without_impersonation() {
 fn google_without_a_provider_is_warned_about_and_not_injected() {
     let out = run(&pod(json!({})), &gcp_sa(), &no_config());
     out.assert_untouched();
-    assert!(
-        out.warned("workload identity provider"),
-        "{:?}",
-        out.mutation.warnings
-    );
+    assert!(out.warned("workload identity provider"), "{:?}", out.mutation.warnings);
 }
 
 #[test]
@@ -1288,10 +1106,7 @@ fn a_preset_credential_annotation_is_replaced() {
         full_pod(json!({"metadata": {"annotations": {GCP_ANNOTATION: forged.clone()}}})),
     ] {
         let out = run(&pod, &gcp_sa(), &cluster());
-        assert_eq!(
-            gcp_credentials(&out.pod),
-            expected_gcp_credentials(PROVIDER, Some(GSA))
-        );
+        assert_eq!(gcp_credentials(&out.pod), expected_gcp_credentials(PROVIDER, Some(GSA)));
     }
 }
 
@@ -1309,18 +1124,9 @@ fn all_three_clouds_on_one_pod() {
                 assert_has(&out.pod, name, cloud);
             }
         }
-        let clouds: Vec<&str> = out
-            .mutation
-            .identities
-            .iter()
-            .map(|(cloud, _)| *cloud)
-            .collect();
+        let clouds: Vec<&str> = out.mutation.identities.iter().map(|(cloud, _)| *cloud).collect();
         assert_eq!(clouds, ["aws", "gcp", "azure"]);
-        assert!(
-            out.mutation.warnings.is_empty(),
-            "{:?}",
-            out.mutation.warnings
-        );
+        assert!(out.mutation.warnings.is_empty(), "{:?}", out.mutation.warnings);
     }
 }
 
@@ -1350,9 +1156,7 @@ fn missing_arrays_and_maps_are_created_in_one_operation() {
     );
     assert_eq!(out.pod["spec"]["volumes"].as_array().map(Vec::len), Some(3));
     assert_eq!(
-        container(&out.pod, "app")["volumeMounts"]
-            .as_array()
-            .map(Vec::len),
+        container(&out.pod, "app")["volumeMounts"].as_array().map(Vec::len),
         Some(3)
     );
 }
@@ -1363,31 +1167,19 @@ fn existing_arrays_and_maps_are_appended_to() {
     let out = run(&original, &all_clouds_sa(), &cluster());
     let paths = op_paths(&out.mutation);
     assert!(
-        paths.contains(&format!(
-            "/metadata/annotations/{}",
-            GCP_ANNOTATION.replace('/', "~1")
-        )),
+        paths.contains(&format!("/metadata/annotations/{}", GCP_ANNOTATION.replace('/', "~1"))),
         "{paths:?}"
     );
     assert!(paths.contains(&"/spec/volumes/-".to_owned()), "{paths:?}");
-    assert!(
-        paths.contains(&"/spec/containers/0/env/-".to_owned()),
-        "{paths:?}"
-    );
+    assert!(paths.contains(&"/spec/containers/0/env/-".to_owned()), "{paths:?}");
     assert!(
         paths.contains(&"/spec/containers/1/volumeMounts/-".to_owned()),
         "{paths:?}"
     );
     // The init container has neither list: they are created.
-    assert!(
-        paths.contains(&"/spec/initContainers/0/env".to_owned()),
-        "{paths:?}"
-    );
+    assert!(paths.contains(&"/spec/initContainers/0/env".to_owned()), "{paths:?}");
     // What was there is still there, first.
-    assert_eq!(
-        out.pod["spec"]["volumes"][0],
-        original["spec"]["volumes"][0]
-    );
+    assert_eq!(out.pod["spec"]["volumes"][0], original["spec"]["volumes"][0]);
     assert_eq!(
         container(&out.pod, "app")["env"][0],
         json!({"name": "EXISTING", "value": "1"})
@@ -1444,10 +1236,7 @@ fn a_container_already_mounting_the_path_gets_no_second_mount() {
     }}));
     let out = run(&pod, &irsa_sa(), &no_config());
     assert_eq!(mounts_at(&out.pod, "app", IRSA_MOUNT), vec![&taken]);
-    assert_eq!(
-        env_var(&out.pod, "app", "AWS_ROLE_ARN").as_deref(),
-        Some(ROLE)
-    );
+    assert_eq!(env_var(&out.pod, "app", "AWS_ROLE_ARN").as_deref(), Some(ROLE));
 }
 
 #[test]
@@ -1458,25 +1247,18 @@ fn a_container_already_mounting_the_volume_elsewhere_gets_no_second_mount() {
         "containers": [{"name": "app", "image": "busybox", "volumeMounts": [elsewhere.clone()]}]
     }}));
     let out = run(&pod, &irsa_sa(), &no_config());
-    assert_eq!(
-        container(&out.pod, "app")["volumeMounts"],
-        json!([elsewhere])
-    );
+    assert_eq!(container(&out.pod, "app")["volumeMounts"], json!([elsewhere]));
 }
 
 #[test]
 fn generate_name_pods_are_mutated() {
-    let pod =
-        pod(json!({"metadata": {"name": null, "namespace": null, "generateName": "web-7d4b9c-"}}));
+    let pod = pod(json!({"metadata": {"name": null, "namespace": null, "generateName": "web-7d4b9c-"}}));
     let mapping = config(&format!(
         "identities: [{{namespace: {NS}, serviceAccount: app, aws: {{roleArn: \"{ROLE}\"}}}}]"
     ));
     let out = run(&pod, &sa(Value::Null), &mapping);
     assert_eq!(out.pod["metadata"].get("name"), None);
-    assert_eq!(
-        env_var(&out.pod, "app", "AWS_ROLE_ARN").as_deref(),
-        Some(ROLE)
-    );
+    assert_eq!(env_var(&out.pod, "app", "AWS_ROLE_ARN").as_deref(), Some(ROLE));
 }
 
 #[test]
@@ -1523,20 +1305,14 @@ fn mapping_wildcards_and_first_match_wins() {
     assert_eq!(role_of("team-a", "app", &mappings), Some(role("exact")));
     assert_eq!(role_of("team-a", "batch", &mappings), Some(role("any-sa")));
     assert_eq!(role_of("team-b", "batch", &mappings), Some(role("any-ns")));
-    assert_eq!(
-        role_of("team-b", "web", &mappings),
-        Some(role("everything"))
-    );
+    assert_eq!(role_of("team-b", "web", &mappings), Some(role("everything")));
 
     let reversed = config(&format!(
         "identities:\n  - {{aws: {{roleArn: \"{}\"}}}}\n  - {{namespace: team-a, serviceAccount: app, aws: {{roleArn: \"{}\"}}}}",
         role("everything"),
         role("exact")
     ));
-    assert_eq!(
-        role_of("team-a", "app", &reversed),
-        Some(role("everything"))
-    );
+    assert_eq!(role_of("team-a", "app", &reversed), Some(role("everything")));
 }
 
 #[test]
@@ -1565,11 +1341,7 @@ fn a_missing_service_account_means_no_patch() {
     ));
     let mapped = run_in(NS, &pod(json!({})), None, &mapping);
     mapped.assert_untouched();
-    assert!(
-        mapped.warned("does not exist"),
-        "{:?}",
-        mapped.mutation.warnings
-    );
+    assert!(mapped.warned("does not exist"), "{:?}", mapped.mutation.warnings);
 }
 
 #[test]
@@ -1597,40 +1369,25 @@ fn a_service_account_without_our_keys_means_an_empty_patch_and_no_warnings() {
 fn annotation_values_that_try_to_inject_are_refused() {
     const MARK: &str = "INJECTED";
     let evil = [
-        (
-            "eks.amazonaws.com/role-arn",
-            format!("{ROLE}\",\"name\":\"{MARK}"),
-        ),
-        (
-            "eks.amazonaws.com/role-arn",
-            format!("{ROLE}\n- name: {MARK}"),
-        ),
+        ("eks.amazonaws.com/role-arn", format!("{ROLE}\",\"name\":\"{MARK}")),
+        ("eks.amazonaws.com/role-arn", format!("{ROLE}\n- name: {MARK}")),
         (
             "azure.workload.identity/client-id",
             format!("{CLIENT}\"}},{{\"name\":\"{MARK}"),
         ),
-        (
-            "azure.workload.identity/tenant-id",
-            format!("{TENANT}\nAZURE_{MARK}=1"),
-        ),
+        ("azure.workload.identity/tenant-id", format!("{TENANT}\nAZURE_{MARK}=1")),
         (
             "iam.gke.io/gcp-service-account",
             format!("a\"@x.iam.gserviceaccount.com\",\"{MARK}\":\""),
         ),
-        (
-            "cloud.google.com/service-account-email",
-            format!("{GSA}\n{MARK}"),
-        ),
+        ("cloud.google.com/service-account-email", format!("{GSA}\n{MARK}")),
         (
             "cloud.google.com/workload-identity-provider",
             format!("{PROVIDER}\",\"{MARK}\":\""),
         ),
         ("cloud.google.com/audience", format!("aud\",\"{MARK}\":\"")),
         ("eks.amazonaws.com/audience", format!("aud\" {MARK}")),
-        (
-            "eks.amazonaws.com/token-expiration",
-            format!("3600,\"{MARK}\""),
-        ),
+        ("eks.amazonaws.com/token-expiration", format!("3600,\"{MARK}\"")),
     ];
     for (key, value) in evil {
         // Each hostile value sits beside valid identities for all three clouds.
@@ -1697,11 +1454,7 @@ fn run_sa(sa_json: &Value, config: &Config) -> (Value, Mutation) {
     let mutated = apply(sa_json, &mutation);
     let _: k8s_openapi::api::core::v1::ServiceAccount = typed(&mutated);
     let again = mutate_service_account(&typed(&mutated), NS, config);
-    assert!(
-        again.patch.is_empty(),
-        "ServiceAccount reinvocation: {:?}",
-        again.patch
-    );
+    assert!(again.patch.is_empty(), "ServiceAccount reinvocation: {:?}", again.patch);
     (mutated, mutation)
 }
 
@@ -1732,39 +1485,34 @@ fn a_mapping_annotates_its_service_account() {
 
 #[test]
 fn pod_identity_mappings_add_no_role_annotation() {
-    let (after, _) = run_sa(&sa(json!({})), &full_mapping("{mode: podIdentity}"));
-    let annotations = &after["metadata"]["annotations"];
-    assert_eq!(annotations.get("eks.amazonaws.com/role-arn"), None);
-    assert_eq!(annotations["iam.gke.io/gcp-service-account"], GSA);
+    for aws in [
+        "{mode: podIdentity}".to_owned(),
+        format!("{{mode: podIdentity, roleArn: \"{ROLE}\"}}"),
+    ] {
+        let (after, _) = run_sa(&sa(json!({})), &full_mapping(&aws));
+        let annotations = &after["metadata"]["annotations"];
+        assert_eq!(annotations.get("eks.amazonaws.com/role-arn"), None, "{aws}");
+        assert_eq!(annotations["iam.gke.io/gcp-service-account"], GSA);
+    }
 }
 
 #[test]
 fn existing_service_account_annotations_are_kept() {
-    let own = sa(
-        json!({"eks.amazonaws.com/role-arn": OTHER_ROLE, "azure.workload.identity/client-id": OTHER_CLIENT}),
-    );
+    let own = sa(json!({"eks.amazonaws.com/role-arn": OTHER_ROLE, "azure.workload.identity/client-id": OTHER_CLIENT}));
     let (after, _) = run_sa(&own, &full_mapping(&format!("{{roleArn: \"{ROLE}\"}}")));
     let annotations = &after["metadata"]["annotations"];
     assert_eq!(annotations["eks.amazonaws.com/role-arn"], OTHER_ROLE);
-    assert_eq!(
-        annotations["azure.workload.identity/client-id"],
-        OTHER_CLIENT
-    );
+    assert_eq!(annotations["azure.workload.identity/client-id"], OTHER_CLIENT);
     assert_eq!(annotations["azure.workload.identity/tenant-id"], TENANT);
     assert_eq!(annotations["iam.gke.io/gcp-service-account"], GSA);
 }
 
 #[test]
 fn a_service_account_without_annotations_gets_a_map() {
-    let (after, mutation) = run_sa(
-        &sa(Value::Null),
-        &full_mapping(&format!("{{roleArn: \"{ROLE}\"}}")),
-    );
+    let (after, mutation) = run_sa(&sa(Value::Null), &full_mapping(&format!("{{roleArn: \"{ROLE}\"}}")));
     assert_eq!(op_paths(&mutation), ["/metadata/annotations"]);
     assert_eq!(
-        after["metadata"]["annotations"]
-            .as_object()
-            .map(|map| map.len()),
+        after["metadata"]["annotations"].as_object().map(|map| map.len()),
         Some(4)
     );
     let mut absent = sa(Value::Null);
@@ -1773,10 +1521,7 @@ fn a_service_account_without_annotations_gets_a_map() {
         .expect("metadata")
         .remove("annotations");
     let (after, _) = run_sa(&absent, &full_mapping(&format!("{{roleArn: \"{ROLE}\"}}")));
-    assert_eq!(
-        after["metadata"]["annotations"]["eks.amazonaws.com/role-arn"],
-        ROLE
-    );
+    assert_eq!(after["metadata"]["annotations"]["eks.amazonaws.com/role-arn"], ROLE);
 }
 
 #[test]
@@ -1822,8 +1567,7 @@ fn parse(overrides: Value) -> Review {
 }
 
 fn response_of(review: &Review, mutation: &Mutation) -> Value {
-    serde_json::from_slice(&review.response(mutation).expect("response serializes"))
-        .expect("response is JSON")
+    serde_json::from_slice(&review.response(mutation).expect("response serializes")).expect("response is JSON")
 }
 
 #[test]
@@ -1831,11 +1575,7 @@ fn a_pod_create_review_is_parsed_and_answered_with_the_patch() {
     let review = parse(json!({}));
     assert_eq!(review.uid, UID);
     assert_eq!(review.namespace, NS);
-    assert!(
-        matches!(review.subject, Subject::Pod(_)),
-        "{:?}",
-        review.subject
-    );
+    assert!(matches!(review.subject, Subject::Pod(_)), "{:?}", review.subject);
     let sa: ServiceAccount = typed(&irsa_sa());
     let mutation = review.mutation(Some(&sa), &no_config());
     let response = response_of(&review, &mutation);
@@ -1844,14 +1584,8 @@ fn a_pod_create_review_is_parsed_and_answered_with_the_patch() {
     assert_eq!(response["response"]["uid"], UID);
     assert_eq!(response["response"]["allowed"], true);
     assert_eq!(response["response"]["patchType"], "JSONPatch");
-    assert_eq!(
-        response["response"].get("warnings"),
-        None,
-        "no warnings: no key"
-    );
-    let encoded = response["response"]["patch"]
-        .as_str()
-        .expect("base64 patch");
+    assert_eq!(response["response"].get("warnings"), None, "no warnings: no key");
+    let encoded = response["response"]["patch"].as_str().expect("base64 patch");
     let decoded: Vec<json_patch::PatchOperation> = serde_json::from_slice(
         &base64::engine::general_purpose::STANDARD
             .decode(encoded)
@@ -1875,10 +1609,9 @@ fn an_empty_patch_is_answered_without_patch_and_with_warnings() {
     assert_eq!(response.get("patchType"), None);
     let warnings = response["warnings"].as_array().expect("warnings");
     assert!(
-        warnings.iter().any(|w| w
-            .as_str()
-            .unwrap_or_default()
-            .contains("eks.amazonaws.com/role-arn")),
+        warnings
+            .iter()
+            .any(|w| w.as_str().unwrap_or_default().contains("eks.amazonaws.com/role-arn")),
         "{warnings:?}"
     );
 }
@@ -1891,14 +1624,8 @@ fn service_account_create_and_update_are_mutated() {
             "kind": {"kind": "ServiceAccount"}, "resource": {"resource": "serviceaccounts"},
             "operation": operation, "object": sa(json!({}))
         }}));
-        assert!(
-            matches!(review.subject, Subject::ServiceAccount(_)),
-            "{operation}"
-        );
-        assert!(
-            !review.mutation(None, &mapping).patch.is_empty(),
-            "{operation}"
-        );
+        assert!(matches!(review.subject, Subject::ServiceAccount(_)), "{operation}");
+        assert!(!review.mutation(None, &mapping).patch.is_empty(), "{operation}");
     }
 }
 
@@ -1924,10 +1651,7 @@ fn other_operations_kinds_and_subresources_are_ignored() {
             review.subject
         );
         let mutation = review.mutation(Some(&sa), &cluster());
-        assert!(
-            mutation.patch.is_empty() && mutation.warnings.is_empty(),
-            "{overrides}"
-        );
+        assert!(mutation.patch.is_empty() && mutation.warnings.is_empty(), "{overrides}");
         let response = response_of(&review, &mutation);
         assert_eq!(
             response["response"],
@@ -1944,13 +1668,8 @@ fn bodies_that_are_not_admission_reviews_are_errors() {
     assert!(matches!(error(b""), ReviewError::Json(_)));
     assert!(matches!(error(b"[]"), ReviewError::Json(_)));
     assert_eq!(
-        error(&review_body(
-            json!({"apiVersion": "admission.k8s.io/v1beta1"})
-        )),
-        ReviewError::NotAnAdmissionReview(
-            "admission.k8s.io/v1beta1".into(),
-            "AdmissionReview".into()
-        )
+        error(&review_body(json!({"apiVersion": "admission.k8s.io/v1beta1"}))),
+        ReviewError::NotAnAdmissionReview("admission.k8s.io/v1beta1".into(), "AdmissionReview".into())
     );
     assert_eq!(
         error(&review_body(json!({"kind": "Pod"}))),
@@ -1960,18 +1679,12 @@ fn bodies_that_are_not_admission_reviews_are_errors() {
         error(&review_body(json!({"apiVersion": null}))),
         ReviewError::NotAnAdmissionReview(..)
     ));
-    assert_eq!(
-        error(&review_body(json!({"request": null}))),
-        ReviewError::NoRequest
-    );
+    assert_eq!(error(&review_body(json!({"request": null}))), ReviewError::NoRequest);
     assert_eq!(
         error(&review_body(json!({"request": {"uid": null}}))),
         ReviewError::NoUid
     );
-    assert_eq!(
-        error(&review_body(json!({"request": {"uid": ""}}))),
-        ReviewError::NoUid
-    );
+    assert_eq!(error(&review_body(json!({"request": {"uid": ""}}))), ReviewError::NoUid);
     assert_eq!(
         error(&review_body(json!({"request": {"kind": null}}))),
         ReviewError::NoKind
@@ -1986,8 +1699,7 @@ fn review_with_object(object: Option<Value>) -> Review {
         Some(object) => request.insert("object".to_owned(), object),
         None => request.remove("object"),
     };
-    Review::parse(&serde_json::to_vec(&body).expect("serializes"))
-        .unwrap_or_else(|err| panic!("{err}"))
+    Review::parse(&serde_json::to_vec(&body).expect("serializes")).unwrap_or_else(|err| panic!("{err}"))
 }
 
 #[test]
@@ -2009,18 +1721,13 @@ fn a_pod_review_without_a_readable_object_is_allowed_with_a_warning() {
         assert_eq!(response["allowed"], true);
         assert_eq!(response["uid"], UID);
         assert_eq!(response.get("patch"), None);
-        assert_eq!(
-            response["warnings"].as_array().map(Vec::len),
-            Some(1),
-            "{object:?}"
-        );
+        assert_eq!(response["warnings"].as_array().map(Vec::len), Some(1), "{object:?}");
     }
 }
 
 #[test]
 fn the_namespace_comes_from_the_request_when_the_object_has_none() {
-    let generated =
-        pod(json!({"metadata": {"name": null, "namespace": null, "generateName": "web-"}}));
+    let generated = pod(json!({"metadata": {"name": null, "namespace": null, "generateName": "web-"}}));
     let review = parse(json!({"request": {"object": generated.clone()}}));
     assert_eq!(review.object_namespace(), NS);
     let mapping = config(&format!(
@@ -2029,10 +1736,7 @@ fn the_namespace_comes_from_the_request_when_the_object_has_none() {
     let sa: ServiceAccount = typed(&sa(Value::Null));
     let mutation = review.mutation(Some(&sa), &mapping);
     let mutated = apply(&generated, &mutation);
-    assert_eq!(
-        env_var(&mutated, "app", "AWS_ROLE_ARN").as_deref(),
-        Some(ROLE)
-    );
+    assert_eq!(env_var(&mutated, "app", "AWS_ROLE_ARN").as_deref(), Some(ROLE));
     // Without a request namespace, the object's is used.
     let review = parse(json!({"request": {"namespace": null}}));
     assert_eq!(review.object_namespace(), NS);
@@ -2051,33 +1755,22 @@ fn config_settings_are_parsed_and_checked() {
     assert_eq!(parsed.azure.token_expiration_seconds, Some(7200));
     for (yaml, needle) in [
         ("azure: {cloud: AzureGermanCloud}", "AzureGermanCloud"),
-        (
-            "azure: {tokenExpirationSeconds: 100}",
-            "azure.tokenExpirationSeconds",
-        ),
+        ("azure: {tokenExpirationSeconds: 100}", "azure.tokenExpirationSeconds"),
         ("azure: {tenantId: nope}", "azure.tenantId"),
         ("aws: {region: \"us west\"}", "aws.region"),
-        (
-            "gcp: {workloadIdentityProvider: nope}",
-            "gcp.workloadIdentityProvider",
-        ),
+        ("gcp: {workloadIdentityProvider: nope}", "gcp.workloadIdentityProvider"),
         ("gcp: {mode: cloudrun}", "cloudrun"),
         (
             "identities: [{aws: {mode: irsa}}]",
             "required unless mode is podIdentity",
         ),
-        (
-            "identities: [{aws: {mode: eksPodIdentity}}]",
-            "eksPodIdentity",
-        ),
+        ("identities: [{aws: {mode: eksPodIdentity}}]", "eksPodIdentity"),
         (
             "identities: [{gcp: {serviceAccount: nope}}]",
             "identities[0].gcp.serviceAccount",
         ),
     ] {
-        let err = Config::parse(yaml, &Value::Null)
-            .expect_err(yaml)
-            .to_string();
+        let err = Config::parse(yaml, &Value::Null).expect_err(yaml).to_string();
         assert!(err.contains(needle), "{yaml}: {err}");
     }
     assert!(matches!(

@@ -12,6 +12,7 @@ pub mod mutation;
 pub mod providers;
 pub mod validate;
 
+pub mod certificates;
 pub mod cli;
 #[cfg(test)]
 mod core_tests;

@@ -6,6 +6,7 @@ use anyhow::Context;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
+use workload_identity_webhook::certificates::ManagedCertificate;
 use workload_identity_webhook::cli::{Cli, Command, LogArgs, LogFormat, ServeArgs};
 use workload_identity_webhook::metrics::Metrics;
 use workload_identity_webhook::offline;
@@ -53,11 +54,44 @@ fn init_logging(args: &LogArgs) {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
-    let config = LiveConfig::new(args.cluster.to_defaults(), metrics.clone())
-        .context("invalid cluster settings")?;
+    let config = LiveConfig::new(args.cluster.to_defaults(), metrics.clone()).context("invalid cluster settings")?;
 
-    let certificate = match (&args.tls_cert_file, &args.tls_key_file) {
-        (Some(cert), Some(key)) => {
+    let namespace = args
+        .namespace
+        .clone()
+        .or_else(own_namespace)
+        .unwrap_or_else(|| "workload-identity-system".to_owned());
+    let client = if args.standalone {
+        tracing::info!("standalone: no Kubernetes API; only mappings apply");
+        None
+    } else {
+        Some(
+            kube::Client::try_default()
+                .await
+                .context("connecting to the Kubernetes API (use --standalone to run without one)")?,
+        )
+    };
+    let certificate = match (&client, &args.tls_cert_file, &args.tls_key_file) {
+        (Some(client), _, _) if args.manage_certificate => {
+            let mut names: Vec<String> = [".svc", ".svc.cluster.local"]
+                .iter()
+                .map(|suffix| format!("{}.{namespace}{suffix}", args.service_name))
+                .collect();
+            names.extend(args.certificate_sans.iter().cloned());
+            let managed = ManagedCertificate::new(
+                client.clone(),
+                &namespace,
+                args.certificate_secret.clone(),
+                args.webhook_configuration.clone(),
+                names,
+                metrics.clone(),
+            )?;
+            let stored = managed.first_reconcile().await;
+            let current = managed.target.clone();
+            tokio::spawn(managed.run(stored, args.certificate_check_interval));
+            current
+        }
+        (_, Some(cert), Some(key)) => {
             let files = CertificateFiles {
                 cert: cert.clone(),
                 key: key.clone(),
@@ -67,41 +101,26 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             current
         }
         _ => {
-            tracing::warn!(
-                "no --tls-cert-file given: serving a self-signed certificate for localhost"
-            );
+            tracing::warn!("no --tls-cert-file given: serving a self-signed certificate for localhost");
             ReloadingCertificate::new(tls::self_signed()?)
         }
     };
-
-    let service_accounts = if args.standalone {
-        tracing::info!("standalone: no Kubernetes API; only mappings apply");
-        ServiceAccounts::Standalone
-    } else {
-        let client = kube::Client::try_default()
-            .await
-            .context("connecting to the Kubernetes API (use --standalone to run without one)")?;
-        if args.config_file.is_none() {
-            let namespace = args
-                .namespace
-                .clone()
-                .or_else(own_namespace)
-                .unwrap_or_else(|| "workload-identity-system".to_owned());
-            tokio::spawn(config.clone().watch_config_map(
-                client.clone(),
-                namespace,
-                args.config_map.clone(),
-            ));
+    let service_accounts = match client {
+        None => ServiceAccounts::Standalone,
+        Some(client) => {
+            if args.config_file.is_none() {
+                tokio::spawn(
+                    config
+                        .clone()
+                        .watch_config_map(client.clone(), namespace, args.config_map.clone()),
+                );
+            }
+            ServiceAccounts::start_cluster(client)
         }
-        ServiceAccounts::start_cluster(client)
     };
     match &args.config_file {
         Some(path) => {
-            tokio::spawn(
-                config
-                    .clone()
-                    .watch_file(path.clone(), args.reload_interval),
-            );
+            tokio::spawn(config.clone().watch_file(path.clone(), args.reload_interval));
         }
         None if args.standalone => config.clear("embedded defaults"),
         None => {}

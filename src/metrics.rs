@@ -53,11 +53,7 @@ impl Default for Metrics {
             request_duration.clone(),
         );
         let mutations = Family::<CloudLabels, Counter>::default();
-        registry.register(
-            "pod_mutations",
-            "Pods given an identity, by cloud",
-            mutations.clone(),
-        );
+        registry.register("pod_mutations", "Pods given an identity, by cloud", mutations.clone());
         let config_reloads = Family::<ResultLabels, Counter>::default();
         registry.register(
             "config_reloads",
@@ -65,11 +61,7 @@ impl Default for Metrics {
             config_reloads.clone(),
         );
         let config_mappings = Gauge::default();
-        registry.register(
-            "config_mappings",
-            "Identity mappings in force",
-            config_mappings.clone(),
-        );
+        registry.register("config_mappings", "Identity mappings in force", config_mappings.clone());
         let certificate_reloads = Family::<ResultLabels, Counter>::default();
         registry.register(
             "certificate_reloads",

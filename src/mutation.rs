@@ -21,17 +21,10 @@ pub struct Mutation {
 }
 
 /// What a Pod gets. `service_account` is `None` when the ServiceAccount does not exist.
-pub fn mutate_pod(
-    pod: &Pod,
-    namespace: &str,
-    service_account: Option<&ServiceAccount>,
-    config: &Config,
-) -> Mutation {
+pub fn mutate_pod(pod: &Pod, namespace: &str, service_account: Option<&ServiceAccount>, config: &Config) -> Mutation {
     let service_account_name = pod.service_account_name();
     let Some(service_account) = service_account else {
-        let mapped = config
-            .mapping_for(namespace, service_account_name)
-            .is_some();
+        let mapped = config.mapping_for(namespace, service_account_name).is_some();
         let warnings = if mapped {
             vec![format!(
                 "ServiceAccount {namespace}/{service_account_name} does not exist; no cloud identity injected"
@@ -48,11 +41,7 @@ pub fn mutate_pod(
     let context = PodContext {
         pod,
         namespace,
-        service_account_annotations: service_account
-            .metadata
-            .annotations
-            .as_ref()
-            .unwrap_or(&no_annotations),
+        service_account_annotations: service_account.metadata.annotations.as_ref().unwrap_or(&no_annotations),
         mapping: config.mapping_for(namespace, service_account_name),
         config,
     };
@@ -72,11 +61,7 @@ pub fn mutate_pod(
 }
 
 /// What a ServiceAccount gets: the annotations of the mapping that matches it, where it has none.
-pub fn mutate_service_account(
-    service_account: &ServiceAccount,
-    namespace: &str,
-    config: &Config,
-) -> Mutation {
+pub fn mutate_service_account(service_account: &ServiceAccount, namespace: &str, config: &Config) -> Mutation {
     let Some(name) = service_account.metadata.name.as_deref() else {
         return Mutation::default();
     };
@@ -94,11 +79,7 @@ pub fn mutate_service_account(
         }
     }
     let mut patch = Vec::new();
-    add_annotations(
-        &mut patch,
-        service_account.metadata.annotations.is_some(),
-        missing,
-    );
+    add_annotations(&mut patch, service_account.metadata.annotations.is_some(), missing);
     Mutation {
         patch,
         identities,
@@ -115,20 +96,12 @@ fn pod_patch(pod: &Pod, injections: &[PodInjection]) -> Vec<PatchOperation> {
         .filter(|(key, value)| pod.metadata.annotation(key) != Some(value.as_str()))
         .map(|(key, value)| (*key, value.clone()))
         .collect();
-    add_annotations(
-        &mut patch,
-        pod.metadata.annotations.is_some(),
-        changed_annotations,
-    );
+    add_annotations(&mut patch, pod.metadata.annotations.is_some(), changed_annotations);
 
     let volumes = pod.spec.volumes.as_deref().unwrap_or_default();
     let new_volumes = injections
         .iter()
-        .filter(|injection| {
-            !volumes
-                .iter()
-                .any(|volume| volume.name == injection.volume_name)
-        })
+        .filter(|injection| !volumes.iter().any(|volume| volume.name == injection.volume_name))
         .map(|injection| injection.volume.clone())
         .collect();
     append(
@@ -160,20 +133,16 @@ fn patch_container(
     let mut mounts = Vec::new();
     let mut env: Vec<(&str, &str)> = Vec::new();
     for injection in injections {
-        if injection
-            .skip_containers
-            .iter()
-            .any(|name| *name == container.name)
-        {
+        if injection.skip_containers.iter().any(|name| *name == container.name) {
             continue;
         }
         if !container.has_mount(injection.volume_name, injection.mount_path) {
             mounts.push(json!({"name": injection.volume_name, "mountPath": injection.mount_path, "readOnly": true}));
         }
         for group in &injection.env {
-            let taken = group.iter().any(|(name, _)| {
-                container.sets_env(name) || env.iter().any(|(added, _)| added == name)
-            });
+            let taken = group
+                .iter()
+                .any(|(name, _)| container.sets_env(name) || env.iter().any(|(added, _)| added == name));
             if !taken {
                 env.extend(group.iter().map(|(name, value)| (*name, value.as_str())));
             }
@@ -190,12 +159,7 @@ fn patch_container(
         container.volume_mounts.is_some(),
         mounts,
     );
-    append(
-        patch,
-        &["spec", list, &index, "env"],
-        container.env.is_some(),
-        env,
-    );
+    append(patch, &["spec", list, &index, "env"], container.env.is_some(), env);
 }
 
 /// Appends to the array at `path`, creating it in one operation when the object has none.
@@ -213,11 +177,7 @@ fn append(patch: &mut Vec<PatchOperation>, path: &[&str], exists: bool, values: 
 }
 
 /// Sets annotations, creating the annotation map in one operation when the object has none.
-fn add_annotations(
-    patch: &mut Vec<PatchOperation>,
-    exists: bool,
-    annotations: Vec<(&str, String)>,
-) {
+fn add_annotations(patch: &mut Vec<PatchOperation>, exists: bool, annotations: Vec<(&str, String)>) {
     if annotations.is_empty() {
         return;
     }

@@ -24,21 +24,23 @@ pub fn run(args: &MutateArgs) -> anyhow::Result<(String, Vec<String>)> {
 
     let defaults = args.cluster.to_defaults();
     let config = match &args.config {
-        Some(path) => Config::parse(&config_text(path)?, &defaults)
-            .with_context(|| format!("in {}", path.display()))?,
+        Some(path) => {
+            Config::parse(&config_text(path)?, &defaults).with_context(|| format!("in {}", path.display()))?
+        }
         None => Config::from_defaults(&defaults)?,
     };
     let service_account: model::ServiceAccount = match &args.service_account {
-        Some(path) => serde_json::from_value(read_document(path)?)
-            .with_context(|| format!("reading {}", path.display()))?,
+        Some(path) => {
+            serde_json::from_value(read_document(path)?).with_context(|| format!("reading {}", path.display()))?
+        }
         None => model::ServiceAccount::default(),
     };
 
     let mutation = review.mutation(Some(&service_account), &config);
     let text = match args.output {
-        Output::Review => serde_json::to_string_pretty(&serde_json::from_slice::<Value>(
-            &review.response(&mutation)?,
-        )?)?,
+        Output::Review => {
+            serde_json::to_string_pretty(&serde_json::from_slice::<Value>(&review.response(&mutation)?)?)?
+        }
         Output::Patch => serde_json::to_string_pretty(&mutation.patch)?,
         Output::Object => {
             let mut mutated = if is_review {
@@ -55,16 +57,13 @@ pub fn run(args: &MutateArgs) -> anyhow::Result<(String, Vec<String>)> {
 
 /// A YAML or JSON file as a JSON value (JSON is read by the YAML parser too).
 fn read_document(path: &Path) -> anyhow::Result<Value> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    serde_yaml_ng::from_str(&text)
-        .with_context(|| format!("{} is not YAML or JSON", path.display()))
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_yaml_ng::from_str(&text).with_context(|| format!("{} is not YAML or JSON", path.display()))
 }
 
 /// `config.yaml` itself, or the key of a ConfigMap manifest.
 fn config_text(path: &Path) -> anyhow::Result<String> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let as_config_map = serde_yaml_ng::from_str::<Value>(&text)
         .ok()
         .filter(|doc| doc.get("kind") == Some(&json!("ConfigMap")));
@@ -87,11 +86,7 @@ fn review_for(object: &Value, namespace: Option<&str>) -> anyhow::Result<Value> 
         .and_then(Value::as_str)
         .context("the object has no kind")?;
     let namespace = namespace
-        .or_else(|| {
-            object
-                .pointer("/metadata/namespace")
-                .and_then(Value::as_str)
-        })
+        .or_else(|| object.pointer("/metadata/namespace").and_then(Value::as_str))
         .unwrap_or("default");
     Ok(json!({
         "apiVersion": crate::admission::API_VERSION,

@@ -26,9 +26,7 @@ pub struct AppState {
 
 impl AppState {
     fn is_ready(&self) -> bool {
-        self.config.is_loaded()
-            && self.service_accounts.is_synced()
-            && !self.shutting_down.load(Ordering::Acquire)
+        self.config.is_loaded() && self.service_accounts.is_synced() && !self.shutting_down.load(Ordering::Acquire)
     }
 }
 
@@ -42,11 +40,7 @@ pub struct ServerOptions {
     pub benchmark_ceiling: bool,
 }
 
-pub fn admission_router(
-    state: Arc<AppState>,
-    max_body_bytes: usize,
-    benchmark_ceiling: bool,
-) -> Router {
+pub fn admission_router(state: Arc<AppState>, max_body_bytes: usize, benchmark_ceiling: bool) -> Router {
     let mutate = if benchmark_ceiling {
         post(allow_without_reading)
     } else {
@@ -91,10 +85,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
 async fn mutate(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
     let started = Instant::now();
     let response = answer(&state, &headers, &body).await;
-    state
-        .metrics
-        .request_duration
-        .observe(started.elapsed().as_secs_f64());
+    state.metrics.request_duration.observe(started.elapsed().as_secs_f64());
     response
 }
 
@@ -130,11 +121,7 @@ async fn answer(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Response 
     let service_account = match &review.subject {
         Subject::Pod(pod) => {
             let name = pod.service_account_name();
-            match state
-                .service_accounts
-                .get(review.object_namespace(), name)
-                .await
-            {
+            match state.service_accounts.get(review.object_namespace(), name).await {
                 Ok(found) => found,
                 Err(err) => {
                     tracing::error!(namespace = review.object_namespace(), service_account = name, error = %err, "ServiceAccount look-up failed");
@@ -161,11 +148,7 @@ async fn answer(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Response 
         && !mutation.patch.is_empty()
     {
         for (cloud, _) in &mutation.identities {
-            state
-                .metrics
-                .mutations
-                .get_or_create(&CloudLabels { cloud })
-                .inc();
+            state.metrics.mutations.get_or_create(&CloudLabels { cloud }).inc();
         }
     }
     match review.response(&mutation) {
@@ -194,11 +177,7 @@ async fn allow_without_reading(body: Bytes) -> Response {
         .and_then(|review| review.request)
         .map_or("", |request| request.uid);
     let json = serde_json::json!({"apiVersion": crate::admission::API_VERSION, "kind": "AdmissionReview", "response": {"uid": uid, "allowed": true}});
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        json.to_string(),
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "application/json")], json.to_string()).into_response()
 }
 
 fn outcome(subject: &Subject, unchanged: bool) -> (&'static str, &'static str) {
@@ -242,11 +221,7 @@ fn audit(review: &Review, mutation: &crate::mutation::Mutation) {
 }
 
 /// Serves until SIGTERM or Ctrl-C, then drains in-flight requests.
-pub async fn serve(
-    state: Arc<AppState>,
-    tls: rustls::ServerConfig,
-    options: ServerOptions,
-) -> anyhow::Result<()> {
+pub async fn serve(state: Arc<AppState>, tls: rustls::ServerConfig, options: ServerOptions) -> anyhow::Result<()> {
     let handle = axum_server::Handle::new();
     if let Some(metrics_listen) = options.metrics_listen {
         let listener = tokio::net::TcpListener::bind(metrics_listen).await?;
@@ -275,11 +250,10 @@ pub async fn serve(
             tracing::info!(%address, "admission server listening (HTTPS)");
         }
     });
-    let mut server =
-        axum_server::bind_rustls(options.listen, RustlsConfig::from_config(Arc::new(tls)))
-            .handle(handle)
-            // Bounds slow clients: the handshake has 10 s (axum-server's default), the first request 10 s more.
-            .first_request_timeout(Duration::from_secs(10));
+    let mut server = axum_server::bind_rustls(options.listen, RustlsConfig::from_config(Arc::new(tls)))
+        .handle(handle)
+        // Bounds slow clients: the handshake has 10 s (axum-server's default), the first request 10 s more.
+        .first_request_timeout(Duration::from_secs(10));
     server
         .http_builder()
         .http1()
@@ -292,10 +266,7 @@ pub async fn serve(
         .max_concurrent_streams(250)
         .keep_alive_interval(Duration::from_secs(30));
     server
-        .serve(
-            admission_router(state, options.max_body_bytes, options.benchmark_ceiling)
-                .into_make_service(),
-        )
+        .serve(admission_router(state, options.max_body_bytes, options.benchmark_ceiling).into_make_service())
         .await?;
     tracing::info!("admission server stopped");
     Ok(())

@@ -22,9 +22,7 @@ pub fn is_role_arn(value: &str) -> bool {
         return false;
     };
     partition.starts_with("aws")
-        && partition
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b == b'-')
+        && partition.bytes().all(|b| b.is_ascii_lowercase() || b == b'-')
         && account.len() == 12
         && account.bytes().all(|b| b.is_ascii_digit())
         && (1..=512).contains(&role_path.len())
@@ -93,10 +91,7 @@ pub fn is_aws_region(value: &str) -> bool {
 
 /// A token audience: printable ASCII without quotes or whitespace.
 pub fn is_audience(value: &str) -> bool {
-    (1..=256).contains(&value.len())
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+    (1..=256).contains(&value.len()) && value.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
 }
 
 #[cfg(test)]
@@ -106,9 +101,7 @@ mod tests {
     #[test]
     fn role_arns() {
         assert!(is_role_arn("arn:aws:iam::111122223333:role/s3-reader"));
-        assert!(is_role_arn(
-            "arn:aws-cn:iam::111122223333:role/path/to/Role_1+=,.@-"
-        ));
+        assert!(is_role_arn("arn:aws-cn:iam::111122223333:role/path/to/Role_1+=,.@-"));
         assert!(is_role_arn("arn:aws-us-gov:iam::111122223333:role/x"));
         for bad in [
             "",
@@ -141,12 +134,8 @@ mod tests {
 
     #[test]
     fn google_service_accounts() {
-        assert!(is_google_service_account(
-            "reader@my-project.iam.gserviceaccount.com"
-        ));
-        assert!(is_google_service_account(
-            "123-compute@developer.gserviceaccount.com"
-        ));
+        assert!(is_google_service_account("reader@my-project.iam.gserviceaccount.com"));
+        assert!(is_google_service_account("123-compute@developer.gserviceaccount.com"));
         for bad in [
             "reader",
             "reader@example.com",
@@ -169,10 +158,7 @@ mod tests {
             "projects/1/locations/global/workloadIdentityPools/pool/providers/prov/extra",
             "projects/1/locations/global/workloadIdentityPools/POOL/providers/prov",
         ] {
-            assert!(
-                !is_workload_identity_provider(bad),
-                "{bad:?} must be refused"
-            );
+            assert!(!is_workload_identity_provider(bad), "{bad:?} must be refused");
         }
     }
 

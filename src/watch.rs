@@ -89,19 +89,12 @@ impl LiveConfig {
     }
 
     fn install(&self, config: Config) {
-        self.metrics
-            .config_mappings
-            .set(config.identities.len() as i64);
+        self.metrics.config_mappings.set(config.identities.len() as i64);
         self.current.store(Arc::new(config));
     }
 
     /// Keeps the configuration in step with one ConfigMap, through a kube-rs watcher.
-    pub async fn watch_config_map(
-        self: Arc<Self>,
-        client: Client,
-        namespace: String,
-        name: String,
-    ) {
+    pub async fn watch_config_map(self: Arc<Self>, client: Client, namespace: String, name: String) {
         let source = format!("configmap {namespace}/{name}");
         let api: Api<ConfigMap> = Api::namespaced(client, &namespace);
         let selector = watcher::Config::default().fields(&format!("metadata.name={name}"));
@@ -112,18 +105,10 @@ impl LiveConfig {
                 Ok(watcher::Event::Init) => seen_during_init = false,
                 Ok(watcher::Event::InitApply(config_map) | watcher::Event::Apply(config_map)) => {
                     seen_during_init = true;
-                    match config_map
-                        .data
-                        .as_ref()
-                        .and_then(|data| data.get(CONFIG_KEY))
-                    {
+                    match config_map.data.as_ref().and_then(|data| data.get(CONFIG_KEY)) {
                         Some(text) => self.apply(&source, text),
                         None => {
-                            tracing::warn!(
-                                source,
-                                key = CONFIG_KEY,
-                                "ConfigMap has no configuration key"
-                            );
+                            tracing::warn!(source, key = CONFIG_KEY, "ConfigMap has no configuration key");
                             self.clear(&source);
                         }
                     }
@@ -194,18 +179,11 @@ impl ServiceAccounts {
         let (reader, flag) = (store.clone(), synced.clone());
         tokio::spawn(async move {
             if reader.wait_until_ready().await.is_ok() {
-                tracing::info!(
-                    service_accounts = reader.len(),
-                    "ServiceAccount cache synced"
-                );
+                tracing::info!(service_accounts = reader.len(), "ServiceAccount cache synced");
                 flag.store(true, Ordering::Release);
             }
         });
-        ServiceAccounts::Cluster {
-            store,
-            client,
-            synced,
-        }
+        ServiceAccounts::Cluster { store, client, synced }
     }
 
     pub fn is_synced(&self) -> bool {
@@ -216,11 +194,7 @@ impl ServiceAccounts {
     }
 
     /// The ServiceAccount, `Ok(None)` if it does not exist.
-    pub async fn get(
-        &self,
-        namespace: &str,
-        name: &str,
-    ) -> Result<Option<model::ServiceAccount>, kube::Error> {
+    pub async fn get(&self, namespace: &str, name: &str) -> Result<Option<model::ServiceAccount>, kube::Error> {
         let ServiceAccounts::Cluster { store, client, .. } = self else {
             return Ok(Some(model::ServiceAccount::default()));
         };
@@ -229,10 +203,7 @@ impl ServiceAccounts {
         }
         // A Pod created right after its ServiceAccount can outrun the watch.
         let api: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
-        Ok(api
-            .get_metadata_opt(name)
-            .await?
-            .map(|found| to_model(&found.metadata)))
+        Ok(api.get_metadata_opt(name).await?.map(|found| to_model(&found.metadata)))
     }
 }
 
@@ -252,9 +223,7 @@ fn keep_identity_metadata(sa: &mut PartialObjectMeta<ServiceAccount>) {
     }
 }
 
-fn to_model(
-    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-) -> model::ServiceAccount {
+fn to_model(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> model::ServiceAccount {
     model::ServiceAccount {
         metadata: model::ObjectMeta {
             name: meta.name.clone(),

@@ -3,8 +3,7 @@
 use serde::Deserialize;
 
 use super::{
-    CloudProvider, PodContext, PodInjection, check_expiration, check_field, checked,
-    projected_volume, token_source,
+    CloudProvider, PodContext, PodInjection, check_expiration, check_field, checked, projected_volume, token_source,
 };
 use crate::config::{Config, Mapping};
 use crate::validate;
@@ -24,8 +23,7 @@ const DEFAULT_EXPIRATION: i64 = 86400;
 
 const POD_IDENTITY_VOLUME: &str = "eks-pod-identity-token";
 const POD_IDENTITY_MOUNT: &str = "/var/run/secrets/pods.eks.amazonaws.com/serviceaccount";
-const POD_IDENTITY_TOKEN_FILE: &str =
-    "/var/run/secrets/pods.eks.amazonaws.com/serviceaccount/eks-pod-identity-token";
+const POD_IDENTITY_TOKEN_FILE: &str = "/var/run/secrets/pods.eks.amazonaws.com/serviceaccount/eks-pod-identity-token";
 const POD_IDENTITY_TOKEN_FILE_WINDOWS: &str =
     r"C:\var\run\secrets\pods.eks.amazonaws.com\serviceaccount\eks-pod-identity-token";
 const POD_IDENTITY_AUDIENCE: &str = "pods.eks.amazonaws.com";
@@ -106,11 +104,7 @@ impl CloudProvider for Aws {
         problems
     }
 
-    fn pod_injection(
-        &self,
-        ctx: &PodContext<'_>,
-        warnings: &mut Vec<String>,
-    ) -> Option<PodInjection> {
+    fn pod_injection(&self, ctx: &PodContext<'_>, warnings: &mut Vec<String>) -> Option<PodInjection> {
         let mapped = ctx.mapping.and_then(|mapping| mapping.aws.as_ref());
         // EKS lets a Pod Identity association win over the IRSA annotation; so do we.
         if mapped.is_some_and(|aws| aws.mode == Mode::PodIdentity) {
@@ -139,12 +133,7 @@ impl CloudProvider for Aws {
 }
 
 impl Aws {
-    fn irsa(
-        &self,
-        ctx: &PodContext<'_>,
-        role_arn: &str,
-        warnings: &mut Vec<String>,
-    ) -> PodInjection {
+    fn irsa(&self, ctx: &PodContext<'_>, role_arn: &str, warnings: &mut Vec<String>) -> PodInjection {
         let settings = &ctx.config.aws;
         let audience = checked(
             AUDIENCE,
@@ -158,9 +147,7 @@ impl Aws {
         let expiration = ctx.token_expiration(
             TOKEN_EXPIRATION,
             &[TOKEN_EXPIRATION],
-            settings
-                .token_expiration_seconds
-                .unwrap_or(DEFAULT_EXPIRATION),
+            settings.token_expiration_seconds.unwrap_or(DEFAULT_EXPIRATION),
             1..=i64::from(u32::MAX),
             warnings,
         );
@@ -185,10 +172,7 @@ impl Aws {
             cloud: self.name(),
             identity: role_arn.to_owned(),
             volume_name: IRSA_VOLUME,
-            volume: projected_volume(
-                IRSA_VOLUME,
-                vec![token_source(audience, expiration, "token")],
-            ),
+            volume: projected_volume(IRSA_VOLUME, vec![token_source(audience, expiration, "token")]),
             mount_path: IRSA_MOUNT,
             env,
             skip_containers: ctx.skip_list(SKIP_CONTAINERS, ','),
@@ -201,9 +185,7 @@ impl Aws {
         let expiration = ctx.token_expiration(
             TOKEN_EXPIRATION,
             &[TOKEN_EXPIRATION],
-            settings
-                .token_expiration_seconds
-                .unwrap_or(DEFAULT_EXPIRATION),
+            settings.token_expiration_seconds.unwrap_or(DEFAULT_EXPIRATION),
             1..=i64::from(u32::MAX),
             warnings,
         );
@@ -217,10 +199,7 @@ impl Aws {
                 "AWS_CONTAINER_CREDENTIALS_FULL_URI",
                 POD_IDENTITY_CREDENTIALS_URI.to_owned(),
             ),
-            (
-                "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
-                token_file.to_owned(),
-            ),
+            ("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", token_file.to_owned()),
         ]];
         env.extend(region_env(settings));
         PodInjection {
@@ -229,11 +208,7 @@ impl Aws {
             volume_name: POD_IDENTITY_VOLUME,
             volume: projected_volume(
                 POD_IDENTITY_VOLUME,
-                vec![token_source(
-                    POD_IDENTITY_AUDIENCE,
-                    expiration,
-                    POD_IDENTITY_VOLUME,
-                )],
+                vec![token_source(POD_IDENTITY_AUDIENCE, expiration, POD_IDENTITY_VOLUME)],
             ),
             mount_path: POD_IDENTITY_MOUNT,
             env,

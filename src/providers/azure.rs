@@ -3,8 +3,7 @@
 use serde::Deserialize;
 
 use super::{
-    CloudProvider, PodContext, PodInjection, check_expiration, check_field, checked,
-    projected_volume, token_source,
+    CloudProvider, PodContext, PodInjection, check_expiration, check_field, checked, projected_volume, token_source,
 };
 use crate::config::{Config, Mapping};
 use crate::validate;
@@ -108,11 +107,7 @@ impl CloudProvider for Azure {
         problems
     }
 
-    fn pod_injection(
-        &self,
-        ctx: &PodContext<'_>,
-        warnings: &mut Vec<String>,
-    ) -> Option<PodInjection> {
+    fn pod_injection(&self, ctx: &PodContext<'_>, warnings: &mut Vec<String>) -> Option<PodInjection> {
         let settings = &ctx.config.azure;
         let label = ctx.pod_label(USE_LABEL);
         if label == Some("false") || (settings.require_pod_label && label != Some("true")) {
@@ -151,9 +146,7 @@ impl CloudProvider for Azure {
         let expiration = ctx.token_expiration(
             TOKEN_EXPIRATION,
             &[TOKEN_EXPIRATION, POD_TOKEN_EXPIRATION],
-            settings
-                .token_expiration_seconds
-                .unwrap_or(DEFAULT_EXPIRATION),
+            settings.token_expiration_seconds.unwrap_or(DEFAULT_EXPIRATION),
             EXPIRATION_RANGE,
             warnings,
         );

@@ -5,8 +5,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{
-    CloudProvider, PodContext, PodInjection, check_expiration, check_field, checked,
-    projected_volume, token_source,
+    CloudProvider, PodContext, PodInjection, check_expiration, check_field, checked, projected_volume, token_source,
 };
 use crate::config::{Config, Mapping};
 use crate::validate;
@@ -25,8 +24,7 @@ const VOLUME: &str = "gcp-workload-identity";
 const MOUNT: &str = "/var/run/secrets/sts.googleapis.com/serviceaccount";
 const TOKEN_FILE: &str = "/var/run/secrets/sts.googleapis.com/serviceaccount/token";
 const CREDENTIAL_FILE_NAME: &str = "credential-configuration.json";
-const CREDENTIAL_FILE: &str =
-    "/var/run/secrets/sts.googleapis.com/serviceaccount/credential-configuration.json";
+const CREDENTIAL_FILE: &str = "/var/run/secrets/sts.googleapis.com/serviceaccount/credential-configuration.json";
 const DEFAULT_EXPIRATION: i64 = 3600;
 
 /// `gcp:` at the top of `config.yaml`.
@@ -101,11 +99,7 @@ impl CloudProvider for Gcp {
         problems
     }
 
-    fn pod_injection(
-        &self,
-        ctx: &PodContext<'_>,
-        warnings: &mut Vec<String>,
-    ) -> Option<PodInjection> {
+    fn pod_injection(&self, ctx: &PodContext<'_>, warnings: &mut Vec<String>) -> Option<PodInjection> {
         let settings = &ctx.config.gcp;
         if settings.mode == Mode::Gke {
             return None;
@@ -132,9 +126,7 @@ impl CloudProvider for Gcp {
         let mapped = ctx.mapping.and_then(|mapping| mapping.gcp.as_ref());
         // An identity is meant when the ServiceAccount names one (even a broken one) or a mapping does.
         let meant = email_annotation.is_some()
-            || ctx
-                .service_account_annotation(WORKLOAD_IDENTITY_PROVIDER)
-                .is_some()
+            || ctx.service_account_annotation(WORKLOAD_IDENTITY_PROVIDER).is_some()
             || mapped.is_some();
         if !meant {
             return None;
@@ -143,8 +135,7 @@ impl CloudProvider for Gcp {
             return None;
         }
         let email = annotated_email.or_else(|| mapped?.service_account.as_deref());
-        let Some(provider) = annotated_provider.or(settings.workload_identity_provider.as_deref())
-        else {
+        let Some(provider) = annotated_provider.or(settings.workload_identity_provider.as_deref()) else {
             warnings.push(format!(
                 "no Google workload identity provider is configured (cluster setting gcp.workloadIdentityProvider or annotation {WORKLOAD_IDENTITY_PROVIDER}); no Google credentials injected"
             ));
@@ -163,9 +154,7 @@ impl CloudProvider for Gcp {
         let expiration = ctx.token_expiration(
             TOKEN_EXPIRATION,
             &[TOKEN_EXPIRATION],
-            settings
-                .token_expiration_seconds
-                .unwrap_or(DEFAULT_EXPIRATION),
+            settings.token_expiration_seconds.unwrap_or(DEFAULT_EXPIRATION),
             1..=i64::from(u32::MAX),
             warnings,
         );
@@ -186,25 +175,15 @@ impl CloudProvider for Gcp {
             mount_path: MOUNT,
             env: vec![
                 vec![("GOOGLE_APPLICATION_CREDENTIALS", CREDENTIAL_FILE.to_owned())],
-                vec![(
-                    "CLOUDSDK_AUTH_CREDENTIAL_FILE_OVERRIDE",
-                    CREDENTIAL_FILE.to_owned(),
-                )],
+                vec![("CLOUDSDK_AUTH_CREDENTIAL_FILE_OVERRIDE", CREDENTIAL_FILE.to_owned())],
             ],
             skip_containers: ctx.skip_list(SKIP_CONTAINERS, ','),
-            pod_annotations: vec![(
-                CREDENTIAL_CONFIGURATION,
-                credential_configuration(provider, email),
-            )],
+            pod_annotations: vec![(CREDENTIAL_CONFIGURATION, credential_configuration(provider, email))],
         })
     }
 
     fn service_account_annotations(&self, mapping: &Mapping) -> Vec<(&'static str, String)> {
-        match mapping
-            .gcp
-            .as_ref()
-            .and_then(|gcp| gcp.service_account.as_ref())
-        {
+        match mapping.gcp.as_ref().and_then(|gcp| gcp.service_account.as_ref()) {
             Some(email) => vec![(GKE_SERVICE_ACCOUNT, email.clone())],
             None => Vec::new(),
         }

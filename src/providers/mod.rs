@@ -29,11 +29,7 @@ pub trait CloudProvider: Sync {
 
     /// What this cloud adds to a Pod, if the Pod's ServiceAccount resolves to an identity of it.
     /// Values that look like a meant-but-broken identity produce warnings for the user.
-    fn pod_injection(
-        &self,
-        pod: &PodContext<'_>,
-        warnings: &mut Vec<String>,
-    ) -> Option<PodInjection>;
+    fn pod_injection(&self, pod: &PodContext<'_>, warnings: &mut Vec<String>) -> Option<PodInjection>;
 
     /// Annotations that show a mapping's identity on the ServiceAccount it matches.
     fn service_account_annotations(&self, mapping: &Mapping) -> Vec<(&'static str, String)>;
@@ -93,8 +89,7 @@ impl PodContext<'_> {
         allowed: RangeInclusive<i64>,
         warnings: &mut Vec<String>,
     ) -> i64 {
-        let parse = |key: &str, value: &str, warnings: &mut Vec<String>| match value.parse::<i64>()
-        {
+        let parse = |key: &str, value: &str, warnings: &mut Vec<String>| match value.parse::<i64>() {
             Ok(seconds) if allowed.contains(&seconds) => Some(seconds),
             _ => {
                 warnings.push(format!(
@@ -164,9 +159,7 @@ pub fn checked<'v>(
     if is_valid(value) {
         Some(value)
     } else {
-        warnings.push(format!(
-            "annotation {key}={value:?} is not a valid {what}; ignored"
-        ));
+        warnings.push(format!("annotation {key}={value:?} is not a valid {what}; ignored"));
         None
     }
 }
@@ -187,12 +180,7 @@ pub fn check_field(
 }
 
 /// Token lifetimes in settings must be positive; the floor is applied when tokens are made.
-pub fn check_expiration(
-    problems: &mut Vec<String>,
-    field: &str,
-    value: Option<i64>,
-    allowed: RangeInclusive<i64>,
-) {
+pub fn check_expiration(problems: &mut Vec<String>, field: &str, value: Option<i64>, allowed: RangeInclusive<i64>) {
     if let Some(seconds) = value
         && !allowed.contains(&seconds)
     {
