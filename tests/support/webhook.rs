@@ -1,6 +1,9 @@
 //! Runs the real `workload-identity-webhook serve` binary on loopback ports with a certificate from
 //! a CA made for the test, and gives HTTPS clients that trust that CA.
 
+// Each test binary includes this module and uses a different part of it.
+#![allow(dead_code)]
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -17,11 +20,7 @@ pub struct Webhook {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 impl Webhook {
@@ -33,10 +32,7 @@ impl Webhook {
             std::fs::write(dir.path().join(name), text).unwrap();
         }
         let folder = dir.path().display().to_string();
-        let args: Vec<String> = args
-            .iter()
-            .map(|arg| arg.replace("{dir}", &folder))
-            .collect();
+        let args: Vec<String> = args.iter().map(|arg| arg.replace("{dir}", &folder)).collect();
         let ca = GeneratedCa::new("webhook test CA").unwrap();
         let (cert, key) = ca.issue(&["127.0.0.1", "localhost"]).unwrap();
         std::fs::write(dir.path().join("tls.crt"), cert).unwrap();
@@ -47,14 +43,8 @@ impl Webhook {
             .arg("serve")
             .arg(format!("--listen=127.0.0.1:{https_port}"))
             .arg(format!("--metrics-listen=127.0.0.1:{metrics_port}"))
-            .arg(format!(
-                "--tls-cert-file={}",
-                dir.path().join("tls.crt").display()
-            ))
-            .arg(format!(
-                "--tls-key-file={}",
-                dir.path().join("tls.key").display()
-            ))
+            .arg(format!("--tls-cert-file={}", dir.path().join("tls.crt").display()))
+            .arg(format!("--tls-key-file={}", dir.path().join("tls.key").display()))
             .arg("--reload-interval=200ms")
             .args(args)
             .envs(env.iter().copied())

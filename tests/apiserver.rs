@@ -1,0 +1,415 @@
+//! The whole admission chain against a real kube-apiserver and etcd: the apiserver calls the
+//! webhook over TLS, applies its patch, validates the result and stores it. Every assertion reads
+//! the object back from the apiserver.
+
+#[path = "support/cluster.rs"]
+mod cluster;
+#[path = "support/control_plane.rs"]
+mod control_plane;
+#[path = "support/webhook.rs"]
+mod webhook;
+
+use std::time::Duration;
+
+use cluster::{Install, Options, install, pod_json};
+use k8s_openapi::api::core::v1::{Container, Pod};
+use kube::api::PostParams;
+use serde_json::{Value, json};
+
+const ROLE: &str = "arn:aws:iam::111122223333:role/app";
+const CLIENT_ID: &str = "00000000-1111-2222-3333-444444444444";
+const TENANT_ID: &str = "11111111-2222-3333-4444-555555555555";
+const GSA: &str = "app@my-project.iam.gserviceaccount.com";
+const PROVIDER: &str = "projects/123456789/locations/global/workloadIdentityPools/pool-1/providers/provider-1";
+
+fn settings() -> String {
+    format!(
+        "aws: {{region: us-west-2}}\ngcp: {{workloadIdentityProvider: {PROVIDER}}}\nazure: {{tenantId: {TENANT_ID}}}\n"
+    )
+}
+
+fn env_value(container: &Container, name: &str) -> Option<String> {
+    container
+        .env
+        .iter()
+        .flatten()
+        .find(|env| env.name == name)
+        .and_then(|env| env.value.clone())
+}
+
+fn env_count(container: &Container, name: &str) -> usize {
+    container.env.iter().flatten().filter(|env| env.name == name).count()
+}
+
+fn volume_names(pod: &Pod) -> Vec<String> {
+    pod.spec
+        .as_ref()
+        .unwrap()
+        .volumes
+        .iter()
+        .flatten()
+        .map(|volume| volume.name.clone())
+        .collect()
+}
+
+fn mount_paths(container: &Container) -> Vec<String> {
+    container
+        .volume_mounts
+        .iter()
+        .flatten()
+        .map(|mount| mount.mount_path.clone())
+        .collect()
+}
+
+fn containers(pod: &Pod) -> Vec<&Container> {
+    let spec = pod.spec.as_ref().unwrap();
+    spec.containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+        .collect()
+}
+
+async fn with_settings() -> Install {
+    install(Options {
+        config: &settings(),
+        ..Options::default()
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_cloud_alone_and_all_three_at_once() {
+    let cluster = with_settings().await;
+    cluster
+        .create_service_account("aws", json!({"eks.amazonaws.com/role-arn": ROLE}))
+        .await;
+    cluster
+        .create_service_account("gcp", json!({"iam.gke.io/gcp-service-account": GSA}))
+        .await;
+    cluster
+        .create_service_account("azure", json!({"azure.workload.identity/client-id": CLIENT_ID}))
+        .await;
+    cluster
+        .create_service_account(
+            "all",
+            json!({"eks.amazonaws.com/role-arn": ROLE, "iam.gke.io/gcp-service-account": GSA, "azure.workload.identity/client-id": CLIENT_ID}),
+        )
+        .await;
+
+    let aws = cluster.create_pod(pod_json("aws", "aws")).await;
+    assert_eq!(volume_names(&aws), ["aws-iam-token"]);
+    let app = containers(&aws)[0];
+    assert_eq!(env_value(app, "AWS_ROLE_ARN").as_deref(), Some(ROLE));
+    assert_eq!(
+        env_value(app, "AWS_WEB_IDENTITY_TOKEN_FILE").as_deref(),
+        Some("/var/run/secrets/eks.amazonaws.com/serviceaccount/token")
+    );
+    assert_eq!(env_value(app, "AWS_REGION").as_deref(), Some("us-west-2"));
+    let token = aws.spec.as_ref().unwrap().volumes.as_ref().unwrap()[0]
+        .projected
+        .as_ref()
+        .unwrap()
+        .sources
+        .as_ref()
+        .unwrap()[0]
+        .service_account_token
+        .clone()
+        .unwrap();
+    assert_eq!(token.audience.as_deref(), Some("sts.amazonaws.com"));
+    assert_eq!(token.expiration_seconds, Some(86400));
+
+    let gcp = cluster.create_pod(pod_json("gcp", "gcp")).await;
+    assert_eq!(volume_names(&gcp), ["gcp-workload-identity"]);
+    // The apiserver accepted the Downward API projection of our annotation, and stored both.
+    let sources = gcp.spec.as_ref().unwrap().volumes.as_ref().unwrap()[0]
+        .projected
+        .as_ref()
+        .unwrap()
+        .sources
+        .clone()
+        .unwrap();
+    let field_path = &sources[1].downward_api.as_ref().unwrap().items.as_ref().unwrap()[0]
+        .field_ref
+        .as_ref()
+        .unwrap()
+        .field_path;
+    assert_eq!(
+        field_path,
+        "metadata.annotations['cloud.google.com/external-credentials-json']"
+    );
+    let credentials: Value =
+        serde_json::from_str(&gcp.metadata.annotations.as_ref().unwrap()["cloud.google.com/external-credentials-json"])
+            .unwrap();
+    assert_eq!(credentials["audience"], format!("//iam.googleapis.com/{PROVIDER}"));
+    assert!(
+        credentials["service_account_impersonation_url"]
+            .as_str()
+            .unwrap()
+            .contains(GSA)
+    );
+    assert!(
+        env_value(containers(&gcp)[0], "GOOGLE_APPLICATION_CREDENTIALS")
+            .unwrap()
+            .ends_with("credential-configuration.json")
+    );
+
+    let azure = cluster.create_pod(pod_json("azure", "azure")).await;
+    assert_eq!(volume_names(&azure), ["azure-identity-token"]);
+    assert_eq!(
+        env_value(containers(&azure)[0], "AZURE_CLIENT_ID").as_deref(),
+        Some(CLIENT_ID)
+    );
+    assert_eq!(
+        env_value(containers(&azure)[0], "AZURE_TENANT_ID").as_deref(),
+        Some(TENANT_ID)
+    );
+
+    let mut all = pod_json("all", "all");
+    all["spec"]["initContainers"] = json!([{"name": "init", "image": "registry.example/init:1"}]);
+    let all = cluster.create_pod(all).await;
+    assert_eq!(
+        volume_names(&all),
+        ["aws-iam-token", "gcp-workload-identity", "azure-identity-token"]
+    );
+    for container in containers(&all) {
+        for name in ["AWS_ROLE_ARN", "GOOGLE_APPLICATION_CREDENTIALS", "AZURE_CLIENT_ID"] {
+            assert_eq!(env_count(container, name), 1, "{name} in {}", container.name);
+        }
+        assert_eq!(mount_paths(container).len(), 3, "mounts of {}", container.name);
+    }
+    cluster.uninstall().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skip_lists_existing_env_and_generate_name() {
+    let cluster = with_settings().await;
+    cluster
+        .create_service_account("app", json!({"eks.amazonaws.com/role-arn": ROLE}))
+        .await;
+    let pod = json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"generateName": "app-", "annotations": {"eks.amazonaws.com/skip-containers": "sidecar"}},
+        "spec": {"serviceAccountName": "app", "containers": [
+            {"name": "app", "image": "registry.example/app:1", "env": [{"name": "AWS_ROLE_ARN", "value": "mine"}]},
+            {"name": "sidecar", "image": "registry.example/sidecar:1"}]}});
+    let stored = cluster.create_pod(pod).await;
+    assert!(stored.metadata.name.as_deref().unwrap().starts_with("app-"));
+    let spec = stored.spec.as_ref().unwrap();
+    let (app, sidecar) = (&spec.containers[0], &spec.containers[1]);
+    assert_eq!(
+        env_value(app, "AWS_ROLE_ARN").as_deref(),
+        Some("mine"),
+        "a container's own value is kept"
+    );
+    assert_eq!(env_count(app, "AWS_WEB_IDENTITY_TOKEN_FILE"), 0, "pairs go together");
+    assert_eq!(env_value(app, "AWS_REGION").as_deref(), Some("us-west-2"));
+    assert!(
+        sidecar.env.is_none() && sidecar.volume_mounts.is_none(),
+        "skipped container untouched"
+    );
+    cluster.uninstall().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mappings_annotate_service_accounts_and_edits_apply_without_restart() {
+    let cluster = with_settings().await;
+    let mapping = |role: &str| {
+        format!(
+            "{}identities:\n  - {{namespace: \"*\", serviceAccount: mapped, aws: {{roleArn: \"{role}\"}}}}\n",
+            settings()
+        )
+    };
+    let first = "arn:aws:iam::111122223333:role/first";
+    let second = "arn:aws:iam::111122223333:role/second";
+    cluster.set_config(&mapping(first)).await;
+    webhook::eventually(Duration::from_secs(20), "the mapping to load", || async {
+        cluster
+            .metrics()
+            .await
+            .contains("workload_identity_webhook_config_mappings 1")
+    })
+    .await;
+
+    let sa = cluster.create_service_account("mapped", json!({})).await;
+    assert_eq!(
+        sa.metadata.annotations.as_ref().unwrap()["eks.amazonaws.com/role-arn"],
+        first
+    );
+    let pod = cluster.create_pod(pod_json("first", "mapped")).await;
+    assert_eq!(
+        env_value(containers(&pod)[0], "AWS_ROLE_ARN").as_deref(),
+        Some(first),
+        "the annotation written by the mapping"
+    );
+
+    // A Pod of a ServiceAccount without annotations still gets the mapping's identity.
+    let plain: k8s_openapi::api::core::v1::ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": "mapped-later"}})).unwrap();
+    cluster
+        .service_accounts()
+        .create(&PostParams::default(), &plain)
+        .await
+        .unwrap();
+    cluster
+        .set_config(&mapping(second).replace("serviceAccount: mapped", "serviceAccount: mapped-later"))
+        .await;
+    let mut n = 0;
+    let cluster_ref = &cluster;
+    webhook::eventually(Duration::from_secs(20), "the edited mapping to apply", || {
+        n += 1;
+        let name = format!("later-{n}");
+        let cluster = cluster_ref;
+        async move {
+            let pod = cluster.create_pod(pod_json(&name, "mapped-later")).await;
+            env_value(containers(&pod)[0], "AWS_ROLE_ARN").as_deref() == Some(second)
+        }
+    })
+    .await;
+
+    cluster.set_config("identities: [{aws: {roleArn: broken}}]").await;
+    webhook::eventually(Duration::from_secs(20), "the broken edit to be refused", || async {
+        cluster
+            .metrics()
+            .await
+            .contains(r#"config_reloads_total{result="failure"} 1"#)
+    })
+    .await;
+    let pod = cluster.create_pod(pod_json("after-broken", "mapped-later")).await;
+    assert_eq!(
+        env_value(containers(&pod)[0], "AWS_ROLE_ARN").as_deref(),
+        Some(second),
+        "the last good mapping stays"
+    );
+    cluster.uninstall().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reinvocation_leaves_exactly_one_copy() {
+    // Two webhooks that both mutate the Pod: each change by one makes the apiserver call the other again.
+    let first = with_settings().await;
+    first
+        .create_service_account("app", json!({"eks.amazonaws.com/role-arn": ROLE}))
+        .await;
+    let second_config = format!(
+        "{}identities: [{{namespace: \"*\", serviceAccount: app, azure: {{clientId: {CLIENT_ID}}}}}]\n",
+        settings()
+    );
+    let mut second = webhook::Webhook::start(
+        &[
+            &format!("--namespace={}", first.system_namespace),
+            "--config-file={dir}/config.yaml",
+        ],
+        &[(
+            "KUBECONFIG",
+            control_plane::shared().await.kubeconfig_path().to_str().unwrap(),
+        )],
+        &[("config.yaml", &second_config)],
+    );
+    second.wait_ready().await;
+    let second_name = format!("{}-second", first.configuration);
+    cluster::register(
+        &first.client,
+        &second_name,
+        &second,
+        &[&first.namespace],
+        "Fail",
+        Vec::new(),
+    )
+    .await;
+    let mut n = 0;
+    webhook::eventually(Duration::from_secs(30), "both webhooks to mutate one Pod", || {
+        n += 1;
+        let name = format!("both-{n}");
+        let first = &first;
+        async move { volume_names(&first.create_pod(pod_json(&name, "app")).await).len() == 2 }
+    })
+    .await;
+    let pod = first.create_pod(pod_json("final", "app")).await;
+    let mut volumes = volume_names(&pod);
+    volumes.sort();
+    assert_eq!(volumes, ["aws-iam-token", "azure-identity-token"]);
+    for name in [
+        "AWS_ROLE_ARN",
+        "AWS_REGION",
+        "AZURE_CLIENT_ID",
+        "AZURE_FEDERATED_TOKEN_FILE",
+    ] {
+        assert_eq!(env_count(containers(&pod)[0], name), 1, "{name}");
+    }
+    assert_eq!(mount_paths(containers(&pod)[0]).len(), 2);
+    let _ = kube::Api::<k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration>::all(
+        first.client.clone(),
+    )
+    .delete(&second_name, &Default::default())
+    .await;
+    first.uninstall().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespace_opt_in_and_pod_opt_out() {
+    // The opt-in install's selector; the webhook configuration covers a labelled and an unlabelled namespace.
+    let cluster = install(Options {
+        config: &settings(),
+        namespace_selector: vec![
+            json!({"key": "workload-identity.dev/inject", "operator": "In", "values": ["enabled"]}),
+        ],
+        namespace_labels: json!({"workload-identity.dev/inject": "enabled"}),
+        ..Options::default()
+    })
+    .await;
+    let annotations = json!({"eks.amazonaws.com/role-arn": ROLE});
+    cluster.create_service_account("app", annotations.clone()).await;
+    cluster
+        .create_service_account_in(&cluster.other_namespace, "app", annotations)
+        .await;
+    assert_eq!(
+        volume_names(&cluster.create_pod(pod_json("mutated", "app")).await),
+        ["aws-iam-token"]
+    );
+    let untouched = cluster
+        .create_pod_in(&cluster.other_namespace, pod_json("untouched", "app"))
+        .await;
+    assert!(
+        volume_names(&untouched).is_empty(),
+        "an unlabelled namespace is not mutated"
+    );
+    let mut opted_out = pod_json("opted-out", "app");
+    opted_out["metadata"]["labels"] = json!({"workload-identity.dev/inject": "disabled"});
+    assert!(
+        volume_names(&cluster.create_pod(opted_out).await).is_empty(),
+        "per-Pod opt-out label"
+    );
+    cluster.uninstall().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_webhook_with_ignore_admits_and_with_fail_refuses() {
+    for policy in ["Ignore", "Fail"] {
+        let mut cluster = install(Options {
+            config: &settings(),
+            failure_policy: policy,
+            ..Options::default()
+        })
+        .await;
+        cluster
+            .create_service_account("app", json!({"eks.amazonaws.com/role-arn": ROLE}))
+            .await;
+        assert_eq!(
+            volume_names(&cluster.create_pod(pod_json("while-up", "app")).await),
+            ["aws-iam-token"]
+        );
+        cluster.webhook.terminate();
+        let pod: Pod = serde_json::from_value(pod_json("while-down", "app")).unwrap();
+        let result = cluster.pods().create(&PostParams::default(), &pod).await;
+        match policy {
+            "Ignore" => assert!(volume_names(&result.unwrap()).is_empty(), "admitted unmutated"),
+            _ => {
+                let err = result.unwrap_err().to_string();
+                assert!(
+                    err.contains("failed calling webhook") && err.contains("pods.workload-identity.dev"),
+                    "{err}"
+                );
+            }
+        }
+        cluster.uninstall().await;
+    }
+}
