@@ -15,9 +15,7 @@ const ROLE_A: &str = "arn:aws:iam::111122223333:role/first";
 const ROLE_B: &str = "arn:aws:iam::111122223333:role/second";
 
 fn config_with_role(role: &str) -> String {
-    format!(
-        "identities:\n  - namespace: team-a\n    serviceAccount: app\n    aws: {{roleArn: \"{role}\"}}\n"
-    )
+    format!("identities:\n  - namespace: team-a\n    serviceAccount: app\n    aws: {{roleArn: \"{role}\"}}\n")
 }
 
 fn pod_review(uid: &str) -> Value {
@@ -50,29 +48,15 @@ async fn start(config: &str) -> Webhook {
 }
 
 /// Posts a review and returns the HTTP version, the response review and the decoded patch.
-async fn admit(
-    client: &reqwest::Client,
-    webhook: &Webhook,
-    review: &Value,
-) -> (reqwest::Version, Value, Value) {
-    let response = client
-        .post(webhook.url("/mutate"))
-        .json(review)
-        .send()
-        .await
-        .unwrap();
+async fn admit(client: &reqwest::Client, webhook: &Webhook, review: &Value) -> (reqwest::Version, Value, Value) {
+    let response = client.post(webhook.url("/mutate")).json(review).send().await.unwrap();
     assert_eq!(response.status(), 200);
     let version = response.version();
     let body: Value = response.json().await.unwrap();
     let patch = body["response"]["patch"]
         .as_str()
         .map(|encoded| {
-            serde_json::from_slice(
-                &base64::engine::general_purpose::STANDARD
-                    .decode(encoded)
-                    .unwrap(),
-            )
-            .unwrap()
+            serde_json::from_slice(&base64::engine::general_purpose::STANDARD.decode(encoded).unwrap()).unwrap()
         })
         .unwrap_or(Value::Null);
     (version, body, patch)
@@ -89,10 +73,7 @@ fn role_in_patch(patch: &Value) -> Option<String> {
 #[tokio::test]
 async fn answers_admission_reviews_over_http2_and_http1() {
     let webhook = start(&config_with_role(ROLE_A)).await;
-    for (http2, expected_version) in [
-        (true, reqwest::Version::HTTP_2),
-        (false, reqwest::Version::HTTP_11),
-    ] {
+    for (http2, expected_version) in [(true, reqwest::Version::HTTP_2), (false, reqwest::Version::HTTP_11)] {
         let client = webhook.client(http2);
         let (version, body, patch) = admit(&client, &webhook, &pod_review("uid-1")).await;
         assert_eq!(version, expected_version);
@@ -102,11 +83,7 @@ async fn answers_admission_reviews_over_http2_and_http1() {
         assert_eq!(body["response"]["allowed"], true);
         assert_eq!(body["response"]["patchType"], "JSONPatch");
         let mut pod = pod_review("x")["request"]["object"].clone();
-        json_patch::patch(
-            &mut pod,
-            &serde_json::from_value::<json_patch::Patch>(patch).unwrap(),
-        )
-        .unwrap();
+        json_patch::patch(&mut pod, &serde_json::from_value::<json_patch::Patch>(patch).unwrap()).unwrap();
         assert_eq!(pod["spec"]["volumes"][0]["name"], "aws-iam-token");
         assert_eq!(
             pod["spec"]["containers"][0]["env"][0],
@@ -172,10 +149,7 @@ async fn probes_and_metrics() {
         "workload_identity_webhook_config_mappings 1",
         "workload_identity_webhook_admission_duration_seconds_count 1",
     ] {
-        assert!(
-            metrics.contains(expected),
-            "missing {expected:?} in\n{metrics}"
-        );
+        assert!(metrics.contains(expected), "missing {expected:?} in\n{metrics}");
     }
 }
 
@@ -189,14 +163,9 @@ async fn configuration_edits_apply_without_restart_and_broken_ones_are_refused()
     );
 
     write(&webhook.path("config.yaml"), &config_with_role(ROLE_B));
-    eventually(
-        Duration::from_secs(20),
-        "the edited mapping to apply",
-        || async {
-            role_in_patch(&admit(&client, &webhook, &pod_review("2")).await.2).as_deref()
-                == Some(ROLE_B)
-        },
-    )
+    eventually(Duration::from_secs(20), "the edited mapping to apply", || async {
+        role_in_patch(&admit(&client, &webhook, &pod_review("2")).await.2).as_deref() == Some(ROLE_B)
+    })
     .await;
 
     write(
@@ -235,11 +204,9 @@ async fn certificate_rotates_without_restart_and_a_broken_one_is_refused() {
     write(&webhook.path("tls.key"), &key);
     write(&webhook.path("tls.crt"), &cert);
     let new_client = client_trusting(&new_ca.cert_pem, true);
-    eventually(
-        Duration::from_secs(20),
-        "the new certificate to be served",
-        || async { new_client.get(webhook.url("/healthz")).send().await.is_ok() },
-    )
+    eventually(Duration::from_secs(20), "the new certificate to be served", || async {
+        new_client.get(webhook.url("/healthz")).send().await.is_ok()
+    })
     .await;
 
     write(
@@ -262,12 +229,7 @@ async fn certificate_rotates_without_restart_and_a_broken_one_is_refused() {
     .await;
     let fresh_client = client_trusting(&new_ca.cert_pem, false);
     assert_eq!(
-        fresh_client
-            .get(webhook.url("/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        fresh_client.get(webhook.url("/healthz")).send().await.unwrap().status(),
         200
     );
 }
@@ -278,4 +240,80 @@ async fn sigterm_stops_the_server_cleanly() {
     let status = webhook.terminate();
     assert!(status.success(), "exit status {status}");
     assert!(webhook.log().contains("admission server stopped"));
+}
+
+/// A client that trusts both CAs, as the apiserver does while a caBundle holds the old and the new.
+fn client_trusting_both(old: &str, new: &str, keep_alive: bool) -> reqwest::Client {
+    let mut builder = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .timeout(Duration::from_secs(10));
+    for pem in [old, new] {
+        builder = builder.add_root_certificate(reqwest::Certificate::from_pem(pem.as_bytes()).unwrap());
+    }
+    if !keep_alive {
+        builder = builder.pool_max_idle_per_host(0).http1_only();
+    }
+    builder.build().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_rotation_under_load_fails_no_request() {
+    let webhook = start(&config_with_role(ROLE_A)).await;
+    let new_ca = GeneratedCa::new("next CA").unwrap();
+    let review = pod_review("load");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    // Two clients reuse one HTTP/2 connection each; two open a new TLS connection per request, so
+    // handshakes happen before, during and after the swap.
+    let workers: Vec<_> = [true, true, false, false]
+        .into_iter()
+        .map(|keep_alive| {
+            let client = client_trusting_both(&webhook.ca_pem, &new_ca.cert_pem, keep_alive);
+            let (url, review) = (webhook.url("/mutate"), review.clone());
+            tokio::spawn(async move {
+                let (mut ok, mut failed) = (0u32, Vec::new());
+                while tokio::time::Instant::now() < deadline && ok < 5_000 {
+                    match client.post(&url).json(&review).send().await {
+                        Ok(response) if response.status() == 200 => ok += 1,
+                        Ok(response) => failed.push(response.status().to_string()),
+                        Err(err) => failed.push(err.to_string()),
+                    }
+                }
+                (ok, failed)
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (cert, key) = new_ca.issue(&["127.0.0.1"]).unwrap();
+    write(&webhook.path("tls.key"), &key);
+    write(&webhook.path("tls.crt"), &cert);
+    let (mut ok, mut failed) = (0, Vec::new());
+    for worker in workers {
+        let (worker_ok, worker_failed) = worker.await.unwrap();
+        ok += worker_ok;
+        failed.extend(worker_failed);
+    }
+    assert!(
+        failed.is_empty(),
+        "{} failed requests, first: {:?}",
+        failed.len(),
+        failed.first()
+    );
+    assert!(ok > 100, "only {ok} requests went through");
+    // The new certificate is the one served now.
+    let only_new = client_trusting(&new_ca.cert_pem, false);
+    assert_eq!(
+        only_new.get(webhook.url("/healthz")).send().await.unwrap().status(),
+        200
+    );
+    let metrics = reqwest::get(webhook.metrics_url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"certificate_reloads_total{result="success"} 1"#),
+        "{metrics}"
+    );
 }

@@ -136,7 +136,7 @@ pub async fn register(
             "failurePolicy": failure_policy,
             "reinvocationPolicy": "IfNeeded",
             "timeoutSeconds": 5,
-            "clientConfig": {"url": webhook.url("/mutate"), "caBundle": k8s_openapi::ByteString(webhook.ca_pem.as_bytes().to_vec())},
+            "clientConfig": client_config(webhook),
             "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": operations, "resources": [resource], "scope": "Namespaced"}],
             "namespaceSelector": {"matchExpressions": selector},
             "objectSelector": {"matchExpressions": [{"key": "workload-identity.dev/inject", "operator": "NotIn", "values": ["disabled"]}]},
@@ -154,6 +154,15 @@ pub async fn register(
         .create(&PostParams::default(), &configuration)
         .await
         .unwrap();
+}
+
+/// The webhook's URL and, unless it manages its own certificate (and publishes it), its CA.
+fn client_config(webhook: &Webhook) -> Value {
+    if webhook.ca_pem.is_empty() {
+        json!({"url": webhook.url("/mutate")})
+    } else {
+        json!({"url": webhook.url("/mutate"), "caBundle": k8s_openapi::ByteString(webhook.ca_pem.as_bytes().to_vec())})
+    }
 }
 
 pub async fn set_config(client: &Client, namespace: &str, text: &str) {
@@ -205,6 +214,15 @@ impl Install {
         let pod: Pod = serde_json::from_value(pod).unwrap();
         let created = pods.create(&PostParams::default(), &pod).await.unwrap();
         pods.get(created.metadata.name.as_deref().unwrap()).await.unwrap()
+    }
+
+    /// The webhook's URL and, unless it manages its own certificate (and publishes it), its CA.
+    fn client_config(webhook: &Webhook) -> Value {
+        if webhook.ca_pem.is_empty() {
+            json!({"url": webhook.url("/mutate")})
+        } else {
+            json!({"url": webhook.url("/mutate"), "caBundle": k8s_openapi::ByteString(webhook.ca_pem.as_bytes().to_vec())})
+        }
     }
 
     pub async fn set_config(&self, text: &str) {

@@ -25,7 +25,8 @@ pub fn free_port() -> u16 {
 
 impl Webhook {
     /// Starts `serve` with a fresh CA and a certificate for 127.0.0.1, plus `args`, after writing
-    /// `files` into the webhook's folder; `{dir}` in an argument stands for that folder.
+    /// `files` into the webhook's folder; `{dir}` in an argument stands for that folder. With
+    /// `--manage-certificate` among `args` the webhook makes its own certificate and `ca_pem` is empty.
     pub fn start(args: &[&str], env: &[(&str, &str)], files: &[(&str, &str)]) -> Webhook {
         let dir = tempfile::tempdir().unwrap();
         for (name, text) in files {
@@ -33,18 +34,24 @@ impl Webhook {
         }
         let folder = dir.path().display().to_string();
         let args: Vec<String> = args.iter().map(|arg| arg.replace("{dir}", &folder)).collect();
-        let ca = GeneratedCa::new("webhook test CA").unwrap();
-        let (cert, key) = ca.issue(&["127.0.0.1", "localhost"]).unwrap();
-        std::fs::write(dir.path().join("tls.crt"), cert).unwrap();
-        std::fs::write(dir.path().join("tls.key"), key).unwrap();
+        let mut ca_pem = String::new();
+        let mut certificate_args = Vec::new();
+        if !args.iter().any(|arg| arg == "--manage-certificate") {
+            let ca = GeneratedCa::new("webhook test CA").unwrap();
+            let (cert, key) = ca.issue(&["127.0.0.1", "localhost"]).unwrap();
+            std::fs::write(dir.path().join("tls.crt"), cert).unwrap();
+            std::fs::write(dir.path().join("tls.key"), key).unwrap();
+            certificate_args.push(format!("--tls-cert-file={folder}/tls.crt"));
+            certificate_args.push(format!("--tls-key-file={folder}/tls.key"));
+            ca_pem = ca.cert_pem;
+        }
         let (https_port, metrics_port) = (free_port(), free_port());
         let log = std::fs::File::create(dir.path().join("webhook.log")).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_workload-identity-webhook"))
             .arg("serve")
             .arg(format!("--listen=127.0.0.1:{https_port}"))
             .arg(format!("--metrics-listen=127.0.0.1:{metrics_port}"))
-            .arg(format!("--tls-cert-file={}", dir.path().join("tls.crt").display()))
-            .arg(format!("--tls-key-file={}", dir.path().join("tls.key").display()))
+            .args(certificate_args)
             .arg("--reload-interval=200ms")
             .args(args)
             .envs(env.iter().copied())
@@ -58,7 +65,7 @@ impl Webhook {
             child,
             https_port,
             metrics_port,
-            ca_pem: ca.cert_pem,
+            ca_pem,
             dir,
         }
     }

@@ -1,0 +1,128 @@
+//! The self-managed serving certificate against a real apiserver: two replicas start at once, one
+//! writes the Secret, both serve its certificate, the caBundle is published, and the apiserver
+//! trusts the webhook with it.
+
+#[path = "support/cluster.rs"]
+mod cluster;
+#[path = "support/control_plane.rs"]
+mod control_plane;
+#[path = "support/webhook.rs"]
+mod webhook;
+
+use std::time::Duration;
+
+use cluster::{Install, create_namespace, pod_json, register, set_config, unique};
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+use serde_json::json;
+use webhook::{Webhook, client_trusting, eventually};
+
+const SECRET: &str = "workload-identity-webhook-tls";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_share_one_managed_certificate_and_publish_its_ca() {
+    let cp = control_plane::shared().await;
+    let client = cp.client();
+    let namespace = unique("certs");
+    let system_namespace = format!("{namespace}-sys");
+    create_namespace(&client, &namespace, json!({})).await;
+    create_namespace(&client, &system_namespace, json!({})).await;
+    set_config(&client, &system_namespace, "").await;
+    let configuration = format!("wiw-{namespace}");
+
+    let kubeconfig = cp.kubeconfig_path().display().to_string();
+    let args = [
+        "--manage-certificate".to_owned(),
+        "--certificate-san=127.0.0.1".to_owned(),
+        "--certificate-check-interval=1s".to_owned(),
+        format!("--namespace={system_namespace}"),
+        format!("--webhook-configuration={configuration}"),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let env = [("KUBECONFIG", kubeconfig.as_str())];
+    // Both replicas race for the missing Secret.
+    let mut replicas = [Webhook::start(&args, &env, &[]), Webhook::start(&args, &env, &[])];
+    for replica in &mut replicas {
+        replica.wait_ready().await;
+    }
+    let writers = replicas
+        .iter()
+        .filter(|replica| replica.log().contains("serving certificate renewed"))
+        .count();
+    assert_eq!(writers, 1, "exactly one replica writes the certificate");
+
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &system_namespace);
+    let data = secrets.get(SECRET).await.unwrap().data.unwrap();
+    let text = |key: &str| String::from_utf8(data[key].0.clone()).unwrap();
+    let (ca, bundle) = (text("ca.crt"), text("ca-bundle.crt"));
+    for replica in &replicas {
+        let client = client_trusting(&ca, true);
+        eventually(
+            Duration::from_secs(10),
+            "each replica to serve the Secret's certificate",
+            || async { client.get(replica.url("/healthz")).send().await.is_ok() },
+        )
+        .await;
+    }
+
+    let [first, second] = replicas;
+    drop(second);
+    register(
+        &client,
+        &configuration,
+        &first,
+        &[namespace.as_str()],
+        "Fail",
+        Vec::new(),
+    )
+    .await;
+    let configurations: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+    eventually(Duration::from_secs(15), "the caBundle to be published", || async {
+        let published = configurations.get(&configuration).await.unwrap();
+        published
+            .webhooks
+            .unwrap()
+            .iter()
+            .all(|webhook| webhook.client_config.ca_bundle.as_ref().map(|b| b.0.as_slice()) == Some(bundle.as_bytes()))
+    })
+    .await;
+
+    let install = Install {
+        client,
+        namespace,
+        other_namespace: String::new(),
+        system_namespace,
+        webhook: first,
+        configuration,
+    };
+    install.create_service_account("app", json!({"azure.workload.identity/client-id": "00000000-1111-2222-3333-444444444444", "azure.workload.identity/tenant-id": "11111111-2222-3333-4444-555555555555"})).await;
+    // The apiserver calls the webhook with the published bundle (failurePolicy Fail: an untrusted
+    // certificate would refuse the Pod).
+    let mut n = 0;
+    let install_ref = &install;
+    eventually(
+        Duration::from_secs(20),
+        "a Pod mutated through the managed certificate",
+        || {
+            n += 1;
+            let name = format!("managed-{n}");
+            async move {
+                let pods = install_ref.pods();
+                let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(pod_json(&name, "app")).unwrap();
+                match pods.create(&Default::default(), &pod).await {
+                    Ok(created) => created
+                        .spec
+                        .unwrap()
+                        .volumes
+                        .iter()
+                        .flatten()
+                        .any(|v| v.name == "azure-identity-token"),
+                    Err(_) => false,
+                }
+            }
+        },
+    )
+    .await;
+    install.uninstall().await;
+}
