@@ -23,7 +23,7 @@ pub enum Command {
     /// Run the admission webhook (HTTPS on --listen, Prometheus metrics on --metrics-listen).
     Serve(Box<ServeArgs>),
     /// Show what the webhook would do to a Pod or ServiceAccount manifest, without a cluster.
-    Mutate(MutateArgs),
+    Mutate(Box<MutateArgs>),
 }
 
 #[derive(Args, Debug)]
@@ -99,7 +99,12 @@ pub struct ServeArgs {
     #[arg(long, env = "WIW_MAX_BODY_BYTES", default_value_t = 3 * 1024 * 1024)]
     pub max_body_bytes: usize,
 
-    /// How long in-flight requests may take to finish after SIGTERM.
+    /// How long to keep accepting requests after SIGTERM (not ready meanwhile), so that the
+    /// Service's endpoints drop this Pod before its listener closes.
+    #[arg(long, env = "WIW_SHUTDOWN_DELAY", default_value = "3s", value_parser = parse_duration)]
+    pub shutdown_delay: Duration,
+
+    /// How long in-flight requests may take to finish after SIGTERM (after the shutdown delay).
     #[arg(long, env = "WIW_SHUTDOWN_TIMEOUT", default_value = "25s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
 

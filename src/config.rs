@@ -88,11 +88,16 @@ impl Config {
         let problems: Vec<String> = providers::ALL
             .iter()
             .flat_map(|provider| provider.validate(&config))
-            .chain(config.identities.iter().enumerate().filter_map(|(i, mapping)| {
-                (mapping.namespace.is_empty() || mapping.service_account.is_empty()).then(|| {
-                    format!("identities[{i}]: namespace and serviceAccount must not be empty (use \"*\" for any)")
-                })
-            }))
+            .chain(
+                config
+                    .identities
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, mapping)| mapping.namespace.is_empty() || mapping.service_account.is_empty())
+                    .map(|(i, _)| {
+                        format!("identities[{i}]: namespace and serviceAccount must not be empty (use \"*\" for any)")
+                    }),
+            )
             .collect();
         if !problems.is_empty() {
             return Err(ConfigError::Invalid(problems));

@@ -104,6 +104,13 @@ fn sa(annotations: Value) -> Value {
     json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "app", "namespace": NS, "annotations": annotations}})
 }
 
+/// The mapping that gives `ROLE` to `team-a/<service_account>`.
+fn role_mapping(service_account: &str) -> Config {
+    config(&format!(
+        "identities: [{{namespace: {NS}, serviceAccount: {service_account}, aws: {{roleArn: \"{ROLE}\"}}}}]"
+    ))
+}
+
 fn irsa_sa() -> Value {
     sa(json!({"eks.amazonaws.com/role-arn": ROLE}))
 }
@@ -604,9 +611,7 @@ fn an_invalid_role_arn_is_warned_about_and_not_injected() {
 
 #[test]
 fn a_mapping_gives_a_role_when_the_service_account_has_no_annotation() {
-    let mapping = config(&format!(
-        "identities: [{{namespace: {NS}, serviceAccount: app, aws: {{roleArn: \"{ROLE}\"}}}}]"
-    ));
+    let mapping = role_mapping("app");
     let out = run(&pod(json!({})), &sa(Value::Null), &mapping);
     assert_has(&out.pod, "app", &IRSA);
     assert_eq!(env_var(&out.pod, "app", "AWS_ROLE_ARN").as_deref(), Some(ROLE));
@@ -1253,9 +1258,7 @@ fn a_container_already_mounting_the_volume_elsewhere_gets_no_second_mount() {
 #[test]
 fn generate_name_pods_are_mutated() {
     let pod = pod(json!({"metadata": {"name": null, "namespace": null, "generateName": "web-7d4b9c-"}}));
-    let mapping = config(&format!(
-        "identities: [{{namespace: {NS}, serviceAccount: app, aws: {{roleArn: \"{ROLE}\"}}}}]"
-    ));
+    let mapping = role_mapping("app");
     let out = run(&pod, &sa(Value::Null), &mapping);
     assert_eq!(out.pod["metadata"].get("name"), None);
     assert_eq!(env_var(&out.pod, "app", "AWS_ROLE_ARN").as_deref(), Some(ROLE));
@@ -1263,9 +1266,7 @@ fn generate_name_pods_are_mutated() {
 
 #[test]
 fn an_empty_or_missing_service_account_name_means_default() {
-    let mapping = config(&format!(
-        "identities: [{{namespace: {NS}, serviceAccount: default, aws: {{roleArn: \"{ROLE}\"}}}}]"
-    ));
+    let mapping = role_mapping("default");
     for name in [json!(""), Value::Null] {
         let pod = pod(json!({"spec": {"serviceAccountName": name}}));
         let out = run(&pod, &sa(Value::Null), &mapping);
@@ -1317,9 +1318,7 @@ fn mapping_wildcards_and_first_match_wins() {
 
 #[test]
 fn a_pod_cannot_get_another_namespaces_mapping() {
-    let mapping = config(&format!(
-        "identities: [{{namespace: {NS}, serviceAccount: app, aws: {{roleArn: \"{ROLE}\"}}}}]"
-    ));
+    let mapping = role_mapping("app");
     assert_eq!(role_of(NS, "app", &mapping).as_deref(), Some(ROLE));
     assert_eq!(role_of("team-b", "app", &mapping), None);
     // A Pod that claims team-a in its metadata but is created in team-b gets team-b's (none).
@@ -1336,9 +1335,7 @@ fn a_missing_service_account_means_no_patch() {
     let unmapped = run_in(NS, &pod(json!({})), None, &cluster());
     unmapped.assert_untouched();
     assert!(unmapped.mutation.warnings.is_empty());
-    let mapping = config(&format!(
-        "identities: [{{namespace: {NS}, serviceAccount: app, aws: {{roleArn: \"{ROLE}\"}}}}]"
-    ));
+    let mapping = role_mapping("app");
     let mapped = run_in(NS, &pod(json!({})), None, &mapping);
     mapped.assert_untouched();
     assert!(mapped.warned("does not exist"), "{:?}", mapped.mutation.warnings);
@@ -1730,9 +1727,7 @@ fn the_namespace_comes_from_the_request_when_the_object_has_none() {
     let generated = pod(json!({"metadata": {"name": null, "namespace": null, "generateName": "web-"}}));
     let review = parse(json!({"request": {"object": generated.clone()}}));
     assert_eq!(review.object_namespace(), NS);
-    let mapping = config(&format!(
-        "identities: [{{namespace: {NS}, serviceAccount: app, aws: {{roleArn: \"{ROLE}\"}}}}]"
-    ));
+    let mapping = role_mapping("app");
     let sa: ServiceAccount = typed(&sa(Value::Null));
     let mutation = review.mutation(Some(&sa), &mapping);
     let mutated = apply(&generated, &mutation);

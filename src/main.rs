@@ -137,6 +137,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         metrics_listen: args.metrics_listen.0,
         max_body_bytes: args.max_body_bytes,
         shutdown_timeout: args.shutdown_timeout,
+        shutdown_delay: args.shutdown_delay,
         benchmark_ceiling: args.benchmark_ceiling,
     };
     server::serve(state, tls::server_config(certificate)?, options).await

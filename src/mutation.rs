@@ -133,7 +133,7 @@ fn patch_container(
     let mut mounts = Vec::new();
     let mut env: Vec<(&str, &str)> = Vec::new();
     for injection in injections {
-        if injection.skip_containers.iter().any(|name| *name == container.name) {
+        if injection.skip_containers.contains(&container.name) {
             continue;
         }
         if !container.has_mount(injection.volume_name, injection.mount_path) {

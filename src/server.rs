@@ -35,6 +35,7 @@ pub struct ServerOptions {
     pub metrics_listen: Option<SocketAddr>,
     pub max_body_bytes: usize,
     pub shutdown_timeout: Duration,
+    pub shutdown_delay: Duration,
     /// Answer every review with a fixed allow, without reading the object: the ceiling of the
     /// HTTP/TLS stack, measured by the benchmark.
     pub benchmark_ceiling: bool,
@@ -59,8 +60,12 @@ fn probe_router() -> Router<Arc<AppState>> {
         .route("/readyz", get(readyz))
 }
 
+/// Ready once the configuration is read and the cache has synced. A broken watch (apiserver down)
+/// keeps the webhook ready, since it answers from its cache, but the body says so.
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    if state.is_ready() {
+    if state.is_ready() && !state.service_accounts.is_connected() {
+        "ok: ServiceAccount watch reconnecting, answering from the cache\n".into_response()
+    } else if state.is_ready() {
         "ok".into_response()
     } else {
         (
@@ -240,8 +245,12 @@ pub async fn serve(state: Arc<AppState>, tls: rustls::ServerConfig, options: Ser
     let shutdown_state = state.clone();
     tokio::spawn(async move {
         shutdown_signal().await;
-        tracing::info!(timeout = ?options.shutdown_timeout, "shutting down: draining in-flight requests");
+        // Report not-ready first and keep serving while the Service's endpoints catch up, so the
+        // apiserver stops sending new requests here before the listener closes.
         shutdown_state.shutting_down.store(true, Ordering::Release);
+        tracing::info!(delay = ?options.shutdown_delay, "SIGTERM: not ready; still serving until endpoints update");
+        tokio::time::sleep(options.shutdown_delay).await;
+        tracing::info!(timeout = ?options.shutdown_timeout, "shutting down: draining in-flight requests");
         shutdown_handle.graceful_shutdown(Some(options.shutdown_timeout));
     });
     let listening = handle.clone();

@@ -1,7 +1,6 @@
 //! The webhook's live inputs: the identity configuration (ConfigMap or file) and the cache of
 //! ServiceAccounts. Both are kept current in the background; a request only reads them.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -148,6 +147,8 @@ pub enum ServiceAccounts {
         store: Store<PartialObjectMeta<ServiceAccount>>,
         client: Client,
         synced: Arc<AtomicBool>,
+        /// False while the watch is broken (e.g. the apiserver is down): look-ups use the cache.
+        connected: Arc<AtomicBool>,
     },
     /// No cluster: every ServiceAccount exists and has no annotations, so only mappings apply.
     Standalone,
@@ -161,16 +162,23 @@ impl ServiceAccounts {
         let stream = watcher(api, watcher::Config::default())
             .default_backoff()
             .modify(keep_identity_metadata)
-            .reflect(writer)
-            .applied_objects();
+            .reflect(writer);
+        let connected = Arc::new(AtomicBool::new(true));
+        let flag = connected.clone();
         tokio::spawn(async move {
             let mut stream = std::pin::pin!(stream);
             loop {
                 match stream.try_next().await {
-                    Ok(Some(_)) => {}
+                    Ok(Some(_)) => {
+                        if !flag.swap(true, Ordering::AcqRel) {
+                            tracing::info!("ServiceAccount watch reconnected");
+                        }
+                    }
                     Ok(None) => break,
                     Err(err) => {
-                        tracing::warn!(error = %err, "ServiceAccount watch failed; retrying")
+                        if flag.swap(false, Ordering::AcqRel) {
+                            tracing::warn!(error = %err, "ServiceAccount watch broken; answering from the cache while it reconnects");
+                        }
                     }
                 }
             }
@@ -183,7 +191,20 @@ impl ServiceAccounts {
                 flag.store(true, Ordering::Release);
             }
         });
-        ServiceAccounts::Cluster { store, client, synced }
+        ServiceAccounts::Cluster {
+            store,
+            client,
+            synced,
+            connected,
+        }
+    }
+
+    /// Whether the watch currently follows the apiserver (always true without a cluster).
+    pub fn is_connected(&self) -> bool {
+        match self {
+            ServiceAccounts::Cluster { connected, .. } => connected.load(Ordering::Acquire),
+            ServiceAccounts::Standalone => true,
+        }
     }
 
     pub fn is_synced(&self) -> bool {
@@ -228,7 +249,7 @@ fn to_model(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -
         metadata: model::ObjectMeta {
             name: meta.name.clone(),
             namespace: meta.namespace.clone(),
-            annotations: Some(meta.annotations.clone().unwrap_or_else(BTreeMap::new)),
+            annotations: Some(meta.annotations.clone().unwrap_or_default()),
             ..model::ObjectMeta::default()
         },
     }
