@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use crate::admission::{Review, ReviewError, Subject};
 use crate::config::{Config, ConfigError};
 use crate::model::{Pod, ServiceAccount};
-use crate::mutation::{Mutation, mutate_pod, mutate_service_account};
+use crate::mutation::{MANAGED_ANNOTATIONS, Mutation, mutate_pod, mutate_service_account};
 
 const NS: &str = "team-a";
 const ROLE: &str = "arn:aws:iam::111122223333:role/s3-reader";
@@ -1099,7 +1099,7 @@ fn gke_mode_leaves_pods_alone_but_still_annotates_service_accounts() {
     let (sa_after, _) = run_sa(&sa(Value::Null), &gke);
     assert_eq!(
         sa_after["metadata"]["annotations"],
-        json!({"iam.gke.io/gcp-service-account": GSA})
+        json!({"iam.gke.io/gcp-service-account": GSA, MANAGED_ANNOTATIONS: "iam.gke.io/gcp-service-account"})
     );
 }
 
@@ -1474,7 +1474,8 @@ fn a_mapping_annotates_its_service_account() {
             "eks.amazonaws.com/role-arn": ROLE,
             "iam.gke.io/gcp-service-account": GSA,
             "azure.workload.identity/client-id": CLIENT,
-            "azure.workload.identity/tenant-id": TENANT
+            "azure.workload.identity/tenant-id": TENANT,
+            MANAGED_ANNOTATIONS: "azure.workload.identity/client-id,azure.workload.identity/tenant-id,eks.amazonaws.com/role-arn,iam.gke.io/gcp-service-account"
         })
     );
     assert_eq!(mutation.identities.len(), 4);
@@ -1510,7 +1511,8 @@ fn a_service_account_without_annotations_gets_a_map() {
     assert_eq!(op_paths(&mutation), ["/metadata/annotations"]);
     assert_eq!(
         after["metadata"]["annotations"].as_object().map(|map| map.len()),
-        Some(4)
+        Some(5),
+        "four identities and the list of managed keys"
     );
     let mut absent = sa(Value::Null);
     absent["metadata"]
@@ -1519,6 +1521,37 @@ fn a_service_account_without_annotations_gets_a_map() {
         .remove("annotations");
     let (after, _) = run_sa(&absent, &full_mapping(&format!("{{roleArn: \"{ROLE}\"}}")));
     assert_eq!(after["metadata"]["annotations"]["eks.amazonaws.com/role-arn"], ROLE);
+}
+
+#[test]
+fn managed_annotations_follow_the_mapping_and_users_annotations_do_not() {
+    let first = full_mapping(&format!("{{roleArn: \"{ROLE}\"}}"));
+    let user_client = sa(json!({"azure.workload.identity/client-id": OTHER_CLIENT}));
+    let (annotated, _) = run_sa(&user_client, &first);
+    // The mapping's role changes: the copy it wrote changes with it, the user's client id stays.
+    let second = full_mapping(&format!("{{roleArn: \"{OTHER_ROLE}\"}}"));
+    let (updated, _) = run_sa(&annotated, &second);
+    let annotations = &updated["metadata"]["annotations"];
+    assert_eq!(annotations["eks.amazonaws.com/role-arn"], OTHER_ROLE);
+    assert_eq!(annotations["azure.workload.identity/client-id"], OTHER_CLIENT);
+    assert!(!annotations[MANAGED_ANNOTATIONS].as_str().unwrap().contains("client-id"));
+    // The mapping goes away: everything it wrote goes with it, and only the user's annotation stays.
+    let (removed, _) = run_sa(&updated, &no_config());
+    assert_eq!(
+        removed["metadata"]["annotations"],
+        json!({"azure.workload.identity/client-id": OTHER_CLIENT})
+    );
+}
+
+#[test]
+fn pods_follow_the_current_mapping_not_an_older_copy_on_the_service_account() {
+    let (annotated, _) = run_sa(&sa(json!({})), &role_mapping("app"));
+    // The mapping is removed; the ServiceAccount has not been updated since and still holds the copy.
+    let out = run(&pod(json!({})), &annotated, &no_config());
+    out.assert_untouched();
+    // A user's own annotation still works as before.
+    let out = run(&pod(json!({})), &irsa_sa(), &no_config());
+    assert_has(&out.pod, "app", &IRSA);
 }
 
 #[test]

@@ -1,10 +1,10 @@
 //! The pure core: from a Pod or ServiceAccount, its identity inputs and the settings, to a JSON
 //! patch. No I/O and no clock; the server and the offline `mutate` command both call these.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use json_patch::jsonptr::PointerBuf;
-use json_patch::{AddOperation, PatchOperation};
+use json_patch::{AddOperation, PatchOperation, RemoveOperation};
 use serde_json::{Value, json};
 
 use crate::config::Config;
@@ -37,11 +37,11 @@ pub fn mutate_pod(pod: &Pod, namespace: &str, service_account: Option<&ServiceAc
             ..Mutation::default()
         };
     };
-    let no_annotations = BTreeMap::new();
+    let written_by_users = users_annotations(service_account);
     let context = PodContext {
         pod,
         namespace,
-        service_account_annotations: service_account.metadata.annotations.as_ref().unwrap_or(&no_annotations),
+        service_account_annotations: &written_by_users,
         mapping: config.mapping_for(namespace, service_account_name),
         config,
     };
@@ -65,26 +65,73 @@ pub fn mutate_service_account(service_account: &ServiceAccount, namespace: &str,
     let Some(name) = service_account.metadata.name.as_deref() else {
         return Mutation::default();
     };
-    let Some(mapping) = config.mapping_for(namespace, name) else {
-        return Mutation::default();
-    };
+    let managed_before = managed_keys(service_account);
     let mut identities = Vec::new();
-    let mut missing = Vec::new();
+    let mut managed_now = BTreeSet::new();
+    let mut changed = Vec::new();
     for provider in providers::ALL {
+        let Some(mapping) = config.mapping_for(namespace, name) else {
+            break;
+        };
         for (key, value) in provider.service_account_annotations(mapping) {
+            let current = service_account.metadata.annotation(key);
+            // A value the user wrote is theirs: it outranks the mapping and is never changed.
+            if current.is_some() && !managed_before.contains(key) {
+                continue;
+            }
+            managed_now.insert(key);
             identities.push((provider.name(), value.clone()));
-            if service_account.metadata.annotation(key).is_none() {
-                missing.push((key, value));
+            if current != Some(value.as_str()) {
+                changed.push((key, value));
             }
         }
     }
     let mut patch = Vec::new();
-    add_annotations(&mut patch, service_account.metadata.annotations.is_some(), missing);
+    let stale = managed_before.iter().filter(|key| !managed_now.contains(**key));
+    for key in stale.filter(|key| service_account.metadata.annotation(key).is_some()) {
+        patch.push(PatchOperation::Remove(RemoveOperation {
+            path: PointerBuf::from_tokens(["metadata", "annotations", key]),
+        }));
+    }
+    if managed_now != managed_before {
+        if managed_now.is_empty() {
+            patch.push(PatchOperation::Remove(RemoveOperation {
+                path: PointerBuf::from_tokens(["metadata", "annotations", MANAGED_ANNOTATIONS]),
+            }));
+        } else {
+            changed.push((
+                MANAGED_ANNOTATIONS,
+                managed_now.iter().copied().collect::<Vec<_>>().join(","),
+            ));
+        }
+    }
+    add_annotations(&mut patch, service_account.metadata.annotations.is_some(), changed);
     Mutation {
         patch,
         identities,
         warnings: Vec::new(),
     }
+}
+
+/// The ServiceAccount annotations that the webhook wrote from a mapping, listed on the
+/// ServiceAccount itself. They follow the mapping, changed or removed with it, and never outrank it.
+pub const MANAGED_ANNOTATIONS: &str = "workload-identity.dev/managed-annotations";
+
+fn managed_keys(service_account: &ServiceAccount) -> BTreeSet<&str> {
+    service_account
+        .metadata
+        .annotation(MANAGED_ANNOTATIONS)
+        .map(|list| list.split(',').map(str::trim).filter(|key| !key.is_empty()).collect())
+        .unwrap_or_default()
+}
+
+/// The ServiceAccount's annotations without those the webhook copied from a mapping, so that the
+/// mapping in force decides, not a copy of an older one.
+fn users_annotations(service_account: &ServiceAccount) -> BTreeMap<String, String> {
+    let managed = managed_keys(service_account);
+    let mut annotations = service_account.metadata.annotations.clone().unwrap_or_default();
+    annotations.retain(|key, _| !managed.contains(key.as_str()));
+    annotations
 }
 
 fn pod_patch(pod: &Pod, injections: &[PodInjection]) -> Vec<PatchOperation> {
