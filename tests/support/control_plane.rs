@@ -441,7 +441,7 @@ fn wait_ready(url: &str, ca_pem: &str, token: &str, apiserver: &mut Server) -> R
         .context("building the readiness probe client")?;
     let readyz = format!("{url}/readyz");
     let deadline = Instant::now() + READY_TIMEOUT;
-    let mut last = String::from("no answer yet");
+    let mut last;
     loop {
         apiserver.check_running()?;
         let answer = rt.block_on(async {
