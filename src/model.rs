@@ -51,9 +51,9 @@ impl ObjectMeta {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Pod {
-    #[serde(default)]
+    /// Required (the apiserver always sends both): the patch adds under them, so a Pod without
+    /// them is left untouched as unreadable rather than answered with a patch that cannot apply.
     pub metadata: ObjectMeta,
-    #[serde(default)]
     pub spec: PodSpec,
 }
 

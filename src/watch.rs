@@ -164,20 +164,17 @@ impl ServiceAccounts {
             .modify(keep_identity_metadata)
             .reflect(writer);
         let connected = Arc::new(AtomicBool::new(true));
-        let flag = connected.clone();
+        let (flag, probe_client) = (connected.clone(), client.clone());
         tokio::spawn(async move {
             let mut stream = std::pin::pin!(stream);
             loop {
                 match stream.try_next().await {
-                    Ok(Some(_)) => {
-                        if !flag.swap(true, Ordering::AcqRel) {
-                            tracing::info!("ServiceAccount watch reconnected");
-                        }
-                    }
+                    Ok(Some(_)) => flag.store(true, Ordering::Release),
                     Ok(None) => break,
                     Err(err) => {
                         if flag.swap(false, Ordering::AcqRel) {
                             tracing::warn!(error = %err, "ServiceAccount watch broken; answering from the cache while it reconnects");
+                            tokio::spawn(wait_for_apiserver(probe_client.clone(), flag.clone()));
                         }
                     }
                 }
@@ -225,6 +222,18 @@ impl ServiceAccounts {
         // A Pod created right after its ServiceAccount can outrun the watch.
         let api: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
         Ok(api.get_metadata_opt(name).await?.map(|found| to_model(&found.metadata)))
+    }
+}
+
+/// A resumed watch emits nothing until something changes, so the way back is seen by asking the
+/// apiserver directly; the watcher itself resumes on its own backoff.
+async fn wait_for_apiserver(client: Client, connected: Arc<AtomicBool>) {
+    while !connected.load(Ordering::Acquire) {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        if client.apiserver_version().await.is_ok() {
+            connected.store(true, Ordering::Release);
+            tracing::info!("apiserver reachable again; the ServiceAccount watch resumes");
+        }
     }
 }
 

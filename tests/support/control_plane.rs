@@ -66,9 +66,11 @@ pub struct ControlPlane {
     etcd_url: String,
     sa_public_key_pem: String,
     config: kube::Config,
+    /// How the apiserver was started, to start it again after [`ControlPlane::stop_apiserver`].
+    apiserver_command: (PathBuf, Vec<String>, PathBuf),
     // Field order matters for Drop: processes are stopped in `Drop::drop` before the
     // folder is removed.
-    apiserver: Server,
+    apiserver: Option<Server>,
     etcd: Server,
     dir: tempfile::TempDir,
 }
@@ -232,37 +234,35 @@ impl ControlPlane {
         let apiserver_log = d.join("kube-apiserver.log");
         let cert_dir = d.join("apiserver-cert-dir");
         fs::create_dir_all(&cert_dir)?;
-        let mut apiserver = Server::spawn(
-            "kube-apiserver",
-            Command::new(bin.join("kube-apiserver")).args([
-                format!("--etcd-servers={etcd_url}"),
-                format!("--secure-port={secure_port}"),
-                "--bind-address=127.0.0.1".to_owned(),
-                "--advertise-address=127.0.0.1".to_owned(),
-                // No `kubernetes` Service endpoints: a loopback address is not a valid
-                // endpoint, and nothing in the tests needs in-cluster discovery.
-                "--endpoint-reconciler-type=none".to_owned(),
-                format!("--cert-dir={}", cert_dir.display()),
-                format!("--tls-cert-file={}", serving_cert.display()),
-                format!("--tls-private-key-file={}", serving_key.display()),
-                format!("--client-ca-file={}", ca_file.display()),
-                format!("--token-auth-file={}", token_file.display()),
-                format!("--service-account-issuer={SERVICE_ACCOUNT_ISSUER}"),
-                format!("--service-account-key-file={}", sa_pub.display()),
-                format!("--service-account-signing-key-file={}", sa_key.display()),
-                "--service-cluster-ip-range=10.0.0.0/24".to_owned(),
-                "--authorization-mode=RBAC".to_owned(),
-                "--allow-privileged=true".to_owned(),
-                // ServiceAccount needs the `default` ServiceAccount that only the
-                // controller-manager creates; every other default plugin works without it.
-                "--disable-admission-plugins=ServiceAccount".to_owned(),
-                // On by default; listed so that the intent is explicit.
-                "--enable-admission-plugins=MutatingAdmissionWebhook,ValidatingAdmissionWebhook".to_owned(),
-                "--profiling=false".to_owned(),
-                "--v=1".to_owned(),
-            ]),
-            &apiserver_log,
-        )?;
+        let apiserver_args = vec![
+            format!("--etcd-servers={etcd_url}"),
+            format!("--secure-port={secure_port}"),
+            "--bind-address=127.0.0.1".to_owned(),
+            "--advertise-address=127.0.0.1".to_owned(),
+            // No `kubernetes` Service endpoints: a loopback address is not a valid
+            // endpoint, and nothing in the tests needs in-cluster discovery.
+            "--endpoint-reconciler-type=none".to_owned(),
+            format!("--cert-dir={}", cert_dir.display()),
+            format!("--tls-cert-file={}", serving_cert.display()),
+            format!("--tls-private-key-file={}", serving_key.display()),
+            format!("--client-ca-file={}", ca_file.display()),
+            format!("--token-auth-file={}", token_file.display()),
+            format!("--service-account-issuer={SERVICE_ACCOUNT_ISSUER}"),
+            format!("--service-account-key-file={}", sa_pub.display()),
+            format!("--service-account-signing-key-file={}", sa_key.display()),
+            "--service-cluster-ip-range=10.0.0.0/24".to_owned(),
+            "--authorization-mode=RBAC".to_owned(),
+            "--allow-privileged=true".to_owned(),
+            // ServiceAccount needs the `default` ServiceAccount that only the
+            // controller-manager creates; every other default plugin works without it.
+            "--disable-admission-plugins=ServiceAccount".to_owned(),
+            // On by default; listed so that the intent is explicit.
+            "--enable-admission-plugins=MutatingAdmissionWebhook,ValidatingAdmissionWebhook".to_owned(),
+            "--profiling=false".to_owned(),
+            "--v=1".to_owned(),
+        ];
+        let apiserver_command = (bin.join("kube-apiserver"), apiserver_args, apiserver_log.clone());
+        let mut apiserver = spawn_apiserver(&apiserver_command)?;
 
         let ready = wait_ready(&url, &pki.ca_pem, &token, &mut apiserver);
         if let Err(e) = ready {
@@ -298,10 +298,24 @@ impl ControlPlane {
             etcd_url,
             sa_public_key_pem: pki.sa_public_pem,
             config,
-            apiserver,
+            apiserver_command,
+            apiserver: Some(apiserver),
             etcd,
             dir,
         })
+    }
+
+    /// Stops the kube-apiserver (etcd keeps running), as in an apiserver outage.
+    pub fn stop_apiserver(&mut self) {
+        self.apiserver = None;
+    }
+
+    /// Starts the kube-apiserver again with the same flags and port, and waits until it is ready.
+    pub fn start_apiserver(&mut self) -> Result<()> {
+        let mut apiserver = spawn_apiserver(&self.apiserver_command)?;
+        wait_ready(&self.url, &self.ca_pem, &self.token, &mut apiserver)?;
+        self.apiserver = Some(apiserver);
+        Ok(())
     }
 
     /// A new client authenticated as a member of `system:masters`.
@@ -354,7 +368,12 @@ impl ControlPlane {
 
     /// The last `lines` lines of both server logs.
     pub fn log_tails(&self, lines: usize) -> String {
-        format!("{}\n{}", self.apiserver.log_tail(lines), self.etcd.log_tail(lines))
+        let apiserver = self
+            .apiserver
+            .as_ref()
+            .map(|server| server.log_tail(lines))
+            .unwrap_or_default();
+        format!("{apiserver}\n{}", self.etcd.log_tail(lines))
     }
 }
 
@@ -366,6 +385,10 @@ impl Drop for ControlPlane {
         // Server::drop stops the processes (apiserver first, declared first); the folder
         // is removed afterwards when `dir` is dropped.
     }
+}
+
+fn spawn_apiserver((binary, args, log): &(PathBuf, Vec<String>, PathBuf)) -> Result<Server> {
+    Server::spawn("kube-apiserver", Command::new(binary).args(args), log)
 }
 
 impl Server {
