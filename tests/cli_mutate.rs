@@ -41,22 +41,14 @@ fn run(dir: &Path, args: &[&str]) -> Output {
 
 fn fixture() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    for (name, text) in [
-        ("config.yaml", CONFIG),
-        ("pod.yaml", POD),
-        ("sa.json", SERVICE_ACCOUNT),
-    ] {
+    for (name, text) in [("config.yaml", CONFIG), ("pod.yaml", POD), ("sa.json", SERVICE_ACCOUNT)] {
         std::fs::write(dir.path().join(name), text).unwrap();
     }
     dir
 }
 
 fn json_stdout(output: &Output) -> Value {
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     serde_json::from_slice(&output.stdout).unwrap()
 }
 
@@ -91,16 +83,9 @@ fn prints_the_mutated_pod_with_all_three_clouds() {
         .collect();
     assert_eq!(
         volumes,
-        [
-            "aws-iam-token",
-            "gcp-workload-identity",
-            "azure-identity-token"
-        ]
+        ["aws-iam-token", "gcp-workload-identity", "azure-identity-token"]
     );
-    for container in [
-        &pod["spec"]["containers"][0],
-        &pod["spec"]["initContainers"][0],
-    ] {
+    for container in [&pod["spec"]["containers"][0], &pod["spec"]["initContainers"][0]] {
         let names = env_names(container);
         for expected in [
             "AWS_ROLE_ARN",
@@ -132,26 +117,12 @@ fn prints_the_patch_or_the_review() {
     let dir = fixture();
     let patch = json_stdout(&run(
         dir.path(),
-        &[
-            "--object",
-            "pod.yaml",
-            "--config",
-            "config.yaml",
-            "--output",
-            "patch",
-        ],
+        &["--object", "pod.yaml", "--config", "config.yaml", "--output", "patch"],
     ));
     assert!(patch.as_array().unwrap().iter().all(|op| op["op"] == "add"));
     let review = json_stdout(&run(
         dir.path(),
-        &[
-            "--object",
-            "pod.yaml",
-            "--config",
-            "config.yaml",
-            "--output",
-            "review",
-        ],
+        &["--object", "pod.yaml", "--config", "config.yaml", "--output", "review"],
     ));
     assert_eq!(review["kind"], "AdmissionReview");
     assert_eq!(review["response"]["allowed"], true);
@@ -167,14 +138,8 @@ fn reads_a_configmap_manifest_and_a_whole_admission_review() {
     let review = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
         "uid": "u", "kind": {"group": "", "version": "v1", "kind": "Pod"}, "namespace": "team-a", "operation": "CREATE", "object": pod}});
     std::fs::write(dir.path().join("review.json"), review.to_string()).unwrap();
-    let mutated = json_stdout(&run(
-        dir.path(),
-        &["--object", "review.json", "--config", "cm.json"],
-    ));
-    assert_eq!(
-        mutated["spec"]["volumes"][0]["name"],
-        "gcp-workload-identity"
-    );
+    let mutated = json_stdout(&run(dir.path(), &["--object", "review.json", "--config", "cm.json"]));
+    assert_eq!(mutated["spec"]["volumes"][0]["name"], "gcp-workload-identity");
 }
 
 #[test]
@@ -230,13 +195,20 @@ fn reports_bad_input_without_panicking() {
 #[test]
 fn warns_about_a_broken_annotation() {
     let dir = fixture();
-    std::fs::write(dir.path().join("bad-sa.yaml"), "kind: ServiceAccount\nmetadata: {name: app, annotations: {eks.amazonaws.com/role-arn: not-an-arn}}\n").unwrap();
+    std::fs::write(
+        dir.path().join("bad-sa.yaml"),
+        "kind: ServiceAccount\nmetadata: {name: app, annotations: {eks.amazonaws.com/role-arn: not-an-arn}}\n",
+    )
+    .unwrap();
     let output = run(
         dir.path(),
         &["--object", "pod.yaml", "--service-account", "bad-sa.yaml"],
     );
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("warning: annotation eks.amazonaws.com/role-arn=\"not-an-arn\" is not a valid IAM role ARN"), "{stderr}");
+    assert!(
+        stderr.contains("warning: annotation eks.amazonaws.com/role-arn=\"not-an-arn\" is not a valid IAM role ARN"),
+        "{stderr}"
+    );
     let pod = json_stdout(&output);
     assert!(pod["spec"].get("volumes").is_none());
 }
