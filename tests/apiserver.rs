@@ -413,3 +413,32 @@ async fn a_stopped_webhook_with_ignore_admits_and_with_fail_refuses() {
         cluster.uninstall().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_mutation_is_audited_and_credentials_never_logged() {
+    let cluster = with_settings().await;
+    cluster
+        .create_service_account("audited", json!({"eks.amazonaws.com/role-arn": ROLE}))
+        .await;
+    cluster.create_pod(pod_json("audited-pod", "audited")).await;
+    let log = cluster.webhook.log();
+    let line = log
+        .lines()
+        .find(|line| line.contains("pod mutated"))
+        .unwrap_or_else(|| panic!("no audit line in\n{log}"));
+    for expected in [
+        cluster.namespace.as_str(),
+        "pod=\"audited-pod\"",
+        "service_account=\"audited\"",
+        ROLE,
+        "aws",
+    ] {
+        assert!(
+            line.contains(expected),
+            "{expected:?} missing in the audit line {line:?}"
+        );
+    }
+    let token = control_plane::shared().await.admin_token();
+    assert!(!log.contains(token), "the webhook's API credential appears in its log");
+    cluster.uninstall().await;
+}
