@@ -7,11 +7,13 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::error_handling::HandleErrorLayer;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum_server::tls_rustls::RustlsConfig;
+use tower::ServiceBuilder;
 
 use crate::admission::{Review, Subject};
 use crate::metrics::{CloudLabels, Metrics, RequestLabels};
@@ -50,9 +52,23 @@ pub fn admission_router(state: Arc<AppState>, max_body_bytes: usize, benchmark_c
     Router::new()
         .route("/mutate", mutate)
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        // Bounds a client that sends its body slowly, and a slow ServiceAccount look-up; the
+        // apiserver itself gives up after the webhook's timeoutSeconds (at most 30 s).
+        .layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
+                    (
+                        StatusCode::REQUEST_TIMEOUT,
+                        "request not received and answered within 10 s\n",
+                    )
+                }))
+                .timeout(REQUEST_TIMEOUT),
+        )
         .merge(probe_router())
         .with_state(state)
 }
+
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn probe_router() -> Router<Arc<AppState>> {
     Router::new()

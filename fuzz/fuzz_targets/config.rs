@@ -1,0 +1,6 @@
+//! `config.yaml` of the ConfigMap: parse, and use whatever parses on a Pod.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    workload_identity_webhook_fuzz::config(data);
+});

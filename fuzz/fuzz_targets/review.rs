@@ -1,0 +1,6 @@
+//! Raw request bodies of `/mutate`: parse, mutate with every cloud mapped, encode the answer.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    workload_identity_webhook_fuzz::review(data);
+});
