@@ -1,0 +1,941 @@
+//! The release `serve` binary on a loopback TLS port under load, as the apiserver drives it:
+//! HTTP/2 with a few multiplexed connections, or HTTP/1.1 with keep-alive connections.
+//!
+//! For each scenario and protocol: requests/s at saturation (closed loop), the same against the
+//! server's no-parse ceiling (`serve --benchmark-ceiling`, when the binary has it), latency at a
+//! fixed offered load (open loop, paced from its own thread, measured from the intended send
+//! time so a slow answer cannot hide the requests queued behind it), errors, the webhook's peak
+//! RSS and its CPU seconds per 10k requests. Then memory with 100,000 mappings, and a soak run
+//! that samples RSS every second. Prints markdown tables.
+//!
+//! Build the binary first (scripts/bench.sh does): `cargo build --release`. Settings (env):
+//!   WIW_BIN                path of the binary (default: $CARGO_TARGET_DIR or ./target, /release/)
+//!   WIW_DURATION_SECONDS   saturation run per scenario (5)
+//!   WIW_LATENCY_SECONDS    fixed-load run per scenario (10)
+//!   WIW_RATE               offered load of the fixed-load run, req/s (2000)
+//!   WIW_CONCURRENCY        requests in flight at saturation over HTTP/2 (64)
+//!   WIW_H2_CONNECTIONS     HTTP/2 connections (2)
+//!   WIW_H1_CONNECTIONS     HTTP/1.1 keep-alive connections = requests in flight (32)
+//!   WIW_LOAD_THREADS       load generator threads (1)
+//!   WIW_SCENARIOS          comma-separated subset of scenario names
+//!   WIW_PROTOCOLS          h2,h1 (both)
+//!   WIW_SOAK_SECONDS       soak run at WIW_RATE, sampling RSS each second (60; 0 skips)
+//!   WIW_SCALE_MAPPINGS     mappings of the memory-at-scale run (100000; 0 skips)
+
+#[path = "support/fixtures.rs"]
+mod fixtures;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::http::{Request, Uri, header};
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+use tokio::sync::Mutex;
+use workload_identity_webhook::tls::GeneratedCa;
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .unwrap_or(default)
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("WIW_BIN") {
+        return path.into();
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+    target.join("release/workload-identity-webhook")
+}
+
+/// Newest modification time of the sources, to warn about a stale binary.
+fn newest_source() -> Option<std::time::SystemTime> {
+    let mut newest = None;
+    let mut stack = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("src")];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(dir).ok()?.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if let Ok(modified) = entry.metadata().and_then(|meta| meta.modified()) {
+                newest = newest.max(Some(modified));
+            }
+        }
+    }
+    newest
+}
+
+// ---------------------------------------------------------------------------------------------
+// The webhook process and what /proc says about it.
+
+struct Server {
+    child: Child,
+    port: u16,
+    metrics_port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    fn start(bin: &Path, ca: &GeneratedCa, config: &str, extra: &[&str]) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = ca.issue(&["127.0.0.1", "localhost"]).unwrap();
+        std::fs::write(dir.path().join("tls.crt"), cert).unwrap();
+        std::fs::write(dir.path().join("tls.key"), key).unwrap();
+        std::fs::write(dir.path().join("config.yaml"), config).unwrap();
+        let (port, metrics_port) = (free_port(), free_port());
+        // Logs as in the shipped Deployment (JSON, info: one audit line per mutated object).
+        let log = std::fs::File::create(dir.path().join("webhook.log")).unwrap();
+        let child = Command::new(bin)
+            .arg("serve")
+            .arg(format!("--listen=127.0.0.1:{port}"))
+            .arg(format!("--metrics-listen=127.0.0.1:{metrics_port}"))
+            .arg(format!("--tls-cert-file={}", dir.path().join("tls.crt").display()))
+            .arg(format!("--tls-key-file={}", dir.path().join("tls.key").display()))
+            .arg(format!("--config-file={}", dir.path().join("config.yaml").display()))
+            .arg("--standalone")
+            .arg("--log-format=json")
+            .args(extra)
+            .env("RUST_LOG", std::env::var("WIW_SERVER_LOG").unwrap_or("info".into()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|err| panic!("cannot start {}: {err}", bin.display()));
+        Server {
+            child,
+            port,
+            metrics_port,
+            _dir: dir,
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("webhook.log")).unwrap_or_default()
+    }
+
+    async fn wait_ready(&mut self) -> Duration {
+        let started = Instant::now();
+        let client = reqwest::Client::new();
+        let url = format!("http://127.0.0.1:{}/readyz", self.metrics_port);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("webhook exited with {status}:\n{}", self.log());
+            }
+            if let Ok(response) = client.get(&url).send().await
+                && response.status().is_success()
+            {
+                return started.elapsed();
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "webhook not ready after 120 s:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// `VmRSS` and `VmHWM` (peak RSS since start or the last `reset_peak`), in KiB.
+    fn memory(&self) -> (u64, u64) {
+        status_kib(self.pid())
+    }
+
+    fn reset_peak(&self) {
+        // Writing 5 to clear_refs resets VmHWM to the current RSS (Linux >= 4.0).
+        let _ = std::fs::write(format!("/proc/{}/clear_refs", self.pid()), "5");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn status_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+fn clock_ticks() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|out| String::from_utf8(out.stdout).ok())
+            .and_then(|text| text.trim().parse().ok())
+            .unwrap_or(100.0)
+    })
+}
+
+/// utime + stime of a process (`self` or a pid), in seconds.
+fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(") ")
+        .map(|(_, rest)| rest.split(' ').collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / clock_ticks()
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The load generator: hyper's client connections over tokio-rustls.
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Protocol {
+    H2,
+    H1,
+}
+
+impl Protocol {
+    fn label(self) -> &'static str {
+        match self {
+            Protocol::H2 => "HTTP/2",
+            Protocol::H1 => "HTTP/1.1",
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Target {
+    port: u16,
+    tls: tokio_rustls::TlsConnector,
+    uri: Uri,
+}
+
+impl Target {
+    fn new(port: u16, ca_pem: &str, protocol: Protocol) -> Target {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let mut config =
+            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+        config.alpn_protocols = vec![match protocol {
+            Protocol::H2 => b"h2".to_vec(),
+            Protocol::H1 => b"http/1.1".to_vec(),
+        }];
+        Target {
+            port,
+            tls: tokio_rustls::TlsConnector::from(Arc::new(config)),
+            uri: format!("https://127.0.0.1:{port}/mutate").parse().unwrap(),
+        }
+    }
+
+    async fn tls_stream(&self) -> anyhow::Result<TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>> {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await?;
+        tcp.set_nodelay(true)?;
+        let name = ServerName::try_from("127.0.0.1").unwrap();
+        Ok(TokioIo::new(self.tls.connect(name, tcp).await?))
+    }
+
+    async fn h2(&self) -> http2::SendRequest<Body> {
+        let io = self.tls_stream().await.expect("TLS connection");
+        let (sender, connection) = http2::Builder::new(TokioExecutor::new())
+            .initial_stream_window_size(1 << 20)
+            .initial_connection_window_size(4 << 20)
+            .handshake(io)
+            .await
+            .expect("HTTP/2 handshake");
+        tokio::spawn(connection);
+        sender
+    }
+
+    async fn h1(&self) -> http1::SendRequest<Body> {
+        let io = self.tls_stream().await.expect("TLS connection");
+        let (sender, connection) = http1::handshake(io).await.expect("HTTP/1.1 handshake");
+        tokio::spawn(connection);
+        sender
+    }
+
+    fn request(&self, body: &Bytes, protocol: Protocol) -> Request<Body> {
+        let builder = match protocol {
+            Protocol::H2 => Request::post(self.uri.clone()),
+            Protocol::H1 => Request::post("/mutate").header(header::HOST, "127.0.0.1"),
+        };
+        builder
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body.clone()))
+            .unwrap()
+    }
+}
+
+/// The connections of one run: HTTP/2 senders are shared, HTTP/1.1 ones lent out one at a time.
+enum Pool {
+    H2(Vec<http2::SendRequest<Body>>, AtomicU64),
+    H1(
+        tokio::sync::mpsc::UnboundedSender<http1::SendRequest<Body>>,
+        Mutex<tokio::sync::mpsc::UnboundedReceiver<http1::SendRequest<Body>>>,
+    ),
+}
+
+impl Pool {
+    async fn open(target: &Target, protocol: Protocol, connections: usize) -> Pool {
+        match protocol {
+            Protocol::H2 => {
+                let mut senders = Vec::new();
+                for _ in 0..connections {
+                    senders.push(target.h2().await);
+                }
+                Pool::H2(senders, AtomicU64::new(0))
+            }
+            Protocol::H1 => {
+                let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                for _ in 0..connections {
+                    tx.send(target.h1().await).unwrap();
+                }
+                Pool::H1(tx, Mutex::new(rx))
+            }
+        }
+    }
+
+    /// Sends one request; `Ok(body)` for a 200, `Err` for anything else.
+    async fn send(
+        &self,
+        target: &Target,
+        body: &Bytes,
+        protocol: Protocol,
+        sent: &mut Option<Instant>,
+    ) -> Result<Bytes, String> {
+        let response = match self {
+            Pool::H2(senders, next) => {
+                let i = next.fetch_add(1, Ordering::Relaxed) as usize % senders.len();
+                let mut sender = senders[i].clone();
+                sender.ready().await.map_err(|err| err.to_string())?;
+                *sent = Some(Instant::now());
+                sender.send_request(target.request(body, protocol)).await
+            }
+            Pool::H1(tx, rx) => {
+                let mut sender = rx.lock().await.recv().await.expect("pool open");
+                if sender.ready().await.is_err() {
+                    sender = target.h1().await;
+                }
+                *sent = Some(Instant::now());
+                let response = sender.send_request(target.request(body, protocol)).await;
+                let _ = tx.send(sender);
+                response
+            }
+        }
+        .map_err(|err| err.to_string())?;
+        let status = response.status();
+        let bytes = axum::body::to_bytes(Body::new(response.into_body()), usize::MAX)
+            .await
+            .map_err(|err| err.to_string())?;
+        if status != 200 {
+            return Err(format!("status {status}: {}", String::from_utf8_lossy(&bytes)));
+        }
+        Ok(bytes)
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|window| window == needle)
+}
+
+/// Checks an answer: allowed, the request's uid, and a patch exactly when one is expected.
+fn check_answer(answer: &[u8], patched: Option<bool>) -> Result<(), String> {
+    if !contains(answer, br#""allowed":true"#) {
+        return Err(format!("not allowed: {}", String::from_utf8_lossy(answer)));
+    }
+    if let Some(patched) = patched {
+        let value: serde_json::Value = serde_json::from_slice(answer).map_err(|err| err.to_string())?;
+        if value["response"]["uid"] != "705ab4f5-6393-11e8-b7cc-42010a800002" {
+            return Err(format!("wrong uid: {value}"));
+        }
+        if value["response"]["patch"].is_string() != patched {
+            return Err(format!("patch expected: {patched}, answer: {value}"));
+        }
+    }
+    Ok(())
+}
+
+#[derive(Default)]
+struct Run {
+    completed: u64,
+    errors: u64,
+    first_error: Option<String>,
+    seconds: f64,
+    /// Microseconds, from the intended send time (open loop) or the send (closed loop).
+    latencies: Vec<u32>,
+    /// Microseconds from the actual send (open loop only).
+    service_latencies: Vec<u32>,
+    server_cpu: f64,
+    client_cpu: f64,
+}
+
+impl Run {
+    fn rate(&self) -> f64 {
+        self.completed as f64 / self.seconds
+    }
+}
+
+fn percentile(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1] as f64 / 1000.0
+}
+
+struct Settings {
+    duration: Duration,
+    warmup: Duration,
+    latency_duration: Duration,
+    rate: f64,
+    concurrency: usize,
+    h2_connections: usize,
+    h1_connections: usize,
+}
+
+/// Closed loop: `concurrency` requests always in flight; counts those that start after the
+/// warm-up and end before the deadline.
+async fn saturate(
+    target: &Target,
+    pool: Arc<Pool>,
+    protocol: Protocol,
+    body: Bytes,
+    concurrency: usize,
+    settings: &Settings,
+    server_pid: u32,
+) -> Run {
+    let started = Instant::now();
+    let measure_from = started + settings.warmup;
+    let deadline = measure_from + settings.duration;
+    let mut workers = Vec::new();
+    let server_cpu = Arc::new(std::sync::Mutex::new((0.0, 0.0)));
+    {
+        // Samples the CPU counters at the start and end of the measured window.
+        let server_cpu = server_cpu.clone();
+        workers.push(tokio::spawn(async move {
+            tokio::time::sleep_until(measure_from.into()).await;
+            let begin = (cpu_seconds(&server_pid.to_string()), cpu_seconds("self"));
+            tokio::time::sleep_until(deadline.into()).await;
+            let end = (cpu_seconds(&server_pid.to_string()), cpu_seconds("self"));
+            *server_cpu.lock().unwrap() = (end.0 - begin.0, end.1 - begin.1);
+            Run::default()
+        }));
+    }
+    for _ in 0..concurrency {
+        let (pool, target, body) = (pool.clone(), target.clone(), body.clone());
+        workers.push(tokio::spawn(async move {
+            let mut run = Run::default();
+            loop {
+                let begin = Instant::now();
+                if begin >= deadline {
+                    break;
+                }
+                let mut sent = None;
+                let result = pool.send(&target, &body, protocol, &mut sent).await;
+                let end = Instant::now();
+                if begin < measure_from || end > deadline {
+                    continue;
+                }
+                match result.and_then(|answer| check_answer(&answer, None)) {
+                    Ok(()) => {
+                        run.completed += 1;
+                        run.latencies.push((end - begin).as_micros() as u32);
+                    }
+                    Err(err) => {
+                        run.errors += 1;
+                        run.first_error.get_or_insert(err);
+                    }
+                }
+            }
+            run
+        }));
+    }
+    let mut total = Run {
+        seconds: settings.duration.as_secs_f64(),
+        ..Run::default()
+    };
+    for worker in workers {
+        let run = worker.await.unwrap();
+        total.completed += run.completed;
+        total.errors += run.errors;
+        if total.first_error.is_none() {
+            total.first_error = run.first_error;
+        }
+        total.latencies.extend(run.latencies);
+    }
+    (total.server_cpu, total.client_cpu) = *server_cpu.lock().unwrap();
+    total.latencies.sort_unstable();
+    total
+}
+
+/// Open loop: a pacing thread starts request `i` at `start + i / rate` whatever the answers do,
+/// for `warmup` (not counted) then `duration`.
+async fn fixed_rate(
+    target: &Target,
+    pool: Arc<Pool>,
+    protocol: Protocol,
+    bodies: Vec<Bytes>,
+    (rate, duration, warmup): (f64, Duration, Duration),
+    mut on_second: impl FnMut(u64),
+) -> Run {
+    let runtime = tokio::runtime::Handle::current();
+    let (results_tx, mut results_rx) = tokio::sync::mpsc::unbounded_channel();
+    let total_requests = ((duration + warmup).as_secs_f64() * rate) as u64;
+    let warmup_requests = (warmup.as_secs_f64() * rate) as u64;
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let stop = Arc::new(AtomicBool::new(false));
+    let pacer = {
+        let (target, stop) = (target.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let start = Instant::now() + Duration::from_millis(5);
+            for i in 0..total_requests {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let intended = start + interval * i as u32;
+                let now = Instant::now();
+                if intended > now {
+                    std::thread::sleep(intended - now);
+                }
+                let (pool, target, results_tx) = (pool.clone(), target.clone(), results_tx.clone());
+                let body = bodies[i as usize % bodies.len()].clone();
+                runtime.spawn(async move {
+                    let mut sent = None;
+                    let result = pool.send(&target, &body, protocol, &mut sent).await;
+                    let end = Instant::now();
+                    let result = result.and_then(|answer| check_answer(&answer, None));
+                    let _ = results_tx.send((
+                        i,
+                        result,
+                        (end - intended).as_micros() as u32,
+                        sent.map_or(0, |sent| (end - sent).as_micros() as u32),
+                    ));
+                });
+            }
+        })
+    };
+    let mut run = Run {
+        seconds: duration.as_secs_f64(),
+        ..Run::default()
+    };
+    let mut received = 0;
+    let mut next_second = Instant::now() + Duration::from_secs(1);
+    let mut seconds = 0;
+    while received < total_requests {
+        let message = tokio::time::timeout(Duration::from_millis(200), results_rx.recv()).await;
+        if Instant::now() >= next_second {
+            seconds += 1;
+            next_second += Duration::from_secs(1);
+            on_second(seconds);
+        }
+        let Ok(message) = message else { continue };
+        let Some((i, result, latency, service)) = message else {
+            break;
+        };
+        received += 1;
+        if i < warmup_requests {
+            continue;
+        }
+        match result {
+            Ok(()) => {
+                run.completed += 1;
+                run.latencies.push(latency);
+                run.service_latencies.push(service);
+            }
+            Err(err) => {
+                run.errors += 1;
+                run.first_error.get_or_insert(err);
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    pacer.join().unwrap();
+    run.latencies.sort_unstable();
+    run.service_latencies.sort_unstable();
+    run
+}
+
+// ---------------------------------------------------------------------------------------------
+
+struct Row {
+    scenario: &'static str,
+    protocol: Protocol,
+    ours: Run,
+    ceiling: Option<Run>,
+    latency: Run,
+    peak_rss_kib: u64,
+}
+
+fn main() {
+    if std::env::args().any(|arg| arg == "--list") {
+        return; // `cargo bench -- --list`
+    }
+    let threads = env_or("WIW_LOAD_THREADS", 1usize);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(run_all());
+}
+
+async fn run_all() {
+    let bin = binary();
+    if !bin.exists() {
+        eprintln!(
+            "server_load: {} not found: run `cargo build --release` first (scripts/bench.sh does), or set WIW_BIN",
+            bin.display()
+        );
+        std::process::exit(1);
+    }
+    if let (Ok(built), Some(source)) = (
+        std::fs::metadata(&bin).and_then(|meta| meta.modified()),
+        newest_source(),
+    ) && built < source
+    {
+        eprintln!(
+            "server_load: WARNING {} is older than src/: run `cargo build --release`",
+            bin.display()
+        );
+    }
+    let help = Command::new(&bin)
+        .args(["serve", "--help"])
+        .output()
+        .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+        .unwrap_or_default();
+    let has_ceiling = help.contains("--benchmark-ceiling");
+
+    let settings = Settings {
+        duration: Duration::from_secs_f64(env_or("WIW_DURATION_SECONDS", 5.0)),
+        warmup: Duration::from_secs(1),
+        latency_duration: Duration::from_secs_f64(env_or("WIW_LATENCY_SECONDS", 10.0)),
+        rate: env_or("WIW_RATE", 2000.0),
+        concurrency: env_or("WIW_CONCURRENCY", 64),
+        h2_connections: env_or("WIW_H2_CONNECTIONS", 2),
+        h1_connections: env_or("WIW_H1_CONNECTIONS", 32),
+    };
+    let wanted: Option<Vec<String>> = std::env::var("WIW_SCENARIOS")
+        .ok()
+        .map(|list| list.split(',').map(str::to_owned).collect());
+    let protocols: Vec<Protocol> = std::env::var("WIW_PROTOCOLS")
+        .unwrap_or_else(|_| "h2,h1".into())
+        .split(',')
+        .filter_map(|p| match p.trim() {
+            "h2" => Some(Protocol::H2),
+            "h1" => Some(Protocol::H1),
+            _ => None,
+        })
+        .collect();
+    let scenarios: Vec<fixtures::Scenario> = fixtures::scenarios()
+        .into_iter()
+        .filter(|s| wanted.as_ref().is_none_or(|w| w.iter().any(|n| n == s.name)))
+        .collect();
+
+    let ca = GeneratedCa::new("benchmark CA").unwrap();
+    let mut server = Server::start(&bin, &ca, fixtures::SMALL_CONFIG, &[]);
+    let mut ceiling = has_ceiling.then(|| Server::start(&bin, &ca, fixtures::SMALL_CONFIG, &["--benchmark-ceiling"]));
+    server.wait_ready().await;
+    if let Some(ceiling) = ceiling.as_mut() {
+        ceiling.wait_ready().await;
+    }
+    let (idle_rss, _) = server.memory();
+    eprintln!(
+        "server_load: {} (pid {}), ceiling: {}, load threads {}, {} s saturation / {} s at {} req/s per scenario",
+        bin.display(),
+        server.pid(),
+        if has_ceiling {
+            "--benchmark-ceiling"
+        } else {
+            "not in this binary: pod-no-identity stands in"
+        },
+        env_or("WIW_LOAD_THREADS", 1usize),
+        settings.duration.as_secs_f64(),
+        settings.latency_duration.as_secs_f64(),
+        settings.rate
+    );
+
+    let mut rows = Vec::new();
+    for scenario in &scenarios {
+        let body = Bytes::from(scenario.body.clone());
+        for &protocol in &protocols {
+            let (connections, concurrency) = match protocol {
+                Protocol::H2 => (settings.h2_connections, settings.concurrency),
+                Protocol::H1 => (settings.h1_connections, settings.h1_connections),
+            };
+            // One careful check of the answer before the load.
+            let target = Target::new(server.port, &ca.cert_pem, protocol);
+            let pool = Arc::new(Pool::open(&target, protocol, connections).await);
+            let answer = pool
+                .send(&target, &body, protocol, &mut None)
+                .await
+                .expect("first request");
+            check_answer(&answer, Some(scenario.patched)).unwrap_or_else(|err| panic!("{}: {err}", scenario.name));
+
+            server.reset_peak();
+            let ours = saturate(
+                &target,
+                pool.clone(),
+                protocol,
+                body.clone(),
+                concurrency,
+                &settings,
+                server.pid(),
+            )
+            .await;
+            let ceiling_run = match ceiling.as_ref() {
+                Some(ceiling) => {
+                    let target = Target::new(ceiling.port, &ca.cert_pem, protocol);
+                    let pool = Arc::new(Pool::open(&target, protocol, connections).await);
+                    Some(
+                        saturate(
+                            &target,
+                            pool,
+                            protocol,
+                            body.clone(),
+                            concurrency,
+                            &settings,
+                            ceiling.pid(),
+                        )
+                        .await,
+                    )
+                }
+                None => None,
+            };
+            let latency = fixed_rate(
+                &target,
+                pool.clone(),
+                protocol,
+                vec![body.clone()],
+                (settings.rate, settings.latency_duration, settings.warmup),
+                |_| {},
+            )
+            .await;
+            let (_, peak) = server.memory();
+            eprintln!(
+                "  {:<26} {:<8} {:>8.0} req/s{}  p99 {:.2} ms  errors {}",
+                scenario.name,
+                protocol.label(),
+                ours.rate(),
+                ceiling_run
+                    .as_ref()
+                    .map(|c| format!(" (ceiling {:.0})", c.rate()))
+                    .unwrap_or_default(),
+                percentile(&latency.latencies, 99.0),
+                ours.errors + latency.errors
+            );
+            for error in [&ours.first_error, &latency.first_error].into_iter().flatten() {
+                eprintln!("    first error: {error}");
+            }
+            rows.push(Row {
+                scenario: scenario.name,
+                protocol,
+                ours,
+                ceiling: ceiling_run,
+                latency,
+                peak_rss_kib: peak,
+            });
+        }
+    }
+    let (_, overall_peak) = status_kib(server.pid());
+
+    print_main_table(&rows, &settings, has_ceiling, idle_rss);
+
+    // Soak: fixed load, the four scenarios in turn over HTTP/2, RSS sampled each second.
+    let soak_seconds: u64 = env_or("WIW_SOAK_SECONDS", 60);
+    if soak_seconds > 0 {
+        let target = Target::new(server.port, &ca.cert_pem, Protocol::H2);
+        let pool = Arc::new(Pool::open(&target, Protocol::H2, settings.h2_connections).await);
+        let bodies: Vec<Bytes> = fixtures::scenarios().into_iter().map(|s| Bytes::from(s.body)).collect();
+        let pid = server.pid();
+        let mut samples = vec![status_kib(pid).0];
+        let run = fixed_rate(
+            &target,
+            pool,
+            Protocol::H2,
+            bodies,
+            (settings.rate, Duration::from_secs(soak_seconds), Duration::ZERO),
+            |_| samples.push(status_kib(pid).0),
+        )
+        .await;
+        samples.push(status_kib(pid).0);
+        let first = samples[1.min(samples.len() - 1)];
+        let last = *samples.last().unwrap();
+        let max = *samples.iter().max().unwrap();
+        // Growth over the second half, where a leak would show as a steady climb.
+        let half = &samples[samples.len() / 2..];
+        println!(
+            "\n### Soak: {soak_seconds} s at {:.0} req/s over HTTP/2 (the four scenarios in turn)\n",
+            settings.rate
+        );
+        println!("| requests | errors | RSS after 1 s | RSS at end | max RSS | change over 2nd half | p99 |");
+        println!("|---|---|---|---|---|---|---|");
+        println!(
+            "| {} | {} | {} | {} | {} | {:+.1} MiB | {:.2} ms |",
+            run.completed,
+            run.errors,
+            mib(first),
+            mib(last),
+            mib(max),
+            (*half.last().unwrap() as f64 - half[0] as f64) / 1024.0,
+            percentile(&run.latencies, 99.0)
+        );
+        let per_second: Vec<String> = samples
+            .iter()
+            .map(|kib| format!("{:.1}", *kib as f64 / 1024.0))
+            .collect();
+        println!("\nRSS samples (MiB, one per second): {}", per_second.join(" "));
+    }
+    println!(
+        "\nPeak RSS of the webhook over the whole run (VmHWM since the last reset): {}",
+        mib(overall_peak)
+    );
+    drop(server);
+    drop(ceiling);
+
+    // Memory at scale: the same server with many mappings in --config-file.
+    let mappings: usize = env_or("WIW_SCALE_MAPPINGS", 100_000);
+    if mappings > 0 {
+        let yaml = fixtures::many_mappings_config(mappings);
+        let mut small = Server::start(&bin, &ca, fixtures::SMALL_CONFIG, &[]);
+        let small_ready = small.wait_ready().await;
+        let (small_rss, _) = small.memory();
+        let mut big = Server::start(&bin, &ca, &yaml, &[]);
+        let big_ready = big.wait_ready().await;
+        let (big_rss, big_peak_load) = big.memory();
+        // Then serve load with it: the mapped ServiceAccount is the last of the list.
+        let target = Target::new(big.port, &ca.cert_pem, Protocol::H2);
+        let pool = Arc::new(Pool::open(&target, Protocol::H2, settings.h2_connections).await);
+        let body = Bytes::from(fixtures::scenario_named("pod-1-container").unwrap().body);
+        let answer = pool.send(&target, &body, Protocol::H2, &mut None).await.unwrap();
+        check_answer(&answer, Some(true)).unwrap();
+        big.reset_peak();
+        let short = Settings {
+            duration: Duration::from_secs(3),
+            ..settings
+        };
+        let run = saturate(&target, pool, Protocol::H2, body, short.concurrency, &short, big.pid()).await;
+        let (_, big_peak_serving) = big.memory();
+        println!(
+            "\n### Memory at scale: {mappings} mappings in --config-file ({:.1} MiB of YAML)\n",
+            yaml.len() as f64 / 1048576.0
+        );
+        println!(
+            "| server | start to ready | RSS when ready | peak RSS while loading | peak RSS serving pod-1-container (HTTP/2) | req/s |"
+        );
+        println!("|---|---|---|---|---|---|");
+        println!(
+            "| {} mappings (example config) | {:.2} s | {} | - | - | - |",
+            fixtures::SMALL_CONFIG.matches("serviceAccount:").count(),
+            small_ready.as_secs_f64(),
+            mib(small_rss)
+        );
+        println!(
+            "| {mappings} mappings | {:.2} s | {} | {} | {} | {:.0} |",
+            big_ready.as_secs_f64(),
+            mib(big_rss),
+            mib(big_peak_load),
+            mib(big_peak_serving),
+            run.rate()
+        );
+        println!(
+            "\nRSS with 100,000 ServiceAccounts in the reflector cache needs an apiserver: not measured here (standalone mode has no cache)."
+        );
+    }
+}
+
+fn print_main_table(rows: &[Row], settings: &Settings, has_ceiling: bool, idle_rss: u64) {
+    println!(
+        "\n### Server: saturation ({} s closed loop; HTTP/2: {} connections x {} streams in flight, HTTP/1.1: {} keep-alive connections) and latency at {:.0} req/s offered (open loop, {} s)\n",
+        settings.duration.as_secs_f64(),
+        settings.h2_connections,
+        settings.concurrency,
+        settings.h1_connections,
+        settings.rate,
+        settings.latency_duration.as_secs_f64()
+    );
+    let ceiling_note = if has_ceiling {
+        "no-parse ceiling"
+    } else {
+        "ceiling (stand-in: pod-no-identity)"
+    };
+    println!(
+        "| scenario | protocol | req/s at saturation | {ceiling_note} req/s | % of ceiling | p50 | p99 | p99.9 | achieved rate | errors | peak RSS | webhook CPU s / 10k req |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for row in rows {
+        let stand_in = rows
+            .iter()
+            .find(|r| r.scenario == "pod-no-identity" && r.protocol == row.protocol)
+            .map(|r| &r.ours);
+        let ceiling = row.ceiling.as_ref().or(if has_ceiling { None } else { stand_in });
+        let (ceiling_rate, ratio) = match ceiling {
+            Some(c) => (
+                format!("{:.0}", c.rate()),
+                format!("{:.0}%", 100.0 * row.ours.rate() / c.rate()),
+            ),
+            None => ("-".into(), "-".into()),
+        };
+        println!(
+            "| {} | {} | {:.0} | {} | {} | {:.2} ms | {:.2} ms | {:.2} ms | {:.0} req/s | {} | {} | {:.3} |",
+            row.scenario,
+            row.protocol.label(),
+            row.ours.rate(),
+            ceiling_rate,
+            ratio,
+            percentile(&row.latency.latencies, 50.0),
+            percentile(&row.latency.latencies, 99.0),
+            percentile(&row.latency.latencies, 99.9),
+            row.latency.completed as f64 / row.latency.seconds,
+            row.ours.errors + row.latency.errors,
+            mib(row.peak_rss_kib),
+            row.ours.server_cpu / row.ours.completed.max(1) as f64 * 10_000.0,
+        );
+    }
+    println!(
+        "\nLatency is measured from the intended send time of each request (so generator lag counts against us); from the actual send:"
+    );
+    println!("\n| scenario | protocol | p50 | p99 | p99.9 | load generator CPU s / 10k req (saturation) |");
+    println!("|---|---|---|---|---|---|");
+    for row in rows {
+        println!(
+            "| {} | {} | {:.2} ms | {:.2} ms | {:.2} ms | {:.3} |",
+            row.scenario,
+            row.protocol.label(),
+            percentile(&row.latency.service_latencies, 50.0),
+            percentile(&row.latency.service_latencies, 99.0),
+            percentile(&row.latency.service_latencies, 99.9),
+            row.ours.client_cpu / row.ours.completed.max(1) as f64 * 10_000.0,
+        );
+    }
+    println!("\nWebhook RSS idle after start: {}", mib(idle_rss));
+}
