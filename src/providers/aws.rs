@@ -135,15 +135,7 @@ impl CloudProvider for Aws {
 impl Aws {
     fn irsa(&self, ctx: &PodContext<'_>, role_arn: &str, warnings: &mut Vec<String>) -> PodInjection {
         let settings = &ctx.config.aws;
-        let audience = checked(
-            AUDIENCE,
-            ctx.service_account_annotation(AUDIENCE),
-            validate::is_audience,
-            "audience",
-            warnings,
-        )
-        .or(settings.audience.as_deref())
-        .unwrap_or(DEFAULT_AUDIENCE);
+        let audience = ctx.audience(AUDIENCE, settings.audience.as_deref(), DEFAULT_AUDIENCE, warnings);
         let expiration = ctx.token_expiration(
             TOKEN_EXPIRATION,
             &[TOKEN_EXPIRATION],

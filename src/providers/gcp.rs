@@ -142,15 +142,7 @@ impl CloudProvider for Gcp {
             return None;
         };
         let default_audience = format!("https://iam.googleapis.com/{provider}");
-        let audience = checked(
-            AUDIENCE,
-            ctx.service_account_annotation(AUDIENCE),
-            validate::is_audience,
-            "audience",
-            warnings,
-        )
-        .or(settings.audience.as_deref())
-        .unwrap_or(&default_audience);
+        let audience = ctx.audience(AUDIENCE, settings.audience.as_deref(), &default_audience, warnings);
         let expiration = ctx.token_expiration(
             TOKEN_EXPIRATION,
             &[TOKEN_EXPIRATION],

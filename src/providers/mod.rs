@@ -79,6 +79,26 @@ impl PodContext<'_> {
             .unwrap_or_default()
     }
 
+    /// A token audience: the ServiceAccount annotation `key` if valid, else the cluster setting,
+    /// else the cloud's default.
+    pub fn audience<'v>(
+        &'v self,
+        key: &str,
+        configured: Option<&'v str>,
+        default: &'v str,
+        warnings: &mut Vec<String>,
+    ) -> &'v str {
+        checked(
+            key,
+            self.service_account_annotation(key),
+            crate::validate::is_audience,
+            "audience",
+            warnings,
+        )
+        .or(configured)
+        .unwrap_or(default)
+    }
+
     /// A token lifetime: the ServiceAccount annotation (within `allowed`) or `default`, which a Pod
     /// annotation may shorten but never lengthen, raised to the apiserver's floor.
     pub fn token_expiration(
