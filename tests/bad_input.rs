@@ -13,7 +13,7 @@ use base64::Engine;
 use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use webhook::Webhook;
+use webhook::{Webhook, pod_review as review};
 
 const ROLE: &str = "arn:aws:iam::111122223333:role/app";
 const CONFIG: &str = "identities:\n  - namespace: team-a\n    serviceAccount: app\n    aws: {roleArn: \"arn:aws:iam::111122223333:role/app\"}\n";
@@ -29,25 +29,6 @@ async fn start() -> Webhook {
     );
     webhook.wait_ready().await;
     webhook
-}
-
-fn review(uid: &str) -> Value {
-    json!({
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": uid,
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "namespace": "team-a",
-            "operation": "CREATE",
-            "object": {
-                "apiVersion": "v1", "kind": "Pod",
-                "metadata": {"generateName": "app-"},
-                "spec": {"serviceAccountName": "app", "containers": [{"name": "app", "image": "busybox"}]}
-            }
-        }
-    })
 }
 
 /// A good review gets the right patch, within [`GOOD_REQUEST_LIMIT`].

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use serde_json::{Value, json};
-use webhook::{Webhook, client_trusting, eventually, write};
+use webhook::{Webhook, client_trusting, eventually, pod_review, write};
 use workload_identity_webhook::tls::GeneratedCa;
 
 const ROLE_A: &str = "arn:aws:iam::111122223333:role/first";
@@ -16,25 +16,6 @@ const ROLE_B: &str = "arn:aws:iam::111122223333:role/second";
 
 fn config_with_role(role: &str) -> String {
     format!("identities:\n  - namespace: team-a\n    serviceAccount: app\n    aws: {{roleArn: \"{role}\"}}\n")
-}
-
-fn pod_review(uid: &str) -> Value {
-    json!({
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": uid,
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "namespace": "team-a",
-            "operation": "CREATE",
-            "object": {
-                "apiVersion": "v1", "kind": "Pod",
-                "metadata": {"generateName": "app-"},
-                "spec": {"serviceAccountName": "app", "containers": [{"name": "app", "image": "busybox"}]}
-            }
-        }
-    })
 }
 
 async fn start(config: &str) -> Webhook {

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use serde_json::{Value, json};
 use workload_identity_webhook::tls::GeneratedCa;
 
 pub struct Webhook {
@@ -168,4 +169,24 @@ pub fn write(path: &Path, text: &str) {
     let staging = path.with_extension("tmp");
     std::fs::write(&staging, text).unwrap();
     std::fs::rename(staging, path).unwrap();
+}
+
+/// An AdmissionReview for creating a Pod of ServiceAccount `app` in `team-a`.
+pub fn pod_review(uid: &str) -> Value {
+    json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": uid,
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "namespace": "team-a",
+            "operation": "CREATE",
+            "object": {
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"generateName": "app-"},
+                "spec": {"serviceAccountName": "app", "containers": [{"name": "app", "image": "busybox"}]}
+            }
+        }
+    })
 }
