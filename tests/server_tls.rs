@@ -153,20 +153,9 @@ async fn configuration_edits_apply_without_restart_and_broken_ones_are_refused()
         &webhook.path("config.yaml"),
         "identities: [{namespace: team-a, serviceAccount: app, aws: {roleArn: broken}}]",
     );
-    eventually(
-        Duration::from_secs(20),
-        "the broken configuration to be refused",
-        || async {
-            let metrics = reqwest::get(webhook.metrics_url("/metrics"))
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
-            metrics.contains(r#"config_reloads_total{result="failure"} 1"#)
-        },
-    )
-    .await;
+    webhook
+        .wait_for_metric(r#"config_reloads_total{result="failure"} 1"#)
+        .await;
     assert_eq!(
         role_in_patch(&admit(&client, &webhook, &pod_review("3")).await.2).as_deref(),
         Some(ROLE_B)
@@ -194,20 +183,9 @@ async fn certificate_rotates_without_restart_and_a_broken_one_is_refused() {
         &webhook.path("tls.crt"),
         "-----BEGIN CERTIFICATE-----\nbroken\n-----END CERTIFICATE-----\n",
     );
-    eventually(
-        Duration::from_secs(20),
-        "the broken certificate to be refused",
-        || async {
-            let metrics = reqwest::get(webhook.metrics_url("/metrics"))
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
-            metrics.contains(r#"certificate_reloads_total{result="failure"} 1"#)
-        },
-    )
-    .await;
+    webhook
+        .wait_for_metric(r#"certificate_reloads_total{result="failure"} 1"#)
+        .await;
     let fresh_client = client_trusting(&new_ca.cert_pem, false);
     assert_eq!(
         fresh_client.get(webhook.url("/healthz")).send().await.unwrap().status(),

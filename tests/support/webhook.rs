@@ -83,6 +83,23 @@ impl Webhook {
         format!("http://127.0.0.1:{}{path}", self.metrics_port)
     }
 
+    pub async fn metrics(&self) -> String {
+        reqwest::get(self.metrics_url("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// Waits (20 s at most) until the metrics contain `line`.
+    pub async fn wait_for_metric(&self, line: &str) {
+        eventually(Duration::from_secs(20), line, || async {
+            self.metrics().await.contains(line)
+        })
+        .await;
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.path("webhook.log")).unwrap_or_default()
     }
