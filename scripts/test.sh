@@ -17,7 +17,8 @@ cargo clippy --all-targets --locked -- -D warnings
 echo "==> control plane (kube-apiserver + etcd)"
 bash tests/control-plane/build.sh >/dev/null
 echo "==> cargo test"
-cargo test --all-targets --locked -- "$@"
+# Benches are compiled by clippy above and run by scripts/bench.sh (they need a release build).
+cargo test --lib --bins --tests --locked -- "$@"
 # A bounded fuzzing run where a nightly toolchain exists (the committed corpus is replayed by
 # cargo test above either way). Longer: scripts/fuzz.sh 3600.
 if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
