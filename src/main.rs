@@ -14,6 +14,12 @@ use workload_identity_webhook::server::{self, AppState, ServerOptions};
 use workload_identity_webhook::tls::{self, CertificateFiles, ReloadingCertificate};
 use workload_identity_webhook::watch::{LiveConfig, ServiceAccounts};
 
+// glibc malloc took ~18% of the server's CPU under load (perf); mimalloc's thread-local free lists
+// make the many small per-request allocations cheap, and musl's malloc (the static image) is slower still.
+// Its `no_thp` feature keeps RSS where it was: with transparent huge pages it doubled (13 -> 27 MiB).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
