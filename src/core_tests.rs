@@ -167,7 +167,8 @@ fn typed<T: serde::de::DeserializeOwned>(value: &Value) -> T {
 /// Applies a mutation's patch to a copy of `original`.
 fn apply(original: &Value, mutation: &Mutation) -> Value {
     let mut doc = original.clone();
-    json_patch::patch(&mut doc, &mutation.patch).unwrap_or_else(|err| {
+    let patch = crate::patch::to_json_patch(&mutation.patch).expect("our patch reads as a JSON patch");
+    json_patch::patch(&mut doc, &patch).unwrap_or_else(|err| {
         panic!(
             "patch does not apply: {err}\npatch: {}\nobject: {original:#}",
             serde_json::to_string_pretty(&mutation.patch).unwrap_or_default()
@@ -1622,7 +1623,10 @@ fn a_pod_create_review_is_parsed_and_answered_with_the_patch() {
             .expect("base64"),
     )
     .expect("JSON patch");
-    assert_eq!(decoded, mutation.patch);
+    assert_eq!(
+        decoded,
+        crate::patch::to_json_patch(&mutation.patch).expect("JSON patch").0
+    );
     let mut object = pod(json!({}));
     json_patch::patch(&mut object, &decoded).expect("decoded patch applies");
     assert_has(&object, "app", &IRSA);
@@ -1805,4 +1809,47 @@ fn config_settings_are_parsed_and_checked() {
         Config::parse("azure: {tenantId: nope}", &Value::Null),
         Err(ConfigError::Invalid(_))
     ));
+}
+
+/// The apiserver sends `kind` and `operation` before `object` (Go's field order), and then the
+/// object is decoded as it is parsed; the other tests' bodies have sorted keys, which put
+/// `object` first and take the path that decodes it afterwards. Both must answer alike.
+#[test]
+fn a_review_in_the_apiservers_field_order_is_answered_like_one_with_sorted_keys() {
+    let sa: ServiceAccount = typed(&irsa_sa());
+    let answer = |review: &Review| response_of(review, &review.mutation(Some(&sa), &no_config()))["response"].clone();
+    for (kind, operation, object) in [
+        ("Pod", "CREATE", pod(json!({}))),
+        ("Pod", "CREATE", json!({"spec": {"containers": "not a list"}})),
+        ("Pod", "CREATE", Value::Null),
+        ("Pod", "DELETE", pod(json!({}))),
+        ("ServiceAccount", "UPDATE", irsa_sa()),
+    ] {
+        let body = format!(
+            r#"{{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1","request":{{"uid":"{UID}","kind":{{"group":"","version":"v1","kind":"{kind}"}},"namespace":"{NS}","operation":"{operation}","userInfo":{{"username":"u"}},"object":{object},"oldObject":null,"dryRun":false}}}}"#
+        );
+        let in_apiserver_order = Review::parse(body.as_bytes()).unwrap_or_else(|err| panic!("{err}"));
+        let mut sorted = review_value(json!({"request": {"kind": {"kind": kind}, "operation": operation}}));
+        sorted["request"]["object"] = object.clone();
+        let sorted = Review::parse(&serde_json::to_vec(&sorted).expect("serializes")).expect("valid review");
+        assert_eq!(
+            answer(&in_apiserver_order),
+            answer(&sorted),
+            "{kind} {operation} {object}"
+        );
+        assert_eq!(
+            format!("{:?}", in_apiserver_order.subject),
+            format!("{:?}", sorted.subject),
+            "{kind} {operation} {object}"
+        );
+    }
+    let pod_review = format!(
+        r#"{{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{{"uid":"{UID}","kind":{{"group":"","version":"v1","kind":"Pod"}},"operation":"CREATE","object":{}}}}}"#,
+        pod(json!({}))
+    );
+    let review = Review::parse(pod_review.as_bytes()).expect("valid review");
+    assert!(
+        answer(&review).get("patch").is_some(),
+        "the Pod decoded in place gets its patch"
+    );
 }

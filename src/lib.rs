@@ -1,7 +1,7 @@
 //! workload-identity-webhook: a mutating admission webhook that gives Pods AWS, Google Cloud and
 //! Azure workload identities.
 //!
-//! The pure core ([`model`], [`config`], [`providers`], [`mutation`], [`admission`]) turns an
+//! The pure core ([`model`], [`config`], [`providers`], [`mutation`], [`patch`], [`admission`]) turns an
 //! admission request into a patch without I/O. The shell ([`server`], [`watch`], [`tls`],
 //! [`metrics`]) serves it over HTTPS and keeps its inputs current.
 
@@ -9,6 +9,7 @@ pub mod admission;
 pub mod config;
 pub mod model;
 pub mod mutation;
+pub mod patch;
 pub mod providers;
 pub mod validate;
 

@@ -3,18 +3,17 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use json_patch::jsonptr::PointerBuf;
-use json_patch::{AddOperation, PatchOperation, RemoveOperation};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::config::Config;
 use crate::model::{Container, Pod, ServiceAccount};
+use crate::patch::{EnvVar, Operation, VolumeMount, add, annotation_path, append};
 use crate::providers::{self, PodContext, PodInjection};
 
 /// A patch with what it means: the identities it gives and the warnings for the user.
 #[derive(Debug, Default)]
 pub struct Mutation {
-    pub patch: Vec<PatchOperation>,
+    pub patch: Vec<Operation>,
     /// `(cloud, identity)` for each cloud that resolved, for the audit log and metrics.
     pub identities: Vec<(&'static str, String)>,
     pub warnings: Vec<String>,
@@ -89,15 +88,15 @@ pub fn mutate_service_account(service_account: &ServiceAccount, namespace: &str,
     let mut patch = Vec::new();
     let stale = managed_before.iter().filter(|key| !managed_now.contains(**key));
     for key in stale.filter(|key| service_account.metadata.annotation(key).is_some()) {
-        patch.push(PatchOperation::Remove(RemoveOperation {
-            path: PointerBuf::from_tokens(["metadata", "annotations", key]),
-        }));
+        patch.push(Operation::Remove {
+            path: annotation_path(key),
+        });
     }
     if managed_now != managed_before {
         if managed_now.is_empty() {
-            patch.push(PatchOperation::Remove(RemoveOperation {
-                path: PointerBuf::from_tokens(["metadata", "annotations", MANAGED_ANNOTATIONS]),
-            }));
+            patch.push(Operation::Remove {
+                path: annotation_path(MANAGED_ANNOTATIONS),
+            });
         } else {
             changed.push((
                 MANAGED_ANNOTATIONS,
@@ -134,7 +133,7 @@ fn users_annotations(service_account: &ServiceAccount) -> BTreeMap<String, Strin
     annotations
 }
 
-fn pod_patch(pod: &Pod, injections: &[PodInjection]) -> Vec<PatchOperation> {
+fn pod_patch(pod: &Pod, injections: &[PodInjection]) -> Vec<Operation> {
     let mut patch = Vec::new();
 
     let changed_annotations = injections
@@ -146,14 +145,14 @@ fn pod_patch(pod: &Pod, injections: &[PodInjection]) -> Vec<PatchOperation> {
     add_annotations(&mut patch, pod.metadata.annotations.is_some(), changed_annotations);
 
     let volumes = pod.spec.volumes.as_deref().unwrap_or_default();
-    let new_volumes = injections
+    let new_volumes: Vec<Value> = injections
         .iter()
         .filter(|injection| !volumes.iter().any(|volume| volume.name == injection.volume_name))
         .map(|injection| injection.volume.clone())
         .collect();
     append(
         &mut patch,
-        &["spec", "volumes"],
+        "/spec/volumes".to_owned(),
         pod.spec.volumes.is_some(),
         new_volumes,
     );
@@ -171,79 +170,61 @@ fn pod_patch(pod: &Pod, injections: &[PodInjection]) -> Vec<PatchOperation> {
 }
 
 fn patch_container(
-    patch: &mut Vec<PatchOperation>,
+    patch: &mut Vec<Operation>,
     list: &str,
     index: usize,
     container: &Container,
     injections: &[PodInjection],
 ) {
     let mut mounts = Vec::new();
-    let mut env: Vec<(&str, &str)> = Vec::new();
+    let mut env: Vec<EnvVar> = Vec::new();
     for injection in injections {
         if injection.skip_containers.contains(&container.name) {
             continue;
         }
         if !container.has_mount(injection.volume_name, injection.mount_path) {
-            mounts.push(json!({"name": injection.volume_name, "mountPath": injection.mount_path, "readOnly": true}));
+            mounts.push(VolumeMount {
+                name: injection.volume_name,
+                mount_path: injection.mount_path,
+                read_only: true,
+            });
         }
         for group in &injection.env {
             let taken = group
                 .iter()
-                .any(|(name, _)| container.sets_env(name) || env.iter().any(|(added, _)| added == name));
+                .any(|(name, _)| container.sets_env(name) || env.iter().any(|added| added.name == *name));
             if !taken {
-                env.extend(group.iter().map(|(name, value)| (*name, value.as_str())));
+                env.extend(group.iter().map(|(name, value)| EnvVar {
+                    name,
+                    value: value.clone(),
+                }));
             }
         }
     }
-    let index = index.to_string();
-    let env = env
-        .into_iter()
-        .map(|(name, value)| json!({"name": name, "value": value}))
-        .collect();
+    let container_path = format!("/spec/{list}/{index}");
     append(
         patch,
-        &["spec", list, &index, "volumeMounts"],
+        format!("{container_path}/volumeMounts"),
         container.volume_mounts.is_some(),
         mounts,
     );
-    append(patch, &["spec", list, &index, "env"], container.env.is_some(), env);
-}
-
-/// Appends to the array at `path`, creating it in one operation when the object has none.
-fn append(patch: &mut Vec<PatchOperation>, path: &[&str], exists: bool, values: Vec<Value>) {
-    if values.is_empty() {
-        return;
-    }
-    if exists {
-        for value in values {
-            patch.push(add(path.iter().copied().chain(["-"]), value));
-        }
-    } else {
-        patch.push(add(path.iter().copied(), Value::Array(values)));
-    }
+    append(patch, format!("{container_path}/env"), container.env.is_some(), env);
 }
 
 /// Sets annotations, creating the annotation map in one operation when the object has none.
-fn add_annotations(patch: &mut Vec<PatchOperation>, exists: bool, annotations: Vec<(&str, String)>) {
+fn add_annotations(patch: &mut Vec<Operation>, exists: bool, annotations: Vec<(&str, String)>) {
     if annotations.is_empty() {
         return;
     }
     if exists {
         for (key, value) in annotations {
-            patch.push(add(["metadata", "annotations", key], Value::String(value)));
+            patch.push(add(annotation_path(key), Value::String(value)));
         }
     } else {
         let map = annotations
             .into_iter()
             .map(|(key, value)| (key.to_owned(), Value::String(value)))
             .collect();
-        patch.push(add(["metadata", "annotations"], Value::Object(map)));
+        patch.push(add("/metadata/annotations".to_owned(), Value::Object(map)));
     }
-}
-
-fn add<'t>(tokens: impl IntoIterator<Item = &'t str>, value: Value) -> PatchOperation {
-    PatchOperation::Add(AddOperation {
-        path: PointerBuf::from_tokens(tokens),
-        value,
-    })
 }

@@ -9,6 +9,7 @@ use crate::admission::Review;
 use crate::cli::{MutateArgs, Output};
 use crate::config::Config;
 use crate::model;
+use crate::patch;
 use crate::watch::CONFIG_KEY;
 
 /// Returns the text to print on stdout and the warnings for stderr.
@@ -48,7 +49,7 @@ pub fn run(args: &MutateArgs) -> anyhow::Result<(String, Vec<String>)> {
             } else {
                 object
             };
-            json_patch::patch(&mut mutated, &mutation.patch).context("applying the patch")?;
+            json_patch::patch(&mut mutated, &patch::to_json_patch(&mutation.patch)?).context("applying the patch")?;
             serde_json::to_string_pretty(&mutated)?
         }
     };

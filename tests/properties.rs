@@ -27,6 +27,7 @@ use workload_identity_webhook::admission::{Review, Subject};
 use workload_identity_webhook::config::Config;
 use workload_identity_webhook::model::ServiceAccount;
 use workload_identity_webhook::mutation::Mutation;
+use workload_identity_webhook::patch::to_json_patch;
 use workload_identity_webhook::providers::{aws, azure, gcp};
 
 /// In every junk ServiceAccount annotation value; must never reach the Pod.
@@ -655,7 +656,7 @@ proptest! {
         prop_assert!(matches!(first.subject, Subject::ServiceAccount(_)));
         let mutation = first.mutation(None, &config);
         let mut patched = object.clone();
-        json_patch::patch(&mut patched, &mutation.patch)
+        json_patch::patch(&mut patched, &to_json_patch(&mutation.patch).unwrap())
             .map_err(|err| TestCaseError::fail(format!("patch does not apply: {err}")))?;
         serde_json::from_value::<k8s_openapi::api::core::v1::ServiceAccount>(patched.clone()).unwrap();
         // Existing annotations, junk or not, are never overwritten.

@@ -12,6 +12,7 @@ use workload_identity_webhook::admission::Review;
 use workload_identity_webhook::config::Config;
 use workload_identity_webhook::model::ServiceAccount;
 use workload_identity_webhook::mutation::Mutation;
+use workload_identity_webhook::patch;
 use workload_identity_webhook::providers::{aws, azure, gcp};
 
 const ROLE: &str = "arn:aws:iam::111122223333:role/granted";
@@ -64,7 +65,7 @@ fn admit(request_namespace: &str, pod: &Value, sa: Option<&ServiceAccount>, conf
     let review = Review::parse(&body).unwrap();
     let mutation = review.mutation(sa, config);
     let mut patched = pod.clone();
-    json_patch::patch(&mut patched, &mutation.patch).unwrap();
+    json_patch::patch(&mut patched, &patch::to_json_patch(&mutation.patch).unwrap()).unwrap();
     (mutation, patched)
 }
 

@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use workload_identity_webhook::admission::{Review, Subject};
 use workload_identity_webhook::config::Config;
 use workload_identity_webhook::model::ServiceAccount;
+use workload_identity_webhook::patch::to_json_patch;
 
 /// Mappings and settings for every cloud, so any Pod or ServiceAccount gets the most patching.
 pub const CONFIG: &str = r#"
@@ -64,7 +65,8 @@ pub fn review(data: &[u8]) {
             return;
         };
         let mut object = body["request"]["object"].take();
-        json_patch::patch(&mut object, &mutation.patch).unwrap_or_else(|err| {
+        let patch = to_json_patch(&mutation.patch).expect("the patch reads as a JSON patch");
+        json_patch::patch(&mut object, &patch).unwrap_or_else(|err| {
             panic!(
                 "the patch does not apply: {err}\n{}",
                 serde_json::to_string(&mutation.patch).unwrap()
@@ -111,7 +113,8 @@ pub fn config(data: &[u8]) {
                     let mutation = review.mutation(service_account, &config);
                     review.response(&mutation).expect("the answer encodes");
                     let mut patched = object.clone();
-                    json_patch::patch(&mut patched, &mutation.patch).expect("the patch applies");
+                    let patch = to_json_patch(&mutation.patch).expect("the patch reads as a JSON patch");
+                    json_patch::patch(&mut patched, &patch).expect("the patch applies");
                 }
             }
         }
