@@ -14,18 +14,12 @@ use crate::providers::{self, aws, azure, gcp};
 /// The matcher that stands for any namespace or any ServiceAccount.
 pub const ANY: &str = "*";
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[derive(Debug, Default)]
 pub struct Config {
-    #[serde(default)]
     pub aws: aws::Settings,
-    #[serde(default)]
     pub azure: azure::Settings,
-    #[serde(default)]
     pub gcp: gcp::Settings,
-    #[serde(default)]
     pub identities: Vec<Mapping>,
-    #[serde(skip)]
     index: MappingIndex,
 }
 
@@ -49,42 +43,81 @@ fn any() -> String {
     ANY.to_owned()
 }
 
+/// `config.yaml` as written. The mappings are read straight into their type (a tree of values for
+/// 100,000 of them held several times their final size); the small cloud sections stay maps
+/// until the flags' settings are laid under them.
+#[derive(Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with the keys aws, gcp, azure and identities"
+)]
+struct ConfigFile {
+    #[serde(default)]
+    aws: Option<Map<String, Value>>,
+    #[serde(default)]
+    azure: Option<Map<String, Value>>,
+    #[serde(default)]
+    gcp: Option<Map<String, Value>>,
+    #[serde(default)]
+    identities: Vec<Mapping>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("config.yaml is not valid YAML: {0}")]
+    /// Not YAML, or not the shape of `config.yaml` (with the line and column).
+    #[error("config.yaml cannot be read: {0}")]
     Yaml(#[from] serde_yaml_ng::Error),
-    #[error("config.yaml must be a mapping at the top level")]
-    NotAMapping,
     #[error("config.yaml does not match the schema: {0}")]
     Schema(#[from] serde_json::Error),
     #[error("config.yaml has invalid values: {}", .0.join("; "))]
     Invalid(Vec<String>),
 }
 
+/// The cloud sections of `config.yaml`, once the flags' settings are laid under the file's.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Settings {
+    #[serde(default)]
+    aws: aws::Settings,
+    #[serde(default)]
+    azure: azure::Settings,
+    #[serde(default)]
+    gcp: gcp::Settings,
+}
+
 impl Config {
     /// Parses `config.yaml` over the cluster settings given as flags (`defaults`, shaped like the
     /// top level of `config.yaml` without `identities`).
     pub fn parse(yaml: &str, defaults: &Value) -> Result<Config, ConfigError> {
-        let parsed: Value = if yaml.trim().is_empty() {
-            Value::Null
+        let file: Option<ConfigFile> = if yaml.trim().is_empty() {
+            None
         } else {
             serde_yaml_ng::from_str(yaml)?
         };
-        let from_file = match parsed {
-            Value::Null => Map::new(),
-            Value::Object(map) => map,
-            _ => return Err(ConfigError::NotAMapping),
+        let Some(file) = file else {
+            return Self::from_defaults(defaults);
         };
-        Self::from_value(overlay(defaults, from_file))
+        let sections = [("aws", file.aws), ("azure", file.azure), ("gcp", file.gcp)]
+            .into_iter()
+            .filter_map(|(name, section)| Some((name.to_owned(), Value::Object(section?))))
+            .collect();
+        Self::build(overlay(defaults, sections), file.identities)
     }
 
     /// The configuration when there is no ConfigMap: the flags' settings and no mappings.
     pub fn from_defaults(defaults: &Value) -> Result<Config, ConfigError> {
-        Self::from_value(overlay(defaults, Map::new()))
+        Self::build(overlay(defaults, Map::new()), Vec::new())
     }
 
-    fn from_value(value: Value) -> Result<Config, ConfigError> {
-        let mut config: Config = serde_json::from_value(value)?;
+    fn build(settings: Value, identities: Vec<Mapping>) -> Result<Config, ConfigError> {
+        let settings: Settings = serde_json::from_value(settings)?;
+        let mut config = Config {
+            aws: settings.aws,
+            azure: settings.azure,
+            gcp: settings.gcp,
+            identities,
+            index: MappingIndex::default(),
+        };
         let problems: Vec<String> = providers::ALL
             .iter()
             .flat_map(|provider| provider.validate(&config))
@@ -242,14 +275,13 @@ identities:
             Config::parse("aws: [", &Value::Null),
             Err(ConfigError::Yaml(_))
         ));
-        assert!(matches!(
-            Config::parse("- a\n- b", &Value::Null),
-            Err(ConfigError::NotAMapping)
-        ));
-        assert!(matches!(
-            Config::parse("identities: 3", &Value::Null),
-            Err(ConfigError::Schema(_))
-        ));
+        let err = Config::parse("- a\n- b", &Value::Null).unwrap_err();
+        assert!(err.to_string().contains("expected a mapping with the keys"), "{err}");
+        let err = Config::parse("identities: 3", &Value::Null).unwrap_err();
+        assert!(
+            err.to_string().contains("identities: invalid type: integer `3`"),
+            "{err}"
+        );
         assert!(matches!(
             Config::parse("aws: {tokenExpirationSeconds: soon}", &Value::Null),
             Err(ConfigError::Schema(_))

@@ -24,7 +24,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => {
-            init_logging(&args.log);
+            // Held until the end of main: dropping it flushes the log lines still queued.
+            let _log_writer = init_logging(&args.log);
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -47,17 +48,25 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(args: &LogArgs) {
+fn init_logging(args: &LogArgs) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = EnvFilter::try_new(&args.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
+    // Log lines (one audit line per mutated Pod) are written by a thread of their own, in batches
+    // when they come fast: a write(2) per line on the request path was ~5% of the server's CPU.
+    // Not lossy: under a flood the requests wait for the log rather than drop audit lines.
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("log-writer")
+        .finish(std::io::BufWriter::new(std::io::stderr()));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         // Colour codes only for a terminal, never in files or log collectors.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     match args.log_format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Text => builder.init(),
     }
+    guard
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
