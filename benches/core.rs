@@ -6,6 +6,10 @@
 //!     cargo bench --bench core                 # everything
 //!     cargo bench --bench core -- admission/   # a subset (criterion filter)
 
+/// The allocator of the `serve` binary, so the figures are those of production.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[path = "support/fixtures.rs"]
 mod fixtures;
 

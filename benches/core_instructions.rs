@@ -11,6 +11,10 @@
 //! admission-<N> (pod-1-container with N mappings), config-parse-<N>.
 //! Without valgrind it prints the wall time per iteration.
 
+/// The allocator of the `serve` binary, so the figures are those of production.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[path = "support/fixtures.rs"]
 mod fixtures;
 
