@@ -201,14 +201,10 @@ fn patch_container(
             }
         }
     }
-    let container_path = format!("/spec/{list}/{index}");
-    append(
-        patch,
-        format!("{container_path}/volumeMounts"),
-        container.volume_mounts.is_some(),
-        mounts,
-    );
-    append(patch, format!("{container_path}/env"), container.env.is_some(), env);
+    let index = index.to_string();
+    let path = |field: &str| ["/spec/", list, "/", &index, "/", field].concat();
+    append(patch, path("volumeMounts"), container.volume_mounts.is_some(), mounts);
+    append(patch, path("env"), container.env.is_some(), env);
 }
 
 /// Sets annotations, creating the annotation map in one operation when the object has none.

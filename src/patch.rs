@@ -74,6 +74,9 @@ pub fn add(path: String, value: impl Into<PatchValue>) -> Operation {
     }
 }
 
+// Paths are joined with `concat`, not `format!`: the formatting machinery was a tenth of the cost
+// of a 10-container Pod, whose patch has a few paths per container.
+
 /// Appends `values` to the array at `path`, creating the array in one operation when the object
 /// has none.
 pub fn append<T>(patch: &mut Vec<Operation>, path: String, exists: bool, values: Vec<T>)
@@ -85,7 +88,7 @@ where
     }
     if exists {
         for value in values {
-            patch.push(add(format!("{path}/-"), value));
+            patch.push(add([path.as_str(), "/-"].concat(), value));
         }
     } else {
         patch.push(add(path, values));
@@ -94,7 +97,7 @@ where
 
 /// The JSON pointer of an annotation (keys hold `/`, which a pointer token escapes as `~1`).
 pub fn annotation_path(key: &str) -> String {
-    format!("/metadata/annotations/{}", pointer_token(key))
+    ["/metadata/annotations/", &pointer_token(key)].concat()
 }
 
 fn pointer_token(token: &str) -> Cow<'_, str> {

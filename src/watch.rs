@@ -1,16 +1,16 @@
 //! The webhook's live inputs: the identity configuration (ConfigMap or file) and the cache of
 //! ServiceAccounts. Both are kept current in the background; a request only reads them.
 
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
 use kube::core::PartialObjectMeta;
-use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use serde_json::Value;
@@ -18,11 +18,12 @@ use serde_json::Value;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::model;
+use crate::mutation::MANAGED_ANNOTATIONS;
 
 /// The ConfigMap key that holds the configuration.
 pub const CONFIG_KEY: &str = "config.yaml";
 
-/// Annotation prefixes the webhook reads; the cache keeps only these to stay small.
+/// Annotation prefixes the webhook reads; the cache keeps only these (and MANAGED_ANNOTATIONS).
 const IDENTITY_ANNOTATION_PREFIXES: &[&str] = &[
     "eks.amazonaws.com/",
     "azure.workload.identity/",
@@ -142,9 +143,9 @@ impl LiveConfig {
 
 /// Where the annotations of a Pod's ServiceAccount come from.
 pub enum ServiceAccounts {
-    /// A reflector cache of every ServiceAccount's metadata, with a direct GET on a miss.
+    /// A cache of every ServiceAccount's identity annotations, with a direct GET on a miss.
     Cluster {
-        store: Store<PartialObjectMeta<ServiceAccount>>,
+        cache: Arc<ServiceAccountCache>,
         client: Client,
         synced: Arc<AtomicBool>,
         /// False while the watch is broken (e.g. the apiserver is down): look-ups use the cache.
@@ -155,41 +156,40 @@ pub enum ServiceAccounts {
 }
 
 impl ServiceAccounts {
-    /// Starts the reflector; the returned value serves look-ups at once (misses go to the API).
+    /// Starts the watch; the returned value serves look-ups at once (misses go to the API).
     pub fn start_cluster(client: Client) -> Self {
-        let (store, writer) = reflector::store();
         let api: Api<PartialObjectMeta<ServiceAccount>> = Api::all(client.clone());
-        let stream = watcher(api, watcher::Config::default())
-            .default_backoff()
-            .modify(keep_identity_metadata)
-            .reflect(writer);
+        let stream = watcher(api, watcher::Config::default()).default_backoff();
+        let cache = Arc::new(ServiceAccountCache::default());
         let connected = Arc::new(AtomicBool::new(true));
-        let (flag, probe_client) = (connected.clone(), client.clone());
+        let synced = Arc::new(AtomicBool::new(false));
+        let (writer, connected_flag, synced_flag, probe_client) =
+            (cache.clone(), connected.clone(), synced.clone(), client.clone());
         tokio::spawn(async move {
             let mut stream = std::pin::pin!(stream);
+            let mut relist = None;
             loop {
                 match stream.try_next().await {
-                    Ok(Some(_)) => flag.store(true, Ordering::Release),
+                    Ok(Some(event)) => {
+                        connected_flag.store(true, Ordering::Release);
+                        if let Some(count) = writer.apply(event, &mut relist)
+                            && !synced_flag.swap(true, Ordering::AcqRel)
+                        {
+                            tracing::info!(service_accounts = count, "ServiceAccount cache synced");
+                        }
+                    }
                     Ok(None) => break,
                     Err(err) => {
-                        if flag.swap(false, Ordering::AcqRel) {
+                        if connected_flag.swap(false, Ordering::AcqRel) {
                             tracing::warn!(error = %err, "ServiceAccount watch broken; answering from the cache while it reconnects");
-                            tokio::spawn(wait_for_apiserver(probe_client.clone(), flag.clone()));
+                            tokio::spawn(wait_for_apiserver(probe_client.clone(), connected_flag.clone()));
                         }
                     }
                 }
             }
         });
-        let synced = Arc::new(AtomicBool::new(false));
-        let (reader, flag) = (store.clone(), synced.clone());
-        tokio::spawn(async move {
-            if reader.wait_until_ready().await.is_ok() {
-                tracing::info!(service_accounts = reader.len(), "ServiceAccount cache synced");
-                flag.store(true, Ordering::Release);
-            }
-        });
         ServiceAccounts::Cluster {
-            store,
+            cache,
             client,
             synced,
             connected,
@@ -213,15 +213,125 @@ impl ServiceAccounts {
 
     /// The ServiceAccount, `Ok(None)` if it does not exist.
     pub async fn get(&self, namespace: &str, name: &str) -> Result<Option<model::ServiceAccount>, kube::Error> {
-        let ServiceAccounts::Cluster { store, client, .. } = self else {
+        let ServiceAccounts::Cluster { cache, client, .. } = self else {
             return Ok(Some(model::ServiceAccount::default()));
         };
-        if let Some(cached) = store.get(&ObjectRef::new(name).within(namespace)) {
-            return Ok(Some(to_model(&cached.metadata)));
+        if let Some(cached) = cache.get(namespace, name) {
+            return Ok(Some(cached));
         }
         // A Pod created right after its ServiceAccount can outrun the watch.
         let api: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
-        Ok(api.get_metadata_opt(name).await?.map(|found| to_model(&found.metadata)))
+        Ok(api
+            .get_metadata_opt(name)
+            .await?
+            .map(|found| service_account(namespace, name, &identity_annotations(found.metadata.annotations))))
+    }
+}
+
+/// The annotations a Pod's mutation reads, by namespace and ServiceAccount name, and nothing else.
+/// kube's reflector store kept each whole `ObjectMeta`: ~1 KB per ServiceAccount, 115-139 MiB for
+/// 100,000 of them (tests/scale.rs); this keeps a name and, for the few that have them, a list.
+#[derive(Default)]
+pub struct ServiceAccountCache {
+    by_namespace: RwLock<Namespaces>,
+}
+
+type Namespaces = HashMap<Box<str>, HashMap<Box<str>, IdentityAnnotations>>;
+type IdentityAnnotations = Box<[(Box<str>, Box<str>)]>;
+
+impl ServiceAccountCache {
+    pub fn get(&self, namespace: &str, name: &str) -> Option<model::ServiceAccount> {
+        let by_namespace = self.by_namespace.read().unwrap_or_else(PoisonError::into_inner);
+        let annotations = by_namespace.get(namespace)?.get(name)?;
+        Some(service_account(namespace, name, annotations))
+    }
+
+    /// Applies one watch event. A (re-)list is gathered in `relist` and replaces the whole cache
+    /// when it is complete, so ServiceAccounts deleted while the watch was down go away; the count
+    /// of ServiceAccounts is returned then.
+    pub fn apply(
+        &self,
+        event: watcher::Event<PartialObjectMeta<ServiceAccount>>,
+        relist: &mut Option<Namespaces>,
+    ) -> Option<usize> {
+        match event {
+            watcher::Event::Init => *relist = Some(Namespaces::new()),
+            watcher::Event::InitApply(sa) => {
+                if let Some(relist) = relist.as_mut() {
+                    insert(relist, sa);
+                }
+            }
+            watcher::Event::InitDone => {
+                let complete = relist.take()?;
+                let count = complete.values().map(HashMap::len).sum();
+                *self.by_namespace.write().unwrap_or_else(PoisonError::into_inner) = complete;
+                return Some(count);
+            }
+            watcher::Event::Apply(sa) => insert(
+                &mut self.by_namespace.write().unwrap_or_else(PoisonError::into_inner),
+                sa,
+            ),
+            watcher::Event::Delete(sa) => {
+                let (Some(namespace), Some(name)) = (sa.metadata.namespace, sa.metadata.name) else {
+                    return None;
+                };
+                let mut by_namespace = self.by_namespace.write().unwrap_or_else(PoisonError::into_inner);
+                if let Some(names) = by_namespace.get_mut(namespace.as_str()) {
+                    names.remove(name.as_str());
+                    if names.is_empty() {
+                        by_namespace.remove(namespace.as_str());
+                    }
+                }
+            }
+        }
+        None
+    }
+}
+
+fn insert(by_namespace: &mut Namespaces, sa: PartialObjectMeta<ServiceAccount>) {
+    let meta = sa.metadata;
+    let (Some(namespace), Some(name)) = (meta.namespace, meta.name) else {
+        return;
+    };
+    let annotations = identity_annotations(meta.annotations);
+    match by_namespace.get_mut(namespace.as_str()) {
+        Some(names) => names.insert(name.into(), annotations),
+        None => by_namespace
+            .entry(namespace.into())
+            .or_default()
+            .insert(name.into(), annotations),
+    };
+}
+
+/// The annotations the webhook reads: identity annotations of each cloud, and the list of those
+/// it wrote itself from a mapping (so the mapping in force outranks its own old copies).
+fn identity_annotations(annotations: Option<BTreeMap<String, String>>) -> IdentityAnnotations {
+    annotations
+        .into_iter()
+        .flatten()
+        .filter(|(key, _)| {
+            key == MANAGED_ANNOTATIONS
+                || IDENTITY_ANNOTATION_PREFIXES
+                    .iter()
+                    .any(|prefix| key.starts_with(prefix))
+        })
+        .map(|(key, value)| (key.into(), value.into()))
+        .collect()
+}
+
+fn service_account(namespace: &str, name: &str, annotations: &[(Box<str>, Box<str>)]) -> model::ServiceAccount {
+    model::ServiceAccount {
+        metadata: model::ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: Some(namespace.to_owned()),
+            annotations: Some(
+                annotations
+                    .iter()
+                    .map(|(key, value)| (key.to_string(), value.to_string()))
+                    .collect(),
+            ),
+            ..model::ObjectMeta::default()
+        },
     }
 }
 
@@ -237,29 +347,89 @@ async fn wait_for_apiserver(client: Client, connected: Arc<AtomicBool>) {
     }
 }
 
-/// Drops everything but the name and our annotations, so 100k cached ServiceAccounts stay small.
-fn keep_identity_metadata(sa: &mut PartialObjectMeta<ServiceAccount>) {
-    let meta = &mut sa.metadata;
-    meta.managed_fields = None;
-    meta.labels = None;
-    meta.owner_references = None;
-    meta.finalizers = None;
-    if let Some(annotations) = meta.annotations.as_mut() {
-        annotations.retain(|key, _| {
-            IDENTITY_ANNOTATION_PREFIXES
-                .iter()
-                .any(|prefix| key.starts_with(prefix))
-        });
-    }
-}
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
 
-fn to_model(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> model::ServiceAccount {
-    model::ServiceAccount {
-        metadata: model::ObjectMeta {
-            name: meta.name.clone(),
-            namespace: meta.namespace.clone(),
-            annotations: Some(meta.annotations.clone().unwrap_or_default()),
-            ..model::ObjectMeta::default()
-        },
+    use super::*;
+
+    fn sa(namespace: &str, name: &str, annotations: Value) -> PartialObjectMeta<ServiceAccount> {
+        serde_json::from_value(json!({
+            "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+            "metadata": {"namespace": namespace, "name": name, "uid": "u", "resourceVersion": "1",
+                         "labels": {"app": name}, "annotations": annotations}
+        }))
+        .expect("PartialObjectMeta")
+    }
+
+    fn annotations(cache: &ServiceAccountCache, namespace: &str, name: &str) -> Option<Vec<(String, String)>> {
+        let found = cache.get(namespace, name)?;
+        assert_eq!(found.metadata.name.as_deref(), Some(name));
+        assert_eq!(found.metadata.namespace.as_deref(), Some(namespace));
+        Some(found.metadata.annotations.unwrap_or_default().into_iter().collect())
+    }
+
+    #[test]
+    fn the_cache_keeps_identity_annotations_and_follows_lists_applies_and_deletes() {
+        let cache = ServiceAccountCache::default();
+        let mut relist = None;
+        let role = (
+            "eks.amazonaws.com/role-arn".to_owned(),
+            "arn:aws:iam::1:role/r".to_owned(),
+        );
+        let managed = (MANAGED_ANNOTATIONS.to_owned(), "eks.amazonaws.com/role-arn".to_owned());
+        let listed = sa(
+            "a",
+            "app",
+            json!({role.0.as_str(): role.1, managed.0.as_str(): managed.1,
+                   "kubectl.kubernetes.io/last-applied-configuration": "{...}"}),
+        );
+        assert_eq!(cache.apply(watcher::Event::Init, &mut relist), None);
+        cache.apply(watcher::Event::InitApply(listed), &mut relist);
+        cache.apply(
+            watcher::Event::InitApply(sa("a", "gone-later", Value::Null)),
+            &mut relist,
+        );
+        assert_eq!(
+            annotations(&cache, "a", "app"),
+            None,
+            "not visible before the list is complete"
+        );
+        assert_eq!(cache.apply(watcher::Event::InitDone, &mut relist), Some(2));
+        let mut expected = vec![role.clone(), managed.clone()];
+        expected.sort();
+        assert_eq!(annotations(&cache, "a", "app"), Some(expected));
+        assert_eq!(annotations(&cache, "a", "gone-later"), Some(Vec::new()));
+        assert_eq!(annotations(&cache, "b", "app"), None);
+
+        cache.apply(
+            watcher::Event::Apply(sa(
+                "b",
+                "new",
+                json!({"iam.gke.io/gcp-service-account": "x@p.iam.gserviceaccount.com"}),
+            )),
+            &mut relist,
+        );
+        assert_eq!(annotations(&cache, "b", "new").map(|list| list.len()), Some(1));
+        cache.apply(watcher::Event::Apply(sa("a", "app", Value::Null)), &mut relist);
+        assert_eq!(
+            annotations(&cache, "a", "app"),
+            Some(Vec::new()),
+            "an update replaces the annotations"
+        );
+        cache.apply(watcher::Event::Delete(sa("b", "new", Value::Null)), &mut relist);
+        assert_eq!(annotations(&cache, "b", "new"), None);
+
+        // A re-list after the watch was down drops what was deleted meanwhile.
+        cache.apply(watcher::Event::Init, &mut relist);
+        cache.apply(watcher::Event::InitApply(sa("a", "app", Value::Null)), &mut relist);
+        assert_eq!(
+            annotations(&cache, "a", "gone-later"),
+            Some(Vec::new()),
+            "served until the list completes"
+        );
+        assert_eq!(cache.apply(watcher::Event::InitDone, &mut relist), Some(1));
+        assert_eq!(annotations(&cache, "a", "gone-later"), None);
+        assert!(annotations(&cache, "a", "app").is_some());
     }
 }
