@@ -867,9 +867,6 @@ async fn run_all() {
             mib(big_peak_serving),
             run.rate()
         );
-        println!(
-            "\nRSS with 100,000 ServiceAccounts in the reflector cache needs an apiserver: not measured here (standalone mode has no cache)."
-        );
     }
 }
 

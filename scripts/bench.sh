@@ -3,7 +3,7 @@
 # criterion benchmarks of the pure core, then the load benchmark of the `serve` binary over
 # loopback TLS, and prints markdown tables (also saved under $CARGO_TARGET_DIR/bench-report.md).
 #
-#   scripts/bench.sh                 # everything (about 10 minutes on 2 cores)
+#   scripts/bench.sh                 # everything (about 15 minutes on 2 cores, with a built apiserver)
 #   scripts/bench.sh --quick         # shorter runs, for a smoke test
 #   scripts/bench.sh --instructions  # also callgrind instruction counts per admission (valgrind)
 #
@@ -88,6 +88,15 @@ fi
 echo "==> cargo bench --bench server_load" >&2
 cargo bench --locked --bench server_load 2>&1 \
   | awk '/^(###|\||RSS|Latency|Webhook|Peak)/ || /^$/ {print; next} {print > "/dev/stderr"}' | tee -a "$report"
+
+if [ "${WIW_SCALE_SERVICE_ACCOUNTS:-100000}" != 0 ]; then
+  # Memory with many ServiceAccounts cached needs a real apiserver: built (or taken from its
+  # cache) by the same script as the test suite's, then tests/scale.rs creates them and measures.
+  echo "==> ServiceAccount cache at scale (tests/scale.rs; WIW_SCALE_SERVICE_ACCOUNTS=0 skips)" >&2
+  bash tests/control-plane/build.sh >&2
+  cargo test --release --locked --test scale -- --ignored --nocapture --test-threads=1 2>&1 \
+    | awk '/^(Webhook memory|\|)/ || /^$/ {print; next} {print > "/dev/stderr"}' | tee -a "$report"
+fi
 
 echo >&2
 echo "report saved to $report" >&2
