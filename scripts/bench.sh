@@ -8,7 +8,8 @@
 #   scripts/bench.sh --instructions  # also callgrind instruction counts per admission (valgrind)
 #
 # Settings of the load benchmark are environment variables, listed at the top of
-# benches/server_load.rs (WIW_DURATION_SECONDS, WIW_RATE, WIW_SOAK_SECONDS, ...).
+# benches/server_load.rs (WIW_DURATION_SECONDS, WIW_RATE, WIW_SOAK_SECONDS, ...); the ServiceAccount
+# cache run takes WIW_SCALE_SERVICE_ACCOUNTS (100000; 2000 with --quick; 0 skips).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -42,6 +43,8 @@ if [ "$quick" = 1 ]; then
   export WIW_DURATION_SECONDS="${WIW_DURATION_SECONDS:-2}"
   export WIW_LATENCY_SECONDS="${WIW_LATENCY_SECONDS:-3}"
   export WIW_SOAK_SECONDS="${WIW_SOAK_SECONDS:-5}"
+  export WIW_SCALE_SERVICE_ACCOUNTS="${WIW_SCALE_SERVICE_ACCOUNTS:-2000}"
+  export WIW_SCALE_MAPPINGS="${WIW_SCALE_MAPPINGS:-10000}"
 fi
 
 {

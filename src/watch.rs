@@ -240,7 +240,7 @@ type Namespaces = HashMap<Box<str>, HashMap<Box<str>, IdentityAnnotations>>;
 type IdentityAnnotations = Box<[(Box<str>, Box<str>)]>;
 
 impl ServiceAccountCache {
-    pub fn get(&self, namespace: &str, name: &str) -> Option<model::ServiceAccount> {
+    fn get(&self, namespace: &str, name: &str) -> Option<model::ServiceAccount> {
         let by_namespace = self.by_namespace.read().unwrap_or_else(PoisonError::into_inner);
         let annotations = by_namespace.get(namespace)?.get(name)?;
         Some(service_account(namespace, name, annotations))
@@ -249,7 +249,7 @@ impl ServiceAccountCache {
     /// Applies one watch event. A (re-)list is gathered in `relist` and replaces the whole cache
     /// when it is complete, so ServiceAccounts deleted while the watch was down go away; the count
     /// of ServiceAccounts is returned then.
-    pub fn apply(
+    fn apply(
         &self,
         event: watcher::Event<PartialObjectMeta<ServiceAccount>>,
         relist: &mut Option<Namespaces>,
