@@ -126,6 +126,21 @@ impl Kubectl {
         rendered
     }
 
+    /// cert-manager's kinds, which the cert-manager overlay needs.
+    fn install_cert_manager_crds(&self) {
+        self.ok(&["apply", "--server-side", "-f", "-"], Some(CERT_MANAGER_CRDS));
+        self.ok(
+            &[
+                "wait",
+                "--for=condition=Established",
+                "crd/issuers.cert-manager.io",
+                "crd/certificates.cert-manager.io",
+                "--timeout=60s",
+            ],
+            None,
+        );
+    }
+
     fn apply_overlay(&self, overlay: &str) -> String {
         self.apply_kustomization(&format!("manifests/overlays/{overlay}"))
     }
@@ -174,17 +189,7 @@ fn pod(name: &str, annotations: Value) -> Value {
 async fn every_overlay_is_accepted_by_the_apiserver() {
     let kubectl = Kubectl::new().await;
     let _cluster = CLUSTER.lock().await;
-    kubectl.ok(&["apply", "--server-side", "-f", "-"], Some(CERT_MANAGER_CRDS));
-    kubectl.ok(
-        &[
-            "wait",
-            "--for=condition=Established",
-            "crd/issuers.cert-manager.io",
-            "crd/certificates.cert-manager.io",
-            "--timeout=60s",
-        ],
-        None,
-    );
+    kubectl.install_cert_manager_crds();
 
     // A user's kustomization with the optional NetworkPolicy component, its CIDR and monitoring
     // namespace set.
@@ -436,6 +441,7 @@ async fn the_webhook_may_change_only_its_ca_bundle_and_only_when_it_manages_its_
 
     // A mounted certificate (cert-manager or your own): no Secret writes, no webhook patch.
     // Server-side apply does not prune, so first remove what an earlier overlay left.
+    kubectl.install_cert_manager_crds();
     kubectl.apply_overlay("cert-manager");
     kubectl.ok(
         &[
@@ -657,7 +663,7 @@ async fn the_webhook_pods_are_system_cluster_critical() {
     let quota = "resourcequota/workload-identity-webhook-critical-pods";
 
     // Without the shipped quota such a cluster refuses the Pods.
-    kubectl.ok(&["-n", SYSTEM_NAMESPACE, "delete", quota], None);
+    kubectl.ok(&["-n", SYSTEM_NAMESPACE, "delete", "--ignore-not-found", quota], None);
     let run = create();
     assert!(
         !run.ok && run.text.contains("insufficient quota to match these scopes"),
