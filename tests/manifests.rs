@@ -8,6 +8,8 @@
 
 #[path = "support/control_plane.rs"]
 mod control_plane;
+#[path = "support/webhook.rs"]
+mod webhook;
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -677,4 +679,86 @@ async fn the_webhook_pods_are_system_cluster_critical() {
     let created: Value = serde_json::from_str(&run.stdout).unwrap();
     assert_eq!(created["spec"]["priorityClassName"], "system-cluster-critical");
     assert_eq!(created["spec"]["priority"], 2_000_000_000);
+}
+
+/// The shipped RBAC and policies are enough for the real webhook, run as its ServiceAccount: with
+/// a mounted certificate it becomes ready without any Secret or webhook-configuration right; with
+/// the self-managed one it creates its Secret and publishes its caBundle through the policies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_webhook_runs_with_exactly_the_shipped_rights() {
+    let kubectl = Kubectl::new().await;
+    let _cluster = CLUSTER.lock().await;
+    // The admin kubeconfig, impersonating the webhook's ServiceAccount.
+    let mut config: Value = serde_json::from_str(&std::fs::read_to_string(&kubectl.kubeconfig).unwrap()).unwrap();
+    config["users"][0]["user"]["as"] = json!(WEBHOOK_USER);
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, config.to_string()).unwrap();
+    let kubeconfig = kubeconfig.to_str().unwrap();
+    let env = [("KUBECONFIG", kubeconfig)];
+    let namespace = format!("--namespace={SYSTEM_NAMESPACE}");
+    let no_refusal = |webhook: &webhook::Webhook| {
+        let log = webhook.log();
+        assert!(!log.to_lowercase().contains("forbidden"), "{log}");
+    };
+
+    kubectl.install_cert_manager_crds();
+    kubectl.ok(
+        &[
+            "delete",
+            "-n",
+            SYSTEM_NAMESPACE,
+            "role,rolebinding",
+            "workload-identity-webhook-tls",
+            "--ignore-not-found",
+        ],
+        None,
+    );
+    kubectl.ok(
+        &[
+            "delete",
+            "clusterrole,clusterrolebinding",
+            "workload-identity-webhook-cabundle",
+            "--ignore-not-found",
+        ],
+        None,
+    );
+    kubectl.apply_overlay("cert-manager");
+    kubectl.wait_can_i(WEBHOOK_USER, "create", "secrets", SYSTEM_NAMESPACE, false);
+    let mut mounted = webhook::Webhook::start(&[&namespace], &env, &[]);
+    mounted.wait_ready().await;
+    no_refusal(&mounted);
+    drop(mounted);
+
+    kubectl.apply_overlay("cluster-wide");
+    kubectl.wait_can_i(WEBHOOK_USER, "create", "secrets", SYSTEM_NAMESPACE, true);
+    kubectl.run(
+        &[
+            "-n",
+            SYSTEM_NAMESPACE,
+            "delete",
+            "secret",
+            "workload-identity-webhook-tls",
+            "--ignore-not-found",
+        ],
+        None,
+    );
+    let mut managed = webhook::Webhook::start(
+        &["--manage-certificate", "--certificate-san=127.0.0.1", &namespace],
+        &env,
+        &[],
+    );
+    managed.wait_ready().await;
+    let secret = kubectl.json(&["-n", SYSTEM_NAMESPACE, "get", "secret", "workload-identity-webhook-tls"]);
+    let bundle = &secret["data"]["ca-bundle.crt"];
+    assert!(bundle.is_string(), "{secret}");
+    eventually("the caBundle to be published", || {
+        let configuration = kubectl.json(&["get", "mutatingwebhookconfiguration", "workload-identity-webhook"]);
+        configuration["webhooks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|webhook| &webhook["clientConfig"]["caBundle"] == bundle)
+    });
+    no_refusal(&managed);
 }
