@@ -277,7 +277,8 @@ impl ControlPlane {
             // controller-manager creates; every other default plugin works without it.
             "--disable-admission-plugins=ServiceAccount".to_owned(),
             // On by default; listed so that the intent is explicit.
-            "--enable-admission-plugins=MutatingAdmissionWebhook,ValidatingAdmissionWebhook".to_owned(),
+            "--enable-admission-plugins=MutatingAdmissionWebhook,ValidatingAdmissionWebhook,ValidatingAdmissionPolicy"
+                .to_owned(),
             format!("--admission-control-config-file={}", admission_config.display()),
             "--profiling=false".to_owned(),
             "--v=1".to_owned(),
