@@ -395,15 +395,25 @@ fn cases() -> Vec<Case> {
         Case {
             name: "other-service-account-refused",
             service_account: "other",
-            annotations: json!({"eks.amazonaws.com/role-arn": ROLE}),
+            annotations: json!({
+                "eks.amazonaws.com/role-arn": ROLE,
+                "azure.workload.identity/client-id": CLIENT,
+                "iam.gke.io/gcp-service-account": GOOGLE_SA,
+            }),
             cluster_flags: &[],
-            clouds: vec![(
-                "aws",
-                Expect::Refuse {
-                    service: "aws-sts",
-                    reason: "untrusted_subject",
-                },
-            )],
+            clouds: ["aws-sts", "entra-id", "google-sts"]
+                .into_iter()
+                .zip(["aws", "azure", "google"])
+                .map(|(service, cloud)| {
+                    (
+                        cloud,
+                        Expect::Refuse {
+                            service,
+                            reason: "untrusted_subject",
+                        },
+                    )
+                })
+                .collect(),
         },
         Case {
             name: "wrong-audience-refused",

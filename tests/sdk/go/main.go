@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
@@ -23,7 +24,8 @@ func main() {
 	defer cancel()
 	detail, err := probe(ctx, os.Args[1])
 	if err != nil {
-		fmt.Printf("error %v\n", err)
+		// One line, as the test reads the last line of the output.
+		fmt.Printf("error %s\n", strings.Join(strings.Fields(err.Error()), " "))
 		os.Exit(1)
 	}
 	fmt.Printf("ok %s\n", detail)
