@@ -239,6 +239,8 @@ fn sweep_stale_namespaces(ip: &Path) {
 
 /// `workload-identity-webhook emulate` inside the namespace; killed on drop.
 struct Emulator {
+    /// Closing it stops the emulator.
+    stdin: Option<std::process::ChildStdin>,
     child: Child,
     log: PathBuf,
 }
@@ -260,7 +262,7 @@ impl Emulator {
 
 impl Drop for Emulator {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        drop(self.stdin.take());
         let _ = self.child.wait();
         if std::thread::panicking() {
             eprintln!(
@@ -644,29 +646,40 @@ async fn sdks_get_credentials_from_what_the_webhook_injects() {
 
     let netns = NetworkNamespace::create(ip.clone());
     let log = d.join("emulator.log");
+    // Through a shell that stops the emulator when its stdin closes, so that it ends with this
+    // process even when the test is killed before Drop runs.
+    let mut child = Command::new(&ip)
+        .args(["netns", "exec", &netns.name])
+        .arg(&bash)
+        .args([
+            "-c",
+            r#""$@" & emulator=$!; read -r _ || true; kill "$emulator""#,
+            "emulate",
+        ])
+        .arg(env!("CARGO_BIN_EXE_workload-identity-webhook"))
+        .args(["emulate", "--log-format", "json", "--https-listen", "127.0.0.1:443"])
+        .args([
+            "--http-listen",
+            &format!("{POD_IDENTITY_AGENT}:80"),
+            "--issuer",
+            &issuer,
+        ])
+        .arg("--rules")
+        .arg(d.join("rules.yaml"))
+        .arg("--jwks-file")
+        .arg(d.join("jwks.json"))
+        .arg("--tls-cert-file")
+        .arg(d.join("tls.crt"))
+        .arg("--tls-key-file")
+        .arg(d.join("tls.key"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
     let mut emulator = Emulator {
-        child: Command::new(&ip)
-            .args(["netns", "exec", &netns.name])
-            .arg(env!("CARGO_BIN_EXE_workload-identity-webhook"))
-            .args(["emulate", "--log-format", "json", "--https-listen", "127.0.0.1:443"])
-            .args([
-                "--http-listen",
-                &format!("{POD_IDENTITY_AGENT}:80"),
-                "--issuer",
-                &issuer,
-            ])
-            .arg("--rules")
-            .arg(d.join("rules.yaml"))
-            .arg("--jwks-file")
-            .arg(d.join("jwks.json"))
-            .arg("--tls-cert-file")
-            .arg(d.join("tls.crt"))
-            .arg("--tls-key-file")
-            .arg(d.join("tls.key"))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
+        stdin: child.stdin.take(),
+        child,
         log,
     };
     let deadline = Instant::now() + Duration::from_secs(30);
