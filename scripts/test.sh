@@ -18,6 +18,13 @@ echo "==> control plane (kube-apiserver + etcd)"
 bash tests/control-plane/build.sh >/dev/null
 echo "==> cargo test"
 # Benches are compiled by clippy above and run by scripts/bench.sh (they need a release build).
-cargo test --lib --bins --tests --locked -- "$@"
+cargo test --lib --bins --tests --locked -- --skip sdks_get_credentials_from_what_the_webhook_injects "$@"
+# Its own phase so that its one line per SDK and case is printed: official Python and Go SDKs
+# (installed by the test into ~/.cache/workload-identity-webhook/sdk) against `emulate`, inside a
+# network namespace (needs root).
+echo "==> SDK conformance (tests/sdk.rs)"
+sdk_started=$SECONDS
+cargo test --test sdk --locked -- --nocapture
+echo "==> SDK conformance took $((SECONDS - sdk_started)) s"
 # Fuzzing itself runs from scripts/fuzz.sh: its nightly build recompiles every dependency, too long
 # for a cold CI run. The committed corpus is replayed by cargo test above.

@@ -1,4 +1,5 @@
-//! Command-line interface: `serve` runs the webhook, `mutate` previews it offline.
+//! Command-line interface: `serve` runs the webhook, `mutate` previews it offline, `emulate` runs
+//! local token services.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -24,6 +25,9 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Show what the webhook would do to a Pod or ServiceAccount manifest, without a cluster.
     Mutate(Box<MutateArgs>),
+    /// Local token services (AWS STS, EKS Pod Identity, Entra ID, Google STS and IAM Credentials)
+    /// that verify ServiceAccount tokens as the clouds do and hand out fake credentials.
+    Emulate(Box<crate::emulate::EmulateArgs>),
 }
 
 #[derive(Args, Debug)]

@@ -17,6 +17,7 @@ pub mod certificates;
 pub mod cli;
 #[cfg(test)]
 mod core_tests;
+pub mod emulate;
 pub mod metrics;
 pub mod offline;
 pub mod server;

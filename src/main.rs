@@ -9,10 +9,10 @@ use tracing_subscriber::EnvFilter;
 use workload_identity_webhook::certificates::ManagedCertificate;
 use workload_identity_webhook::cli::{Cli, Command, LogArgs, LogFormat, ServeArgs};
 use workload_identity_webhook::metrics::Metrics;
-use workload_identity_webhook::offline;
 use workload_identity_webhook::server::{self, AppState, ServerOptions};
 use workload_identity_webhook::tls::{self, CertificateFiles, ReloadingCertificate};
 use workload_identity_webhook::watch::{LiveConfig, ServiceAccounts};
+use workload_identity_webhook::{emulate, offline};
 
 // glibc malloc took ~18% of the server's CPU under load (perf); mimalloc's thread-local free lists
 // make the many small per-request allocations cheap, and musl's malloc (the static image) is slower still.
@@ -30,6 +30,14 @@ fn main() -> ExitCode {
                 .build()
                 .map_err(anyhow::Error::from)
                 .and_then(|runtime| runtime.block_on(serve(*args)))
+        }
+        Command::Emulate(args) => {
+            init_logging(&args.log);
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .map_err(anyhow::Error::from)
+                .and_then(|runtime| runtime.block_on(emulate::run(*args)))
         }
         Command::Mutate(args) => offline::run(&args).map(|(text, warnings)| {
             for warning in warnings {

@@ -1,0 +1,351 @@
+//! `emulate`: local token services that verify ServiceAccount tokens as the clouds do and answer
+//! with short-lived, clearly fake credentials: AWS STS `AssumeRoleWithWebIdentity`, the EKS Pod
+//! Identity agent, the Entra ID token endpoint and Google STS + IAM Credentials (+ the project
+//! look-up google-auth makes). For SDK tests and
+//! local clusters, where the real services cannot trust a private issuer.
+//!
+//! Every grant and refusal is logged (`decision` events with service, identity, subject, reason)
+//! and counted (`GET /metrics`), so a test can assert who got which identity.
+
+pub mod aws;
+pub mod azure;
+pub mod google;
+pub mod jwt;
+pub mod rules;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use clap::Args;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+use ring::rand::{SecureRandom, SystemRandom};
+
+use crate::cli::LogArgs;
+use jwt::{Claims, KeySet, Refusal};
+use rules::{Rules, Trusts};
+
+#[derive(Args, Debug)]
+pub struct EmulateArgs {
+    /// Trust rules (YAML): which ServiceAccounts may become which role, app or service account.
+    #[arg(long, env = "WIW_EMULATE_RULES")]
+    pub rules: PathBuf,
+
+    /// The issuer's JWKS document. Without it, discovery and JWKS are read from the Kubernetes API
+    /// (`/.well-known/openid-configuration`, `/openid/v1/jwks`) with the in-cluster credentials.
+    #[arg(long, env = "WIW_EMULATE_JWKS_FILE", requires = "issuer")]
+    pub jwks_file: Option<PathBuf>,
+
+    /// The trusted token issuer (`iss`); taken from the apiserver's discovery document when not set.
+    #[arg(long, env = "WIW_EMULATE_ISSUER")]
+    pub issuer: Option<String>,
+
+    /// HTTPS listen addresses (repeatable): the cloud host names resolve here.
+    #[arg(
+        long = "https-listen",
+        env = "WIW_EMULATE_HTTPS_LISTEN",
+        value_delimiter = ',',
+        default_value = "0.0.0.0:8443"
+    )]
+    pub https_listen: Vec<SocketAddr>,
+
+    /// Plain-HTTP listen addresses (repeatable), e.g. the Pod Identity agent's 169.254.170.23:80.
+    #[arg(
+        long = "http-listen",
+        env = "WIW_EMULATE_HTTP_LISTEN",
+        value_delimiter = ',',
+        default_value = "0.0.0.0:8080"
+    )]
+    pub http_listen: Vec<SocketAddr>,
+
+    /// PEM certificate for the HTTPS listeners, with the cloud host names as SANs.
+    #[arg(long, env = "WIW_EMULATE_TLS_CERT_FILE", requires = "tls_key_file")]
+    pub tls_cert_file: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert-file.
+    #[arg(long, env = "WIW_EMULATE_TLS_KEY_FILE", requires = "tls_cert_file")]
+    pub tls_key_file: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabels {
+    service: &'static str,
+    /// `grant`, `refusal` or `stray` (a request no emulated service answers).
+    outcome: &'static str,
+    reason: &'static str,
+}
+
+/// The shared state of every token service.
+pub struct Emulator {
+    pub trusts: Trusts,
+    google_tokens: Mutex<HashMap<String, google::Issued>>,
+    decisions: Family<DecisionLabels, Counter>,
+    registry: Registry,
+}
+
+impl Emulator {
+    pub fn new(trusts: Trusts) -> Emulator {
+        let mut registry = Registry::with_prefix("workload_identity_emulator");
+        let decisions = Family::<DecisionLabels, Counter>::default();
+        registry.register("decisions", "Token requests by service and outcome", decisions.clone());
+        Emulator {
+            trusts,
+            google_tokens: Mutex::default(),
+            decisions,
+            registry,
+        }
+    }
+
+    /// Logs and counts a decision on a verified token.
+    fn record(
+        &self,
+        service: &'static str,
+        identity: &str,
+        decision: Result<Claims, Refusal>,
+    ) -> Result<Claims, Refusal> {
+        self.log(
+            service,
+            identity,
+            decision.as_ref().map(|claims| claims.subject.as_str()),
+        );
+        decision
+    }
+
+    /// Logs and counts a decision on an already known subject.
+    fn record_subject(
+        &self,
+        service: &'static str,
+        identity: &str,
+        decision: Result<String, Refusal>,
+    ) -> Result<String, Refusal> {
+        self.log(service, identity, decision.as_ref().map(String::as_str));
+        decision
+    }
+
+    fn log(&self, service: &'static str, identity: &str, decision: Result<&str, &Refusal>) {
+        match decision {
+            Ok(subject) => {
+                tracing::info!(service, identity, subject, outcome = "grant", "decision");
+                self.count(service, "grant", "");
+            }
+            Err(refusal) => {
+                let subject = match refusal {
+                    Refusal::UntrustedSubject { subject, .. } => subject.as_str(),
+                    _ => "",
+                };
+                let reason = refusal.reason();
+                tracing::warn!(service, identity, subject, outcome = "refusal", reason, detail = %refusal, "decision");
+                self.count(service, "refusal", reason);
+            }
+        }
+    }
+
+    fn count(&self, service: &'static str, outcome: &'static str, reason: &'static str) {
+        self.decisions
+            .get_or_create(&DecisionLabels {
+                service,
+                outcome,
+                reason,
+            })
+            .inc();
+    }
+
+    /// A request no emulated service answers: logged and counted, and answered with `answer`.
+    fn stray(&self, what: &str, answer: impl FnOnce() -> Response) -> Response {
+        tracing::warn!(what, outcome = "stray", "stray request");
+        self.count("stray", "stray", "");
+        answer()
+    }
+}
+
+pub fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// `2026-01-02T03:04:05Z`, the form the SDKs parse.
+pub fn rfc3339(unix: i64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp(unix).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
+/// `bytes` random bytes as hex, for fake credentials and request ids.
+pub fn random_id(bytes: usize) -> String {
+    let mut buffer = vec![0u8; bytes];
+    // The system RNG only fails where no entropy source exists at all; zeros still mark a fake.
+    let _ = SystemRandom::new().fill(&mut buffer);
+    buffer.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+async fn metrics(State(emulator): State<Arc<Emulator>>) -> String {
+    let mut text = String::new();
+    // Writing into a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode(&mut text, &emulator.registry);
+    text
+}
+
+async fn fallback(
+    State(emulator): State<Arc<Emulator>>,
+    method: Method,
+    uri: Uri,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default();
+    emulator.stray(&format!("{method} {host}{uri}"), || {
+        (StatusCode::NOT_FOUND, "not an emulated endpoint\n").into_response()
+    })
+}
+
+/// Logs each request (debug) and gives HTTP/2 requests, whose host is the URI's authority, a
+/// `Host` header, so handlers see the host the client called either way.
+async fn log_request<B>(mut request: axum::http::Request<B>) -> axum::http::Request<B> {
+    if !request.headers().contains_key(header::HOST)
+        && let Some(authority) = request.uri().authority()
+        && let Ok(value) = authority.as_str().parse()
+    {
+        request.headers_mut().insert(header::HOST, value);
+    }
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default();
+    tracing::debug!(method = %request.method(), host, uri = %request.uri(), "request");
+    request
+}
+
+/// Every service on one router: the clouds' paths do not overlap, so one listener serves all
+/// host names.
+pub fn router(emulator: Arc<Emulator>) -> Router {
+    Router::new()
+        // AWS STS (form POST, or GET with the query)
+        .route(
+            "/",
+            post(aws::assume_role_with_web_identity).get(aws::assume_role_with_web_identity),
+        )
+        // EKS Pod Identity agent
+        .route("/v1/credentials", get(aws::pod_identity_credentials))
+        // Entra ID
+        .route("/common/discovery/instance", get(azure::instance_discovery))
+        .route(
+            "/{tenant}/v2.0/.well-known/openid-configuration",
+            get(azure::tenant_discovery),
+        )
+        .route("/{tenant}/oauth2/v2.0/token", post(azure::token))
+        // Google STS and IAM Credentials
+        .route("/v1/token", post(google::sts_token))
+        .route(
+            "/v1/projects/{project}/serviceAccounts/{resource}",
+            post(google::generate_access_token),
+        )
+        // Cloud Resource Manager (google-auth's project id look-up)
+        .route("/v1/projects/{project}", get(google::project))
+        .route("/metrics", get(metrics))
+        .fallback(fallback)
+        .layer(axum::middleware::map_request(log_request))
+        .with_state(emulator)
+}
+
+/// Issuer and JWKS from the Kubernetes API, with the in-cluster (or kubeconfig) credentials.
+async fn discover(issuer: Option<String>) -> anyhow::Result<(String, KeySet)> {
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API for OIDC discovery (or give --jwks-file and --issuer)")?;
+    let get = |path: &'static str| {
+        let client = client.clone();
+        async move {
+            let request = axum::http::Request::get(path).body(Vec::new())?;
+            client
+                .request_text(request)
+                .await
+                .with_context(|| format!("GET {path}"))
+        }
+    };
+    let issuer = match issuer {
+        Some(issuer) => issuer,
+        None => {
+            let discovery: serde_json::Value = serde_json::from_str(&get("/.well-known/openid-configuration").await?)?;
+            discovery["issuer"]
+                .as_str()
+                .context("discovery document without issuer")?
+                .to_owned()
+        }
+    };
+    let keys = KeySet::from_json(get("/openid/v1/jwks").await?.as_bytes())?;
+    Ok((issuer, keys))
+}
+
+pub async fn run(args: EmulateArgs) -> anyhow::Result<()> {
+    let rules_text =
+        std::fs::read_to_string(&args.rules).with_context(|| format!("reading {}", args.rules.display()))?;
+    let rules = Rules::parse(&rules_text).with_context(|| format!("in {}", args.rules.display()))?;
+    let (issuer, keys) = match (&args.jwks_file, &args.issuer) {
+        (Some(path), Some(issuer)) => {
+            let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            let keys = KeySet::from_json(&text).with_context(|| format!("in {}", path.display()))?;
+            (issuer.clone(), keys)
+        }
+        _ => discover(args.issuer.clone()).await?,
+    };
+    tracing::info!(%issuer, keys = keys.len(), "trusting the issuer");
+    let emulator = Arc::new(Emulator::new(Trusts { issuer, keys, rules }));
+    let app = router(emulator);
+
+    let certificate = match (&args.tls_cert_file, &args.tls_key_file) {
+        (Some(cert), Some(key)) => crate::tls::certified_key(
+            &std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?,
+            &std::fs::read(key).with_context(|| format!("reading {}", key.display()))?,
+        )?,
+        _ => {
+            tracing::warn!("no --tls-cert-file given: serving a self-signed certificate for localhost");
+            crate::tls::self_signed()?
+        }
+    };
+    let tls = crate::tls::server_config(crate::tls::ReloadingCertificate::new(certificate))?;
+    let tls = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(tls));
+
+    // Bind everything first, so that "ready" means every address accepts connections.
+    let mut servers = Vec::new();
+    for address in &args.https_listen {
+        let listener = std::net::TcpListener::bind(address).with_context(|| format!("binding {address}"))?;
+        listener.set_nonblocking(true)?;
+        let server = axum_server::from_tcp_rustls(listener, tls.clone())?;
+        let app = app.clone();
+        servers.push(tokio::spawn(async move { server.serve(app.into_make_service()).await }));
+    }
+    for address in &args.http_listen {
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .with_context(|| format!("binding {address}"))?;
+        let app = app.clone();
+        servers.push(tokio::spawn(async move { axum::serve(listener, app).await }));
+    }
+    tracing::info!(https = ?args.https_listen, http = ?args.http_listen, "emulator ready");
+    let (result, _, _) = futures::future::select_all(servers).await;
+    result.context("listener task failed")?.context("listener stopped")
+}

@@ -1,0 +1,853 @@
+//! SDK conformance: official Python and Go SDKs run their default credential chains with exactly the
+//! env and files the webhook injects, and must end with credentials from `emulate`, whose token
+//! services verify the tokens as the clouds do. Tokens come from the real test apiserver
+//! (TokenRequest for the mutated Pod's ServiceAccount, audience and lifetime, bound to the Pod),
+//! laid out as the kubelet lays them out at the Pod's mount paths.
+//!
+//! Isolation: the emulator and every SDK process run in a network namespace of this test with only
+//! loopback (and 169.254.170.23, the Pod Identity agent), each SDK in a private mount namespace with
+//! its own /etc/hosts (cloud names -> 127.0.0.1) and /etc/resolv.conf (no reachable DNS server), so a
+//! stray request fails closed. Needs root (network namespaces), `ip`, `unshare`, python3 and go.
+
+#[path = "support/control_plane.rs"]
+mod control_plane;
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::authentication::v1::TokenRequest;
+use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
+use kube::api::{Api, PostParams};
+use serde_json::{Value, json};
+use workload_identity_webhook::tls::GeneratedCa;
+
+const ROLE: &str = "arn:aws:iam::111122223333:role/app";
+const POD_ROLE: &str = "arn:aws:iam::111122223333:role/pod-identity";
+const TENANT: &str = "11111111-2222-3333-4444-555555555555";
+const CLIENT: &str = "00000000-1111-2222-3333-444444444444";
+const PROVIDER: &str = "projects/123456789/locations/global/workloadIdentityPools/pool/providers/provider";
+const GOOGLE_SA: &str = "reader@my-project.iam.gserviceaccount.com";
+const POD_IDENTITY_AGENT: &str = "169.254.170.23";
+/// Every host name the SDKs call; all resolve to the emulator and are SANs of its certificate.
+const CLOUD_HOSTS: &[&str] = &[
+    "sts.amazonaws.com",
+    "sts.us-west-2.amazonaws.com",
+    "login.microsoftonline.com",
+    "login.chinacloudapi.cn",
+    "login.microsoftonline.us",
+    "sts.googleapis.com",
+    "iamcredentials.googleapis.com",
+    "cloudresourcemanager.googleapis.com",
+];
+
+fn manifest_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn cache_dir() -> PathBuf {
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "/root".into());
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| home.join(".cache"))
+        .join("workload-identity-webhook/sdk")
+}
+
+fn digest(files: &[PathBuf]) -> String {
+    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+    for file in files {
+        context.update(&std::fs::read(file).unwrap());
+    }
+    context.finish().as_ref()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn run_ok(command: &mut Command, what: &str) {
+    let output = command.output().unwrap_or_else(|err| panic!("{what}: {err}"));
+    assert!(
+        output.status.success(),
+        "{what} failed ({}):\n{}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// The path of `tool` on PATH, or a one-line failure naming what this machine lacks.
+fn require(tool: &str) -> PathBuf {
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+        .map(|dir| dir.join(tool))
+        .find(|candidate| candidate.is_file())
+        .unwrap_or_else(|| panic!("SDK conformance needs `{tool}` on PATH (network namespaces, SDK installs)"))
+}
+
+/// An SDK runner: the command that runs one probe, and the versions it pins.
+struct Sdk {
+    name: &'static str,
+    versions: String,
+    command: Vec<PathBuf>,
+}
+
+/// The pinned Python SDKs in a venv keyed by the lock file's digest (installed once).
+fn python_sdks() -> Sdk {
+    let requirements = manifest_dir().join("tests/sdk/python/requirements.txt");
+    let venv = cache_dir().join(format!("python-{}", digest(std::slice::from_ref(&requirements))));
+    let python = venv.join("bin/python");
+    if !venv.join("installed").exists() {
+        let started = Instant::now();
+        let _ = std::fs::remove_dir_all(&venv);
+        run_ok(
+            Command::new(require("python3")).args(["-m", "venv"]).arg(&venv),
+            "python3 -m venv",
+        );
+        run_ok(
+            Command::new(&python)
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                    "--no-deps",
+                    "-r",
+                ])
+                .arg(&requirements),
+            "pip install -r tests/sdk/python/requirements.txt",
+        );
+        std::fs::write(venv.join("installed"), "").unwrap();
+        eprintln!("sdk: Python SDKs installed in {:.1} s", started.elapsed().as_secs_f64());
+    }
+    let text = std::fs::read_to_string(&requirements).unwrap();
+    let pin = |name: &str| {
+        text.lines()
+            .find_map(|line| line.strip_prefix(&format!("{name}==")))
+            .unwrap_or("?")
+            .to_owned()
+    };
+    Sdk {
+        name: "python",
+        versions: format!(
+            "boto3 {} azure-identity {} google-auth {}",
+            pin("boto3"),
+            pin("azure-identity"),
+            pin("google-auth")
+        ),
+        command: vec![python, "-I".into(), manifest_dir().join("tests/sdk/python/probe.py")],
+    }
+}
+
+/// The Go probe (aws-sdk-go-v2 config, azidentity, x/oauth2/google), built once per source digest.
+fn go_sdks() -> Sdk {
+    let module = manifest_dir().join("tests/sdk/go");
+    let sources: Vec<PathBuf> = ["go.mod", "go.sum", "main.go"].iter().map(|f| module.join(f)).collect();
+    let binary = cache_dir().join(format!("go-{}/sdk-probe", digest(&sources)));
+    if !binary.exists() {
+        let started = Instant::now();
+        run_ok(
+            Command::new(require("go"))
+                .current_dir(&module)
+                .args(["build", "-mod=readonly", "-o"])
+                .arg(&binary)
+                .arg("."),
+            "go build tests/sdk/go",
+        );
+        eprintln!("sdk: Go SDK probe built in {:.1} s", started.elapsed().as_secs_f64());
+    }
+    let text = std::fs::read_to_string(module.join("go.mod")).unwrap();
+    let pin = |path: &str| {
+        text.lines()
+            .find_map(|line| line.trim().strip_prefix(&format!("{path} ")))
+            .map(|rest| rest.split_whitespace().next().unwrap_or("?").to_owned())
+            .unwrap_or_else(|| "?".to_owned())
+    };
+    Sdk {
+        name: "go",
+        versions: format!(
+            "aws-sdk-go-v2/config {} azidentity {} x/oauth2 {}",
+            pin("github.com/aws/aws-sdk-go-v2/config"),
+            pin("github.com/Azure/azure-sdk-for-go/sdk/azidentity"),
+            pin("golang.org/x/oauth2")
+        ),
+        command: vec![binary],
+    }
+}
+
+/// A network namespace with only loopback and the Pod Identity agent address; deleted on drop.
+struct NetworkNamespace {
+    name: String,
+    ip: PathBuf,
+}
+
+impl NetworkNamespace {
+    fn create(ip: PathBuf) -> NetworkNamespace {
+        sweep_stale_namespaces(&ip);
+        let name = format!("wiw-sdk-{}", std::process::id());
+        let added = Command::new(&ip).args(["netns", "add", &name]).output().unwrap();
+        if !added.status.success() {
+            panic!(
+                "SDK conformance needs network namespaces: `ip netns add` failed: {}",
+                String::from_utf8_lossy(&added.stderr).trim()
+            );
+        }
+        let namespace = NetworkNamespace { name, ip };
+        namespace.ip_in(&["link", "set", "lo", "up"]);
+        namespace.ip_in(&["addr", "add", &format!("{POD_IDENTITY_AGENT}/32"), "dev", "lo"]);
+        namespace
+    }
+
+    fn ip_in(&self, args: &[&str]) {
+        run_ok(Command::new(&self.ip).args(["-n", &self.name]).args(args), "ip -n");
+    }
+
+    /// `net:[inode]`, as /proc/<pid>/ns/net reads inside it.
+    fn id(&self) -> String {
+        format!(
+            "net:[{}]",
+            std::fs::metadata(format!("/run/netns/{}", self.name)).unwrap().ino()
+        )
+    }
+}
+
+impl Drop for NetworkNamespace {
+    fn drop(&mut self) {
+        let _ = Command::new(&self.ip).args(["netns", "del", &self.name]).status();
+    }
+}
+
+/// Deletes `wiw-sdk-<pid>` namespaces whose test process is gone (killed before its Drop ran).
+fn sweep_stale_namespaces(ip: &Path) {
+    let Ok(entries) = std::fs::read_dir("/run/netns") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(pid) = name.strip_prefix("wiw-sdk-")
+            && !Path::new(&format!("/proc/{pid}")).exists()
+        {
+            let _ = Command::new(ip).args(["netns", "del", &name]).status();
+        }
+    }
+}
+
+/// `workload-identity-webhook emulate` inside the namespace; killed on drop.
+struct Emulator {
+    /// Closing it stops the emulator.
+    stdin: Option<std::process::ChildStdin>,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Emulator {
+    fn decisions_since(&self, offset: usize) -> Vec<Value> {
+        let text = std::fs::read_to_string(&self.log).unwrap();
+        text[offset..]
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|line| line["message"] == "decision" || line["message"] == "stray request")
+            .collect()
+    }
+
+    fn log_len(&self) -> usize {
+        std::fs::read_to_string(&self.log).unwrap().len()
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!(
+                "emulator log {}:\n{}",
+                self.log.display(),
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+        }
+    }
+}
+
+/// What a case expects of the emulator for one cloud.
+#[derive(Clone, Copy)]
+enum Expect {
+    /// `service` granted `identity`; the SDK prints credentials starting with `prefix`.
+    Grant {
+        service: &'static str,
+        identity: &'static str,
+        prefix: &'static str,
+    },
+    /// `service` refused with `reason`; the SDK ends without credentials.
+    Refuse {
+        service: &'static str,
+        reason: &'static str,
+    },
+}
+
+struct Case {
+    name: &'static str,
+    service_account: &'static str,
+    annotations: Value,
+    cluster_flags: &'static [&'static str],
+    clouds: Vec<(&'static str, Expect)>,
+}
+
+fn cases() -> Vec<Case> {
+    let irsa = Expect::Grant {
+        service: "aws-sts",
+        identity: ROLE,
+        prefix: "access_key=ASIAEMULATED",
+    };
+    let azure = |host: &'static str| Expect::Grant {
+        service: "entra-id",
+        identity: host,
+        prefix: "token=emulated-entra-access-token.",
+    };
+    let impersonation = Expect::Grant {
+        service: "google-iam",
+        identity: GOOGLE_SA,
+        prefix: "token=emulated-google-access-token.",
+    };
+    let azure_annotations = json!({"azure.workload.identity/client-id": CLIENT});
+    vec![
+        Case {
+            name: "aws-irsa",
+            service_account: "irsa",
+            annotations: json!({"eks.amazonaws.com/role-arn": ROLE}),
+            cluster_flags: &[],
+            clouds: vec![("aws", irsa)],
+        },
+        Case {
+            name: "aws-pod-identity",
+            service_account: "pod-identity",
+            annotations: json!({}),
+            cluster_flags: &[],
+            clouds: vec![(
+                "aws",
+                Expect::Grant {
+                    service: "eks-pod-identity",
+                    identity: POD_ROLE,
+                    prefix: "access_key=ASIAEMULATED",
+                },
+            )],
+        },
+        Case {
+            name: "azure-public",
+            service_account: "azure",
+            annotations: azure_annotations.clone(),
+            cluster_flags: &[],
+            clouds: vec![("azure", azure("login.microsoftonline.com"))],
+        },
+        Case {
+            name: "azure-china",
+            service_account: "azure",
+            annotations: azure_annotations.clone(),
+            cluster_flags: &["--azure-cloud", "AzureChinaCloud"],
+            clouds: vec![("azure", azure("login.chinacloudapi.cn"))],
+        },
+        Case {
+            name: "azure-us-government",
+            service_account: "azure",
+            annotations: azure_annotations,
+            cluster_flags: &["--azure-cloud", "AzureUSGovernmentCloud"],
+            clouds: vec![("azure", azure("login.microsoftonline.us"))],
+        },
+        Case {
+            name: "google-impersonation",
+            service_account: "google-impersonation",
+            annotations: json!({"iam.gke.io/gcp-service-account": GOOGLE_SA}),
+            cluster_flags: &[],
+            clouds: vec![("google", impersonation)],
+        },
+        Case {
+            name: "google-direct",
+            service_account: "google-direct",
+            annotations: json!({"cloud.google.com/workload-identity-provider": PROVIDER}),
+            cluster_flags: &[],
+            clouds: vec![(
+                "google",
+                Expect::Grant {
+                    service: "google-sts",
+                    identity: PROVIDER,
+                    prefix: "token=emulated-google-federated-token.",
+                },
+            )],
+        },
+        Case {
+            name: "all-three-on-one-pod",
+            service_account: "all",
+            annotations: json!({
+                "eks.amazonaws.com/role-arn": ROLE,
+                "azure.workload.identity/client-id": CLIENT,
+                "iam.gke.io/gcp-service-account": GOOGLE_SA,
+            }),
+            cluster_flags: &[],
+            clouds: vec![
+                ("aws", irsa),
+                ("azure", azure("login.microsoftonline.com")),
+                ("google", impersonation),
+            ],
+        },
+        Case {
+            name: "other-service-account-refused",
+            service_account: "other",
+            annotations: json!({
+                "eks.amazonaws.com/role-arn": ROLE,
+                "azure.workload.identity/client-id": CLIENT,
+                "iam.gke.io/gcp-service-account": GOOGLE_SA,
+            }),
+            cluster_flags: &[],
+            clouds: ["aws-sts", "entra-id", "google-sts"]
+                .into_iter()
+                .zip(["aws", "azure", "google"])
+                .map(|(service, cloud)| {
+                    (
+                        cloud,
+                        Expect::Refuse {
+                            service,
+                            reason: "untrusted_subject",
+                        },
+                    )
+                })
+                .collect(),
+        },
+        Case {
+            name: "wrong-audience-refused",
+            service_account: "wrong-audience",
+            annotations: json!({"eks.amazonaws.com/role-arn": ROLE, "eks.amazonaws.com/audience": "sts.example.com"}),
+            cluster_flags: &[],
+            clouds: vec![(
+                "aws",
+                Expect::Refuse {
+                    service: "aws-sts",
+                    reason: "wrong_audience",
+                },
+            )],
+        },
+    ]
+}
+
+/// Trust rules: each identity trusts exactly the ServiceAccounts of the cases meant to get it
+/// (`other` and nobody else is missing from role X; `wrong-audience` is trusted but sends the
+/// wrong audience).
+fn rules(namespace: &str) -> String {
+    let sa = |names: &[&str]| {
+        let subjects: Vec<String> = names
+            .iter()
+            .map(|name| format!("system:serviceaccount:{namespace}:{name}"))
+            .collect();
+        serde_json::to_string(&subjects).unwrap()
+    };
+    format!(
+        "aws:\n  roles: [{{arn: '{ROLE}', subjects: {}}}]\n  podIdentity: [{{arn: '{POD_ROLE}', subjects: {}}}]\n\
+         azure: [{{tenantId: '{TENANT}', clientId: '{CLIENT}', subjects: {}}}]\n\
+         google:\n  providers: [{{name: '{PROVIDER}', subjects: {}}}]\n  serviceAccounts: [{{email: '{GOOGLE_SA}', subjects: {}}}]\n",
+        sa(&["irsa", "all", "wrong-audience"]),
+        sa(&["pod-identity"]),
+        sa(&["azure", "all"]),
+        sa(&["google-impersonation", "google-direct", "all"]),
+        sa(&["google-impersonation", "all"]),
+    )
+}
+
+/// The webhook's answer for the case's Pod, from `mutate` (the server's code path).
+fn mutated_pod(dir: &Path, namespace: &str, case: &Case) -> Value {
+    let config = format!(
+        "aws: {{region: us-west-2}}\ngcp: {{workloadIdentityProvider: '{PROVIDER}'}}\nazure: {{tenantId: '{TENANT}'}}\n\
+         identities:\n  - {{namespace: '{namespace}', serviceAccount: pod-identity, aws: {{mode: podIdentity}}}}\n"
+    );
+    let pod = json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": case.name, "namespace": namespace},
+        "spec": {"serviceAccountName": case.service_account, "containers": [{"name": "app", "image": "app"}]}});
+    let service_account = json!({"apiVersion": "v1", "kind": "ServiceAccount",
+        "metadata": {"name": case.service_account, "namespace": namespace, "annotations": case.annotations}});
+    std::fs::write(dir.join("config.yaml"), config).unwrap();
+    std::fs::write(dir.join("pod.json"), pod.to_string()).unwrap();
+    std::fs::write(dir.join("sa.json"), service_account.to_string()).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_workload-identity-webhook"))
+        .current_dir(dir)
+        .args([
+            "mutate",
+            "--object",
+            "pod.json",
+            "--service-account",
+            "sa.json",
+            "--config",
+            "config.yaml",
+        ])
+        .args(case.cluster_flags)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "mutate: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// Writes the files of the container's mounts as the kubelet does (`..<timestamp>/` holding the
+/// files, `..data` pointing at it, one symlink per file through `..data`), with tokens from the real
+/// apiserver's TokenRequest bound to the Pod. Returns `(staging dir, mount path)` pairs.
+async fn kubelet_files(api: &Api<ServiceAccount>, pod: &Pod, stage: &Path) -> Vec<(PathBuf, String)> {
+    let spec = pod.spec.as_ref().unwrap();
+    let container = &spec.containers[0];
+    let annotations = pod.metadata.annotations.clone().unwrap_or_default();
+    let mut mounts = Vec::new();
+    for (index, mount) in container.volume_mounts.iter().flatten().enumerate() {
+        let volume = spec.volumes.iter().flatten().find(|v| v.name == mount.name).unwrap();
+        let Some(projected) = &volume.projected else {
+            panic!("{}: only projected volumes are injected", volume.name)
+        };
+        let dir = stage.join(format!("volume-{index}"));
+        let data = "..2026_01_01_00_00_00.000000001";
+        std::fs::create_dir_all(dir.join(data)).unwrap();
+        for source in projected.sources.iter().flatten() {
+            let mut files: Vec<(String, String)> = Vec::new();
+            if let Some(token) = &source.service_account_token {
+                let request: TokenRequest = serde_json::from_value(json!({"spec": {
+                    "audiences": [token.audience.clone().unwrap()],
+                    "expirationSeconds": token.expiration_seconds,
+                    "boundObjectRef": {"apiVersion": "v1", "kind": "Pod",
+                        "name": pod.metadata.name, "uid": pod.metadata.uid},
+                }}))
+                .unwrap();
+                let issued = api
+                    .create_token_request(
+                        spec.service_account_name.as_deref().unwrap(),
+                        &PostParams::default(),
+                        &request,
+                    )
+                    .await
+                    .unwrap();
+                files.push((token.path.clone(), issued.status.unwrap().token));
+            }
+            for item in source.downward_api.iter().flat_map(|d| d.items.iter().flatten()) {
+                let field = &item.field_ref.as_ref().unwrap().field_path;
+                let key = field
+                    .strip_prefix("metadata.annotations['")
+                    .and_then(|rest| rest.strip_suffix("']"))
+                    .unwrap_or_else(|| panic!("unexpected downward API field {field}"));
+                files.push((item.path.clone(), annotations[key].clone()));
+            }
+            for (path, content) in files {
+                std::fs::write(dir.join(data).join(&path), content).unwrap();
+                std::os::unix::fs::symlink(format!("..data/{path}"), dir.join(&path)).unwrap();
+            }
+        }
+        std::os::unix::fs::symlink(data, dir.join("..data")).unwrap();
+        mounts.push((dir, mount.mount_path.clone()));
+    }
+    mounts
+}
+
+/// Runs inside the network namespace, in a new mount namespace: checks the isolation, puts the
+/// private /etc/hosts and /etc/resolv.conf and the Pod's files in place, then runs the SDK with
+/// exactly the given env. Arguments: hosts, resolv.conf, expected netns id, mounts file, command...
+const IN_POD: &str = r#"
+set -eu
+hosts=$1 resolv=$2 netns=$3 mounts=$4; shift 4
+fail() { echo "error isolation: $*"; exit 97; }
+[ "$(readlink /proc/self/ns/net)" = "$netns" ] || fail "not in the test's network namespace"
+if ip route get 192.0.2.1 >/dev/null 2>&1; then fail "a route leads out of the namespace"; fi
+mount --bind "$hosts" /etc/hosts
+mount --bind "$resolv" /etc/resolv.conf
+getent hosts sts.amazonaws.com | grep -q '^127\.0\.0\.1 ' || fail "cloud names do not resolve to the emulator"
+if getent hosts www.example.com >/dev/null 2>&1; then fail "an unmapped name resolves"; fi
+# Pod mount paths live under /var/run/secrets: a tmpfs over its nearest existing parent hides the host's.
+top=/var/run/secrets; while [ ! -d "$top" ]; do top=$(dirname "$top"); done
+mount -t tmpfs wiw-sdk-secrets "$top"
+while read -r source target; do mkdir -p "$target"; cp -a "$source/." "$target/"; done < "$mounts"
+exec timeout 180 env -u PWD -u OLDPWD -u SHLVL -u _ "$@"
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sdks_get_credentials_from_what_the_webhook_injects() {
+    let uid = Command::new("id").arg("-u").output().expect("id -u");
+    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+        panic!("SDK conformance needs root: it creates a network namespace and private mounts");
+    }
+    let (ip, unshare, bash) = (require("ip"), require("unshare"), require("bash"));
+    let started = Instant::now();
+    let sdks = [python_sdks(), go_sdks()];
+    eprintln!("sdk: SDKs ready in {:.1} s", started.elapsed().as_secs_f64());
+
+    let cp = control_plane::shared().await;
+    let client = cp.client();
+    let namespace = format!("sdk-team-a-{}", std::process::id());
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": namespace}})).unwrap();
+    let _ = Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await;
+    let service_accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), &namespace);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
+
+    // The issuer and keys, as a cloud reads them: the apiserver's OIDC discovery and JWKS.
+    let http = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(cp.ca_pem().as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let fetch = |url: String| {
+        let http = http.clone();
+        async move {
+            http.get(url)
+                .bearer_auth(cp.admin_token())
+                .send()
+                .await
+                .unwrap()
+                .error_for_status()
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        }
+    };
+    let discovery: Value =
+        serde_json::from_str(&fetch(format!("{}/.well-known/openid-configuration", cp.url())).await).unwrap();
+    let issuer = discovery["issuer"].as_str().unwrap().to_owned();
+    let jwks = fetch(format!("{}/openid/v1/jwks", cp.url())).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ca = GeneratedCa::new("workload-identity-webhook SDK test CA").unwrap();
+    let (cert, key) = ca.issue(CLOUD_HOSTS).unwrap();
+    for (name, text) in [
+        ("ca.pem", ca.cert_pem.clone()),
+        ("tls.crt", cert),
+        ("tls.key", key),
+        ("jwks.json", jwks),
+        ("rules.yaml", rules(&namespace)),
+        (
+            "hosts",
+            format!(
+                "127.0.0.1 localhost\n{}\n",
+                CLOUD_HOSTS
+                    .iter()
+                    .map(|h| format!("127.0.0.1 {h}"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            ),
+        ),
+        // Nothing listens on port 53 in the namespace: every DNS query fails at once.
+        ("resolv.conf", "nameserver 127.0.0.1\n".to_owned()),
+    ] {
+        std::fs::write(d.join(name), text).unwrap();
+    }
+    let home = d.join("home");
+    std::fs::create_dir(&home).unwrap();
+
+    let netns = NetworkNamespace::create(ip.clone());
+    let log = d.join("emulator.log");
+    // Through a shell that stops the emulator when its stdin closes, so that it ends with this
+    // process even when the test is killed before Drop runs.
+    let mut child = Command::new(&ip)
+        .args(["netns", "exec", &netns.name])
+        .arg(&bash)
+        .args([
+            "-c",
+            r#""$@" & emulator=$!; read -r _ || true; kill "$emulator""#,
+            "emulate",
+        ])
+        .arg(env!("CARGO_BIN_EXE_workload-identity-webhook"))
+        .args(["emulate", "--log-format", "json", "--https-listen", "127.0.0.1:443"])
+        .args([
+            "--http-listen",
+            &format!("{POD_IDENTITY_AGENT}:80"),
+            "--issuer",
+            &issuer,
+        ])
+        .arg("--rules")
+        .arg(d.join("rules.yaml"))
+        .arg("--jwks-file")
+        .arg(d.join("jwks.json"))
+        .arg("--tls-cert-file")
+        .arg(d.join("tls.crt"))
+        .arg("--tls-key-file")
+        .arg(d.join("tls.key"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut emulator = Emulator {
+        stdin: child.stdin.take(),
+        child,
+        log,
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&emulator.log)
+        .unwrap()
+        .contains("emulator ready")
+    {
+        if let Some(status) = emulator.child.try_wait().unwrap() {
+            panic!("emulator exited with {status}");
+        }
+        assert!(Instant::now() < deadline, "emulator not ready after 30 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let ca_file = d.join("ca.pem").display().to_string();
+    let mut failures = Vec::new();
+    let mut created = std::collections::HashSet::new();
+    for case in cases() {
+        if created.insert(case.service_account) {
+            let sa: ServiceAccount = serde_json::from_value(json!({"metadata": {
+                "name": case.service_account, "annotations": case.annotations}}))
+            .unwrap();
+            service_accounts.create(&PostParams::default(), &sa).await.unwrap();
+        }
+        let case_dir = d.join(case.name);
+        std::fs::create_dir(&case_dir).unwrap();
+        let mutated = mutated_pod(&case_dir, &namespace, &case);
+        let pod = pods
+            .create(&PostParams::default(), &serde_json::from_value(mutated).unwrap())
+            .await
+            .unwrap();
+        let mounts = kubelet_files(&service_accounts, &pod, &case_dir).await;
+        let mounts_file = case_dir.join("mounts");
+        std::fs::write(
+            &mounts_file,
+            mounts
+                .iter()
+                .map(|(source, target)| format!("{} {target}\n", source.display()))
+                .collect::<String>(),
+        )
+        .unwrap();
+        // Exactly the container's env as the webhook wrote it, plus the test CA and a HOME.
+        let container = &pod.spec.as_ref().unwrap().containers[0];
+        let mut env: BTreeMap<String, String> = BTreeMap::new();
+        for var in container.env.iter().flatten() {
+            assert!(var.value_from.is_none(), "{}: valueFrom is not laid out here", var.name);
+            env.insert(var.name.clone(), var.value.clone().unwrap_or_default());
+        }
+        for name in ["AWS_CA_BUNDLE", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"] {
+            env.insert(name.to_owned(), ca_file.clone());
+        }
+        env.insert("HOME".to_owned(), home.display().to_string());
+
+        for sdk in &sdks {
+            for &(cloud, expect) in &case.clouds {
+                let offset = emulator.log_len();
+                let output = Command::new(&ip)
+                    .args(["netns", "exec", &netns.name])
+                    .arg(&unshare)
+                    .args(["--mount", "--propagation", "private"])
+                    .arg(&bash)
+                    .args(["-c", IN_POD, "in-pod"])
+                    .arg(d.join("hosts"))
+                    .arg(d.join("resolv.conf"))
+                    .arg(netns.id())
+                    .arg(&mounts_file)
+                    .args(&sdk.command)
+                    .arg(cloud)
+                    .env_clear()
+                    .envs(&env)
+                    .output()
+                    .unwrap();
+                let stdout = String::from_utf8_lossy(&output.stdout);
+                let answer = stdout.lines().last().unwrap_or("error (no output)").to_owned();
+                let decisions = emulator.decisions_since(offset);
+                let verdict = judge(
+                    expect,
+                    &answer,
+                    &decisions,
+                    &format!("system:serviceaccount:{namespace}:{}", case.service_account),
+                );
+                let shown: String = answer.chars().take(90).collect();
+                println!(
+                    "sdk {:<6} {:<30} {:<6} {} {shown}",
+                    sdk.name,
+                    case.name,
+                    cloud,
+                    if verdict.is_ok() { "PASS" } else { "FAIL" }
+                );
+                if let Err(problem) = verdict {
+                    failures.push(format!(
+                        "{} {} {cloud}: {problem}\n  stderr: {}",
+                        sdk.name,
+                        case.name,
+                        String::from_utf8_lossy(&output.stderr)
+                            .lines()
+                            .rev()
+                            .take(5)
+                            .collect::<Vec<_>>()
+                            .join(" | ")
+                    ));
+                }
+            }
+        }
+    }
+    for sdk in &sdks {
+        println!("sdk {:<6} versions: {}", sdk.name, sdk.versions);
+    }
+    println!(
+        "sdk: {} checks in {:.1} s",
+        cases().iter().map(|c| c.clouds.len() * sdks.len()).sum::<usize>(),
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} SDK checks failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    drop(emulator);
+    drop(netns);
+}
+
+/// Checks one SDK run against the expectation and the emulator's decisions during the run.
+fn judge(expect: Expect, answer: &str, decisions: &[Value], subject: &str) -> Result<(), String> {
+    if let Some(stray) = decisions.iter().find(|d| d["message"] == "stray request") {
+        return Err(format!(
+            "the SDK made a request no emulated service answers: {}",
+            stray["what"]
+        ));
+    }
+    let by = |service: &str, outcome: &str| {
+        decisions
+            .iter()
+            .filter(|d| d["service"] == service && d["outcome"] == outcome)
+            .collect::<Vec<_>>()
+    };
+    match expect {
+        Expect::Grant {
+            service,
+            identity,
+            prefix,
+        } => {
+            if !answer.starts_with(&format!("ok {prefix}")) {
+                return Err(format!("expected credentials ({prefix}...), got: {answer}"));
+            }
+            if let Some(refusal) = decisions.iter().find(|d| d["outcome"] == "refusal") {
+                return Err(format!("the emulator refused a request: {refusal}"));
+            }
+            let granted = by(service, "grant");
+            if !granted
+                .iter()
+                .any(|d| d["subject"] == subject && d["identity"].as_str().is_some_and(|i| i.starts_with(identity)))
+            {
+                return Err(format!("no {service} grant of {identity} to {subject}: {decisions:?}"));
+            }
+        }
+        Expect::Refuse { service, reason } => {
+            if !answer.starts_with("error ") {
+                return Err(format!("expected no credentials, got: {answer}"));
+            }
+            if !by(service, "grant").is_empty() {
+                return Err(format!("{service} granted: {decisions:?}"));
+            }
+            if !by(service, "refusal").iter().any(|d| d["reason"] == reason) {
+                return Err(format!("no {service} refusal for {reason}: {decisions:?}"));
+            }
+        }
+    }
+    Ok(())
+}
