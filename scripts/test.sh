@@ -14,11 +14,15 @@ echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
-echo "==> control plane (kube-apiserver + etcd)"
-bash tests/control-plane/build.sh >/dev/null
+echo "==> control plane (kube-apiserver + etcd) and node components (kubelet, controllers, kubectl)"
+bin="$(bash tests/control-plane/build.sh node)"
+# tests/manifests.rs calls kubectl: use the one built from the same Kubernetes version.
+export PATH="${bin}:${PATH}"
 echo "==> cargo test"
 # Benches are compiled by clippy above and run by scripts/bench.sh (they need a release build).
 cargo test --lib --bins --tests --locked -- "$@"
+echo "==> node suite (kubelet + containerd + runc in a network namespace; tests/node/run.sh)"
+bash tests/node/run.sh
 # A bounded fuzzing run where a nightly toolchain exists (the committed corpus is replayed by
 # cargo test above either way). Longer: scripts/fuzz.sh 3600.
 if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
