@@ -128,7 +128,11 @@ mkdir -p "$work/logs"
 start() {
   local name="$1"
   shift
-  nsx "$@" > "$work/logs/$name.log" 2>&1 &
+  # exec, so that the pid is the daemon's own and it does not inherit this shell's traps.
+  (
+    trap - EXIT INT TERM
+    exec nsenter --net="/run/netns/$ns" "$@"
+  ) > "$work/logs/$name.log" 2>&1 &
   pids+=($!)
 }
 # wait_for WHAT SECONDS COMMAND...: polls COMMAND once a second.

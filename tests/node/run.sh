@@ -27,6 +27,8 @@
 # runs <cmd> <folder> inside the namespaces on a copy of the token and credential files the kubelet
 # wrote for the Pods (the seam for the SDK conformance runs).
 set -euo pipefail
+# A failing command inside $(...) fails the assignment that uses it (checks rely on this).
+shopt -s inherit_errexit
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "${here}/../.." && pwd)"
@@ -118,7 +120,7 @@ kill_cgroup_tree() {
     find "$dir" -name cgroup.procs -exec cat {} + 2>/dev/null | xargs -r kill -9 2>/dev/null || true
   done
   sleep 1
-  find /sys/fs/cgroup -depth -type d -path "*/${cgroup}*" -exec rmdir {} + 2>/dev/null || true
+  find /sys/fs/cgroup -depth -type d \( -path "*/${cgroup}" -o -path "*/${cgroup}/*" \) -exec rmdir {} + 2>/dev/null || true
 }
 kill_cgroup_tree
 if [[ -f "$work/created-mount-points" ]]; then
