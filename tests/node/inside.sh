@@ -1,7 +1,7 @@
 # Sourced by run.sh --inside <work folder> <bin folder> <cgroup name>, in a private mount namespace.
 # Sets up the network namespace and the cgroups, starts the cluster, then runs checks.sh.
 work="$2" bin="$3" cgroup="$4"
-ns="wiw-node-${cgroup##*-}"
+netns="wiw-node-${cgroup##*-}"
 node=wiw-node
 node_ip=10.244.0.1
 # The kubernetes Service IP lives on the namespace's loopback, so Pods reach the apiserver through
@@ -25,7 +25,7 @@ cleanup() {
   local i
   for ((i = ${#pids[@]} - 1; i >= 0; i--)); do kill "${pids[i]}" 2>/dev/null || true; done
   for ((i = ${#pids[@]} - 1; i >= 0; i--)); do wait "${pids[i]}" 2>/dev/null || true; done
-  ip netns delete "$ns" 2>/dev/null || true
+  ip netns delete "$netns" 2>/dev/null || true
   exit "$status"
 }
 trap cleanup EXIT
@@ -76,8 +76,8 @@ EOF
 mount --bind "$work/hosts" /etc/hosts
 
 # --- the network namespace: loopback and a bridge for the node and the Pods, no route out.
-ip netns add "$ns"
-nsx() { nsenter --net="/run/netns/$ns" "$@"; }
+ip netns add "$netns"
+nsx() { nsenter --net="/run/netns/$netns" "$@"; }
 nsx ip link set lo up
 nsx ip addr add "$service_ip/32" dev lo
 nsx ip addr add "$pod_identity_ip/32" dev lo
@@ -131,7 +131,7 @@ start() {
   # exec, so that the pid is the daemon's own and it does not inherit this shell's traps.
   (
     trap - EXIT INT TERM
-    exec nsenter --net="/run/netns/$ns" "$@"
+    exec nsenter --net="/run/netns/$netns" "$@"
   ) > "$work/logs/$name.log" 2>&1 &
   pids+=($!)
 }
