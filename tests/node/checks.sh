@@ -243,6 +243,15 @@ check_env "$apps" mapped-1 "$(aws_irsa_env "$role/mapped-v1")"
 check_untouched "$apps" optout
 check_untouched "$plain" plain-1
 check_untouched "$apps" late-1
+# Isolation: nothing leaves the namespace, from the node or from a Pod (192.0.2.1 is TEST-NET-1).
+if nsx ip route get 192.0.2.1 >/dev/null 2>&1; then fail "the network namespace has a route out"; fi
+if k -n "$apps" exec irsa -c app -- wget -q -T 5 -O /dev/null http://192.0.2.1/ 2>/dev/null; then
+  fail "a Pod reached 192.0.2.1"
+fi
+if k -n "$apps" exec irsa -c app -- nslookup sts.amazonaws.com >/dev/null 2>&1; then
+  fail "a Pod resolved sts.amazonaws.com"
+fi
+checks=$((checks + 3))
 phase "tokens, credential files and env checked ($checks checks so far)"
 
 # The seam for the SDK conformance runs: the token and credential files the kubelet wrote, one

@@ -49,6 +49,9 @@ phase_start=$SECONDS
 
 [[ "$(uname -s)" == Linux ]] || missing "Linux is required (kubelet, containerd, runc)"
 [[ "$(id -u)" == 0 ]] || missing "root is required (the kubelet, containerd and runc manage mounts, cgroups and network namespaces)"
+# Root inside a user namespace cannot make device nodes, own files as 65532 or set cgroup limits.
+[[ "$(awk '{print $1, $2, $3}' /proc/self/uid_map)" == "0 0 4294967295" ]] \
+  || missing "root of the host's user namespace is required (this shell runs in a user namespace)"
 command -v unshare >/dev/null && command -v nsenter >/dev/null && command -v ip >/dev/null \
   || missing "unshare, nsenter and ip (util-linux, iproute2) are required"
 unshare --net true 2>/dev/null || missing "network namespaces (unshare --net failed)"
