@@ -102,7 +102,9 @@ mkdir -p "$work/images"
 # Earlier runs that died before their cleanup leave their folder behind; remove those of dead runs.
 for old in "${TMPDIR:-/tmp}"/wiw-node.*; do
   pid="${old##*.}"
-  [[ "$old" != "$work" && "$pid" =~ ^[0-9]+$ ]] && ! kill -0 "$pid" 2>/dev/null && rm -rf "$old"
+  if [[ "$old" != "$work" && "$pid" =~ ^[0-9]+$ ]] && ! kill -0 "$pid" 2>/dev/null; then
+    rm -rf "$old"
+  fi
 done
 
 bash "${here}/oci-image.sh" webhook "$webhook" "$work/images/webhook.tar"
@@ -113,6 +115,8 @@ phase "OCI images"
 # Everything from here on runs in a private mount namespace: the kubelet's and containerd's mounts,
 # the bind mounts over their fixed paths and the private /etc/hosts vanish with it.
 status=0
+# An interrupt reaches the inner shell too (it cleans up); this one goes on to the cgroup cleanup.
+trap 'log "interrupted"' INT TERM
 unshare --mount --propagation private bash "$0" --inside "$work" "$bin" "$cgroup" || status=$?
 
 # Whatever survived the inner cleanup (a container, a shim) sits in the run's cgroups: kill it there.
