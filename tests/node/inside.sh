@@ -13,6 +13,14 @@ pids=()
 phase_start=$SECONDS
 phase() { log "$1: $((SECONDS - phase_start)) s"; phase_start=$SECONDS; }
 
+# Whether a daemon has not exited yet (an exited child stays a zombie, state Z, until waited for).
+running() {
+  local pid
+  for pid in "${pids[@]}"; do
+    [[ "$(cut -d' ' -f3 "/proc/$pid/stat" 2>/dev/null)" =~ ^[^Z]$ ]] && return 0
+  done
+  return 1
+}
 cleanup() {
   local status=$?
   # Pods first, so the kubelet and containerd stop their containers; then the daemons, newest first.
@@ -22,10 +30,14 @@ cleanup() {
       ctr --address "$work/containerd/containerd.sock" -n k8s.io tasks kill -s SIGKILL "$task" >/dev/null 2>&1 || true
     done
   fi
-  local i
+  local i t0=$SECONDS
   for ((i = ${#pids[@]} - 1; i >= 0; i--)); do kill "${pids[i]}" 2>/dev/null || true; done
+  # The state is thrown away: whatever has not stopped after 3 s is killed.
+  while ((SECONDS - t0 < 3)) && running; do sleep 0.2; done
+  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do kill -9 "${pids[i]}" 2>/dev/null || true; done
   for ((i = ${#pids[@]} - 1; i >= 0; i--)); do wait "${pids[i]}" 2>/dev/null || true; done
   ip netns delete "$netns" 2>/dev/null || true
+  log "cleanup: $((SECONDS - t0)) s"
   exit "$status"
 }
 trap cleanup EXIT
