@@ -175,12 +175,21 @@ k -n "$system" wait --for=condition=Available deploy/workload-identity-webhook -
   || fail "webhook Deployment not Available: $(k -n "$system" get pods -o wide 2>&1)"
 phase "webhook installed (namespace-opt-in), Deployment Available"
 t0=$SECONDS
-until [[ -n "$(k get mutatingwebhookconfiguration workload-identity-webhook -o jsonpath='{.webhooks[1].clientConfig.caBundle}')" ]]; do
+until [[ "$(k get mutatingwebhookconfiguration workload-identity-webhook -o json \
+  | jq '[.webhooks[].clientConfig.caBundle // "" | select(. != "")] | length')" == 2 ]]; do
   ((SECONDS - t0 < 60)) || fail "caBundle not published by the self-managed certificate within 60 s"
   sleep 1
 done
 k -n "$system" get secret workload-identity-webhook-tls >/dev/null || fail "no certificate Secret"
 checks=$((checks + 1))
+# The image is the Dockerfile's runtime stage: the webhook runs as 65532 and there is no shell.
+for pod in $(k -n "$system" get pods -l app.kubernetes.io/name=workload-identity-webhook -o name); do
+  container="$(k -n "$system" get "$pod" -o jsonpath='{.status.containerStatuses[0].containerID}')"
+  pid="$(ctr_ tasks ls | awk -v id="${container#containerd://}" '$1 == id {print $2}')"
+  expect_eq "$pod process user" "$(awk '/^Uid:/ {print $2 "/" $3}' "/proc/$pid/status")" 65532/65532
+  if k -n "$system" exec "$pod" -- sh -c true 2>/dev/null; then fail "$pod has a shell"; fi
+  checks=$((checks + 1))
+done
 
 k create namespace "$apps" >&2
 k label namespace "$apps" workload-identity.dev/inject=enabled >&2
