@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2154  # here, repo, work and the helpers come from run.sh and inside.sh
 # Sourced by inside.sh once the node is Ready: installs the webhook as a user would and checks what
 # the kubelet gives the Pods. Uses k (kubectl in the namespace), nsx, log, phase, work, repo.
 system=workload-identity-system
@@ -40,6 +41,7 @@ EOF
 
 # A Pod as JSON: busybox sleeping, and an init container that saves its env and the identity files
 # it sees into an emptyDir that the main container also mounts.
+# shellcheck disable=SC2016  # expanded by the container's shell
 init_script='env | sort > /out/init.env
 for v in AWS_WEB_IDENTITY_TOKEN_FILE AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE AZURE_FEDERATED_TOKEN_FILE GOOGLE_APPLICATION_CREDENTIALS; do
   eval "f=\${$v:-}"

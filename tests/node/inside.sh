@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2154  # here, repo and log come from run.sh
 # Sourced by run.sh --inside <work folder> <bin folder> <cgroup name>, in a private mount namespace.
 # Sets up the network namespace and the cgroups, starts the cluster, then runs checks.sh.
 work="$2" bin="$3" cgroup="$4"
@@ -110,7 +111,7 @@ fi
 pki="$work/pki"
 mkdir -p "$pki"
 (
-  cd "$pki"
+  cd "$pki" || exit
   openssl ecparam -name prime256v1 -genkey -noout -out ca.key 2>/dev/null
   openssl req -x509 -new -key ca.key -days 2 -subj /CN=wiw-node-ca -out ca.crt 2>/dev/null
   openssl ecparam -name prime256v1 -genkey -noout -out apiserver.key 2>/dev/null

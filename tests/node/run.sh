@@ -124,10 +124,12 @@ unshare --mount --propagation private bash "$0" --inside "$work" "$bin" "$cgroup
 
 # Whatever survived the inner cleanup (a container, a shim) sits in the run's cgroups: kill it there.
 kill_cgroup_tree() {
-  local dir
+  local dir left
   for dir in /sys/fs/cgroup/pids/"$cgroup" /sys/fs/cgroup/"$cgroup"; do
     [[ -d "$dir" ]] || continue
-    find "$dir" -name cgroup.procs -exec cat {} + 2>/dev/null | xargs -r kill -9 2>/dev/null || true
+    left="$(find "$dir" -name cgroup.procs -exec cat {} + 2>/dev/null || true)"
+    # shellcheck disable=SC2086  # one pid per word
+    [[ -z "$left" ]] || kill -9 $left 2>/dev/null || true
   done
   sleep 1
   find /sys/fs/cgroup -depth -type d \( -path "*/${cgroup}" -o -path "*/${cgroup}/*" \) -exec rmdir {} + 2>/dev/null || true
