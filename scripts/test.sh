@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The whole test suite, from a fresh machine: lint, build the local control plane (kube-apiserver
-# and etcd from source, cached outside the clone), then every unit and integration test.
+# The whole test suite, from a fresh machine: lint, build the local control plane (kube-apiserver,
+# etcd and the node components from source, cached outside the clone), every unit and integration
+# test, then the node suite (as root: a kubelet, containerd and runc in a network namespace).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
