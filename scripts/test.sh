@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The whole test suite, from a fresh machine: lint, build the local control plane (kube-apiserver
-# and etcd from source, cached outside the clone), then every unit and integration test.
+# The whole test suite, from a fresh machine: lint, build the local control plane (kube-apiserver,
+# etcd and the node components from source, cached outside the clone), every unit and integration
+# test, then the node suite (as root: a kubelet, containerd and runc in a network namespace).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,8 +15,10 @@ echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
-echo "==> control plane (kube-apiserver + etcd)"
-bash tests/control-plane/build.sh >/dev/null
+echo "==> control plane (kube-apiserver + etcd) and node components (kubelet, controllers, kubectl)"
+bin="$(bash tests/control-plane/build.sh node)"
+# tests/manifests.rs calls kubectl: use the one built from the same Kubernetes version.
+export PATH="${bin}:${PATH}"
 echo "==> cargo test"
 # Benches are compiled by clippy above and run by scripts/bench.sh (they need a release build).
 cargo test --lib --bins --tests --locked -- --skip sdks_get_credentials_from_what_the_webhook_injects "$@"
@@ -26,5 +29,9 @@ echo "==> SDK conformance (tests/sdk.rs)"
 sdk_started=$SECONDS
 cargo test --test sdk --locked -- --nocapture
 echo "==> SDK conformance took $((SECONDS - sdk_started)) s"
+echo "==> node suite (kubelet + containerd + runc in a network namespace; tests/node/run.sh)"
+node_started=$SECONDS
+bash tests/node/run.sh
+echo "==> node suite took $((SECONDS - node_started)) s"
 # Fuzzing itself runs from scripts/fuzz.sh: its nightly build recompiles every dependency, too long
 # for a cold CI run. The committed corpus is replayed by cargo test above.

@@ -2,7 +2,9 @@
 # Builds the kube-apiserver and etcd binaries used by the integration tests from
 # source, through the Go module proxy, into a cache folder outside the clone.
 #
-#   tests/control-plane/build.sh      # prints the bin directory as the last stdout line
+#   tests/control-plane/build.sh        # prints the bin directory as the last stdout line
+#   tests/control-plane/build.sh node   # also kube-node (kubelet, kube-controller-manager,
+#                                       # kube-scheduler, kubectl) for the node suite, tests/node/
 #
 # Cache: ${WIW_CONTROL_PLANE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/workload-identity-webhook/control-plane/<k8s version>}/bin
 # A binary is reused when its stamp (Kubernetes version + Go version + sha256 of the
@@ -59,6 +61,10 @@ build_one() {
       cd "$src" && sha256sum go.mod go.sum main.go
     } | sha256sum | cut -d' ' -f1
   )"
+  shift $(($# < 2 ? $# : 2))
+  # Multi-call binaries get one symlink per command name.
+  local link
+  for link in "$@"; do ln -sfn "$name" "${bin}/${link}"; done
   if [[ "${WIW_CONTROL_PLANE_REBUILD:-0}" != 1 && -x "$out" && -f "$stamp" && "$(cat "$stamp")" == "$key" ]]; then
     log "${name}: up to date (${out})"
     return
@@ -77,5 +83,8 @@ build_one() {
 
 build_one etcd
 build_one kube-apiserver "$k8s_ldflags"
+if [[ "${1:-}" == node ]]; then
+  build_one kube-node "$k8s_ldflags" kubelet kube-controller-manager kube-scheduler kubectl
+fi
 
 printf '%s\n' "$bin"
