@@ -8,6 +8,9 @@
 //! loopback (and 169.254.170.23, the Pod Identity agent), each SDK in a private mount namespace with
 //! its own /etc/hosts (cloud names -> 127.0.0.1) and /etc/resolv.conf (no reachable DNS server), so a
 //! stray request fails closed. Needs root (network namespaces), `ip`, `unshare`, python3 and go.
+//!
+//! The node suite (`tests/node/run.sh`) runs the same SDK runs on the files a real kubelet wrote,
+//! inside its own network namespace: `sdks_get_credentials_from_the_kubelets_files` (ignored here).
 
 #[path = "support/control_plane.rs"]
 mod control_plane;
@@ -433,27 +436,57 @@ fn cases() -> Vec<Case> {
     ]
 }
 
+/// Subjects of ServiceAccounts `names` in `namespace`.
+fn trusted(namespace: &str, names: &[&str]) -> Vec<String> {
+    names
+        .iter()
+        .map(|name| format!("system:serviceaccount:{namespace}:{name}"))
+        .collect()
+}
+
+/// The emulator's trust rules: which subjects each identity trusts (Pod Identity: `POD_ROLE`;
+/// Azure: `TENANT`/`CLIENT`; Google: `PROVIDER` and `GOOGLE_SA`).
+struct Rules {
+    roles: Vec<(&'static str, Vec<String>)>,
+    pod_identity: Vec<String>,
+    azure: Vec<String>,
+    providers: Vec<String>,
+    google_service_account: Vec<String>,
+}
+
+impl Rules {
+    fn yaml(&self) -> String {
+        let list = |subjects: &[String]| serde_json::to_string(subjects).unwrap();
+        let roles: Vec<String> = self
+            .roles
+            .iter()
+            .map(|(arn, subjects)| format!("{{arn: '{arn}', subjects: {}}}", list(subjects)))
+            .collect();
+        format!(
+            "aws:\n  roles: [{}]\n  podIdentity: [{{arn: '{POD_ROLE}', subjects: {}}}]\n\
+             azure: [{{tenantId: '{TENANT}', clientId: '{CLIENT}', subjects: {}}}]\n\
+             google:\n  providers: [{{name: '{PROVIDER}', subjects: {}}}]\n  serviceAccounts: [{{email: '{GOOGLE_SA}', subjects: {}}}]\n",
+            roles.join(", "),
+            list(&self.pod_identity),
+            list(&self.azure),
+            list(&self.providers),
+            list(&self.google_service_account),
+        )
+    }
+}
+
 /// Trust rules: each identity trusts exactly the ServiceAccounts of the cases meant to get it
 /// (`other` and nobody else is missing from role X; `wrong-audience` is trusted but sends the
 /// wrong audience).
 fn rules(namespace: &str) -> String {
-    let sa = |names: &[&str]| {
-        let subjects: Vec<String> = names
-            .iter()
-            .map(|name| format!("system:serviceaccount:{namespace}:{name}"))
-            .collect();
-        serde_json::to_string(&subjects).unwrap()
-    };
-    format!(
-        "aws:\n  roles: [{{arn: '{ROLE}', subjects: {}}}]\n  podIdentity: [{{arn: '{POD_ROLE}', subjects: {}}}]\n\
-         azure: [{{tenantId: '{TENANT}', clientId: '{CLIENT}', subjects: {}}}]\n\
-         google:\n  providers: [{{name: '{PROVIDER}', subjects: {}}}]\n  serviceAccounts: [{{email: '{GOOGLE_SA}', subjects: {}}}]\n",
-        sa(&["irsa", "all", "wrong-audience"]),
-        sa(&["pod-identity"]),
-        sa(&["azure", "all"]),
-        sa(&["google-impersonation", "google-direct", "all"]),
-        sa(&["google-impersonation", "all"]),
-    )
+    Rules {
+        roles: vec![(ROLE, trusted(namespace, &["irsa", "all", "wrong-audience"]))],
+        pod_identity: trusted(namespace, &["pod-identity"]),
+        azure: trusted(namespace, &["azure", "all"]),
+        providers: trusted(namespace, &["google-impersonation", "google-direct", "all"]),
+        google_service_account: trusted(namespace, &["google-impersonation", "all"]),
+    }
+    .yaml()
 }
 
 /// The webhook's answer for the case's Pod, from `mutate` (the server's code path).
@@ -567,13 +600,220 @@ while read -r source target; do mkdir -p "$target"; cp -a "$source/." "$target/"
 exec timeout 180 env -u PWD -u OLDPWD -u SHLVL -u _ "$@"
 "#;
 
-#[tokio::test(flavor = "multi_thread")]
-async fn sdks_get_credentials_from_what_the_webhook_injects() {
+/// Needs root (network namespace, private mounts) and returns `ip`, `unshare` and `bash`.
+fn require_root_tools() -> (PathBuf, PathBuf, PathBuf) {
     let uid = Command::new("id").arg("-u").output().expect("id -u");
     if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
         panic!("SDK conformance needs root: it creates a network namespace and private mounts");
     }
-    let (ip, unshare, bash) = (require("ip"), require("unshare"), require("bash"));
+    (require("ip"), require("unshare"), require("bash"))
+}
+
+/// Writes what the emulator and the SDK runs share into `d`: the test CA and the emulator's
+/// certificate for the cloud host names, the JWKS and trust rules, the private /etc/hosts and
+/// /etc/resolv.conf, and an empty HOME.
+fn write_run_files(d: &Path, jwks: &str, rules: &str) {
+    let ca = GeneratedCa::new("workload-identity-webhook SDK test CA").unwrap();
+    let (cert, key) = ca.issue(CLOUD_HOSTS).unwrap();
+    for (name, text) in [
+        ("ca.pem", ca.cert_pem.clone()),
+        ("tls.crt", cert),
+        ("tls.key", key),
+        ("jwks.json", jwks.to_owned()),
+        ("rules.yaml", rules.to_owned()),
+        (
+            "hosts",
+            format!(
+                "127.0.0.1 localhost\n{}\n",
+                CLOUD_HOSTS
+                    .iter()
+                    .map(|h| format!("127.0.0.1 {h}"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            ),
+        ),
+        // Nothing listens on port 53 in the namespace: every DNS query fails at once.
+        ("resolv.conf", "nameserver 127.0.0.1\n".to_owned()),
+    ] {
+        std::fs::write(d.join(name), text).unwrap();
+    }
+    std::fs::create_dir(d.join("home")).unwrap();
+}
+
+/// `command` in `netns` (`ip netns exec`), or where this process runs when `netns` is None (the
+/// node suite starts this test inside its own network namespace).
+fn in_namespace(netns: Option<&NetworkNamespace>, program: &Path) -> Command {
+    match netns {
+        Some(netns) => {
+            let mut command = Command::new(&netns.ip);
+            command.args(["netns", "exec", &netns.name]).arg(program);
+            command
+        }
+        None => Command::new(program),
+    }
+}
+
+/// Starts `emulate` on 127.0.0.1:443 and the Pod Identity agent address, with the files of
+/// `write_run_files`, and waits until it is ready.
+fn start_emulator(netns: Option<&NetworkNamespace>, bash: &Path, d: &Path, issuer: &str) -> Emulator {
+    let log = d.join("emulator.log");
+    // Through a shell that stops the emulator when its stdin closes, so that it ends with this
+    // process even when the test is killed before Drop runs.
+    let mut child = in_namespace(netns, bash)
+        .args([
+            "-c",
+            r#""$@" & emulator=$!; read -r _ || true; kill "$emulator""#,
+            "emulate",
+        ])
+        .arg(env!("CARGO_BIN_EXE_workload-identity-webhook"))
+        .args(["emulate", "--log-format", "json", "--https-listen", "127.0.0.1:443"])
+        .args(["--http-listen", &format!("{POD_IDENTITY_AGENT}:80"), "--issuer", issuer])
+        .arg("--rules")
+        .arg(d.join("rules.yaml"))
+        .arg("--jwks-file")
+        .arg(d.join("jwks.json"))
+        .arg("--tls-cert-file")
+        .arg(d.join("tls.crt"))
+        .arg("--tls-key-file")
+        .arg(d.join("tls.key"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut emulator = Emulator {
+        stdin: child.stdin.take(),
+        child,
+        log,
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&emulator.log)
+        .unwrap()
+        .contains("emulator ready")
+    {
+        if let Some(status) = emulator.child.try_wait().unwrap() {
+            panic!("emulator exited with {status}");
+        }
+        assert!(Instant::now() < deadline, "emulator not ready after 30 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    emulator
+}
+
+/// Exactly the container's env as the webhook wrote it, plus the test CA and an empty HOME.
+fn sdk_env(pod: &Pod, d: &Path) -> BTreeMap<String, String> {
+    let container = &pod.spec.as_ref().unwrap().containers[0];
+    let mut env: BTreeMap<String, String> = BTreeMap::new();
+    for var in container.env.iter().flatten() {
+        assert!(var.value_from.is_none(), "{}: valueFrom is not laid out here", var.name);
+        env.insert(var.name.clone(), var.value.clone().unwrap_or_default());
+    }
+    for name in ["AWS_CA_BUNDLE", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"] {
+        env.insert(name.to_owned(), d.join("ca.pem").display().to_string());
+    }
+    env.insert("HOME".to_owned(), d.join("home").display().to_string());
+    env
+}
+
+/// Where the SDK runs: the network namespace, the shared files, the emulator.
+struct Runner<'a> {
+    netns: Option<&'a NetworkNamespace>,
+    netns_id: String,
+    unshare: PathBuf,
+    bash: PathBuf,
+    dir: &'a Path,
+    emulator: &'a Emulator,
+}
+
+impl Runner<'_> {
+    /// Runs every SDK for every cloud of a case on the Pod's files (`mounts`: staging folder and
+    /// in-container path), prints one line each and collects the failures.
+    fn run(
+        &self,
+        sdks: &[Sdk],
+        case: &str,
+        pod: &Pod,
+        mounts: &[(PathBuf, String)],
+        clouds: &[(&str, Expect)],
+        failures: &mut Vec<String>,
+    ) {
+        let mounts_file = self.dir.join(format!("{case}.mounts"));
+        std::fs::write(
+            &mounts_file,
+            mounts
+                .iter()
+                .map(|(source, target)| format!("{} {target}\n", source.display()))
+                .collect::<String>(),
+        )
+        .unwrap();
+        let env = sdk_env(pod, self.dir);
+        let subject = format!(
+            "system:serviceaccount:{}:{}",
+            pod.metadata.namespace.as_deref().unwrap(),
+            pod.spec.as_ref().unwrap().service_account_name.as_deref().unwrap()
+        );
+        for sdk in sdks {
+            for &(cloud, expect) in clouds {
+                let offset = self.emulator.log_len();
+                let output = in_namespace(self.netns, &self.unshare)
+                    .args(["--mount", "--propagation", "private"])
+                    .arg(&self.bash)
+                    .args(["-c", IN_POD, "in-pod"])
+                    .arg(self.dir.join("hosts"))
+                    .arg(self.dir.join("resolv.conf"))
+                    .arg(&self.netns_id)
+                    .arg(&mounts_file)
+                    .args(&sdk.command)
+                    .arg(cloud)
+                    .env_clear()
+                    .envs(&env)
+                    .output()
+                    .unwrap();
+                let stdout = String::from_utf8_lossy(&output.stdout);
+                let answer = stdout.lines().last().unwrap_or("error (no output)").to_owned();
+                let verdict = judge(expect, &answer, &self.emulator.decisions_since(offset), &subject);
+                let shown: String = answer.chars().take(90).collect();
+                println!(
+                    "sdk {:<6} {:<30} {:<6} {} {shown}",
+                    sdk.name,
+                    case,
+                    cloud,
+                    if verdict.is_ok() { "PASS" } else { "FAIL" }
+                );
+                if let Err(problem) = verdict {
+                    failures.push(format!(
+                        "{} {case} {cloud}: {problem}\n  stderr: {}",
+                        sdk.name,
+                        String::from_utf8_lossy(&output.stderr)
+                            .lines()
+                            .rev()
+                            .take(5)
+                            .collect::<Vec<_>>()
+                            .join(" | ")
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// The closing lines: versions, count and time; fails with every failed check.
+fn report(sdks: &[Sdk], checks: usize, started: Instant, failures: &[String]) {
+    for sdk in sdks {
+        println!("sdk {:<6} versions: {}", sdk.name, sdk.versions);
+    }
+    println!("sdk: {checks} checks in {:.1} s", started.elapsed().as_secs_f64());
+    assert!(
+        failures.is_empty(),
+        "{} SDK checks failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sdks_get_credentials_from_what_the_webhook_injects() {
+    let (ip, unshare, bash) = require_root_tools();
     let started = Instant::now();
     let sdks = [python_sdks(), go_sdks()];
     eprintln!("sdk: SDKs ready in {:.1} s", started.elapsed().as_secs_f64());
@@ -617,84 +857,18 @@ async fn sdks_get_credentials_from_what_the_webhook_injects() {
 
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let ca = GeneratedCa::new("workload-identity-webhook SDK test CA").unwrap();
-    let (cert, key) = ca.issue(CLOUD_HOSTS).unwrap();
-    for (name, text) in [
-        ("ca.pem", ca.cert_pem.clone()),
-        ("tls.crt", cert),
-        ("tls.key", key),
-        ("jwks.json", jwks),
-        ("rules.yaml", rules(&namespace)),
-        (
-            "hosts",
-            format!(
-                "127.0.0.1 localhost\n{}\n",
-                CLOUD_HOSTS
-                    .iter()
-                    .map(|h| format!("127.0.0.1 {h}"))
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            ),
-        ),
-        // Nothing listens on port 53 in the namespace: every DNS query fails at once.
-        ("resolv.conf", "nameserver 127.0.0.1\n".to_owned()),
-    ] {
-        std::fs::write(d.join(name), text).unwrap();
-    }
-    let home = d.join("home");
-    std::fs::create_dir(&home).unwrap();
-
+    write_run_files(d, &jwks, &rules(&namespace));
     let netns = NetworkNamespace::create(ip.clone());
-    let log = d.join("emulator.log");
-    // Through a shell that stops the emulator when its stdin closes, so that it ends with this
-    // process even when the test is killed before Drop runs.
-    let mut child = Command::new(&ip)
-        .args(["netns", "exec", &netns.name])
-        .arg(&bash)
-        .args([
-            "-c",
-            r#""$@" & emulator=$!; read -r _ || true; kill "$emulator""#,
-            "emulate",
-        ])
-        .arg(env!("CARGO_BIN_EXE_workload-identity-webhook"))
-        .args(["emulate", "--log-format", "json", "--https-listen", "127.0.0.1:443"])
-        .args([
-            "--http-listen",
-            &format!("{POD_IDENTITY_AGENT}:80"),
-            "--issuer",
-            &issuer,
-        ])
-        .arg("--rules")
-        .arg(d.join("rules.yaml"))
-        .arg("--jwks-file")
-        .arg(d.join("jwks.json"))
-        .arg("--tls-cert-file")
-        .arg(d.join("tls.crt"))
-        .arg("--tls-key-file")
-        .arg(d.join("tls.key"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut emulator = Emulator {
-        stdin: child.stdin.take(),
-        child,
-        log,
+    let emulator = start_emulator(Some(&netns), &bash, d, &issuer);
+    let runner = Runner {
+        netns: Some(&netns),
+        netns_id: netns.id(),
+        unshare,
+        bash,
+        dir: d,
+        emulator: &emulator,
     };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !std::fs::read_to_string(&emulator.log)
-        .unwrap()
-        .contains("emulator ready")
-    {
-        if let Some(status) = emulator.child.try_wait().unwrap() {
-            panic!("emulator exited with {status}");
-        }
-        assert!(Instant::now() < deadline, "emulator not ready after 30 s");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 
-    let ca_file = d.join("ca.pem").display().to_string();
     let mut failures = Vec::new();
     let mut created = std::collections::HashSet::new();
     for case in cases() {
@@ -712,95 +886,166 @@ async fn sdks_get_credentials_from_what_the_webhook_injects() {
             .await
             .unwrap();
         let mounts = kubelet_files(&service_accounts, &pod, &case_dir).await;
-        let mounts_file = case_dir.join("mounts");
-        std::fs::write(
-            &mounts_file,
-            mounts
-                .iter()
-                .map(|(source, target)| format!("{} {target}\n", source.display()))
-                .collect::<String>(),
-        )
-        .unwrap();
-        // Exactly the container's env as the webhook wrote it, plus the test CA and a HOME.
-        let container = &pod.spec.as_ref().unwrap().containers[0];
-        let mut env: BTreeMap<String, String> = BTreeMap::new();
-        for var in container.env.iter().flatten() {
-            assert!(var.value_from.is_none(), "{}: valueFrom is not laid out here", var.name);
-            env.insert(var.name.clone(), var.value.clone().unwrap_or_default());
-        }
-        for name in ["AWS_CA_BUNDLE", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"] {
-            env.insert(name.to_owned(), ca_file.clone());
-        }
-        env.insert("HOME".to_owned(), home.display().to_string());
-
-        for sdk in &sdks {
-            for &(cloud, expect) in &case.clouds {
-                let offset = emulator.log_len();
-                let output = Command::new(&ip)
-                    .args(["netns", "exec", &netns.name])
-                    .arg(&unshare)
-                    .args(["--mount", "--propagation", "private"])
-                    .arg(&bash)
-                    .args(["-c", IN_POD, "in-pod"])
-                    .arg(d.join("hosts"))
-                    .arg(d.join("resolv.conf"))
-                    .arg(netns.id())
-                    .arg(&mounts_file)
-                    .args(&sdk.command)
-                    .arg(cloud)
-                    .env_clear()
-                    .envs(&env)
-                    .output()
-                    .unwrap();
-                let stdout = String::from_utf8_lossy(&output.stdout);
-                let answer = stdout.lines().last().unwrap_or("error (no output)").to_owned();
-                let decisions = emulator.decisions_since(offset);
-                let verdict = judge(
-                    expect,
-                    &answer,
-                    &decisions,
-                    &format!("system:serviceaccount:{namespace}:{}", case.service_account),
-                );
-                let shown: String = answer.chars().take(90).collect();
-                println!(
-                    "sdk {:<6} {:<30} {:<6} {} {shown}",
-                    sdk.name,
-                    case.name,
-                    cloud,
-                    if verdict.is_ok() { "PASS" } else { "FAIL" }
-                );
-                if let Err(problem) = verdict {
-                    failures.push(format!(
-                        "{} {} {cloud}: {problem}\n  stderr: {}",
-                        sdk.name,
-                        case.name,
-                        String::from_utf8_lossy(&output.stderr)
-                            .lines()
-                            .rev()
-                            .take(5)
-                            .collect::<Vec<_>>()
-                            .join(" | ")
-                    ));
-                }
-            }
-        }
+        runner.run(&sdks, case.name, &pod, &mounts, &case.clouds, &mut failures);
     }
-    for sdk in &sdks {
-        println!("sdk {:<6} versions: {}", sdk.name, sdk.versions);
-    }
-    println!(
-        "sdk: {} checks in {:.1} s",
-        cases().iter().map(|c| c.clouds.len() * sdks.len()).sum::<usize>(),
-        started.elapsed().as_secs_f64()
-    );
-    assert!(
-        failures.is_empty(),
-        "{} SDK checks failed:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    let checks = cases().iter().map(|c| c.clouds.len() * sdks.len()).sum();
+    report(&sdks, checks, started, &failures);
     drop(emulator);
     drop(netns);
+}
+
+/// The node suite's cases (tests/node/checks.sh): its Pods in namespace `wiw-apps`, each of the
+/// ServiceAccount of the same name, and what each SDK must get with the files the kubelet wrote.
+/// `intruder` claims every identity of the others but no trust rule names it.
+fn node_cases() -> Vec<(&'static str, Vec<(&'static str, Expect)>)> {
+    let irsa = |role: &'static str| Expect::Grant {
+        service: "aws-sts",
+        identity: role,
+        prefix: "access_key=ASIAEMULATED",
+    };
+    let azure = Expect::Grant {
+        service: "entra-id",
+        identity: "login.microsoftonline.com",
+        prefix: "token=emulated-entra-access-token.",
+    };
+    let impersonation = Expect::Grant {
+        service: "google-iam",
+        identity: GOOGLE_SA,
+        prefix: "token=emulated-google-access-token.",
+    };
+    let refused = |service| Expect::Refuse {
+        service,
+        reason: "untrusted_subject",
+    };
+    vec![
+        ("irsa", vec![("aws", irsa(NODE_IRSA_ROLE))]),
+        (
+            "podid",
+            vec![(
+                "aws",
+                Expect::Grant {
+                    service: "eks-pod-identity",
+                    identity: POD_ROLE,
+                    prefix: "access_key=ASIAEMULATED",
+                },
+            )],
+        ),
+        ("azure", vec![("azure", azure)]),
+        ("gcp-impersonate", vec![("google", impersonation)]),
+        (
+            "gcp-direct",
+            vec![(
+                "google",
+                Expect::Grant {
+                    service: "google-sts",
+                    identity: PROVIDER,
+                    prefix: "token=emulated-google-federated-token.",
+                },
+            )],
+        ),
+        (
+            "multi",
+            vec![
+                ("aws", irsa(NODE_MULTI_ROLE)),
+                ("azure", azure),
+                ("google", impersonation),
+            ],
+        ),
+        (
+            "intruder",
+            vec![
+                ("aws", refused("aws-sts")),
+                ("azure", refused("entra-id")),
+                ("google", refused("google-sts")),
+            ],
+        ),
+    ]
+}
+
+const NODE_NAMESPACE: &str = "wiw-apps";
+const NODE_IRSA_ROLE: &str = "arn:aws:iam::111122223333:role/irsa";
+const NODE_MULTI_ROLE: &str = "arn:aws:iam::111122223333:role/multi";
+
+/// The same SDK runs on the files the kubelet of the node suite wrote: `tests/node/run.sh` starts
+/// this test inside the node's network namespace (the apiserver listens on the Service IP there,
+/// so 127.0.0.1:443 is free for the emulator) with
+/// - `WIW_SDK_NODE_TOKENS`: `<namespace>/<pod>/pod.json` (the Pod as stored) and
+///   `<namespace>/<pod>/<volume>/` (copies of the files the kubelet wrote into each volume);
+/// - `WIW_SDK_NODE_JWKS`, `WIW_SDK_NODE_ISSUER`: the node apiserver's `/openid/v1/jwks` and issuer;
+/// - `WIW_SDK_NODE_NETNS`: the node's network namespace (`/run/netns/<name>`).
+#[test]
+#[ignore = "run by tests/node/run.sh inside the node's namespaces"]
+fn sdks_get_credentials_from_the_kubelets_files() {
+    let (_, unshare, bash) = require_root_tools();
+    let var = |name: &str| {
+        std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: this test is run by tests/node/run.sh"))
+    };
+    let folder = PathBuf::from(var("WIW_SDK_NODE_TOKENS"));
+    let jwks = std::fs::read_to_string(var("WIW_SDK_NODE_JWKS")).unwrap();
+    let issuer = var("WIW_SDK_NODE_ISSUER");
+    let netns = var("WIW_SDK_NODE_NETNS");
+    let netns_id = format!("net:[{}]", std::fs::metadata(&netns).unwrap().ino());
+    assert_eq!(
+        std::fs::read_link("/proc/self/ns/net").unwrap().display().to_string(),
+        netns_id,
+        "not inside the node suite's network namespace {netns}"
+    );
+    let started = Instant::now();
+    let sdks = [python_sdks(), go_sdks()];
+
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let trusted = |names: &[&str]| trusted(NODE_NAMESPACE, names);
+    let rules = Rules {
+        roles: vec![
+            (NODE_IRSA_ROLE, trusted(&["irsa"])),
+            (NODE_MULTI_ROLE, trusted(&["multi"])),
+        ],
+        pod_identity: trusted(&["podid"]),
+        azure: trusted(&["azure", "multi"]),
+        providers: trusted(&["gcp-impersonate", "gcp-direct", "multi"]),
+        google_service_account: trusted(&["gcp-impersonate", "multi"]),
+    };
+    write_run_files(d, &jwks, &rules.yaml());
+    let emulator = start_emulator(None, &bash, d, &issuer);
+    let runner = Runner {
+        netns: None,
+        netns_id,
+        unshare,
+        bash,
+        dir: d,
+        emulator: &emulator,
+    };
+    let mut failures = Vec::new();
+    let cases = node_cases();
+    for (name, clouds) in &cases {
+        let pod_dir = folder.join(NODE_NAMESPACE).join(name);
+        let text = std::fs::read_to_string(pod_dir.join("pod.json"))
+            .unwrap_or_else(|err| panic!("{}: {err}", pod_dir.join("pod.json").display()));
+        let pod: Pod = serde_json::from_str(&text).unwrap();
+        // The app container's mounts whose volume the node suite copied (its identity volumes).
+        let mounts: Vec<(PathBuf, String)> = pod.spec.as_ref().unwrap().containers[0]
+            .volume_mounts
+            .iter()
+            .flatten()
+            .map(|mount| (pod_dir.join(&mount.name), mount.mount_path.clone()))
+            .filter(|(source, _)| source.is_dir())
+            .collect();
+        assert!(!mounts.is_empty(), "{name}: no volume files in {}", pod_dir.display());
+        runner.run(&sdks, name, &pod, &mounts, clouds, &mut failures);
+    }
+    let checks = cases.iter().map(|(_, clouds)| clouds.len() * sdks.len()).sum();
+    report(&sdks, checks, started, &failures);
+    drop(emulator);
+}
+
+/// Builds the Python venv and the Go probe outside any namespace, so that the node suite's run
+/// (no route out) finds them ready.
+#[test]
+#[ignore = "run by tests/node/run.sh before it enters its namespaces"]
+fn install_sdks() {
+    python_sdks();
+    go_sdks();
 }
 
 /// Checks one SDK run against the expectation and the emulator's decisions during the run.

@@ -115,6 +115,7 @@ check_token() {
   expect_eq "$pod $volume file written by the kubelet" "$written" "$token"
   mkdir -p "$work/tokens/$ns/$pod/$volume"
   cp -L "$host"/[!.]* "$work/tokens/$ns/$pod/$volume/"
+  k -n "$ns" get pod "$pod" -o json > "$work/tokens/$ns/$pod/pod.json"
   init="$(k -n "$ns" exec "$pod" -c app -- cat "/out/init.$var")"
   if [[ "$var" == GOOGLE_APPLICATION_CREDENTIALS ]]; then
     expect_eq "$pod init container's credential file" "$init" "$(cat "$host/credential-configuration.json")"
@@ -222,12 +223,16 @@ sa "$apps" gcp-direct "$gcp_provider"
 sa "$apps" multi "eks.amazonaws.com/role-arn=$role/multi" eks.amazonaws.com/sts-regional-endpoints=true \
   "iam.gke.io/gcp-service-account=$gsa" "$gcp_provider" \
   "azure.workload.identity/client-id=$client" "azure.workload.identity/tenant-id=$tenant"
+# Claims the identities of irsa, azure and gcp-impersonate: the SDK runs' trust rules refuse it.
+sa "$apps" intruder "eks.amazonaws.com/role-arn=$role/irsa" eks.amazonaws.com/sts-regional-endpoints=true \
+  "iam.gke.io/gcp-service-account=$gsa" "$gcp_provider" \
+  "azure.workload.identity/client-id=$client" "azure.workload.identity/tenant-id=$tenant"
 # The apiserver calls the webhook through its Service; wait until it answers with the identity.
 wait_dry_run "webhook reachable through its Service, ServiceAccounts cached" "$apps" irsa "AWS_ROLE_ARN=$role/irsa"
 wait_dry_run "ConfigMap mappings loaded" "$apps" podid AWS_CONTAINER_CREDENTIALS_FULL_URI
 
 create_pods "$apps" irsa=irsa podid=podid azure=azure gcp-impersonate=gcp-impersonate \
-  gcp-direct=gcp-direct multi=multi mapped=mapped-1 late=late-1
+  gcp-direct=gcp-direct multi=multi intruder=intruder mapped=mapped-1 late=late-1
 pod_json optout "$apps" irsa disabled | k create -f - >&2
 create_pods "$plain" irsa=plain-1
 k -n "$apps" wait --for=condition=Ready pod/optout --timeout=180s >&2
@@ -244,12 +249,31 @@ check_env "$apps" azure "$azure_env"
 check_azure "$apps" azure
 check_env "$apps" gcp-impersonate "$google_env"
 check_google "$apps" gcp-impersonate "$gsa"
+# Tamper check: the overlay's ValidatingAdmissionPolicy keeps the Google credential annotation of a
+# running Pod (the file its containers read) as the webhook wrote it: no overwrite, no removal.
+gcp_annotation=cloud.google.com/external-credentials-json
+gcp_policy=workload-identity-webhook-google-credential-configuration
+annotation_of() { k -n "$apps" get pod "$1" -o json | jq -r --arg a "$gcp_annotation" '.metadata.annotations[$a] // "none"'; }
+before="$(annotation_of gcp-impersonate)"
+for change in "$gcp_annotation={\"type\":\"external_account\",\"token_url\":\"https://sts.example.com/token\"}" "${gcp_annotation}-"; do
+  if out="$(k -n "$apps" annotate --overwrite pod gcp-impersonate "$change" 2>&1)"; then
+    fail "kubectl annotate pod gcp-impersonate ${change%%=*} was allowed: $out"
+  fi
+  [[ "$out" == *"$gcp_policy"*"denied"* ]] || fail "kubectl annotate ${change%%=*} failed, but not by $gcp_policy: $out"
+  log "kubectl annotate --overwrite pod gcp-impersonate ${change%%=*}: refused by $gcp_policy"
+  checks=$((checks + 1))
+done
+expect_eq "gcp-impersonate Google annotation after the refused changes" "$(annotation_of gcp-impersonate)" "$before"
 check_env "$apps" gcp-direct "$google_env"
 check_google "$apps" gcp-direct
 check_env "$apps" multi "$(aws_irsa_env "$role/multi" regional)" "$azure_env" "$google_env"
 check_irsa "$apps" multi
 check_azure "$apps" multi
 check_google "$apps" multi "$gsa"
+check_env "$apps" intruder "$(aws_irsa_env "$role/irsa" regional)" "$azure_env" "$google_env"
+check_irsa "$apps" intruder
+check_azure "$apps" intruder
+check_google "$apps" intruder "$gsa"
 check_env "$apps" mapped-1 "$(aws_irsa_env "$role/mapped-v1")"
 check_untouched "$apps" optout
 check_untouched "$plain" plain-1
@@ -272,6 +296,16 @@ if [[ -n "${WIW_NODE_TOKEN_HOOK:-}" ]]; then
   nsx bash -c "$WIW_NODE_TOKEN_HOOK \"\$1\"" hook "$work/tokens" || fail "WIW_NODE_TOKEN_HOOK failed"
   phase "WIW_NODE_TOKEN_HOOK"
 fi
+# The official SDKs on those files (tests/sdk.rs): each Pod's env from its spec, the files at their
+# in-container paths, the emulated token services on this namespace's loopback verifying the tokens
+# against this apiserver's keys and issuer; one line per SDK, Pod and cloud.
+k get --raw /openid/v1/jwks > "$work/jwks.json"
+WIW_SDK_NODE_TOKENS="$work/tokens" WIW_SDK_NODE_JWKS="$work/jwks.json" WIW_SDK_NODE_NETNS="/run/netns/$netns" \
+  WIW_SDK_NODE_ISSUER="$(k get --raw /.well-known/openid-configuration | jq -r .issuer)" \
+  nsx "$sdk_test" --ignored --exact sdks_get_credentials_from_the_kubelets_files --nocapture -q >&2 \
+  || fail "official SDKs on the kubelet's token files"
+checks=$((checks + 1))
+phase "official SDKs on the kubelet's token files"
 
 # --- lifecycle: a ServiceAccount annotated after its Pod started.
 k -n "$apps" annotate serviceaccount late "eks.amazonaws.com/role-arn=$role/late" >&2

@@ -1,12 +1,13 @@
 # shellcheck shell=bash disable=SC2154  # here, repo and log come from run.sh
 # Sourced by run.sh --inside <work folder> <bin folder> <cgroup name>, in a private mount namespace.
 # Sets up the network namespace and the cgroups, starts the cluster, then runs checks.sh.
-work="$2" bin="$3" cgroup="$4"
+work="$2" bin="$3" cgroup="$4" sdk_test="$5"
 netns="wiw-node-${cgroup##*-}"
 node=wiw-node
 node_ip=10.244.0.1
 # The kubernetes Service IP lives on the namespace's loopback, so Pods reach the apiserver through
-# the environment the kubelet gives them (KUBERNETES_SERVICE_HOST) without kube-proxy.
+# the environment the kubelet gives them (KUBERNETES_SERVICE_HOST) without kube-proxy. The apiserver
+# listens there only: 127.0.0.1:443 stays free for the token services of the SDK runs.
 service_ip=10.96.0.1
 # The EKS Pod Identity agent address, also on loopback: nothing sent there can leave.
 pod_identity_ip=169.254.170.23
@@ -130,7 +131,7 @@ kubeconfig="$work/admin.kubeconfig"
 cat > "$kubeconfig" <<EOF
 apiVersion: v1
 kind: Config
-clusters: [{name: node, cluster: {server: "https://127.0.0.1:443", certificate-authority: "$pki/ca.crt"}}]
+clusters: [{name: node, cluster: {server: "https://$service_ip:443", certificate-authority: "$pki/ca.crt"}}]
 users: [{name: admin, user: {token: "$(cat "$pki/admin.token")"}}]
 contexts: [{name: node, context: {cluster: node, user: admin}}]
 current-context: node
@@ -166,7 +167,7 @@ start etcd "$bin/etcd" --data-dir "$work/etcd" --listen-client-urls http://127.0
   --listen-peer-urls http://127.0.0.1:2380
 start kube-apiserver "$bin/kube-apiserver" \
   --etcd-servers=http://127.0.0.1:2379 \
-  --bind-address=0.0.0.0 --secure-port=443 --advertise-address="$node_ip" \
+  --bind-address="$service_ip" --secure-port=443 --advertise-address="$node_ip" \
   --cert-dir="$pki/apiserver" \
   --tls-cert-file="$pki/apiserver.crt" --tls-private-key-file="$pki/apiserver.key" \
   --client-ca-file="$pki/ca.crt" --token-auth-file="$pki/tokens.csv" \

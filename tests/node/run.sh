@@ -18,7 +18,9 @@
 #      Identity agent address on loopback, no route out. etcd, kube-apiserver, kube-controller-manager,
 #      kube-scheduler, containerd and the kubelet run there, every state folder in the test's folder;
 #   5. imports the images with `ctr -n k8s.io images import`, applies the namespace-opt-in overlay
-#      through a kustomization that patches only the image and imagePullPolicy, and checks Pods.
+#      through a kustomization that patches only the image and imagePullPolicy, and checks Pods;
+#   6. runs the SDK conformance runs (tests/sdk.rs, its ignored test
+#      sdks_get_credentials_from_the_kubelets_files) on the token files the kubelet wrote.
 #
 # The checks are in tests/node/checks.sh. Figures (phase times, Pods admitted without injection
 # during a rollout) are printed as "node suite: ..." lines.
@@ -94,6 +96,12 @@ phase "control plane and node components (build.sh node)"
 (cd "$repo" && CARGO_PROFILE_RELEASE_STRIP=symbols cargo build -q --release --locked --target "$target")
 webhook="${CARGO_TARGET_DIR:-${repo}/target}/${target}/release/workload-identity-webhook"
 phase "webhook musl release build"
+# The SDK conformance test binary (tests/sdk.rs): checks.sh runs its SDKs on the files the kubelet
+# wrote. Its SDKs (venv, Go probe) are installed here: the namespaces have no route out.
+sdk_test="$(cd "$repo" && cargo test -q --locked --test sdk --no-run --message-format=json \
+  | jq -r 'select(.target.name == "sdk" and .executable != null) | .executable')"
+"$sdk_test" --ignored --exact install_sdks -q >&2
+phase "SDK conformance runner (cargo test --test sdk --no-run, SDK installs)"
 
 work="${TMPDIR:-/tmp}/wiw-node.$$"
 cgroup="wiw-node-$$"
@@ -120,7 +128,7 @@ phase "OCI images"
 status=0
 # An interrupt reaches the inner shell too (it cleans up); this one goes on to the cgroup cleanup.
 trap 'log "interrupted"' INT TERM
-unshare --mount --propagation private bash "$0" --inside "$work" "$bin" "$cgroup" || status=$?
+unshare --mount --propagation private bash "$0" --inside "$work" "$bin" "$cgroup" "$sdk_test" || status=$?
 
 # Whatever survived the inner cleanup (a container, a shim) sits in the run's cgroups: kill it there.
 kill_cgroup_tree() {
