@@ -183,7 +183,7 @@ fn mount_conflict(container: &Container, injection: &PodInjection) -> String {
 /// and field) of ours; the lifetime may differ. Our own volume does, once the apiserver has
 /// stored and defaulted it (reinvocation).
 fn projects_our_files(volume: &Volume, ours: &Value) -> bool {
-    let Some(projected) = &volume.projected else {
+    let Some(projected) = volume.projected() else {
         return false;
     };
     let tokens = || {
