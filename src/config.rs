@@ -83,7 +83,7 @@ pub const MAX_FLOW_DEPTH: usize = 64;
 /// Refuses deeper flow nesting than [`MAX_FLOW_DEPTH`] before the parser sees it. Brackets in
 /// comments and quoted strings are not counted; any other stray bracket counts, which can only
 /// refuse text that the schema (no free-text fields) refuses anyway.
-fn check_flow_depth(yaml: &str) -> Result<(), ConfigError> {
+pub fn check_flow_depth(yaml: &str) -> Result<(), ConfigError> {
     let (mut depth, mut line) = (0, 1);
     let mut bytes = yaml.bytes().peekable();
     let mut previous = b'\n';
