@@ -130,9 +130,8 @@ pub struct Container {
 }
 
 impl Container {
-    /// The container's own env var of this name, if it sets one.
-    pub fn env_var(&self, name: &str) -> Option<&EnvVar> {
-        self.env.iter().flatten().find(|env| env.name == name)
+    pub fn sets_env(&self, name: &str) -> bool {
+        self.env.iter().flatten().any(|env| env.name == name)
     }
 
     /// How the container mounts `volume_name` or `mount_path`, if it mounts either.
@@ -159,13 +158,11 @@ pub enum Mount {
     Other,
 }
 
+/// Only the name: values are not needed, and not decoding them saves an allocation per variable.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct EnvVar {
     #[serde(default)]
     pub name: String,
-    /// `None` for `valueFrom`.
-    #[serde(default)]
-    pub value: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

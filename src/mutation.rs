@@ -277,7 +277,8 @@ fn patch_container(
         if injection.skip_containers.contains(&container.name) {
             continue;
         }
-        match container.mount(injection.volume_name, injection.mount_path) {
+        let mount = container.mount(injection.volume_name, injection.mount_path);
+        match mount {
             Some(Mount::Whole) => {}
             Some(Mount::Other) => {
                 warnings.push(mount_conflict(container, injection));
@@ -292,7 +293,7 @@ fn patch_container(
         for group in &injection.env {
             let taken = group
                 .iter()
-                .any(|(name, _)| container.env_var(name).is_some() || env.iter().any(|added| added.name == *name));
+                .any(|(name, _)| container.sets_env(name) || env.iter().any(|added| added.name == *name));
             if !taken {
                 env.extend(group.iter().map(|(name, value)| EnvVar {
                     name,
@@ -300,13 +301,11 @@ fn patch_container(
                 }));
                 continue;
             }
-            // The container's own values are kept; say so when ours would name our token file.
-            let differing = group.iter().find(|(name, value)| {
-                container
-                    .env_var(name)
-                    .is_some_and(|theirs| theirs.value.as_deref() != Some(value.as_str()))
-            });
-            if let Some((name, _)) = differing
+            // The container's own values are kept; say so when ours would name our token file
+            // and the container has not mounted our token yet (as it has on reinvocation).
+            let own = group.iter().find(|(name, _)| container.sets_env(name));
+            if mount.is_none()
+                && let Some((name, _)) = own
                 && group.iter().any(|(_, value)| points_into(value, injection.mount_path))
             {
                 warnings.push(format!(
