@@ -147,8 +147,8 @@ fn users_annotations(service_account: &ServiceAccount) -> BTreeMap<String, Strin
 /// does not project its files (the env vars would point into the user's volume), nor when no
 /// container takes it (a volume and annotations nobody uses).
 fn fits(pod: &Pod, injection: &PodInjection, warnings: &mut Vec<String>) -> bool {
-    let volumes = pod.spec.volumes.iter().flatten();
-    if let Some(volume) = volumes.into_iter().find(|volume| volume.name == injection.volume_name)
+    let mut volumes = pod.spec.volumes.iter().flatten();
+    if let Some(volume) = volumes.find(|volume| volume.name == injection.volume_name)
         && !projects_our_files(volume, &injection.volume)
     {
         warnings.push(format!(
@@ -160,11 +160,10 @@ fn fits(pod: &Pod, injection: &PodInjection, warnings: &mut Vec<String>) -> bool
     if pod.all_containers().any(|container| takes(container, injection)) {
         return true;
     }
-    // Left out everywhere: say why where it is not the skip list.
-    let conflicts = pod.all_containers().filter(|container| {
-        !injection.skip_containers.contains(&container.name)
-            && container.mount(injection.volume_name, injection.mount_path) == Some(Mount::Other)
-    });
+    // Left out everywhere: a container the skip list does not name mounts something else there.
+    let conflicts = pod
+        .all_containers()
+        .filter(|container| !injection.skip_containers.contains(&container.name));
     warnings.extend(conflicts.map(|container| mount_conflict(container, injection)));
     false
 }
@@ -199,15 +198,15 @@ fn projects_our_files(volume: &Volume, ours: &Value) -> bool {
             .filter_map(|source| source.downward_api.as_ref())
             .flat_map(|downward| &downward.items)
     };
-    let our_sources = ours["projected"]["sources"].as_array().into_iter().flatten();
-    our_sources.into_iter().all(|source| {
+    let mut our_sources = ours["projected"]["sources"].as_array().into_iter().flatten();
+    our_sources.all(|source| {
         let token = &source["serviceAccountToken"];
         let token_found = token.is_null()
             || tokens()
                 .any(|theirs| theirs.path == token["path"] && theirs.audience.as_deref() == token["audience"].as_str());
-        let our_files = source["downwardAPI"]["items"].as_array().into_iter().flatten();
+        let mut our_files = source["downwardAPI"]["items"].as_array().into_iter().flatten();
         token_found
-            && our_files.into_iter().all(|file| {
+            && our_files.all(|file| {
                 files().any(|theirs| {
                     theirs.path == file["path"]
                         && theirs
