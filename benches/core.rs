@@ -158,6 +158,16 @@ fn reload(c: &mut Criterion) {
             b.iter(|| Config::parse(black_box(&yaml), &Value::Null).unwrap())
         });
     }
+    // A hostile ConfigMap: the YAML parser's time grows with the square of the nesting depth.
+    let deep = format!("identities: {}{}", "[".repeat(20_000), "]".repeat(20_000));
+    note(
+        "config-parse",
+        "nested-20000",
+        "Config::parse of 20,000 nested flow sequences (40 KB), refused",
+    );
+    group.bench_function("nested-20000", |b| {
+        b.iter(|| assert!(Config::parse(black_box(&deep), &Value::Null).is_err()))
+    });
     group.finish();
 }
 

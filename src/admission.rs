@@ -10,6 +10,7 @@ use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
 use crate::config::Config;
+use crate::echo;
 use crate::model::{Pod, ServiceAccount};
 use crate::mutation::{self, Mutation};
 
@@ -172,7 +173,7 @@ impl Review {
             // with a warning) from a broken review (refused).
             Err(_) => Review::from_parsed(
                 serde_json::from_slice::<ReviewIn<RequestIn<false>>>(body)
-                    .map_err(|err| ReviewError::Json(err.to_string()))?,
+                    .map_err(|err| ReviewError::Json(echo::json_error(&err)))?,
             ),
         }
     }
@@ -200,7 +201,7 @@ impl Review {
 
     /// The mutation this review asks for, given the Pod's ServiceAccount (ignored for other kinds).
     pub fn mutation(&self, service_account: Option<&ServiceAccount>, config: &Config) -> Mutation {
-        match &self.subject {
+        let mut mutation = match &self.subject {
             Subject::Pod(pod) => mutation::mutate_pod(pod, self.object_namespace(), service_account, config),
             Subject::ServiceAccount(sa) => mutation::mutate_service_account(sa, self.object_namespace(), config),
             Subject::Ignored(_) => Mutation::default(),
@@ -208,7 +209,9 @@ impl Review {
                 warnings: vec![problem.clone()],
                 ..Mutation::default()
             },
-        }
+        };
+        echo::bound_warnings(&mut mutation.warnings);
+        mutation
     }
 
     /// The namespace of the object: from the request (Pods from controllers carry none themselves).
@@ -300,7 +303,8 @@ fn subject(kind: &GroupVersionKind, operation: &str, sub_resource: Option<&str>,
     };
     parsed.unwrap_or_else(|err| {
         Subject::Unreadable(format!(
-            "workload-identity-webhook: the {name} object could not be read ({err}); left untouched"
+            "workload-identity-webhook: the {name} object could not be read ({}); left untouched",
+            echo::json_error(&err)
         ))
     })
 }

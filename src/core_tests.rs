@@ -1234,26 +1234,156 @@ fn a_volume_that_already_exists_is_not_added_twice() {
 }
 
 #[test]
-fn a_container_already_mounting_the_path_gets_no_second_mount() {
+fn a_container_mounting_another_volume_at_our_path_gets_nothing_and_a_warning() {
     let taken = json!({"name": "my-token", "mountPath": IRSA_MOUNT});
-    let pod = pod(json!({"spec": {
+    let pod = full_pod(json!({"spec": {
         "volumes": [{"name": "my-token", "emptyDir": {}}],
-        "containers": [{"name": "app", "image": "busybox", "volumeMounts": [taken.clone()]}]
+        "containers": [
+            {"name": "app", "image": "busybox", "volumeMounts": [taken.clone()]},
+            {"name": "sidecar", "image": "proxy"}
+        ]
     }}));
     let out = run(&pod, &irsa_sa(), &no_config());
     assert_eq!(mounts_at(&out.pod, "app", IRSA_MOUNT), vec![&taken]);
-    assert_eq!(env_var(&out.pod, "app", "AWS_ROLE_ARN").as_deref(), Some(ROLE));
+    assert_eq!(
+        env_var(&out.pod, "app", "AWS_WEB_IDENTITY_TOKEN_FILE"),
+        None,
+        "no env pointing into a volume we did not project"
+    );
+    assert!(
+        out.warned(r#"container "app" mounts another volume at /var/run/secrets/eks.amazonaws.com/serviceaccount"#),
+        "{:?}",
+        out.mutation.warnings
+    );
+    assert_has(&out.pod, "sidecar", &IRSA);
+
+    // The only container: nothing at all, not even the volume.
+    let mut alone = pod_with_container(json!({"volumeMounts": [taken]}));
+    alone["spec"]["volumes"] = json!([{"name": "my-token", "emptyDir": {}}]);
+    let out = run(&alone, &irsa_sa(), &no_config());
+    out.assert_untouched();
+    assert_eq!(out.mutation.warnings.len(), 1, "{:?}", out.mutation.warnings);
 }
 
 #[test]
-fn a_container_already_mounting_the_volume_elsewhere_gets_no_second_mount() {
-    let elsewhere = json!({"name": "aws-iam-token", "mountPath": "/token"});
-    let pod = pod(json!({"spec": {
-        "volumes": [{"name": "aws-iam-token", "emptyDir": {}}],
-        "containers": [{"name": "app", "image": "busybox", "volumeMounts": [elsewhere.clone()]}]
-    }}));
+fn a_container_mounting_our_volume_elsewhere_or_in_part_gets_no_env() {
+    let own = json!({"name": "aws-iam-token", "projected": {"sources": [
+        {"serviceAccountToken": {"audience": "sts.amazonaws.com", "expirationSeconds": 3600, "path": "token"}}
+    ]}});
+    for mount in [
+        json!({"name": "aws-iam-token", "mountPath": "/token"}),
+        json!({"name": "aws-iam-token", "mountPath": IRSA_MOUNT, "subPath": "token"}),
+    ] {
+        let mut pod = full_pod(json!({}));
+        pod["spec"]["volumes"]
+            .as_array_mut()
+            .expect("volumes")
+            .push(own.clone());
+        pod["spec"]["containers"][1]["volumeMounts"] = json!([mount.clone()]);
+        let out = run(&pod, &irsa_sa(), &no_config());
+        assert_eq!(container(&out.pod, "sidecar")["volumeMounts"], json!([mount]));
+        assert_eq!(
+            env_var(&out.pod, "sidecar", "AWS_WEB_IDENTITY_TOKEN_FILE"),
+            None,
+            "{mount}"
+        );
+        assert!(
+            out.warned(r#"container "sidecar" mounts"#),
+            "{:?}",
+            out.mutation.warnings
+        );
+        assert_has(&out.pod, "app", &IRSA);
+    }
+}
+
+#[test]
+fn a_pod_volume_with_our_name_that_is_not_our_token_blocks_that_cloud_with_a_warning() {
+    let foreign = [
+        json!({"name": "aws-iam-token", "emptyDir": {}}),
+        json!({"name": "aws-iam-token", "hostPath": {"path": "/etc"}}),
+        json!({"name": "aws-iam-token", "projected": {"sources": [
+            {"serviceAccountToken": {"audience": "someone-else", "path": "token"}}
+        ]}}),
+        json!({"name": "aws-iam-token", "projected": {"sources": [
+            {"serviceAccountToken": {"audience": "sts.amazonaws.com", "path": "other-file"}}
+        ]}}),
+    ];
+    for volume in foreign {
+        let mut pod = full_pod(json!({}));
+        pod["spec"]["volumes"]
+            .as_array_mut()
+            .expect("volumes")
+            .push(volume.clone());
+        let out = run(&pod, &all_clouds_sa(), &cluster());
+        assert_eq!(self::volume(&out.pod, "aws-iam-token"), Some(&volume), "kept as is");
+        for container in ["app", "sidecar", "init"] {
+            assert_eq!(env_var(&out.pod, container, "AWS_ROLE_ARN"), None, "{volume}");
+            assert_eq!(
+                env_var(&out.pod, container, "AWS_WEB_IDENTITY_TOKEN_FILE"),
+                None,
+                "{volume}"
+            );
+            assert!(mounts_at(&out.pod, container, IRSA_MOUNT).is_empty(), "{volume}");
+            assert_has(&out.pod, container, &GCP);
+            assert_has(&out.pod, container, &AZURE);
+        }
+        assert!(
+            out.warned("the Pod has its own volume aws-iam-token that does not project the webhook's token; no aws credentials injected"),
+            "{:?}",
+            out.mutation.warnings
+        );
+        assert!(!out.mutation.identities.iter().any(|(cloud, _)| *cloud == "aws"));
+    }
+    // Google's volume must also carry the credential file from the Pod annotation.
+    let mut pod = full_pod(json!({}));
+    pod["spec"]["volumes"].as_array_mut().expect("volumes").push(json!({"name": "gcp-workload-identity", "projected": {"sources": [
+        {"serviceAccountToken": {"audience": format!("https://iam.googleapis.com/{PROVIDER}"), "path": "token"}},
+        {"downwardAPI": {"items": [{"path": "credential-configuration.json", "fieldRef": {"fieldPath": "metadata.annotations['other']"}}]}}
+    ]}}));
+    let out = run(&pod, &gcp_sa(), &cluster());
+    out.assert_untouched();
+    assert!(out.warned("gcp-workload-identity"), "{:?}", out.mutation.warnings);
+}
+
+#[test]
+fn our_own_volumes_stored_by_the_apiserver_count_as_ours_without_warnings() {
+    let first = run(
+        &full_pod(json!({"spec": {"os": {"name": "windows"}}})),
+        &all_clouds_sa(),
+        &cluster(),
+    );
+    // The apiserver stores the Pod with defaults filled in before a reinvocation.
+    let mut stored = first.pod.clone();
+    for volume in stored["spec"]["volumes"].as_array_mut().expect("volumes") {
+        if let Some(projected) = volume.get_mut("projected") {
+            projected["defaultMode"] = json!(420);
+        }
+    }
+    let again = webhook(&stored, NS, Some(&all_clouds_sa()), &cluster());
+    assert!(again.patch.is_empty(), "{:?}", again.patch);
+    assert!(again.warnings.is_empty(), "{:?}", again.warnings);
+    assert_eq!(again.identities.len(), 3);
+}
+
+#[test]
+fn a_container_that_sets_our_token_file_itself_keeps_it_with_a_warning() {
+    let pod = pod_with_container(json!({"env": [{"name": "AWS_WEB_IDENTITY_TOKEN_FILE", "value": "/mine/token"}]}));
     let out = run(&pod, &irsa_sa(), &no_config());
-    assert_eq!(container(&out.pod, "app")["volumeMounts"], json!([elsewhere]));
+    assert_eq!(
+        env_var(&out.pod, "app", "AWS_WEB_IDENTITY_TOKEN_FILE").as_deref(),
+        Some("/mine/token")
+    );
+    assert_eq!(env_var(&out.pod, "app", "AWS_ROLE_ARN"), None);
+    assert!(
+        out.warned(r#"container "app" sets AWS_WEB_IDENTITY_TOKEN_FILE itself; the webhook's AWS_ROLE_ARN, AWS_WEB_IDENTITY_TOKEN_FILE are not added"#),
+        "{:?}",
+        out.mutation.warnings
+    );
+    // A variable that names no file of ours (the region) is the container's choice, silently.
+    let region = config("aws: {region: us-west-2}");
+    let pod = pod_with_container(json!({"env": [{"name": "AWS_REGION", "value": "eu-west-1"}]}));
+    let out = run(&pod, &irsa_sa(), &region);
+    assert!(out.mutation.warnings.is_empty(), "{:?}", out.mutation.warnings);
 }
 
 #[test]
@@ -1852,4 +1982,203 @@ fn a_review_in_the_apiservers_field_order_is_answered_like_one_with_sorted_keys(
         answer(&review).get("patch").is_some(),
         "the Pod decoded in place gets its patch"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hostile tenants and broken neighbours (issue 11)
+// ---------------------------------------------------------------------------------------------
+
+/// The answer to a Pod review with the given ServiceAccount, as bytes.
+fn answer(pod: &Value, sa: &Value, config: &Config) -> Vec<u8> {
+    let review = Review::parse(&pod_review(pod)).expect("review parses");
+    let mutation = review.mutation(Some(&typed(sa)), config);
+    review.response(&mutation).expect("encodes")
+}
+
+fn pod_review(pod: &Value) -> Vec<u8> {
+    review_body(json!({"request": {"object": pod}}))
+}
+
+#[test]
+fn huge_tenant_values_are_echoed_cut_and_the_answer_stays_small() {
+    let huge = "9".repeat(256 * 1024) + "x";
+    let pod = pod(json!({"metadata": {"annotations": {
+        "eks.amazonaws.com/token-expiration": huge,
+        "azure.workload.identity/token-expiration": huge,
+        "cloud.google.com/token-expiration": huge,
+    }}}));
+    let sa = sa(json!({
+        "eks.amazonaws.com/role-arn": ROLE,
+        "azure.workload.identity/client-id": huge,
+        "azure.workload.identity/tenant-id": TENANT,
+        "iam.gke.io/gcp-service-account": huge,
+        "cloud.google.com/audience": huge,
+    }));
+    let mutation = webhook(&pod, NS, Some(&sa), &cluster());
+    assert!(mutation.warnings.len() >= 3, "{:?}", mutation.warnings);
+    for warning in &mutation.warnings {
+        assert!(
+            warning.len() < 256,
+            "{} bytes: {}",
+            warning.len(),
+            &warning[..300.min(warning.len())]
+        );
+        assert!(warning.contains(&format!("…({} bytes)", huge.len())), "{warning}");
+    }
+    let answer = answer(&pod, &sa, &cluster());
+    assert!(answer.len() < 8 * 1024, "answer of {} bytes", answer.len());
+
+    // A ServiceAccount name from the Pod spec (not yet validated) is cut too.
+    let missing = pod_named_sa(&huge);
+    let mutation = mutate_pod(
+        &typed(&missing),
+        NS,
+        None,
+        &config("identities: [{aws: {roleArn: \"arn:aws:iam::111122223333:role/r\"}}]"),
+    );
+    assert_eq!(mutation.warnings.len(), 1);
+    assert!(mutation.warnings[0].len() < 256, "{}", mutation.warnings[0].len());
+}
+
+fn pod_named_sa(name: &str) -> Value {
+    pod(json!({"spec": {"serviceAccountName": name}}))
+}
+
+#[test]
+fn an_unreadable_pod_is_reported_without_quoting_its_strings() {
+    let huge = "z".repeat(256 * 1024);
+    let mut broken = pod(json!({}));
+    broken["spec"]["containers"] = json!(huge);
+    let review = Review::parse(&pod_review(&broken)).expect("the review itself is fine");
+    let Subject::Unreadable(problem) = &review.subject else {
+        panic!("expected an unreadable Pod, got {:?}", review.subject);
+    };
+    assert!(problem.len() < 400, "{} bytes", problem.len());
+    assert!(problem.contains("invalid type: string"), "{problem}");
+    let response = review.response(&review.mutation(None, &no_config())).expect("encodes");
+    assert!(response.len() < 1024, "{} bytes", response.len());
+
+    let not_json = [br#"{"apiVersion": ""#.as_slice(), huge.as_bytes(), b"\x01"].concat();
+    let err = Review::parse(&not_json).unwrap_err();
+    assert!(err.to_string().len() < 400, "{} bytes", err.to_string().len());
+}
+
+#[test]
+fn a_long_pod_name_is_cut_for_the_logs() {
+    let pod: Pod = typed(&pod(json!({"metadata": {"name": "é".repeat(1000)}})));
+    assert_eq!(pod.metadata.display_name(), "é".repeat(126));
+    let short: Pod = typed(&pod_named_sa("app"));
+    assert_eq!(short.metadata.display_name(), "web");
+}
+
+#[test]
+fn the_managed_list_names_only_keys_a_mapping_can_write() {
+    // A tenant lists other annotations as managed: the webhook must not delete them.
+    let tampered = sa(json!({
+        "owner": "team-a",
+        "kubectl.kubernetes.io/last-applied-configuration": "{}",
+        "eks.amazonaws.com/role-arn": ROLE,
+        MANAGED_ANNOTATIONS: "owner,kubectl.kubernetes.io/last-applied-configuration,eks.amazonaws.com/role-arn",
+    }));
+    let (after, mutation) = run_sa(&tampered, &role_mapping("app"));
+    assert_eq!(after["metadata"]["annotations"]["owner"], "team-a");
+    assert_eq!(
+        after["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"],
+        "{}"
+    );
+    assert!(
+        !op_paths(&mutation)
+            .iter()
+            .any(|path| path.contains("owner") || path.contains("kubectl")),
+        "{:?}",
+        op_paths(&mutation)
+    );
+    // The mapping gone: only the role annotation (ours) goes.
+    let (after, _) = run_sa(&tampered, &no_config());
+    let annotations = after["metadata"]["annotations"].as_object().expect("annotations");
+    assert!(
+        annotations.contains_key("owner")
+            && annotations.contains_key("kubectl.kubernetes.io/last-applied-configuration")
+    );
+    assert!(!annotations.contains_key("eks.amazonaws.com/role-arn"));
+}
+
+#[test]
+fn every_provider_declares_the_service_account_keys_it_writes() {
+    let mapping = full_mapping(&format!("{{roleArn: \"{ROLE}\"}}"));
+    let mapping = mapping.mapping_for(NS, "app").expect("mapping");
+    for provider in crate::providers::ALL {
+        let written = provider.service_account_annotations(mapping);
+        assert!(!written.is_empty(), "{}", provider.name());
+        for (key, _) in written {
+            assert!(provider.service_account_annotation_keys().contains(&key), "{key}");
+        }
+    }
+}
+
+#[test]
+fn windows_pods_are_also_recognised_by_spec_os() {
+    let windows = pod(json!({"spec": {"os": {"name": "windows"}}}));
+    let out = run(&windows, &irsa_sa(), &no_config());
+    assert_eq!(
+        env_var(&out.pod, "app", "AWS_WEB_IDENTITY_TOKEN_FILE").as_deref(),
+        Some(r"C:\var\run\secrets\eks.amazonaws.com\serviceaccount\token")
+    );
+    let linux = pod(json!({"spec": {"os": {"name": "linux"}}}));
+    let out = run(&linux, &irsa_sa(), &no_config());
+    assert_eq!(
+        env_var(&out.pod, "app", "AWS_WEB_IDENTITY_TOKEN_FILE").as_deref(),
+        Some(IRSA_TOKEN)
+    );
+}
+
+#[test]
+fn an_invalid_annotation_falls_back_to_the_mapping_on_every_cloud() {
+    let mapping = config(&format!(
+        "azure: {{tenantId: \"{TENANT}\"}}\ngcp: {{workloadIdentityProvider: \"{PROVIDER}\"}}\nidentities: [{{namespace: {NS}, serviceAccount: app, aws: {{roleArn: \"{ROLE}\"}}, gcp: {{serviceAccount: \"{GSA}\"}}, azure: {{clientId: \"{CLIENT}\"}}}}]"
+    ));
+    let broken = sa(json!({
+        "eks.amazonaws.com/role-arn": "not-a-role",
+        "iam.gke.io/gcp-service-account": "reader@example.com",
+        "azure.workload.identity/client-id": "not-a-uuid",
+    }));
+    let out = run(&pod(json!({})), &broken, &mapping);
+    let identities: BTreeMap<&str, &str> = out
+        .mutation
+        .identities
+        .iter()
+        .map(|(cloud, identity)| (*cloud, identity.as_str()))
+        .collect();
+    assert_eq!(
+        identities,
+        BTreeMap::from([("aws", ROLE), ("gcp", GSA), ("azure", CLIENT)])
+    );
+    assert_eq!(gcp_credentials(&out.pod), expected_gcp_credentials(PROVIDER, Some(GSA)));
+    for key in [
+        "eks.amazonaws.com/role-arn",
+        "iam.gke.io/gcp-service-account",
+        "azure.workload.identity/client-id",
+    ] {
+        assert!(out.warned(key), "{key}: {:?}", out.mutation.warnings);
+    }
+}
+
+#[test]
+fn skip_lists_naming_every_container_add_no_volume_and_no_annotation() {
+    let every = json!({
+        "eks.amazonaws.com/skip-containers": "app,sidecar,init",
+        "cloud.google.com/skip-containers": "app, sidecar, init",
+        "azure.workload.identity/skip-containers": "app;sidecar;init",
+    });
+    let out = all_clouds_with_skips(every);
+    out.assert_untouched();
+    assert!(out.mutation.warnings.is_empty(), "{:?}", out.mutation.warnings);
+
+    // Google alone skipped everywhere: the others are injected, Google leaves no trace.
+    let out = all_clouds_with_skips(json!({"cloud.google.com/skip-containers": "app,sidecar,init"}));
+    assert_no_cloud_at_all(&out.pod, &GCP);
+    assert_eq!(annotation(&out.pod, GCP_ANNOTATION), None);
+    assert_has(&out.pod, "app", &IRSA);
+    assert_has(&out.pod, "init", &AZURE);
+    assert!(!out.mutation.identities.iter().any(|(cloud, _)| *cloud == "gcp"));
 }

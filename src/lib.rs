@@ -7,6 +7,7 @@
 
 pub mod admission;
 pub mod config;
+pub mod echo;
 pub mod model;
 pub mod mutation;
 pub mod patch;

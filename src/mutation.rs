@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::Value;
 
 use crate::config::Config;
-use crate::model::{Container, Pod, ServiceAccount};
+use crate::echo::Echo;
+use crate::model::{Container, Mount, Pod, ServiceAccount, Volume};
 use crate::patch::{EnvVar, Operation, VolumeMount, add, annotation_path, append};
 use crate::providers::{self, PodContext, PodInjection};
 
@@ -26,7 +27,8 @@ pub fn mutate_pod(pod: &Pod, namespace: &str, service_account: Option<&ServiceAc
         let mapped = config.mapping_for(namespace, service_account_name).is_some();
         let warnings = if mapped {
             vec![format!(
-                "ServiceAccount {namespace}/{service_account_name} does not exist; no cloud identity injected"
+                "ServiceAccount {namespace}/{} does not exist; no cloud identity injected",
+                Echo(service_account_name)
             )]
         } else {
             Vec::new()
@@ -45,12 +47,13 @@ pub fn mutate_pod(pod: &Pod, namespace: &str, service_account: Option<&ServiceAc
         config,
     };
     let mut warnings = Vec::new();
-    let injections: Vec<PodInjection> = providers::ALL
+    let mut injections: Vec<PodInjection> = providers::ALL
         .iter()
         .filter_map(|provider| provider.pod_injection(&context, &mut warnings))
         .collect();
+    injections.retain(|injection| fits(pod, injection, &mut warnings));
     Mutation {
-        patch: pod_patch(pod, &injections),
+        patch: pod_patch(pod, &injections, &mut warnings),
         identities: injections
             .into_iter()
             .map(|injection| (injection.cloud, injection.identity))
@@ -116,11 +119,18 @@ pub fn mutate_service_account(service_account: &ServiceAccount, namespace: &str,
 /// ServiceAccount itself. They follow the mapping, changed or removed with it, and never outrank it.
 pub const MANAGED_ANNOTATIONS: &str = "workload-identity.dev/managed-annotations";
 
+/// The keys listed in [`MANAGED_ANNOTATIONS`] that a mapping can write: the list is on an object
+/// its users can edit, so any other key in it (which the webhook would then remove) is ignored.
 fn managed_keys(service_account: &ServiceAccount) -> BTreeSet<&str> {
+    let writable = |key: &&str| {
+        providers::ALL
+            .iter()
+            .any(|provider| provider.service_account_annotation_keys().contains(key))
+    };
     service_account
         .metadata
         .annotation(MANAGED_ANNOTATIONS)
-        .map(|list| list.split(',').map(str::trim).filter(|key| !key.is_empty()).collect())
+        .map(|list| list.split(',').map(str::trim).filter(writable).collect())
         .unwrap_or_default()
 }
 
@@ -133,7 +143,90 @@ fn users_annotations(service_account: &ServiceAccount) -> BTreeMap<String, Strin
     annotations
 }
 
-fn pod_patch(pod: &Pod, injections: &[PodInjection]) -> Vec<Operation> {
+/// Whether an injection goes into the Pod at all. Not when the Pod has a volume of its name that
+/// does not project its files (the env vars would point into the user's volume), nor when no
+/// container takes it (a volume and annotations nobody uses).
+fn fits(pod: &Pod, injection: &PodInjection, warnings: &mut Vec<String>) -> bool {
+    let mut volumes = pod.spec.volumes.iter().flatten();
+    if let Some(volume) = volumes.find(|volume| volume.name == injection.volume_name)
+        && !projects_our_files(volume, &injection.volume)
+    {
+        warnings.push(format!(
+            "the Pod has its own volume {} that does not project the webhook's token; no {} credentials injected",
+            injection.volume_name, injection.cloud
+        ));
+        return false;
+    }
+    if pod.all_containers().any(|container| takes(container, injection)) {
+        return true;
+    }
+    // Left out everywhere: a container the skip list does not name mounts something else there.
+    let conflicts = pod
+        .all_containers()
+        .filter(|container| !injection.skip_containers.contains(&container.name));
+    warnings.extend(conflicts.map(|container| mount_conflict(container, injection)));
+    false
+}
+
+fn mount_conflict(container: &Container, injection: &PodInjection) -> String {
+    format!(
+        "container {:?} mounts another volume at {} or the volume {} elsewhere; it gets no {} credentials",
+        Echo(&container.name),
+        injection.mount_path,
+        injection.volume_name,
+        injection.cloud
+    )
+}
+
+/// Whether a volume projects every token (same audience and file) and Downward API file (same file
+/// and field) of ours; the lifetime may differ. Our own volume does, once the apiserver has
+/// stored and defaulted it (reinvocation).
+fn projects_our_files(volume: &Volume, ours: &Value) -> bool {
+    let Some(projected) = volume.projected() else {
+        return false;
+    };
+    let tokens = || {
+        projected
+            .sources
+            .iter()
+            .filter_map(|source| source.service_account_token.as_ref())
+    };
+    let files = || {
+        projected
+            .sources
+            .iter()
+            .filter_map(|source| source.downward_api.as_ref())
+            .flat_map(|downward| &downward.items)
+    };
+    let mut our_sources = ours["projected"]["sources"].as_array().into_iter().flatten();
+    our_sources.all(|source| {
+        let token = &source["serviceAccountToken"];
+        let token_found = token.is_null()
+            || tokens()
+                .any(|theirs| theirs.path == token["path"] && theirs.audience.as_deref() == token["audience"].as_str());
+        let mut our_files = source["downwardAPI"]["items"].as_array().into_iter().flatten();
+        token_found
+            && our_files.all(|file| {
+                files().any(|theirs| {
+                    theirs.path == file["path"]
+                        && theirs
+                            .field_ref
+                            .as_ref()
+                            .is_some_and(|field| field.field_path == file["fieldRef"]["fieldPath"])
+                })
+            })
+    })
+}
+
+/// Whether a container gets an injection: not when a skip list names it, nor when it mounts
+/// something else at our path or our volume elsewhere (the env vars would point at a file we did
+/// not project there).
+fn takes(container: &Container, injection: &PodInjection) -> bool {
+    !injection.skip_containers.contains(&container.name)
+        && container.mount(injection.volume_name, injection.mount_path) != Some(Mount::Other)
+}
+
+fn pod_patch(pod: &Pod, injections: &[PodInjection], warnings: &mut Vec<String>) -> Vec<Operation> {
     let mut patch = Vec::new();
 
     let changed_annotations = injections
@@ -163,7 +256,7 @@ fn pod_patch(pod: &Pod, injections: &[PodInjection]) -> Vec<Operation> {
     ];
     for (list, containers) in container_lists {
         for (index, container) in containers.into_iter().flatten().enumerate() {
-            patch_container(&mut patch, list, index, container, injections);
+            patch_container(&mut patch, list, index, container, injections, warnings);
         }
     }
     patch
@@ -175,6 +268,7 @@ fn patch_container(
     index: usize,
     container: &Container,
     injections: &[PodInjection],
+    warnings: &mut Vec<String>,
 ) {
     let mut mounts = Vec::new();
     let mut env: Vec<EnvVar> = Vec::new();
@@ -182,12 +276,18 @@ fn patch_container(
         if injection.skip_containers.contains(&container.name) {
             continue;
         }
-        if !container.has_mount(injection.volume_name, injection.mount_path) {
-            mounts.push(VolumeMount {
+        let mount = container.mount(injection.volume_name, injection.mount_path);
+        match mount {
+            Some(Mount::Whole) => {}
+            Some(Mount::Other) => {
+                warnings.push(mount_conflict(container, injection));
+                continue;
+            }
+            None => mounts.push(VolumeMount {
                 name: injection.volume_name,
                 mount_path: injection.mount_path,
                 read_only: true,
-            });
+            }),
         }
         for group in &injection.env {
             let taken = group
@@ -198,6 +298,20 @@ fn patch_container(
                     name,
                     value: value.clone(),
                 }));
+                continue;
+            }
+            // The container's own values are kept; say so when ours would name our token file
+            // and the container has not mounted our token yet (as it has on reinvocation).
+            let own = group.iter().find(|(name, _)| container.sets_env(name));
+            if mount.is_none()
+                && let Some((name, _)) = own
+                && group.iter().any(|(_, value)| points_into(value, injection.mount_path))
+            {
+                warnings.push(format!(
+                    "container {:?} sets {name} itself; the webhook's {} are not added",
+                    Echo(&container.name),
+                    group.iter().map(|(name, _)| *name).collect::<Vec<_>>().join(", ")
+                ));
             }
         }
     }
@@ -205,6 +319,12 @@ fn patch_container(
     let path = |field: &str| ["/spec/", list, "/", &index, "/", field].concat();
     append(patch, path("volumeMounts"), container.volume_mounts.is_some(), mounts);
     append(patch, path("env"), container.env.is_some(), env);
+}
+
+/// Whether an env value is a file under `mount_path`, in Linux or Windows (`C:\\...`) form.
+fn points_into(value: &str, mount_path: &str) -> bool {
+    let linux = value.strip_prefix("C:").unwrap_or(value).replace('\\', "/");
+    linux.strip_prefix(mount_path).is_some_and(|rest| rest.starts_with('/'))
 }
 
 /// Sets annotations, creating the annotation map in one operation when the object has none.

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use crate::admission::Review;
 use crate::cli::{MutateArgs, Output};
-use crate::config::Config;
+use crate::config::{Config, check_flow_depth};
 use crate::model;
 use crate::patch;
 use crate::watch::CONFIG_KEY;
@@ -65,6 +65,8 @@ fn read_document(path: &Path) -> anyhow::Result<Value> {
 /// `config.yaml` itself, or the key of a ConfigMap manifest.
 fn config_text(path: &Path) -> anyhow::Result<String> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    // Before the generic parse below, which has the same quadratic cost in nesting depth.
+    check_flow_depth(&text)?;
     let as_config_map = serde_yaml_ng::from_str::<Value>(&text)
         .ok()
         .filter(|doc| doc.get("kind") == Some(&json!("ConfigMap")));

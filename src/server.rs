@@ -16,6 +16,7 @@ use axum_server::tls_rustls::RustlsConfig;
 use tower::ServiceBuilder;
 
 use crate::admission::{Review, Subject};
+use crate::echo::{Echo, LogRateLimit};
 use crate::metrics::{CloudLabels, Metrics, RequestLabels};
 use crate::watch::{LiveConfig, ServiceAccounts};
 
@@ -145,10 +146,11 @@ async fn answer(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Response 
             match state.service_accounts.get(review.object_namespace(), name).await {
                 Ok(found) => found,
                 Err(err) => {
-                    tracing::error!(namespace = review.object_namespace(), service_account = name, error = %err, "ServiceAccount look-up failed");
+                    tracing::error!(namespace = review.object_namespace(), service_account = %Echo(name), error = %err, "ServiceAccount look-up failed");
                     lookup_warning = Some(format!(
-                        "workload-identity-webhook could not read ServiceAccount {}/{name}; no cloud identity injected",
-                        review.object_namespace()
+                        "workload-identity-webhook could not read ServiceAccount {}/{}; no cloud identity injected",
+                        review.object_namespace(),
+                        Echo(name)
                     ));
                     None
                 }
@@ -236,10 +238,26 @@ fn audit(review: &Review, mutation: &crate::mutation::Mutation) {
         ),
         _ => tracing::debug!(uid = review.uid, namespace, "request left untouched"),
     }
+    static WARNING_LINES: LogRateLimit = LogRateLimit::new(WARNING_LINES_PER_SECOND);
+    let second = std::time::SystemTime::UNIX_EPOCH
+        .elapsed()
+        .map_or(0, |since| since.as_secs());
     for warning in &mutation.warnings {
-        tracing::warn!(uid = review.uid, namespace, warning, "admission warning");
+        let (allowed, left_out) = WARNING_LINES.allow(second);
+        if left_out > 0 {
+            tracing::warn!(
+                left_out,
+                "admission warnings not logged (more than {WARNING_LINES_PER_SECOND} a second)"
+            );
+        }
+        if allowed {
+            tracing::warn!(uid = review.uid, namespace, warning, "admission warning");
+        }
     }
 }
+
+/// Any tenant can make each create attempt warn; the log must not grow with such a flood.
+const WARNING_LINES_PER_SECOND: u32 = 50;
 
 /// Serves until SIGTERM or Ctrl-C, then drains in-flight requests.
 pub async fn serve(state: Arc<AppState>, tls: rustls::ServerConfig, options: ServerOptions) -> anyhow::Result<()> {

@@ -10,6 +10,8 @@
 //! - the webhook run again on its own output gives an empty patch (it is a fixed point);
 //! - no volume name, mount name, mount path or env var name appears twice;
 //! - only our volumes and env vars are added;
+//! - an env var we add that names a file points into our projected token volume, mounted whole at
+//!   our path in that container, and every volume we add is mounted by some container;
 //! - no junk ServiceAccount annotation value reaches the Pod, and no identity a Pod names for
 //!   itself reaches the patch.
 //!
@@ -153,12 +155,30 @@ fn volume_list() -> impl Strategy<Value = Option<Value>> {
         "data",
         "cache",
     ];
-    array(subsequence(names, 0..=3).prop_map(|names| {
-        names
-            .into_iter()
-            .map(|name| json!({"name": name, "emptyDir": {}}))
-            .collect()
-    }))
+    // Same-named volumes of the user are either foreign (emptyDir) or the token we would project.
+    let ours = |name: &str| match name {
+        "aws-iam-token" => Some(token_volume(name, "sts.amazonaws.com", "token")),
+        "azure-identity-token" => Some(token_volume(name, "api://AzureADTokenExchange", name)),
+        "eks-pod-identity-token" => Some(token_volume(name, "pods.eks.amazonaws.com", name)),
+        _ => None,
+    };
+    array(
+        (subsequence(names, 0..=3), any::<bool>()).prop_map(move |(names, projected)| {
+            names
+                .into_iter()
+                .map(|name| match ours(name) {
+                    Some(volume) if projected => volume,
+                    _ => json!({"name": name, "emptyDir": {}}),
+                })
+                .collect()
+        }),
+    )
+}
+
+fn token_volume(name: &str, audience: &str, path: &str) -> Value {
+    json!({"name": name, "projected": {"sources": [
+        {"serviceAccountToken": {"audience": audience, "expirationSeconds": 7200, "path": path}}
+    ]}})
 }
 
 fn seconds() -> impl Strategy<Value = String> {
@@ -233,14 +253,20 @@ fn pod() -> impl Strategy<Value = Value> {
         ("kubernetes.io/os", "linux"),
     ]));
     let service_account = option::of(select(vec!["", "app", "default", "other"]));
+    let os = option::of(select(vec!["windows", "linux"]));
     (
         (odd_name(), labels, map(prop::collection::vec(pod_annotation(), 0..5))),
-        (service_account, node_selector, volume_list()),
+        (service_account, (node_selector, os), volume_list()),
         prop::collection::vec(container(), 0..6),
         array(prop::collection::vec(container(), 0..6)),
     )
         .prop_map(
-            |((name, label, annotations), (service_account, node_selector, volumes), containers, init_containers)| {
+            |(
+                (name, label, annotations),
+                (service_account, (node_selector, os), volumes),
+                containers,
+                init_containers,
+            )| {
                 let mut metadata = json!({"name": name});
                 if let Some(annotations) = annotations {
                     metadata["annotations"] = annotations;
@@ -254,6 +280,9 @@ fn pod() -> impl Strategy<Value = Value> {
                 }
                 if let Some((key, value)) = node_selector {
                     spec["nodeSelector"] = json!({(key): value});
+                }
+                if let Some(os) = os {
+                    spec["os"] = json!({"name": os});
                 }
                 if let Some(volumes) = volumes {
                     spec["volumes"] = volumes;
@@ -557,6 +586,70 @@ fn assert_only_ours_added(before: &Value, after: &Value) -> Result<(), TestCaseE
     Ok(())
 }
 
+/// Env vars that name a file of ours, with the volume and the path that file must come from.
+const FILE_ENV: &[(&str, &str, &str)] = &[
+    (
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "aws-iam-token",
+        "/var/run/secrets/eks.amazonaws.com/serviceaccount",
+    ),
+    (
+        "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+        "eks-pod-identity-token",
+        "/var/run/secrets/pods.eks.amazonaws.com/serviceaccount",
+    ),
+    (
+        "GOOGLE_APPLICATION_CREDENTIALS",
+        "gcp-workload-identity",
+        "/var/run/secrets/sts.googleapis.com/serviceaccount",
+    ),
+    (
+        "CLOUDSDK_AUTH_CREDENTIAL_FILE_OVERRIDE",
+        "gcp-workload-identity",
+        "/var/run/secrets/sts.googleapis.com/serviceaccount",
+    ),
+    (
+        "AZURE_FEDERATED_TOKEN_FILE",
+        "azure-identity-token",
+        "/var/run/secrets/azure/tokens",
+    ),
+];
+
+/// Every env var we add that names a file points into a projected token volume that the
+/// container mounts whole at our path, and every volume we add is mounted by some container.
+fn assert_env_points_at_projected_files(before: &Value, after: &Value) -> Result<(), TestCaseError> {
+    let volume = |name: &str| items(&after["spec"], "volumes").find(|volume| volume["name"] == name);
+    for (old, new) in all_containers(before).zip(all_containers(after)) {
+        for (env, volume_name, path) in FILE_ENV {
+            let sets = |container: &Value| items(container, "env").any(|var| var["name"] == *env);
+            if sets(old) || !sets(new) {
+                continue;
+            }
+            prop_assert!(
+                items(new, "volumeMounts").any(|mount| mount["name"] == *volume_name
+                    && mount["mountPath"] == *path
+                    && mount.get("subPath").is_none()),
+                "{env} added to container {} without our volume mounted at {path}",
+                new["name"]
+            );
+            prop_assert!(
+                volume(volume_name).is_some_and(|volume| items(&volume["projected"], "sources")
+                    .any(|source| source.get("serviceAccountToken").is_some())),
+                "{env} points into volume {volume_name}, which projects no token: {:?}",
+                volume(volume_name)
+            );
+        }
+    }
+    let before_volumes = strings(items(&before["spec"], "volumes"), "name");
+    for added in strings(items(&after["spec"], "volumes"), "name").split_off(before_volumes.len()) {
+        prop_assert!(
+            all_containers(after).any(|container| items(container, "volumeMounts").any(|mount| mount["name"] == added)),
+            "volume {added} added but mounted by no container"
+        );
+    }
+    Ok(())
+}
+
 fn check(
     namespace: &str,
     pod: &Value,
@@ -581,6 +674,9 @@ fn check(
     // Unique names, and only ours added.
     assert_unique(&patched)?;
     assert_only_ours_added(pod, &patched)?;
+    assert_env_points_at_projected_files(pod, &patched)?;
+    // The answer's warnings stay within what the apiserver passes on.
+    prop_assert!(mutation.warnings.iter().map(String::len).sum::<usize>() <= 4096);
 
     // Junk and self-chosen identities never get through.
     let patched_text = patched.to_string();

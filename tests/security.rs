@@ -6,6 +6,9 @@
 //! - Values from annotations and the configuration are validated before they reach a Pod spec, so
 //!   no annotation can inject JSON, env vars or a different identity.
 //! - A credential configuration a Pod sets for itself is replaced by the webhook's own.
+//! - Credential env vars never point into a volume the webhook did not project.
+//! - Values from tenants are echoed in warnings only cut short.
+//! - A ServiceAccount's list of managed annotations cannot make the webhook delete other ones.
 
 use serde_json::{Value, json};
 use workload_identity_webhook::admission::Review;
@@ -401,4 +404,60 @@ fn a_preset_google_credential_configuration_is_replaced_by_ours() {
     assert_eq!(credentials["token_url"], "https://sts.googleapis.com/v1/token");
     assert_eq!(credentials["audience"], format!("//iam.googleapis.com/{PROVIDER}"));
     assert!(!patched.to_string().contains("evil"));
+}
+
+#[test]
+fn a_pod_cannot_make_the_credential_env_vars_point_into_its_own_volume() {
+    let sa =
+        service_account(json!({(aws::ROLE_ARN): ROLE, (azure::CLIENT_ID): CLIENT, (gcp::GKE_SERVICE_ACCOUNT): GSA}));
+    // Volumes named like ours that project something else (a node path, another audience), and a
+    // container that mounts its own volume where our token would be.
+    let mut pod = pod(
+        json!({}),
+        json!([{"name": "app", "image": "busybox", "volumeMounts": [{"name": "mine", "mountPath": "/var/run/secrets/azure/tokens"}]}]),
+    );
+    pod["spec"]["volumes"] = json!([
+        {"name": "aws-iam-token", "hostPath": {"path": "/var/lib/kubelet"}},
+        {"name": "gcp-workload-identity", "projected": {"sources": [
+            {"serviceAccountToken": {"audience": "https://attacker.example", "path": "token"}}
+        ]}},
+        {"name": "mine", "emptyDir": {}}
+    ]);
+    let (mutation, patched) = admit("team-a", &pod, Some(&sa), &cluster("[]"));
+    assert!(mutation.patch.is_empty(), "{:?}", mutation.patch);
+    assert!(env_of(&patched, 0).is_empty());
+    assert_eq!(mutation.warnings.len(), 3, "{:?}", mutation.warnings);
+}
+
+#[test]
+fn tenant_values_are_not_echoed_whole() {
+    let huge = "x".repeat(256 * 1024);
+    let sa = service_account(json!({(aws::ROLE_ARN): ROLE}));
+    let pod = pod(
+        json!({(aws::TOKEN_EXPIRATION): huge, (aws::SKIP_CONTAINERS): huge}),
+        one_container(),
+    );
+    let (mutation, _) = admit("team-a", &pod, Some(&sa), &cluster("[]"));
+    let echoed: usize = mutation.warnings.iter().map(String::len).sum();
+    assert!((1..512).contains(&echoed), "{echoed} bytes of warnings");
+}
+
+#[test]
+fn the_managed_annotations_list_cannot_delete_other_annotations() {
+    let config = cluster(&format!(
+        "[{{namespace: team-a, serviceAccount: app, aws: {{roleArn: \"{ROLE}\"}}}}]"
+    ));
+    let tampered = json!({"metadata": {"name": "app", "namespace": "team-a", "annotations": {
+        "owner": "security-team", (aws::ROLE_ARN): ROLE,
+        "workload-identity.dev/managed-annotations": "owner,eks.amazonaws.com/role-arn",
+    }}});
+    let body = serde_json::to_vec(&json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {"uid": "u", "kind": {"group": "", "version": "v1", "kind": "ServiceAccount"},
+                    "namespace": "team-a", "operation": "UPDATE", "object": tampered}
+    }))
+    .unwrap();
+    let mutation = Review::parse(&body).unwrap().mutation(None, &config);
+    let text = serde_json::to_string(&mutation.patch).unwrap();
+    assert!(!text.contains("owner"), "{text}");
 }

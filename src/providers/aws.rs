@@ -121,6 +121,10 @@ impl CloudProvider for Aws {
         Some(self.irsa(ctx, role_arn, warnings))
     }
 
+    fn service_account_annotation_keys(&self) -> &'static [&'static str] {
+        &[ROLE_ARN]
+    }
+
     fn service_account_annotations(&self, mapping: &Mapping) -> Vec<(&'static str, String)> {
         match &mapping.aws {
             Some(MappedIdentity {

@@ -172,6 +172,10 @@ impl CloudProvider for Azure {
         })
     }
 
+    fn service_account_annotation_keys(&self) -> &'static [&'static str] {
+        &[CLIENT_ID, TENANT_ID]
+    }
+
     fn service_account_annotations(&self, mapping: &Mapping) -> Vec<(&'static str, String)> {
         let Some(azure) = &mapping.azure else {
             return Vec::new();

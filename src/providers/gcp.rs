@@ -131,7 +131,9 @@ impl CloudProvider for Gcp {
         if !meant {
             return None;
         }
-        if email_annotation.is_some() && annotated_email.is_none() {
+        // An invalid e-mail falls back to the mapping, as an invalid AWS role or Azure client id
+        // does; without one there is no identity to give (direct access would be another one).
+        if email_annotation.is_some() && annotated_email.is_none() && mapped.is_none() {
             return None;
         }
         let email = annotated_email.or_else(|| mapped?.service_account.as_deref());
@@ -172,6 +174,10 @@ impl CloudProvider for Gcp {
             skip_containers: ctx.skip_list(SKIP_CONTAINERS, ','),
             pod_annotations: vec![(CREDENTIAL_CONFIGURATION, credential_configuration(provider, email))],
         })
+    }
+
+    fn service_account_annotation_keys(&self) -> &'static [&'static str] {
+        &[GKE_SERVICE_ACCOUNT]
     }
 
     fn service_account_annotations(&self, mapping: &Mapping) -> Vec<(&'static str, String)> {

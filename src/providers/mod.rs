@@ -12,6 +12,7 @@ use std::ops::RangeInclusive;
 use serde_json::{Value, json};
 
 use crate::config::{Config, Mapping};
+use crate::echo::Echo;
 use crate::model::Pod;
 
 /// Every cloud the webhook knows, in the order their injections appear in a Pod.
@@ -33,6 +34,9 @@ pub trait CloudProvider: Sync {
 
     /// Annotations that show a mapping's identity on the ServiceAccount it matches.
     fn service_account_annotations(&self, mapping: &Mapping) -> Vec<(&'static str, String)>;
+
+    /// Every key [`CloudProvider::service_account_annotations`] can write.
+    fn service_account_annotation_keys(&self) -> &'static [&'static str];
 }
 
 /// Everything a provider may read to decide what a Pod gets.
@@ -113,7 +117,8 @@ impl PodContext<'_> {
             Ok(seconds) if allowed.contains(&seconds) => Some(seconds),
             _ => {
                 warnings.push(format!(
-                    "annotation {key}={value:?} is not a whole number of seconds in {}..={}; ignored",
+                    "annotation {key}={:?} is not a whole number of seconds in {}..={}; ignored",
+                    Echo(value),
                     allowed.start(),
                     allowed.end()
                 ));
@@ -179,7 +184,10 @@ pub fn checked<'v>(
     if is_valid(value) {
         Some(value)
     } else {
-        warnings.push(format!("annotation {key}={value:?} is not a valid {what}; ignored"));
+        warnings.push(format!(
+            "annotation {key}={:?} is not a valid {what}; ignored",
+            Echo(value)
+        ));
         None
     }
 }
