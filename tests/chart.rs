@@ -203,8 +203,49 @@ mod operations {
             &["wait", "--for=condition=Established", "crd", "--all", "--timeout=60s"],
             None,
         );
-        let namespace = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}).to_string();
-        kubectl(kubeconfig, &["apply", "--server-side", "-f", "-"], Some(&namespace));
+        let selector = |kubeconfig| {
+            let configuration: Value = serde_json::from_str(&kubectl(
+                kubeconfig,
+                &[
+                    "get",
+                    "mutatingwebhookconfiguration",
+                    "workload-identity-webhook",
+                    "-o",
+                    "json",
+                ],
+                None,
+            ))
+            .unwrap();
+            configuration["webhooks"][0]["namespaceSelector"].to_string()
+        };
+
+        // The README's commands: install, upgrade to another mode, uninstall.
+        let release = |verb: &str, values: &[&str]| {
+            let mut args: Vec<String> = [verb, "workload-identity-webhook"].map(str::to_owned).to_vec();
+            if verb != "uninstall" {
+                args.extend([CHART.to_owned(), "--create-namespace".to_owned()]);
+            }
+            args.extend(["-n", NAMESPACE, "--kubeconfig", kubeconfig.to_str().unwrap()].map(str::to_owned));
+            args.extend(set_args(values));
+            helm(&args)
+        };
+        release("install", &[]);
+        assert!(!selector(kubeconfig).contains("enabled"));
+        release("upgrade", &["installMode=namespace-opt-in"]);
+        assert!(selector(kubeconfig).contains(r#""values":["enabled"]"#));
+        release("uninstall", &[]);
+        let left = kubectl(
+            kubeconfig,
+            &[
+                "get",
+                "mutatingwebhookconfiguration,validatingadmissionpolicy",
+                "-o",
+                "name",
+            ],
+            None,
+        );
+        assert!(!left.contains("workload-identity-webhook"), "{left}");
+
         for (what, values) in MODES {
             let rendered = template(values);
             let count = objects(&rendered).len();

@@ -202,7 +202,7 @@ mod operations {
             .chain(metric_names(&read(DASHBOARD)))
             .filter(|name| name.starts_with("apiserver_"))
             .collect();
-        assert_eq!(used.len(), 1, "{used:?}");
+        assert!(!used.is_empty(), "the alerts count fail-opens");
         for name in &used {
             assert!(exported.contains(name), "{name} is not in the apiserver's /metrics");
         }
