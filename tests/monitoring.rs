@@ -46,6 +46,33 @@ fn exported_names(exposition: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// The `name{label="value"}` equality matchers of our metrics in queries (Prometheus' own
+/// `job` and `instance` aside): each label value must be one the webhook really uses.
+fn label_matchers(text: &str) -> BTreeSet<(String, String)> {
+    let mut matchers = BTreeSet::new();
+    for (start, _) in text.match_indices("workload_identity_webhook_") {
+        let rest = &text[start..];
+        let name_end = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(rest.len());
+        let Some(selector) = rest[name_end..].strip_prefix('{') else {
+            continue;
+        };
+        let selector = &selector[..selector.find('}').unwrap()];
+        for matcher in selector.split(',').map(str::trim) {
+            if let Some((label, value)) = matcher.split_once("=\"")
+                && !label.ends_with(['!', '=', '~'])
+                && label != "job"
+                && label != "instance"
+            {
+                let pair = format!("{label}=\"{}\"", value.trim_end_matches('"'));
+                matchers.insert((rest[..name_end].to_owned(), pair));
+            }
+        }
+    }
+    matchers
+}
+
 // In a module of their own so that scripts/test.sh runs them as one phase (`--skip operations::`).
 mod operations {
     use super::*;
@@ -123,6 +150,27 @@ mod operations {
 
         let exposition = webhook.metrics().await;
         let exported = exported_names(&exposition);
+        let dashboard: serde_json::Value = serde_json::from_str(&read(DASHBOARD)).unwrap();
+        let dashboard_queries: Vec<&str> = dashboard["panels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|panel| panel["targets"].as_array().unwrap())
+            .map(|target| target["expr"].as_str().unwrap())
+            .collect();
+        let matchers: BTreeSet<_> = label_matchers(&read(ALERTS))
+            .into_iter()
+            .chain(label_matchers(&dashboard_queries.join("\n")))
+            .collect();
+        assert!(matchers.len() >= 3, "{matchers:?}");
+        for (name, pair) in &matchers {
+            assert!(
+                exposition
+                    .lines()
+                    .any(|line| line.starts_with(&format!("{name}{{")) && line.contains(pair.as_str())),
+                "no sample {name}{{{pair}}} in the webhook's /metrics:\n{exposition}"
+            );
+        }
         for name in &used {
             if NOT_YET_EXPORTED.contains(&name.as_str()) {
                 assert!(
