@@ -5,8 +5,9 @@
 #   tests/tools/build.sh      # prints the bin directory as the last stdout line
 #
 # Cache: ${WIW_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/workload-identity-webhook/tools}/bin
-# A binary is reused when its stamp (module@version + Go version + platform) matches, as in
-# tests/control-plane/build.sh. Force a rebuild with WIW_TOOLS_REBUILD=1.
+# A binary is reused when its stamp (module@version + build tags + Go version + platform) matches,
+# as in tests/control-plane/build.sh. Force a rebuild with WIW_TOOLS_REBUILD=1. The tests skip this
+# script when WIW_TOOLS_BIN_DIR names a folder that already holds both binaries.
 # Progress goes to stderr; stdout carries only the bin directory.
 set -euo pipefail
 
@@ -47,7 +48,7 @@ build_one() {
   tmp="$(mktemp -d "${cache}/gobin.XXXXXX")"
   # `go install module@version` builds with the module's own go.mod and go.sum (checked against
   # the checksum database), so nothing needs to be vendored here.
-  GOBIN="$tmp" go install -trimpath -ldflags="-s -w" -tags="$tags" "$module" >&2
+  GOBIN="$tmp" go install -trimpath -ldflags="-s -w" -tags="$tags" "$module" >&2 || { rm -rf "$tmp"; exit 1; }
   mv -f "${tmp}/${name}" "$out"
   rmdir "$tmp"
   printf '%s\n' "$key" > "$stamp"
