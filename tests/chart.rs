@@ -231,8 +231,35 @@ mod operations {
         };
         release("install", &[]);
         assert!(!selector(kubeconfig).contains("enabled"));
+        // What the self-managed webhook (or cert-manager's CA injector) does after the install:
+        // the upgrade must keep it, or the API server stops trusting the webhook.
+        let ca_bundle = r#"[{"op": "add", "path": "/webhooks/0/clientConfig/caBundle", "value": "Y2E="}]"#;
+        kubectl(
+            kubeconfig,
+            &[
+                "patch",
+                "mutatingwebhookconfiguration",
+                "workload-identity-webhook",
+                "--type=json",
+                "-p",
+                ca_bundle,
+            ],
+            None,
+        );
         release("upgrade", &["installMode=namespace-opt-in"]);
         assert!(selector(kubeconfig).contains(r#""values":["enabled"]"#));
+        let published = kubectl(
+            kubeconfig,
+            &[
+                "get",
+                "mutatingwebhookconfiguration",
+                "workload-identity-webhook",
+                "-o",
+                "jsonpath={.webhooks[0].clientConfig.caBundle}",
+            ],
+            None,
+        );
+        assert_eq!(published, "Y2E=", "helm upgrade dropped the caBundle");
         release("uninstall", &[]);
         let left = kubectl(
             kubeconfig,
