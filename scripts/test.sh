@@ -21,7 +21,14 @@ bin="$(bash tests/control-plane/build.sh node)"
 export PATH="${bin}:${PATH}"
 echo "==> cargo test"
 # Benches are compiled by clippy above and run by scripts/bench.sh (they need a release build).
-cargo test --lib --bins --tests --locked -- --skip sdks_get_credentials_from_what_the_webhook_injects "$@"
+cargo test --lib --bins --tests --locked -- --skip sdks_get_credentials_from_what_the_webhook_injects --skip operations:: "$@"
+# The Helm chart and the alerts/dashboard (tests/chart.rs, tests/monitoring.rs): helm and promtool
+# are built from their Go modules into ~/.cache/workload-identity-webhook/tools on first use.
+echo "==> Helm chart, alerts and dashboard (helm, promtool)"
+operations_started=$SECONDS
+bash tests/tools/build.sh >/dev/null
+cargo test --test chart --test monitoring --locked -- operations::
+echo "==> Helm chart, alerts and dashboard took $((SECONDS - operations_started)) s"
 # Its own phase so that its one line per SDK and case is printed: official Python and Go SDKs
 # (installed by the test into ~/.cache/workload-identity-webhook/sdk) against `emulate`, inside a
 # network namespace (needs root).

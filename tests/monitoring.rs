@@ -1,0 +1,260 @@
+//! The alerts (monitoring/alerts.yaml) and the Grafana dashboard (monitoring/dashboard.json):
+//! the alerts pass their `promtool test rules` unit tests, and every metric the alerts and the
+//! dashboard query exists under that name: the webhook's own in the real binary's /metrics, the
+//! API server's fail-open count in a real kube-apiserver's /metrics after a fail-open.
+
+#[path = "support/control_plane.rs"]
+mod control_plane;
+#[path = "support/tools.rs"]
+mod tools;
+#[path = "support/webhook.rs"]
+mod webhook;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use serde_json::json;
+use webhook::{Webhook, eventually, pod_review, write};
+
+const ALERTS: &str = "monitoring/alerts.yaml";
+const ALERT_TESTS: &str = "monitoring/alerts.test.yaml";
+const DASHBOARD: &str = "monitoring/dashboard.json";
+
+/// Queried by the alerts and the dashboard but not exported by this version of the webhook (the
+/// serving-certificate expiry gauge is being added separately). The test checks that each is
+/// still missing, so that this list is emptied as soon as the gauge exists.
+const NOT_YET_EXPORTED: &[&str] = &["workload_identity_webhook_serving_certificate_not_after_seconds"];
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path)).unwrap()
+}
+
+/// The metric names (ours and the API server's) an expression text mentions.
+fn metric_names(text: &str) -> BTreeSet<String> {
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+        .filter(|word| word.starts_with("workload_identity_webhook_") || word.starts_with("apiserver_"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The sample names of a Prometheus text exposition.
+fn exported_names(exposition: &str) -> BTreeSet<String> {
+    exposition
+        .lines()
+        .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
+        .map(|line| line.split(['{', ' ']).next().unwrap().to_owned())
+        .collect()
+}
+
+/// The `name{label="value"}` equality matchers of our metrics in queries (Prometheus' own
+/// `job` and `instance` aside): each label value must be one the webhook really uses.
+fn label_matchers(text: &str) -> BTreeSet<(String, String)> {
+    let mut matchers = BTreeSet::new();
+    for (start, _) in text.match_indices("workload_identity_webhook_") {
+        let rest = &text[start..];
+        let name_end = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(rest.len());
+        let Some(selector) = rest[name_end..].strip_prefix('{') else {
+            continue;
+        };
+        let selector = &selector[..selector.find('}').unwrap()];
+        for matcher in selector.split(',').map(str::trim) {
+            if let Some((label, value)) = matcher.split_once("=\"")
+                && !label.ends_with(['!', '=', '~'])
+                && label != "job"
+                && label != "instance"
+            {
+                let pair = format!("{label}=\"{}\"", value.trim_end_matches('"'));
+                matchers.insert((rest[..name_end].to_owned(), pair));
+            }
+        }
+    }
+    matchers
+}
+
+// In a module of their own so that scripts/test.sh runs them as one phase (`--skip operations::`).
+mod operations {
+    use super::*;
+
+    #[test]
+    fn the_alerts_pass_their_promtool_unit_tests() {
+        let promtool = tools::tool("promtool");
+        let (ok, _, text) = tools::run(&promtool, &["check", "rules", ALERTS]);
+        assert!(ok, "promtool check rules:\n{text}");
+        let (ok, _, text) = tools::run(&promtool, &["test", "rules", ALERT_TESTS]);
+        assert!(ok, "promtool test rules:\n{text}");
+
+        // Every alert has at least one unit test.
+        let alerts: serde_yaml_ng::Value = serde_yaml_ng::from_str(&read(ALERTS)).unwrap();
+        let tests = read(ALERT_TESTS);
+        let names: Vec<&str> = alerts["groups"][0]["rules"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|rule| rule["alert"].as_str().unwrap())
+            .collect();
+        assert!(names.len() >= 8, "{names:?}");
+        for name in names {
+            assert!(
+                tests.contains(&format!("alertname: {name}\n")),
+                "{name} has no test in {ALERT_TESTS}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn every_metric_of_the_alerts_and_the_dashboard_is_exported_by_the_webhook() {
+        let used: BTreeSet<String> = metric_names(&read(ALERTS))
+            .into_iter()
+            .chain(metric_names(&read(DASHBOARD)))
+            .filter(|name| name.starts_with("workload_identity_webhook_"))
+            .collect();
+        assert!(used.len() >= 7, "{used:?}");
+
+        // The real binary, with one Pod mutated, one invalid body rejected, and a broken
+        // configuration and a broken certificate refused: every family has a sample.
+        let config = "identities:\n  - namespace: team-a\n    serviceAccount: app\n    aws: {roleArn: \"arn:aws:iam::111122223333:role/app\"}\n";
+        let mut webhook = Webhook::start(
+            &["--standalone", "--config-file={dir}/config.yaml"],
+            &[],
+            &[("config.yaml", config)],
+        );
+        webhook.wait_ready().await;
+        let client = webhook.client(true);
+        let mutated = client
+            .post(webhook.url("/mutate"))
+            .json(&pod_review("m"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(mutated.status(), 200);
+        let invalid = client
+            .post(webhook.url("/mutate"))
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        assert!(invalid.status().is_client_error(), "{}", invalid.status());
+        write(&webhook.path("config.yaml"), "identities: 3");
+        webhook
+            .wait_for_metric(r#"config_reloads_total{result="failure"} 1"#)
+            .await;
+        write(
+            &webhook.path("tls.crt"),
+            "-----BEGIN CERTIFICATE-----\nbroken\n-----END CERTIFICATE-----\n",
+        );
+        webhook
+            .wait_for_metric(r#"certificate_reloads_total{result="failure"} 1"#)
+            .await;
+
+        let exposition = webhook.metrics().await;
+        let exported = exported_names(&exposition);
+        let dashboard: serde_json::Value = serde_json::from_str(&read(DASHBOARD)).unwrap();
+        let dashboard_queries: Vec<&str> = dashboard["panels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|panel| panel["targets"].as_array().unwrap())
+            .map(|target| target["expr"].as_str().unwrap())
+            .collect();
+        let matchers: BTreeSet<_> = label_matchers(&read(ALERTS))
+            .into_iter()
+            .chain(label_matchers(&dashboard_queries.join("\n")))
+            .collect();
+        assert!(matchers.len() >= 3, "{matchers:?}");
+        for (name, pair) in &matchers {
+            assert!(
+                exposition
+                    .lines()
+                    .any(|line| line.starts_with(&format!("{name}{{")) && line.contains(pair.as_str())),
+                "no sample {name}{{{pair}}} in the webhook's /metrics:\n{exposition}"
+            );
+        }
+        for name in &used {
+            if NOT_YET_EXPORTED.contains(&name.as_str()) {
+                assert!(
+                    !exported.contains(name),
+                    "{name} is exported now: remove it from NOT_YET_EXPORTED"
+                );
+            } else {
+                assert!(
+                    exported.contains(name),
+                    "{name} is not in the webhook's /metrics:\n{exposition}"
+                );
+            }
+        }
+    }
+
+    /// The fail-open alert counts `apiserver_admission_webhook_fail_open_count` by webhook `name`:
+    /// a webhook of this name that cannot be reached, with failurePolicy Ignore, makes the real
+    /// kube-apiserver admit the Pod and count it under that metric and label.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_apiserver_counts_a_fail_open_under_the_names_the_alerts_use() {
+        let cp = control_plane::shared().await;
+        let kubectl = |args: &[&str], stdin: Option<&str>| {
+            use std::io::Write;
+            let mut child = std::process::Command::new("kubectl")
+                .env("KUBECONFIG", cp.kubeconfig_path())
+                .args(args)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("kubectl");
+            if let Some(text) = stdin {
+                child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+            }
+            drop(child.stdin.take());
+            let output = child.wait_with_output().unwrap();
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+            assert!(output.status.success(), "kubectl {args:?}: {text}");
+            String::from_utf8_lossy(&output.stdout).into_owned()
+        };
+        let namespace = format!("failopen-{}", std::process::id());
+        kubectl(&["create", "namespace", &namespace], None);
+        // Nothing listens on this port.
+        let port = webhook::free_port();
+        let configuration = json!({
+            "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+            "metadata": {"name": namespace},
+            "webhooks": [{
+                "name": "pods.workload-identity.dev",
+                "admissionReviewVersions": ["v1"], "sideEffects": "None", "failurePolicy": "Ignore", "timeoutSeconds": 3,
+                "clientConfig": {"url": format!("https://127.0.0.1:{port}/mutate")},
+                "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"]}],
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+            }]
+        });
+        kubectl(&["apply", "-f", "-"], Some(&configuration.to_string()));
+        let pod =
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"generateName": "app-", "namespace": namespace},
+                         "spec": {"containers": [{"name": "app", "image": "registry.example/app:1"}]}})
+            .to_string();
+        let counted = r#"apiserver_admission_webhook_fail_open_count{name="pods.workload-identity.dev",type="admit"}"#;
+        // The API server picks the configuration up asynchronously: create Pods until one fails open.
+        eventually(Duration::from_secs(60), "a fail-open to be counted", || async {
+            kubectl(&["create", "-f", "-"], Some(&pod));
+            kubectl(&["get", "--raw", "/metrics"], None).contains(counted)
+        })
+        .await;
+
+        let exposition = kubectl(&["get", "--raw", "/metrics"], None);
+        let exported = exported_names(&exposition);
+        let used: BTreeSet<String> = metric_names(&read(ALERTS))
+            .into_iter()
+            .chain(metric_names(&read(DASHBOARD)))
+            .filter(|name| name.starts_with("apiserver_"))
+            .collect();
+        assert!(!used.is_empty(), "the alerts count fail-opens");
+        for name in &used {
+            assert!(exported.contains(name), "{name} is not in the apiserver's /metrics");
+        }
+        kubectl(&["delete", "mutatingwebhookconfiguration", &namespace], None);
+        kubectl(&["delete", "namespace", &namespace, "--wait=false"], None);
+    }
+}
