@@ -15,6 +15,7 @@ pub mod validate;
 
 pub mod certificates;
 pub mod cli;
+pub mod connections;
 #[cfg(test)]
 mod core_tests;
 pub mod metrics;

@@ -1,6 +1,6 @@
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
@@ -8,9 +8,10 @@ use tracing_subscriber::EnvFilter;
 
 use workload_identity_webhook::certificates::ManagedCertificate;
 use workload_identity_webhook::cli::{Cli, Command, LogArgs, LogFormat, ServeArgs};
+use workload_identity_webhook::connections::ConnectionLimits;
 use workload_identity_webhook::metrics::Metrics;
 use workload_identity_webhook::offline;
-use workload_identity_webhook::server::{self, AppState, ServerOptions};
+use workload_identity_webhook::server::{self, AppState, ReviewLimits, ServerOptions};
 use workload_identity_webhook::tls::{self, CertificateFiles, ReloadingCertificate};
 use workload_identity_webhook::watch::{LiveConfig, ServiceAccounts};
 
@@ -63,6 +64,7 @@ fn init_logging(args: &LogArgs) {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let open_files = raise_open_file_limit();
     let metrics = Arc::new(Metrics::default());
     let config = LiveConfig::new(args.cluster.to_defaults(), metrics.clone()).context("invalid cluster settings")?;
 
@@ -105,14 +107,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             let files = CertificateFiles {
                 cert: cert.clone(),
                 key: key.clone(),
+                expected_names: vec![format!("{}.{namespace}.svc", args.service_name)],
             };
-            let current = ReloadingCertificate::new(files.load().await?);
+            let current = ReloadingCertificate::new(files.load().await?, &metrics);
             tokio::spawn(files.watch(current.clone(), metrics.clone(), args.reload_interval));
             current
         }
         _ => {
             tracing::warn!("no --tls-cert-file given: serving a self-signed certificate for localhost");
-            ReloadingCertificate::new(tls::self_signed()?)
+            ReloadingCertificate::new(tls::self_signed()?, &metrics)
         }
     };
     let service_accounts = match client {
@@ -125,7 +128,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                         .watch_config_map(client.clone(), namespace, args.config_map.clone()),
                 );
             }
-            ServiceAccounts::start_cluster(client)
+            ServiceAccounts::start_cluster(client, metrics.clone())
         }
     };
     match &args.config_file {
@@ -136,21 +139,81 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         None => {}
     }
 
-    let state = Arc::new(AppState {
-        config,
-        service_accounts,
-        metrics,
-        shutting_down: AtomicBool::new(false),
-    });
+    let limits = ReviewLimits {
+        max_containers: args.max_containers,
+        max_patch_bytes: args.max_patch_bytes,
+        max_in_flight_bytes: args.max_in_flight_bytes,
+    };
+    let state = Arc::new(AppState::new(config, service_accounts, metrics, limits));
+    // Both caps together stay below the open-file limit, with room for the API client, the
+    // watches and the files read: else accept() would fail with EMFILE before the cap applies.
+    let usable = open_files.map_or(u64::MAX, |limit| limit.saturating_sub(OTHER_FILES));
+    let (max_connections, metrics_max_connections) = (args.max_connections as u64, args.metrics_max_connections as u64);
+    let (max_connections, metrics_max_connections) = if max_connections + metrics_max_connections > usable {
+        let metrics_share = metrics_max_connections.min(usable / 8);
+        tracing::warn!(
+            open_files,
+            max_connections = usable - metrics_share,
+            metrics_max_connections = metrics_share,
+            "the open-file limit is below the connection caps; caps lowered"
+        );
+        (usable - metrics_share, metrics_share)
+    } else {
+        (max_connections, metrics_max_connections)
+    };
+    let connections = |max_connections: u64| ConnectionLimits {
+        max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
+        first_request_timeout: Duration::from_secs(10),
+        idle_timeout: args.idle_timeout,
+        write_timeout: args.write_timeout,
+    };
+    let client_ca = match &args.client_ca_file {
+        Some(path) => Some(std::fs::read(path).with_context(|| format!("reading {}", path.display()))?),
+        None => None,
+    };
     let options = ServerOptions {
         listen: args.listen,
         metrics_listen: args.metrics_listen.0,
+        admission_connections: connections(max_connections),
+        metrics_connections: connections(metrics_max_connections),
         max_body_bytes: args.max_body_bytes,
         shutdown_timeout: args.shutdown_timeout,
         shutdown_delay: args.shutdown_delay,
         benchmark_ceiling: args.benchmark_ceiling,
     };
-    server::serve(state, tls::server_config(certificate)?, options).await
+    let tls = tls::server_config(certificate, client_ca.as_deref()).context("--client-ca-file")?;
+    server::serve(state, tls, options).await
+}
+
+/// Open files other than connections: the API client, watches, certificate and config reads.
+const OTHER_FILES: u64 = 64;
+
+/// Raises the soft limit of open files to the hard one: containerd 2.x starts containers with a
+/// soft limit of 1024, which the connection caps of both ports together would exceed. Returns
+/// the soft limit in force.
+fn raise_open_file_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        tracing::warn!(error = %std::io::Error::last_os_error(), "cannot read the open file limit");
+        return None;
+    }
+    let soft = limit.rlim_cur;
+    limit.rlim_cur = limit.rlim_max;
+    // SAFETY: as above.
+    if soft != limit.rlim_max && unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+        tracing::warn!(soft, hard = limit.rlim_max, error = %std::io::Error::last_os_error(), "cannot raise the open file limit");
+        return Some(soft);
+    }
+    tracing::info!(
+        was = soft,
+        now = limit.rlim_max,
+        "open file limit raised to the hard limit"
+    );
+    Some(limit.rlim_max)
 }
 
 /// The namespace of the Pod the webhook runs in, from its ServiceAccount mount.
