@@ -241,7 +241,9 @@ impl Review {
     /// unchanged, with a warning). The patch is serialized straight into the base64 of the answer,
     /// so the answer is the only copy of it.
     pub fn response_within(&self, mutation: &Mutation, max_patch_bytes: usize) -> Result<Answer, serde_json::Error> {
-        let mut json = Vec::with_capacity(256 + mutation.patch.len() * 128);
+        // About what an operation takes in base64 (an env list of a container is most of them):
+        // growing the buffer as it fills cost more than the encoding of a 10-container patch.
+        let mut json = Vec::with_capacity(256 + mutation.patch.len() * 512);
         json.extend_from_slice(br#"{"apiVersion":""#);
         json.extend_from_slice(API_VERSION.as_bytes());
         json.extend_from_slice(br#"","kind":"AdmissionReview","response":{"uid":"#);
