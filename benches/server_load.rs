@@ -21,6 +21,10 @@
 //!   WIW_PROTOCOLS          h2,h1 (both)
 //!   WIW_SOAK_SECONDS       soak run at WIW_RATE, sampling RSS each second (60; 0 skips)
 //!   WIW_SCALE_MAPPINGS     mappings of the memory-at-scale run (100000; 0 skips)
+//!   WIW_WORST_SECONDS      worst-case memory run (20; 0 skips): WIW_WORST_SENDERS streams (16)
+//!                          sending the largest reviews, plus WIW_WORST_STALLED clients (64, half
+//!                          HTTP/2 with 32 streams each, half HTTP/1.1) that never read their answers,
+//!                          and WIW_WORST_IDLE idle HTTP/2 connections (1000)
 
 #[path = "support/fixtures.rs"]
 mod fixtures;
@@ -822,6 +826,11 @@ async fn run_all() {
     drop(server);
     drop(ceiling);
 
+    let worst_seconds: u64 = env_or("WIW_WORST_SECONDS", 20);
+    if worst_seconds > 0 {
+        worst_case_memory(&bin, &ca, Duration::from_secs(worst_seconds)).await;
+    }
+
     // Memory at scale: the same server with many mappings in --config-file.
     let mappings: usize = env_or("WIW_SCALE_MAPPINGS", 100_000);
     if mappings > 0 {
@@ -935,4 +944,248 @@ fn print_main_table(rows: &[Row], settings: &Settings, has_ceiling: bool, idle_r
         );
     }
     println!("\nWebhook RSS idle after start: {}", mib(idle_rss));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Worst-case memory: what tenants can send at once, with the server's default limits.
+
+/// A review of a Pod of ServiceAccount `multi` (all three clouds) whose containers are `container`
+/// repeated `count` times.
+fn minimal_pod_review(container: &str, count: usize) -> Bytes {
+    let mut containers = String::with_capacity(count * (container.len() + 1));
+    for index in 0..count {
+        if index > 0 {
+            containers.push(',');
+        }
+        containers.push_str(container);
+    }
+    let object = format!(
+        r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"generateName":"amp-"}},"spec":{{"serviceAccountName":"{}","containers":[{containers}]}}}}"#,
+        fixtures::MULTI_CLOUD_SERVICE_ACCOUNT
+    );
+    let object: serde_json::Value = serde_json::from_str(&object).expect("valid Pod");
+    Bytes::from(fixtures::review(
+        "705ab4f5-6393-11e8-b7cc-42010a800002",
+        fixtures::MAPPED_NAMESPACE,
+        object,
+    ))
+}
+
+/// The most containers of this shape under the 3 MiB body limit.
+fn largest_review(container: &str) -> Bytes {
+    let limit = 3 * 1024 * 1024 - 4096;
+    minimal_pod_review(container, limit / (container.len() + 1))
+}
+
+#[derive(Default)]
+struct Tally {
+    answered: AtomicU64,
+    patched: AtomicU64,
+    shed: AtomicU64,
+    failed: AtomicU64,
+    first_failure: std::sync::Mutex<Option<String>>,
+}
+
+async fn worst_case_memory(bin: &Path, ca: &GeneratedCa, duration: Duration) {
+    let senders: usize = env_or("WIW_WORST_SENDERS", 16);
+    let stalled: usize = env_or("WIW_WORST_STALLED", 64);
+    let idle_connections: usize = env_or("WIW_WORST_IDLE", 1000);
+    let mut server = Server::start(bin, ca, fixtures::SMALL_CONFIG, &[]);
+    server.wait_ready().await;
+    let (idle, _) = server.memory();
+    // Idle connections, each through the TLS and HTTP/2 handshakes.
+    let h2 = Target::new(server.port, &ca.cert_pem, Protocol::H2);
+    let mut idle_senders = Vec::new();
+    for _ in 0..idle_connections {
+        idle_senders.push(h2.h2().await);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (with_idle, _) = server.memory();
+    // The shapes that cost the most per byte: empty containers (each a 72-byte struct from 3 bytes
+    // of JSON) and named ones, just under the body limit; and a Pod at the container bound, which
+    // gets the largest patch the bounds allow (all three clouds).
+    let bodies = [
+        largest_review("{}"),
+        largest_review(r#"{"name":"c"}"#),
+        minimal_pod_review(r#"{"name":"c"}"#, 250),
+    ];
+    // WIW_WORST_SHAPES picks some of them (e.g. "0,2"), for finding what costs the memory.
+    let picked: Vec<usize> = std::env::var("WIW_WORST_SHAPES")
+        .unwrap_or_else(|_| "0,1,2".into())
+        .split(',')
+        .filter_map(|index| index.trim().parse().ok())
+        .filter(|index| *index < bodies.len())
+        .collect();
+    let bodies: Vec<Bytes> = picked.iter().map(|index| bodies[*index].clone()).collect();
+    let sizes: Vec<String> = bodies
+        .iter()
+        .map(|body| format!("{:.2} MiB", body.len() as f64 / 1048576.0))
+        .collect();
+    let tally = Arc::new(Tally::default());
+    let deadline = Instant::now() + duration;
+
+    // Clients that never read: HTTP/2 with the smallest flow-control windows (the server can send
+    // 64 KiB and must hold the rest), and HTTP/1.1 that send a request and stop reading.
+    let patched = minimal_pod_review(r#"{"name":"c"}"#, 250);
+    let mut held = Vec::new();
+    for index in 0..stalled {
+        let target = h2.clone();
+        let body = patched.clone();
+        let tally = tally.clone();
+        held.push(tokio::spawn(async move {
+            if index % 2 == 0 {
+                let Ok(io) = target.tls_stream().await else {
+                    tally.failed.fetch_add(1, Ordering::Relaxed);
+                    return Vec::new();
+                };
+                let Ok((sender, connection)) = http2::Builder::new(TokioExecutor::new())
+                    .initial_stream_window_size(65_535)
+                    .initial_connection_window_size(65_535)
+                    .handshake::<_, Body>(io)
+                    .await
+                else {
+                    tally.failed.fetch_add(1, Ordering::Relaxed);
+                    return Vec::new();
+                };
+                tokio::spawn(connection);
+                let mut responses = Vec::new();
+                for _ in 0..32 {
+                    match sender.clone().send_request(target.request(&body, Protocol::H2)).await {
+                        Ok(response) if response.status() == 200 => responses.push(response),
+                        Ok(response) if response.status() == 503 => {
+                            tally.shed.fetch_add(1, Ordering::Relaxed);
+                        }
+                        _ => {
+                            tally.failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                responses
+            } else {
+                use tokio::io::AsyncWriteExt;
+                if let Ok(mut io) = target.tls_stream().await {
+                    let head = format!(
+                        "POST /mutate HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = io.inner_mut().write_all(head.as_bytes()).await;
+                    let _ = io.inner_mut().write_all(&body).await;
+                    tokio::time::sleep_until(deadline.into()).await;
+                }
+                Vec::new()
+            }
+        }));
+    }
+
+    // Senders of the largest reviews, reading their answers, until the deadline.
+    let pool = Arc::new(Pool::open(&h2, Protocol::H2, 2).await);
+    let mut running = Vec::new();
+    for index in 0..senders {
+        let (pool, target, tally) = (pool.clone(), h2.clone(), tally.clone());
+        let bodies = bodies.clone();
+        running.push(tokio::spawn(async move {
+            let mut turn = index;
+            while Instant::now() < deadline {
+                let body = &bodies[turn % bodies.len()];
+                turn += 1;
+                match pool.send(&target, body, Protocol::H2, &mut None).await {
+                    Ok(answer) => {
+                        tally.answered.fetch_add(1, Ordering::Relaxed);
+                        if contains(&answer, b"\"patch\":") {
+                            tally.patched.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    Err(err) if err.starts_with("status 503") => {
+                        tally.shed.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    Err(err) => {
+                        tally.failed.fetch_add(1, Ordering::Relaxed);
+                        tally.first_failure.lock().unwrap().get_or_insert(err);
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+            }
+        }));
+    }
+    let mut samples = Vec::new();
+    while Instant::now() < deadline {
+        samples.push(server.memory().0);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for task in running {
+        let _ = task.await;
+    }
+    let (rss_end, peak) = server.memory();
+    // A good review still gets its patch while the stalled clients hold their share.
+    let good = Bytes::from(fixtures::scenario_named("pod-1-container").expect("scenario").body);
+    let good_answer = Pool::open(&h2, Protocol::H2, 1)
+        .await
+        .send(&h2, &good, Protocol::H2, &mut None)
+        .await;
+    let held_responses: usize = {
+        let mut count = 0;
+        for task in held {
+            count += task.await.map(|responses| responses.len()).unwrap_or(0);
+        }
+        count
+    };
+    let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", server.metrics_port))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    let limited: Vec<&str> = metrics
+        .lines()
+        .filter(|line| line.contains("admission_limited_total{") || line.contains("admission_shed_total "))
+        .collect();
+    drop(idle_senders);
+    println!(
+        "\n### Worst-case memory: {idle_connections} idle HTTP/2 connections, {senders} streams sending the largest reviews ({}) and {stalled} clients that never read (default limits, {} s)\n",
+        sizes.join(", "),
+        duration.as_secs()
+    );
+    println!(
+        "RSS idle {}, with the idle connections {} ({:.1} KiB each)\n",
+        mib(idle),
+        mib(with_idle),
+        (with_idle.saturating_sub(idle)) as f64 / idle_connections.max(1) as f64
+    );
+    println!(
+        "| idle RSS | max RSS sampled | peak RSS (VmHWM) | RSS at end | answered | patched | shed (503) | failed | answers held unread | good review after |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!(
+        "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+        mib(idle),
+        mib(samples.iter().copied().max().unwrap_or(0)),
+        mib(peak),
+        mib(rss_end),
+        tally.answered.load(Ordering::Relaxed),
+        tally.patched.load(Ordering::Relaxed),
+        tally.shed.load(Ordering::Relaxed),
+        tally.failed.load(Ordering::Relaxed),
+        held_responses,
+        match good_answer {
+            Ok(answer) if check_answer(&answer, Some(true)).is_ok() => "patched".to_owned(),
+            Ok(_) => "wrong answer".to_owned(),
+            Err(err) => err,
+        }
+    );
+    println!("\nServer counters: {}", limited.join("; "));
+    if let Some(failure) = tally.first_failure.lock().unwrap().as_ref() {
+        println!("First failure: {failure}");
+        let log = server.log();
+        let errors: std::collections::BTreeSet<&str> = log
+            .lines()
+            .filter(|line| line.contains("connection"))
+            .map(|line| line.split("\"message\":").nth(1).unwrap_or(line))
+            .take(2000)
+            .collect();
+        for line in errors.iter().take(8) {
+            eprintln!("  server: {line}");
+        }
+    }
+    println!("Peak RSS of the worst case (VmHWM): {}", mib(peak));
 }

@@ -11,10 +11,15 @@ use serde_json::value::RawValue;
 
 use crate::config::Config;
 use crate::echo;
-use crate::model::{Pod, ServiceAccount};
+use crate::model::{self, Pod, ServiceAccount};
 use crate::mutation::{self, Mutation};
 
 pub const API_VERSION: &str = "admission.k8s.io/v1";
+
+/// List and map entries (containers, env vars, mounts, volumes, labels, annotations, ...) one
+/// object may hold, far above real Pods (250 containers with 100 env vars each is 25,000); bounds
+/// the memory of decoding to a few MiB whatever the body.
+pub const MAX_ENTRIES: usize = 50_000;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -167,7 +172,10 @@ pub struct Review {
 
 impl Review {
     pub fn parse(body: &[u8]) -> Result<Review, ReviewError> {
-        match serde_json::from_slice::<ReviewIn<RequestIn<true>>>(body) {
+        let in_place = model::with_entry_limit(MAX_ENTRIES, || {
+            serde_json::from_slice::<ReviewIn<RequestIn<true>>>(body)
+        });
+        match in_place {
             Ok(review) => Review::from_parsed(review),
             // Read again with the object as raw JSON, to tell a broken object (allowed untouched,
             // with a warning) from a broken review (refused).
@@ -229,30 +237,114 @@ impl Review {
 
     /// The AdmissionReview that answers this request: always allowed, with the patch if any.
     pub fn response(&self, mutation: &Mutation) -> Result<Vec<u8>, serde_json::Error> {
-        let patch = match mutation.patch.is_empty() {
-            true => None,
-            false => Some(serde_json::to_vec(&mutation.patch)?),
-        };
-        let mut out = Vec::with_capacity(256 + patch.as_ref().map_or(0, |patch| patch.len() / 3 * 4 + 4));
-        out.extend_from_slice(br#"{"apiVersion":""#);
-        out.extend_from_slice(API_VERSION.as_bytes());
-        out.extend_from_slice(br#"","kind":"AdmissionReview","response":{"uid":"#);
-        serde_json::to_writer(&mut out, &self.uid)?;
-        out.extend_from_slice(br#","allowed":true"#);
-        if let Some(patch) = patch {
+        self.response_within(mutation, usize::MAX).map(|answer| answer.json)
+    }
+
+    /// The answer, without the patch if its JSON would exceed `max_patch_bytes` (then allowed
+    /// unchanged, with a warning). The patch is serialized straight into the base64 of the answer,
+    /// so the answer is the only copy of it.
+    pub fn response_within(&self, mutation: &Mutation, max_patch_bytes: usize) -> Result<Answer, serde_json::Error> {
+        // About what an operation takes in base64 (an env list of a container is most of them):
+        // growing the buffer as it fills cost more than the encoding of a 10-container patch.
+        let mut json = Vec::with_capacity(256 + mutation.patch.len() * 512);
+        json.extend_from_slice(br#"{"apiVersion":""#);
+        json.extend_from_slice(API_VERSION.as_bytes());
+        json.extend_from_slice(br#"","kind":"AdmissionReview","response":{"uid":"#);
+        serde_json::to_writer(&mut json, &self.uid)?;
+        json.extend_from_slice(br#","allowed":true"#);
+        let mut patch_dropped = false;
+        if !mutation.patch.is_empty() {
+            let before_patch = json.len();
             // Written by hand because base64 needs no JSON escaping, which was a fifth of the
             // cost of answering a large Pod when the encoded patch went through the serializer.
-            out.extend_from_slice(br#","patchType":"JSONPatch","patch":""#);
-            let mut encoder = base64::write::EncoderWriter::new(&mut out, &base64::engine::general_purpose::STANDARD);
-            encoder.write_all(&patch).map_err(serde_json::Error::io)?;
-            encoder.finish().map_err(serde_json::Error::io)?.push(b'"');
+            json.extend_from_slice(br#","patchType":"JSONPatch","patch":""#);
+            match write_patch(&mut json, &mutation.patch, max_patch_bytes) {
+                Ok(()) => json.push(b'"'),
+                Err(PatchError::TooLarge) => {
+                    json.truncate(before_patch);
+                    patch_dropped = true;
+                }
+                Err(PatchError::Json(err)) => return Err(err),
+            }
         }
-        if !mutation.warnings.is_empty() {
-            out.extend_from_slice(br#","warnings":"#);
-            serde_json::to_writer(&mut out, &mutation.warnings)?;
+        let dropped_warning = patch_dropped.then(|| {
+            format!(
+                "workload-identity-webhook: the patch would exceed {max_patch_bytes} bytes; no cloud identity injected"
+            )
+        });
+        let warnings: Vec<&str> = mutation
+            .warnings
+            .iter()
+            .map(String::as_str)
+            .chain(dropped_warning.as_deref())
+            .collect();
+        if !warnings.is_empty() {
+            json.extend_from_slice(br#","warnings":"#);
+            serde_json::to_writer(&mut json, &warnings)?;
         }
-        out.extend_from_slice(b"}}");
-        Ok(out)
+        json.extend_from_slice(b"}}");
+        Ok(Answer { json, patch_dropped })
+    }
+}
+
+/// An encoded answer.
+#[derive(Debug)]
+pub struct Answer {
+    pub json: Vec<u8>,
+    /// The patch was left out because it exceeded the limit.
+    pub patch_dropped: bool,
+}
+
+enum PatchError {
+    TooLarge,
+    Json(serde_json::Error),
+}
+
+/// Serializes the patch as base64 onto `out`, failing once its JSON passes `max_bytes`.
+fn write_patch(out: &mut Vec<u8>, patch: &[crate::patch::Operation], max_bytes: usize) -> Result<(), PatchError> {
+    let encoder = base64::write::EncoderWriter::new(out, &base64::engine::general_purpose::STANDARD);
+    let mut limited = Limited {
+        inner: encoder,
+        left: max_bytes,
+        exceeded: false,
+    };
+    // serde_json writes many small pieces; the buffer hands them to the encoder in large chunks.
+    let mut buffered = std::io::BufWriter::with_capacity(8 * 1024, &mut limited);
+    let written =
+        serde_json::to_writer(&mut buffered, patch).and_then(|()| buffered.flush().map_err(serde_json::Error::io));
+    drop(buffered);
+    match written {
+        Ok(()) => {}
+        Err(_) if limited.exceeded => return Err(PatchError::TooLarge),
+        Err(err) => return Err(PatchError::Json(err)),
+    }
+    limited
+        .inner
+        .finish()
+        .map(drop)
+        .map_err(|err| PatchError::Json(serde_json::Error::io(err)))
+}
+
+/// A writer that refuses to pass on more than `left` bytes.
+struct Limited<W> {
+    inner: W,
+    left: usize,
+    exceeded: bool,
+}
+
+impl<W: Write> Write for Limited<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if buf.len() > self.left {
+            self.exceeded = true;
+            return Err(std::io::Error::other("patch too large"));
+        }
+        let written = self.inner.write(buf)?;
+        self.left -= written;
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
     }
 }
 
@@ -297,10 +389,10 @@ fn subject(kind: &GroupVersionKind, operation: &str, sub_resource: Option<&str>,
             ));
         }
     };
-    let parsed = match wanted {
+    let parsed = model::with_entry_limit(MAX_ENTRIES, || match wanted {
         Wanted::Pod => serde_json::from_str(raw.get()).map(Subject::Pod),
         Wanted::ServiceAccount => serde_json::from_str(raw.get()).map(Subject::ServiceAccount),
-    };
+    });
     parsed.unwrap_or_else(|err| {
         Subject::Unreadable(format!(
             "workload-identity-webhook: the {name} object could not be read ({}); left untouched",

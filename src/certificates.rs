@@ -20,7 +20,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
-use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::metrics::Metrics;
 use crate::tls::{GeneratedCa, ReloadingCertificate, Validity, certified_key};
@@ -74,37 +74,13 @@ struct Inspected {
 fn inspect(pem: &str) -> Option<Inspected> {
     let (_, pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).ok()?;
     let (_, cert) = X509Certificate::from_der(&pem.contents).ok()?;
-    let names = cert
-        .subject_alternative_name()
-        .ok()
-        .flatten()
-        .map(|san| {
-            san.value
-                .general_names
-                .iter()
-                .filter_map(|name| match name {
-                    GeneralName::DNSName(dns) => Some((*dns).to_owned()),
-                    GeneralName::IPAddress(bytes) => ip_text(bytes),
-                    _ => None,
-                })
-                .collect()
-        })
-        .unwrap_or_default();
     Some(Inspected {
         not_before: cert.validity().not_before.timestamp(),
         not_after: cert.validity().not_after.timestamp(),
         subject: cert.subject().to_string(),
         issuer: cert.issuer().to_string(),
-        names,
+        names: crate::tls::subject_alt_names(&cert),
     })
-}
-
-fn ip_text(bytes: &[u8]) -> Option<String> {
-    match bytes.len() {
-        4 => Some(std::net::Ipv4Addr::from(<[u8; 4]>::try_from(bytes).ok()?).to_string()),
-        16 => Some(std::net::Ipv6Addr::from(<[u8; 16]>::try_from(bytes).ok()?).to_string()),
-        _ => None,
-    }
 }
 
 /// What to renew at `now` (Unix seconds) for a certificate that must name `names`.
@@ -238,7 +214,7 @@ impl ManagedCertificate {
             webhook_configuration,
             names,
             // Replaced by the Secret's certificate before the server starts.
-            target: ReloadingCertificate::new(crate::tls::self_signed()?),
+            target: ReloadingCertificate::new(crate::tls::self_signed()?, &metrics),
             metrics,
             loaded: std::sync::Mutex::new(String::new()),
         })

@@ -103,6 +103,44 @@ pub struct ServeArgs {
     #[arg(long, env = "WIW_MAX_BODY_BYTES", default_value_t = 3 * 1024 * 1024)]
     pub max_body_bytes: usize,
 
+    /// Pods with more containers and init containers than this are allowed unchanged, with a
+    /// warning (bounds the work and the patch of one review).
+    #[arg(long, env = "WIW_MAX_CONTAINERS", default_value_t = 250)]
+    pub max_containers: usize,
+
+    /// A patch whose JSON would be longer than this many bytes is left out (allowed unchanged,
+    /// with a warning and the metric admission_limited_total{reason="patch_size"}).
+    #[arg(long, env = "WIW_MAX_PATCH_BYTES", default_value_t = 1024 * 1024)]
+    pub max_patch_bytes: usize,
+
+    /// Request bodies and answers held in memory at once, in bytes, from a request's arrival until
+    /// its answer is written out (each request counts at least 16 KiB); requests beyond it get 503.
+    #[arg(long, env = "WIW_MAX_IN_FLIGHT_BYTES", default_value_t = 32 * 1024 * 1024)]
+    pub max_in_flight_bytes: usize,
+
+    /// Open connections on --listen at most; more are closed as soon as they are accepted.
+    #[arg(long, env = "WIW_MAX_CONNECTIONS", default_value_t = 2048)]
+    pub max_connections: usize,
+
+    /// Open connections on --metrics-listen at most (probes and Prometheus).
+    #[arg(long, env = "WIW_METRICS_MAX_CONNECTIONS", default_value_t = 128)]
+    pub metrics_max_connections: usize,
+
+    /// A connection with no request in flight for this long is closed (HTTP/2 with GOAWAY), on
+    /// both ports; the first request must come within 10 s of connecting.
+    #[arg(long, env = "WIW_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// A connection whose peer accepts no data for this long while an answer waits to be written
+    /// is closed, on both ports.
+    #[arg(long, env = "WIW_WRITE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub write_timeout: Duration,
+
+    /// Require a client certificate signed by a CA in this PEM file on --listen (for apiservers
+    /// configured to present one, e.g. self-managed clusters). Without it any client may connect.
+    #[arg(long, env = "WIW_CLIENT_CA_FILE")]
+    pub client_ca_file: Option<PathBuf>,
+
     /// How long to keep accepting requests after SIGTERM (not ready meanwhile), so that the
     /// Service's endpoints drop this Pod before its listener closes.
     #[arg(long, env = "WIW_SHUTDOWN_DELAY", default_value = "3s", value_parser = parse_duration)]

@@ -16,6 +16,7 @@ pub mod validate;
 
 pub mod certificates;
 pub mod cli;
+pub mod connections;
 #[cfg(test)]
 mod core_tests;
 pub mod emulate;

@@ -26,6 +26,17 @@ pub struct ResultLabels {
     pub result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PortLabels {
+    /// `admission` or `metrics`.
+    pub port: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub requests: Family<RequestLabels, Counter>,
@@ -34,6 +45,11 @@ pub struct Metrics {
     pub config_reloads: Family<ResultLabels, Counter>,
     pub config_mappings: Gauge,
     pub certificate_reloads: Family<ResultLabels, Counter>,
+    pub certificate_not_after: Gauge,
+    pub reviews_limited: Family<ReasonLabels, Counter>,
+    pub requests_shed: Counter,
+    pub connections_refused: Family<PortLabels, Counter>,
+    pub lookups_skipped: Family<ReasonLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -68,6 +84,36 @@ impl Default for Metrics {
             "Serving certificate loads by result",
             certificate_reloads.clone(),
         );
+        let certificate_not_after = Gauge::default();
+        registry.register(
+            "serving_certificate_not_after_seconds",
+            "Expiry (notAfter, Unix seconds) of the certificate being served",
+            certificate_not_after.clone(),
+        );
+        let reviews_limited = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "admission_limited",
+            "Pods allowed unchanged because they exceed a work bound: `containers` or `patch_size`",
+            reviews_limited.clone(),
+        );
+        let requests_shed = Counter::default();
+        registry.register(
+            "admission_shed",
+            "Admission requests answered 503 because the in-flight budget was spent",
+            requests_shed.clone(),
+        );
+        let connections_refused = Family::<PortLabels, Counter>::default();
+        registry.register(
+            "connections_refused",
+            "Connections closed at once because the port had its maximum open",
+            connections_refused.clone(),
+        );
+        let lookups_skipped = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "service_account_lookups_skipped",
+            "ServiceAccount API look-ups not made: `recent_miss` (negative cache) or `rate_limited`",
+            lookups_skipped.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -76,6 +122,11 @@ impl Default for Metrics {
             config_reloads,
             config_mappings,
             certificate_reloads,
+            certificate_not_after,
+            reviews_limited,
+            requests_shed,
+            connections_refused,
+            lookups_skipped,
         }
     }
 }

@@ -4,12 +4,108 @@
 //! serde, which keeps decoding cheap. `Option<Vec<_>>` keeps "absent" apart from "empty", because
 //! the JSON patch must create a missing array but append to an existing one.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
+use std::fmt;
+use std::marker::PhantomData;
 
+use serde::de::{MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
-/// Decodes `null` as the type's default (the apiserver sends `"annotations": null` in places).
+// A list or map entry decodes into up to 24 times its JSON size (`{}` is a 72-byte Container,
+// `"a":""` a B-tree entry of two Strings), so a 3 MiB body could take hundreds of MiB. Within
+// `with_entry_limit`, the lists and maps of these types together may hold at most that many
+// entries; past it, decoding fails (the object is then left untouched, with a warning).
+thread_local! {
+    static ENTRIES_LEFT: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+/// Runs `decode` with at most `limit` list and map entries decoded on this thread.
+pub fn with_entry_limit<T>(limit: usize, decode: impl FnOnce() -> T) -> T {
+    let outer = ENTRIES_LEFT.replace(Some(limit));
+    let decoded = decode();
+    ENTRIES_LEFT.set(outer);
+    decoded
+}
+
+fn take_entry<E: serde::de::Error>() -> Result<(), E> {
+    match ENTRIES_LEFT.get() {
+        None => Ok(()),
+        Some(0) => Err(E::custom("too many list and map entries in the object")),
+        Some(left) => {
+            ENTRIES_LEFT.set(Some(left - 1));
+            Ok(())
+        }
+    }
+}
+
+/// A list whose entries count against the limit.
+struct Counted<C>(C);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Counted<Vec<T>> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct List<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for List<T> {
+            type Value = Vec<T>;
+            fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+                formatter.write_str("a list")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+                let mut list = Vec::new();
+                while let Some(entry) = seq.next_element()? {
+                    take_entry()?;
+                    list.push(entry);
+                }
+                Ok(list)
+            }
+        }
+        deserializer.deserialize_seq(List(PhantomData)).map(Counted)
+    }
+}
+
+impl<'de> Deserialize<'de> for Counted<BTreeMap<String, String>> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Map;
+        impl<'de> Visitor<'de> for Map {
+            type Value = BTreeMap<String, String>;
+            fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+                formatter.write_str("a map of strings")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut entries: A) -> Result<Self::Value, A::Error> {
+                let mut map = BTreeMap::new();
+                while let Some((key, value)) = entries.next_entry()? {
+                    take_entry()?;
+                    map.insert(key, value);
+                }
+                Ok(map)
+            }
+        }
+        deserializer.deserialize_map(Map).map(Counted)
+    }
+}
+
+/// A counted list or map, `None` when absent or `null`.
+fn counted<'de, D, C>(deserializer: D) -> Result<Option<C>, D::Error>
+where
+    D: Deserializer<'de>,
+    Counted<C>: Deserialize<'de>,
+{
+    Ok(Option::<Counted<C>>::deserialize(deserializer)?.map(|counted| counted.0))
+}
+
+/// A counted list or map, empty when absent or `null` (the apiserver sends `"annotations": null`
+/// in places).
+fn counted_or_default<'de, D, C>(deserializer: D) -> Result<C, D::Error>
+where
+    D: Deserializer<'de>,
+    Counted<C>: Deserialize<'de>,
+    C: Default,
+{
+    Ok(counted(deserializer)?.unwrap_or_default())
+}
+
+/// Decodes `null` as the type's default, for the few fields outside the counted lists and maps.
 fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
 where
     D: Deserializer<'de>,
@@ -30,10 +126,10 @@ pub struct ObjectMeta {
     pub generate_name: Option<String>,
     #[serde(default)]
     pub namespace: Option<String>,
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "counted_or_default")]
     pub labels: BTreeMap<String, String>,
     /// `None` when the object has no annotation map at all (the patch must then create it).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "counted")]
     pub annotations: Option<BTreeMap<String, String>>,
 }
 
@@ -74,13 +170,13 @@ pub struct Pod {
 pub struct PodSpec {
     #[serde(default)]
     pub service_account_name: Option<String>,
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "counted_or_default")]
     pub node_selector: BTreeMap<String, String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "counted")]
     pub volumes: Option<Vec<Volume>>,
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "counted_or_default")]
     pub containers: Vec<Container>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "counted")]
     pub init_containers: Option<Vec<Container>>,
     #[serde(default)]
     pub os: Option<PodOs>,
@@ -123,9 +219,9 @@ impl Pod {
 pub struct Container {
     #[serde(default)]
     pub name: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "counted")]
     pub env: Option<Vec<EnvVar>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "counted")]
     pub volume_mounts: Option<Vec<VolumeMount>>,
 }
 

@@ -1,33 +1,94 @@
 //! The HTTPS admission server and the plain-HTTP metrics server.
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use axum::Router;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::error_handling::HandleErrorLayer;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum_server::tls_rustls::RustlsConfig;
+use axum::{Extension, Router};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::ServiceBuilder;
 
 use crate::admission::{Review, Subject};
+use crate::connections::{self, ConnectionLimits, Peer, Port};
 use crate::echo::{Echo, LogRateLimit};
-use crate::metrics::{CloudLabels, Metrics, RequestLabels};
-use crate::watch::{LiveConfig, ServiceAccounts};
+use crate::metrics::{CloudLabels, Metrics, ReasonLabels, RequestLabels};
+use crate::mutation::Mutation;
+use crate::watch::{LiveConfig, LookupError, ServiceAccounts};
 
 pub struct AppState {
     pub config: Arc<LiveConfig>,
     pub service_accounts: ServiceAccounts,
     pub metrics: Arc<Metrics>,
     pub shutting_down: AtomicBool,
+    pub limits: ReviewLimits,
+    /// KiB of request bodies and answers held in memory, from the request's arrival until its
+    /// answer has been written out.
+    in_flight: Arc<Semaphore>,
 }
 
+/// Bounds on the work and memory one review, and all of them together, may take.
+#[derive(Debug, Clone, Copy)]
+pub struct ReviewLimits {
+    /// Pods with more containers and init containers are allowed unchanged, with a warning.
+    pub max_containers: usize,
+    /// Patches whose JSON is longer are left out of the answer, with a warning.
+    pub max_patch_bytes: usize,
+    /// Request bodies and answers in memory at once; requests beyond it get 503.
+    pub max_in_flight_bytes: usize,
+}
+
+/// The least a request is charged: small reviews are not free (headers, parsing, the answer).
+const MIN_CHARGE_KIB: u32 = 16;
+
 impl AppState {
+    pub fn new(
+        config: Arc<LiveConfig>,
+        service_accounts: ServiceAccounts,
+        metrics: Arc<Metrics>,
+        limits: ReviewLimits,
+    ) -> Self {
+        let kib = u32::try_from(limits.max_in_flight_bytes / 1024).unwrap_or(u32::MAX);
+        AppState {
+            config,
+            service_accounts,
+            metrics,
+            shutting_down: AtomicBool::new(false),
+            limits,
+            in_flight: Arc::new(Semaphore::new(kib as usize)),
+        }
+    }
+
+    /// A share of the in-flight budget for `bytes`, or `None` when it is spent.
+    fn charge(&self, bytes: usize) -> Option<OwnedSemaphorePermit> {
+        let kib = u32::try_from(bytes.div_ceil(1024))
+            .unwrap_or(u32::MAX)
+            .max(MIN_CHARGE_KIB);
+        self.in_flight.clone().try_acquire_many_owned(kib).ok()
+    }
+
+    fn shed(&self) -> Response {
+        self.metrics.requests_shed.inc();
+        tracing::warn!(
+            budget_bytes = self.limits.max_in_flight_bytes,
+            "admission request shed: in-flight budget spent"
+        );
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "1")],
+            "webhook busy: too many bytes of reviews in flight\n",
+        )
+            .into_response()
+    }
+
     fn is_ready(&self) -> bool {
         self.config.is_loaded() && self.service_accounts.is_synced() && !self.shutting_down.load(Ordering::Acquire)
     }
@@ -36,6 +97,8 @@ impl AppState {
 pub struct ServerOptions {
     pub listen: SocketAddr,
     pub metrics_listen: Option<SocketAddr>,
+    pub admission_connections: ConnectionLimits,
+    pub metrics_connections: ConnectionLimits,
     pub max_body_bytes: usize,
     pub shutdown_timeout: Duration,
     pub shutdown_delay: Duration,
@@ -50,9 +113,32 @@ pub fn admission_router(state: Arc<AppState>, max_body_bytes: usize, benchmark_c
     } else {
         post(mutate)
     };
+    let budget = state.clone();
     Router::new()
         .route("/mutate", mutate)
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        // Charged before the body is read: the declared length (the apiserver always sends one),
+        // else the largest body allowed.
+        .route_layer(axum::middleware::from_fn(move |request: Request, next: Next| {
+            let state = budget.clone();
+            async move {
+                let declared = request
+                    .headers()
+                    .get(header::CONTENT_LENGTH)
+                    .and_then(|value| value.to_str().ok()?.parse::<usize>().ok());
+                let Some(permit) = state.charge(declared.unwrap_or(max_body_bytes).min(max_body_bytes)) else {
+                    return state.shed();
+                };
+                let (parts, body) = request.into_parts();
+                let body = match read_body(body, declared, max_body_bytes).await {
+                    Ok(body) => body,
+                    Err(refused) => return refused,
+                };
+                let response = next.run(Request::from_parts(parts, Body::from(body))).await;
+                drop(permit);
+                response
+            }
+        }))
         // Bounds a client that sends its body slowly, and a slow ServiceAccount look-up; the
         // apiserver itself gives up after the webhook's timeoutSeconds (at most 30 s).
         .layer(
@@ -70,6 +156,32 @@ pub fn admission_router(state: Arc<AppState>, max_body_bytes: usize, benchmark_c
 }
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The whole body in one buffer of its declared length: collecting the frames and then joining
+/// them held each large body twice.
+async fn read_body(body: Body, declared: Option<usize>, max_bytes: usize) -> Result<Bytes, Response> {
+    let too_large = || {
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body larger than {max_bytes} bytes\n"),
+        )
+            .into_response()
+    };
+    if declared.is_some_and(|declared| declared > max_bytes) {
+        return Err(too_large());
+    }
+    let mut buffer = Vec::with_capacity(declared.unwrap_or(0));
+    let mut frames = body.into_data_stream();
+    while let Some(frame) = futures::StreamExt::next(&mut frames).await {
+        let frame =
+            frame.map_err(|err| (StatusCode::BAD_REQUEST, format!("reading the body: {err}\n")).into_response())?;
+        if buffer.len() + frame.len() > max_bytes {
+            return Err(too_large());
+        }
+        buffer.extend_from_slice(&frame);
+    }
+    Ok(Bytes::from(buffer))
+}
 
 fn probe_router() -> Router<Arc<AppState>> {
     Router::new()
@@ -104,14 +216,45 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         .into_response()
 }
 
-async fn mutate(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn mutate(
+    State(state): State<Arc<AppState>>,
+    peer: Option<Extension<Peer>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let started = Instant::now();
-    let response = answer(&state, &headers, &body).await;
+    let peer = PeerText(peer.map(|Extension(Peer(address))| address));
+    let response = answer(&state, peer, &headers, &body).await;
     state.metrics.request_duration.observe(started.elapsed().as_secs_f64());
     response
 }
 
-async fn answer(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Response {
+/// The client's address in logs (absent when the router is called in-process).
+#[derive(Clone, Copy)]
+struct PeerText(Option<SocketAddr>);
+
+impl fmt::Display for PeerText {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(address) => address.fmt(formatter),
+            None => formatter.write_str("-"),
+        }
+    }
+}
+
+/// Whether a Content-Type is JSON: `application/json` in any case, with no parameter but a UTF-8
+/// charset (RFC 8259 JSON is UTF-8).
+fn is_json(content_type: &str) -> bool {
+    let mut parts = content_type.split(';');
+    let essence = parts.next().unwrap_or_default().trim();
+    essence.eq_ignore_ascii_case("application/json")
+        && parts.all(|parameter| {
+            let (name, value) = parameter.split_once('=').unwrap_or((parameter, ""));
+            name.trim().eq_ignore_ascii_case("charset") && value.trim().trim_matches('"').eq_ignore_ascii_case("utf-8")
+        })
+}
+
+async fn answer(state: &AppState, peer: PeerText, headers: &HeaderMap, body: &[u8]) -> Response {
     let rejected = |status: StatusCode, message: String| {
         state
             .metrics
@@ -121,14 +264,14 @@ async fn answer(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Response 
                 result: "rejected",
             })
             .inc();
-        tracing::warn!(%status, message, "admission request rejected");
+        tracing::warn!(%status, %peer, message, "admission request rejected");
         (status, message + "\n").into_response()
     };
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
         .unwrap_or("");
-    if !content_type.starts_with("application/json") {
+    if !is_json(content_type) {
         return rejected(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             format!("content type must be application/json, got {content_type:?}"),
@@ -139,6 +282,23 @@ async fn answer(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Response 
         Err(err) => return rejected(StatusCode::BAD_REQUEST, err.to_string()),
     };
     let config = state.config.current();
+    if let Some(containers) = container_count(&review.subject)
+        && containers > state.limits.max_containers
+    {
+        state
+            .metrics
+            .reviews_limited
+            .get_or_create(&ReasonLabels { reason: "containers" })
+            .inc();
+        let mutation = Mutation {
+            warnings: vec![format!(
+                "workload-identity-webhook: the Pod has {containers} containers, more than the {} the webhook patches; no cloud identity injected",
+                state.limits.max_containers
+            )],
+            ..Mutation::default()
+        };
+        return respond(state, peer, &review, mutation);
+    }
     let mut lookup_warning = None;
     let service_account = match &review.subject {
         Subject::Pod(pod) => {
@@ -146,7 +306,14 @@ async fn answer(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Response 
             match state.service_accounts.get(review.object_namespace(), name).await {
                 Ok(found) => found,
                 Err(err) => {
-                    tracing::error!(namespace = review.object_namespace(), service_account = %Echo(name), error = %err, "ServiceAccount look-up failed");
+                    match err {
+                        LookupError::RateLimited => {
+                            tracing::debug!(%peer, namespace = review.object_namespace(), service_account = %Echo(name), "ServiceAccount look-up rate-limited")
+                        }
+                        LookupError::Api(_) => {
+                            tracing::error!(%peer, namespace = review.object_namespace(), service_account = %Echo(name), error = %err, "ServiceAccount look-up failed")
+                        }
+                    }
                     lookup_warning = Some(format!(
                         "workload-identity-webhook could not read ServiceAccount {}/{}; no cloud identity injected",
                         review.object_namespace(),
@@ -160,27 +327,70 @@ async fn answer(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Response 
     };
     let mut mutation = review.mutation(service_account.as_ref(), &config);
     mutation.warnings.extend(lookup_warning);
-    let (kind, result) = outcome(&review.subject, mutation.patch.is_empty());
+    respond(state, peer, &review, mutation)
+}
+
+fn container_count(subject: &Subject) -> Option<usize> {
+    match subject {
+        Subject::Pod(pod) => Some(pod.spec.containers.len() + pod.spec.init_containers.as_ref().map_or(0, Vec::len)),
+        _ => None,
+    }
+}
+
+/// Encodes the answer (once), counts and logs it, and charges it to the in-flight budget until it
+/// has been written out.
+fn respond(state: &AppState, peer: PeerText, review: &Review, mutation: Mutation) -> Response {
+    let answer = match review.response_within(&mutation, state.limits.max_patch_bytes) {
+        Ok(answer) => answer,
+        Err(err) => {
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot encode the response: {err}\n"),
+            )
+                .into_response();
+        }
+    };
+    if answer.patch_dropped {
+        state
+            .metrics
+            .reviews_limited
+            .get_or_create(&ReasonLabels { reason: "patch_size" })
+            .inc();
+    }
+    let Some(permit) = state.charge(answer.json.len()) else {
+        return state.shed();
+    };
+    let mutated = !mutation.patch.is_empty() && !answer.patch_dropped;
+    let (kind, result) = outcome(&review.subject, !mutated);
     state
         .metrics
         .requests
         .get_or_create(&RequestLabels { kind, result })
         .inc();
-    audit(&review, &mutation);
+    audit(review, &mutation, mutated, peer);
     if let Subject::Pod(_) = review.subject
-        && !mutation.patch.is_empty()
+        && mutated
     {
         for (cloud, _) in &mutation.identities {
             state.metrics.mutations.get_or_create(&CloudLabels { cloud }).inc();
         }
     }
-    match review.response(&mutation) {
-        Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
-        Err(err) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("cannot encode the response: {err}\n"),
-        )
-            .into_response(),
+    // The permit goes back when the last reference to the bytes does, once they are written.
+    let body = Bytes::from_owner(Charged {
+        json: answer.json,
+        _permit: permit,
+    });
+    ([(header::CONTENT_TYPE, "application/json")], Body::from(body)).into_response()
+}
+
+struct Charged {
+    json: Vec<u8>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl AsRef<[u8]> for Charged {
+    fn as_ref(&self) -> &[u8] {
+        &self.json
     }
 }
 
@@ -217,26 +427,28 @@ fn outcome(subject: &Subject, unchanged: bool) -> (&'static str, &'static str) {
     (kind, result)
 }
 
-/// The audit trail: every identity given, with who got it.
-fn audit(review: &Review, mutation: &crate::mutation::Mutation) {
+/// The audit trail: every identity given, with who got it and who asked.
+fn audit(review: &Review, mutation: &Mutation, mutated: bool, peer: PeerText) {
     let namespace = review.object_namespace();
     match &review.subject {
-        Subject::Pod(pod) if !mutation.patch.is_empty() => tracing::info!(
+        Subject::Pod(pod) if mutated => tracing::info!(
             uid = review.uid,
+            %peer,
             namespace,
             pod = pod.metadata.display_name(),
             service_account = pod.service_account_name(),
             identities = ?mutation.identities,
             "pod mutated"
         ),
-        Subject::ServiceAccount(sa) if !mutation.patch.is_empty() => tracing::info!(
+        Subject::ServiceAccount(sa) if mutated => tracing::info!(
             uid = review.uid,
+            %peer,
             namespace,
             service_account = sa.metadata.display_name(),
             identities = ?mutation.identities,
             "service account annotated"
         ),
-        _ => tracing::debug!(uid = review.uid, namespace, "request left untouched"),
+        _ => tracing::debug!(uid = review.uid, %peer, namespace, "request left untouched"),
     }
     static WARNING_LINES: LogRateLimit = LogRateLimit::new(WARNING_LINES_PER_SECOND);
     let second = std::time::SystemTime::UNIX_EPOCH
@@ -251,7 +463,7 @@ fn audit(review: &Review, mutation: &crate::mutation::Mutation) {
             );
         }
         if allowed {
-            tracing::warn!(uid = review.uid, namespace, warning, "admission warning");
+            tracing::warn!(uid = review.uid, %peer, namespace, warning, "admission warning");
         }
     }
 }
@@ -261,7 +473,9 @@ const WARNING_LINES_PER_SECOND: u32 = 50;
 
 /// Serves until SIGTERM or Ctrl-C, then drains in-flight requests.
 pub async fn serve(state: Arc<AppState>, tls: rustls::ServerConfig, options: ServerOptions) -> anyhow::Result<()> {
-    let handle = axum_server::Handle::new();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let listener = tokio::net::TcpListener::bind(options.listen).await?;
+    tracing::info!(address = %listener.local_addr()?, "admission server listening (HTTPS)");
     if let Some(metrics_listen) = options.metrics_listen {
         let listener = tokio::net::TcpListener::bind(metrics_listen).await?;
         tracing::info!(address = %listener.local_addr()?, "metrics server listening");
@@ -269,13 +483,20 @@ pub async fn serve(state: Arc<AppState>, tls: rustls::ServerConfig, options: Ser
             .route("/metrics", get(metrics))
             .merge(probe_router())
             .with_state(state.clone());
-        tokio::spawn(async move {
-            if let Err(err) = axum::serve(listener, router).await {
-                tracing::error!(error = %err, "metrics server stopped");
-            }
-        });
+        let port = Port {
+            name: "metrics",
+            listener,
+            tls: None,
+            router,
+            limits: options.metrics_connections,
+        };
+        tokio::spawn(connections::serve(
+            port,
+            state.metrics.clone(),
+            stopped.clone(),
+            options.shutdown_timeout,
+        ));
     }
-    let shutdown_handle = handle.clone();
     let shutdown_state = state.clone();
     tokio::spawn(async move {
         shutdown_signal().await;
@@ -285,34 +506,16 @@ pub async fn serve(state: Arc<AppState>, tls: rustls::ServerConfig, options: Ser
         tracing::info!(delay = ?options.shutdown_delay, "SIGTERM: not ready; still serving until endpoints update");
         tokio::time::sleep(options.shutdown_delay).await;
         tracing::info!(timeout = ?options.shutdown_timeout, "shutting down: draining in-flight requests");
-        shutdown_handle.graceful_shutdown(Some(options.shutdown_timeout));
+        let _ = stop.send(true);
     });
-    let listening = handle.clone();
-    tokio::spawn(async move {
-        if let Some(address) = listening.listening().await {
-            tracing::info!(%address, "admission server listening (HTTPS)");
-        }
-    });
-    let mut server = axum_server::bind_rustls(options.listen, RustlsConfig::from_config(Arc::new(tls)))
-        // Without TCP_NODELAY, Nagle and delayed ACKs stall small HTTP/2 frames (measured p99 27 ms).
-        .map(|acceptor| acceptor.acceptor(axum_server::accept::NoDelayAcceptor::new()))
-        .handle(handle)
-        // Bounds slow clients: the handshake has 10 s (axum-server's default), the first request 10 s more.
-        .first_request_timeout(Duration::from_secs(10));
-    server
-        .http_builder()
-        .http1()
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(10));
-    server
-        .http_builder()
-        .http2()
-        .timer(hyper_util::rt::TokioTimer::new())
-        .max_concurrent_streams(250)
-        .keep_alive_interval(Duration::from_secs(30));
-    server
-        .serve(admission_router(state, options.max_body_bytes, options.benchmark_ceiling).into_make_service())
-        .await?;
+    let port = Port {
+        name: "admission",
+        listener,
+        tls: Some(tokio_rustls::TlsAcceptor::from(Arc::new(tls))),
+        router: admission_router(state.clone(), options.max_body_bytes, options.benchmark_ceiling),
+        limits: options.admission_connections,
+    };
+    connections::serve(port, state.metrics.clone(), stopped, options.shutdown_timeout).await;
     tracing::info!("admission server stopped");
     Ok(())
 }
@@ -332,5 +535,215 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = terminate => {},
         _ = tokio::signal::ctrl_c() => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::to_bytes;
+    use serde_json::{Value, json};
+    use tower::ServiceExt;
+
+    use super::*;
+
+    const CONFIG: &str = "identities:\n  - namespace: team-a\n    serviceAccount: app\n    aws: {roleArn: \"arn:aws:iam::111122223333:role/app\"}\n";
+
+    fn limits() -> ReviewLimits {
+        ReviewLimits {
+            max_containers: 250,
+            max_patch_bytes: 1024 * 1024,
+            max_in_flight_bytes: 32 * 1024 * 1024,
+        }
+    }
+
+    fn state(limits: ReviewLimits) -> Arc<AppState> {
+        let metrics = Arc::new(Metrics::default());
+        let config = LiveConfig::new(json!({}), metrics.clone()).expect("defaults");
+        config.apply("test", CONFIG);
+        Arc::new(AppState::new(config, ServiceAccounts::Standalone, metrics, limits))
+    }
+
+    fn review(containers: usize) -> Vec<u8> {
+        let containers: Vec<Value> = (0..containers).map(|i| json!({"name": format!("c{i}")})).collect();
+        serde_json::to_vec(&json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {
+                "uid": "u1", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "namespace": "team-a", "operation": "CREATE",
+                "object": {"metadata": {"name": "p"}, "spec": {"serviceAccountName": "app", "containers": containers}}
+            }
+        }))
+        .expect("serializes")
+    }
+
+    fn request(content_type: &str, body: Vec<u8>) -> Request {
+        Request::post("/mutate")
+            .header(header::CONTENT_TYPE, content_type)
+            .header(header::CONTENT_LENGTH, body.len())
+            .body(Body::from(body))
+            .expect("request")
+    }
+
+    async fn call(state: &Arc<AppState>, request: Request) -> Response {
+        admission_router(state.clone(), 3 * 1024 * 1024, false)
+            .oneshot(request)
+            .await
+            .expect("infallible")
+    }
+
+    async fn json_of(response: Response) -> (StatusCode, Value) {
+        let status = response.status();
+        let body = to_bytes(response.into_body(), usize::MAX).await.expect("body");
+        (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+    }
+
+    #[tokio::test]
+    async fn the_media_type_is_parsed_not_prefix_matched() {
+        let state = state(limits());
+        for accepted in [
+            "application/json",
+            "APPLICATION/JSON",
+            "Application/Json ; charset=UTF-8",
+            "application/json; charset=\"utf-8\"",
+        ] {
+            let (status, answer) = json_of(call(&state, request(accepted, review(1))).await).await;
+            assert_eq!(status, StatusCode::OK, "{accepted}");
+            assert!(answer["response"]["patch"].is_string(), "{accepted}: {answer}");
+        }
+        for refused in [
+            "application/jsonxyz",
+            "application/json-seq",
+            "application/json; charset=latin1",
+            "text/json",
+            "",
+        ] {
+            let response = call(&state, request(refused, review(1))).await;
+            assert_eq!(response.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE, "{refused:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn pods_over_the_container_bound_are_allowed_unchanged_with_a_warning() {
+        let state = state(limits());
+        let (status, answer) = json_of(call(&state, request("application/json", review(250))).await).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(answer["response"]["patch"].is_string(), "250 containers are patched");
+
+        let (status, answer) = json_of(call(&state, request("application/json", review(251))).await).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(answer["response"]["allowed"], true);
+        assert!(answer["response"].get("patch").is_none(), "{answer}");
+        let warning = answer["response"]["warnings"][0].as_str().expect("a warning");
+        assert!(warning.contains("251 containers"), "{warning}");
+        assert!(
+            state
+                .metrics
+                .encode()
+                .contains("workload_identity_webhook_admission_limited_total{reason=\"containers\"} 1"),
+            "{}",
+            state.metrics.encode()
+        );
+    }
+
+    #[tokio::test]
+    async fn objects_with_more_list_and_map_entries_than_the_bound_are_left_untouched() {
+        let state = state(limits());
+        let empty_containers = vec![json!({}); crate::admission::MAX_ENTRIES + 1];
+        let annotations: serde_json::Map<String, Value> = (0..=crate::admission::MAX_ENTRIES)
+            .map(|index| (format!("a{index}"), json!("")))
+            .collect();
+        for (what, metadata, containers) in [
+            ("containers", json!({"name": "p"}), empty_containers),
+            (
+                "annotations",
+                json!({"name": "p", "annotations": annotations}),
+                vec![json!({"name": "c"})],
+            ),
+        ] {
+            let body = serde_json::to_vec(&json!({
+                "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+                "request": {
+                    "uid": "u1", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                    "namespace": "team-a", "operation": "CREATE",
+                    "object": {"metadata": metadata, "spec": {"serviceAccountName": "app", "containers": containers}}
+                }
+            }))
+            .expect("serializes");
+            let (status, answer) = json_of(call(&state, request("application/json", body)).await).await;
+            assert_eq!(status, StatusCode::OK, "{what}");
+            assert!(answer["response"].get("patch").is_none(), "{what}: {answer}");
+            let warning = answer["response"]["warnings"][0].as_str().expect("a warning");
+            assert!(warning.contains("too many list and map entries"), "{what}: {warning}");
+        }
+        // A large but real Pod is still read and patched.
+        let (_, answer) = json_of(call(&state, request("application/json", review(250))).await).await;
+        assert!(answer["response"]["patch"].is_string());
+    }
+
+    #[tokio::test]
+    async fn a_patch_over_the_size_bound_is_left_out_with_a_warning() {
+        let state = state(ReviewLimits {
+            max_patch_bytes: 4096,
+            ..limits()
+        });
+        let (_, small) = json_of(call(&state, request("application/json", review(2))).await).await;
+        assert!(small["response"]["patch"].is_string(), "a small patch fits: {small}");
+        let (status, answer) = json_of(call(&state, request("application/json", review(60))).await).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(answer["response"].get("patch").is_none(), "{answer}");
+        assert!(answer["response"].get("patchType").is_none(), "{answer}");
+        let warning = answer["response"]["warnings"][0].as_str().expect("a warning");
+        assert!(warning.contains("4096 bytes"), "{warning}");
+        assert!(
+            state
+                .metrics
+                .encode()
+                .contains("workload_identity_webhook_admission_limited_total{reason=\"patch_size\"} 1")
+        );
+        // Nothing counts it as mutated.
+        assert!(state.metrics.encode().contains("pod_mutations_total{cloud=\"aws\"} 1"));
+    }
+
+    #[tokio::test]
+    async fn requests_beyond_the_in_flight_budget_are_shed_until_answers_are_written() {
+        // Each small review is charged 16 KiB while it runs and its answer 16 KiB until the
+        // answer's bytes are gone (written out, or here dropped): with three answers held, 16 KiB
+        // are left, less than a review and its answer need.
+        let state = state(ReviewLimits {
+            max_in_flight_bytes: 64 * 1024,
+            ..limits()
+        });
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            let response = call(&state, request("application/json", review(1))).await;
+            assert_eq!(response.status(), StatusCode::OK);
+            held.push(response);
+        }
+        let shed = call(&state, request("application/json", review(1))).await;
+        assert_eq!(
+            shed.status(),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unwritten answers still count"
+        );
+        assert_eq!(shed.headers()[header::RETRY_AFTER], "1");
+        assert!(
+            state
+                .metrics
+                .encode()
+                .contains("workload_identity_webhook_admission_shed_total 1")
+        );
+        let (_, answer) = json_of(held.pop().expect("held")).await;
+        assert!(answer["response"]["patch"].is_string());
+        let again = call(&state, request("application/json", review(1))).await;
+        assert_eq!(
+            again.status(),
+            StatusCode::OK,
+            "the budget came back with the written answer"
+        );
+        // A body declared larger than what is left is shed before it is read.
+        drop(again);
+        let mut large = request("application/json", review(1));
+        large.headers_mut().insert(header::CONTENT_LENGTH, (40 * 1024).into());
+        assert_eq!(call(&state, large).await.status(), StatusCode::SERVICE_UNAVAILABLE);
     }
 }

@@ -4,8 +4,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use futures::{StreamExt, TryStreamExt};
@@ -16,7 +16,7 @@ use kube::{Api, Client};
 use serde_json::Value;
 
 use crate::config::Config;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, ReasonLabels};
 use crate::model;
 use crate::mutation::MANAGED_ANNOTATIONS;
 
@@ -124,11 +124,33 @@ impl LiveConfig {
     }
 
     /// Keeps the configuration in step with a file (for runs without a cluster, or a mounted file).
+    /// Only a missing file means "no configuration": any other read error (EMFILE, EIO, not UTF-8)
+    /// keeps the configuration in force, logged as an error and counted as a failed reload.
     pub async fn watch_file(self: Arc<Self>, path: PathBuf, interval: Duration) {
         let source = path.display().to_string();
         let mut last: Option<Option<String>> = None;
+        // Each distinct failure is logged and counted once, not at every poll.
+        let mut failing: Option<String> = None;
         loop {
-            let text = tokio::fs::read_to_string(&path).await.ok();
+            let text = match tokio::fs::read_to_string(&path).await {
+                Ok(text) => Some(text),
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => None,
+                Err(err) => {
+                    let error = err.to_string();
+                    if failing.as_ref() != Some(&error) {
+                        Metrics::record_reload(&self.metrics.config_reloads, false);
+                        tracing::error!(
+                            source,
+                            error,
+                            "cannot read the configuration file; the current configuration stays in force"
+                        );
+                        failing = Some(error);
+                    }
+                    tokio::time::sleep(interval).await;
+                    continue;
+                }
+            };
+            failing = None;
             if last.as_ref() != Some(&text) {
                 match &text {
                     Some(text) => self.apply(&source, text),
@@ -147,6 +169,8 @@ pub enum ServiceAccounts {
     Cluster {
         cache: Arc<ServiceAccountCache>,
         client: Client,
+        misses: Box<Mutex<MissGuard>>,
+        metrics: Arc<Metrics>,
         synced: Arc<AtomicBool>,
         /// False while the watch is broken (e.g. the apiserver is down): look-ups use the cache.
         connected: Arc<AtomicBool>,
@@ -157,7 +181,7 @@ pub enum ServiceAccounts {
 
 impl ServiceAccounts {
     /// Starts the watch; the returned value serves look-ups at once (misses go to the API).
-    pub fn start_cluster(client: Client) -> Self {
+    pub fn start_cluster(client: Client, metrics: Arc<Metrics>) -> Self {
         let api: Api<PartialObjectMeta<ServiceAccount>> = Api::all(client.clone());
         let stream = watcher(api, watcher::Config::default()).default_backoff();
         let cache = Arc::new(ServiceAccountCache::default());
@@ -191,6 +215,8 @@ impl ServiceAccounts {
         ServiceAccounts::Cluster {
             cache,
             client,
+            misses: Box::default(),
+            metrics,
             synced,
             connected,
         }
@@ -212,19 +238,122 @@ impl ServiceAccounts {
     }
 
     /// The ServiceAccount, `Ok(None)` if it does not exist.
-    pub async fn get(&self, namespace: &str, name: &str) -> Result<Option<model::ServiceAccount>, kube::Error> {
-        let ServiceAccounts::Cluster { cache, client, .. } = self else {
+    pub async fn get(&self, namespace: &str, name: &str) -> Result<Option<model::ServiceAccount>, LookupError> {
+        let ServiceAccounts::Cluster {
+            cache,
+            client,
+            misses,
+            metrics,
+            ..
+        } = self
+        else {
             return Ok(Some(model::ServiceAccount::default()));
         };
         if let Some(cached) = cache.get(namespace, name) {
             return Ok(Some(cached));
         }
+        let admitted = misses
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .admit(namespace, name, Instant::now());
+        if let Err(skip) = admitted {
+            let reason = match skip {
+                Skip::RecentMiss => "recent_miss",
+                Skip::RateLimited => "rate_limited",
+            };
+            metrics.lookups_skipped.get_or_create(&ReasonLabels { reason }).inc();
+            return match skip {
+                Skip::RecentMiss => Ok(None),
+                Skip::RateLimited => Err(LookupError::RateLimited),
+            };
+        }
         // A Pod created right after its ServiceAccount can outrun the watch.
         let api: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
-        Ok(api
-            .get_metadata_opt(name)
-            .await?
-            .map(|found| service_account(namespace, name, &identity_annotations(found.metadata.annotations))))
+        let found = api.get_metadata_opt(name).await?;
+        if found.is_none() {
+            misses
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .missed(namespace, name, Instant::now());
+        }
+        Ok(found.map(|found| service_account(namespace, name, &identity_annotations(found.metadata.annotations))))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LookupError {
+    #[error(transparent)]
+    Api(#[from] kube::Error),
+    #[error("too many look-ups of unknown ServiceAccounts; try again shortly")]
+    RateLimited,
+}
+
+/// How long a ServiceAccount the API said does not exist is taken not to exist without asking
+/// again. The watch's cache is read first, so one created meanwhile is found as soon as the
+/// watch sees it.
+const MISS_TTL: Duration = Duration::from_secs(30);
+/// Names remembered at most (about 100 bytes each).
+const MISS_CAPACITY: usize = 10_000;
+/// API look-ups of names the cache does not hold: a burst of this many, refilled at
+/// [`MISSES_PER_SECOND`]. Through the apiserver these are rare (a Pod right after its
+/// ServiceAccount); a client flooding the port with made-up names is held here.
+const MISS_BURST: f64 = 20.0;
+const MISSES_PER_SECOND: f64 = 10.0;
+
+/// The negative cache and the rate limit of API look-ups.
+#[derive(Debug)]
+pub struct MissGuard {
+    recent: HashMap<(Box<str>, Box<str>), Instant>,
+    tokens: f64,
+    refilled: Option<Instant>,
+}
+
+impl Default for MissGuard {
+    fn default() -> Self {
+        MissGuard {
+            recent: HashMap::new(),
+            tokens: MISS_BURST,
+            refilled: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skip {
+    /// The API said it does not exist less than MISS_TTL ago.
+    RecentMiss,
+    RateLimited,
+}
+
+impl MissGuard {
+    /// Whether an API look-up of this name may go out at `now` (and takes a token if so).
+    pub fn admit(&mut self, namespace: &str, name: &str, now: Instant) -> Result<(), Skip> {
+        let key = (Box::from(namespace), Box::from(name));
+        if let Some(at) = self.recent.get(&key) {
+            if now.duration_since(*at) < MISS_TTL {
+                return Err(Skip::RecentMiss);
+            }
+            self.recent.remove(&key);
+        }
+        let elapsed = self.refilled.map_or(0.0, |at| now.duration_since(at).as_secs_f64());
+        self.tokens = (self.tokens + elapsed * MISSES_PER_SECOND).min(MISS_BURST);
+        self.refilled = Some(now);
+        if self.tokens < 1.0 {
+            return Err(Skip::RateLimited);
+        }
+        self.tokens -= 1.0;
+        Ok(())
+    }
+
+    /// The API said this name does not exist.
+    pub fn missed(&mut self, namespace: &str, name: &str, now: Instant) {
+        if self.recent.len() >= MISS_CAPACITY {
+            self.recent.retain(|_, at| now.duration_since(*at) < MISS_TTL);
+            if self.recent.len() >= MISS_CAPACITY {
+                self.recent.clear();
+            }
+        }
+        self.recent.insert((namespace.into(), name.into()), now);
     }
 }
 
@@ -431,5 +560,87 @@ mod tests {
         assert_eq!(cache.apply(watcher::Event::InitDone, &mut relist), Some(1));
         assert_eq!(annotations(&cache, "a", "gone-later"), None);
         assert!(annotations(&cache, "a", "app").is_some());
+    }
+
+    #[test]
+    fn unknown_service_accounts_are_remembered_and_api_look_ups_rate_limited() {
+        let start = Instant::now();
+        let at = |millis: u64| start + Duration::from_millis(millis);
+        let mut guard = MissGuard::default();
+        assert_eq!(guard.admit("a", "ghost", at(0)), Ok(()));
+        guard.missed("a", "ghost", at(0));
+        assert_eq!(guard.admit("a", "ghost", at(29_000)), Err(Skip::RecentMiss));
+        assert_eq!(guard.admit("b", "ghost", at(29_000)), Ok(()), "per namespace");
+        assert_eq!(
+            guard.admit("a", "ghost", at(30_000)),
+            Ok(()),
+            "asked again after the TTL"
+        );
+
+        let mut guard = MissGuard::default();
+        for index in 0..20 {
+            assert_eq!(guard.admit("a", &format!("n{index}"), at(0)), Ok(()), "burst {index}");
+        }
+        assert_eq!(guard.admit("a", "n20", at(0)), Err(Skip::RateLimited));
+        assert_eq!(guard.admit("a", "n20", at(150)), Ok(()), "10 per second refill");
+        assert_eq!(guard.admit("a", "n21", at(150)), Err(Skip::RateLimited));
+
+        let mut guard = MissGuard::default();
+        for index in 0..MISS_CAPACITY + 5 {
+            guard.missed("a", &format!("n{index}"), at(0));
+        }
+        assert!(guard.recent.len() <= MISS_CAPACITY, "bounded: {}", guard.recent.len());
+    }
+
+    #[tokio::test]
+    async fn a_config_file_that_cannot_be_read_keeps_the_configuration_in_force() {
+        const CONFIG: &str = "identities:\n  - namespace: team-a\n    serviceAccount: app\n    aws: {roleArn: \"arn:aws:iam::111122223333:role/app\"}\n";
+        let dir = tempfile::tempdir().expect("tempdir");
+        // Mounted the way the kubelet mounts a ConfigMap: a symlink swapped in one rename.
+        let path = dir.path().join("config.yaml");
+        let point = |target: &str| {
+            let staging = dir.path().join("staging");
+            std::os::unix::fs::symlink(dir.path().join(target), &staging).expect("symlink");
+            std::fs::rename(&staging, &path).expect("rename");
+        };
+        std::fs::write(dir.path().join("good"), CONFIG).expect("write");
+        std::fs::write(dir.path().join("not-utf8"), b"identities: [\xff\xfe]").expect("write");
+        std::fs::create_dir(dir.path().join("a-directory")).expect("mkdir");
+        point("good");
+        let metrics = Arc::new(Metrics::default());
+        let live = LiveConfig::new(json!({}), metrics.clone()).expect("defaults");
+        tokio::spawn(live.clone().watch_file(path.clone(), Duration::from_millis(20)));
+        let mappings = || live.current().identities.len();
+        let failures = || {
+            metrics
+                .encode()
+                .lines()
+                .find_map(|line| {
+                    line.strip_prefix("workload_identity_webhook_config_reloads_total{result=\"failure\"} ")?
+                        .parse::<u64>()
+                        .ok()
+                })
+                .unwrap_or(0)
+        };
+        until("the configuration", || live.is_loaded() && mappings() == 1).await;
+
+        for (failure, target) in [(1, "not-utf8"), (2, "a-directory")] {
+            point(target);
+            until("a failed reload", || failures() >= failure).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            assert_eq!(mappings(), 1, "{target}: the configuration in force was dropped");
+        }
+        point("good");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        std::fs::remove_file(&path).expect("remove");
+        until("no configuration once the file is gone", || mappings() == 0).await;
+    }
+
+    async fn until(what: &str, check: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !check() {
+            assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }

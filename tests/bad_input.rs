@@ -446,7 +446,8 @@ async fn the_audit_log_names_the_identity_and_never_the_private_key() {
     .await;
     let log = webhook.log();
     let audit = log.lines().find(|line| line.contains("pod mutated")).unwrap();
-    for expected in ["audited", "team-a", "app-", "app", ROLE] {
+    // The peer, so that a forged review (any Pod can reach the port) can be traced to its sender.
+    for expected in ["audited", "team-a", "app-", "app", ROLE, "peer=127.0.0.1:"] {
         assert!(audit.contains(expected), "{expected} missing in {audit}");
     }
     for line in key.lines().filter(|line| !line.starts_with("-----")) {
@@ -470,4 +471,52 @@ async fn slow_body_clients_are_cut_off_in_bounded_time() {
     eprintln!("slow body: {closed:?}");
     assert!(closed.is_some(), "a slow body is still being read after {limit:?}");
     assert_serving(&webhook, &webhook.client(true), "after-slow-body").await;
+}
+
+/// containerd 2.x starts containers with a soft limit of 1,024 open files, less than the connection
+/// caps of both ports together: the webhook raises its soft limit to the hard one at start.
+#[tokio::test]
+async fn the_open_file_limit_is_raised_to_the_hard_limit() {
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap();
+    let hard: u64 = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))
+        .and_then(|line| line.split_whitespace().nth(4)?.parse().ok())
+        .expect("a numeric hard limit of open files");
+    let soft = 256.min(hard);
+    assert!(soft < hard, "the hard limit ({hard}) leaves nothing to raise");
+    let dir = tempfile::tempdir().unwrap();
+    let log = std::fs::File::create(dir.path().join("log")).unwrap();
+    let mut child = std::process::Command::new("sh")
+        .args(["-c", &format!("ulimit -S -n {soft} && exec \"$0\" \"$@\"")])
+        .arg(env!("CARGO_BIN_EXE_workload-identity-webhook"))
+        .args(["serve", "--standalone", "--listen=127.0.0.1:0", "--metrics-listen=off"])
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let soft_now = || {
+        std::fs::read_to_string(format!("/proc/{pid}/limits"))
+            .ok()?
+            .lines()
+            .find(|line| line.starts_with("Max open files"))?
+            .split_whitespace()
+            .nth(3)?
+            .parse::<u64>()
+            .ok()
+    };
+    let read_log = || std::fs::read_to_string(dir.path().join("log")).unwrap_or_default();
+    webhook::eventually(Duration::from_secs(20), "the server listening", || async {
+        read_log().contains("admission server listening")
+    })
+    .await;
+    let raised = soft_now();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(
+        raised,
+        Some(hard),
+        "soft limit after start (was {soft}):\n{}",
+        read_log()
+    );
 }

@@ -19,6 +19,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
@@ -34,6 +35,7 @@ use prometheus_client::registry::Registry;
 use ring::rand::{SecureRandom, SystemRandom};
 
 use crate::cli::LogArgs;
+use crate::connections::{self, ConnectionLimits, Port};
 use jwt::{Claims, KeySet, Refusal};
 use rules::{Rules, Trusts};
 
@@ -326,26 +328,55 @@ pub async fn run(args: EmulateArgs) -> anyhow::Result<()> {
             crate::tls::self_signed()?
         }
     };
-    let tls = crate::tls::server_config(crate::tls::ReloadingCertificate::new(certificate))?;
-    let tls = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(tls));
+    // The emulator's own /metrics counts decisions; these hold only the connection counters.
+    let connection_metrics = Arc::new(crate::metrics::Metrics::default());
+    let tls = crate::tls::server_config(
+        crate::tls::ReloadingCertificate::new(certificate, &connection_metrics),
+        None,
+    )?;
+    let tls = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
 
     // Bind everything first, so that "ready" means every address accepts connections.
-    let mut servers = Vec::new();
-    for address in &args.https_listen {
-        let listener = std::net::TcpListener::bind(address).with_context(|| format!("binding {address}"))?;
-        listener.set_nonblocking(true)?;
-        let server = axum_server::from_tcp_rustls(listener, tls.clone())?;
-        let app = app.clone();
-        servers.push(tokio::spawn(async move { server.serve(app.into_make_service()).await }));
-    }
-    for address in &args.http_listen {
+    let mut ports = Vec::new();
+    for (address, tls) in args
+        .https_listen
+        .iter()
+        .map(|address| (address, Some(tls.clone())))
+        .chain(args.http_listen.iter().map(|address| (address, None)))
+    {
         let listener = tokio::net::TcpListener::bind(address)
             .await
             .with_context(|| format!("binding {address}"))?;
-        let app = app.clone();
-        servers.push(tokio::spawn(async move { axum::serve(listener, app).await }));
+        ports.push(Port {
+            name: if tls.is_some() { "https" } else { "http" },
+            listener,
+            tls,
+            router: app.clone(),
+            limits: EMULATOR_CONNECTIONS,
+        });
     }
+    // Never sent: the emulator runs until it is killed.
+    let (_never_stop, running) = tokio::sync::watch::channel(false);
+    let servers: Vec<_> = ports
+        .into_iter()
+        .map(|port| {
+            tokio::spawn(connections::serve(
+                port,
+                connection_metrics.clone(),
+                running.clone(),
+                Duration::ZERO,
+            ))
+        })
+        .collect();
     tracing::info!(https = ?args.https_listen, http = ?args.http_listen, "emulator ready");
     let (result, _, _) = futures::future::select_all(servers).await;
-    result.context("listener task failed")?.context("listener stopped")
+    result.context("listener task failed")?;
+    anyhow::bail!("a listener stopped")
 }
+
+const EMULATOR_CONNECTIONS: ConnectionLimits = ConnectionLimits {
+    max_connections: 256,
+    first_request_timeout: Duration::from_secs(10),
+    idle_timeout: Duration::from_secs(60),
+    write_timeout: Duration::from_secs(10),
+};
