@@ -105,6 +105,22 @@ fn template(values: &[&str]) -> String {
     helm(&args)
 }
 
+/// The installed MutatingWebhookConfiguration, as JSON.
+fn webhook_configuration(kubeconfig: &std::path::Path) -> Value {
+    serde_json::from_str(&kubectl(
+        kubeconfig,
+        &[
+            "get",
+            "mutatingwebhookconfiguration",
+            "workload-identity-webhook",
+            "-o",
+            "json",
+        ],
+        None,
+    ))
+    .unwrap()
+}
+
 fn kubectl(kubeconfig: &std::path::Path, args: &[&str], stdin: Option<&str>) -> String {
     let mut child = Command::new("kubectl")
         .env("KUBECONFIG", kubeconfig)
@@ -203,21 +219,7 @@ mod operations {
             &["wait", "--for=condition=Established", "crd", "--all", "--timeout=60s"],
             None,
         );
-        let selector = |kubeconfig| {
-            let configuration: Value = serde_json::from_str(&kubectl(
-                kubeconfig,
-                &[
-                    "get",
-                    "mutatingwebhookconfiguration",
-                    "workload-identity-webhook",
-                    "-o",
-                    "json",
-                ],
-                None,
-            ))
-            .unwrap();
-            configuration["webhooks"][0]["namespaceSelector"].to_string()
-        };
+        let selector = |kubeconfig| webhook_configuration(kubeconfig)["webhooks"][0]["namespaceSelector"].to_string();
 
         // The README's commands: install, upgrade to another mode, uninstall.
         let release = |verb: &str, values: &[&str]| {
@@ -315,18 +317,7 @@ mod operations {
             args.contains("--aws-region=us-west-2") && args.contains("--tls-cert-file=/tls/tls.crt"),
             "{args}"
         );
-        let configuration: Value = serde_json::from_str(&kubectl(
-            kubeconfig,
-            &[
-                "get",
-                "mutatingwebhookconfiguration",
-                "workload-identity-webhook",
-                "-o",
-                "json",
-            ],
-            None,
-        ))
-        .unwrap();
+        let configuration = webhook_configuration(kubeconfig);
         assert!(configuration["webhooks"][0]["clientConfig"]["caBundle"].is_string());
         assert_eq!(configuration["metadata"]["labels"]["team"], "platform");
     }

@@ -147,6 +147,32 @@ impl Kubectl {
         self.apply_kustomization(&format!("manifests/overlays/{overlay}"))
     }
 
+    /// The cert-manager overlay in place of a self-managed one. Server-side apply does not prune,
+    /// so the certificate rights an earlier overlay left are removed first.
+    fn apply_mounted_certificate_overlay(&self) {
+        self.ok(
+            &[
+                "delete",
+                "-n",
+                SYSTEM_NAMESPACE,
+                "role,rolebinding",
+                "workload-identity-webhook-tls",
+                "--ignore-not-found",
+            ],
+            None,
+        );
+        self.ok(
+            &[
+                "delete",
+                "clusterrole,clusterrolebinding",
+                "workload-identity-webhook-cabundle",
+                "--ignore-not-found",
+            ],
+            None,
+        );
+        self.apply_overlay("cert-manager");
+    }
+
     /// `kubectl auth can-i` as `user`, retried until it gives `expected` (RBAC is read from a cache).
     fn wait_can_i(&self, user: &str, verb: &str, resource: &str, namespace: &str, expected: bool) {
         eventually(&format!("{user} can {verb} {resource}: {expected}"), || {
@@ -442,30 +468,9 @@ async fn the_webhook_may_change_only_its_ca_bundle_and_only_when_it_manages_its_
     let as_webhook = format!("--as={WEBHOOK_USER}");
 
     // A mounted certificate (cert-manager or your own): no Secret writes, no webhook patch.
-    // Server-side apply does not prune, so first remove what an earlier overlay left.
     kubectl.install_cert_manager_crds();
     kubectl.apply_overlay("cert-manager");
-    kubectl.ok(
-        &[
-            "delete",
-            "-n",
-            SYSTEM_NAMESPACE,
-            "role,rolebinding",
-            "workload-identity-webhook-tls",
-            "--ignore-not-found",
-        ],
-        None,
-    );
-    kubectl.ok(
-        &[
-            "delete",
-            "clusterrole,clusterrolebinding",
-            "workload-identity-webhook-cabundle",
-            "--ignore-not-found",
-        ],
-        None,
-    );
-    kubectl.apply_overlay("cert-manager");
+    kubectl.apply_mounted_certificate_overlay();
     let configuration = "mutatingwebhookconfigurations/workload-identity-webhook";
     let secret = "secrets/workload-identity-webhook-tls";
     kubectl.wait_can_i(
@@ -703,27 +708,7 @@ async fn the_webhook_runs_with_exactly_the_shipped_rights() {
     };
 
     kubectl.install_cert_manager_crds();
-    kubectl.ok(
-        &[
-            "delete",
-            "-n",
-            SYSTEM_NAMESPACE,
-            "role,rolebinding",
-            "workload-identity-webhook-tls",
-            "--ignore-not-found",
-        ],
-        None,
-    );
-    kubectl.ok(
-        &[
-            "delete",
-            "clusterrole,clusterrolebinding",
-            "workload-identity-webhook-cabundle",
-            "--ignore-not-found",
-        ],
-        None,
-    );
-    kubectl.apply_overlay("cert-manager");
+    kubectl.apply_mounted_certificate_overlay();
     kubectl.wait_can_i(WEBHOOK_USER, "create", "secrets", SYSTEM_NAMESPACE, false);
     let mut mounted = webhook::Webhook::start(&[&namespace], &env, &[]);
     mounted.wait_ready().await;
