@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use serde_json::{Map, Value, json};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -158,7 +157,7 @@ pub struct ServeArgs {
     pub log: LogArgs,
 
     #[command(flatten)]
-    pub cluster: ClusterSettings,
+    pub cluster: crate::providers::Settings,
 }
 
 #[derive(Args, Debug)]
@@ -184,7 +183,7 @@ pub struct MutateArgs {
     pub output: Output,
 
     #[command(flatten)]
-    pub cluster: ClusterSettings,
+    pub cluster: crate::providers::Settings,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -212,80 +211,6 @@ pub struct LogArgs {
 pub enum LogFormat {
     Text,
     Json,
-}
-
-/// Cluster settings; the same fields in the ConfigMap win over these.
-#[derive(Args, Debug, Default)]
-pub struct ClusterSettings {
-    /// AWS region: sets AWS_REGION and AWS_DEFAULT_REGION.
-    #[arg(long, env = "WIW_AWS_REGION")]
-    pub aws_region: Option<String>,
-    /// Set AWS_STS_REGIONAL_ENDPOINTS=regional for every IRSA Pod.
-    #[arg(long, env = "WIW_AWS_STS_REGIONAL_ENDPOINTS")]
-    pub aws_sts_regional_endpoints: Option<bool>,
-    /// Audience of IRSA tokens (default sts.amazonaws.com).
-    #[arg(long, env = "WIW_AWS_AUDIENCE")]
-    pub aws_audience: Option<String>,
-    /// Lifetime of IRSA and Pod Identity tokens in seconds (default 86400).
-    #[arg(long, env = "WIW_AWS_TOKEN_EXPIRATION")]
-    pub aws_token_expiration: Option<i64>,
-    /// Azure tenant id used when neither the ServiceAccount nor the mapping names one.
-    #[arg(long, env = "WIW_AZURE_TENANT_ID")]
-    pub azure_tenant_id: Option<String>,
-    /// Azure cloud: AzurePublicCloud, AzureChinaCloud or AzureUSGovernmentCloud.
-    #[arg(long, env = "WIW_AZURE_CLOUD")]
-    pub azure_cloud: Option<String>,
-    /// Lifetime of Azure tokens in seconds (3600..86400, default 3600).
-    #[arg(long, env = "WIW_AZURE_TOKEN_EXPIRATION")]
-    pub azure_token_expiration: Option<i64>,
-    /// Inject Azure only into Pods labelled azure.workload.identity/use: "true".
-    #[arg(long, env = "WIW_AZURE_REQUIRE_POD_LABEL")]
-    pub azure_require_pod_label: Option<bool>,
-    /// Google workload identity provider: projects/N/locations/global/workloadIdentityPools/P/providers/R.
-    #[arg(long, env = "WIW_GCP_WORKLOAD_IDENTITY_PROVIDER")]
-    pub gcp_workload_identity_provider: Option<String>,
-    /// Audience of Google tokens (default https://iam.googleapis.com/<provider>).
-    #[arg(long, env = "WIW_GCP_AUDIENCE")]
-    pub gcp_audience: Option<String>,
-    /// Lifetime of Google tokens in seconds (default 3600).
-    #[arg(long, env = "WIW_GCP_TOKEN_EXPIRATION")]
-    pub gcp_token_expiration: Option<i64>,
-    /// Google mode: federation (inject credentials) or gke (annotate ServiceAccounts only).
-    #[arg(long, env = "WIW_GCP_MODE")]
-    pub gcp_mode: Option<String>,
-}
-
-impl ClusterSettings {
-    /// The settings shaped like the top of `config.yaml`, with unset flags left out.
-    pub fn to_defaults(&self) -> Value {
-        fn section(fields: &[(&str, Option<Value>)]) -> Value {
-            let map: Map<String, Value> = fields
-                .iter()
-                .filter_map(|(key, value)| Some(((*key).to_owned(), value.clone()?)))
-                .collect();
-            Value::Object(map)
-        }
-        json!({
-            "aws": section(&[
-                ("region", self.aws_region.as_ref().map(|v| json!(v))),
-                ("stsRegionalEndpoints", self.aws_sts_regional_endpoints.map(|v| json!(v))),
-                ("audience", self.aws_audience.as_ref().map(|v| json!(v))),
-                ("tokenExpirationSeconds", self.aws_token_expiration.map(|v| json!(v))),
-            ]),
-            "azure": section(&[
-                ("tenantId", self.azure_tenant_id.as_ref().map(|v| json!(v))),
-                ("cloud", self.azure_cloud.as_ref().map(|v| json!(v))),
-                ("tokenExpirationSeconds", self.azure_token_expiration.map(|v| json!(v))),
-                ("requirePodLabel", self.azure_require_pod_label.map(|v| json!(v))),
-            ]),
-            "gcp": section(&[
-                ("workloadIdentityProvider", self.gcp_workload_identity_provider.as_ref().map(|v| json!(v))),
-                ("audience", self.gcp_audience.as_ref().map(|v| json!(v))),
-                ("tokenExpirationSeconds", self.gcp_token_expiration.map(|v| json!(v))),
-                ("mode", self.gcp_mode.as_ref().map(|v| json!(v))),
-            ]),
-        })
-    }
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -340,7 +265,7 @@ mod tests {
     }
 
     #[test]
-    fn unset_flags_are_left_out_of_the_defaults() {
+    fn cluster_settings_flags_are_typed() {
         let cli = Cli::parse_from([
             "wiw",
             "mutate",
@@ -350,13 +275,21 @@ mod tests {
             "us-east-1",
             "--azure-require-pod-label",
             "true",
+            "--azure-cloud",
+            "AzureChinaCloud",
         ]);
         let Command::Mutate(args) = cli.command else {
             panic!("mutate expected")
         };
+        assert_eq!(args.cluster.aws.region.as_deref(), Some("us-east-1"));
+        assert_eq!(args.cluster.aws.audience, None);
+        assert_eq!(args.cluster.azure.require_pod_label, Some(true));
         assert_eq!(
-            args.cluster.to_defaults(),
-            json!({"aws": {"region": "us-east-1"}, "azure": {"requirePodLabel": true}, "gcp": {}})
+            args.cluster.azure.cloud,
+            Some(crate::providers::azure::Cloud::AzureChinaCloud)
         );
+        assert_eq!(args.cluster.gcp.mode, None);
+        let err = Cli::try_parse_from(["wiw", "mutate", "--object", "p", "--gcp-mode", "gkee"]).unwrap_err();
+        assert!(err.to_string().contains("unknown variant `gkee`"), "{err}");
     }
 }

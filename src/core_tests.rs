@@ -43,7 +43,7 @@ const AZURE_TOKEN: &str = "/var/run/secrets/azure/tokens/azure-identity-token";
 // ---------------------------------------------------------------------------------------------
 
 fn config(yaml: &str) -> Config {
-    Config::parse(yaml, &Value::Null).unwrap_or_else(|err| panic!("test config must parse: {err}\n{yaml}"))
+    Config::parse(yaml, &Default::default()).unwrap_or_else(|err| panic!("test config must parse: {err}\n{yaml}"))
 }
 
 fn no_config() -> Config {
@@ -1913,8 +1913,8 @@ fn config_settings_are_parsed_and_checked() {
     let parsed = config(&format!(
         "azure: {{tenantId: \"{TENANT}\", cloud: AzureChinaCloud, requirePodLabel: true, tokenExpirationSeconds: 7200}}\ngcp: {{mode: gke}}"
     ));
-    assert!(parsed.azure.require_pod_label);
-    assert_eq!(parsed.azure.token_expiration_seconds, Some(7200));
+    assert_eq!(parsed.settings.azure.require_pod_label, Some(true));
+    assert_eq!(parsed.settings.azure.token_expiration_seconds, Some(7200));
     for (yaml, needle) in [
         ("azure: {cloud: AzureGermanCloud}", "AzureGermanCloud"),
         ("azure: {tokenExpirationSeconds: 100}", "azure.tokenExpirationSeconds"),
@@ -1932,11 +1932,11 @@ fn config_settings_are_parsed_and_checked() {
             "identities[0].gcp.serviceAccount",
         ),
     ] {
-        let err = Config::parse(yaml, &Value::Null).expect_err(yaml).to_string();
+        let err = Config::parse(yaml, &Default::default()).expect_err(yaml).to_string();
         assert!(err.contains(needle), "{yaml}: {err}");
     }
     assert!(matches!(
-        Config::parse("azure: {tenantId: nope}", &Value::Null),
+        Config::parse("azure: {tenantId: nope}", &Default::default()),
         Err(ConfigError::Invalid(_))
     ));
 }

@@ -167,7 +167,7 @@ fn init_logging(args: &LogArgs) {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let open_files = raise_open_file_limit();
     let metrics = Arc::new(Metrics::default());
-    let config = LiveConfig::new(args.cluster.to_defaults(), metrics.clone()).context("invalid cluster settings")?;
+    let config = LiveConfig::new(args.cluster.clone(), metrics.clone()).context("invalid cluster settings")?;
 
     let namespace = args
         .namespace

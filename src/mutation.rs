@@ -44,7 +44,7 @@ pub fn mutate_pod(pod: &Pod, namespace: &str, service_account: Option<&ServiceAc
         namespace,
         service_account_annotations: &written_by_users,
         mapping: config.mapping_for(namespace, service_account_name),
-        config,
+        settings: &config.settings,
     };
     let mut warnings = Vec::new();
     let mut injections: Vec<PodInjection> = providers::ALL

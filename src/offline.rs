@@ -7,10 +7,10 @@ use serde_json::{Value, json};
 
 use crate::admission::Review;
 use crate::cli::{MutateArgs, Output};
+use crate::config::CONFIG_KEY;
 use crate::config::{Config, check_flow_depth};
 use crate::model;
 use crate::patch;
-use crate::watch::CONFIG_KEY;
 
 /// Returns the text to print on stdout and the warnings for stderr.
 pub fn run(args: &MutateArgs) -> anyhow::Result<(String, Vec<String>)> {
@@ -23,12 +23,10 @@ pub fn run(args: &MutateArgs) -> anyhow::Result<(String, Vec<String>)> {
     };
     let review = Review::parse(&serde_json::to_vec(&body)?)?;
 
-    let defaults = args.cluster.to_defaults();
+    let defaults = &args.cluster;
     let config = match &args.config {
-        Some(path) => {
-            Config::parse(&config_text(path)?, &defaults).with_context(|| format!("in {}", path.display()))?
-        }
-        None => Config::from_defaults(&defaults)?,
+        Some(path) => Config::parse(&config_text(path)?, defaults).with_context(|| format!("in {}", path.display()))?,
+        None => Config::from_defaults(defaults)?,
     };
     let service_account: model::ServiceAccount = match &args.service_account {
         Some(path) => {

@@ -558,7 +558,7 @@ mod tests {
 
     fn state(limits: ReviewLimits) -> Arc<AppState> {
         let metrics = Arc::new(Metrics::default());
-        let config = LiveConfig::new(json!({}), metrics.clone()).expect("defaults");
+        let config = LiveConfig::new(Default::default(), metrics.clone()).expect("defaults");
         config.apply("test", CONFIG);
         Arc::new(AppState::new(config, ServiceAccounts::Standalone, metrics, limits))
     }

@@ -13,35 +13,24 @@ use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
 use kube::core::PartialObjectMeta;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
-use serde_json::Value;
 
-use crate::config::Config;
+use crate::config::{CONFIG_KEY, Config, Settings};
 use crate::metrics::{Metrics, ReasonLabels};
-use crate::model;
 use crate::mutation::MANAGED_ANNOTATIONS;
+use crate::{model, providers};
 
 /// The ConfigMap key that holds the configuration.
-pub const CONFIG_KEY: &str = "config.yaml";
-
-/// Annotation prefixes the webhook reads; the cache keeps only these (and MANAGED_ANNOTATIONS).
-const IDENTITY_ANNOTATION_PREFIXES: &[&str] = &[
-    "eks.amazonaws.com/",
-    "azure.workload.identity/",
-    "iam.gke.io/",
-    "cloud.google.com/",
-];
-
 /// The identity configuration in force, and whether it has been read once.
 pub struct LiveConfig {
     current: ArcSwap<Config>,
     /// Cluster settings from flags, under every configuration that is loaded.
-    defaults: Value,
+    defaults: Settings,
     loaded: AtomicBool,
     metrics: Arc<Metrics>,
 }
 
 impl LiveConfig {
-    pub fn new(defaults: Value, metrics: Arc<Metrics>) -> anyhow::Result<Arc<Self>> {
+    pub fn new(defaults: Settings, metrics: Arc<Metrics>) -> anyhow::Result<Arc<Self>> {
         let initial = Config::from_defaults(&defaults)?;
         Ok(Arc::new(LiveConfig {
             current: ArcSwap::from_pointee(initial),
@@ -439,9 +428,11 @@ fn identity_annotations(annotations: Option<BTreeMap<String, String>>) -> Identi
         .into_iter()
         .flatten()
         .filter(|(key, _)| {
+            // Only what a cloud reads (and MANAGED_ANNOTATIONS) is kept.
             key == MANAGED_ANNOTATIONS
-                || IDENTITY_ANNOTATION_PREFIXES
+                || providers::ALL
                     .iter()
+                    .flat_map(|provider| provider.annotation_prefixes())
                     .any(|prefix| key.starts_with(prefix))
         })
         .map(|(key, value)| (key.into(), value.into()))
@@ -478,7 +469,7 @@ async fn wait_for_apiserver(client: Client, connected: Arc<AtomicBool>) {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     use super::*;
 
@@ -608,7 +599,7 @@ mod tests {
         std::fs::create_dir(dir.path().join("a-directory")).expect("mkdir");
         point("good");
         let metrics = Arc::new(Metrics::default());
-        let live = LiveConfig::new(json!({}), metrics.clone()).expect("defaults");
+        let live = LiveConfig::new(Settings::default(), metrics.clone()).expect("defaults");
         tokio::spawn(live.clone().watch_file(path.clone(), Duration::from_millis(20)));
         let mappings = || live.current().identities.len();
         let failures = || {

@@ -656,7 +656,7 @@ fn check(
     service_account: Option<&Value>,
     config_text: &str,
 ) -> Result<(), TestCaseError> {
-    let config = Config::parse(config_text, &Value::Null)
+    let config = Config::parse(config_text, &Default::default())
         .map_err(|err| TestCaseError::fail(format!("generated config refused: {err}")))?;
     let service_account: Option<ServiceAccount> = service_account.map(|sa| serde_json::from_value(sa.clone()).unwrap());
 
@@ -737,7 +737,7 @@ proptest! {
         service_account in service_account(),
         config in config(),
     ) {
-        let config = Config::parse(&config, &Value::Null).unwrap();
+        let config = Config::parse(&config, &Default::default()).unwrap();
         let mut object = service_account.unwrap_or_else(|| json!({"metadata": {"name": "app"}}));
         object["metadata"]["namespace"] = json!(namespace);
         let review = |object: &Value| {
@@ -775,7 +775,7 @@ proptest! {
     ) {
         let config = Config::parse(
             "gcp: {workloadIdentityProvider: projects/1/locations/global/workloadIdentityPools/pool/providers/prov}\nazure: {tenantId: 11111111-2222-3333-4444-555555555555}\nidentities: [{aws: {roleArn: 'arn:aws:iam::111122223333:role/r'}, gcp: {}, azure: {}}]",
-            &Value::Null,
+            &Default::default(),
         ).unwrap();
         let service_account: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": "app"}})).unwrap();
         let valid = review_bytes("team-a", &pod);

@@ -34,7 +34,7 @@ fn cluster(identities: &str) -> Config {
         &format!(
             "azure: {{tenantId: \"{TENANT}\"}}\ngcp: {{workloadIdentityProvider: \"{PROVIDER}\"}}\nidentities: {identities}"
         ),
-        &Value::Null,
+        &Default::default(),
     )
     .unwrap()
 }
@@ -378,7 +378,7 @@ fn configuration_values_are_validated_too() {
         "azure: {tenantId: 'x'}".to_owned(),
         "identities: [{aws: {roleArn: x, extra: y}}]".to_owned(),
     ] {
-        assert!(Config::parse(&bad, &Value::Null).is_err(), "{bad} was accepted");
+        assert!(Config::parse(&bad, &Default::default()).is_err(), "{bad} was accepted");
     }
 }
 

@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 
 use serde_json::{Value, json};
 use workload_identity_webhook::admission::{Review, Subject};
-use workload_identity_webhook::config::Config;
+use workload_identity_webhook::config::{Config, Settings};
 use workload_identity_webhook::model::ServiceAccount;
 use workload_identity_webhook::patch::to_json_patch;
 
@@ -26,7 +26,7 @@ identities:
 
 fn config_for_reviews() -> &'static Config {
     static CONFIG_FOR_REVIEWS: OnceLock<Config> = OnceLock::new();
-    CONFIG_FOR_REVIEWS.get_or_init(|| Config::parse(CONFIG, &Value::Null).unwrap())
+    CONFIG_FOR_REVIEWS.get_or_init(|| Config::parse(CONFIG, &Default::default()).unwrap())
 }
 
 fn annotated_service_account() -> &'static ServiceAccount {
@@ -89,9 +89,10 @@ pub fn config(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let defaults =
-        json!({"aws": {"region": "eu-west-1"}, "azure": {"tenantId": "11111111-2222-3333-4444-555555555555"}});
-    for defaults in [Value::Null, defaults] {
+    let mut flags = Settings::default();
+    flags.aws.region = Some("eu-west-1".into());
+    flags.azure.tenant_id = Some("11111111-2222-3333-4444-555555555555".into());
+    for defaults in [Settings::default(), flags] {
         let Ok(config) = Config::parse(text, &defaults) else {
             continue;
         };
