@@ -20,9 +20,9 @@ use std::time::Duration;
 
 use criterion::{BatchSize, Criterion};
 use serde_json::Value;
-use workload_identity_webhook::admission::Review;
-use workload_identity_webhook::config::Config;
-use workload_identity_webhook::model::ServiceAccount;
+use workload_identity_webhook::core::admission::Review;
+use workload_identity_webhook::core::config::Config;
+use workload_identity_webhook::core::model::ServiceAccount;
 
 use fixtures::Scenario;
 

@@ -21,9 +21,9 @@ mod fixtures;
 use std::hint::black_box;
 use std::time::Instant;
 
-use workload_identity_webhook::admission::Review;
-use workload_identity_webhook::config::Config;
-use workload_identity_webhook::model::ServiceAccount;
+use workload_identity_webhook::core::admission::Review;
+use workload_identity_webhook::core::config::Config;
+use workload_identity_webhook::core::model::ServiceAccount;
 
 enum Work {
     Admit {

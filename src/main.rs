@@ -7,14 +7,15 @@ use anyhow::Context;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use workload_identity_webhook::certificates::ManagedCertificate;
+use workload_identity_webhook::cli::mutate;
 use workload_identity_webhook::cli::{Cli, Command, LogArgs, LogFormat, ServeArgs};
-use workload_identity_webhook::connections::ConnectionLimits;
-use workload_identity_webhook::metrics::Metrics;
-use workload_identity_webhook::server::{self, AppState, ReviewLimits, ServerOptions};
-use workload_identity_webhook::tls::{self, CertificateFiles, ReloadingCertificate};
-use workload_identity_webhook::watch::{LiveConfig, ServiceAccounts};
-use workload_identity_webhook::{emulate, offline};
+use workload_identity_webhook::emulate;
+use workload_identity_webhook::shell::certificates::ManagedCertificate;
+use workload_identity_webhook::shell::connections::ConnectionLimits;
+use workload_identity_webhook::shell::metrics::Metrics;
+use workload_identity_webhook::shell::server::{self, AppState, ReviewLimits, ServerOptions};
+use workload_identity_webhook::shell::tls::{self, CertificateFiles, ReloadingCertificate};
+use workload_identity_webhook::shell::watch::{LiveConfig, ServiceAccounts};
 
 // glibc malloc took ~18% of the server's CPU under load (perf); mimalloc's thread-local free lists
 // make the many small per-request allocations cheap, and musl's malloc (the static image) is slower still.
@@ -133,7 +134,7 @@ fn main() -> ExitCode {
                 .map_err(anyhow::Error::from)
                 .and_then(|runtime| runtime.block_on(emulate::run(*args)))
         }
-        Command::Mutate(args) => offline::run(&args).map(|(text, warnings)| {
+        Command::Mutate(args) => mutate::run(&args).map(|(text, warnings)| {
             for warning in warnings {
                 eprintln!("warning: {warning}");
             }

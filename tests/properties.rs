@@ -25,11 +25,11 @@ use proptest::option;
 use proptest::prelude::*;
 use proptest::sample::{select, subsequence};
 use serde_json::{Value, json};
-use workload_identity_webhook::admission::{Review, Subject};
-use workload_identity_webhook::config::Config;
-use workload_identity_webhook::model::ServiceAccount;
-use workload_identity_webhook::mutation::Mutation;
-use workload_identity_webhook::patch::to_json_patch;
+use workload_identity_webhook::core::admission::{Review, Subject};
+use workload_identity_webhook::core::config::Config;
+use workload_identity_webhook::core::model::ServiceAccount;
+use workload_identity_webhook::core::mutation::Mutation;
+use workload_identity_webhook::core::patch::to_json_patch;
 use workload_identity_webhook::providers::{aws, azure, gcp};
 
 /// In every junk ServiceAccount annotation value; must never reach the Pod.

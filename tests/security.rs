@@ -11,11 +11,11 @@
 //! - A ServiceAccount's list of managed annotations cannot make the webhook delete other ones.
 
 use serde_json::{Value, json};
-use workload_identity_webhook::admission::Review;
-use workload_identity_webhook::config::Config;
-use workload_identity_webhook::model::ServiceAccount;
-use workload_identity_webhook::mutation::Mutation;
-use workload_identity_webhook::patch;
+use workload_identity_webhook::core::admission::Review;
+use workload_identity_webhook::core::config::Config;
+use workload_identity_webhook::core::model::ServiceAccount;
+use workload_identity_webhook::core::mutation::Mutation;
+use workload_identity_webhook::core::patch;
 use workload_identity_webhook::providers::{aws, azure, gcp};
 
 const ROLE: &str = "arn:aws:iam::111122223333:role/granted";

@@ -6,7 +6,7 @@ use super::{
     CloudProvider, Mapping, PodContext, PodInjection, Settings as AllSettings, check_expiration, check_field, checked,
     cloud_settings, projected_volume, token_source,
 };
-use crate::validate;
+use crate::core::validate;
 
 pub const ROLE_ARN: &str = "eks.amazonaws.com/role-arn";
 pub const AUDIENCE: &str = "eks.amazonaws.com/audience";

@@ -6,7 +6,7 @@ use super::{
     CloudProvider, Mapping, PodContext, PodInjection, Settings as AllSettings, check_expiration, check_field, checked,
     cloud_settings, parse_name, projected_volume, token_source,
 };
-use crate::validate;
+use crate::core::validate;
 
 pub const CLIENT_ID: &str = "azure.workload.identity/client-id";
 pub const TENANT_ID: &str = "azure.workload.identity/tenant-id";

@@ -8,7 +8,7 @@ use super::{
     CloudProvider, Mapping, PodContext, PodInjection, Settings as AllSettings, check_expiration, check_field, checked,
     cloud_settings, parse_name, projected_volume, token_source,
 };
-use crate::validate;
+use crate::core::validate;
 
 /// GKE's own annotation: impersonate this Google service account.
 pub const GKE_SERVICE_ACCOUNT: &str = "iam.gke.io/gcp-service-account";

@@ -15,8 +15,8 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use crate::echo::Echo;
-use crate::model::Pod;
+use crate::core::echo::Echo;
+use crate::core::model::Pod;
 
 /// Every cloud the webhook knows, in the order their injections appear in a Pod.
 pub static ALL: &[&dyn CloudProvider] = &[&aws::Aws, &gcp::Gcp, &azure::Azure];
@@ -181,7 +181,7 @@ impl PodContext<'_> {
         checked(
             key,
             self.service_account_annotation(key),
-            crate::validate::is_audience,
+            crate::core::validate::is_audience,
             "audience",
             warnings,
         )

@@ -17,12 +17,12 @@ use axum::{Extension, Router};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::ServiceBuilder;
 
-use crate::admission::{Review, Subject};
-use crate::connections::{self, ConnectionLimits, Peer, Port};
-use crate::echo::{Echo, LogRateLimit};
-use crate::metrics::{CloudLabels, Metrics, ReasonLabels, RequestLabels};
-use crate::mutation::Mutation;
-use crate::watch::{LiveConfig, LookupError, ServiceAccounts};
+use crate::core::admission::{Review, Subject};
+use crate::core::echo::{Echo, LogRateLimit};
+use crate::core::mutation::Mutation;
+use crate::shell::connections::{self, ConnectionLimits, Peer, Port};
+use crate::shell::metrics::{CloudLabels, Metrics, ReasonLabels, RequestLabels};
+use crate::shell::watch::{LiveConfig, LookupError, ServiceAccounts};
 
 pub struct AppState {
     pub config: Arc<LiveConfig>,
@@ -409,7 +409,7 @@ async fn allow_without_reading(body: Bytes) -> Response {
         .ok()
         .and_then(|review| review.request)
         .map_or("", |request| request.uid);
-    let json = serde_json::json!({"apiVersion": crate::admission::API_VERSION, "kind": "AdmissionReview", "response": {"uid": uid, "allowed": true}});
+    let json = serde_json::json!({"apiVersion": crate::core::admission::API_VERSION, "kind": "AdmissionReview", "response": {"uid": uid, "allowed": true}});
     ([(header::CONTENT_TYPE, "application/json")], json.to_string()).into_response()
 }
 
@@ -648,8 +648,8 @@ mod tests {
     #[tokio::test]
     async fn objects_with_more_list_and_map_entries_than_the_bound_are_left_untouched() {
         let state = state(limits());
-        let empty_containers = vec![json!({}); crate::admission::MAX_ENTRIES + 1];
-        let annotations: serde_json::Map<String, Value> = (0..=crate::admission::MAX_ENTRIES)
+        let empty_containers = vec![json!({}); crate::core::admission::MAX_ENTRIES + 1];
+        let annotations: serde_json::Map<String, Value> = (0..=crate::core::admission::MAX_ENTRIES)
             .map(|index| (format!("a{index}"), json!("")))
             .collect();
         for (what, metadata, containers) in [

@@ -9,10 +9,10 @@ use serde::Deserialize;
 use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
-use crate::config::Config;
-use crate::echo;
-use crate::model::{self, Pod, ServiceAccount};
-use crate::mutation::{self, Mutation};
+use crate::core::config::Config;
+use crate::core::echo;
+use crate::core::model::{self, Pod, ServiceAccount};
+use crate::core::mutation::{self, Mutation};
 
 pub const API_VERSION: &str = "admission.k8s.io/v1";
 
@@ -301,7 +301,7 @@ enum PatchError {
 }
 
 /// Serializes the patch as base64 onto `out`, failing once its JSON passes `max_bytes`.
-fn write_patch(out: &mut Vec<u8>, patch: &[crate::patch::Operation], max_bytes: usize) -> Result<(), PatchError> {
+fn write_patch(out: &mut Vec<u8>, patch: &[crate::core::patch::Operation], max_bytes: usize) -> Result<(), PatchError> {
     let encoder = base64::write::EncoderWriter::new(out, &base64::engine::general_purpose::STANDARD);
     let mut limited = Limited {
         inner: encoder,

@@ -1,5 +1,7 @@
-//! Command-line interface: `serve` runs the webhook, `mutate` previews it offline, `emulate` runs
-//! local token services.
+//! Command-line interface: `serve` runs the webhook, `mutate` ([`mutate`]) previews it offline,
+//! `emulate` runs local token services.
+
+pub mod mutate;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

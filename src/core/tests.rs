@@ -11,10 +11,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use base64::Engine;
 use serde_json::{Value, json};
 
-use crate::admission::{Review, ReviewError, Subject};
-use crate::config::{Config, ConfigError};
-use crate::model::{Pod, ServiceAccount};
-use crate::mutation::{MANAGED_ANNOTATIONS, Mutation, mutate_pod, mutate_service_account};
+use crate::core::admission::{Review, ReviewError, Subject};
+use crate::core::config::{Config, ConfigError};
+use crate::core::model::{Pod, ServiceAccount};
+use crate::core::mutation::{MANAGED_ANNOTATIONS, Mutation, mutate_pod, mutate_service_account};
 
 const NS: &str = "team-a";
 const ROLE: &str = "arn:aws:iam::111122223333:role/s3-reader";
@@ -167,7 +167,7 @@ fn typed<T: serde::de::DeserializeOwned>(value: &Value) -> T {
 /// Applies a mutation's patch to a copy of `original`.
 fn apply(original: &Value, mutation: &Mutation) -> Value {
     let mut doc = original.clone();
-    let patch = crate::patch::to_json_patch(&mutation.patch).expect("our patch reads as a JSON patch");
+    let patch = crate::core::patch::to_json_patch(&mutation.patch).expect("our patch reads as a JSON patch");
     json_patch::patch(&mut doc, &patch).unwrap_or_else(|err| {
         panic!(
             "patch does not apply: {err}\npatch: {}\nobject: {original:#}",
@@ -1755,7 +1755,9 @@ fn a_pod_create_review_is_parsed_and_answered_with_the_patch() {
     .expect("JSON patch");
     assert_eq!(
         decoded,
-        crate::patch::to_json_patch(&mutation.patch).expect("JSON patch").0
+        crate::core::patch::to_json_patch(&mutation.patch)
+            .expect("JSON patch")
+            .0
     );
     let mut object = pod(json!({}));
     json_patch::patch(&mut object, &decoded).expect("decoded patch applies");

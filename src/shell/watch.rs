@@ -14,10 +14,11 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 
-use crate::config::{CONFIG_KEY, Config, Settings};
-use crate::metrics::{Metrics, ReasonLabels};
-use crate::mutation::MANAGED_ANNOTATIONS;
-use crate::{model, providers};
+use crate::core::config::{CONFIG_KEY, Config, Settings};
+use crate::core::model;
+use crate::core::mutation::MANAGED_ANNOTATIONS;
+use crate::providers;
+use crate::shell::metrics::{Metrics, ReasonLabels};
 
 /// The ConfigMap key that holds the configuration.
 /// The identity configuration in force, and whether it has been read once.

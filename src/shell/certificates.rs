@@ -22,8 +22,8 @@ use kube::{Api, Client};
 use serde_json::json;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use crate::metrics::Metrics;
-use crate::tls::{GeneratedCa, ReloadingCertificate, Validity, certified_key};
+use crate::shell::metrics::Metrics;
+use crate::shell::tls::{GeneratedCa, ReloadingCertificate, Validity, certified_key};
 
 const DAY: i64 = 86_400;
 pub const CA_LIFETIME: i64 = 10 * 365 * DAY;
@@ -79,7 +79,7 @@ fn inspect(pem: &str) -> Option<Inspected> {
         not_after: cert.validity().not_after.timestamp(),
         subject: cert.subject().to_string(),
         issuer: cert.issuer().to_string(),
-        names: crate::tls::subject_alt_names(&cert),
+        names: crate::shell::tls::subject_alt_names(&cert),
     })
 }
 
@@ -214,7 +214,7 @@ impl ManagedCertificate {
             webhook_configuration,
             names,
             // Replaced by the Secret's certificate before the server starts.
-            target: ReloadingCertificate::new(crate::tls::self_signed()?, &metrics),
+            target: ReloadingCertificate::new(crate::shell::tls::self_signed()?, &metrics),
             metrics,
             loaded: std::sync::Mutex::new(String::new()),
         })
