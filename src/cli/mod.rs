@@ -41,6 +41,39 @@ pub struct ServeArgs {
     #[arg(long, env = "WIW_METRICS_LISTEN", default_value = "0.0.0.0:9090", value_parser = parse_optional_address)]
     pub metrics_listen: OptionalAddress,
 
+    #[command(flatten)]
+    pub tls: TlsArgs,
+
+    #[command(flatten)]
+    pub managed_certificate: ManagedCertificateArgs,
+
+    /// How often the certificate and configuration files are checked for changes.
+    #[arg(long, env = "WIW_RELOAD_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub reload_interval: Duration,
+
+    #[command(flatten)]
+    pub config_source: ConfigSourceArgs,
+
+    #[command(flatten)]
+    pub limits: LimitArgs,
+
+    #[command(flatten)]
+    pub shutdown: ShutdownArgs,
+
+    /// Benchmarks only: answer every review with a fixed allow without reading the object.
+    #[arg(long)]
+    pub benchmark_ceiling: bool,
+
+    #[command(flatten)]
+    pub log: LogArgs,
+
+    #[command(flatten)]
+    pub cluster: crate::providers::Settings,
+}
+
+/// The serving certificate from files, and the client CA.
+#[derive(Args, Debug)]
+pub struct TlsArgs {
     /// PEM certificate chain to serve; re-read when it changes. Without it a self-signed
     /// certificate for localhost is made (for local runs only: the apiserver will not trust it).
     #[arg(long, env = "WIW_TLS_CERT_FILE", requires = "tls_key_file")]
@@ -50,6 +83,15 @@ pub struct ServeArgs {
     #[arg(long, env = "WIW_TLS_KEY_FILE", requires = "tls_cert_file")]
     pub tls_key_file: Option<PathBuf>,
 
+    /// Require a client certificate signed by a CA in this PEM file on --listen (for apiservers
+    /// configured to present one, e.g. self-managed clusters). Without it any client may connect.
+    #[arg(long, env = "WIW_CLIENT_CA_FILE")]
+    pub client_ca_file: Option<PathBuf>,
+}
+
+/// The self-managed serving certificate.
+#[derive(Args, Debug)]
+pub struct ManagedCertificateArgs {
     /// Manage the serving certificate: keep a CA and certificate in a Secret of the webhook's
     /// namespace, renew them before expiry, and keep the webhook configuration's caBundle in step.
     #[arg(long, env = "WIW_MANAGE_CERTIFICATE", conflicts_with_all = ["tls_cert_file", "standalone"])]
@@ -78,11 +120,11 @@ pub struct ServeArgs {
     /// How often every replica reconciles the managed certificate.
     #[arg(long, env = "WIW_CERTIFICATE_CHECK_INTERVAL", default_value = "60s", value_parser = parse_duration)]
     pub certificate_check_interval: Duration,
+}
 
-    /// How often the certificate and configuration files are checked for changes.
-    #[arg(long, env = "WIW_RELOAD_INTERVAL", default_value = "5s", value_parser = parse_duration)]
-    pub reload_interval: Duration,
-
+/// Where the identity configuration comes from: a file, the ConfigMap, or nothing (standalone).
+#[derive(Args, Debug)]
+pub struct ConfigSourceArgs {
     /// Run without a Kubernetes API: ServiceAccounts are taken to exist with no annotations, so
     /// only the mappings of --config-file apply. For trying the webhook out.
     #[arg(long, env = "WIW_STANDALONE")]
@@ -99,7 +141,11 @@ pub struct ServeArgs {
     /// Namespace of that ConfigMap; defaults to the namespace the webhook runs in.
     #[arg(long, env = "POD_NAMESPACE")]
     pub namespace: Option<String>,
+}
 
+/// Bounds on requests, answers and connections.
+#[derive(Args, Debug)]
+pub struct LimitArgs {
     /// Largest request body accepted, in bytes (the apiserver's own limit is 3 MiB).
     #[arg(long, env = "WIW_MAX_BODY_BYTES", default_value_t = 3 * 1024 * 1024)]
     pub max_body_bytes: usize,
@@ -136,12 +182,11 @@ pub struct ServeArgs {
     /// is closed, on both ports.
     #[arg(long, env = "WIW_WRITE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub write_timeout: Duration,
+}
 
-    /// Require a client certificate signed by a CA in this PEM file on --listen (for apiservers
-    /// configured to present one, e.g. self-managed clusters). Without it any client may connect.
-    #[arg(long, env = "WIW_CLIENT_CA_FILE")]
-    pub client_ca_file: Option<PathBuf>,
-
+/// What happens after SIGTERM.
+#[derive(Args, Debug)]
+pub struct ShutdownArgs {
     /// How long to keep accepting requests after SIGTERM (not ready meanwhile), so that the
     /// Service's endpoints drop this Pod before its listener closes.
     #[arg(long, env = "WIW_SHUTDOWN_DELAY", default_value = "3s", value_parser = parse_duration)]
@@ -150,16 +195,6 @@ pub struct ServeArgs {
     /// How long in-flight requests may take to finish after SIGTERM (after the shutdown delay).
     #[arg(long, env = "WIW_SHUTDOWN_TIMEOUT", default_value = "25s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
-
-    /// Benchmarks only: answer every review with a fixed allow without reading the object.
-    #[arg(long)]
-    pub benchmark_ceiling: bool,
-
-    #[command(flatten)]
-    pub log: LogArgs,
-
-    #[command(flatten)]
-    pub cluster: crate::providers::Settings,
 }
 
 #[derive(Args, Debug)]

@@ -34,16 +34,16 @@ cloud_settings! {
     #[group(id = "aws")]
     pub struct Settings {
         /// AWS region: sets AWS_REGION and AWS_DEFAULT_REGION.
-        #[arg(id = "aws_region", long = "aws-region", env = "WIW_AWS_REGION")]
+        #[arg(id = "aws_region", value_name = "AWS_REGION", long = "aws-region", env = "WIW_AWS_REGION")]
         pub region: Option<String>,
         /// Set AWS_STS_REGIONAL_ENDPOINTS=regional for every IRSA Pod.
-        #[arg(id = "aws_sts_regional_endpoints", long = "aws-sts-regional-endpoints", env = "WIW_AWS_STS_REGIONAL_ENDPOINTS")]
+        #[arg(id = "aws_sts_regional_endpoints", value_name = "AWS_STS_REGIONAL_ENDPOINTS", long = "aws-sts-regional-endpoints", env = "WIW_AWS_STS_REGIONAL_ENDPOINTS")]
         pub sts_regional_endpoints: Option<bool>,
         /// Audience of IRSA tokens (default sts.amazonaws.com).
-        #[arg(id = "aws_audience", long = "aws-audience", env = "WIW_AWS_AUDIENCE")]
+        #[arg(id = "aws_audience", value_name = "AWS_AUDIENCE", long = "aws-audience", env = "WIW_AWS_AUDIENCE")]
         pub audience: Option<String>,
         /// Lifetime of IRSA and Pod Identity tokens in seconds (default 86400).
-        #[arg(id = "aws_token_expiration", long = "aws-token-expiration", env = "WIW_AWS_TOKEN_EXPIRATION")]
+        #[arg(id = "aws_token_expiration", value_name = "AWS_TOKEN_EXPIRATION", long = "aws-token-expiration", env = "WIW_AWS_TOKEN_EXPIRATION")]
         pub token_expiration_seconds: Option<i64>,
     }
 }

@@ -30,16 +30,16 @@ cloud_settings! {
     #[group(id = "azure")]
     pub struct Settings {
         /// Azure tenant id used when neither the ServiceAccount nor the mapping names one.
-        #[arg(id = "azure_tenant_id", long = "azure-tenant-id", env = "WIW_AZURE_TENANT_ID")]
+        #[arg(id = "azure_tenant_id", value_name = "AZURE_TENANT_ID", long = "azure-tenant-id", env = "WIW_AZURE_TENANT_ID")]
         pub tenant_id: Option<String>,
         /// Azure cloud: AzurePublicCloud, AzureChinaCloud or AzureUSGovernmentCloud.
-        #[arg(id = "azure_cloud", long = "azure-cloud", env = "WIW_AZURE_CLOUD", value_parser = parse_name::<Cloud>)]
+        #[arg(id = "azure_cloud", value_name = "AZURE_CLOUD", long = "azure-cloud", env = "WIW_AZURE_CLOUD", value_parser = parse_name::<Cloud>)]
         pub cloud: Option<Cloud>,
         /// Lifetime of Azure tokens in seconds (3600..86400, default 3600).
-        #[arg(id = "azure_token_expiration", long = "azure-token-expiration", env = "WIW_AZURE_TOKEN_EXPIRATION")]
+        #[arg(id = "azure_token_expiration", value_name = "AZURE_TOKEN_EXPIRATION", long = "azure-token-expiration", env = "WIW_AZURE_TOKEN_EXPIRATION")]
         pub token_expiration_seconds: Option<i64>,
         /// Inject Azure only into Pods labelled azure.workload.identity/use: "true".
-        #[arg(id = "azure_require_pod_label", long = "azure-require-pod-label", env = "WIW_AZURE_REQUIRE_POD_LABEL")]
+        #[arg(id = "azure_require_pod_label", value_name = "AZURE_REQUIRE_POD_LABEL", long = "azure-require-pod-label", env = "WIW_AZURE_REQUIRE_POD_LABEL")]
         pub require_pod_label: Option<bool>,
     }
 }

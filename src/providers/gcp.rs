@@ -32,16 +32,16 @@ cloud_settings! {
     #[group(id = "gcp")]
     pub struct Settings {
         /// Google workload identity provider: projects/N/locations/global/workloadIdentityPools/P/providers/R.
-        #[arg(id = "gcp_workload_identity_provider", long = "gcp-workload-identity-provider", env = "WIW_GCP_WORKLOAD_IDENTITY_PROVIDER")]
+        #[arg(id = "gcp_workload_identity_provider", value_name = "GCP_WORKLOAD_IDENTITY_PROVIDER", long = "gcp-workload-identity-provider", env = "WIW_GCP_WORKLOAD_IDENTITY_PROVIDER")]
         pub workload_identity_provider: Option<String>,
         /// Audience of Google tokens (default https://iam.googleapis.com/<provider>).
-        #[arg(id = "gcp_audience", long = "gcp-audience", env = "WIW_GCP_AUDIENCE")]
+        #[arg(id = "gcp_audience", value_name = "GCP_AUDIENCE", long = "gcp-audience", env = "WIW_GCP_AUDIENCE")]
         pub audience: Option<String>,
         /// Lifetime of Google tokens in seconds (default 3600).
-        #[arg(id = "gcp_token_expiration", long = "gcp-token-expiration", env = "WIW_GCP_TOKEN_EXPIRATION")]
+        #[arg(id = "gcp_token_expiration", value_name = "GCP_TOKEN_EXPIRATION", long = "gcp-token-expiration", env = "WIW_GCP_TOKEN_EXPIRATION")]
         pub token_expiration_seconds: Option<i64>,
         /// Google mode: federation (inject credentials) or gke (annotate ServiceAccounts only).
-        #[arg(id = "gcp_mode", long = "gcp-mode", env = "WIW_GCP_MODE", value_parser = parse_name::<Mode>)]
+        #[arg(id = "gcp_mode", value_name = "GCP_MODE", long = "gcp-mode", env = "WIW_GCP_MODE", value_parser = parse_name::<Mode>)]
         pub mode: Option<Mode>,
     }
 }

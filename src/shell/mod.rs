@@ -5,5 +5,6 @@ pub mod certificates;
 pub mod connections;
 pub mod metrics;
 pub mod server;
+pub mod supervisor;
 pub mod tls;
 pub mod watch;

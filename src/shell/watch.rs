@@ -2,6 +2,7 @@
 //! ServiceAccounts. Both are kept current in the background; a request only reads them.
 
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -170,8 +171,9 @@ pub enum ServiceAccounts {
 }
 
 impl ServiceAccounts {
-    /// Starts the watch; the returned value serves look-ups at once (misses go to the API).
-    pub fn start_cluster(client: Client, metrics: Arc<Metrics>) -> Self {
+    /// The look-ups, which serve at once (misses go to the API), and the watch that fills their
+    /// cache, for the caller to run (it ends only if the watch stream does).
+    pub fn start_cluster(client: Client, metrics: Arc<Metrics>) -> (Self, impl Future<Output = ()> + Send + 'static) {
         let api: Api<PartialObjectMeta<ServiceAccount>> = Api::all(client.clone());
         let stream = watcher(api, watcher::Config::default()).default_backoff();
         let cache = Arc::new(ServiceAccountCache::default());
@@ -179,7 +181,7 @@ impl ServiceAccounts {
         let synced = Arc::new(AtomicBool::new(false));
         let (writer, connected_flag, synced_flag, probe_client) =
             (cache.clone(), connected.clone(), synced.clone(), client.clone());
-        tokio::spawn(async move {
+        let watch = async move {
             let mut stream = std::pin::pin!(stream);
             let mut relist = None;
             loop {
@@ -201,15 +203,16 @@ impl ServiceAccounts {
                     }
                 }
             }
-        });
-        ServiceAccounts::Cluster {
+        };
+        let service_accounts = ServiceAccounts::Cluster {
             cache,
             client,
             misses: Box::default(),
             metrics,
             synced,
             connected,
-        }
+        };
+        (service_accounts, watch)
     }
 
     /// Whether the watch currently follows the apiserver (always true without a cluster).
