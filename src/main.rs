@@ -10,7 +10,7 @@ use tracing_subscriber::EnvFilter;
 use workload_identity_webhook::cli::mutate;
 use workload_identity_webhook::cli::{Cli, Command, ConfigSourceArgs, LogArgs, LogFormat, ServeArgs};
 use workload_identity_webhook::emulate;
-use workload_identity_webhook::shell::certificates::ManagedCertificate;
+use workload_identity_webhook::shell::certificates::{ManagedCertificate, ca};
 use workload_identity_webhook::shell::connections::ConnectionLimits;
 use workload_identity_webhook::shell::metrics::Metrics;
 use workload_identity_webhook::shell::server::{self, AppState, ReviewLimits, ServerOptions};
@@ -244,7 +244,7 @@ async fn start_certificate(
                 metrics.clone(),
             )?;
             let stored = certificate.first_reconcile().await;
-            let current = certificate.target.clone();
+            let current = certificate.current();
             tasks.spawn(
                 "certificate reconcile",
                 certificate.run(stored, managed.certificate_check_interval),
@@ -266,7 +266,7 @@ async fn start_certificate(
         }
         _ => {
             tracing::warn!("no --tls-cert-file given: serving a self-signed certificate for localhost");
-            Ok(ReloadingCertificate::new(tls::self_signed()?, metrics))
+            Ok(ReloadingCertificate::new(ca::self_signed()?, metrics))
         }
     }
 }

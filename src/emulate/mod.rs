@@ -325,7 +325,7 @@ pub async fn run(args: EmulateArgs) -> anyhow::Result<()> {
         )?,
         _ => {
             tracing::warn!("no --tls-cert-file given: serving a self-signed certificate for localhost");
-            crate::shell::tls::self_signed()?
+            crate::shell::certificates::ca::self_signed()?
         }
     };
     // The emulator's own /metrics counts decisions; these hold only the connection counters.

@@ -88,25 +88,18 @@ impl LiveConfig {
     pub async fn watch_config_map(self: Arc<Self>, client: Client, namespace: String, name: String) {
         let source = format!("configmap {namespace}/{name}");
         let api: Api<ConfigMap> = Api::namespaced(client, &namespace);
-        let selector = watcher::Config::default().fields(&format!("metadata.name={name}"));
-        let mut seen_during_init = false;
-        let mut events = watcher(api, selector).default_backoff().boxed();
-        while let Some(event) = events.next().await {
-            match event {
-                Ok(watcher::Event::Init) => seen_during_init = false,
-                Ok(watcher::Event::InitApply(config_map) | watcher::Event::Apply(config_map)) => {
-                    seen_during_init = true;
-                    match config_map.data.as_ref().and_then(|data| data.get(CONFIG_KEY)) {
-                        Some(text) => self.apply(&source, text),
-                        None => {
-                            tracing::warn!(source, key = CONFIG_KEY, "ConfigMap has no configuration key");
-                            self.clear(&source);
-                        }
+        // `None` when the ConfigMap is deleted or absent from a re-list.
+        let mut objects = watcher::watch_object(api, &name).default_backoff().boxed();
+        while let Some(object) = objects.next().await {
+            match object {
+                Ok(Some(config_map)) => match config_map.data.as_ref().and_then(|data| data.get(CONFIG_KEY)) {
+                    Some(text) => self.apply(&source, text),
+                    None => {
+                        tracing::warn!(source, key = CONFIG_KEY, "ConfigMap has no configuration key");
+                        self.clear(&source);
                     }
-                }
-                Ok(watcher::Event::InitDone) if !seen_during_init => self.clear(&source),
-                Ok(watcher::Event::InitDone) => {}
-                Ok(watcher::Event::Delete(_)) => self.clear(&source),
+                },
+                Ok(None) => self.clear(&source),
                 Err(err) => {
                     tracing::warn!(source, error = %err, "ConfigMap watch failed; retrying")
                 }
