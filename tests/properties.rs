@@ -32,6 +32,9 @@ use workload_identity_webhook::core::mutation::Mutation;
 use workload_identity_webhook::core::patch::to_json_patch;
 use workload_identity_webhook::providers::{aws, azure, gcp};
 
+#[path = "../fuzz/src/plain.rs"]
+mod plain;
+
 /// In every junk ServiceAccount annotation value; must never reach the Pod.
 const SA_JUNK: &str = "SAJUNK";
 /// In every junk Pod annotation value; must never reach the patch.
@@ -468,6 +471,7 @@ fn review_bytes(namespace: &str, pod: &Value) -> Vec<u8> {
             "resource": {"group": "", "version": "v1", "resource": "pods"},
             "namespace": namespace,
             "operation": "CREATE",
+            "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller"},
             "object": pod,
         }
     }))
@@ -482,8 +486,12 @@ fn webhook(
     service_account: Option<&ServiceAccount>,
     config: &Config,
 ) -> Result<(Mutation, json_patch::Patch), TestCaseError> {
-    let review = Review::parse(&review_bytes(namespace, pod))
-        .map_err(|err| TestCaseError::fail(format!("review refused: {err}")))?;
+    let body = review_bytes(namespace, pod);
+    // The tuned decoder and answer writer give what kube-rs's plain types give.
+    let plain = plain::plain(&body, service_account, config);
+    prop_assert!(plain.is_some(), "kube-rs's AdmissionReview refused the body");
+    prop_assert_eq!(plain::tuned(&body, service_account, config), plain);
+    let review = Review::parse(&body).map_err(|err| TestCaseError::fail(format!("review refused: {err}")))?;
     prop_assert!(
         matches!(review.subject, Subject::Pod(_)),
         "the Pod was not read: {:?}",

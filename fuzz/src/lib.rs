@@ -3,6 +3,8 @@
 //!
 //! Beyond "does not panic", each function checks what the webhook promises about its answer.
 
+pub mod plain;
+
 use std::sync::OnceLock;
 
 use serde_json::{Value, json};
@@ -50,6 +52,10 @@ pub fn review(data: &[u8]) {
     };
     let config = config_for_reviews();
     for service_account in [Some(annotated_service_account()), None] {
+        // The tuned decoder and writer agree with kube-rs's types wherever those read the body.
+        if let Some(plain) = plain::plain(data, service_account, config) {
+            assert_eq!(plain::tuned(data, service_account, config), Some(plain));
+        }
         let mutation = review.mutation(service_account, config);
         let answer = review.response(&mutation).expect("the answer encodes");
         let answer: Value = serde_json::from_slice(&answer).expect("the answer is JSON");
