@@ -42,6 +42,7 @@ pub(super) struct InPlace;
 pub(super) struct RawObject;
 
 impl ObjectDecoding for InPlace {
+    #[inline]
     fn object<'de, A: MapAccess<'de>>(wanted: Wanted, map: &mut A) -> Result<ObjectIn<'de>, A::Error> {
         Ok(match wanted {
             Wanted::Pod => map
@@ -55,11 +56,13 @@ impl ObjectDecoding for InPlace {
 }
 
 impl ObjectDecoding for RawObject {
+    #[inline]
     fn object<'de, A: MapAccess<'de>>(_: Wanted, map: &mut A) -> Result<ObjectIn<'de>, A::Error> {
         raw(map)
     }
 }
 
+#[inline]
 fn raw<'de, A: MapAccess<'de>>(map: &mut A) -> Result<ObjectIn<'de>, A::Error> {
     Ok(map
         .next_value::<Option<&RawValue>>()?
@@ -157,6 +160,7 @@ impl<'de, D: ObjectDecoding> Visitor<'de> for RequestVisitor<D> {
 
 /// The answer to the review `uid`, without the patch if its JSON would exceed `max_patch_bytes`.
 /// Written by hand, the patch serialized straight into its base64: the answer is the only copy.
+#[inline]
 pub(super) fn write_answer(
     uid: &str,
     mutation: &Mutation,
