@@ -8,10 +8,11 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 use workload_identity_webhook::cli::mutate;
-use workload_identity_webhook::cli::{Cli, Command, ConfigSourceArgs, LogArgs, LogFormat, ServeArgs};
+use workload_identity_webhook::cli::{Cli, Command, ConfigSourceArgs, ServeArgs};
 use workload_identity_webhook::emulate;
 use workload_identity_webhook::shell::certificates::{ManagedCertificate, ca};
 use workload_identity_webhook::shell::connections::ConnectionLimits;
+use workload_identity_webhook::shell::logging::{LogArgs, LogFormat};
 use workload_identity_webhook::shell::metrics::Metrics;
 use workload_identity_webhook::shell::server::{self, AppState, ReviewLimits, ServerOptions};
 use workload_identity_webhook::shell::supervisor::Supervisor;

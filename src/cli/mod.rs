@@ -65,7 +65,7 @@ pub struct ServeArgs {
     pub benchmark_ceiling: bool,
 
     #[command(flatten)]
-    pub log: LogArgs,
+    pub log: crate::shell::logging::LogArgs,
 
     #[command(flatten)]
     pub cluster: crate::providers::Settings,
@@ -231,23 +231,6 @@ pub enum Output {
     Patch,
     /// The AdmissionReview response.
     Review,
-}
-
-#[derive(Args, Debug)]
-pub struct LogArgs {
-    /// Log format.
-    #[arg(long, env = "WIW_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
-
-    /// Log filter in tracing's EnvFilter syntax (e.g. `info`, `workload_identity_webhook=debug`).
-    #[arg(long, env = "RUST_LOG", default_value = "info")]
-    pub log_level: String,
-}
-
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LogFormat {
-    Text,
-    Json,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {

@@ -34,8 +34,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use ring::rand::{SecureRandom, SystemRandom};
 
-use crate::cli::LogArgs;
 use crate::shell::connections::{self, ConnectionLimits, Port};
+use crate::shell::logging::LogArgs;
 use jwt::{Claims, KeySet, Refusal};
 use rules::{Rules, Trusts};
 

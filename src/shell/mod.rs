@@ -3,6 +3,7 @@
 
 pub mod certificates;
 pub mod connections;
+pub mod logging;
 pub mod metrics;
 pub mod server;
 pub mod supervisor;
