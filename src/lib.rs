@@ -11,7 +11,8 @@
 //!   only the core's data types ([`core::model`], [`core::validate`], [`core::echo`]), so there
 //!   is no cycle between files.
 //!
-//! [`emulate`] is a separate command (local token services) that shares only the connection layer.
+//! [`emulate`] is a separate command (local token services) that uses only parts of [`shell`]
+//! (connections, log flags, the self-signed certificate).
 
 pub mod cli;
 pub mod core;
