@@ -20,9 +20,9 @@ use std::time::Duration;
 
 use criterion::{BatchSize, Criterion};
 use serde_json::Value;
-use workload_identity_webhook::admission::Review;
-use workload_identity_webhook::config::Config;
-use workload_identity_webhook::model::ServiceAccount;
+use workload_identity_webhook::core::admission::Review;
+use workload_identity_webhook::core::config::Config;
+use workload_identity_webhook::core::model::ServiceAccount;
 
 use fixtures::Scenario;
 
@@ -55,7 +55,7 @@ fn check(scenario: &Scenario, config: &Config) {
 }
 
 fn small_config() -> Config {
-    Config::parse(fixtures::SMALL_CONFIG, &Value::Null).unwrap()
+    Config::parse(fixtures::SMALL_CONFIG, &Default::default()).unwrap()
 }
 
 fn admission(c: &mut Criterion) {
@@ -109,7 +109,7 @@ fn mappings(c: &mut Criterion) {
     let scenario = fixtures::scenario_named("pod-1-container").unwrap();
     let service_account = ServiceAccount::default();
     for count in [10usize, 1_000, 100_000] {
-        let config = Config::parse(&fixtures::many_mappings_config(count), &Value::Null).unwrap();
+        let config = Config::parse(&fixtures::many_mappings_config(count), &Default::default()).unwrap();
         assert_eq!(config.identities.len(), count);
         let group_name = format!("lookup-{count}");
         let mut group = c.benchmark_group(&group_name);
@@ -155,7 +155,7 @@ fn reload(c: &mut Criterion) {
             ),
         );
         group.bench_function(count.to_string(), |b| {
-            b.iter(|| Config::parse(black_box(&yaml), &Value::Null).unwrap())
+            b.iter(|| Config::parse(black_box(&yaml), &Default::default()).unwrap())
         });
     }
     // A hostile ConfigMap: the YAML parser's time grows with the square of the nesting depth.
@@ -166,7 +166,7 @@ fn reload(c: &mut Criterion) {
         "Config::parse of 20,000 nested flow sequences (40 KB), refused",
     );
     group.bench_function("nested-20000", |b| {
-        b.iter(|| assert!(Config::parse(black_box(&deep), &Value::Null).is_err()))
+        b.iter(|| assert!(Config::parse(black_box(&deep), &Default::default()).is_err()))
     });
     group.finish();
 }

@@ -21,10 +21,9 @@ mod fixtures;
 use std::hint::black_box;
 use std::time::Instant;
 
-use serde_json::Value;
-use workload_identity_webhook::admission::Review;
-use workload_identity_webhook::config::Config;
-use workload_identity_webhook::model::ServiceAccount;
+use workload_identity_webhook::core::admission::Review;
+use workload_identity_webhook::core::config::Config;
+use workload_identity_webhook::core::model::ServiceAccount;
 
 enum Work {
     Admit {
@@ -55,7 +54,10 @@ fn measured(work: &Work, iterations: u64) -> usize {
                 .iter()
                 .filter(|(namespace, name)| config.mapping_for(black_box(namespace), black_box(name)).is_some())
                 .count(),
-            Work::Parse { yaml } => Config::parse(black_box(yaml), &Value::Null).unwrap().identities.len(),
+            Work::Parse { yaml } => Config::parse(black_box(yaml), &Default::default())
+                .unwrap()
+                .identities
+                .len(),
         };
     }
     total
@@ -70,7 +72,7 @@ fn main() {
         .and_then(|text| text.parse().ok())
         .unwrap_or(if under_cargo_bench { 1 } else { 1000 });
     let count = |prefix: &str| -> Option<usize> { scenario.strip_prefix(prefix)?.parse().ok() };
-    let mapped = |count: usize| Config::parse(&fixtures::many_mappings_config(count), &Value::Null).unwrap();
+    let mapped = |count: usize| Config::parse(&fixtures::many_mappings_config(count), &Default::default()).unwrap();
     let work = if let Some(n) = count("lookup-") {
         let keys = fixtures::lookup_keys(n)
             .into_iter()
@@ -96,7 +98,7 @@ fn main() {
         };
         Work::Admit {
             body: found.body,
-            config: Config::parse(fixtures::SMALL_CONFIG, &Value::Null).unwrap(),
+            config: Config::parse(fixtures::SMALL_CONFIG, &Default::default()).unwrap(),
         }
     };
     let per_iteration = match &work {

@@ -42,7 +42,7 @@ use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
 use tokio::sync::Mutex;
-use workload_identity_webhook::tls::GeneratedCa;
+use workload_identity_webhook::shell::certificates::ca::GeneratedCa;
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)

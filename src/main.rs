@@ -7,14 +7,17 @@ use anyhow::Context;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use workload_identity_webhook::certificates::ManagedCertificate;
-use workload_identity_webhook::cli::{Cli, Command, LogArgs, LogFormat, ServeArgs};
-use workload_identity_webhook::connections::ConnectionLimits;
-use workload_identity_webhook::metrics::Metrics;
-use workload_identity_webhook::server::{self, AppState, ReviewLimits, ServerOptions};
-use workload_identity_webhook::tls::{self, CertificateFiles, ReloadingCertificate};
-use workload_identity_webhook::watch::{LiveConfig, ServiceAccounts};
-use workload_identity_webhook::{emulate, offline};
+use workload_identity_webhook::cli::mutate;
+use workload_identity_webhook::cli::{Cli, Command, ConfigSourceArgs, ServeArgs};
+use workload_identity_webhook::emulate;
+use workload_identity_webhook::shell::certificates::{ManagedCertificate, ca};
+use workload_identity_webhook::shell::connections::ConnectionLimits;
+use workload_identity_webhook::shell::logging::{LogArgs, LogFormat};
+use workload_identity_webhook::shell::metrics::Metrics;
+use workload_identity_webhook::shell::server::{self, AppState, ReviewLimits, ServerOptions};
+use workload_identity_webhook::shell::supervisor::Supervisor;
+use workload_identity_webhook::shell::tls::{self, CertificateFiles, ReloadingCertificate};
+use workload_identity_webhook::shell::watch::{LiveConfig, ServiceAccounts};
 
 // glibc malloc took ~18% of the server's CPU under load (perf); mimalloc's thread-local free lists
 // make the many small per-request allocations cheap, and musl's malloc (the static image) is slower still.
@@ -133,7 +136,7 @@ fn main() -> ExitCode {
                 .map_err(anyhow::Error::from)
                 .and_then(|runtime| runtime.block_on(emulate::run(*args)))
         }
-        Command::Mutate(args) => offline::run(&args).map(|(text, warnings)| {
+        Command::Mutate(args) => mutate::run(&args).map(|(text, warnings)| {
             for warning in warnings {
                 eprintln!("warning: {warning}");
             }
@@ -164,92 +167,144 @@ fn init_logging(args: &LogArgs) {
     }
 }
 
+/// Starts each component, then serves until SIGTERM, or until a background task dies.
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let open_files = raise_open_file_limit();
     let metrics = Arc::new(Metrics::default());
-    let config = LiveConfig::new(args.cluster.to_defaults(), metrics.clone()).context("invalid cluster settings")?;
-
+    let mut tasks = Supervisor::default();
+    let config = LiveConfig::new(args.cluster.clone(), metrics.clone()).context("invalid cluster settings")?;
     let namespace = args
+        .config_source
         .namespace
         .clone()
         .or_else(own_namespace)
         .unwrap_or_else(|| "workload-identity-system".to_owned());
-    let client = if args.standalone {
-        tracing::info!("standalone: no Kubernetes API; only mappings apply");
-        None
-    } else {
-        Some(
-            kube::Client::try_default()
-                .await
-                .context("connecting to the Kubernetes API (use --standalone to run without one)")?,
-        )
+    let client = connect(&args.config_source).await?;
+    let certificate = start_certificate(&args, client.as_ref(), &namespace, &metrics, &mut tasks).await?;
+    start_config(&config, &args, client.as_ref(), &namespace, &mut tasks);
+    let service_accounts = match client {
+        None => ServiceAccounts::Standalone,
+        Some(client) => {
+            let (service_accounts, watch) = ServiceAccounts::start_cluster(client, metrics.clone());
+            tasks.spawn("ServiceAccount watch", watch);
+            service_accounts
+        }
     };
-    let certificate = match (&client, &args.tls_cert_file, &args.tls_key_file) {
-        (Some(client), _, _) if args.manage_certificate => {
+    let limits = ReviewLimits {
+        max_containers: args.limits.max_containers,
+        max_patch_bytes: args.limits.max_patch_bytes,
+        max_in_flight_bytes: args.limits.max_in_flight_bytes,
+    };
+    let state = Arc::new(AppState::new(config, service_accounts, metrics, limits));
+    let options = server_options(&args, open_files);
+    let client_ca = match &args.tls.client_ca_file {
+        Some(path) => Some(std::fs::read(path).with_context(|| format!("reading {}", path.display()))?),
+        None => None,
+    };
+    let tls = tls::server_config(certificate, client_ca.as_deref()).context("--client-ca-file")?;
+    tokio::select! {
+        served = server::serve(state, tls, options) => served,
+        failure = tasks.failed() => Err(failure),
+    }
+}
+
+/// The Kubernetes API client, or none when standalone.
+async fn connect(source: &ConfigSourceArgs) -> anyhow::Result<Option<kube::Client>> {
+    if source.standalone {
+        tracing::info!("standalone: no Kubernetes API; only mappings apply");
+        return Ok(None);
+    }
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API (use --standalone to run without one)")?;
+    Ok(Some(client))
+}
+
+/// The serving certificate: managed in a Secret, read from files, or self-signed for local runs.
+async fn start_certificate(
+    args: &ServeArgs,
+    client: Option<&kube::Client>,
+    namespace: &str,
+    metrics: &Arc<Metrics>,
+    tasks: &mut Supervisor,
+) -> anyhow::Result<Arc<ReloadingCertificate>> {
+    let managed = &args.managed_certificate;
+    match (client, &args.tls.tls_cert_file, &args.tls.tls_key_file) {
+        (Some(client), _, _) if managed.manage_certificate => {
             let mut names: Vec<String> = [".svc", ".svc.cluster.local"]
                 .iter()
-                .map(|suffix| format!("{}.{namespace}{suffix}", args.service_name))
+                .map(|suffix| format!("{}.{namespace}{suffix}", managed.service_name))
                 .collect();
-            names.extend(args.certificate_sans.iter().cloned());
-            let managed = ManagedCertificate::new(
+            names.extend(managed.certificate_sans.iter().cloned());
+            let certificate = ManagedCertificate::new(
                 client.clone(),
-                &namespace,
-                args.certificate_secret.clone(),
-                args.webhook_configuration.clone(),
+                namespace,
+                managed.certificate_secret.clone(),
+                managed.webhook_configuration.clone(),
                 names,
                 metrics.clone(),
             )?;
-            let stored = managed.first_reconcile().await;
-            let current = managed.target.clone();
-            tokio::spawn(managed.run(stored, args.certificate_check_interval));
-            current
+            let stored = certificate.first_reconcile().await;
+            let current = certificate.current();
+            tasks.spawn(
+                "certificate reconcile",
+                certificate.run(stored, managed.certificate_check_interval),
+            );
+            Ok(current)
         }
         (_, Some(cert), Some(key)) => {
             let files = CertificateFiles {
                 cert: cert.clone(),
                 key: key.clone(),
-                expected_names: vec![format!("{}.{namespace}.svc", args.service_name)],
+                expected_names: vec![format!("{}.{namespace}.svc", managed.service_name)],
             };
-            let current = ReloadingCertificate::new(files.load().await?, &metrics);
-            tokio::spawn(files.watch(current.clone(), metrics.clone(), args.reload_interval));
-            current
+            let current = ReloadingCertificate::new(files.load().await?, metrics);
+            tasks.spawn(
+                "certificate file reload",
+                files.watch(current.clone(), metrics.clone(), args.reload_interval),
+            );
+            Ok(current)
         }
         _ => {
             tracing::warn!("no --tls-cert-file given: serving a self-signed certificate for localhost");
-            ReloadingCertificate::new(tls::self_signed()?, &metrics)
+            Ok(ReloadingCertificate::new(ca::self_signed()?, metrics))
         }
-    };
-    let service_accounts = match client {
-        None => ServiceAccounts::Standalone,
-        Some(client) => {
-            if args.config_file.is_none() {
-                tokio::spawn(
-                    config
-                        .clone()
-                        .watch_config_map(client.clone(), namespace, args.config_map.clone()),
-                );
-            }
-            ServiceAccounts::start_cluster(client, metrics.clone())
-        }
-    };
-    match &args.config_file {
-        Some(path) => {
-            tokio::spawn(config.clone().watch_file(path.clone(), args.reload_interval));
-        }
-        None if args.standalone => config.clear("embedded defaults"),
-        None => {}
     }
+}
 
-    let limits = ReviewLimits {
-        max_containers: args.max_containers,
-        max_patch_bytes: args.max_patch_bytes,
-        max_in_flight_bytes: args.max_in_flight_bytes,
-    };
-    let state = Arc::new(AppState::new(config, service_accounts, metrics, limits));
+/// Keeps the identity configuration current: from --config-file, else the ConfigMap, else
+/// (standalone) the flags alone.
+fn start_config(
+    config: &Arc<LiveConfig>,
+    args: &ServeArgs,
+    client: Option<&kube::Client>,
+    namespace: &str,
+    tasks: &mut Supervisor,
+) {
+    let source = &args.config_source;
+    match (&source.config_file, client) {
+        (Some(path), _) => tasks.spawn(
+            "config file reload",
+            config.clone().watch_file(path.clone(), args.reload_interval),
+        ),
+        (None, Some(client)) => tasks.spawn(
+            "ConfigMap watch",
+            config
+                .clone()
+                .watch_config_map(client.clone(), namespace.to_owned(), source.config_map.clone()),
+        ),
+        (None, None) => config.clear("embedded defaults"),
+    }
+}
+
+/// Listeners, connection caps and shutdown timing.
+fn server_options(args: &ServeArgs, open_files: Option<u64>) -> ServerOptions {
+    let limits = &args.limits;
     // Both caps together stay below the open-file limit, with room for the API client, the
     // watches and the files read: else accept() would fail with EMFILE before the cap applies.
     let usable = open_files.map_or(u64::MAX, |limit| limit.saturating_sub(OTHER_FILES));
-    let (max_connections, metrics_max_connections) = (args.max_connections as u64, args.metrics_max_connections as u64);
+    let (max_connections, metrics_max_connections) =
+        (limits.max_connections as u64, limits.metrics_max_connections as u64);
     let (max_connections, metrics_max_connections) = if max_connections + metrics_max_connections > usable {
         let metrics_share = metrics_max_connections.min(usable / 8);
         tracing::warn!(
@@ -265,25 +320,19 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let connections = |max_connections: u64| ConnectionLimits {
         max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
         first_request_timeout: Duration::from_secs(10),
-        idle_timeout: args.idle_timeout,
-        write_timeout: args.write_timeout,
+        idle_timeout: limits.idle_timeout,
+        write_timeout: limits.write_timeout,
     };
-    let client_ca = match &args.client_ca_file {
-        Some(path) => Some(std::fs::read(path).with_context(|| format!("reading {}", path.display()))?),
-        None => None,
-    };
-    let options = ServerOptions {
+    ServerOptions {
         listen: args.listen,
         metrics_listen: args.metrics_listen.0,
         admission_connections: connections(max_connections),
         metrics_connections: connections(metrics_max_connections),
-        max_body_bytes: args.max_body_bytes,
-        shutdown_timeout: args.shutdown_timeout,
-        shutdown_delay: args.shutdown_delay,
+        max_body_bytes: limits.max_body_bytes,
+        shutdown_timeout: args.shutdown.shutdown_timeout,
+        shutdown_delay: args.shutdown.shutdown_delay,
         benchmark_ceiling: args.benchmark_ceiling,
-    };
-    let tls = tls::server_config(certificate, client_ca.as_deref()).context("--client-ca-file")?;
-    server::serve(state, tls, options).await
+    }
 }
 
 /// Open files other than connections: the API client, watches, certificate and config reads.

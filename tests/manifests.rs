@@ -510,7 +510,7 @@ async fn the_webhook_may_change_only_its_ca_bundle_and_only_when_it_manages_its_
         args.extend(user);
         kubectl.run(&args, None)
     };
-    // What the webhook sends (src/certificates.rs): a strategic merge patch of each caBundle.
+    // What the webhook sends (src/shell/certificates/mod.rs): a strategic merge patch of each caBundle.
     let bundle = "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCg==";
     let publish = json!({"webhooks": [
         {"name": "pods.workload-identity.dev", "clientConfig": {"caBundle": bundle}},

@@ -25,12 +25,15 @@ use proptest::option;
 use proptest::prelude::*;
 use proptest::sample::{select, subsequence};
 use serde_json::{Value, json};
-use workload_identity_webhook::admission::{Review, Subject};
-use workload_identity_webhook::config::Config;
-use workload_identity_webhook::model::ServiceAccount;
-use workload_identity_webhook::mutation::Mutation;
-use workload_identity_webhook::patch::to_json_patch;
+use workload_identity_webhook::core::admission::{Review, Subject};
+use workload_identity_webhook::core::config::Config;
+use workload_identity_webhook::core::model::ServiceAccount;
+use workload_identity_webhook::core::mutation::Mutation;
+use workload_identity_webhook::core::patch::to_json_patch;
 use workload_identity_webhook::providers::{aws, azure, gcp};
+
+#[path = "../fuzz/src/plain.rs"]
+mod plain;
 
 /// In every junk ServiceAccount annotation value; must never reach the Pod.
 const SA_JUNK: &str = "SAJUNK";
@@ -468,6 +471,7 @@ fn review_bytes(namespace: &str, pod: &Value) -> Vec<u8> {
             "resource": {"group": "", "version": "v1", "resource": "pods"},
             "namespace": namespace,
             "operation": "CREATE",
+            "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller"},
             "object": pod,
         }
     }))
@@ -482,8 +486,12 @@ fn webhook(
     service_account: Option<&ServiceAccount>,
     config: &Config,
 ) -> Result<(Mutation, json_patch::Patch), TestCaseError> {
-    let review = Review::parse(&review_bytes(namespace, pod))
-        .map_err(|err| TestCaseError::fail(format!("review refused: {err}")))?;
+    let body = review_bytes(namespace, pod);
+    // The tuned decoder and answer writer give what kube-rs's plain types give.
+    let plain = plain::plain(&body, service_account, config);
+    prop_assert!(plain.is_some(), "kube-rs's AdmissionReview refused the body");
+    prop_assert_eq!(plain::tuned(&body, service_account, config), plain);
+    let review = Review::parse(&body).map_err(|err| TestCaseError::fail(format!("review refused: {err}")))?;
     prop_assert!(
         matches!(review.subject, Subject::Pod(_)),
         "the Pod was not read: {:?}",
@@ -656,7 +664,7 @@ fn check(
     service_account: Option<&Value>,
     config_text: &str,
 ) -> Result<(), TestCaseError> {
-    let config = Config::parse(config_text, &Value::Null)
+    let config = Config::parse(config_text, &Default::default())
         .map_err(|err| TestCaseError::fail(format!("generated config refused: {err}")))?;
     let service_account: Option<ServiceAccount> = service_account.map(|sa| serde_json::from_value(sa.clone()).unwrap());
 
@@ -737,7 +745,7 @@ proptest! {
         service_account in service_account(),
         config in config(),
     ) {
-        let config = Config::parse(&config, &Value::Null).unwrap();
+        let config = Config::parse(&config, &Default::default()).unwrap();
         let mut object = service_account.unwrap_or_else(|| json!({"metadata": {"name": "app"}}));
         object["metadata"]["namespace"] = json!(namespace);
         let review = |object: &Value| {
@@ -775,7 +783,7 @@ proptest! {
     ) {
         let config = Config::parse(
             "gcp: {workloadIdentityProvider: projects/1/locations/global/workloadIdentityPools/pool/providers/prov}\nazure: {tenantId: 11111111-2222-3333-4444-555555555555}\nidentities: [{aws: {roleArn: 'arn:aws:iam::111122223333:role/r'}, gcp: {}, azure: {}}]",
-            &Value::Null,
+            &Default::default(),
         ).unwrap();
         let service_account: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": "app"}})).unwrap();
         let valid = review_bytes("team-a", &pod);

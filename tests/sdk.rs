@@ -25,7 +25,7 @@ use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
 use kube::api::{Api, PostParams};
 use serde_json::{Value, json};
-use workload_identity_webhook::tls::GeneratedCa;
+use workload_identity_webhook::shell::certificates::ca::GeneratedCa;
 
 const ROLE: &str = "arn:aws:iam::111122223333:role/app";
 const POD_ROLE: &str = "arn:aws:iam::111122223333:role/pod-identity";

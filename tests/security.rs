@@ -11,11 +11,11 @@
 //! - A ServiceAccount's list of managed annotations cannot make the webhook delete other ones.
 
 use serde_json::{Value, json};
-use workload_identity_webhook::admission::Review;
-use workload_identity_webhook::config::Config;
-use workload_identity_webhook::model::ServiceAccount;
-use workload_identity_webhook::mutation::Mutation;
-use workload_identity_webhook::patch;
+use workload_identity_webhook::core::admission::Review;
+use workload_identity_webhook::core::config::Config;
+use workload_identity_webhook::core::model::ServiceAccount;
+use workload_identity_webhook::core::mutation::Mutation;
+use workload_identity_webhook::core::patch;
 use workload_identity_webhook::providers::{aws, azure, gcp};
 
 const ROLE: &str = "arn:aws:iam::111122223333:role/granted";
@@ -34,7 +34,7 @@ fn cluster(identities: &str) -> Config {
         &format!(
             "azure: {{tenantId: \"{TENANT}\"}}\ngcp: {{workloadIdentityProvider: \"{PROVIDER}\"}}\nidentities: {identities}"
         ),
-        &Value::Null,
+        &Default::default(),
     )
     .unwrap()
 }
@@ -378,7 +378,7 @@ fn configuration_values_are_validated_too() {
         "azure: {tenantId: 'x'}".to_owned(),
         "identities: [{aws: {roleArn: x, extra: y}}]".to_owned(),
     ] {
-        assert!(Config::parse(&bad, &Value::Null).is_err(), "{bad} was accepted");
+        assert!(Config::parse(&bad, &Default::default()).is_err(), "{bad} was accepted");
     }
 }
 

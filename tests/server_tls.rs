@@ -9,7 +9,7 @@ use std::time::Duration;
 use base64::Engine;
 use serde_json::{Value, json};
 use webhook::{Webhook, client_trusting, eventually, pod_review, write};
-use workload_identity_webhook::tls::GeneratedCa;
+use workload_identity_webhook::shell::certificates::ca::GeneratedCa;
 
 const ROLE_A: &str = "arn:aws:iam::111122223333:role/first";
 const ROLE_B: &str = "arn:aws:iam::111122223333:role/second";

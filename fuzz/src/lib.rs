@@ -3,13 +3,15 @@
 //!
 //! Beyond "does not panic", each function checks what the webhook promises about its answer.
 
+pub mod plain;
+
 use std::sync::OnceLock;
 
 use serde_json::{Value, json};
-use workload_identity_webhook::admission::{Review, Subject};
-use workload_identity_webhook::config::Config;
-use workload_identity_webhook::model::ServiceAccount;
-use workload_identity_webhook::patch::to_json_patch;
+use workload_identity_webhook::core::admission::{Review, Subject};
+use workload_identity_webhook::core::config::{Config, Settings};
+use workload_identity_webhook::core::model::ServiceAccount;
+use workload_identity_webhook::core::patch::to_json_patch;
 
 /// Mappings and settings for every cloud, so any Pod or ServiceAccount gets the most patching.
 pub const CONFIG: &str = r#"
@@ -26,7 +28,7 @@ identities:
 
 fn config_for_reviews() -> &'static Config {
     static CONFIG_FOR_REVIEWS: OnceLock<Config> = OnceLock::new();
-    CONFIG_FOR_REVIEWS.get_or_init(|| Config::parse(CONFIG, &Value::Null).unwrap())
+    CONFIG_FOR_REVIEWS.get_or_init(|| Config::parse(CONFIG, &Default::default()).unwrap())
 }
 
 fn annotated_service_account() -> &'static ServiceAccount {
@@ -50,6 +52,10 @@ pub fn review(data: &[u8]) {
     };
     let config = config_for_reviews();
     for service_account in [Some(annotated_service_account()), None] {
+        // The tuned decoder and writer agree with kube-rs's types wherever those read the body.
+        if let Some(plain) = plain::plain(data, service_account, config) {
+            assert_eq!(plain::tuned(data, service_account, config), Some(plain));
+        }
         let mutation = review.mutation(service_account, config);
         let answer = review.response(&mutation).expect("the answer encodes");
         let answer: Value = serde_json::from_slice(&answer).expect("the answer is JSON");
@@ -89,9 +95,10 @@ pub fn config(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let defaults =
-        json!({"aws": {"region": "eu-west-1"}, "azure": {"tenantId": "11111111-2222-3333-4444-555555555555"}});
-    for defaults in [Value::Null, defaults] {
+    let mut flags = Settings::default();
+    flags.aws.region = Some("eu-west-1".into());
+    flags.azure.tenant_id = Some("11111111-2222-3333-4444-555555555555".into());
+    for defaults in [Settings::default(), flags] {
         let Ok(config) = Config::parse(text, &defaults) else {
             continue;
         };

@@ -34,8 +34,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use ring::rand::{SecureRandom, SystemRandom};
 
-use crate::cli::LogArgs;
-use crate::connections::{self, ConnectionLimits, Port};
+use crate::shell::connections::{self, ConnectionLimits, Port};
+use crate::shell::logging::LogArgs;
 use jwt::{Claims, KeySet, Refusal};
 use rules::{Rules, Trusts};
 
@@ -319,19 +319,19 @@ pub async fn run(args: EmulateArgs) -> anyhow::Result<()> {
     let app = router(emulator);
 
     let certificate = match (&args.tls_cert_file, &args.tls_key_file) {
-        (Some(cert), Some(key)) => crate::tls::certified_key(
+        (Some(cert), Some(key)) => crate::shell::tls::certified_key(
             &std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?,
             &std::fs::read(key).with_context(|| format!("reading {}", key.display()))?,
         )?,
         _ => {
             tracing::warn!("no --tls-cert-file given: serving a self-signed certificate for localhost");
-            crate::tls::self_signed()?
+            crate::shell::certificates::ca::self_signed()?
         }
     };
     // The emulator's own /metrics counts decisions; these hold only the connection counters.
-    let connection_metrics = Arc::new(crate::metrics::Metrics::default());
-    let tls = crate::tls::server_config(
-        crate::tls::ReloadingCertificate::new(certificate, &connection_metrics),
+    let connection_metrics = Arc::new(crate::shell::metrics::Metrics::default());
+    let tls = crate::shell::tls::server_config(
+        crate::shell::tls::ReloadingCertificate::new(certificate, &connection_metrics),
         None,
     )?;
     let tls = tokio_rustls::TlsAcceptor::from(Arc::new(tls));

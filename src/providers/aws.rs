@@ -3,10 +3,10 @@
 use serde::Deserialize;
 
 use super::{
-    CloudProvider, PodContext, PodInjection, check_expiration, check_field, checked, projected_volume, token_source,
+    CloudProvider, Mapping, PodContext, PodInjection, Settings as AllSettings, check_expiration, check_field, checked,
+    cloud_settings, projected_volume, token_source,
 };
-use crate::config::{Config, Mapping};
-use crate::validate;
+use crate::core::validate;
 
 pub const ROLE_ARN: &str = "eks.amazonaws.com/role-arn";
 pub const AUDIENCE: &str = "eks.amazonaws.com/audience";
@@ -29,14 +29,23 @@ const POD_IDENTITY_TOKEN_FILE_WINDOWS: &str =
 const POD_IDENTITY_AUDIENCE: &str = "pods.eks.amazonaws.com";
 const POD_IDENTITY_CREDENTIALS_URI: &str = "http://169.254.170.23/v1/credentials";
 
-/// `aws:` at the top of `config.yaml`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct Settings {
-    pub region: Option<String>,
-    pub sts_regional_endpoints: Option<bool>,
-    pub audience: Option<String>,
-    pub token_expiration_seconds: Option<i64>,
+cloud_settings! {
+    /// `aws:` at the top of `config.yaml`, and the `--aws-*` flags.
+    #[group(id = "aws")]
+    pub struct Settings {
+        /// AWS region: sets AWS_REGION and AWS_DEFAULT_REGION.
+        #[arg(id = "aws_region", value_name = "AWS_REGION", long = "aws-region", env = "WIW_AWS_REGION")]
+        pub region: Option<String>,
+        /// Set AWS_STS_REGIONAL_ENDPOINTS=regional for every IRSA Pod.
+        #[arg(id = "aws_sts_regional_endpoints", value_name = "AWS_STS_REGIONAL_ENDPOINTS", long = "aws-sts-regional-endpoints", env = "WIW_AWS_STS_REGIONAL_ENDPOINTS")]
+        pub sts_regional_endpoints: Option<bool>,
+        /// Audience of IRSA tokens (default sts.amazonaws.com).
+        #[arg(id = "aws_audience", value_name = "AWS_AUDIENCE", long = "aws-audience", env = "WIW_AWS_AUDIENCE")]
+        pub audience: Option<String>,
+        /// Lifetime of IRSA and Pod Identity tokens in seconds (default 86400).
+        #[arg(id = "aws_token_expiration", value_name = "AWS_TOKEN_EXPIRATION", long = "aws-token-expiration", env = "WIW_AWS_TOKEN_EXPIRATION")]
+        pub token_expiration_seconds: Option<i64>,
+    }
 }
 
 /// `aws:` in an `identities` entry.
@@ -63,9 +72,9 @@ impl CloudProvider for Aws {
         "aws"
     }
 
-    fn validate(&self, config: &Config) -> Vec<String> {
+    fn validate(&self, settings: &AllSettings, identities: &[Mapping]) -> Vec<String> {
         let mut problems = Vec::new();
-        let settings = &config.aws;
+        let settings = &settings.aws;
         check_field(
             &mut problems,
             "aws.region",
@@ -86,7 +95,7 @@ impl CloudProvider for Aws {
             settings.token_expiration_seconds,
             1..=i64::from(u32::MAX),
         );
-        for (i, mapping) in config.identities.iter().enumerate() {
+        for (i, mapping) in identities.iter().enumerate() {
             if let Some(aws) = &mapping.aws {
                 let field = format!("identities[{i}].aws.roleArn");
                 check_field(
@@ -121,6 +130,10 @@ impl CloudProvider for Aws {
         Some(self.irsa(ctx, role_arn, warnings))
     }
 
+    fn annotation_prefixes(&self) -> &'static [&'static str] {
+        &["eks.amazonaws.com/"]
+    }
+
     fn service_account_annotation_keys(&self) -> &'static [&'static str] {
         &[ROLE_ARN]
     }
@@ -138,7 +151,7 @@ impl CloudProvider for Aws {
 
 impl Aws {
     fn irsa(&self, ctx: &PodContext<'_>, role_arn: &str, warnings: &mut Vec<String>) -> PodInjection {
-        let settings = &ctx.config.aws;
+        let settings = &ctx.settings.aws;
         let audience = ctx.audience(AUDIENCE, settings.audience.as_deref(), DEFAULT_AUDIENCE, warnings);
         let expiration = ctx.token_expiration(
             TOKEN_EXPIRATION,
@@ -177,7 +190,7 @@ impl Aws {
     }
 
     fn pod_identity(&self, ctx: &PodContext<'_>, warnings: &mut Vec<String>) -> PodInjection {
-        let settings = &ctx.config.aws;
+        let settings = &ctx.settings.aws;
         let expiration = ctx.token_expiration(
             TOKEN_EXPIRATION,
             &[TOKEN_EXPIRATION],

@@ -3,10 +3,10 @@
 use serde::Deserialize;
 
 use super::{
-    CloudProvider, PodContext, PodInjection, check_expiration, check_field, checked, projected_volume, token_source,
+    CloudProvider, Mapping, PodContext, PodInjection, Settings as AllSettings, check_expiration, check_field, checked,
+    cloud_settings, parse_name, projected_volume, token_source,
 };
-use crate::config::{Config, Mapping};
-use crate::validate;
+use crate::core::validate;
 
 pub const CLIENT_ID: &str = "azure.workload.identity/client-id";
 pub const TENANT_ID: &str = "azure.workload.identity/tenant-id";
@@ -25,16 +25,23 @@ const DEFAULT_EXPIRATION: i64 = 3600;
 /// The range the Azure webhook accepts for token lifetimes.
 const EXPIRATION_RANGE: std::ops::RangeInclusive<i64> = 3600..=86400;
 
-/// `azure:` at the top of `config.yaml`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct Settings {
-    pub tenant_id: Option<String>,
-    #[serde(default)]
-    pub cloud: Cloud,
-    pub token_expiration_seconds: Option<i64>,
-    #[serde(default)]
-    pub require_pod_label: bool,
+cloud_settings! {
+    /// `azure:` at the top of `config.yaml`, and the `--azure-*` flags.
+    #[group(id = "azure")]
+    pub struct Settings {
+        /// Azure tenant id used when neither the ServiceAccount nor the mapping names one.
+        #[arg(id = "azure_tenant_id", value_name = "AZURE_TENANT_ID", long = "azure-tenant-id", env = "WIW_AZURE_TENANT_ID")]
+        pub tenant_id: Option<String>,
+        /// Azure cloud: AzurePublicCloud, AzureChinaCloud or AzureUSGovernmentCloud.
+        #[arg(id = "azure_cloud", value_name = "AZURE_CLOUD", long = "azure-cloud", env = "WIW_AZURE_CLOUD", value_parser = parse_name::<Cloud>)]
+        pub cloud: Option<Cloud>,
+        /// Lifetime of Azure tokens in seconds (3600..86400, default 3600).
+        #[arg(id = "azure_token_expiration", value_name = "AZURE_TOKEN_EXPIRATION", long = "azure-token-expiration", env = "WIW_AZURE_TOKEN_EXPIRATION")]
+        pub token_expiration_seconds: Option<i64>,
+        /// Inject Azure only into Pods labelled azure.workload.identity/use: "true".
+        #[arg(id = "azure_require_pod_label", value_name = "AZURE_REQUIRE_POD_LABEL", long = "azure-require-pod-label", env = "WIW_AZURE_REQUIRE_POD_LABEL")]
+        pub require_pod_label: Option<bool>,
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -70,22 +77,22 @@ impl CloudProvider for Azure {
         "azure"
     }
 
-    fn validate(&self, config: &Config) -> Vec<String> {
+    fn validate(&self, settings: &AllSettings, identities: &[Mapping]) -> Vec<String> {
         let mut problems = Vec::new();
         check_field(
             &mut problems,
             "azure.tenantId",
-            config.azure.tenant_id.as_deref(),
+            settings.azure.tenant_id.as_deref(),
             validate::is_uuid,
             "UUID",
         );
         check_expiration(
             &mut problems,
             "azure.tokenExpirationSeconds",
-            config.azure.token_expiration_seconds,
+            settings.azure.token_expiration_seconds,
             EXPIRATION_RANGE,
         );
-        for (i, mapping) in config.identities.iter().enumerate() {
+        for (i, mapping) in identities.iter().enumerate() {
             if let Some(azure) = &mapping.azure {
                 let field = |name: &str| format!("identities[{i}].azure.{name}");
                 check_field(
@@ -108,9 +115,9 @@ impl CloudProvider for Azure {
     }
 
     fn pod_injection(&self, ctx: &PodContext<'_>, warnings: &mut Vec<String>) -> Option<PodInjection> {
-        let settings = &ctx.config.azure;
+        let settings = &ctx.settings.azure;
         let label = ctx.pod_label(USE_LABEL);
-        if label == Some("false") || (settings.require_pod_label && label != Some("true")) {
+        if label == Some("false") || (settings.require_pod_label.unwrap_or(false) && label != Some("true")) {
             return None;
         }
         let mapped = ctx.mapping.and_then(|mapping| mapping.azure.as_ref());
@@ -158,7 +165,7 @@ impl CloudProvider for Azure {
         env.push(vec![("AZURE_FEDERATED_TOKEN_FILE", TOKEN_FILE.to_owned())]);
         env.push(vec![(
             "AZURE_AUTHORITY_HOST",
-            settings.cloud.authority_host().to_owned(),
+            settings.cloud.unwrap_or_default().authority_host().to_owned(),
         )]);
         Some(PodInjection {
             cloud: self.name(),
@@ -170,6 +177,10 @@ impl CloudProvider for Azure {
             skip_containers: ctx.skip_list(SKIP_CONTAINERS, ';'),
             pod_annotations: Vec::new(),
         })
+    }
+
+    fn annotation_prefixes(&self) -> &'static [&'static str] {
+        &["azure.workload.identity/"]
     }
 
     fn service_account_annotation_keys(&self) -> &'static [&'static str] {

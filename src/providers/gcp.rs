@@ -5,10 +5,10 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{
-    CloudProvider, PodContext, PodInjection, check_expiration, check_field, checked, projected_volume, token_source,
+    CloudProvider, Mapping, PodContext, PodInjection, Settings as AllSettings, check_expiration, check_field, checked,
+    cloud_settings, parse_name, projected_volume, token_source,
 };
-use crate::config::{Config, Mapping};
-use crate::validate;
+use crate::core::validate;
 
 /// GKE's own annotation: impersonate this Google service account.
 pub const GKE_SERVICE_ACCOUNT: &str = "iam.gke.io/gcp-service-account";
@@ -27,15 +27,23 @@ const CREDENTIAL_FILE_NAME: &str = "credential-configuration.json";
 const CREDENTIAL_FILE: &str = "/var/run/secrets/sts.googleapis.com/serviceaccount/credential-configuration.json";
 const DEFAULT_EXPIRATION: i64 = 3600;
 
-/// `gcp:` at the top of `config.yaml`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct Settings {
-    pub workload_identity_provider: Option<String>,
-    pub audience: Option<String>,
-    pub token_expiration_seconds: Option<i64>,
-    #[serde(default)]
-    pub mode: Mode,
+cloud_settings! {
+    /// `gcp:` at the top of `config.yaml`, and the `--gcp-*` flags.
+    #[group(id = "gcp")]
+    pub struct Settings {
+        /// Google workload identity provider: projects/N/locations/global/workloadIdentityPools/P/providers/R.
+        #[arg(id = "gcp_workload_identity_provider", value_name = "GCP_WORKLOAD_IDENTITY_PROVIDER", long = "gcp-workload-identity-provider", env = "WIW_GCP_WORKLOAD_IDENTITY_PROVIDER")]
+        pub workload_identity_provider: Option<String>,
+        /// Audience of Google tokens (default https://iam.googleapis.com/<provider>).
+        #[arg(id = "gcp_audience", value_name = "GCP_AUDIENCE", long = "gcp-audience", env = "WIW_GCP_AUDIENCE")]
+        pub audience: Option<String>,
+        /// Lifetime of Google tokens in seconds (default 3600).
+        #[arg(id = "gcp_token_expiration", value_name = "GCP_TOKEN_EXPIRATION", long = "gcp-token-expiration", env = "WIW_GCP_TOKEN_EXPIRATION")]
+        pub token_expiration_seconds: Option<i64>,
+        /// Google mode: federation (inject credentials) or gke (annotate ServiceAccounts only).
+        #[arg(id = "gcp_mode", value_name = "GCP_MODE", long = "gcp-mode", env = "WIW_GCP_MODE", value_parser = parse_name::<Mode>)]
+        pub mode: Option<Mode>,
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -62,9 +70,9 @@ impl CloudProvider for Gcp {
         "gcp"
     }
 
-    fn validate(&self, config: &Config) -> Vec<String> {
+    fn validate(&self, settings: &AllSettings, identities: &[Mapping]) -> Vec<String> {
         let mut problems = Vec::new();
-        let settings = &config.gcp;
+        let settings = &settings.gcp;
         check_field(
             &mut problems,
             "gcp.workloadIdentityProvider",
@@ -85,7 +93,7 @@ impl CloudProvider for Gcp {
             settings.token_expiration_seconds,
             1..=i64::from(u32::MAX),
         );
-        for (i, mapping) in config.identities.iter().enumerate() {
+        for (i, mapping) in identities.iter().enumerate() {
             if let Some(gcp) = &mapping.gcp {
                 check_field(
                     &mut problems,
@@ -100,8 +108,8 @@ impl CloudProvider for Gcp {
     }
 
     fn pod_injection(&self, ctx: &PodContext<'_>, warnings: &mut Vec<String>) -> Option<PodInjection> {
-        let settings = &ctx.config.gcp;
-        if settings.mode == Mode::Gke {
+        let settings = &ctx.settings.gcp;
+        if settings.mode == Some(Mode::Gke) {
             return None;
         }
         let email_annotation = [GKE_SERVICE_ACCOUNT, SERVICE_ACCOUNT_EMAIL]
@@ -174,6 +182,10 @@ impl CloudProvider for Gcp {
             skip_containers: ctx.skip_list(SKIP_CONTAINERS, ','),
             pod_annotations: vec![(CREDENTIAL_CONFIGURATION, credential_configuration(provider, email))],
         })
+    }
+
+    fn annotation_prefixes(&self) -> &'static [&'static str] {
+        &["iam.gke.io/", "cloud.google.com/"]
     }
 
     fn service_account_annotation_keys(&self) -> &'static [&'static str] {

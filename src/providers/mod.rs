@@ -1,6 +1,8 @@
-//! One module per cloud, each behind [`CloudProvider`]. Adding a cloud means one new module, its
-//! settings and mapping types in [`crate::config::Config`]/[`crate::config::Mapping`], and one
-//! entry in [`ALL`].
+//! One module per cloud, each behind [`CloudProvider`]: its cluster settings (which are also its
+//! flags), its mapping entry, the annotations it reads and what it injects. Adding a cloud means one
+//! new module, one field in [`Settings`] and in [`Mapping`], and one entry in [`ALL`]; adding a
+//! setting means one field (with its doc line, which is also the flag's help) in the cloud's
+//! `Settings`.
 
 pub mod aws;
 pub mod azure;
@@ -9,11 +11,12 @@ pub mod gcp;
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
 
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use crate::config::{Config, Mapping};
-use crate::echo::Echo;
-use crate::model::Pod;
+use crate::core::echo::Echo;
+use crate::core::model::Pod;
 
 /// Every cloud the webhook knows, in the order their injections appear in a Pod.
 pub static ALL: &[&dyn CloudProvider] = &[&aws::Aws, &gcp::Gcp, &azure::Azure];
@@ -21,12 +24,95 @@ pub static ALL: &[&dyn CloudProvider] = &[&aws::Aws, &gcp::Gcp, &azure::Azure];
 /// The apiserver refuses projected tokens that live shorter than this.
 pub const MIN_TOKEN_EXPIRATION_SECONDS: i64 = 600;
 
+/// The matcher that stands for any namespace or any ServiceAccount.
+pub const ANY: &str = "*";
+
+/// The cluster settings of every cloud: the top-level sections of `config.yaml`, and the flags.
+#[derive(Debug, Clone, Default, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    #[serde(default)]
+    #[command(flatten)]
+    pub aws: aws::Settings,
+    #[serde(default)]
+    #[command(flatten)]
+    pub azure: azure::Settings,
+    #[serde(default)]
+    #[command(flatten)]
+    pub gcp: gcp::Settings,
+}
+
+/// One entry of `identities`: which ServiceAccounts get which cloud identities.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Mapping {
+    #[serde(default = "any")]
+    pub namespace: String,
+    #[serde(default = "any")]
+    pub service_account: String,
+    #[serde(default)]
+    pub aws: Option<aws::MappedIdentity>,
+    #[serde(default)]
+    pub gcp: Option<gcp::MappedIdentity>,
+    #[serde(default)]
+    pub azure: Option<azure::MappedIdentity>,
+}
+
+fn any() -> String {
+    ANY.to_owned()
+}
+
+/// Declares one cloud's settings: every field optional, read from its `config.yaml` section and
+/// from its flags, with [`overlay`](Settings::overlay) laying the file's over the flags' field
+/// by field. A field is declared once, with its doc line (the flag's help) and its flag.
+macro_rules! cloud_settings {
+    ($(#[$meta:meta])* pub struct $name:ident {
+        $($(#[$field_meta:meta])* pub $field:ident: Option<$ty:ty>,)*
+    }) => {
+        #[derive(Debug, Clone, Default, serde::Deserialize, clap::Args)]
+        #[serde(deny_unknown_fields, rename_all = "camelCase")]
+        $(#[$meta])*
+        pub struct $name {
+            $($(#[$field_meta])* pub $field: Option<$ty>,)*
+        }
+
+        impl $name {
+            /// These settings, with `under`'s wherever these have none.
+            pub fn overlay(self, under: &Self) -> Self {
+                Self { $($field: self.$field.or_else(|| under.$field.clone()),)* }
+            }
+        }
+    };
+}
+use cloud_settings;
+
+impl Settings {
+    /// These settings (from `config.yaml`), with `under`'s (the flags') wherever these have none.
+    pub fn overlay(self, under: &Settings) -> Settings {
+        Settings {
+            aws: self.aws.overlay(&under.aws),
+            azure: self.azure.overlay(&under.azure),
+            gcp: self.gcp.overlay(&under.gcp),
+        }
+    }
+}
+
+/// Reads a flag's value as `config.yaml` spells it, so that both accept the same names.
+pub fn parse_name<T: DeserializeOwned>(text: &str) -> Result<T, String> {
+    T::deserialize(serde::de::value::StrDeserializer::<serde::de::value::Error>::new(text))
+        .map_err(|err| err.to_string())
+}
+
 pub trait CloudProvider: Sync {
     /// Short name used in metrics, logs and warnings (`aws`, `gcp`, `azure`).
     fn name(&self) -> &'static str;
 
     /// Problems with this cloud's settings and mapping entries, each naming its field.
-    fn validate(&self, config: &Config) -> Vec<String>;
+    fn validate(&self, settings: &Settings, identities: &[Mapping]) -> Vec<String>;
+
+    /// Prefixes of the ServiceAccount annotations this cloud reads (the ServiceAccount cache keeps
+    /// only annotations with one of these prefixes).
+    fn annotation_prefixes(&self) -> &'static [&'static str];
 
     /// What this cloud adds to a Pod, if the Pod's ServiceAccount resolves to an identity of it.
     /// Values that look like a meant-but-broken identity produce warnings for the user.
@@ -47,7 +133,7 @@ pub struct PodContext<'a> {
     pub service_account_annotations: &'a BTreeMap<String, String>,
     /// The first mapping of the ConfigMap that matches the Pod's ServiceAccount.
     pub mapping: Option<&'a Mapping>,
-    pub config: &'a Config,
+    pub settings: &'a Settings,
 }
 
 impl PodContext<'_> {
@@ -95,7 +181,7 @@ impl PodContext<'_> {
         checked(
             key,
             self.service_account_annotation(key),
-            crate::validate::is_audience,
+            crate::core::validate::is_audience,
             "audience",
             warnings,
         )

@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use workload_identity_webhook::tls::GeneratedCa;
+use workload_identity_webhook::shell::certificates::ca::GeneratedCa;
 
 pub struct Webhook {
     child: Child,

@@ -1,29 +1,12 @@
-//! A serving certificate the webhook manages itself, for clusters without cert-manager.
-//!
-//! The CA and the serving certificate live in one Secret in the webhook's namespace. Every replica
-//! reconciles it on a timer: the first to see it missing or due for renewal writes it (create, or
-//! update at the resourceVersion it read, so concurrent writers conflict and exactly one wins), and
-//! every replica loads whatever the Secret holds into its TLS resolver, with no restart. The CA
-//! bundle of the MutatingWebhookConfiguration is kept in step. A new CA is published next to the
-//! old one first and only used for serving certificates after a grace period, so the apiserver
-//! trusts both the old and the new certificate throughout a rotation.
-//!
-//! The decision of what to renew is a pure function of the stored PEMs and the time.
+//! The renewal plan of the managed certificate: a pure function of the stored PEMs, the names
+//! and the time (what to renew), and the renewal itself (new PEMs). No I/O.
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use anyhow::Context;
 use k8s_openapi::ByteString;
-use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Patch, PatchParams, PostParams};
-use kube::{Api, Client};
-use serde_json::json;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use crate::metrics::Metrics;
-use crate::tls::{GeneratedCa, ReloadingCertificate, Validity, certified_key};
+use super::ca::{GeneratedCa, Validity};
+use crate::shell::tls::certified_key;
 
 const DAY: i64 = 86_400;
 pub const CA_LIFETIME: i64 = 10 * 365 * DAY;
@@ -79,7 +62,7 @@ fn inspect(pem: &str) -> Option<Inspected> {
         not_after: cert.validity().not_after.timestamp(),
         subject: cert.subject().to_string(),
         issuer: cert.issuer().to_string(),
-        names: crate::tls::subject_alt_names(&cert),
+        names: crate::shell::tls::subject_alt_names(&cert),
     })
 }
 
@@ -159,7 +142,7 @@ pub fn renew(now: i64, stored: Option<&Stored>, renewal: Renewal, names: &[Strin
 }
 
 impl Stored {
-    fn from_secret(secret: &Secret) -> Option<Stored> {
+    pub(super) fn from_secret(secret: &Secret) -> Option<Stored> {
         let data = secret.data.as_ref()?;
         let text = |key: &str| String::from_utf8(data.get(key)?.0.clone()).ok();
         Some(Stored {
@@ -171,7 +154,7 @@ impl Stored {
         })
     }
 
-    fn to_data(&self) -> std::collections::BTreeMap<String, ByteString> {
+    pub(super) fn to_data(&self) -> std::collections::BTreeMap<String, ByteString> {
         [
             (CA_CERT, &self.ca_cert),
             (CA_KEY, &self.ca_key),
@@ -182,176 +165,6 @@ impl Stored {
         .into_iter()
         .map(|(key, value)| (key.to_owned(), ByteString(value.as_bytes().to_vec())))
         .collect()
-    }
-}
-
-/// Keeps the Secret, the TLS resolver and the webhook configuration's CA bundle in step.
-pub struct ManagedCertificate {
-    pub secrets: Api<Secret>,
-    pub webhook_configurations: Api<MutatingWebhookConfiguration>,
-    pub secret_name: String,
-    pub webhook_configuration: String,
-    pub names: Vec<String>,
-    pub target: Arc<ReloadingCertificate>,
-    pub metrics: Arc<Metrics>,
-    /// The certificate PEM last put into `target`.
-    loaded: std::sync::Mutex<String>,
-}
-
-impl ManagedCertificate {
-    pub fn new(
-        client: Client,
-        namespace: &str,
-        secret_name: String,
-        webhook_configuration: String,
-        names: Vec<String>,
-        metrics: Arc<Metrics>,
-    ) -> anyhow::Result<Self> {
-        Ok(ManagedCertificate {
-            secrets: Api::namespaced(client.clone(), namespace),
-            webhook_configurations: Api::all(client),
-            secret_name,
-            webhook_configuration,
-            names,
-            // Replaced by the Secret's certificate before the server starts.
-            target: ReloadingCertificate::new(crate::tls::self_signed()?, &metrics),
-            metrics,
-            loaded: std::sync::Mutex::new(String::new()),
-        })
-    }
-
-    /// Reconciles until a certificate is in place (the server cannot start without one).
-    pub async fn first_reconcile(&self) -> Stored {
-        loop {
-            match self.reconcile().await {
-                Ok(stored) => return stored,
-                Err(err) => {
-                    tracing::warn!(error = %format!("{err:#}"), secret = self.secret_name, "cannot set up the serving certificate yet; retrying");
-                    tokio::time::sleep(Duration::from_secs(2)).await;
-                }
-            }
-        }
-    }
-
-    pub async fn run(self, mut current: Stored, interval: Duration) {
-        loop {
-            tokio::time::sleep(interval).await;
-            match self.reconcile().await {
-                Ok(stored) => current = stored,
-                Err(err) => {
-                    tracing::warn!(error = %format!("{err:#}"), serving = current.tls_cert.len(), "certificate reconcile failed; the current certificate keeps serving")
-                }
-            }
-        }
-    }
-
-    /// One round: renew if due (one writer wins), load what the Secret holds, publish the bundle.
-    pub async fn reconcile(&self) -> anyhow::Result<Stored> {
-        let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        let secret = self
-            .secrets
-            .get_opt(&self.secret_name)
-            .await
-            .context("reading the certificate Secret")?;
-        let stored = secret.as_ref().and_then(Stored::from_secret);
-        let plan = renewal(now, stored.as_ref(), &self.names);
-        let stored = if plan == Renewal::Keep {
-            stored.context("no certificate stored")?
-        } else {
-            let renewed = renew(now, stored.as_ref(), plan, &self.names)?;
-            match self.write(secret, &renewed).await {
-                Ok(()) => {
-                    tracing::info!(secret = self.secret_name, renewal = ?plan, "serving certificate renewed");
-                    renewed
-                }
-                Err(kube::Error::Api(status)) if status.code == 409 => {
-                    tracing::info!(
-                        secret = self.secret_name,
-                        "another replica renewed the certificate; loading its one"
-                    );
-                    let winner = self.secrets.get(&self.secret_name).await?;
-                    Stored::from_secret(&winner).context("the certificate Secret lacks keys")?
-                }
-                Err(err) => return Err(err).context("writing the certificate Secret"),
-            }
-        };
-        self.load(&stored);
-        self.publish_bundle(&stored.ca_bundle).await?;
-        Ok(stored)
-    }
-
-    async fn write(&self, existing: Option<Secret>, stored: &Stored) -> Result<(), kube::Error> {
-        match existing {
-            Some(mut secret) => {
-                // Replace at the resourceVersion we read: a concurrent writer makes this a 409.
-                secret.data = Some(stored.to_data());
-                self.secrets
-                    .replace(&self.secret_name, &PostParams::default(), &secret)
-                    .await
-                    .map(drop)
-            }
-            None => {
-                let secret: Secret = serde_json::from_value(json!({
-                    "metadata": {"name": self.secret_name, "labels": {"app.kubernetes.io/managed-by": "workload-identity-webhook"}},
-                    "type": "Opaque",
-                }))
-                .map_err(kube::Error::SerdeError)?;
-                let secret = Secret {
-                    data: Some(stored.to_data()),
-                    ..secret
-                };
-                self.secrets.create(&PostParams::default(), &secret).await.map(drop)
-            }
-        }
-    }
-
-    fn load(&self, stored: &Stored) {
-        let mut loaded = self.loaded.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if *loaded == stored.tls_cert {
-            return;
-        }
-        match certified_key(stored.tls_cert.as_bytes(), stored.tls_key.as_bytes()) {
-            Ok(key) => {
-                self.target.replace(key);
-                loaded.clone_from(&stored.tls_cert);
-                Metrics::record_reload(&self.metrics.certificate_reloads, true);
-            }
-            Err(err) => {
-                Metrics::record_reload(&self.metrics.certificate_reloads, false);
-                tracing::error!(error = %format!("{err:#}"), "stored serving certificate refused; the current one keeps serving");
-            }
-        }
-    }
-
-    async fn publish_bundle(&self, bundle: &str) -> anyhow::Result<()> {
-        let Some(configuration) = self.webhook_configurations.get_opt(&self.webhook_configuration).await? else {
-            tracing::warn!(
-                name = self.webhook_configuration,
-                "MutatingWebhookConfiguration not found; caBundle not published"
-            );
-            return Ok(());
-        };
-        // Webhooks merge by name in a strategic merge patch, so only their caBundle changes.
-        let stale: Vec<serde_json::Value> = configuration
-            .webhooks
-            .iter()
-            .flatten()
-            .filter(|webhook| webhook.client_config.ca_bundle.as_ref().map(|b| b.0.as_slice()) != Some(bundle.as_bytes()))
-            .map(|webhook| json!({"name": webhook.name, "clientConfig": {"caBundle": ByteString(bundle.as_bytes().to_vec())}}))
-            .collect();
-        if stale.is_empty() {
-            return Ok(());
-        }
-        self.webhook_configurations
-            .patch(
-                &self.webhook_configuration,
-                &PatchParams::default(),
-                &Patch::Strategic(json!({"webhooks": stale})),
-            )
-            .await
-            .context("publishing the caBundle")?;
-        tracing::info!(name = self.webhook_configuration, "caBundle published");
-        Ok(())
     }
 }
 

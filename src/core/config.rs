@@ -7,45 +7,23 @@
 use std::collections::HashMap;
 
 use serde::Deserialize;
-use serde_json::{Map, Value};
 
 use crate::providers::{self, aws, azure, gcp};
+pub use crate::providers::{ANY, Mapping, Settings};
 
-/// The matcher that stands for any namespace or any ServiceAccount.
-pub const ANY: &str = "*";
+/// The key of the webhook's ConfigMap that holds `config.yaml`.
+pub const CONFIG_KEY: &str = "config.yaml";
 
 #[derive(Debug, Default)]
 pub struct Config {
-    pub aws: aws::Settings,
-    pub azure: azure::Settings,
-    pub gcp: gcp::Settings,
+    /// The cluster settings: the file's over the flags', field by field.
+    pub settings: Settings,
     pub identities: Vec<Mapping>,
     index: MappingIndex,
 }
 
-/// One entry of `identities`: which ServiceAccounts get which cloud identities.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct Mapping {
-    #[serde(default = "any")]
-    pub namespace: String,
-    #[serde(default = "any")]
-    pub service_account: String,
-    #[serde(default)]
-    pub aws: Option<aws::MappedIdentity>,
-    #[serde(default)]
-    pub gcp: Option<gcp::MappedIdentity>,
-    #[serde(default)]
-    pub azure: Option<azure::MappedIdentity>,
-}
-
-fn any() -> String {
-    ANY.to_owned()
-}
-
-/// `config.yaml` as written. The mappings are read straight into their type (a tree of values for
-/// 100,000 of them held several times their final size); the small cloud sections stay maps
-/// until the flags' settings are laid under them.
+/// `config.yaml` as written, read straight into its types (a tree of values for 100,000 mappings
+/// is held several times their final size).
 #[derive(Deserialize)]
 #[serde(
     deny_unknown_fields,
@@ -53,11 +31,11 @@ fn any() -> String {
 )]
 struct ConfigFile {
     #[serde(default)]
-    aws: Option<Map<String, Value>>,
+    aws: Option<aws::Settings>,
     #[serde(default)]
-    azure: Option<Map<String, Value>>,
+    azure: Option<azure::Settings>,
     #[serde(default)]
-    gcp: Option<Map<String, Value>>,
+    gcp: Option<gcp::Settings>,
     #[serde(default)]
     identities: Vec<Mapping>,
 }
@@ -67,8 +45,6 @@ pub enum ConfigError {
     /// Not YAML, or not the shape of `config.yaml` (with the line and column).
     #[error("config.yaml cannot be read: {0}")]
     Yaml(#[from] serde_yaml_ng::Error),
-    #[error("config.yaml does not match the schema: {0}")]
-    Schema(#[from] serde_json::Error),
     #[error("config.yaml has invalid values: {}", .0.join("; "))]
     Invalid(Vec<String>),
     #[error("config.yaml nests flow collections ([ ] or {{ }}) deeper than {MAX_FLOW_DEPTH} levels, at line {0}")]
@@ -125,22 +101,9 @@ pub fn check_flow_depth(yaml: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// The cloud sections of `config.yaml`, once the flags' settings are laid under the file's.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Settings {
-    #[serde(default)]
-    aws: aws::Settings,
-    #[serde(default)]
-    azure: azure::Settings,
-    #[serde(default)]
-    gcp: gcp::Settings,
-}
-
 impl Config {
-    /// Parses `config.yaml` over the cluster settings given as flags (`defaults`, shaped like the
-    /// top level of `config.yaml` without `identities`).
-    pub fn parse(yaml: &str, defaults: &Value) -> Result<Config, ConfigError> {
+    /// Parses `config.yaml` over the cluster settings given as flags.
+    pub fn parse(yaml: &str, flags: &Settings) -> Result<Config, ConfigError> {
         let file: Option<ConfigFile> = if yaml.trim().is_empty() {
             None
         } else {
@@ -148,35 +111,27 @@ impl Config {
             serde_yaml_ng::from_str(yaml)?
         };
         let Some(file) = file else {
-            return Self::from_defaults(defaults);
+            return Self::from_defaults(flags);
         };
-        let sections = [("aws", file.aws), ("azure", file.azure), ("gcp", file.gcp)]
-            .into_iter()
-            .filter_map(|(name, section)| Some((name.to_owned(), Value::Object(section?))))
-            .collect();
-        Self::build(overlay(defaults, sections), file.identities)
+        let from_file = Settings {
+            aws: file.aws.unwrap_or_default(),
+            azure: file.azure.unwrap_or_default(),
+            gcp: file.gcp.unwrap_or_default(),
+        };
+        Self::build(from_file.overlay(flags), file.identities)
     }
 
     /// The configuration when there is no ConfigMap: the flags' settings and no mappings.
-    pub fn from_defaults(defaults: &Value) -> Result<Config, ConfigError> {
-        Self::build(overlay(defaults, Map::new()), Vec::new())
+    pub fn from_defaults(flags: &Settings) -> Result<Config, ConfigError> {
+        Self::build(flags.clone(), Vec::new())
     }
 
-    fn build(settings: Value, identities: Vec<Mapping>) -> Result<Config, ConfigError> {
-        let settings: Settings = serde_json::from_value(settings)?;
-        let mut config = Config {
-            aws: settings.aws,
-            azure: settings.azure,
-            gcp: settings.gcp,
-            identities,
-            index: MappingIndex::default(),
-        };
+    fn build(settings: Settings, identities: Vec<Mapping>) -> Result<Config, ConfigError> {
         let problems: Vec<String> = providers::ALL
             .iter()
-            .flat_map(|provider| provider.validate(&config))
+            .flat_map(|provider| provider.validate(&settings, &identities))
             .chain(
-                config
-                    .identities
+                identities
                     .iter()
                     .enumerate()
                     .filter(|(_, mapping)| mapping.namespace.is_empty() || mapping.service_account.is_empty())
@@ -188,8 +143,11 @@ impl Config {
         if !problems.is_empty() {
             return Err(ConfigError::Invalid(problems));
         }
-        config.index = MappingIndex::build(&config.identities);
-        Ok(config)
+        Ok(Config {
+            index: MappingIndex::build(&identities),
+            settings,
+            identities,
+        })
     }
 
     /// The first mapping that matches, in file order. Constant time whatever the number of mappings.
@@ -198,27 +156,6 @@ impl Config {
             .first_match(namespace, service_account)
             .map(|i| &self.identities[i])
     }
-}
-
-/// Places the file's settings over the flag settings, one field deep per cloud section.
-fn overlay(defaults: &Value, mut from_file: Map<String, Value>) -> Value {
-    if let Value::Object(defaults) = defaults {
-        for (section, default_fields) in defaults {
-            match (from_file.get_mut(section), default_fields) {
-                (Some(Value::Object(file_fields)), Value::Object(default_fields)) => {
-                    for (field, value) in default_fields {
-                        file_fields.entry(field.clone()).or_insert_with(|| value.clone());
-                    }
-                }
-                (None | Some(Value::Null), _) => {
-                    from_file.insert(section.clone(), default_fields.clone());
-                }
-                // A section of the wrong type: leave it for the schema check to report.
-                _ => {}
-            }
-        }
-    }
-    Value::Object(from_file)
 }
 
 /// Index of the first mapping for each kind of match, so lookup cost does not grow with the list.
@@ -277,7 +214,6 @@ impl MappingIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     const ISSUE_EXAMPLE: &str = r#"
 aws:   {region: us-west-2, stsRegionalEndpoints: true, audience: sts.amazonaws.com, tokenExpirationSeconds: 86400}
@@ -295,8 +231,8 @@ identities:
 
     #[test]
     fn parses_the_documented_schema() {
-        let config = Config::parse(ISSUE_EXAMPLE, &Value::Null).unwrap();
-        assert_eq!(config.aws.region.as_deref(), Some("us-west-2"));
+        let config = Config::parse(ISSUE_EXAMPLE, &Settings::default()).unwrap();
+        assert_eq!(config.settings.aws.region.as_deref(), Some("us-west-2"));
         assert_eq!(config.identities.len(), 2);
         let mapping = config.mapping_for("analytics", "anything").unwrap();
         assert!(mapping.gcp.is_some());
@@ -307,37 +243,37 @@ identities:
     #[test]
     fn empty_and_null_documents_mean_no_mappings() {
         for text in ["", "  \n", "null", "{}"] {
-            let config = Config::parse(text, &Value::Null).unwrap();
+            let config = Config::parse(text, &Settings::default()).unwrap();
             assert!(config.identities.is_empty(), "{text:?}");
         }
     }
 
     #[test]
     fn unknown_fields_are_errors() {
-        let err = Config::parse("aws: {regoin: us-west-2}", &Value::Null).unwrap_err();
+        let err = Config::parse("aws: {regoin: us-west-2}", &Settings::default()).unwrap_err();
         assert!(err.to_string().contains("regoin"), "{err}");
-        let err = Config::parse("identities: [{namespace: a, serviceAcount: b}]", &Value::Null).unwrap_err();
+        let err = Config::parse("identities: [{namespace: a, serviceAcount: b}]", &Settings::default()).unwrap_err();
         assert!(err.to_string().contains("serviceAcount"), "{err}");
-        let err = Config::parse("extra: 1", &Value::Null).unwrap_err();
+        let err = Config::parse("extra: 1", &Settings::default()).unwrap_err();
         assert!(err.to_string().contains("extra"), "{err}");
     }
 
     #[test]
     fn broken_yaml_and_wrong_shapes_are_errors() {
         assert!(matches!(
-            Config::parse("aws: [", &Value::Null),
+            Config::parse("aws: [", &Settings::default()),
             Err(ConfigError::Yaml(_))
         ));
-        let err = Config::parse("- a\n- b", &Value::Null).unwrap_err();
+        let err = Config::parse("- a\n- b", &Settings::default()).unwrap_err();
         assert!(err.to_string().contains("expected a mapping with the keys"), "{err}");
-        let err = Config::parse("identities: 3", &Value::Null).unwrap_err();
+        let err = Config::parse("identities: 3", &Settings::default()).unwrap_err();
         assert!(
             err.to_string().contains("identities: invalid type: integer `3`"),
             "{err}"
         );
         assert!(matches!(
-            Config::parse("aws: {tokenExpirationSeconds: soon}", &Value::Null),
-            Err(ConfigError::Schema(_))
+            Config::parse("aws: {tokenExpirationSeconds: soon}", &Settings::default()),
+            Err(ConfigError::Yaml(_))
         ));
     }
 
@@ -345,7 +281,7 @@ identities:
     fn invalid_values_are_listed() {
         let err = Config::parse(
             "identities: [{namespace: a, serviceAccount: b, aws: {roleArn: nope}}, {namespace: '', azure: {clientId: x}}]",
-            &Value::Null,
+            &Settings::default(),
         )
         .unwrap_err();
         let text = err.to_string();
@@ -356,16 +292,19 @@ identities:
 
     #[test]
     fn file_settings_win_over_flags_field_by_field() {
-        let flags = json!({"aws": {"region": "eu-west-1", "audience": "flag-audience"}, "azure": {"tenantId": "11111111-2222-3333-4444-555555555555"}});
+        let mut flags = Settings::default();
+        flags.aws.region = Some("eu-west-1".into());
+        flags.aws.audience = Some("flag-audience".into());
+        flags.azure.tenant_id = Some("11111111-2222-3333-4444-555555555555".into());
         let config = Config::parse("aws: {region: us-east-1}", &flags).unwrap();
-        assert_eq!(config.aws.region.as_deref(), Some("us-east-1"));
-        assert_eq!(config.aws.audience.as_deref(), Some("flag-audience"));
+        assert_eq!(config.settings.aws.region.as_deref(), Some("us-east-1"));
+        assert_eq!(config.settings.aws.audience.as_deref(), Some("flag-audience"));
         assert_eq!(
-            config.azure.tenant_id.as_deref(),
+            config.settings.azure.tenant_id.as_deref(),
             Some("11111111-2222-3333-4444-555555555555")
         );
         let defaults_only = Config::from_defaults(&flags).unwrap();
-        assert_eq!(defaults_only.aws.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(defaults_only.settings.aws.region.as_deref(), Some("eu-west-1"));
     }
 
     #[test]
@@ -375,7 +314,7 @@ identities:
   - {namespace: "*", serviceAccount: "*", gcp: {}}
   - {namespace: a, serviceAccount: b, aws: {mode: podIdentity}}
 "#;
-        let config = Config::parse(yaml, &Value::Null).unwrap();
+        let config = Config::parse(yaml, &Settings::default()).unwrap();
         assert!(config.mapping_for("a", "b").unwrap().gcp.is_some());
 
         let yaml = r#"
@@ -385,7 +324,7 @@ identities:
   - {namespace: "*", serviceAccount: c, azure: {clientId: "00000000-1111-2222-3333-444444444444"}}
   - {namespace: a, serviceAccount: b, gcp: {}}
 "#;
-        let config = Config::parse(yaml, &Value::Null).unwrap();
+        let config = Config::parse(yaml, &Settings::default()).unwrap();
         assert!(config.mapping_for("a", "b").unwrap().aws.is_some());
         assert!(config.mapping_for("a", "c").unwrap().gcp.is_some());
         assert!(config.mapping_for("z", "c").unwrap().azure.is_some());
@@ -396,11 +335,11 @@ identities:
     fn deep_flow_nesting_is_refused_before_parsing() {
         let deep = format!("identities: {}{}", "[".repeat(20_000), "]".repeat(20_000));
         assert!(matches!(
-            Config::parse(&deep, &Value::Null),
+            Config::parse(&deep, &Settings::default()),
             Err(ConfigError::TooDeep(1))
         ));
         let deep = format!("aws:\n  region: x\nidentities:\n  - {}", "{a: ".repeat(100));
-        let err = Config::parse(&deep, &Value::Null).unwrap_err();
+        let err = Config::parse(&deep, &Settings::default()).unwrap_err();
         assert!(matches!(err, ConfigError::TooDeep(4)), "{err}");
         assert!(err.to_string().contains("deeper than 64 levels, at line 4"), "{err}");
         // At the limit the parser decides (here: not the schema).
@@ -410,7 +349,7 @@ identities:
             "]".repeat(MAX_FLOW_DEPTH)
         );
         assert!(matches!(
-            Config::parse(&at_limit, &Value::Null),
+            Config::parse(&at_limit, &Settings::default()),
             Err(ConfigError::Yaml(_))
         ));
     }
@@ -421,14 +360,14 @@ identities:
         let yaml = format!(
             "# {brackets}\nidentities: # {brackets}\n  - {{namespace: \"a{brackets}\\\"{brackets}\", serviceAccount: 'b''{brackets}', gcp: {{}}}}\n"
         );
-        let config = Config::parse(&yaml, &Value::Null).unwrap();
+        let config = Config::parse(&yaml, &Settings::default()).unwrap();
         assert_eq!(config.identities[0].namespace, format!("a{brackets}\"{brackets}"));
         assert_eq!(config.identities[0].service_account, format!("b'{brackets}"));
     }
 
     #[test]
     fn mappings_default_to_any() {
-        let config = Config::parse("identities: [{gcp: {}}]", &Value::Null).unwrap();
+        let config = Config::parse("identities: [{gcp: {}}]", &Settings::default()).unwrap();
         assert!(config.mapping_for("x", "y").is_some());
     }
 }

@@ -5,10 +5,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 
-use crate::config::Config;
-use crate::echo::Echo;
-use crate::model::{Container, Mount, Pod, ServiceAccount, Volume};
-use crate::patch::{EnvVar, Operation, VolumeMount, add, annotation_path, append};
+use crate::core::config::Config;
+use crate::core::echo::Echo;
+use crate::core::model::{Container, Mount, Pod, ServiceAccount, Volume};
+use crate::core::patch::{EnvVar, Operation, VolumeMount, add, annotation_path, append};
 use crate::providers::{self, PodContext, PodInjection};
 
 /// A patch with what it means: the identities it gives and the warnings for the user.
@@ -44,7 +44,7 @@ pub fn mutate_pod(pod: &Pod, namespace: &str, service_account: Option<&ServiceAc
         namespace,
         service_account_annotations: &written_by_users,
         mapping: config.mapping_for(namespace, service_account_name),
-        config,
+        settings: &config.settings,
     };
     let mut warnings = Vec::new();
     let mut injections: Vec<PodInjection> = providers::ALL

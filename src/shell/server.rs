@@ -17,12 +17,13 @@ use axum::{Extension, Router};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::ServiceBuilder;
 
-use crate::admission::{Review, Subject};
-use crate::connections::{self, ConnectionLimits, Peer, Port};
-use crate::echo::{Echo, LogRateLimit};
-use crate::metrics::{CloudLabels, Metrics, ReasonLabels, RequestLabels};
-use crate::mutation::Mutation;
-use crate::watch::{LiveConfig, LookupError, ServiceAccounts};
+use crate::core::admission::{Review, Subject};
+use crate::core::echo::{Echo, LogRateLimit};
+use crate::core::model::ServiceAccount;
+use crate::core::mutation::Mutation;
+use crate::shell::connections::{self, ConnectionLimits, Peer, Port};
+use crate::shell::metrics::{CloudLabels, Metrics, ReasonLabels, RequestLabels};
+use crate::shell::watch::{LiveConfig, LookupError, ServiceAccounts};
 
 pub struct AppState {
     pub config: Arc<LiveConfig>,
@@ -107,7 +108,13 @@ pub struct ServerOptions {
     pub benchmark_ceiling: bool,
 }
 
-pub fn admission_router(state: Arc<AppState>, max_body_bytes: usize, benchmark_ceiling: bool) -> Router {
+/// The admission endpoint and the probes. `request_timeout` bounds reading a request and answering it.
+pub fn admission_router(
+    state: Arc<AppState>,
+    max_body_bytes: usize,
+    request_timeout: Duration,
+    benchmark_ceiling: bool,
+) -> Router {
     let mutate = if benchmark_ceiling {
         post(allow_without_reading)
     } else {
@@ -143,19 +150,31 @@ pub fn admission_router(state: Arc<AppState>, max_body_bytes: usize, benchmark_c
         // apiserver itself gives up after the webhook's timeoutSeconds (at most 30 s).
         .layer(
             ServiceBuilder::new()
-                .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
+                .layer(HandleErrorLayer::new(move |_: tower::BoxError| async move {
                     (
                         StatusCode::REQUEST_TIMEOUT,
-                        "request not received and answered within 10 s\n",
+                        format!(
+                            "request not received and answered within {}\n",
+                            Seconds(request_timeout)
+                        ),
                     )
                 }))
-                .timeout(REQUEST_TIMEOUT),
+                .timeout(request_timeout),
         )
         .merge(probe_router())
         .with_state(state)
 }
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A duration as the timeout message says it: `10 s`, `0.05 s`.
+struct Seconds(Duration);
+
+impl fmt::Display for Seconds {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(formatter, "{} s", self.0.as_secs_f64())
+    }
+}
 
 /// The whole body in one buffer of its declared length: collecting the frames and then joining
 /// them held each large body twice.
@@ -254,80 +273,104 @@ fn is_json(content_type: &str) -> bool {
         })
 }
 
+/// The request path, one named step each: the media type, the review, the container bound, the
+/// ServiceAccount, the mutation, the answer; [`record`] counts and logs what came of it.
 async fn answer(state: &AppState, peer: PeerText, headers: &HeaderMap, body: &[u8]) -> Response {
-    let rejected = |status: StatusCode, message: String| {
-        state
-            .metrics
-            .requests
-            .get_or_create(&RequestLabels {
-                kind: "invalid",
-                result: "rejected",
-            })
-            .inc();
-        tracing::warn!(%status, %peer, message, "admission request rejected");
-        (status, message + "\n").into_response()
+    let review = match check_media_type(headers).and_then(|()| parse(body)) {
+        Ok(review) => review,
+        Err(refused) => return refused.into_response(state, peer),
     };
+    let (mutation, limited) = match over_container_bound(state, &review) {
+        Some(mutation) => (mutation, Some("containers")),
+        None => (mutate_review(state, peer, &review).await, None),
+    };
+    respond(state, peer, &review, mutation, limited)
+}
+
+/// A request refused before it is read as a review.
+struct Refused {
+    status: StatusCode,
+    message: String,
+}
+
+impl Refused {
+    fn into_response(self, state: &AppState, peer: PeerText) -> Response {
+        record(state, peer, Outcome::Refused(&self));
+        (self.status, self.message + "\n").into_response()
+    }
+}
+
+fn check_media_type(headers: &HeaderMap) -> Result<(), Refused> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
         .unwrap_or("");
-    if !is_json(content_type) {
-        return rejected(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            format!("content type must be application/json, got {content_type:?}"),
-        );
+    if is_json(content_type) {
+        Ok(())
+    } else {
+        Err(Refused {
+            status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            message: format!("content type must be application/json, got {content_type:?}"),
+        })
     }
-    let review = match Review::parse(body) {
-        Ok(review) => review,
-        Err(err) => return rejected(StatusCode::BAD_REQUEST, err.to_string()),
-    };
-    let config = state.config.current();
-    if let Some(containers) = container_count(&review.subject)
-        && containers > state.limits.max_containers
-    {
-        state
-            .metrics
-            .reviews_limited
-            .get_or_create(&ReasonLabels { reason: "containers" })
-            .inc();
-        let mutation = Mutation {
-            warnings: vec![format!(
-                "workload-identity-webhook: the Pod has {containers} containers, more than the {} the webhook patches; no cloud identity injected",
-                state.limits.max_containers
-            )],
-            ..Mutation::default()
-        };
-        return respond(state, peer, &review, mutation);
-    }
-    let mut lookup_warning = None;
-    let service_account = match &review.subject {
+}
+
+fn parse(body: &[u8]) -> Result<Review, Refused> {
+    Review::parse(body).map_err(|err| Refused {
+        status: StatusCode::BAD_REQUEST,
+        message: err.to_string(),
+    })
+}
+
+/// The answer for a Pod with more containers than the webhook patches: unchanged, with a warning.
+fn over_container_bound(state: &AppState, review: &Review) -> Option<Mutation> {
+    let containers = container_count(&review.subject)?;
+    (containers > state.limits.max_containers).then(|| Mutation {
+        warnings: vec![format!(
+            "workload-identity-webhook: the Pod has {containers} containers, more than the {} the webhook patches; no cloud identity injected",
+            state.limits.max_containers
+        )],
+        ..Mutation::default()
+    })
+}
+
+/// The mutation, with the Pod's ServiceAccount looked up (a failed look-up is a warning).
+async fn mutate_review(state: &AppState, peer: PeerText, review: &Review) -> Mutation {
+    let (service_account, lookup_warning) = match &review.subject {
         Subject::Pod(pod) => {
-            let name = pod.service_account_name();
-            match state.service_accounts.get(review.object_namespace(), name).await {
-                Ok(found) => found,
-                Err(err) => {
-                    match err {
-                        LookupError::RateLimited => {
-                            tracing::debug!(%peer, namespace = review.object_namespace(), service_account = %Echo(name), "ServiceAccount look-up rate-limited")
-                        }
-                        LookupError::Api(_) => {
-                            tracing::error!(%peer, namespace = review.object_namespace(), service_account = %Echo(name), error = %err, "ServiceAccount look-up failed")
-                        }
-                    }
-                    lookup_warning = Some(format!(
-                        "workload-identity-webhook could not read ServiceAccount {}/{}; no cloud identity injected",
-                        review.object_namespace(),
-                        Echo(name)
-                    ));
-                    None
+            look_up_service_account(state, peer, review.object_namespace(), pod.service_account_name()).await
+        }
+        _ => (None, None),
+    };
+    let mut mutation = review.mutation(service_account.as_ref(), &state.config.current());
+    mutation.warnings.extend(lookup_warning);
+    mutation
+}
+
+async fn look_up_service_account(
+    state: &AppState,
+    peer: PeerText,
+    namespace: &str,
+    name: &str,
+) -> (Option<ServiceAccount>, Option<String>) {
+    match state.service_accounts.get(namespace, name).await {
+        Ok(found) => (found, None),
+        Err(err) => {
+            match err {
+                LookupError::RateLimited => {
+                    tracing::debug!(%peer, namespace, service_account = %Echo(name), "ServiceAccount look-up rate-limited")
+                }
+                LookupError::Api(_) => {
+                    tracing::error!(%peer, namespace, service_account = %Echo(name), error = %err, "ServiceAccount look-up failed")
                 }
             }
+            let warning = format!(
+                "workload-identity-webhook could not read ServiceAccount {namespace}/{}; no cloud identity injected",
+                Echo(name)
+            );
+            (None, Some(warning))
         }
-        _ => None,
-    };
-    let mut mutation = review.mutation(service_account.as_ref(), &config);
-    mutation.warnings.extend(lookup_warning);
-    respond(state, peer, &review, mutation)
+    }
 }
 
 fn container_count(subject: &Subject) -> Option<usize> {
@@ -337,9 +380,15 @@ fn container_count(subject: &Subject) -> Option<usize> {
     }
 }
 
-/// Encodes the answer (once), counts and logs it, and charges it to the in-flight budget until it
+/// Encodes the answer (once), has it recorded, and charges it to the in-flight budget until it
 /// has been written out.
-fn respond(state: &AppState, peer: PeerText, review: &Review, mutation: Mutation) -> Response {
+fn respond(
+    state: &AppState,
+    peer: PeerText,
+    review: &Review,
+    mutation: Mutation,
+    limited: Option<&'static str>,
+) -> Response {
     let answer = match review.response_within(&mutation, state.limits.max_patch_bytes) {
         Ok(answer) => answer,
         Err(err) => {
@@ -350,37 +399,86 @@ fn respond(state: &AppState, peer: PeerText, review: &Review, mutation: Mutation
                 .into_response();
         }
     };
-    if answer.patch_dropped {
-        state
-            .metrics
-            .reviews_limited
-            .get_or_create(&ReasonLabels { reason: "patch_size" })
-            .inc();
-    }
+    let limited = limited.or(answer.patch_dropped.then_some("patch_size"));
     let Some(permit) = state.charge(answer.json.len()) else {
+        // A bound that left the patch out is counted even when the answer is shed.
+        count_limited(state, limited);
         return state.shed();
     };
     let mutated = !mutation.patch.is_empty() && !answer.patch_dropped;
-    let (kind, result) = outcome(&review.subject, !mutated);
-    state
-        .metrics
-        .requests
-        .get_or_create(&RequestLabels { kind, result })
-        .inc();
-    audit(review, &mutation, mutated, peer);
-    if let Subject::Pod(_) = review.subject
-        && mutated
-    {
-        for (cloud, _) in &mutation.identities {
-            state.metrics.mutations.get_or_create(&CloudLabels { cloud }).inc();
-        }
-    }
+    record(
+        state,
+        peer,
+        Outcome::Answered {
+            review,
+            mutation: &mutation,
+            mutated,
+            limited,
+        },
+    );
     // The permit goes back when the last reference to the bytes does, once they are written.
     let body = Bytes::from_owner(Charged {
         json: answer.json,
         _permit: permit,
     });
     ([(header::CONTENT_TYPE, "application/json")], Body::from(body)).into_response()
+}
+
+/// What came of one request: everything its metrics and its log lines report.
+enum Outcome<'a> {
+    Refused(&'a Refused),
+    Answered {
+        review: &'a Review,
+        mutation: &'a Mutation,
+        mutated: bool,
+        /// The bound that left the patch out (`containers`, `patch_size`).
+        limited: Option<&'static str>,
+    },
+}
+
+/// The one place a request is counted and logged (its duration aside, which [`mutate`] measures).
+fn record(state: &AppState, peer: PeerText, outcome: Outcome<'_>) {
+    let metrics = &state.metrics;
+    match outcome {
+        Outcome::Refused(refused) => {
+            metrics
+                .requests
+                .get_or_create(&RequestLabels {
+                    kind: "invalid",
+                    result: "rejected",
+                })
+                .inc();
+            tracing::warn!(status = %refused.status, %peer, message = refused.message, "admission request rejected");
+        }
+        Outcome::Answered {
+            review,
+            mutation,
+            mutated,
+            limited,
+        } => {
+            count_limited(state, limited);
+            let (kind, result) = request_labels(&review.subject, !mutated);
+            metrics.requests.get_or_create(&RequestLabels { kind, result }).inc();
+            audit(review, mutation, mutated, peer);
+            if let Subject::Pod(_) = review.subject
+                && mutated
+            {
+                for (cloud, _) in &mutation.identities {
+                    metrics.mutations.get_or_create(&CloudLabels { cloud }).inc();
+                }
+            }
+        }
+    }
+}
+
+fn count_limited(state: &AppState, limited: Option<&'static str>) {
+    if let Some(reason) = limited {
+        state
+            .metrics
+            .reviews_limited
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
 }
 
 struct Charged {
@@ -409,11 +507,11 @@ async fn allow_without_reading(body: Bytes) -> Response {
         .ok()
         .and_then(|review| review.request)
         .map_or("", |request| request.uid);
-    let json = serde_json::json!({"apiVersion": crate::admission::API_VERSION, "kind": "AdmissionReview", "response": {"uid": uid, "allowed": true}});
+    let json = serde_json::json!({"apiVersion": crate::core::admission::API_VERSION, "kind": "AdmissionReview", "response": {"uid": uid, "allowed": true}});
     ([(header::CONTENT_TYPE, "application/json")], json.to_string()).into_response()
 }
 
-fn outcome(subject: &Subject, unchanged: bool) -> (&'static str, &'static str) {
+fn request_labels(subject: &Subject, unchanged: bool) -> (&'static str, &'static str) {
     let kind = match subject {
         Subject::Pod(_) => "Pod",
         Subject::ServiceAccount(_) => "ServiceAccount",
@@ -512,7 +610,12 @@ pub async fn serve(state: Arc<AppState>, tls: rustls::ServerConfig, options: Ser
         name: "admission",
         listener,
         tls: Some(tokio_rustls::TlsAcceptor::from(Arc::new(tls))),
-        router: admission_router(state.clone(), options.max_body_bytes, options.benchmark_ceiling),
+        router: admission_router(
+            state.clone(),
+            options.max_body_bytes,
+            REQUEST_TIMEOUT,
+            options.benchmark_ceiling,
+        ),
         limits: options.admission_connections,
     };
     connections::serve(port, state.metrics.clone(), stopped, options.shutdown_timeout).await;
@@ -558,7 +661,7 @@ mod tests {
 
     fn state(limits: ReviewLimits) -> Arc<AppState> {
         let metrics = Arc::new(Metrics::default());
-        let config = LiveConfig::new(json!({}), metrics.clone()).expect("defaults");
+        let config = LiveConfig::new(Default::default(), metrics.clone()).expect("defaults");
         config.apply("test", CONFIG);
         Arc::new(AppState::new(config, ServiceAccounts::Standalone, metrics, limits))
     }
@@ -585,10 +688,91 @@ mod tests {
     }
 
     async fn call(state: &Arc<AppState>, request: Request) -> Response {
-        admission_router(state.clone(), 3 * 1024 * 1024, false)
+        call_with(state, REQUEST_TIMEOUT, request).await
+    }
+
+    async fn call_with(state: &Arc<AppState>, timeout: Duration, request: Request) -> Response {
+        admission_router(state.clone(), 3 * 1024 * 1024, timeout, false)
             .oneshot(request)
             .await
             .expect("infallible")
+    }
+
+    async fn text_of(response: Response) -> (StatusCode, String) {
+        let status = response.status();
+        let body = to_bytes(response.into_body(), usize::MAX).await.expect("body");
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn a_body_that_is_not_a_review_is_a_bad_request() {
+        let state = state(limits());
+        let (status, text) = text_of(call(&state, request("application/json", b"{\"kind\": 3".to_vec())).await).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+        assert!(!text.is_empty());
+        assert!(
+            state
+                .metrics
+                .encode()
+                .contains("requests_total{kind=\"invalid\",result=\"rejected\"} 1"),
+            "{}",
+            state.metrics.encode()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_limit_is_refused_declared_or_streamed() {
+        let state = state(limits());
+        let (status, text) =
+            text_of(call(&state, request("application/json", vec![b' '; 3 * 1024 * 1024 + 1])).await).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{text}");
+        assert!(text.contains("larger than 3145728 bytes"), "{text}");
+        // No declared length: refused once the frames read pass the limit.
+        let chunks = futures::stream::iter(
+            [vec![b' '; 2 * 1024 * 1024], vec![b' '; 2 * 1024 * 1024]].map(Ok::<_, std::io::Error>),
+        );
+        let streamed = Request::post("/mutate")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from_stream(chunks))
+            .expect("request");
+        assert_eq!(call(&state, streamed).await.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    }
+
+    #[tokio::test]
+    async fn a_request_not_received_in_time_is_answered_408() {
+        let state = state(limits());
+        let never = futures::stream::pending::<Result<Bytes, std::io::Error>>();
+        let stalled = Request::post("/mutate")
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::CONTENT_LENGTH, 100)
+            .body(Body::from_stream(never))
+            .expect("request");
+        let (status, text) = text_of(call_with(&state, Duration::from_millis(50), stalled).await).await;
+        assert_eq!(status, StatusCode::REQUEST_TIMEOUT, "{text}");
+        assert_eq!(text, "request not received and answered within 0.05 s\n");
+        assert_eq!(Seconds(REQUEST_TIMEOUT).to_string(), "10 s");
+    }
+
+    #[tokio::test]
+    async fn probes_answer_liveness_and_readiness() {
+        let state = state(limits());
+        let get = |path: &str| Request::get(path).body(Body::empty()).expect("request");
+        assert_eq!(
+            text_of(call(&state, get("/healthz")).await).await,
+            (StatusCode::OK, "ok".to_owned())
+        );
+        assert_eq!(
+            text_of(call(&state, get("/readyz")).await).await,
+            (StatusCode::OK, "ok".to_owned())
+        );
+        state.shutting_down.store(true, Ordering::Release);
+        let (status, text) = text_of(call(&state, get("/readyz")).await).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{text}");
+        assert_eq!(
+            text_of(call(&state, get("/healthz")).await).await.0,
+            StatusCode::OK,
+            "alive while draining"
+        );
     }
 
     async fn json_of(response: Response) -> (StatusCode, Value) {
@@ -648,8 +832,8 @@ mod tests {
     #[tokio::test]
     async fn objects_with_more_list_and_map_entries_than_the_bound_are_left_untouched() {
         let state = state(limits());
-        let empty_containers = vec![json!({}); crate::admission::MAX_ENTRIES + 1];
-        let annotations: serde_json::Map<String, Value> = (0..=crate::admission::MAX_ENTRIES)
+        let empty_containers = vec![json!({}); crate::core::admission::MAX_ENTRIES + 1];
+        let annotations: serde_json::Map<String, Value> = (0..=crate::core::admission::MAX_ENTRIES)
             .map(|index| (format!("a{index}"), json!("")))
             .collect();
         for (what, metadata, containers) in [

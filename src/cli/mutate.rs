@@ -5,12 +5,11 @@ use std::path::Path;
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
-use crate::admission::Review;
 use crate::cli::{MutateArgs, Output};
-use crate::config::{Config, check_flow_depth};
-use crate::model;
-use crate::patch;
-use crate::watch::CONFIG_KEY;
+use crate::core::admission::Review;
+use crate::core::config::{CONFIG_KEY, Config, check_flow_depth};
+use crate::core::model;
+use crate::core::patch;
 
 /// Returns the text to print on stdout and the warnings for stderr.
 pub fn run(args: &MutateArgs) -> anyhow::Result<(String, Vec<String>)> {
@@ -23,12 +22,10 @@ pub fn run(args: &MutateArgs) -> anyhow::Result<(String, Vec<String>)> {
     };
     let review = Review::parse(&serde_json::to_vec(&body)?)?;
 
-    let defaults = args.cluster.to_defaults();
+    let defaults = &args.cluster;
     let config = match &args.config {
-        Some(path) => {
-            Config::parse(&config_text(path)?, &defaults).with_context(|| format!("in {}", path.display()))?
-        }
-        None => Config::from_defaults(&defaults)?,
+        Some(path) => Config::parse(&config_text(path)?, defaults).with_context(|| format!("in {}", path.display()))?,
+        None => Config::from_defaults(defaults)?,
     };
     let service_account: model::ServiceAccount = match &args.service_account {
         Some(path) => {
@@ -92,7 +89,7 @@ fn review_for(object: &Value, namespace: Option<&str>) -> anyhow::Result<Value> 
         .or_else(|| object.pointer("/metadata/namespace").and_then(Value::as_str))
         .unwrap_or("default");
     Ok(json!({
-        "apiVersion": crate::admission::API_VERSION,
+        "apiVersion": crate::core::admission::API_VERSION,
         "kind": "AdmissionReview",
         "request": {
             "uid": "00000000-0000-0000-0000-000000000000",

@@ -11,10 +11,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use base64::Engine;
 use serde_json::{Value, json};
 
-use crate::admission::{Review, ReviewError, Subject};
-use crate::config::{Config, ConfigError};
-use crate::model::{Pod, ServiceAccount};
-use crate::mutation::{MANAGED_ANNOTATIONS, Mutation, mutate_pod, mutate_service_account};
+use crate::core::admission::{Review, ReviewError, Subject};
+use crate::core::config::{Config, ConfigError};
+use crate::core::model::{Pod, ServiceAccount};
+use crate::core::mutation::{MANAGED_ANNOTATIONS, Mutation, mutate_pod, mutate_service_account};
 
 const NS: &str = "team-a";
 const ROLE: &str = "arn:aws:iam::111122223333:role/s3-reader";
@@ -43,7 +43,7 @@ const AZURE_TOKEN: &str = "/var/run/secrets/azure/tokens/azure-identity-token";
 // ---------------------------------------------------------------------------------------------
 
 fn config(yaml: &str) -> Config {
-    Config::parse(yaml, &Value::Null).unwrap_or_else(|err| panic!("test config must parse: {err}\n{yaml}"))
+    Config::parse(yaml, &Default::default()).unwrap_or_else(|err| panic!("test config must parse: {err}\n{yaml}"))
 }
 
 fn no_config() -> Config {
@@ -167,7 +167,7 @@ fn typed<T: serde::de::DeserializeOwned>(value: &Value) -> T {
 /// Applies a mutation's patch to a copy of `original`.
 fn apply(original: &Value, mutation: &Mutation) -> Value {
     let mut doc = original.clone();
-    let patch = crate::patch::to_json_patch(&mutation.patch).expect("our patch reads as a JSON patch");
+    let patch = crate::core::patch::to_json_patch(&mutation.patch).expect("our patch reads as a JSON patch");
     json_patch::patch(&mut doc, &patch).unwrap_or_else(|err| {
         panic!(
             "patch does not apply: {err}\npatch: {}\nobject: {original:#}",
@@ -1755,7 +1755,9 @@ fn a_pod_create_review_is_parsed_and_answered_with_the_patch() {
     .expect("JSON patch");
     assert_eq!(
         decoded,
-        crate::patch::to_json_patch(&mutation.patch).expect("JSON patch").0
+        crate::core::patch::to_json_patch(&mutation.patch)
+            .expect("JSON patch")
+            .0
     );
     let mut object = pod(json!({}));
     json_patch::patch(&mut object, &decoded).expect("decoded patch applies");
@@ -1913,8 +1915,8 @@ fn config_settings_are_parsed_and_checked() {
     let parsed = config(&format!(
         "azure: {{tenantId: \"{TENANT}\", cloud: AzureChinaCloud, requirePodLabel: true, tokenExpirationSeconds: 7200}}\ngcp: {{mode: gke}}"
     ));
-    assert!(parsed.azure.require_pod_label);
-    assert_eq!(parsed.azure.token_expiration_seconds, Some(7200));
+    assert_eq!(parsed.settings.azure.require_pod_label, Some(true));
+    assert_eq!(parsed.settings.azure.token_expiration_seconds, Some(7200));
     for (yaml, needle) in [
         ("azure: {cloud: AzureGermanCloud}", "AzureGermanCloud"),
         ("azure: {tokenExpirationSeconds: 100}", "azure.tokenExpirationSeconds"),
@@ -1932,11 +1934,11 @@ fn config_settings_are_parsed_and_checked() {
             "identities[0].gcp.serviceAccount",
         ),
     ] {
-        let err = Config::parse(yaml, &Value::Null).expect_err(yaml).to_string();
+        let err = Config::parse(yaml, &Default::default()).expect_err(yaml).to_string();
         assert!(err.contains(needle), "{yaml}: {err}");
     }
     assert!(matches!(
-        Config::parse("azure: {tenantId: nope}", &Value::Null),
+        Config::parse("azure: {tenantId: nope}", &Default::default()),
         Err(ConfigError::Invalid(_))
     ));
 }

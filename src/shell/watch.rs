@@ -2,6 +2,7 @@
 //! ServiceAccounts. Both are kept current in the background; a request only reads them.
 
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -13,35 +14,25 @@ use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
 use kube::core::PartialObjectMeta;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
-use serde_json::Value;
 
-use crate::config::Config;
-use crate::metrics::{Metrics, ReasonLabels};
-use crate::model;
-use crate::mutation::MANAGED_ANNOTATIONS;
+use crate::core::config::{CONFIG_KEY, Config, Settings};
+use crate::core::model;
+use crate::core::mutation::MANAGED_ANNOTATIONS;
+use crate::providers;
+use crate::shell::metrics::{Metrics, ReasonLabels};
 
 /// The ConfigMap key that holds the configuration.
-pub const CONFIG_KEY: &str = "config.yaml";
-
-/// Annotation prefixes the webhook reads; the cache keeps only these (and MANAGED_ANNOTATIONS).
-const IDENTITY_ANNOTATION_PREFIXES: &[&str] = &[
-    "eks.amazonaws.com/",
-    "azure.workload.identity/",
-    "iam.gke.io/",
-    "cloud.google.com/",
-];
-
 /// The identity configuration in force, and whether it has been read once.
 pub struct LiveConfig {
     current: ArcSwap<Config>,
     /// Cluster settings from flags, under every configuration that is loaded.
-    defaults: Value,
+    defaults: Settings,
     loaded: AtomicBool,
     metrics: Arc<Metrics>,
 }
 
 impl LiveConfig {
-    pub fn new(defaults: Value, metrics: Arc<Metrics>) -> anyhow::Result<Arc<Self>> {
+    pub fn new(defaults: Settings, metrics: Arc<Metrics>) -> anyhow::Result<Arc<Self>> {
         let initial = Config::from_defaults(&defaults)?;
         Ok(Arc::new(LiveConfig {
             current: ArcSwap::from_pointee(initial),
@@ -97,25 +88,18 @@ impl LiveConfig {
     pub async fn watch_config_map(self: Arc<Self>, client: Client, namespace: String, name: String) {
         let source = format!("configmap {namespace}/{name}");
         let api: Api<ConfigMap> = Api::namespaced(client, &namespace);
-        let selector = watcher::Config::default().fields(&format!("metadata.name={name}"));
-        let mut seen_during_init = false;
-        let mut events = watcher(api, selector).default_backoff().boxed();
-        while let Some(event) = events.next().await {
-            match event {
-                Ok(watcher::Event::Init) => seen_during_init = false,
-                Ok(watcher::Event::InitApply(config_map) | watcher::Event::Apply(config_map)) => {
-                    seen_during_init = true;
-                    match config_map.data.as_ref().and_then(|data| data.get(CONFIG_KEY)) {
-                        Some(text) => self.apply(&source, text),
-                        None => {
-                            tracing::warn!(source, key = CONFIG_KEY, "ConfigMap has no configuration key");
-                            self.clear(&source);
-                        }
+        // `None` when the ConfigMap is deleted or absent from a re-list.
+        let mut objects = watcher::watch_object(api, &name).default_backoff().boxed();
+        while let Some(object) = objects.next().await {
+            match object {
+                Ok(Some(config_map)) => match config_map.data.as_ref().and_then(|data| data.get(CONFIG_KEY)) {
+                    Some(text) => self.apply(&source, text),
+                    None => {
+                        tracing::warn!(source, key = CONFIG_KEY, "ConfigMap has no configuration key");
+                        self.clear(&source);
                     }
-                }
-                Ok(watcher::Event::InitDone) if !seen_during_init => self.clear(&source),
-                Ok(watcher::Event::InitDone) => {}
-                Ok(watcher::Event::Delete(_)) => self.clear(&source),
+                },
+                Ok(None) => self.clear(&source),
                 Err(err) => {
                     tracing::warn!(source, error = %err, "ConfigMap watch failed; retrying")
                 }
@@ -180,8 +164,9 @@ pub enum ServiceAccounts {
 }
 
 impl ServiceAccounts {
-    /// Starts the watch; the returned value serves look-ups at once (misses go to the API).
-    pub fn start_cluster(client: Client, metrics: Arc<Metrics>) -> Self {
+    /// The look-ups, which serve at once (misses go to the API), and the watch that fills their
+    /// cache, for the caller to run (it ends only if the watch stream does).
+    pub fn start_cluster(client: Client, metrics: Arc<Metrics>) -> (Self, impl Future<Output = ()> + Send + 'static) {
         let api: Api<PartialObjectMeta<ServiceAccount>> = Api::all(client.clone());
         let stream = watcher(api, watcher::Config::default()).default_backoff();
         let cache = Arc::new(ServiceAccountCache::default());
@@ -189,7 +174,7 @@ impl ServiceAccounts {
         let synced = Arc::new(AtomicBool::new(false));
         let (writer, connected_flag, synced_flag, probe_client) =
             (cache.clone(), connected.clone(), synced.clone(), client.clone());
-        tokio::spawn(async move {
+        let watch = async move {
             let mut stream = std::pin::pin!(stream);
             let mut relist = None;
             loop {
@@ -211,15 +196,16 @@ impl ServiceAccounts {
                     }
                 }
             }
-        });
-        ServiceAccounts::Cluster {
+        };
+        let service_accounts = ServiceAccounts::Cluster {
             cache,
             client,
             misses: Box::default(),
             metrics,
             synced,
             connected,
-        }
+        };
+        (service_accounts, watch)
     }
 
     /// Whether the watch currently follows the apiserver (always true without a cluster).
@@ -439,9 +425,11 @@ fn identity_annotations(annotations: Option<BTreeMap<String, String>>) -> Identi
         .into_iter()
         .flatten()
         .filter(|(key, _)| {
+            // Only what a cloud reads (and MANAGED_ANNOTATIONS) is kept.
             key == MANAGED_ANNOTATIONS
-                || IDENTITY_ANNOTATION_PREFIXES
+                || providers::ALL
                     .iter()
+                    .flat_map(|provider| provider.annotation_prefixes())
                     .any(|prefix| key.starts_with(prefix))
         })
         .map(|(key, value)| (key.into(), value.into()))
@@ -478,7 +466,7 @@ async fn wait_for_apiserver(client: Client, connected: Arc<AtomicBool>) {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     use super::*;
 
@@ -608,7 +596,7 @@ mod tests {
         std::fs::create_dir(dir.path().join("a-directory")).expect("mkdir");
         point("good");
         let metrics = Arc::new(Metrics::default());
-        let live = LiveConfig::new(json!({}), metrics.clone()).expect("defaults");
+        let live = LiveConfig::new(Settings::default(), metrics.clone()).expect("defaults");
         tokio::spawn(live.clone().watch_file(path.clone(), Duration::from_millis(20)));
         let mappings = || live.current().identities.len();
         let failures = || {

@@ -22,7 +22,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::time::{Instant, Sleep};
 use tower::ServiceExt;
 
-use crate::metrics::{Metrics, PortLabels};
+use crate::shell::metrics::{Metrics, PortLabels};
 
 /// The bounds of one listening port.
 #[derive(Debug, Clone, Copy)]

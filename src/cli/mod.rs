@@ -1,12 +1,13 @@
-//! Command-line interface: `serve` runs the webhook, `mutate` previews it offline, `emulate` runs
-//! local token services.
+//! Command-line interface: `serve` runs the webhook, `mutate` ([`mutate`]) previews it offline,
+//! `emulate` runs local token services.
+
+pub mod mutate;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use serde_json::{Map, Value, json};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -40,6 +41,39 @@ pub struct ServeArgs {
     #[arg(long, env = "WIW_METRICS_LISTEN", default_value = "0.0.0.0:9090", value_parser = parse_optional_address)]
     pub metrics_listen: OptionalAddress,
 
+    #[command(flatten)]
+    pub tls: TlsArgs,
+
+    #[command(flatten)]
+    pub managed_certificate: ManagedCertificateArgs,
+
+    /// How often the certificate and configuration files are checked for changes.
+    #[arg(long, env = "WIW_RELOAD_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub reload_interval: Duration,
+
+    #[command(flatten)]
+    pub config_source: ConfigSourceArgs,
+
+    #[command(flatten)]
+    pub limits: LimitArgs,
+
+    #[command(flatten)]
+    pub shutdown: ShutdownArgs,
+
+    /// Benchmarks only: answer every review with a fixed allow without reading the object.
+    #[arg(long)]
+    pub benchmark_ceiling: bool,
+
+    #[command(flatten)]
+    pub log: crate::shell::logging::LogArgs,
+
+    #[command(flatten)]
+    pub cluster: crate::providers::Settings,
+}
+
+/// The serving certificate from files, and the client CA.
+#[derive(Args, Debug)]
+pub struct TlsArgs {
     /// PEM certificate chain to serve; re-read when it changes. Without it a self-signed
     /// certificate for localhost is made (for local runs only: the apiserver will not trust it).
     #[arg(long, env = "WIW_TLS_CERT_FILE", requires = "tls_key_file")]
@@ -49,6 +83,15 @@ pub struct ServeArgs {
     #[arg(long, env = "WIW_TLS_KEY_FILE", requires = "tls_cert_file")]
     pub tls_key_file: Option<PathBuf>,
 
+    /// Require a client certificate signed by a CA in this PEM file on --listen (for apiservers
+    /// configured to present one, e.g. self-managed clusters). Without it any client may connect.
+    #[arg(long, env = "WIW_CLIENT_CA_FILE")]
+    pub client_ca_file: Option<PathBuf>,
+}
+
+/// The self-managed serving certificate.
+#[derive(Args, Debug)]
+pub struct ManagedCertificateArgs {
     /// Manage the serving certificate: keep a CA and certificate in a Secret of the webhook's
     /// namespace, renew them before expiry, and keep the webhook configuration's caBundle in step.
     #[arg(long, env = "WIW_MANAGE_CERTIFICATE", conflicts_with_all = ["tls_cert_file", "standalone"])]
@@ -77,11 +120,11 @@ pub struct ServeArgs {
     /// How often every replica reconciles the managed certificate.
     #[arg(long, env = "WIW_CERTIFICATE_CHECK_INTERVAL", default_value = "60s", value_parser = parse_duration)]
     pub certificate_check_interval: Duration,
+}
 
-    /// How often the certificate and configuration files are checked for changes.
-    #[arg(long, env = "WIW_RELOAD_INTERVAL", default_value = "5s", value_parser = parse_duration)]
-    pub reload_interval: Duration,
-
+/// Where the identity configuration comes from: a file, the ConfigMap, or nothing (standalone).
+#[derive(Args, Debug)]
+pub struct ConfigSourceArgs {
     /// Run without a Kubernetes API: ServiceAccounts are taken to exist with no annotations, so
     /// only the mappings of --config-file apply. For trying the webhook out.
     #[arg(long, env = "WIW_STANDALONE")]
@@ -98,7 +141,11 @@ pub struct ServeArgs {
     /// Namespace of that ConfigMap; defaults to the namespace the webhook runs in.
     #[arg(long, env = "POD_NAMESPACE")]
     pub namespace: Option<String>,
+}
 
+/// Bounds on requests, answers and connections.
+#[derive(Args, Debug)]
+pub struct LimitArgs {
     /// Largest request body accepted, in bytes (the apiserver's own limit is 3 MiB).
     #[arg(long, env = "WIW_MAX_BODY_BYTES", default_value_t = 3 * 1024 * 1024)]
     pub max_body_bytes: usize,
@@ -135,12 +182,11 @@ pub struct ServeArgs {
     /// is closed, on both ports.
     #[arg(long, env = "WIW_WRITE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub write_timeout: Duration,
+}
 
-    /// Require a client certificate signed by a CA in this PEM file on --listen (for apiservers
-    /// configured to present one, e.g. self-managed clusters). Without it any client may connect.
-    #[arg(long, env = "WIW_CLIENT_CA_FILE")]
-    pub client_ca_file: Option<PathBuf>,
-
+/// What happens after SIGTERM.
+#[derive(Args, Debug)]
+pub struct ShutdownArgs {
     /// How long to keep accepting requests after SIGTERM (not ready meanwhile), so that the
     /// Service's endpoints drop this Pod before its listener closes.
     #[arg(long, env = "WIW_SHUTDOWN_DELAY", default_value = "3s", value_parser = parse_duration)]
@@ -149,16 +195,6 @@ pub struct ServeArgs {
     /// How long in-flight requests may take to finish after SIGTERM (after the shutdown delay).
     #[arg(long, env = "WIW_SHUTDOWN_TIMEOUT", default_value = "25s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
-
-    /// Benchmarks only: answer every review with a fixed allow without reading the object.
-    #[arg(long)]
-    pub benchmark_ceiling: bool,
-
-    #[command(flatten)]
-    pub log: LogArgs,
-
-    #[command(flatten)]
-    pub cluster: ClusterSettings,
 }
 
 #[derive(Args, Debug)]
@@ -184,7 +220,7 @@ pub struct MutateArgs {
     pub output: Output,
 
     #[command(flatten)]
-    pub cluster: ClusterSettings,
+    pub cluster: crate::providers::Settings,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -195,97 +231,6 @@ pub enum Output {
     Patch,
     /// The AdmissionReview response.
     Review,
-}
-
-#[derive(Args, Debug)]
-pub struct LogArgs {
-    /// Log format.
-    #[arg(long, env = "WIW_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
-
-    /// Log filter in tracing's EnvFilter syntax (e.g. `info`, `workload_identity_webhook=debug`).
-    #[arg(long, env = "RUST_LOG", default_value = "info")]
-    pub log_level: String,
-}
-
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
-
-/// Cluster settings; the same fields in the ConfigMap win over these.
-#[derive(Args, Debug, Default)]
-pub struct ClusterSettings {
-    /// AWS region: sets AWS_REGION and AWS_DEFAULT_REGION.
-    #[arg(long, env = "WIW_AWS_REGION")]
-    pub aws_region: Option<String>,
-    /// Set AWS_STS_REGIONAL_ENDPOINTS=regional for every IRSA Pod.
-    #[arg(long, env = "WIW_AWS_STS_REGIONAL_ENDPOINTS")]
-    pub aws_sts_regional_endpoints: Option<bool>,
-    /// Audience of IRSA tokens (default sts.amazonaws.com).
-    #[arg(long, env = "WIW_AWS_AUDIENCE")]
-    pub aws_audience: Option<String>,
-    /// Lifetime of IRSA and Pod Identity tokens in seconds (default 86400).
-    #[arg(long, env = "WIW_AWS_TOKEN_EXPIRATION")]
-    pub aws_token_expiration: Option<i64>,
-    /// Azure tenant id used when neither the ServiceAccount nor the mapping names one.
-    #[arg(long, env = "WIW_AZURE_TENANT_ID")]
-    pub azure_tenant_id: Option<String>,
-    /// Azure cloud: AzurePublicCloud, AzureChinaCloud or AzureUSGovernmentCloud.
-    #[arg(long, env = "WIW_AZURE_CLOUD")]
-    pub azure_cloud: Option<String>,
-    /// Lifetime of Azure tokens in seconds (3600..86400, default 3600).
-    #[arg(long, env = "WIW_AZURE_TOKEN_EXPIRATION")]
-    pub azure_token_expiration: Option<i64>,
-    /// Inject Azure only into Pods labelled azure.workload.identity/use: "true".
-    #[arg(long, env = "WIW_AZURE_REQUIRE_POD_LABEL")]
-    pub azure_require_pod_label: Option<bool>,
-    /// Google workload identity provider: projects/N/locations/global/workloadIdentityPools/P/providers/R.
-    #[arg(long, env = "WIW_GCP_WORKLOAD_IDENTITY_PROVIDER")]
-    pub gcp_workload_identity_provider: Option<String>,
-    /// Audience of Google tokens (default https://iam.googleapis.com/<provider>).
-    #[arg(long, env = "WIW_GCP_AUDIENCE")]
-    pub gcp_audience: Option<String>,
-    /// Lifetime of Google tokens in seconds (default 3600).
-    #[arg(long, env = "WIW_GCP_TOKEN_EXPIRATION")]
-    pub gcp_token_expiration: Option<i64>,
-    /// Google mode: federation (inject credentials) or gke (annotate ServiceAccounts only).
-    #[arg(long, env = "WIW_GCP_MODE")]
-    pub gcp_mode: Option<String>,
-}
-
-impl ClusterSettings {
-    /// The settings shaped like the top of `config.yaml`, with unset flags left out.
-    pub fn to_defaults(&self) -> Value {
-        fn section(fields: &[(&str, Option<Value>)]) -> Value {
-            let map: Map<String, Value> = fields
-                .iter()
-                .filter_map(|(key, value)| Some(((*key).to_owned(), value.clone()?)))
-                .collect();
-            Value::Object(map)
-        }
-        json!({
-            "aws": section(&[
-                ("region", self.aws_region.as_ref().map(|v| json!(v))),
-                ("stsRegionalEndpoints", self.aws_sts_regional_endpoints.map(|v| json!(v))),
-                ("audience", self.aws_audience.as_ref().map(|v| json!(v))),
-                ("tokenExpirationSeconds", self.aws_token_expiration.map(|v| json!(v))),
-            ]),
-            "azure": section(&[
-                ("tenantId", self.azure_tenant_id.as_ref().map(|v| json!(v))),
-                ("cloud", self.azure_cloud.as_ref().map(|v| json!(v))),
-                ("tokenExpirationSeconds", self.azure_token_expiration.map(|v| json!(v))),
-                ("requirePodLabel", self.azure_require_pod_label.map(|v| json!(v))),
-            ]),
-            "gcp": section(&[
-                ("workloadIdentityProvider", self.gcp_workload_identity_provider.as_ref().map(|v| json!(v))),
-                ("audience", self.gcp_audience.as_ref().map(|v| json!(v))),
-                ("tokenExpirationSeconds", self.gcp_token_expiration.map(|v| json!(v))),
-                ("mode", self.gcp_mode.as_ref().map(|v| json!(v))),
-            ]),
-        })
-    }
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -340,7 +285,7 @@ mod tests {
     }
 
     #[test]
-    fn unset_flags_are_left_out_of_the_defaults() {
+    fn cluster_settings_flags_are_typed() {
         let cli = Cli::parse_from([
             "wiw",
             "mutate",
@@ -350,13 +295,21 @@ mod tests {
             "us-east-1",
             "--azure-require-pod-label",
             "true",
+            "--azure-cloud",
+            "AzureChinaCloud",
         ]);
         let Command::Mutate(args) = cli.command else {
             panic!("mutate expected")
         };
+        assert_eq!(args.cluster.aws.region.as_deref(), Some("us-east-1"));
+        assert_eq!(args.cluster.aws.audience, None);
+        assert_eq!(args.cluster.azure.require_pod_label, Some(true));
         assert_eq!(
-            args.cluster.to_defaults(),
-            json!({"aws": {"region": "us-east-1"}, "azure": {"requirePodLabel": true}, "gcp": {}})
+            args.cluster.azure.cloud,
+            Some(crate::providers::azure::Cloud::AzureChinaCloud)
         );
+        assert_eq!(args.cluster.gcp.mode, None);
+        let err = Cli::try_parse_from(["wiw", "mutate", "--object", "p", "--gcp-mode", "gkee"]).unwrap_err();
+        assert!(err.to_string().contains("unknown variant `gkee`"), "{err}");
     }
 }

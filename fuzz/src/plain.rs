@@ -1,0 +1,106 @@
+//! The plain reference path the tuned decoder and answer writer are pinned to: the request read
+//! as kube-rs's `AdmissionReview<DynamicObject>`, the object converted with serde, the answer made
+//! with `AdmissionResponse::with_patch`. Used by the fuzz target and `tests/properties.rs`.
+
+use base64::Engine;
+use kube::core::DynamicObject;
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
+use serde_json::Value;
+use workload_identity_webhook::core::admission::{Review, Subject};
+use workload_identity_webhook::core::config::Config;
+use workload_identity_webhook::core::model::ServiceAccount;
+use workload_identity_webhook::core::mutation::{self, Mutation};
+
+/// What both paths must agree on: the uid, what the request is about, and the patch (JSON).
+#[derive(Debug, PartialEq)]
+pub struct Answered {
+    pub uid: String,
+    pub subject: &'static str,
+    pub patch: Option<Value>,
+}
+
+/// The webhook's own path, as the server runs it.
+pub fn tuned(body: &[u8], service_account: Option<&ServiceAccount>, config: &Config) -> Option<Answered> {
+    let review = Review::parse(body).ok()?;
+    let mutation = review.mutation(service_account, config);
+    let subject = match &review.subject {
+        Subject::Pod(_) => "Pod",
+        Subject::ServiceAccount(_) => "ServiceAccount",
+        Subject::Ignored(_) => "ignored",
+        Subject::Unreadable(_) => "unreadable",
+    };
+    Some(answered(&review.response(&mutation).ok()?, subject))
+}
+
+/// The same request through kube-rs's types; `None` when they refuse the body (they require
+/// fields the webhook does not read, such as `userInfo`).
+pub fn plain(body: &[u8], service_account: Option<&ServiceAccount>, config: &Config) -> Option<Answered> {
+    let review: AdmissionReview<DynamicObject> = serde_json::from_slice(body).ok()?;
+    let request: AdmissionRequest<DynamicObject> = review.try_into().ok()?;
+    let core_v1 = request.kind.group.is_empty() && request.kind.version == "v1";
+    let wanted = match (core_v1, request.kind.kind.as_str(), &request.operation) {
+        (true, "Pod", Operation::Create) => Some("Pod"),
+        (true, "ServiceAccount", Operation::Create | Operation::Update) => Some("ServiceAccount"),
+        _ => None,
+    };
+    let subresource = request.sub_resource.as_deref().is_some_and(|sub| !sub.is_empty());
+    let (subject, mutation) = match (wanted, &request.object) {
+        (Some(kind), Some(object)) if !subresource => {
+            let object = serde_json::to_value(object).ok()?;
+            let from_object = object["metadata"]["namespace"].as_str().map(str::to_owned);
+            let namespace = request
+                .namespace
+                .clone()
+                .filter(|namespace| !namespace.is_empty())
+                .or(from_object)
+                .unwrap_or_else(|| "default".to_owned());
+            let mutation = if kind == "Pod" {
+                let pod = serde_json::from_value(object).ok()?;
+                mutation::mutate_pod(&pod, &namespace, service_account, config)
+            } else {
+                let account = serde_json::from_value(object).ok()?;
+                mutation::mutate_service_account(&account, &namespace, config)
+            };
+            (kind, mutation)
+        }
+        (Some(_), None) if !subresource => ("unreadable", Mutation::default()),
+        _ => ("ignored", Mutation::default()),
+    };
+    let mut response = AdmissionResponse::from(&request);
+    if !mutation.patch.is_empty() {
+        let patch = serde_json::from_value(serde_json::to_value(&mutation.patch).ok()?).ok()?;
+        response = response.with_patch(patch).ok()?;
+    }
+    Some(answered(&serde_json::to_vec(&response.into_review()).ok()?, subject))
+}
+
+fn answered(answer: &[u8], subject: &'static str) -> Answered {
+    let answer: Value = serde_json::from_slice(answer).expect("the answer is JSON");
+    // The webhook writes the patch's bytes as base64; kube-rs as an array of numbers (the
+    // apiserver's Go decoder takes either).
+    let bytes = match &answer["response"]["patch"] {
+        Value::String(encoded) => Some(
+            base64::engine::general_purpose::STANDARD
+                .decode(encoded)
+                .expect("the patch is base64"),
+        ),
+        Value::Array(numbers) => Some(
+            numbers
+                .iter()
+                .map(|number| {
+                    number
+                        .as_u64()
+                        .and_then(|byte| u8::try_from(byte).ok())
+                        .expect("a byte")
+                })
+                .collect(),
+        ),
+        _ => None,
+    };
+    let patch = bytes.map(|bytes| serde_json::from_slice(&bytes).expect("the patch is JSON"));
+    Answered {
+        uid: answer["response"]["uid"].as_str().unwrap_or_default().to_owned(),
+        subject,
+        patch,
+    }
+}
