@@ -512,6 +512,32 @@ fn aws_token_expiration_rules() {
     // Below the apiserver's floor: raised to 600.
     assert_eq!(aws_expiration(Some("300"), None, &plain).0, 600);
     assert_eq!(aws_expiration(None, Some("60"), &plain).0, 600);
+    // 0 and negative values ask for the shortest token, as on the AWS webhook: 600, no warning.
+    for shortest in ["0", "-1", "-86400"] {
+        assert_eq!(
+            aws_expiration(Some(shortest), None, &plain),
+            (600, vec![]),
+            "{shortest}"
+        );
+        assert_eq!(
+            aws_expiration(Some("3600"), Some(shortest), &plain),
+            (600, vec![]),
+            "{shortest}"
+        );
+    }
+    // A Pod cannot lengthen a ServiceAccount's non-positive lifetime back to a longer one.
+    let (seconds, warnings) = aws_expiration(Some("0"), Some("1800"), &plain);
+    assert_eq!(seconds, 600);
+    assert!(warnings.iter().any(|w| w.contains("only shorten")), "{warnings:?}");
+    // The apiserver's ceiling is 2^32 s inclusive; one more is warned about and ignored.
+    assert_eq!(aws_expiration(Some("4294967296"), None, &plain), (4294967296, vec![]));
+    let (seconds, warnings) = aws_expiration(Some("4294967297"), None, &plain);
+    assert_eq!(seconds, 86400);
+    assert!(warnings.iter().any(|w| w.contains("up to 4294967296")), "{warnings:?}");
+    assert_eq!(
+        aws_expiration(None, None, &config("aws: {tokenExpirationSeconds: 4294967296}")).0,
+        4294967296
+    );
     // Not a number: warned and ignored.
     let (seconds, warnings) = aws_expiration(Some("soon"), None, &plain);
     assert_eq!(seconds, 86400);

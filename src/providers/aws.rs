@@ -3,8 +3,8 @@
 use serde::Deserialize;
 
 use super::{
-    CloudProvider, Mapping, PodContext, PodInjection, Settings as AllSettings, check_expiration, check_field, checked,
-    cloud_settings, projected_volume, token_source,
+    CLAMPED_EXPIRATION_SECONDS, CloudProvider, Mapping, PodContext, PodInjection, SETTING_EXPIRATION_SECONDS,
+    Settings as AllSettings, check_expiration, check_field, checked, cloud_settings, projected_volume, token_source,
 };
 use crate::core::validate;
 
@@ -93,7 +93,7 @@ impl CloudProvider for Aws {
             &mut problems,
             "aws.tokenExpirationSeconds",
             settings.token_expiration_seconds,
-            1..=i64::from(u32::MAX),
+            SETTING_EXPIRATION_SECONDS,
         );
         for (i, mapping) in identities.iter().enumerate() {
             if let Some(aws) = &mapping.aws {
@@ -157,7 +157,7 @@ impl Aws {
             TOKEN_EXPIRATION,
             &[TOKEN_EXPIRATION],
             settings.token_expiration_seconds.unwrap_or(DEFAULT_EXPIRATION),
-            1..=i64::from(u32::MAX),
+            CLAMPED_EXPIRATION_SECONDS,
             warnings,
         );
         let token_file = if ctx.pod.selects_windows() {
@@ -195,7 +195,7 @@ impl Aws {
             TOKEN_EXPIRATION,
             &[TOKEN_EXPIRATION],
             settings.token_expiration_seconds.unwrap_or(DEFAULT_EXPIRATION),
-            1..=i64::from(u32::MAX),
+            CLAMPED_EXPIRATION_SECONDS,
             warnings,
         );
         let token_file = if ctx.pod.selects_windows() {

@@ -5,8 +5,9 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{
-    CloudProvider, Mapping, PodContext, PodInjection, Settings as AllSettings, check_expiration, check_field, checked,
-    cloud_settings, parse_name, projected_volume, token_source,
+    CLAMPED_EXPIRATION_SECONDS, CloudProvider, Mapping, PodContext, PodInjection, SETTING_EXPIRATION_SECONDS,
+    Settings as AllSettings, check_expiration, check_field, checked, cloud_settings, parse_name, projected_volume,
+    token_source,
 };
 use crate::core::validate;
 
@@ -91,7 +92,7 @@ impl CloudProvider for Gcp {
             &mut problems,
             "gcp.tokenExpirationSeconds",
             settings.token_expiration_seconds,
-            1..=i64::from(u32::MAX),
+            SETTING_EXPIRATION_SECONDS,
         );
         for (i, mapping) in identities.iter().enumerate() {
             if let Some(gcp) = &mapping.gcp {
@@ -157,7 +158,7 @@ impl CloudProvider for Gcp {
             TOKEN_EXPIRATION,
             &[TOKEN_EXPIRATION],
             settings.token_expiration_seconds.unwrap_or(DEFAULT_EXPIRATION),
-            1..=i64::from(u32::MAX),
+            CLAMPED_EXPIRATION_SECONDS,
             warnings,
         );
         let field_path = format!("metadata.annotations['{CREDENTIAL_CONFIGURATION}']");

@@ -24,6 +24,17 @@ pub static ALL: &[&dyn CloudProvider] = &[&aws::Aws, &gcp::Gcp, &azure::Azure];
 /// The apiserver refuses projected tokens that live shorter than this.
 pub const MIN_TOKEN_EXPIRATION_SECONDS: i64 = 600;
 
+/// The apiserver refuses projected tokens that live longer than this (2^32 s, inclusive: its
+/// validation checks `> 1<<32`).
+pub const MAX_TOKEN_EXPIRATION_SECONDS: i64 = 1 << 32;
+
+/// Token lifetimes a setting may hold.
+pub const SETTING_EXPIRATION_SECONDS: RangeInclusive<i64> = 1..=MAX_TOKEN_EXPIRATION_SECONDS;
+
+/// Annotation lifetimes accepted as the AWS webhook does: anything up to the apiserver's ceiling,
+/// with values below its floor (0 and negative ones too) raised to the floor.
+pub const CLAMPED_EXPIRATION_SECONDS: RangeInclusive<i64> = i64::MIN..=MAX_TOKEN_EXPIRATION_SECONDS;
+
 /// The matcher that stands for any namespace or any ServiceAccount.
 pub const ANY: &str = "*";
 
@@ -190,7 +201,8 @@ impl PodContext<'_> {
     }
 
     /// A token lifetime: the ServiceAccount annotation (within `allowed`) or `default`, which a Pod
-    /// annotation may shorten but never lengthen, raised to the apiserver's floor.
+    /// annotation may shorten but never lengthen, each raised to the apiserver's floor (so a Pod
+    /// that asks for 0 gets the shortest token, not the default).
     pub fn token_expiration(
         &self,
         service_account_key: &str,
@@ -199,14 +211,17 @@ impl PodContext<'_> {
         allowed: RangeInclusive<i64>,
         warnings: &mut Vec<String>,
     ) -> i64 {
+        let bounds = if *allowed.start() == i64::MIN {
+            format!("up to {}", allowed.end())
+        } else {
+            format!("in {}..={}", allowed.start(), allowed.end())
+        };
         let parse = |key: &str, value: &str, warnings: &mut Vec<String>| match value.parse::<i64>() {
-            Ok(seconds) if allowed.contains(&seconds) => Some(seconds),
+            Ok(seconds) if allowed.contains(&seconds) => Some(seconds.max(MIN_TOKEN_EXPIRATION_SECONDS)),
             _ => {
                 warnings.push(format!(
-                    "annotation {key}={:?} is not a whole number of seconds in {}..={}; ignored",
-                    Echo(value),
-                    allowed.start(),
-                    allowed.end()
+                    "annotation {key}={:?} is not a whole number of seconds {bounds}; ignored",
+                    Echo(value)
                 ));
                 None
             }
