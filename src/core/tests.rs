@@ -478,6 +478,36 @@ fn sts_regional_endpoints_from_annotation_or_cluster_setting() {
         regional(&with("false"), &config("aws: {stsRegionalEndpoints: true}")),
         None
     );
+    // Go ParseBool's spellings, as the AWS webhook reads them.
+    for yes in ["1", "t", "T", "TRUE", "true", "True"] {
+        assert_eq!(regional(&with(yes), &no_config()).as_deref(), Some("regional"), "{yes}");
+    }
+    for no in ["0", "f", "F", "FALSE", "false", "False"] {
+        assert_eq!(
+            regional(&with(no), &config("aws: {stsRegionalEndpoints: true}")),
+            None,
+            "{no}"
+        );
+    }
+    // Anything else is warned about and the cluster setting applies.
+    for other in ["yes", "on", "tRUE", "2"] {
+        let out = run(
+            &pod(json!({})),
+            &with(other),
+            &config("aws: {stsRegionalEndpoints: true}"),
+        );
+        assert_eq!(
+            env_var(&out.pod, "app", "AWS_STS_REGIONAL_ENDPOINTS").as_deref(),
+            Some("regional")
+        );
+        assert!(
+            out.warned("sts-regional-endpoints"),
+            "{other}: {:?}",
+            out.mutation.warnings
+        );
+        let out = run(&pod(json!({})), &with(other), &no_config());
+        assert_eq!(env_var(&out.pod, "app", "AWS_STS_REGIONAL_ENDPOINTS"), None);
+    }
 }
 
 fn aws_expiration(sa_seconds: Option<&str>, pod_seconds: Option<&str>, config: &Config) -> (i64, Vec<String>) {

@@ -94,6 +94,15 @@ pub fn is_audience(value: &str) -> bool {
     (1..=256).contains(&value.len()) && value.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
 }
 
+/// A boolean as Go's `strconv.ParseBool` reads it, which is what the AWS webhook accepts.
+pub fn parse_go_bool(value: &str) -> Option<bool> {
+    match value {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

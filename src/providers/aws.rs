@@ -6,6 +6,7 @@ use super::{
     CLAMPED_EXPIRATION_SECONDS, CloudProvider, Mapping, PodContext, PodInjection, SETTING_EXPIRATION_SECONDS,
     Settings as AllSettings, check_expiration, check_field, checked, cloud_settings, projected_volume, token_source,
 };
+use crate::core::echo::Echo;
 use crate::core::validate;
 
 pub const ROLE_ARN: &str = "eks.amazonaws.com/role-arn";
@@ -170,10 +171,17 @@ impl Aws {
             ("AWS_WEB_IDENTITY_TOKEN_FILE", token_file.to_owned()),
         ]];
         env.extend(region_env(settings));
-        let regional = match ctx.service_account_annotation(STS_REGIONAL_ENDPOINTS) {
-            Some(value) => value == "true",
-            None => settings.sts_regional_endpoints == Some(true),
-        };
+        let annotated = ctx.service_account_annotation(STS_REGIONAL_ENDPOINTS).and_then(|value| {
+            let parsed = validate::parse_go_bool(value);
+            if parsed.is_none() {
+                warnings.push(format!(
+                    "annotation {STS_REGIONAL_ENDPOINTS}={:?} is not a boolean (true/false, 1/0, t/f, True/False, TRUE/FALSE); ignored",
+                    Echo(value)
+                ));
+            }
+            parsed
+        });
+        let regional = annotated.or(settings.sts_regional_endpoints) == Some(true);
         if regional {
             env.push(vec![("AWS_STS_REGIONAL_ENDPOINTS", "regional".to_owned())]);
         }
