@@ -700,6 +700,10 @@ fn check(
             "identity {chosen} named by the Pod itself reached the patch"
         );
     }
+    // A Pod without a ServiceAccount name is left alone (the apiserver would refuse a token).
+    if pod["spec"]["serviceAccountName"].as_str().is_none_or(str::is_empty) {
+        prop_assert!(mutation.patch.is_empty(), "an unnamed Pod was patched");
+    }
     // A patch always comes with an identity (the reverse need not hold: all may be in place).
     if mutation.identities.is_empty() {
         prop_assert!(mutation.patch.is_empty(), "a patch without an identity");

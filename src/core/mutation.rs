@@ -52,6 +52,17 @@ pub fn mutate_pod(pod: &Pod, namespace: &str, service_account: Option<&ServiceAc
         .filter_map(|provider| provider.pod_injection(&context, &mut warnings))
         .collect();
     injections.retain(|injection| fits(pod, injection, &mut warnings));
+    // Only a cluster without the ServiceAccount admission plugin (which names `default` before any
+    // webhook runs) sends an unnamed Pod; it would refuse our token volume, so leave the Pod alone.
+    if pod.spec.service_account_name.as_deref().is_none_or(str::is_empty) && !injections.is_empty() {
+        warnings.push(format!(
+            "the Pod has no serviceAccountName (is the ServiceAccount admission plugin off?); no cloud identity injected for {namespace}/{service_account_name}"
+        ));
+        return Mutation {
+            warnings,
+            ..Mutation::default()
+        };
+    }
     Mutation {
         patch: pod_patch(pod, &injections, &mut warnings),
         identities: injections

@@ -1452,19 +1452,34 @@ fn generate_name_pods_are_mutated() {
 }
 
 #[test]
-fn an_empty_or_missing_service_account_name_means_default() {
+fn pods_without_a_service_account_name_are_left_alone_with_a_warning() {
+    // The ServiceAccount admission plugin names `default` before webhooks run; a Pod that reaches
+    // us unnamed comes from a cluster without it, which refuses a projected token on such a Pod.
     let mapping = role_mapping("default");
     for name in [json!(""), Value::Null] {
         let pod = pod(json!({"spec": {"serviceAccountName": name}}));
         let out = run(&pod, &sa(Value::Null), &mapping);
-        assert_eq!(
-            env_var(&out.pod, "app", "AWS_ROLE_ARN").as_deref(),
-            Some(ROLE),
-            "{name}"
+        assert!(out.mutation.patch.is_empty(), "{name}: {}", out.patch_text());
+        assert!(out.mutation.identities.is_empty(), "{name}");
+        assert!(
+            out.warned("no serviceAccountName"),
+            "{name}: {:?}",
+            out.mutation.warnings
         );
     }
-    // `app` does not match the mapping for `default`.
-    run(&pod(json!({})), &sa(Value::Null), &mapping).assert_untouched();
+    // Named `default`, the same Pod gets the mapping's role.
+    let named = pod(json!({"spec": {"serviceAccountName": "default"}}));
+    assert_eq!(
+        env_var(&run(&named, &sa(Value::Null), &mapping).pod, "app", "AWS_ROLE_ARN").as_deref(),
+        Some(ROLE)
+    );
+    // No identity for `default`: no warning either.
+    run(
+        &pod(json!({"spec": {"serviceAccountName": ""}})),
+        &sa(Value::Null),
+        &no_config(),
+    )
+    .assert_untouched();
 }
 
 fn role_of(namespace: &str, service_account: &str, config: &Config) -> Option<String> {
