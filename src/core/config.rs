@@ -150,6 +150,15 @@ impl Config {
         })
     }
 
+    /// What the server logs when this configuration comes into force: valid settings that leave
+    /// SDKs short of something (each cloud's [`notices`](providers::CloudProvider::notices)).
+    pub fn notices(&self) -> Vec<String> {
+        providers::ALL
+            .iter()
+            .flat_map(|provider| provider.notices(&self.settings, &self.identities))
+            .collect()
+    }
+
     /// The first mapping that matches, in file order. Constant time whatever the number of mappings.
     pub fn mapping_for(&self, namespace: &str, service_account: &str) -> Option<&Mapping> {
         self.index

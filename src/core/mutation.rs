@@ -18,6 +18,8 @@ pub struct Mutation {
     /// `(cloud, identity)` for each cloud that resolved, for the audit log and metrics.
     pub identities: Vec<(&'static str, String)>,
     pub warnings: Vec<String>,
+    /// Settings SDKs need that the injected identities lack, for the metrics.
+    pub gaps: Vec<&'static str>,
 }
 
 /// What a Pod gets. `service_account` is `None` when the ServiceAccount does not exist.
@@ -63,7 +65,10 @@ pub fn mutate_pod(pod: &Pod, namespace: &str, service_account: Option<&ServiceAc
             ..Mutation::default()
         };
     }
+    let gaps = injections.iter().flat_map(|injection| &injection.gaps);
+    warnings.extend(gaps.clone().map(|(_, warning)| warning.clone()));
     Mutation {
+        gaps: gaps.map(|(setting, _)| *setting).collect(),
         patch: pod_patch(pod, &injections, &mut warnings),
         identities: injections
             .into_iter()
@@ -122,7 +127,7 @@ pub fn mutate_service_account(service_account: &ServiceAccount, namespace: &str,
     Mutation {
         patch,
         identities,
-        warnings: Vec::new(),
+        ..Mutation::default()
     }
 }
 

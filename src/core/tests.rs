@@ -53,7 +53,7 @@ fn no_config() -> Config {
 /// The cluster settings every cloud needs, and nothing else.
 fn cluster() -> Config {
     config(&format!(
-        "azure: {{tenantId: \"{TENANT}\"}}\ngcp: {{workloadIdentityProvider: \"{PROVIDER}\"}}"
+        "aws: {{region: eu-west-1}}\nazure: {{tenantId: \"{TENANT}\"}}\ngcp: {{workloadIdentityProvider: \"{PROVIDER}\"}}"
     ))
 }
 
@@ -414,7 +414,9 @@ fn irsa_from_the_role_annotation_reaches_every_container_and_init_container() {
         }
     }
     assert_eq!(out.mutation.identities, vec![("aws", ROLE.to_owned())]);
-    assert!(out.mutation.warnings.is_empty(), "{:?}", out.mutation.warnings);
+    // The only warning: no region is configured.
+    assert_eq!(out.mutation.warnings.len(), 1, "{:?}", out.mutation.warnings);
+    assert!(out.warned("no AWS region"), "{:?}", out.mutation.warnings);
     // Nothing of the other clouds.
     assert_no_cloud_at_all(&out.pod, &GCP);
     assert_no_cloud_at_all(&out.pod, &AZURE);
@@ -448,6 +450,68 @@ fn region_setting_adds_both_region_variables() {
             Some("eu-west-1")
         );
     }
+}
+
+#[test]
+fn a_mapping_region_wins_over_the_cluster_region() {
+    let mapped = config(&format!(
+        "aws: {{region: eu-west-1}}\nidentities: [{{namespace: {NS}, serviceAccount: app, aws: {{roleArn: \"{ROLE}\", region: ap-south-1}}}}]"
+    ));
+    let out = run(&pod(json!({})), &sa(Value::Null), &mapped);
+    assert_eq!(env_var(&out.pod, "app", "AWS_REGION").as_deref(), Some("ap-south-1"));
+    assert_eq!(
+        env_var(&out.pod, "app", "AWS_DEFAULT_REGION").as_deref(),
+        Some("ap-south-1")
+    );
+    assert!(out.mutation.gaps.is_empty());
+    // A bad mapping region is refused with the config.
+    let err = Config::parse(
+        &format!("identities: [{{serviceAccount: app, aws: {{roleArn: \"{ROLE}\", region: \"not a region\"}}}}]"),
+        &Default::default(),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("identities[0].aws.region"), "{err}");
+}
+
+#[test]
+fn no_region_is_warned_about_and_counted_unless_the_containers_set_their_own() {
+    let out = run(&pod(json!({})), &irsa_sa(), &no_config());
+    assert_eq!(env_var(&out.pod, "app", "AWS_ROLE_ARN").as_deref(), Some(ROLE));
+    assert!(out.warned("no AWS region"), "{:?}", out.mutation.warnings);
+    assert_eq!(out.mutation.gaps, vec!["aws_region"]);
+    // Pod Identity needs it just as much.
+    let pod_identity = config(&format!(
+        "identities: [{{namespace: {NS}, serviceAccount: app, aws: {{mode: podIdentity}}}}]"
+    ));
+    let out = run(&pod(json!({})), &sa(Value::Null), &pod_identity);
+    assert!(out.warned("no AWS region"), "{:?}", out.mutation.warnings);
+    assert_eq!(out.mutation.gaps, vec!["aws_region"]);
+    // With a region: neither.
+    let out = run(&pod(json!({})), &irsa_sa(), &config("aws: {region: eu-west-1}"));
+    assert!(!out.warned("region"), "{:?}", out.mutation.warnings);
+    assert!(out.mutation.gaps.is_empty());
+    // Containers that set their own region need none from us.
+    let own =
+        pod(json!({"spec": {"containers": [{"name": "app", "env": [{"name": "AWS_REGION", "value": "us-east-2"}]}]}}));
+    let out = run(&own, &irsa_sa(), &no_config());
+    assert!(!out.warned("region"), "{:?}", out.mutation.warnings);
+    assert!(out.mutation.gaps.is_empty());
+    // Other clouds are not concerned.
+    let out = run(&pod(json!({})), &gcp_sa(), &cluster());
+    assert!(out.mutation.gaps.is_empty());
+}
+
+#[test]
+fn the_server_is_told_at_start_when_aws_has_no_region() {
+    let notices = no_config().notices();
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    assert!(notices[0].contains("aws.region is not set"), "{notices:?}");
+    let notices = role_mapping("app").notices();
+    assert!(
+        notices[0].contains("1 AWS mappings (identities[0] first)"),
+        "{notices:?}"
+    );
+    assert!(config("aws: {region: eu-west-1}").notices().is_empty());
 }
 
 #[test]
@@ -525,7 +589,7 @@ fn aws_expiration(sa_seconds: Option<&str>, pod_seconds: Option<&str>, config: &
 
 #[test]
 fn aws_token_expiration_rules() {
-    let plain = no_config();
+    let plain = config("aws: {region: eu-west-1}");
     assert_eq!(aws_expiration(None, None, &plain), (86400, vec![]));
     assert_eq!(aws_expiration(Some("3600"), None, &plain), (3600, vec![]));
     assert_eq!(
@@ -1809,7 +1873,7 @@ fn a_pod_create_review_is_parsed_and_answered_with_the_patch() {
     assert_eq!(review.namespace, NS);
     assert!(matches!(review.subject, Subject::Pod(_)), "{:?}", review.subject);
     let sa: ServiceAccount = typed(&irsa_sa());
-    let mutation = review.mutation(Some(&sa), &no_config());
+    let mutation = review.mutation(Some(&sa), &config("aws: {region: eu-west-1}"));
     let response = response_of(&review, &mutation);
     assert_eq!(response["apiVersion"], "admission.k8s.io/v1");
     assert_eq!(response["kind"], "AdmissionReview");

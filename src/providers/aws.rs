@@ -54,6 +54,8 @@ cloud_settings! {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct MappedIdentity {
     pub role_arn: Option<String>,
+    /// Region for this mapping's Pods, over `aws.region`.
+    pub region: Option<String>,
     #[serde(default)]
     pub mode: Mode,
 }
@@ -106,6 +108,13 @@ impl CloudProvider for Aws {
                     validate::is_role_arn,
                     "IAM role ARN",
                 );
+                check_field(
+                    &mut problems,
+                    &format!("identities[{i}].aws.region"),
+                    aws.region.as_deref(),
+                    validate::is_aws_region,
+                    "AWS region",
+                );
                 if aws.mode == Mode::Irsa && aws.role_arn.is_none() {
                     problems.push(format!("{field}: required unless mode is podIdentity"));
                 }
@@ -144,9 +153,32 @@ impl CloudProvider for Aws {
             Some(MappedIdentity {
                 role_arn: Some(role_arn),
                 mode: Mode::Irsa,
+                ..
             }) => vec![(ROLE_ARN, role_arn.clone())],
             _ => Vec::new(),
         }
+    }
+
+    fn notices(&self, settings: &AllSettings, identities: &[Mapping]) -> Vec<String> {
+        if settings.aws.region.is_some() {
+            return Vec::new();
+        }
+        let unset = identities
+            .iter()
+            .enumerate()
+            .filter(|(_, mapping)| mapping.aws.as_ref().is_some_and(|aws| aws.region.is_none()))
+            .map(|(i, _)| format!("identities[{i}]"))
+            .collect::<Vec<_>>();
+        let which = match unset.as_slice() {
+            [] => "Pods given a role by a ServiceAccount annotation".to_owned(),
+            [first, ..] => format!(
+                "{} AWS mappings ({first} first) and annotated ServiceAccounts",
+                unset.len()
+            ),
+        };
+        vec![format!(
+            "aws.region is not set: {which} get no AWS_REGION, and the Go v2 and Rust SDKs then cannot get credentials; set aws.region or a mapping's aws.region (each such Pod is warned about and counted in pod_mutations_missing{{setting=\"aws_region\"}})"
+        )]
     }
 }
 
@@ -170,7 +202,8 @@ impl Aws {
             ("AWS_ROLE_ARN", role_arn.to_owned()),
             ("AWS_WEB_IDENTITY_TOKEN_FILE", token_file.to_owned()),
         ]];
-        env.extend(region_env(settings));
+        let (region, gaps) = region_env(ctx);
+        env.extend(region);
         let annotated = ctx.service_account_annotation(STS_REGIONAL_ENDPOINTS).and_then(|value| {
             let parsed = validate::parse_go_bool(value);
             if parsed.is_none() {
@@ -193,6 +226,7 @@ impl Aws {
             mount_path: IRSA_MOUNT,
             env,
             skip_containers: ctx.skip_list(SKIP_CONTAINERS, ','),
+            gaps,
             pod_annotations: Vec::new(),
         }
     }
@@ -218,7 +252,8 @@ impl Aws {
             ),
             ("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", token_file.to_owned()),
         ]];
-        env.extend(region_env(settings));
+        let (region, gaps) = region_env(ctx);
+        env.extend(region);
         PodInjection {
             cloud: self.name(),
             identity: "eks-pod-identity".to_owned(),
@@ -230,15 +265,34 @@ impl Aws {
             mount_path: POD_IDENTITY_MOUNT,
             env,
             skip_containers: ctx.skip_list(SKIP_CONTAINERS, ','),
+            gaps,
             pod_annotations: Vec::new(),
         }
     }
 }
 
-fn region_env(settings: &Settings) -> Option<Vec<(&'static str, String)>> {
-    let region = settings.region.as_ref()?;
-    Some(vec![
-        ("AWS_REGION", region.clone()),
-        ("AWS_DEFAULT_REGION", region.clone()),
-    ])
+type EnvGroup = Vec<(&'static str, String)>;
+type Gaps = Vec<(&'static str, String)>;
+
+/// The region pair, from the mapping or the cluster setting. Without one, SDKs that need a region
+/// (Go v2, Rust) cannot get credentials: warned about, unless every container sets its own.
+fn region_env(ctx: &PodContext<'_>) -> (Option<EnvGroup>, Gaps) {
+    let mapped = ctx.mapping.and_then(|mapping| mapping.aws.as_ref()?.region.as_ref());
+    if let Some(region) = mapped.or(ctx.settings.aws.region.as_ref()) {
+        let pair = vec![("AWS_REGION", region.clone()), ("AWS_DEFAULT_REGION", region.clone())];
+        return (Some(pair), Vec::new());
+    }
+    let own = |container: &crate::core::model::Container| {
+        container.sets_env("AWS_REGION") || container.sets_env("AWS_DEFAULT_REGION")
+    };
+    let skipped = ctx.skip_list(SKIP_CONTAINERS, ',');
+    let mut ours = ctx
+        .pod
+        .all_containers()
+        .filter(|container| !skipped.contains(&container.name));
+    if ours.all(own) {
+        return (None, Vec::new());
+    }
+    let warning = "no AWS region is configured (aws.region or the mapping's aws.region): AWS_REGION is not set, and the Go v2 and Rust SDKs cannot get credentials without it";
+    (None, vec![("aws_region", warning.to_owned())])
 }

@@ -175,6 +175,7 @@ impl CloudProvider for Azure {
             mount_path: MOUNT,
             env,
             skip_containers: ctx.skip_list(SKIP_CONTAINERS, ';'),
+            gaps: Vec::new(),
             pod_annotations: Vec::new(),
         })
     }

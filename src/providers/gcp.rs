@@ -181,6 +181,7 @@ impl CloudProvider for Gcp {
                 vec![("CLOUDSDK_AUTH_CREDENTIAL_FILE_OVERRIDE", CREDENTIAL_FILE.to_owned())],
             ],
             skip_containers: ctx.skip_list(SKIP_CONTAINERS, ','),
+            gaps: Vec::new(),
             pod_annotations: vec![(CREDENTIAL_CONFIGURATION, credential_configuration(provider, email))],
         })
     }

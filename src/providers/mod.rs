@@ -134,6 +134,12 @@ pub trait CloudProvider: Sync {
 
     /// Every key [`CloudProvider::service_account_annotations`] can write.
     fn service_account_annotation_keys(&self) -> &'static [&'static str];
+
+    /// Gaps in valid settings that the server logs when they come into force: injections that
+    /// would leave SDKs without something they need.
+    fn notices(&self, _settings: &Settings, _identities: &[Mapping]) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// Everything a provider may read to decide what a Pod gets.
@@ -259,6 +265,9 @@ pub struct PodInjection {
     /// Env vars in groups: a group is added whole, or not at all when a container sets any of it.
     pub env: Vec<Vec<(&'static str, String)>>,
     pub skip_containers: Vec<String>,
+    /// Settings SDKs need that this injection lacks: a metric label (e.g. `aws_region`) and the
+    /// warning, both given only if the injection reaches a container.
+    pub gaps: Vec<(&'static str, String)>,
     /// Pod annotations the injection relies on (their values are ours and are kept in step).
     pub pod_annotations: Vec<(&'static str, String)>,
 }

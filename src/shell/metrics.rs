@@ -50,6 +50,13 @@ pub struct Metrics {
     pub requests_shed: Counter,
     pub connections_refused: Family<PortLabels, Counter>,
     pub lookups_skipped: Family<ReasonLabels, Counter>,
+    pub mutations_missing: Family<SettingLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SettingLabels {
+    /// A setting SDKs need that the Pod's injection lacked: `aws_region`.
+    pub setting: &'static str,
 }
 
 impl Default for Metrics {
@@ -114,6 +121,12 @@ impl Default for Metrics {
             "ServiceAccount API look-ups not made: `recent_miss` (negative cache) or `rate_limited`",
             lookups_skipped.clone(),
         );
+        let mutations_missing = Family::<SettingLabels, Counter>::default();
+        registry.register(
+            "pod_mutations_missing",
+            "Pods given an identity without a setting their SDKs need, by setting (`aws_region`)",
+            mutations_missing.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -127,6 +140,7 @@ impl Default for Metrics {
             requests_shed,
             connections_refused,
             lookups_skipped,
+            mutations_missing,
         }
     }
 }

@@ -22,7 +22,7 @@ use crate::core::echo::{Echo, LogRateLimit};
 use crate::core::model::ServiceAccount;
 use crate::core::mutation::Mutation;
 use crate::shell::connections::{self, ConnectionLimits, Peer, Port};
-use crate::shell::metrics::{CloudLabels, Metrics, ReasonLabels, RequestLabels};
+use crate::shell::metrics::{CloudLabels, Metrics, ReasonLabels, RequestLabels, SettingLabels};
 use crate::shell::watch::{LiveConfig, LookupError, ServiceAccounts};
 
 pub struct AppState {
@@ -466,6 +466,12 @@ fn record(state: &AppState, peer: PeerText, outcome: Outcome<'_>) {
                 for (cloud, _) in &mutation.identities {
                     metrics.mutations.get_or_create(&CloudLabels { cloud }).inc();
                 }
+                for &setting in &mutation.gaps {
+                    metrics
+                        .mutations_missing
+                        .get_or_create(&SettingLabels { setting })
+                        .inc();
+                }
             }
         }
     }
@@ -876,16 +882,26 @@ mod tests {
         assert_eq!(status, StatusCode::OK);
         assert!(answer["response"].get("patch").is_none(), "{answer}");
         assert!(answer["response"].get("patchType").is_none(), "{answer}");
-        let warning = answer["response"]["warnings"][0].as_str().expect("a warning");
-        assert!(warning.contains("4096 bytes"), "{warning}");
+        let warnings = answer["response"]["warnings"].as_array().expect("warnings");
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.as_str().is_some_and(|w| w.contains("4096 bytes"))),
+            "{warnings:?}"
+        );
         assert!(
             state
                 .metrics
                 .encode()
                 .contains("workload_identity_webhook_admission_limited_total{reason=\"patch_size\"} 1")
         );
-        // Nothing counts it as mutated.
-        assert!(state.metrics.encode().contains("pod_mutations_total{cloud=\"aws\"} 1"));
+        // Nothing counts it as mutated, nor as missing the region (CONFIG sets none).
+        let metrics = state.metrics.encode();
+        assert!(metrics.contains("pod_mutations_total{cloud=\"aws\"} 1"), "{metrics}");
+        assert!(
+            metrics.contains("workload_identity_webhook_pod_mutations_missing_total{setting=\"aws_region\"} 1"),
+            "{metrics}"
+        );
     }
 
     #[tokio::test]

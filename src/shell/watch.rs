@@ -80,6 +80,9 @@ impl LiveConfig {
     }
 
     fn install(&self, config: Config) {
+        for notice in config.notices() {
+            tracing::warn!(notice, "identity configuration");
+        }
         self.metrics.config_mappings.set(config.identities.len() as i64);
         self.current.store(Arc::new(config));
     }
