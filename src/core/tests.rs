@@ -1076,6 +1076,58 @@ fn expected_gcp_volume(audience: &str, expiration: i64) -> Value {
 }
 
 #[test]
+fn google_project_from_the_annotation_the_mapping_or_the_service_account_email() {
+    let project = |pod: &Value, sa: &Value, config: &Config| {
+        let out = run(pod, sa, config);
+        let google = env_var(&out.pod, "app", "GOOGLE_CLOUD_PROJECT");
+        assert_eq!(google, env_var(&out.pod, "app", "CLOUDSDK_CORE_PROJECT"), "a pair");
+        (google, out.mutation.warnings)
+    };
+    let plain = pod(json!({}));
+    // From the e-mail `name@PROJECT.iam.gserviceaccount.com`.
+    assert_eq!(
+        project(&plain, &gcp_sa(), &cluster()),
+        (Some("my-project".to_owned()), vec![])
+    );
+    // The ServiceAccount annotation wins; an invalid one is warned about and the e-mail's applies.
+    let annotated =
+        |value: &str| sa(json!({"iam.gke.io/gcp-service-account": GSA, "cloud.google.com/project-id": value}));
+    assert_eq!(
+        project(&plain, &annotated("workload-project"), &cluster()).0.as_deref(),
+        Some("workload-project")
+    );
+    let (chosen, warnings) = project(&plain, &annotated("Not_A_Project"), &cluster());
+    assert_eq!(chosen.as_deref(), Some("my-project"));
+    assert!(
+        warnings.iter().any(|w| w.contains("cloud.google.com/project-id")),
+        "{warnings:?}"
+    );
+    // A mapping's project wins over the e-mail's.
+    let mapped = config(&format!(
+        "gcp: {{workloadIdentityProvider: \"{PROVIDER}\"}}\nidentities: [{{namespace: {NS}, serviceAccount: app, gcp: {{serviceAccount: {GSA}, project: mapped-project}}}}]"
+    ));
+    assert_eq!(
+        project(&plain, &sa(Value::Null), &mapped).0.as_deref(),
+        Some("mapped-project")
+    );
+    // No project to give: direct access, or an e-mail without a project in it.
+    let direct = sa(json!({"cloud.google.com/workload-identity-provider": PROVIDER}));
+    assert_eq!(project(&plain, &direct, &cluster()), (None, vec![]));
+    let compute = sa(json!({"iam.gke.io/gcp-service-account": "123-compute@developer.gserviceaccount.com"}));
+    assert_eq!(project(&plain, &compute, &cluster()), (None, vec![]));
+    // The user's env wins: a container that names either project gets neither from us.
+    for own in ["GOOGLE_CLOUD_PROJECT", "CLOUDSDK_CORE_PROJECT"] {
+        let pod =
+            pod(json!({"spec": {"containers": [{"name": "app", "env": [{"name": own, "value": "users-project"}]}]}}));
+        let out = run(&pod, &gcp_sa(), &cluster());
+        let env = env(&out.pod, "app");
+        assert_eq!(env[own], "users-project");
+        assert_eq!(env.len(), 3, "{env:?}");
+        assert!(out.mutation.warnings.is_empty(), "{:?}", out.mutation.warnings);
+    }
+}
+
+#[test]
 fn google_service_account_annotation_with_the_cluster_provider() {
     let out = run(&full_pod(json!({})), &gcp_sa(), &cluster());
     assert_eq!(

@@ -59,6 +59,25 @@ pub fn is_google_service_account(value: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
 }
 
+/// A Google Cloud project id: 6-30 lowercase letters, digits and hyphens, starting with a letter
+/// and not ending with a hyphen.
+pub fn is_google_project_id(value: &str) -> bool {
+    (6..=30).contains(&value.len())
+        && value.starts_with(|c: char| c.is_ascii_lowercase())
+        && !value.ends_with('-')
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// The project of a user-managed service account, `name@PROJECT.iam.gserviceaccount.com`; other
+/// forms (`...@developer.gserviceaccount.com`, domain-scoped projects) name none.
+pub fn google_project_of(email: &str) -> Option<&str> {
+    let (_, domain) = email.split_once('@')?;
+    let project = domain.strip_suffix(".iam.gserviceaccount.com")?;
+    is_google_project_id(project).then_some(project)
+}
+
 /// `projects/<number>/locations/global/workloadIdentityPools/<pool>/providers/<provider>`.
 pub fn is_workload_identity_provider(value: &str) -> bool {
     let parts: Vec<&str> = value.split('/').collect();
@@ -139,6 +158,26 @@ mod tests {
         ] {
             assert!(!is_uuid(bad), "{bad:?} must be refused");
         }
+    }
+
+    #[test]
+    fn google_projects() {
+        assert!(is_google_project_id("my-project-123"));
+        for bad in [
+            "short",
+            "1starts-with-digit",
+            "ends-with-",
+            "Upper-case",
+            "a-project-id-longer-than-30-chars",
+        ] {
+            assert!(!is_google_project_id(bad), "{bad:?} must be refused");
+        }
+        assert_eq!(
+            google_project_of("reader@my-project.iam.gserviceaccount.com"),
+            Some("my-project")
+        );
+        assert_eq!(google_project_of("123-compute@developer.gserviceaccount.com"), None);
+        assert_eq!(google_project_of("reader@x.iam.gserviceaccount.com"), None);
     }
 
     #[test]

@@ -18,6 +18,8 @@ pub const SERVICE_ACCOUNT_EMAIL: &str = "cloud.google.com/service-account-email"
 pub const AUDIENCE: &str = "cloud.google.com/audience";
 pub const TOKEN_EXPIRATION: &str = "cloud.google.com/token-expiration";
 pub const SKIP_CONTAINERS: &str = "cloud.google.com/skip-containers";
+/// The workload's Google Cloud project, for client libraries and gcloud.
+pub const PROJECT_ID: &str = "cloud.google.com/project-id";
 /// Pod annotation that holds the credential configuration; the volume projects it as a file.
 pub const CREDENTIAL_CONFIGURATION: &str = "cloud.google.com/external-credentials-json";
 
@@ -62,6 +64,8 @@ pub enum Mode {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct MappedIdentity {
     pub service_account: Option<String>,
+    /// The workload's project id (default: the service account e-mail's project).
+    pub project: Option<String>,
 }
 
 pub struct Gcp;
@@ -102,6 +106,13 @@ impl CloudProvider for Gcp {
                     gcp.service_account.as_deref(),
                     validate::is_google_service_account,
                     "Google service account e-mail",
+                );
+                check_field(
+                    &mut problems,
+                    &format!("identities[{i}].gcp.project"),
+                    gcp.project.as_deref(),
+                    validate::is_google_project_id,
+                    "Google Cloud project id",
                 );
             }
         }
@@ -170,16 +181,36 @@ impl CloudProvider for Gcp {
                 json!({"downwardAPI": credential_items}),
             ],
         );
+        let annotated_project = checked(
+            PROJECT_ID,
+            ctx.service_account_annotation(PROJECT_ID),
+            validate::is_google_project_id,
+            "Google Cloud project id",
+            warnings,
+        );
+        // Without a project the libraries ask Resource Manager for the pool's project, which needs
+        // a permission and may not be the workload's.
+        let project = annotated_project
+            .or_else(|| mapped?.project.as_deref())
+            .or_else(|| validate::google_project_of(email?));
+        let mut env = vec![
+            vec![("GOOGLE_APPLICATION_CREDENTIALS", CREDENTIAL_FILE.to_owned())],
+            vec![("CLOUDSDK_AUTH_CREDENTIAL_FILE_OVERRIDE", CREDENTIAL_FILE.to_owned())],
+        ];
+        // A pair: a container that names either project keeps its own, not two different ones.
+        env.extend(project.map(|project| {
+            vec![
+                ("GOOGLE_CLOUD_PROJECT", project.to_owned()),
+                ("CLOUDSDK_CORE_PROJECT", project.to_owned()),
+            ]
+        }));
         Some(PodInjection {
             cloud: self.name(),
             identity: email.map_or_else(|| format!("direct access via {provider}"), str::to_owned),
             volume_name: VOLUME,
             volume,
             mount_path: MOUNT,
-            env: vec![
-                vec![("GOOGLE_APPLICATION_CREDENTIALS", CREDENTIAL_FILE.to_owned())],
-                vec![("CLOUDSDK_AUTH_CREDENTIAL_FILE_OVERRIDE", CREDENTIAL_FILE.to_owned())],
-            ],
+            env,
             skip_containers: ctx.skip_list(SKIP_CONTAINERS, ','),
             gaps: Vec::new(),
             pod_annotations: vec![(CREDENTIAL_CONFIGURATION, credential_configuration(provider, email))],
