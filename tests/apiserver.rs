@@ -119,7 +119,8 @@ async fn each_cloud_alone_and_all_three_at_once() {
     assert_eq!(token.expiration_seconds, Some(86400));
 
     let gcp = cluster.create_pod(pod_json("gcp", "gcp")).await;
-    assert_eq!(volume_names(&gcp), ["gcp-workload-identity"]);
+    // The token and gcloud's writable config directory (an emptyDir).
+    assert_eq!(volume_names(&gcp), ["gcp-workload-identity", "gcp-gcloud-config"]);
     // The apiserver accepted the Downward API projection of our annotation, and stored both.
     let sources = gcp.spec.as_ref().unwrap().volumes.as_ref().unwrap()[0]
         .projected
@@ -169,13 +170,23 @@ async fn each_cloud_alone_and_all_three_at_once() {
     let all = cluster.create_pod(all).await;
     assert_eq!(
         volume_names(&all),
-        ["aws-iam-token", "gcp-workload-identity", "azure-identity-token"]
+        [
+            "aws-iam-token",
+            "gcp-workload-identity",
+            "gcp-gcloud-config",
+            "azure-identity-token"
+        ]
     );
     for container in containers(&all) {
-        for name in ["AWS_ROLE_ARN", "GOOGLE_APPLICATION_CREDENTIALS", "AZURE_CLIENT_ID"] {
+        for name in [
+            "AWS_ROLE_ARN",
+            "GOOGLE_APPLICATION_CREDENTIALS",
+            "CLOUDSDK_CONFIG",
+            "AZURE_CLIENT_ID",
+        ] {
             assert_eq!(env_count(container, name), 1, "{name} in {}", container.name);
         }
-        assert_eq!(mount_paths(container).len(), 3, "mounts of {}", container.name);
+        assert_eq!(mount_paths(container).len(), 4, "mounts of {}", container.name);
     }
     cluster.uninstall().await;
 }

@@ -83,7 +83,12 @@ fn prints_the_mutated_pod_with_all_three_clouds() {
         .collect();
     assert_eq!(
         volumes,
-        ["aws-iam-token", "gcp-workload-identity", "azure-identity-token"]
+        [
+            "aws-iam-token",
+            "gcp-workload-identity",
+            "gcp-gcloud-config",
+            "azure-identity-token"
+        ]
     );
     for container in [&pod["spec"]["containers"][0], &pod["spec"]["initContainers"][0]] {
         let names = env_names(container);
@@ -91,6 +96,7 @@ fn prints_the_mutated_pod_with_all_three_clouds() {
             "AWS_ROLE_ARN",
             "AWS_REGION",
             "GOOGLE_APPLICATION_CREDENTIALS",
+            "CLOUDSDK_CONFIG",
             "AZURE_CLIENT_ID",
             "AZURE_TENANT_ID",
         ] {
@@ -99,7 +105,8 @@ fn prints_the_mutated_pod_with_all_three_clouds() {
                 "{expected} missing in {names:?}"
             );
         }
-        assert_eq!(container["volumeMounts"].as_array().unwrap().len(), 3);
+        // Three tokens and gcloud's writable config directory.
+        assert_eq!(container["volumeMounts"].as_array().unwrap().len(), 4);
     }
     let credentials: Value = serde_json::from_str(
         pod["metadata"]["annotations"]["cloud.google.com/external-credentials-json"]

@@ -57,6 +57,7 @@ const OUR_ENV: &[&str] = &[
     "GOOGLE_APPLICATION_CREDENTIALS",
     "GOOGLE_CLOUD_PROJECT",
     "CLOUDSDK_CORE_PROJECT",
+    "CLOUDSDK_CONFIG",
     "CLOUDSDK_AUTH_CREDENTIAL_FILE_OVERRIDE",
     "AZURE_CLIENT_ID",
     "AZURE_TENANT_ID",
@@ -69,6 +70,7 @@ const OUR_VOLUMES: &[&str] = &[
     "aws-iam-token",
     "eks-pod-identity-token",
     "gcp-workload-identity",
+    "gcp-gcloud-config",
     "azure-identity-token",
 ];
 

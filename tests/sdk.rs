@@ -535,10 +535,16 @@ async fn kubelet_files(api: &Api<ServiceAccount>, pod: &Pod, stage: &Path) -> Ve
     let mut mounts = Vec::new();
     for (index, mount) in container.volume_mounts.iter().flatten().enumerate() {
         let volume = spec.volumes.iter().flatten().find(|v| v.name == mount.name).unwrap();
-        let Some(projected) = &volume.projected else {
-            panic!("{}: only projected volumes are injected", volume.name)
-        };
         let dir = stage.join(format!("volume-{index}"));
+        // gcloud's writable config directory: an empty one, as the kubelet makes an emptyDir.
+        if volume.empty_dir.is_some() {
+            std::fs::create_dir_all(&dir).unwrap();
+            mounts.push((dir, mount.mount_path.clone()));
+            continue;
+        }
+        let Some(projected) = &volume.projected else {
+            panic!("{}: only projected volumes and emptyDirs are injected", volume.name)
+        };
         let data = "..2026_01_01_00_00_00.000000001";
         std::fs::create_dir_all(dir.join(data)).unwrap();
         for source in projected.sources.iter().flatten() {

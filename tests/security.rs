@@ -185,7 +185,8 @@ fn skip_annotations_only_remove_identities_from_containers() {
         (azure::SKIP_CONTAINERS): "sidecar;unknown",
     });
     let (_, patched) = admit("team-a", &pod(skips, containers.clone()), Some(&sa), &cluster("[]"));
-    assert_eq!(env_of(&patched, 0).len(), 8, "{patched}");
+    // AWS 2, Google 2 and CLOUDSDK_CONFIG, Azure 4.
+    assert_eq!(env_of(&patched, 0).len(), 9, "{patched}");
     assert!(env_of(&patched, 1).is_empty(), "{patched}");
     assert!(patched["spec"]["containers"][1].get("volumeMounts").is_none());
 

@@ -9,7 +9,7 @@ use crate::core::config::Config;
 use crate::core::echo::Echo;
 use crate::core::model::{Container, Mount, Pod, ServiceAccount, Volume};
 use crate::core::patch::{EnvVar, Operation, VolumeMount, add, annotation_path, append};
-use crate::providers::{self, PodContext, PodInjection};
+use crate::providers::{self, PodContext, PodInjection, ScratchDir};
 
 /// A patch with what it means: the identities it gives and the warnings for the user.
 #[derive(Debug, Default)]
@@ -254,10 +254,21 @@ fn pod_patch(pod: &Pod, injections: &[PodInjection], warnings: &mut Vec<String>)
     add_annotations(&mut patch, pod.metadata.annotations.is_some(), changed_annotations);
 
     let volumes = pod.spec.volumes.as_deref().unwrap_or_default();
+    let missing = |name: &str| !volumes.iter().any(|volume| volume.name == name);
+    // Each injection's volumes together: its token, then its scratch directory if any container takes it.
     let new_volumes: Vec<Value> = injections
         .iter()
-        .filter(|injection| !volumes.iter().any(|volume| volume.name == injection.volume_name))
-        .map(|injection| injection.volume.clone())
+        .flat_map(|injection| {
+            let token = missing(injection.volume_name).then(|| injection.volume.clone());
+            let scratch = injection.scratch.as_ref().filter(|scratch| {
+                missing(scratch.volume_name)
+                    && pod
+                        .all_containers()
+                        .any(|container| takes(container, injection) && scratch_mount(container, scratch) == Some(None))
+            });
+            let scratch = scratch.map(|scratch| serde_json::json!({"name": scratch.volume_name, "emptyDir": {}}));
+            token.into_iter().chain(scratch)
+        })
         .collect();
     append(
         &mut patch,
@@ -330,11 +341,39 @@ fn patch_container(
                 ));
             }
         }
+        if let Some(scratch) = &injection.scratch
+            && let Some(mount) = scratch_mount(container, scratch)
+        {
+            if mount.is_none() {
+                mounts.push(VolumeMount {
+                    name: scratch.volume_name,
+                    mount_path: scratch.mount_path,
+                    read_only: false,
+                });
+            }
+            env.push(EnvVar {
+                name: scratch.env,
+                value: scratch.mount_path.to_owned(),
+            });
+        }
     }
     let index = index.to_string();
     let path = |field: &str| ["/spec/", list, "/", &index, "/", field].concat();
     append(patch, path("volumeMounts"), container.volume_mounts.is_some(), mounts);
     append(patch, path("env"), container.env.is_some(), env);
+}
+
+/// Whether a container gets the scratch directory, and then the mount it has of it already (`None`:
+/// to add). Not when it sets the env var itself (its own value wins) nor when it mounts something
+/// else at the path or the volume elsewhere.
+fn scratch_mount(container: &Container, scratch: &ScratchDir) -> Option<Option<Mount>> {
+    if container.sets_env(scratch.env) {
+        return None;
+    }
+    match container.mount(scratch.volume_name, scratch.mount_path) {
+        Some(Mount::Other) => None,
+        mount => Some(mount),
+    }
 }
 
 /// Whether an env value is a file under `mount_path`, in Linux or Windows (`C:\\...`) form.

@@ -1076,6 +1076,57 @@ fn expected_gcp_volume(audience: &str, expiration: i64) -> Value {
 }
 
 #[test]
+fn google_pods_get_a_writable_gcloud_config_directory_unless_turned_off_or_their_own() {
+    const DIR: &str = "/var/run/secrets/sts.googleapis.com/gcloud-config";
+    let out = run(&full_pod(json!({})), &gcp_sa(), &cluster());
+    assert_eq!(
+        volume(&out.pod, "gcp-gcloud-config"),
+        Some(&json!({"name": "gcp-gcloud-config", "emptyDir": {}}))
+    );
+    for name in ["app", "sidecar", "init"] {
+        assert_eq!(
+            env_var(&out.pod, name, "CLOUDSDK_CONFIG").as_deref(),
+            Some(DIR),
+            "{name}"
+        );
+        let mounts = container(&out.pod, name)["volumeMounts"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert!(
+            mounts.contains(&json!({"name": "gcp-gcloud-config", "mountPath": DIR, "readOnly": false})),
+            "{name}: {mounts:?}"
+        );
+    }
+    assert!(out.mutation.warnings.is_empty(), "{:?}", out.mutation.warnings);
+    // Other clouds get none.
+    let out = run(&pod(json!({})), &irsa_sa(), &cluster());
+    assert_eq!(volume(&out.pod, "gcp-gcloud-config"), None);
+    // Turned off by the setting.
+    let off = config(&format!(
+        "gcp: {{workloadIdentityProvider: \"{PROVIDER}\", gcloudConfigVolume: false}}"
+    ));
+    let out = run(&pod(json!({})), &gcp_sa(), &off);
+    assert_eq!(volume(&out.pod, "gcp-gcloud-config"), None);
+    assert_eq!(env_var(&out.pod, "app", "CLOUDSDK_CONFIG"), None);
+    assert!(env_var(&out.pod, "app", "GOOGLE_APPLICATION_CREDENTIALS").is_some());
+    // A container with its own CLOUDSDK_CONFIG keeps it and gets no mount; with no other taker,
+    // no volume either.
+    let own = pod(
+        json!({"spec": {"containers": [{"name": "app", "env": [{"name": "CLOUDSDK_CONFIG", "value": "/home/app/.gcloud"}]}]}}),
+    );
+    let out = run(&own, &gcp_sa(), &cluster());
+    assert_eq!(
+        env_var(&out.pod, "app", "CLOUDSDK_CONFIG").as_deref(),
+        Some("/home/app/.gcloud")
+    );
+    assert_eq!(volume(&out.pod, "gcp-gcloud-config"), None);
+    let mounts = container(&out.pod, "app")["volumeMounts"].to_string();
+    assert!(!mounts.contains("gcloud-config"), "{mounts}");
+    // (Every `run` also checks that a second pass on its output patches nothing.)
+}
+
+#[test]
 fn google_project_from_the_annotation_the_mapping_or_the_service_account_email() {
     let project = |pod: &Value, sa: &Value, config: &Config| {
         let out = run(pod, sa, config);
@@ -1122,7 +1173,7 @@ fn google_project_from_the_annotation_the_mapping_or_the_service_account_email()
         let out = run(&pod, &gcp_sa(), &cluster());
         let env = env(&out.pod, "app");
         assert_eq!(env[own], "users-project");
-        assert_eq!(env.len(), 3, "{env:?}");
+        assert_eq!(env.len(), 4, "{env:?}");
         assert!(out.mutation.warnings.is_empty(), "{:?}", out.mutation.warnings);
     }
 }
@@ -1332,10 +1383,11 @@ fn missing_arrays_and_maps_are_created_in_one_operation() {
             "/spec/containers/0/env"
         ]
     );
-    assert_eq!(out.pod["spec"]["volumes"].as_array().map(Vec::len), Some(3));
+    // Three clouds' tokens and gcloud's writable config directory.
+    assert_eq!(out.pod["spec"]["volumes"].as_array().map(Vec::len), Some(4));
     assert_eq!(
         container(&out.pod, "app")["volumeMounts"].as_array().map(Vec::len),
-        Some(3)
+        Some(4)
     );
 }
 
@@ -1367,7 +1419,7 @@ fn existing_arrays_and_maps_are_appended_to() {
         json!({"name": "data", "mountPath": "/data"})
     );
     assert_eq!(annotation(&out.pod, "team"), Some("a"));
-    assert_eq!(out.pod["spec"]["volumes"].as_array().map(Vec::len), Some(4));
+    assert_eq!(out.pod["spec"]["volumes"].as_array().map(Vec::len), Some(5));
 }
 
 #[test]

@@ -227,6 +227,7 @@ impl Aws {
             env,
             skip_containers: ctx.skip_list(SKIP_CONTAINERS, ','),
             gaps,
+            scratch: None,
             pod_annotations: Vec::new(),
         }
     }
@@ -266,6 +267,7 @@ impl Aws {
             env,
             skip_containers: ctx.skip_list(SKIP_CONTAINERS, ','),
             gaps,
+            scratch: None,
             pod_annotations: Vec::new(),
         }
     }

@@ -176,6 +176,7 @@ impl CloudProvider for Azure {
             env,
             skip_containers: ctx.skip_list(SKIP_CONTAINERS, ';'),
             gaps: Vec::new(),
+            scratch: None,
             pod_annotations: Vec::new(),
         })
     }

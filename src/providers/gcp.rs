@@ -6,8 +6,8 @@ use serde_json::json;
 
 use super::{
     CLAMPED_EXPIRATION_SECONDS, CloudProvider, Mapping, PodContext, PodInjection, SETTING_EXPIRATION_SECONDS,
-    Settings as AllSettings, check_expiration, check_field, checked, cloud_settings, parse_name, projected_volume,
-    token_source,
+    ScratchDir, Settings as AllSettings, check_expiration, check_field, checked, cloud_settings, parse_name,
+    projected_volume, token_source,
 };
 use crate::core::validate;
 
@@ -29,6 +29,13 @@ const TOKEN_FILE: &str = "/var/run/secrets/sts.googleapis.com/serviceaccount/tok
 const CREDENTIAL_FILE_NAME: &str = "credential-configuration.json";
 const CREDENTIAL_FILE: &str = "/var/run/secrets/sts.googleapis.com/serviceaccount/credential-configuration.json";
 const DEFAULT_EXPIRATION: i64 = 3600;
+/// gcloud writes its configuration (credential cache, logs) here; with a read-only root file
+/// system and no writable CLOUDSDK_CONFIG it fails before any request ("unable to open database file").
+const GCLOUD_CONFIG: ScratchDir = ScratchDir {
+    volume_name: "gcp-gcloud-config",
+    mount_path: "/var/run/secrets/sts.googleapis.com/gcloud-config",
+    env: "CLOUDSDK_CONFIG",
+};
 
 cloud_settings! {
     /// `gcp:` at the top of `config.yaml`, and the `--gcp-*` flags.
@@ -43,6 +50,9 @@ cloud_settings! {
         /// Lifetime of Google tokens in seconds (default 3600).
         #[arg(id = "gcp_token_expiration", value_name = "GCP_TOKEN_EXPIRATION", long = "gcp-token-expiration", env = "WIW_GCP_TOKEN_EXPIRATION")]
         pub token_expiration_seconds: Option<i64>,
+        /// Give Google Pods a writable CLOUDSDK_CONFIG (an emptyDir) for gcloud (default true).
+        #[arg(id = "gcp_gcloud_config_volume", value_name = "GCP_GCLOUD_CONFIG_VOLUME", long = "gcp-gcloud-config-volume", env = "WIW_GCP_GCLOUD_CONFIG_VOLUME")]
+        pub gcloud_config_volume: Option<bool>,
         /// Google mode: federation (inject credentials) or gke (annotate ServiceAccounts only).
         #[arg(id = "gcp_mode", value_name = "GCP_MODE", long = "gcp-mode", env = "WIW_GCP_MODE", value_parser = parse_name::<Mode>)]
         pub mode: Option<Mode>,
@@ -213,6 +223,7 @@ impl CloudProvider for Gcp {
             env,
             skip_containers: ctx.skip_list(SKIP_CONTAINERS, ','),
             gaps: Vec::new(),
+            scratch: (settings.gcloud_config_volume != Some(false)).then_some(GCLOUD_CONFIG),
             pod_annotations: vec![(CREDENTIAL_CONFIGURATION, credential_configuration(provider, email))],
         })
     }

@@ -268,8 +268,19 @@ pub struct PodInjection {
     /// Settings SDKs need that this injection lacks: a metric label (e.g. `aws_region`) and the
     /// warning, both given only if the injection reaches a container.
     pub gaps: Vec<(&'static str, String)>,
+    /// A writable directory that goes with the credentials, if the cloud's tools need one.
+    pub scratch: Option<ScratchDir>,
     /// Pod annotations the injection relies on (their values are ours and are kept in step).
     pub pod_annotations: Vec<(&'static str, String)>,
+}
+
+/// An emptyDir mounted writable in every container that takes the injection, named by one env
+/// var; a container that sets that var itself keeps its own and gets no mount.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScratchDir {
+    pub volume_name: &'static str,
+    pub mount_path: &'static str,
+    pub env: &'static str,
 }
 
 /// The projected service-account token source that every cloud uses.
