@@ -143,6 +143,8 @@ check_google() { # namespace pod [google service account]
   annotation="$(k -n "$ns" get pod "$pod" -o json | jq -r '.metadata.annotations["cloud.google.com/external-credentials-json"]')"
   expect_eq "$pod Google credential file = annotation" "$file" "$annotation"
   expect_eq "$pod credential type" "$(jq -r .type <<< "$file")" external_account
+  expect_eq "$pod gcloud config directory is writable" \
+    "$(k -n "$ns" exec "$pod" -c app -- sh -c 'touch "$CLOUDSDK_CONFIG/probe" && echo writable')" writable
   expect_eq "$pod credential audience" "$(jq -r .audience <<< "$file")" "//iam.googleapis.com/$provider"
   expect_eq "$pod credential token file" "$(jq -r .credential_source.file <<< "$file")" \
     /var/run/secrets/sts.googleapis.com/serviceaccount/token
@@ -154,7 +156,9 @@ check_google() { # namespace pod [google service account]
   fi
 }
 azure_env="AZURE_AUTHORITY_HOST=https://login.microsoftonline.com/ AZURE_CLIENT_ID=$client AZURE_FEDERATED_TOKEN_FILE=/var/run/secrets/azure/tokens/azure-identity-token AZURE_TENANT_ID=$tenant"
-google_env="CLOUDSDK_AUTH_CREDENTIAL_FILE_OVERRIDE=/var/run/secrets/sts.googleapis.com/serviceaccount/credential-configuration.json GOOGLE_APPLICATION_CREDENTIALS=/var/run/secrets/sts.googleapis.com/serviceaccount/credential-configuration.json"
+google_env="CLOUDSDK_AUTH_CREDENTIAL_FILE_OVERRIDE=/var/run/secrets/sts.googleapis.com/serviceaccount/credential-configuration.json CLOUDSDK_CONFIG=/var/run/secrets/sts.googleapis.com/gcloud-config GOOGLE_APPLICATION_CREDENTIALS=/var/run/secrets/sts.googleapis.com/serviceaccount/credential-configuration.json"
+# With a Google service account to impersonate, its e-mail's project is the workload's project.
+google_impersonation_env="$google_env CLOUDSDK_CORE_PROJECT=my-project GOOGLE_CLOUD_PROJECT=my-project"
 sorted() { tr ' ' '\n' <<< "$*" | { grep . || true; } | sort | tr '\n' ' ' | sed 's/ $//'; }
 check_env() { # namespace pod expected...: the identity env of the app and of the init container
   local want got init
@@ -247,7 +251,7 @@ check_token "$apps" podid eks-pod-identity-token eks-pod-identity-token /var/run
   pods.eks.amazonaws.com 86400 AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE
 check_env "$apps" azure "$azure_env"
 check_azure "$apps" azure
-check_env "$apps" gcp-impersonate "$google_env"
+check_env "$apps" gcp-impersonate "$google_impersonation_env"
 check_google "$apps" gcp-impersonate "$gsa"
 # Tamper check: the overlay's ValidatingAdmissionPolicy keeps the Google credential annotation of a
 # running Pod (the file its containers read) as the webhook wrote it: no overwrite, no removal.
@@ -266,11 +270,11 @@ done
 expect_eq "gcp-impersonate Google annotation after the refused changes" "$(annotation_of gcp-impersonate)" "$before"
 check_env "$apps" gcp-direct "$google_env"
 check_google "$apps" gcp-direct
-check_env "$apps" multi "$(aws_irsa_env "$role/multi" regional)" "$azure_env" "$google_env"
+check_env "$apps" multi "$(aws_irsa_env "$role/multi" regional)" "$azure_env" "$google_impersonation_env"
 check_irsa "$apps" multi
 check_azure "$apps" multi
 check_google "$apps" multi "$gsa"
-check_env "$apps" intruder "$(aws_irsa_env "$role/irsa" regional)" "$azure_env" "$google_env"
+check_env "$apps" intruder "$(aws_irsa_env "$role/irsa" regional)" "$azure_env" "$google_impersonation_env"
 check_irsa "$apps" intruder
 check_azure "$apps" intruder
 check_google "$apps" intruder "$gsa"
