@@ -786,6 +786,34 @@ fn pod_identity_mapping_wins_over_the_role_annotation() {
 }
 
 #[test]
+fn pod_identity_agent_uri_and_regional_sts_follow_the_settings() {
+    let out = run(
+        &pod(json!({})),
+        &sa(json!({"eks.amazonaws.com/sts-regional-endpoints": "true"})),
+        &pod_identity_config("aws: {containerCredentialsFullUri: \"http://[fd00:ec2::23]/v1/credentials\"}"),
+    );
+    let env = env(&out.pod, "app");
+    assert_eq!(
+        env["AWS_CONTAINER_CREDENTIALS_FULL_URI"],
+        "http://[fd00:ec2::23]/v1/credentials"
+    );
+    assert_eq!(env["AWS_STS_REGIONAL_ENDPOINTS"], "regional");
+
+    // The cluster setting asks too; without either, no variable.
+    let out = run(
+        &pod(json!({})),
+        &sa(Value::Null),
+        &pod_identity_config("aws: {stsRegionalEndpoints: true}"),
+    );
+    assert_eq!(
+        env_var(&out.pod, "app", "AWS_STS_REGIONAL_ENDPOINTS").as_deref(),
+        Some("regional")
+    );
+    let out = run(&pod(json!({})), &sa(Value::Null), &pod_identity_config(""));
+    assert_eq!(env_var(&out.pod, "app", "AWS_STS_REGIONAL_ENDPOINTS"), None);
+}
+
+#[test]
 fn pod_identity_on_windows_uses_the_windows_token_path() {
     let pod = pod(json!({"spec": {"nodeSelector": {"kubernetes.io/os": "windows"}}}));
     let out = run(&pod, &sa(Value::Null), &pod_identity_config(""));
@@ -2161,6 +2189,10 @@ fn config_settings_are_parsed_and_checked() {
         ("azure: {tokenExpirationSeconds: 100}", "azure.tokenExpirationSeconds"),
         ("azure: {tenantId: nope}", "azure.tenantId"),
         ("aws: {region: \"us west\"}", "aws.region"),
+        (
+            "aws: {containerCredentialsFullUri: \"169.254.170.23/v1/credentials\"}",
+            "aws.containerCredentialsFullUri",
+        ),
         ("gcp: {workloadIdentityProvider: nope}", "gcp.workloadIdentityProvider"),
         ("gcp: {mode: cloudrun}", "cloudrun"),
         (
