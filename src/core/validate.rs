@@ -21,15 +21,23 @@ pub fn is_role_arn(value: &str) -> bool {
     let Some(role_path) = role.strip_prefix("role/") else {
         return false;
     };
-    partition.starts_with("aws")
-        && partition.bytes().all(|b| b.is_ascii_lowercase() || b == b'-')
-        && account.len() == 12
-        && account.bytes().all(|b| b.is_ascii_digit())
+    is_aws_partition(partition)
+        && is_aws_account_id(account)
         && (1..=512).contains(&role_path.len())
         && !role_path.ends_with('/')
         && role_path
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-/".contains(&b))
+}
+
+/// An AWS account id: 12 digits.
+pub fn is_aws_account_id(value: &str) -> bool {
+    value.len() == 12 && value.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// An AWS partition such as `aws`, `aws-cn` or `aws-us-gov`.
+pub fn is_aws_partition(value: &str) -> bool {
+    value.len() <= 32 && value.starts_with("aws") && value.bytes().all(|b| b.is_ascii_lowercase() || b == b'-')
 }
 
 /// A UUID in its canonical 8-4-4-4-12 hex form (Azure client and tenant ids).

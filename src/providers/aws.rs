@@ -49,6 +49,12 @@ cloud_settings! {
         /// EKS Pod Identity agent URI, an http(s) URL (default http://169.254.170.23/v1/credentials; IPv6 clusters: http://[fd00:ec2::23]/v1/credentials).
         #[arg(id = "aws_container_credentials_full_uri", value_name = "AWS_CONTAINER_CREDENTIALS_FULL_URI", long = "aws-container-credentials-full-uri", env = "WIW_AWS_CONTAINER_CREDENTIALS_FULL_URI")]
         pub container_credentials_full_uri: Option<String>,
+        /// AWS account id (12 digits): a bare role name in eks.amazonaws.com/role-arn becomes arn:<partition>:iam::<accountId>:role/<name>.
+        #[arg(id = "aws_account_id", value_name = "AWS_ACCOUNT_ID", long = "aws-account-id", env = "WIW_AWS_ACCOUNT_ID")]
+        pub account_id: Option<String>,
+        /// AWS partition of composed role ARNs (default aws; aws-cn, aws-us-gov, ...).
+        #[arg(id = "aws_partition", value_name = "AWS_PARTITION", long = "aws-partition", env = "WIW_AWS_PARTITION")]
+        pub partition: Option<String>,
     }
 }
 
@@ -102,6 +108,20 @@ impl CloudProvider for Aws {
             validate::is_http_url,
             "http(s) URL",
         );
+        check_field(
+            &mut problems,
+            "aws.accountId",
+            settings.account_id.as_deref(),
+            validate::is_aws_account_id,
+            "AWS account id (12 digits)",
+        );
+        check_field(
+            &mut problems,
+            "aws.partition",
+            settings.partition.as_deref(),
+            validate::is_aws_partition,
+            "AWS partition",
+        );
         check_expiration(
             &mut problems,
             "aws.tokenExpirationSeconds",
@@ -139,9 +159,11 @@ impl CloudProvider for Aws {
         if mapped.is_some_and(|aws| aws.mode == Mode::PodIdentity) {
             return Some(self.pod_identity(ctx, warnings));
         }
+        let written = ctx.service_account_annotation(ROLE_ARN);
+        let composed = written.and_then(|value| composed_role_arn(value, &ctx.settings.aws));
         let annotated = checked(
             ROLE_ARN,
-            ctx.service_account_annotation(ROLE_ARN),
+            composed.as_deref().or(written),
             validate::is_role_arn,
             "IAM role ARN",
             warnings,
@@ -274,6 +296,17 @@ impl Aws {
             pod_annotations: Vec::new(),
         }
     }
+}
+
+/// A bare role name made into an ARN, as the AWS webhook's `--compose-role-arn` does: only when
+/// `aws.accountId` is set (else the name stays an invalid ARN, warned about).
+fn composed_role_arn(value: &str, settings: &Settings) -> Option<String> {
+    if value.starts_with("arn:") {
+        return None;
+    }
+    let account = settings.account_id.as_deref()?;
+    let partition = settings.partition.as_deref().unwrap_or("aws");
+    Some(format!("arn:{partition}:iam::{account}:role/{value}"))
 }
 
 type EnvGroup = Vec<(&'static str, String)>;
