@@ -786,6 +786,65 @@ fn pod_identity_mapping_wins_over_the_role_annotation() {
 }
 
 #[test]
+fn pod_identity_agent_uri_and_regional_sts_follow_the_settings() {
+    let out = run(
+        &pod(json!({})),
+        &sa(json!({"eks.amazonaws.com/sts-regional-endpoints": "true"})),
+        &pod_identity_config("aws: {containerCredentialsFullUri: \"http://[fd00:ec2::23]/v1/credentials\"}"),
+    );
+    let env = env(&out.pod, "app");
+    assert_eq!(
+        env["AWS_CONTAINER_CREDENTIALS_FULL_URI"],
+        "http://[fd00:ec2::23]/v1/credentials"
+    );
+    assert_eq!(env["AWS_STS_REGIONAL_ENDPOINTS"], "regional");
+
+    // The cluster setting asks too; without either, no variable.
+    let out = run(
+        &pod(json!({})),
+        &sa(Value::Null),
+        &pod_identity_config("aws: {stsRegionalEndpoints: true}"),
+    );
+    assert_eq!(
+        env_var(&out.pod, "app", "AWS_STS_REGIONAL_ENDPOINTS").as_deref(),
+        Some("regional")
+    );
+    let out = run(&pod(json!({})), &sa(Value::Null), &pod_identity_config(""));
+    assert_eq!(env_var(&out.pod, "app", "AWS_STS_REGIONAL_ENDPOINTS"), None);
+}
+
+#[test]
+fn a_bare_role_name_becomes_an_arn_only_with_an_account_id() {
+    let bare = sa(json!({"eks.amazonaws.com/role-arn": "s3-reader"}));
+    let out = run(&pod(json!({})), &bare, &config("aws: {accountId: \"111122223333\"}"));
+    assert_eq!(env_var(&out.pod, "app", "AWS_ROLE_ARN").as_deref(), Some(ROLE));
+    assert_eq!(out.mutation.identities, vec![("aws", ROLE.to_owned())]);
+
+    let out = run(
+        &pod(json!({})),
+        &bare,
+        &config("aws: {accountId: \"111122223333\", partition: aws-cn}"),
+    );
+    assert_eq!(
+        env_var(&out.pod, "app", "AWS_ROLE_ARN").as_deref(),
+        Some("arn:aws-cn:iam::111122223333:role/s3-reader")
+    );
+
+    // A full ARN is kept as written, whatever the account setting says.
+    let out = run(
+        &pod(json!({})),
+        &irsa_sa(),
+        &config("aws: {accountId: \"999999999999\"}"),
+    );
+    assert_eq!(env_var(&out.pod, "app", "AWS_ROLE_ARN").as_deref(), Some(ROLE));
+
+    // Without an account id a bare name is still an invalid ARN, warned about.
+    let out = run(&pod(json!({})), &bare, &no_config());
+    out.assert_untouched();
+    assert!(out.warned("is not a valid IAM role ARN"), "{:?}", out.mutation.warnings);
+}
+
+#[test]
 fn pod_identity_on_windows_uses_the_windows_token_path() {
     let pod = pod(json!({"spec": {"nodeSelector": {"kubernetes.io/os": "windows"}}}));
     let out = run(&pod, &sa(Value::Null), &pod_identity_config(""));
@@ -2161,6 +2220,12 @@ fn config_settings_are_parsed_and_checked() {
         ("azure: {tokenExpirationSeconds: 100}", "azure.tokenExpirationSeconds"),
         ("azure: {tenantId: nope}", "azure.tenantId"),
         ("aws: {region: \"us west\"}", "aws.region"),
+        (
+            "aws: {containerCredentialsFullUri: \"169.254.170.23/v1/credentials\"}",
+            "aws.containerCredentialsFullUri",
+        ),
+        ("aws: {accountId: \"12345\"}", "aws.accountId"),
+        ("aws: {partition: gcp}", "aws.partition"),
         ("gcp: {workloadIdentityProvider: nope}", "gcp.workloadIdentityProvider"),
         ("gcp: {mode: cloudrun}", "cloudrun"),
         (

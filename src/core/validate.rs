@@ -21,15 +21,23 @@ pub fn is_role_arn(value: &str) -> bool {
     let Some(role_path) = role.strip_prefix("role/") else {
         return false;
     };
-    partition.starts_with("aws")
-        && partition.bytes().all(|b| b.is_ascii_lowercase() || b == b'-')
-        && account.len() == 12
-        && account.bytes().all(|b| b.is_ascii_digit())
+    is_aws_partition(partition)
+        && is_aws_account_id(account)
         && (1..=512).contains(&role_path.len())
         && !role_path.ends_with('/')
         && role_path
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-/".contains(&b))
+}
+
+/// An AWS account id: 12 digits.
+pub fn is_aws_account_id(value: &str) -> bool {
+    value.len() == 12 && value.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// An AWS partition such as `aws`, `aws-cn` or `aws-us-gov`.
+pub fn is_aws_partition(value: &str) -> bool {
+    value.len() <= 32 && value.starts_with("aws") && value.bytes().all(|b| b.is_ascii_lowercase() || b == b'-')
 }
 
 /// A UUID in its canonical 8-4-4-4-12 hex form (Azure client and tenant ids).
@@ -111,6 +119,22 @@ pub fn is_aws_region(value: &str) -> bool {
 /// A token audience: printable ASCII without quotes or whitespace.
 pub fn is_audience(value: &str) -> bool {
     (1..=256).contains(&value.len()) && value.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+}
+
+/// An `http://` or `https://` URL with a host (IPv6 hosts in brackets), printable ASCII without
+/// quotes or whitespace: what SDKs accept in `AWS_CONTAINER_CREDENTIALS_FULL_URI`.
+pub fn is_http_url(value: &str) -> bool {
+    let Some(rest) = value.strip_prefix("http://").or_else(|| value.strip_prefix("https://")) else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host_ok = match authority.strip_prefix('[') {
+        Some(v6) => v6.split_once(']').is_some_and(|(ip, port)| {
+            ip.parse::<std::net::Ipv6Addr>().is_ok() && (port.is_empty() || port.starts_with(':'))
+        }),
+        None => !authority.is_empty() && !authority.starts_with(':'),
+    };
+    host_ok && value.len() <= 2048 && value.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
 }
 
 /// A boolean as Go's `strconv.ParseBool` reads it, which is what the AWS webhook accepts.
@@ -220,5 +244,17 @@ mod tests {
         assert!(!is_audience("a b"));
         assert!(!is_audience("a\"b"));
         assert!(!is_audience(""));
+    }
+
+    #[test]
+    fn http_urls() {
+        assert!(is_http_url("http://169.254.170.23/v1/credentials"));
+        assert!(is_http_url("http://[fd00:ec2::23]/v1/credentials"));
+        assert!(is_http_url("https://agent.local:8443/creds"));
+        assert!(!is_http_url("169.254.170.23/v1/credentials"));
+        assert!(!is_http_url("file:///etc/passwd"));
+        assert!(!is_http_url("http:///v1/credentials"));
+        assert!(!is_http_url("http://[fd00:ec2::zz]/v1"));
+        assert!(!is_http_url("http://a b/"));
     }
 }

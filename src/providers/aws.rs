@@ -28,7 +28,7 @@ const POD_IDENTITY_TOKEN_FILE: &str = "/var/run/secrets/pods.eks.amazonaws.com/s
 const POD_IDENTITY_TOKEN_FILE_WINDOWS: &str =
     r"C:\var\run\secrets\pods.eks.amazonaws.com\serviceaccount\eks-pod-identity-token";
 const POD_IDENTITY_AUDIENCE: &str = "pods.eks.amazonaws.com";
-const POD_IDENTITY_CREDENTIALS_URI: &str = "http://169.254.170.23/v1/credentials";
+const DEFAULT_POD_IDENTITY_CREDENTIALS_URI: &str = "http://169.254.170.23/v1/credentials";
 
 cloud_settings! {
     /// `aws:` at the top of `config.yaml`, and the `--aws-*` flags.
@@ -46,6 +46,15 @@ cloud_settings! {
         /// Lifetime of IRSA and Pod Identity tokens in seconds (default 86400).
         #[arg(id = "aws_token_expiration", value_name = "AWS_TOKEN_EXPIRATION", long = "aws-token-expiration", env = "WIW_AWS_TOKEN_EXPIRATION")]
         pub token_expiration_seconds: Option<i64>,
+        /// EKS Pod Identity agent URI, an http(s) URL (default http://169.254.170.23/v1/credentials; IPv6 clusters: http://[fd00:ec2::23]/v1/credentials).
+        #[arg(id = "aws_container_credentials_full_uri", value_name = "AWS_CONTAINER_CREDENTIALS_FULL_URI", long = "aws-container-credentials-full-uri", env = "WIW_AWS_CONTAINER_CREDENTIALS_FULL_URI")]
+        pub container_credentials_full_uri: Option<String>,
+        /// AWS account id (12 digits): a bare role name in eks.amazonaws.com/role-arn becomes arn:<partition>:iam::<accountId>:role/<name>.
+        #[arg(id = "aws_account_id", value_name = "AWS_ACCOUNT_ID", long = "aws-account-id", env = "WIW_AWS_ACCOUNT_ID")]
+        pub account_id: Option<String>,
+        /// AWS partition of composed role ARNs (default aws; aws-cn, aws-us-gov, ...).
+        #[arg(id = "aws_partition", value_name = "AWS_PARTITION", long = "aws-partition", env = "WIW_AWS_PARTITION")]
+        pub partition: Option<String>,
     }
 }
 
@@ -92,6 +101,27 @@ impl CloudProvider for Aws {
             validate::is_audience,
             "audience",
         );
+        check_field(
+            &mut problems,
+            "aws.containerCredentialsFullUri",
+            settings.container_credentials_full_uri.as_deref(),
+            validate::is_http_url,
+            "http(s) URL",
+        );
+        check_field(
+            &mut problems,
+            "aws.accountId",
+            settings.account_id.as_deref(),
+            validate::is_aws_account_id,
+            "AWS account id (12 digits)",
+        );
+        check_field(
+            &mut problems,
+            "aws.partition",
+            settings.partition.as_deref(),
+            validate::is_aws_partition,
+            "AWS partition",
+        );
         check_expiration(
             &mut problems,
             "aws.tokenExpirationSeconds",
@@ -129,9 +159,11 @@ impl CloudProvider for Aws {
         if mapped.is_some_and(|aws| aws.mode == Mode::PodIdentity) {
             return Some(self.pod_identity(ctx, warnings));
         }
+        let written = ctx.service_account_annotation(ROLE_ARN);
+        let composed = written.and_then(|value| composed_role_arn(value, &ctx.settings.aws));
         let annotated = checked(
             ROLE_ARN,
-            ctx.service_account_annotation(ROLE_ARN),
+            composed.as_deref().or(written),
             validate::is_role_arn,
             "IAM role ARN",
             warnings,
@@ -204,20 +236,7 @@ impl Aws {
         ]];
         let (region, gaps) = region_env(ctx);
         env.extend(region);
-        let annotated = ctx.service_account_annotation(STS_REGIONAL_ENDPOINTS).and_then(|value| {
-            let parsed = validate::parse_go_bool(value);
-            if parsed.is_none() {
-                warnings.push(format!(
-                    "annotation {STS_REGIONAL_ENDPOINTS}={:?} is not a boolean (true/false, 1/0, t/f, True/False, TRUE/FALSE); ignored",
-                    Echo(value)
-                ));
-            }
-            parsed
-        });
-        let regional = annotated.or(settings.sts_regional_endpoints) == Some(true);
-        if regional {
-            env.push(vec![("AWS_STS_REGIONAL_ENDPOINTS", "regional".to_owned())]);
-        }
+        env.extend(sts_regional_env(ctx, warnings));
         PodInjection {
             cloud: self.name(),
             identity: role_arn.to_owned(),
@@ -249,12 +268,18 @@ impl Aws {
         let mut env = vec![vec![
             (
                 "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-                POD_IDENTITY_CREDENTIALS_URI.to_owned(),
+                settings
+                    .container_credentials_full_uri
+                    .as_deref()
+                    .unwrap_or(DEFAULT_POD_IDENTITY_CREDENTIALS_URI)
+                    .to_owned(),
             ),
             ("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", token_file.to_owned()),
         ]];
         let (region, gaps) = region_env(ctx);
         env.extend(region);
+        // As the AWS webhook does: SDKs that also call STS themselves use the regional endpoint.
+        env.extend(sts_regional_env(ctx, warnings));
         PodInjection {
             cloud: self.name(),
             identity: "eks-pod-identity".to_owned(),
@@ -273,8 +298,36 @@ impl Aws {
     }
 }
 
+/// A bare role name made into an ARN, as the AWS webhook's `--compose-role-arn` does: only when
+/// `aws.accountId` is set (else the name stays an invalid ARN, warned about).
+fn composed_role_arn(value: &str, settings: &Settings) -> Option<String> {
+    if value.starts_with("arn:") {
+        return None;
+    }
+    let account = settings.account_id.as_deref()?;
+    let partition = settings.partition.as_deref().unwrap_or("aws");
+    Some(format!("arn:{partition}:iam::{account}:role/{value}"))
+}
+
 type EnvGroup = Vec<(&'static str, String)>;
 type Gaps = Vec<(&'static str, String)>;
+
+/// `AWS_STS_REGIONAL_ENDPOINTS=regional` when the ServiceAccount annotation, else the cluster
+/// setting, asks for it.
+fn sts_regional_env(ctx: &PodContext<'_>, warnings: &mut Vec<String>) -> Option<EnvGroup> {
+    let annotated = ctx.service_account_annotation(STS_REGIONAL_ENDPOINTS).and_then(|value| {
+        let parsed = validate::parse_go_bool(value);
+        if parsed.is_none() {
+            warnings.push(format!(
+                "annotation {STS_REGIONAL_ENDPOINTS}={:?} is not a boolean (true/false, 1/0, t/f, True/False, TRUE/FALSE); ignored",
+                Echo(value)
+            ));
+        }
+        parsed
+    });
+    let regional = annotated.or(ctx.settings.aws.sts_regional_endpoints) == Some(true);
+    regional.then(|| vec![("AWS_STS_REGIONAL_ENDPOINTS", "regional".to_owned())])
+}
 
 /// The region pair, from the mapping or the cluster setting. Without one, SDKs that need a region
 /// (Go v2, Rust) cannot get credentials: warned about, unless every container sets its own.
