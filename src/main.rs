@@ -7,8 +7,8 @@ use anyhow::Context;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use workload_identity_webhook::cli::mutate;
 use workload_identity_webhook::cli::{Cli, Command, ConfigSourceArgs, ServeArgs};
+use workload_identity_webhook::cli::{convert, mutate};
 use workload_identity_webhook::emulate;
 use workload_identity_webhook::shell::certificates::{ManagedCertificate, ca};
 use workload_identity_webhook::shell::connections::ConnectionLimits;
@@ -141,6 +141,12 @@ fn main() -> ExitCode {
                 eprintln!("warning: {warning}");
             }
             println!("{text}");
+        }),
+        Command::Convert(args) => convert::run(&args).map(|conversion| {
+            for warning in conversion.warnings {
+                eprintln!("warning: {warning}");
+            }
+            print!("{}", conversion.yaml);
         }),
     };
     match result {

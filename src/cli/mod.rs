@@ -1,6 +1,7 @@
 //! Command-line interface: `serve` runs the webhook, `mutate` ([`mutate`]) previews it offline,
-//! `emulate` runs local token services.
+//! `emulate` runs local token services, `convert` ([`convert`]) reads other webhooks' configuration.
 
+pub mod convert;
 pub mod mutate;
 
 use std::net::SocketAddr;
@@ -29,6 +30,25 @@ pub enum Command {
     /// Local token services (AWS STS, EKS Pod Identity, Entra ID, Google STS and IAM Credentials)
     /// that verify ServiceAccount tokens as the clouds do and hand out fake credentials.
     Emulate(Box<crate::emulate::EmulateArgs>),
+    /// Print our config.yaml from another webhook's configuration (warnings on stderr).
+    Convert(ConvertArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ConvertArgs {
+    #[command(subcommand)]
+    pub from: ConvertFrom,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConvertFrom {
+    /// The AWS pod-identity-webhook's ConfigMap `pod-identity-webhook` (YAML or JSON manifest), or
+    /// the JSON of its `config` key: {"namespace/serviceAccount": {"RoleARN": ...}}.
+    AwsConfigmap {
+        /// The file to read; `-` reads stdin.
+        #[arg(default_value = "-")]
+        input: PathBuf,
+    },
 }
 
 #[derive(Args, Debug)]

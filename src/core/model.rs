@@ -304,6 +304,24 @@ pub struct ProjectionSource {
     pub service_account_token: Option<TokenProjection>,
     #[serde(default, rename = "downwardAPI")]
     pub downward_api: Option<DownwardApiProjection>,
+    #[serde(default)]
+    pub config_map: Option<ConfigMapProjection>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ConfigMapProjection {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub items: Vec<KeyToPath>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct KeyToPath {
+    #[serde(default)]
+    pub key: String,
+    #[serde(default)]
+    pub path: String,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -194,8 +194,8 @@ fn mount_conflict(container: &Container, injection: &PodInjection) -> String {
     )
 }
 
-/// Whether a volume projects every token (same audience and file) and Downward API file (same file
-/// and field) of ours; the lifetime may differ. Our own volume does, once the apiserver has
+/// Whether a volume projects every token (same audience and file), Downward API file (same file
+/// and field) and ConfigMap file (same ConfigMap, key and file) of ours; the lifetime may differ. Our own volume does, once the apiserver has
 /// stored and defaulted it (reinvocation).
 fn projects_our_files(volume: &Volume, ours: &Value) -> bool {
     let Some(projected) = volume.projected() else {
@@ -214,14 +214,27 @@ fn projects_our_files(volume: &Volume, ours: &Value) -> bool {
             .filter_map(|source| source.downward_api.as_ref())
             .flat_map(|downward| &downward.items)
     };
+    let config_maps = || projected.sources.iter().filter_map(|source| source.config_map.as_ref());
     let mut our_sources = ours["projected"]["sources"].as_array().into_iter().flatten();
     our_sources.all(|source| {
+        let config_map = &source["configMap"];
+        let mut our_items = config_map["items"].as_array().into_iter().flatten();
+        let items_found = our_items.all(|item| {
+            config_maps().any(|theirs| {
+                theirs.name == config_map["name"]
+                    && theirs
+                        .items
+                        .iter()
+                        .any(|theirs| theirs.key == item["key"] && theirs.path == item["path"])
+            })
+        });
         let token = &source["serviceAccountToken"];
         let token_found = token.is_null()
             || tokens()
                 .any(|theirs| theirs.path == token["path"] && theirs.audience.as_deref() == token["audience"].as_str());
         let mut our_files = source["downwardAPI"]["items"].as_array().into_iter().flatten();
         token_found
+            && items_found
             && our_files.all(|file| {
                 files().any(|theirs| {
                     theirs.path == file["path"]

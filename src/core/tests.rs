@@ -1016,6 +1016,258 @@ fn azure_use_label_true_without_client_id_injects_everything_but_the_client_id()
     run(&labelled(None), &sa(Value::Null), &cluster()).assert_untouched();
 }
 
+/// The custom token endpoint of Azure WI v1.6.0, configured with a CA from a ConfigMap (or `ca`).
+fn custom_endpoint(ca: &str) -> Config {
+    config(&format!(
+        "azure: {{tenantId: \"{TENANT}\", customTokenEndpointAnnotationSuffix: identity-binding, customTokenEndpointAudience: \"api://AKSIdentityBinding\", kubernetesTokenProxy: \"https://10.0.0.10:443/tokens\", kubernetesSniName: ib.aks.example, {ca}}}"
+    ))
+}
+
+const CUSTOM_ENDPOINT_ANNOTATION: &str = "azure.workload.identity/use-identity-binding";
+const AZURE_CA_FILE: &str = "/var/run/secrets/azure/tokens/ca-cert/ca.crt";
+
+fn custom_endpoint_pod(value: &str) -> Value {
+    full_pod(json!({"metadata": {"annotations": {CUSTOM_ENDPOINT_ANNOTATION: value}}}))
+}
+
+#[test]
+fn azure_custom_token_endpoint_for_pods_annotated_for_it() {
+    let settings = custom_endpoint("kubernetesCaConfigMapName: ib-ca");
+    // As theirs: the value is compared case-insensitively with "true".
+    for value in ["true", "True"] {
+        let out = run(&custom_endpoint_pod(value), &azure_sa(), &settings);
+        assert_eq!(
+            volume(&out.pod, "azure-identity-token"),
+            Some(&json!({"name": "azure-identity-token", "projected": {"sources": [
+                {"serviceAccountToken": {"audience": "api://AKSIdentityBinding", "expirationSeconds": 3600, "path": "azure-identity-token"}},
+                {"configMap": {"name": "ib-ca", "items": [{"key": "ca.crt", "path": "ca-cert/ca.crt"}], "optional": false}}
+            ]}}))
+        );
+        for name in ["app", "sidecar", "init"] {
+            assert_has(&out.pod, name, &AZURE);
+            let env = env(&out.pod, name);
+            assert_eq!(env["AZURE_FEDERATED_TOKEN_FILE"], AZURE_TOKEN);
+            assert_eq!(env["AZURE_KUBERNETES_TOKEN_PROXY"], "https://10.0.0.10:443/tokens");
+            assert_eq!(env["AZURE_KUBERNETES_SNI_NAME"], "ib.aks.example");
+            assert_eq!(env["AZURE_KUBERNETES_CA_FILE"], AZURE_CA_FILE);
+            assert!(!env.contains_key("AZURE_KUBERNETES_CA_DATA"), "{env:?}");
+        }
+        assert!(out.mutation.warnings.is_empty(), "{:?}", out.mutation.warnings);
+        assert!(out.mutation.gaps.is_empty());
+        // `run` checked it already; said here because it is part of the behaviour.
+        assert!(webhook(&out.pod, NS, Some(&azure_sa()), &settings).patch.is_empty());
+    }
+}
+
+#[test]
+fn azure_custom_token_endpoint_ca_data_is_an_env_var_and_no_file() {
+    let pem = "-----BEGIN CERTIFICATE-----\\nMIIB\\n-----END CERTIFICATE-----\\n";
+    let out = run(
+        &custom_endpoint_pod("true"),
+        &azure_sa(),
+        &custom_endpoint(&format!("kubernetesCaData: \"{pem}\"")),
+    );
+    let env = env(&out.pod, "app");
+    assert_eq!(
+        env["AZURE_KUBERNETES_CA_DATA"],
+        "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+    );
+    assert!(!env.contains_key("AZURE_KUBERNETES_CA_FILE"), "{env:?}");
+    let sources = &volume(&out.pod, "azure-identity-token").unwrap()["projected"]["sources"];
+    assert_eq!(sources.as_array().map(Vec::len), Some(1), "{sources}");
+}
+
+#[test]
+fn azure_pods_without_the_custom_endpoint_annotation_keep_the_default_endpoint() {
+    let settings = custom_endpoint("kubernetesCaConfigMapName: ib-ca");
+    for pod in [
+        full_pod(json!({})),
+        custom_endpoint_pod("false"),
+        custom_endpoint_pod("FALSE"),
+    ] {
+        let out = run(&pod, &azure_sa(), &settings);
+        assert_eq!(
+            token_of(&out.pod, "azure-identity-token")["audience"],
+            "api://AzureADTokenExchange"
+        );
+        let sources = &volume(&out.pod, "azure-identity-token").unwrap()["projected"]["sources"];
+        assert_eq!(sources.as_array().map(Vec::len), Some(1), "{sources}");
+        let env = env(&out.pod, "app");
+        assert!(env.keys().all(|name| !name.starts_with("AZURE_KUBERNETES_")), "{env:?}");
+        assert!(out.mutation.warnings.is_empty(), "{:?}", out.mutation.warnings);
+    }
+}
+
+#[test]
+fn azure_custom_endpoint_annotations_the_webhook_does_not_serve_are_warned_about() {
+    // Not configured at all.
+    let out = run(&custom_endpoint_pod("true"), &azure_sa(), &cluster());
+    assert_eq!(
+        token_of(&out.pod, "azure-identity-token")["audience"],
+        "api://AzureADTokenExchange"
+    );
+    assert!(
+        out.warned("asks for a custom token endpoint, but none is configured"),
+        "{:?}",
+        out.mutation.warnings
+    );
+    // Another suffix than the configured one.
+    let other = full_pod(json!({"metadata": {"annotations": {"azure.workload.identity/use-other": "true"}}}));
+    let out = run(
+        &other,
+        &azure_sa(),
+        &custom_endpoint("kubernetesCaConfigMapName: ib-ca"),
+    );
+    assert_eq!(
+        token_of(&out.pod, "azure-identity-token")["audience"],
+        "api://AzureADTokenExchange"
+    );
+    assert!(
+        out.warned(&format!("but this webhook's is {CUSTOM_ENDPOINT_ANNOTATION}")),
+        "{:?}",
+        out.mutation.warnings
+    );
+    // Not a boolean.
+    let out = run(
+        &custom_endpoint_pod("yes"),
+        &azure_sa(),
+        &custom_endpoint("kubernetesCaConfigMapName: ib-ca"),
+    );
+    assert_eq!(
+        token_of(&out.pod, "azure-identity-token")["audience"],
+        "api://AzureADTokenExchange"
+    );
+    assert!(
+        out.warned("=\"yes\" is not true or false"),
+        "{:?}",
+        out.mutation.warnings
+    );
+}
+
+/// The notices about Azure settings (the AWS one about the region is always there in these tests).
+fn azure_notices(config: &Config) -> Vec<String> {
+    let mut notices = config.notices();
+    notices.retain(|notice| notice.starts_with("azure."));
+    notices
+}
+
+#[test]
+fn azure_custom_endpoint_without_its_url_is_a_gap() {
+    let settings = config(&format!(
+        "azure: {{tenantId: \"{TENANT}\", customTokenEndpointAnnotationSuffix: identity-binding, customTokenEndpointAudience: \"api://AKSIdentityBinding\"}}"
+    ));
+    assert!(
+        settings
+            .notices()
+            .iter()
+            .any(|notice| notice.contains("azure.kubernetesTokenProxy is not set"))
+    );
+    let out = run(&custom_endpoint_pod("true"), &azure_sa(), &settings);
+    assert_eq!(
+        token_of(&out.pod, "azure-identity-token")["audience"],
+        "api://AKSIdentityBinding"
+    );
+    assert!(env_var(&out.pod, "app", "AZURE_KUBERNETES_TOKEN_PROXY").is_none());
+    assert_eq!(out.mutation.gaps, vec!["azure_kubernetes_token_proxy"]);
+    assert!(out.warned("azure.kubernetesTokenProxy"), "{:?}", out.mutation.warnings);
+    // Pods that do not ask for it are not warned about.
+    assert!(
+        run(&full_pod(json!({})), &azure_sa(), &settings)
+            .mutation
+            .warnings
+            .is_empty()
+    );
+    assert!(azure_notices(&custom_endpoint("kubernetesCaConfigMapName: ib-ca")).is_empty());
+}
+
+#[test]
+fn azure_custom_endpoint_env_set_by_the_user_wins() {
+    let pod = pod(json!({
+        "metadata": {"annotations": {CUSTOM_ENDPOINT_ANNOTATION: "true"}},
+        "spec": {"containers": [{"name": "app", "image": "app", "env": [
+            {"name": "AZURE_KUBERNETES_TOKEN_PROXY", "value": "https://mine.example"},
+            {"name": "AZURE_KUBERNETES_CA_FILE", "value": "/etc/mine/ca.crt"}
+        ]}]}
+    }));
+    let out = run(&pod, &azure_sa(), &custom_endpoint("kubernetesCaConfigMapName: ib-ca"));
+    let env = env(&out.pod, "app");
+    assert_eq!(env["AZURE_KUBERNETES_TOKEN_PROXY"], "https://mine.example");
+    assert_eq!(env["AZURE_KUBERNETES_CA_FILE"], "/etc/mine/ca.crt");
+    assert_eq!(env["AZURE_KUBERNETES_SNI_NAME"], "ib.aks.example");
+    let names = container(&out.pod, "app")["env"].as_array().unwrap().len();
+    assert_eq!(names, env.len(), "no variable twice");
+}
+
+#[test]
+fn azure_custom_endpoint_ca_file_never_points_at_a_file_not_projected() {
+    // The Pod's own volume of our name projects the custom token but not the CA.
+    let own = custom_endpoint_pod("true");
+    let own = merged(
+        own,
+        json!({"spec": {"volumes": [{"name": "data", "emptyDir": {}}, {"name": "azure-identity-token", "projected": {"sources": [
+            {"serviceAccountToken": {"audience": "api://AKSIdentityBinding", "expirationSeconds": 3600, "path": "azure-identity-token"}}
+        ]}}]}}),
+    );
+    let out = run(&own, &azure_sa(), &custom_endpoint("kubernetesCaConfigMapName: ib-ca"));
+    out.assert_untouched();
+    assert!(
+        out.warned("its own volume azure-identity-token"),
+        "{:?}",
+        out.mutation.warnings
+    );
+}
+
+#[test]
+fn azure_custom_endpoint_settings_are_validated() {
+    let base = format!("tenantId: \"{TENANT}\"");
+    let pair = "customTokenEndpointAnnotationSuffix: ib, customTokenEndpointAudience: api://ib";
+    for (settings, problem) in [
+        ("customTokenEndpointAnnotationSuffix: ib", "set both or neither"),
+        ("customTokenEndpointAudience: api://ib", "set both or neither"),
+        (
+            "customTokenEndpointAnnotationSuffix: ib, customTokenEndpointAudience: API://AzureADTokenExchange",
+            "must differ from the default audience",
+        ),
+        (
+            "customTokenEndpointAnnotationSuffix: \"a/b\", customTokenEndpointAudience: api://ib",
+            "is not a valid annotation key",
+        ),
+        (
+            &format!("{pair}, kubernetesTokenProxy: \"10.0.0.1\""),
+            "azure.kubernetesTokenProxy: \"10.0.0.1\" is not a valid http(s) URL",
+        ),
+        (
+            &format!("{pair}, kubernetesSniName: \"Bad Name\""),
+            "azure.kubernetesSniName",
+        ),
+        (
+            &format!("{pair}, kubernetesCaData: \"not pem\""),
+            "azure.kubernetesCaData",
+        ),
+        (
+            &format!("{pair}, kubernetesCaConfigMapName: \"Bad_Name\""),
+            "azure.kubernetesCaConfigMapName",
+        ),
+        (
+            &format!(
+                "{pair}, kubernetesCaConfigMapName: ca, kubernetesCaData: \"-----BEGIN CERTIFICATE-----\\n-----END CERTIFICATE-----\""
+            ),
+            "set one, not both",
+        ),
+    ] {
+        let yaml = format!("azure: {{{base}, {settings}}}");
+        let err = Config::parse(&yaml, &Default::default()).unwrap_err().to_string();
+        assert!(err.contains(problem), "{yaml}: {err}");
+    }
+    let unused = config(&format!("azure: {{{base}, kubernetesSniName: ib.example}}"));
+    assert_eq!(
+        azure_notices(&unused),
+        vec![
+            "azure.kubernetesSniName is set but unused: the custom token endpoint also needs azure.customTokenEndpointAnnotationSuffix and azure.customTokenEndpointAudience"
+        ]
+    );
+}
+
 fn azure_expiration(sa_seconds: &str, pod_annotations: Value) -> (i64, Vec<String>) {
     let sa = sa(json!({
         "azure.workload.identity/client-id": CLIENT,

@@ -137,6 +137,38 @@ pub fn is_http_url(value: &str) -> bool {
     host_ok && value.len() <= 2048 && value.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
 }
 
+/// The name part of a Kubernetes label or annotation key: 1..63 characters, alphanumerics with
+/// `-`, `_` or `.` inside.
+pub fn is_qualified_name(value: &str) -> bool {
+    let bytes = value.as_bytes();
+    (1..=63).contains(&bytes.len())
+        && bytes[0].is_ascii_alphanumeric()
+        && bytes[bytes.len() - 1].is_ascii_alphanumeric()
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// A DNS-1123 subdomain (Kubernetes object names, TLS server names): lower-case labels of
+/// alphanumerics and `-`, joined by dots, 253 characters at most.
+pub fn is_dns_name(value: &str) -> bool {
+    value.len() <= 253
+        && value.split('.').all(|label| {
+            let bytes = label.as_bytes();
+            (1..=63).contains(&bytes.len())
+                && bytes[0].is_ascii_alphanumeric()
+                && bytes[bytes.len() - 1].is_ascii_alphanumeric()
+                && bytes
+                    .iter()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        })
+}
+
+/// PEM text holding at least one certificate.
+pub fn is_pem_certificate(value: &str) -> bool {
+    value.contains("-----BEGIN CERTIFICATE-----") && value.contains("-----END CERTIFICATE-----")
+}
+
 /// A boolean as Go's `strconv.ParseBool` reads it, which is what the AWS webhook accepts.
 pub fn parse_go_bool(value: &str) -> Option<bool> {
     match value {
@@ -149,6 +181,33 @@ pub fn parse_go_bool(value: &str) -> Option<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn annotation_names_dns_names_and_pem() {
+        assert!(is_qualified_name("use-identity-binding"));
+        assert!(is_qualified_name("use-A_b.c"));
+        for bad in ["", "use-", "-use", "use/x", &"a".repeat(64)] {
+            assert!(!is_qualified_name(bad), "{bad:?}");
+        }
+        assert!(is_dns_name("ib.aks.example"));
+        assert!(is_dns_name("ca-bundle"));
+        for bad in [
+            "",
+            "Bad",
+            "a..b",
+            "a_b",
+            "-a",
+            "a.",
+            &"a".repeat(64),
+            &["a"; 130].join("."),
+        ] {
+            assert!(!is_dns_name(bad), "{bad:?}");
+        }
+        assert!(is_pem_certificate(
+            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+        ));
+        assert!(!is_pem_certificate("MIIB"));
+    }
 
     #[test]
     fn role_arns() {

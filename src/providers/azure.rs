@@ -6,6 +6,7 @@ use super::{
     CloudProvider, Mapping, PodContext, PodInjection, Settings as AllSettings, check_expiration, check_field, checked,
     cloud_settings, parse_name, projected_volume, token_source,
 };
+use crate::core::echo::Echo;
 use crate::core::validate;
 
 pub const CLIENT_ID: &str = "azure.workload.identity/client-id";
@@ -16,11 +17,18 @@ pub const POD_TOKEN_EXPIRATION: &str = "azure.workload.identity/token-expiration
 pub const SKIP_CONTAINERS: &str = "azure.workload.identity/skip-containers";
 /// Pod label: `"false"` opts out; with `requirePodLabel` only `"true"` opts in.
 pub const USE_LABEL: &str = "azure.workload.identity/use";
+/// Pod annotation `<prefix><suffix>: "true"` asks for the custom token endpoint (Azure WI v1.6.0,
+/// `isUsingCustomTokenEndpoint`: an annotation, not a label).
+pub const CUSTOM_ENDPOINT_PREFIX: &str = "azure.workload.identity/use-";
 
 const VOLUME: &str = "azure-identity-token";
 const MOUNT: &str = "/var/run/secrets/azure/tokens";
 const TOKEN_FILE: &str = "/var/run/secrets/azure/tokens/azure-identity-token";
 const AUDIENCE: &str = "api://AzureADTokenExchange";
+/// Where the custom endpoint's CA goes in our volume, and the ConfigMap key it comes from (theirs).
+const CA_PATH: &str = "ca-cert/ca.crt";
+const CA_FILE: &str = "/var/run/secrets/azure/tokens/ca-cert/ca.crt";
+const CA_KEY: &str = "ca.crt";
 const DEFAULT_EXPIRATION: i64 = 3600;
 /// The range the Azure webhook accepts for token lifetimes.
 const EXPIRATION_RANGE: std::ops::RangeInclusive<i64> = 3600..=86400;
@@ -41,6 +49,35 @@ cloud_settings! {
         /// Inject Azure only into Pods labelled azure.workload.identity/use: "true".
         #[arg(id = "azure_require_pod_label", value_name = "AZURE_REQUIRE_POD_LABEL", long = "azure-require-pod-label", env = "WIW_AZURE_REQUIRE_POD_LABEL")]
         pub require_pod_label: Option<bool>,
+        // The custom token endpoint (AKS identity bindings, Azure WI v1.6.0), its chart's
+        // `customTokenEndpoint` values.
+        /// Custom token endpoint: Pods annotated azure.workload.identity/use-<suffix>: "true" use it (with customTokenEndpointAudience).
+        #[arg(id = "azure_custom_token_endpoint_annotation_suffix", value_name = "AZURE_CUSTOM_TOKEN_ENDPOINT_ANNOTATION_SUFFIX", long = "azure-custom-token-endpoint-annotation-suffix", env = "WIW_AZURE_CUSTOM_TOKEN_ENDPOINT_ANNOTATION_SUFFIX")]
+        pub custom_token_endpoint_annotation_suffix: Option<String>,
+        /// Custom token endpoint: audience of those Pods' tokens (not api://AzureADTokenExchange).
+        #[arg(id = "azure_custom_token_endpoint_audience", value_name = "AZURE_CUSTOM_TOKEN_ENDPOINT_AUDIENCE", long = "azure-custom-token-endpoint-audience", env = "WIW_AZURE_CUSTOM_TOKEN_ENDPOINT_AUDIENCE")]
+        pub custom_token_endpoint_audience: Option<String>,
+        /// Custom token endpoint: its URL, set as AZURE_KUBERNETES_TOKEN_PROXY.
+        #[arg(id = "azure_kubernetes_token_proxy", value_name = "AZURE_KUBERNETES_TOKEN_PROXY", long = "azure-kubernetes-token-proxy", env = "WIW_AZURE_KUBERNETES_TOKEN_PROXY")]
+        pub kubernetes_token_proxy: Option<String>,
+        /// Custom token endpoint: TLS server name, set as AZURE_KUBERNETES_SNI_NAME.
+        #[arg(id = "azure_kubernetes_sni_name", value_name = "AZURE_KUBERNETES_SNI_NAME", long = "azure-kubernetes-sni-name", env = "WIW_AZURE_KUBERNETES_SNI_NAME")]
+        pub kubernetes_sni_name: Option<String>,
+        /// Custom token endpoint: its CA (PEM), set as AZURE_KUBERNETES_CA_DATA (or use kubernetesCaConfigMapName).
+        #[arg(id = "azure_kubernetes_ca_data", value_name = "AZURE_KUBERNETES_CA_DATA", long = "azure-kubernetes-ca-data", env = "WIW_AZURE_KUBERNETES_CA_DATA")]
+        pub kubernetes_ca_data: Option<String>,
+        /// Custom token endpoint: a ConfigMap in the Pod's namespace whose key ca.crt is projected, AZURE_KUBERNETES_CA_FILE pointing at it.
+        #[arg(id = "azure_kubernetes_ca_config_map_name", value_name = "AZURE_KUBERNETES_CA_CONFIGMAP_NAME", long = "azure-kubernetes-ca-configmap-name", env = "WIW_AZURE_KUBERNETES_CA_CONFIGMAP_NAME")]
+        pub kubernetes_ca_config_map_name: Option<String>,
+    }
+}
+
+impl Settings {
+    /// The custom endpoint's annotation key and audience, when both are set.
+    fn custom_endpoint(&self) -> Option<(String, &str)> {
+        let suffix = self.custom_token_endpoint_annotation_suffix.as_deref()?;
+        let audience = self.custom_token_endpoint_audience.as_deref()?;
+        Some((format!("{CUSTOM_ENDPOINT_PREFIX}{suffix}"), audience))
     }
 }
 
@@ -92,6 +129,7 @@ impl CloudProvider for Azure {
             settings.azure.token_expiration_seconds,
             EXPIRATION_RANGE,
         );
+        validate_custom_endpoint(&settings.azure, &mut problems);
         for (i, mapping) in identities.iter().enumerate() {
             if let Some(azure) = &mapping.azure {
                 let field = |name: &str| format!("identities[{i}].azure.{name}");
@@ -150,6 +188,7 @@ impl CloudProvider for Azure {
             ));
             return None;
         };
+        let custom = custom_endpoint(ctx, warnings);
         let expiration = ctx.token_expiration(
             TOKEN_EXPIRATION,
             &[TOKEN_EXPIRATION, POD_TOKEN_EXPIRATION],
@@ -167,15 +206,20 @@ impl CloudProvider for Azure {
             "AZURE_AUTHORITY_HOST",
             settings.cloud.unwrap_or_default().authority_host().to_owned(),
         )]);
+        let mut sources = vec![token_source(custom.unwrap_or(AUDIENCE), expiration, VOLUME)];
+        let mut gaps = Vec::new();
+        if custom.is_some() {
+            sources.extend(custom_endpoint_files(settings, &mut env, &mut gaps));
+        }
         Some(PodInjection {
             cloud: self.name(),
             identity: client_id.unwrap_or("(client id set by the Pod)").to_owned(),
             volume_name: VOLUME,
-            volume: projected_volume(VOLUME, vec![token_source(AUDIENCE, expiration, VOLUME)]),
+            volume: projected_volume(VOLUME, sources),
             mount_path: MOUNT,
             env,
             skip_containers: ctx.skip_list(SKIP_CONTAINERS, ';'),
-            gaps: Vec::new(),
+            gaps,
             scratch: None,
             pod_annotations: Vec::new(),
         })
@@ -183,6 +227,29 @@ impl CloudProvider for Azure {
 
     fn annotation_prefixes(&self) -> &'static [&'static str] {
         &["azure.workload.identity/"]
+    }
+
+    fn notices(&self, settings: &AllSettings, _identities: &[Mapping]) -> Vec<String> {
+        let settings = &settings.azure;
+        let endpoint_values = [
+            ("kubernetesTokenProxy", &settings.kubernetes_token_proxy),
+            ("kubernetesSniName", &settings.kubernetes_sni_name),
+            ("kubernetesCaData", &settings.kubernetes_ca_data),
+            ("kubernetesCaConfigMapName", &settings.kubernetes_ca_config_map_name),
+        ];
+        match settings.custom_endpoint() {
+            Some((key, _)) if settings.kubernetes_token_proxy.is_none() => vec![format!(
+                "azure.kubernetesTokenProxy is not set: Pods annotated {key}: \"true\" get the custom endpoint's token but no AZURE_KUBERNETES_TOKEN_PROXY (each is warned about and counted in pod_mutations_missing{{setting=\"azure_kubernetes_token_proxy\"}})"
+            )],
+            Some(_) => Vec::new(),
+            None => endpoint_values
+                .iter()
+                .filter(|(_, value)| value.is_some())
+                .map(|(field, _)| {
+                    format!("azure.{field} is set but unused: the custom token endpoint also needs azure.customTokenEndpointAnnotationSuffix and azure.customTokenEndpointAudience")
+                })
+                .collect(),
+        }
     }
 
     fn service_account_annotation_keys(&self) -> &'static [&'static str] {
@@ -198,4 +265,131 @@ impl CloudProvider for Azure {
             .filter_map(|(key, value)| Some((key, value.clone()?)))
             .collect()
     }
+}
+
+/// As Azure WI v1.6.0 refuses to start: suffix and audience go together, the audience is not the
+/// default one, and the annotation key is a valid one; at most one CA source.
+fn validate_custom_endpoint(settings: &Settings, problems: &mut Vec<String>) {
+    let suffix = settings.custom_token_endpoint_annotation_suffix.as_deref();
+    let audience = settings.custom_token_endpoint_audience.as_deref();
+    if suffix.is_some() != audience.is_some() {
+        problems.push(
+            "azure.customTokenEndpointAnnotationSuffix and azure.customTokenEndpointAudience: set both or neither"
+                .to_owned(),
+        );
+    }
+    if let Some(suffix) = suffix
+        && !validate::is_qualified_name(&format!("use-{suffix}").to_ascii_lowercase())
+    {
+        problems.push(format!(
+            "azure.customTokenEndpointAnnotationSuffix: {CUSTOM_ENDPOINT_PREFIX}{suffix:?} is not a valid annotation key"
+        ));
+    }
+    check_field(
+        problems,
+        "azure.customTokenEndpointAudience",
+        audience,
+        validate::is_audience,
+        "audience",
+    );
+    if audience.is_some_and(|audience| audience.eq_ignore_ascii_case(AUDIENCE)) {
+        problems.push(format!(
+            "azure.customTokenEndpointAudience: must differ from the default audience {AUDIENCE}"
+        ));
+    }
+    check_field(
+        problems,
+        "azure.kubernetesTokenProxy",
+        settings.kubernetes_token_proxy.as_deref(),
+        validate::is_http_url,
+        "http(s) URL",
+    );
+    check_field(
+        problems,
+        "azure.kubernetesSniName",
+        settings.kubernetes_sni_name.as_deref(),
+        validate::is_dns_name,
+        "DNS name",
+    );
+    check_field(
+        problems,
+        "azure.kubernetesCaData",
+        settings.kubernetes_ca_data.as_deref(),
+        validate::is_pem_certificate,
+        "PEM certificate",
+    );
+    check_field(
+        problems,
+        "azure.kubernetesCaConfigMapName",
+        settings.kubernetes_ca_config_map_name.as_deref(),
+        validate::is_dns_name,
+        "ConfigMap name",
+    );
+    if settings.kubernetes_ca_data.is_some() && settings.kubernetes_ca_config_map_name.is_some() {
+        problems.push("azure.kubernetesCaData and azure.kubernetesCaConfigMapName: set one, not both".to_owned());
+    }
+}
+
+/// Whether the Pod asks for the custom token endpoint (its annotation `"true"`, any case, as
+/// theirs): the endpoint's audience. An annotation of that form that the
+/// webhook does not serve, or a value that is not a boolean, is warned about.
+fn custom_endpoint<'s>(ctx: &PodContext<'s>, warnings: &mut Vec<String>) -> Option<&'s str> {
+    let configured = ctx.settings.azure.custom_endpoint();
+    let annotations = ctx.pod.metadata.annotations.iter().flatten();
+    let mut asked = None;
+    for (key, value) in annotations.filter(|(key, _)| key.starts_with(CUSTOM_ENDPOINT_PREFIX)) {
+        let value = value.trim();
+        match &configured {
+            Some((ours, audience)) if key == ours => {
+                if value.eq_ignore_ascii_case("true") {
+                    asked = Some(*audience);
+                } else if !value.eq_ignore_ascii_case("false") {
+                    warnings.push(format!(
+                        "annotation {key}={:?} is not true or false; the default token endpoint is used",
+                        Echo(value)
+                    ));
+                }
+            }
+            _ if value.eq_ignore_ascii_case("true") => warnings.push(match &configured {
+                Some((ours, _)) => format!(
+                    "annotation {key} asks for a custom token endpoint, but this webhook's is {ours}; the default token endpoint is used"
+                ),
+                None => format!(
+                    "annotation {key} asks for a custom token endpoint, but none is configured (azure.customTokenEndpointAnnotationSuffix and azure.customTokenEndpointAudience); the default token endpoint is used"
+                ),
+            }),
+            _ => {}
+        }
+    }
+    asked
+}
+
+/// The custom endpoint's env vars (each on its own, as theirs) and CA source; a missing proxy URL
+/// is a gap.
+fn custom_endpoint_files(
+    settings: &Settings,
+    env: &mut Vec<Vec<(&'static str, String)>>,
+    gaps: &mut Vec<(&'static str, String)>,
+) -> Option<serde_json::Value> {
+    match &settings.kubernetes_token_proxy {
+        Some(proxy) => env.push(vec![("AZURE_KUBERNETES_TOKEN_PROXY", proxy.clone())]),
+        None => gaps.push((
+            "azure_kubernetes_token_proxy",
+            "no custom token endpoint URL is configured (azure.kubernetesTokenProxy): AZURE_KUBERNETES_TOKEN_PROXY is not set, so SDKs send the custom endpoint's token to Entra ID, which refuses it".to_owned(),
+        )),
+    }
+    if let Some(sni) = &settings.kubernetes_sni_name {
+        env.push(vec![("AZURE_KUBERNETES_SNI_NAME", sni.clone())]);
+    }
+    if let Some(ca) = &settings.kubernetes_ca_data {
+        env.push(vec![("AZURE_KUBERNETES_CA_DATA", ca.clone())]);
+    }
+    // Only when the file is projected (theirs sets the path even when nothing is there).
+    let config_map = settings.kubernetes_ca_config_map_name.as_ref()?;
+    env.push(vec![("AZURE_KUBERNETES_CA_FILE", CA_FILE.to_owned())]);
+    Some(serde_json::json!({"configMap": {
+        "name": config_map,
+        "items": [{"key": CA_KEY, "path": CA_PATH}],
+        "optional": false,
+    }}))
 }

@@ -55,7 +55,7 @@ pub struct Metrics {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SettingLabels {
-    /// A setting SDKs need that the Pod's injection lacked: `aws_region`.
+    /// A setting SDKs need that the Pod's injection lacked: `aws_region`, `azure_kubernetes_token_proxy`.
     pub setting: &'static str,
 }
 
@@ -124,7 +124,7 @@ impl Default for Metrics {
         let mutations_missing = Family::<SettingLabels, Counter>::default();
         registry.register(
             "pod_mutations_missing",
-            "Pods given an identity without a setting their SDKs need, by setting (`aws_region`)",
+            "Pods given an identity without a setting their SDKs need, by setting (`aws_region`, `azure_kubernetes_token_proxy`)",
             mutations_missing.clone(),
         );
         Metrics {

@@ -1,0 +1,396 @@
+//! `convert`: other webhooks' configuration as our `config.yaml`, for teams moving over.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use anyhow::Context;
+use serde_json::Value;
+
+use crate::cli::{ConvertArgs, ConvertFrom};
+use crate::core::config::check_flow_depth;
+use crate::core::validate;
+use crate::providers::{ANY, aws};
+
+/// The ConfigMap the AWS pod-identity-webhook reads (`pkg/cache/cache.go`: any other name is ignored).
+pub const AWS_CONFIG_MAP: &str = "pod-identity-webhook";
+/// Its key holding the JSON map `{"namespace/serviceAccount": Entry}`.
+pub const AWS_CONFIG_KEY: &str = "config";
+
+/// Our `config.yaml`, and what the conversion could not carry over (for stderr).
+#[derive(Debug)]
+pub struct Conversion {
+    pub yaml: String,
+    pub warnings: Vec<String>,
+}
+
+/// Returns the `config.yaml` to print on stdout and the warnings for stderr.
+pub fn run(args: &ConvertArgs) -> anyhow::Result<Conversion> {
+    match &args.from {
+        ConvertFrom::AwsConfigmap { input } => {
+            let text = if input.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin()).context("reading stdin")?
+            } else {
+                std::fs::read_to_string(input).with_context(|| format!("reading {}", input.display()))?
+            };
+            aws_config_map(&text).with_context(|| format!("converting {}", input.display()))
+        }
+    }
+}
+
+/// One entry of the AWS ConfigMap, as their `cache.Entry` reads it (Go's JSON field names match
+/// case-insensitively; unknown fields are ignored there, and warned about here).
+#[derive(Debug, Default, PartialEq)]
+struct AwsEntry {
+    role_arn: String,
+    audience: String,
+    use_regional_sts: bool,
+    token_expiration: i64,
+}
+
+/// Converts the AWS pod-identity-webhook's ConfigMap (YAML or JSON manifest) or the JSON of its
+/// `config` key into `config.yaml`. Entries our mappings cannot hold are never dropped silently:
+/// each becomes a comment in the output and a warning naming the entry.
+pub fn aws_config_map(text: &str) -> anyhow::Result<Conversion> {
+    let mut warnings = Vec::new();
+    // JSON first, read as Go reads it (a repeated key: the last one counts); else YAML.
+    let document: Value = match serde_json::from_str(text) {
+        Ok(document) => document,
+        Err(_) => {
+            check_flow_depth(text)?;
+            serde_yaml_ng::from_str(text).map_err(|err| anyhow::anyhow!("the input is not YAML or JSON: {err}"))?
+        }
+    };
+    let entries = if document.get("kind") == Some(&Value::from("ConfigMap")) {
+        let name = document.pointer("/metadata/name").and_then(Value::as_str);
+        if name != Some(AWS_CONFIG_MAP) {
+            warnings.push(format!(
+                "the ConfigMap is named {name:?}; the AWS webhook reads only the one named {AWS_CONFIG_MAP:?}"
+            ));
+        }
+        let config = document
+            .pointer(&format!("/data/{AWS_CONFIG_KEY}"))
+            .and_then(Value::as_str)
+            .ok_or_else(|| anyhow::anyhow!("the ConfigMap has no data.{AWS_CONFIG_KEY} (a JSON string)"))?;
+        serde_json::from_str(config).map_err(|err| anyhow::anyhow!("data.{AWS_CONFIG_KEY} is not JSON: {err}"))?
+    } else {
+        document
+    };
+    let Value::Object(entries) = entries else {
+        anyhow::bail!(
+            "expected a JSON object {{\"namespace/serviceAccount\": {{\"RoleARN\": ...}}}} or a ConfigMap holding one"
+        );
+    };
+
+    // Their lookup tries `namespace/name` before `*/name`, whatever the order; ours takes the first
+    // match, so exact entries go first (each group sorted, for a stable output).
+    let mut exact = BTreeMap::new();
+    let mut any_namespace = BTreeMap::new();
+    for (key, value) in &entries {
+        let (namespace, service_account) = split_key(key)?;
+        let entry = aws_entry(key, value, &mut warnings)?;
+        let group = if namespace == ANY {
+            &mut any_namespace
+        } else {
+            &mut exact
+        };
+        group.insert((namespace, service_account), (key, entry));
+    }
+
+    let mut yaml = String::from(
+        "# Converted from the AWS pod-identity-webhook ConfigMap (workload-identity-webhook convert aws-configmap).\n\
+         # Exact ServiceAccounts come before \"*\" namespaces: the AWS webhook prefers them, our first match wins.\n",
+    );
+    if exact.is_empty() && any_namespace.is_empty() {
+        yaml.push_str("identities: []\n");
+        return Ok(Conversion { yaml, warnings });
+    }
+    yaml.push_str("identities:\n");
+    for ((namespace, service_account), (key, entry)) in exact.into_iter().chain(any_namespace) {
+        let notes = notes_for(key, namespace, service_account, &entry);
+        for note in &notes {
+            let _ = writeln!(yaml, "  # {note}");
+        }
+        warnings.extend(notes.iter().map(|note| format!("entry {key:?}: {note}")));
+        if service_account == ANY {
+            // Their `ns/*` names a ServiceAccount called "*", which cannot exist; ours would match all.
+            continue;
+        }
+        if !validate::is_role_arn(&entry.role_arn) {
+            continue;
+        }
+        let _ = writeln!(
+            yaml,
+            "  - namespace: {}\n    serviceAccount: {}\n    aws: {{roleArn: {}}}",
+            quoted(namespace),
+            quoted(service_account),
+            quoted(&entry.role_arn)
+        );
+    }
+    Ok(Conversion { yaml, warnings })
+}
+
+/// `namespace/serviceAccount`, as their key is split (a key without exactly one `/` makes their
+/// webhook index out of range or match something else, so it is refused here).
+fn split_key(key: &str) -> anyhow::Result<(&str, &str)> {
+    match key.split_once('/') {
+        Some((namespace, service_account))
+            if !namespace.is_empty() && !service_account.is_empty() && !service_account.contains('/') =>
+        {
+            Ok((namespace, service_account))
+        }
+        _ => anyhow::bail!("key {key:?} is not \"namespace/serviceAccount\""),
+    }
+}
+
+fn aws_entry(key: &str, value: &Value, warnings: &mut Vec<String>) -> anyhow::Result<AwsEntry> {
+    let Value::Object(fields) = value else {
+        anyhow::bail!("entry {key:?} is not a JSON object");
+    };
+    let mut entry = AwsEntry::default();
+    for (field, value) in fields {
+        let wrong = |kind: &str| anyhow::anyhow!("entry {key:?}: {field} is {value}, not {kind}");
+        // A JSON null leaves Go's field at its zero value.
+        if value.is_null() {
+            continue;
+        }
+        match field.to_ascii_lowercase().as_str() {
+            "rolearn" => entry.role_arn = value.as_str().ok_or_else(|| wrong("a string"))?.to_owned(),
+            "audience" => entry.audience = value.as_str().ok_or_else(|| wrong("a string"))?.to_owned(),
+            "useregionalsts" => entry.use_regional_sts = value.as_bool().ok_or_else(|| wrong("true or false"))?,
+            "tokenexpiration" => entry.token_expiration = value.as_i64().ok_or_else(|| wrong("a whole number"))?,
+            _ => warnings.push(format!(
+                "entry {key:?}: unknown field {field:?} ignored (as the AWS webhook does)"
+            )),
+        }
+    }
+    Ok(entry)
+}
+
+/// What an entry asks for that its mapping does not carry, each with the way to keep it.
+fn notes_for(key: &str, namespace: &str, service_account: &str, entry: &AwsEntry) -> Vec<String> {
+    if service_account == ANY {
+        return vec![format!(
+            "{key:?} left out: the AWS webhook reads it as a ServiceAccount named \"*\" (none can exist), here \"*\" would match every ServiceAccount"
+        )];
+    }
+    if entry.role_arn.is_empty() {
+        return vec![format!(
+            "{key:?} left out: it has no RoleARN, so the AWS webhook injects nothing for it"
+        )];
+    }
+    if !validate::is_role_arn(&entry.role_arn) {
+        return vec![format!(
+            "{key:?} left out: RoleARN {:?} is not an IAM role ARN (a bare role name needs eks.amazonaws.com/role-arn on the ServiceAccount and aws.accountId)",
+            entry.role_arn
+        )];
+    }
+    let on = if namespace == ANY {
+        format!("every ServiceAccount named {service_account:?}")
+    } else {
+        format!("ServiceAccount {namespace}/{service_account}")
+    };
+    let mut notes = Vec::new();
+    if !entry.audience.is_empty() {
+        notes.push(format!(
+            "Audience {:?} has no per-mapping field: annotate {on} with {}: {:?} (or set aws.audience for the cluster)",
+            entry.audience,
+            aws::AUDIENCE,
+            entry.audience
+        ));
+    }
+    if entry.use_regional_sts {
+        notes.push(format!(
+            "UseRegionalSTS has no per-mapping field: annotate {on} with {}: \"true\" (or set aws.stsRegionalEndpoints: true for the cluster)",
+            aws::STS_REGIONAL_ENDPOINTS
+        ));
+    }
+    if entry.token_expiration != 0 {
+        notes.push(format!(
+            "TokenExpiration {} has no per-mapping field: annotate {on} with {}: \"{}\" (or set aws.tokenExpirationSeconds for the cluster)",
+            entry.token_expiration,
+            aws::TOKEN_EXPIRATION,
+            entry.token_expiration
+        ));
+    }
+    notes
+}
+
+/// A YAML double-quoted scalar (JSON's string syntax is a subset of it).
+fn quoted(text: &str) -> String {
+    Value::from(text).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::config::{Config, Settings};
+
+    const ARN: &str = "arn:aws:iam::111122223333:role/s3-reader";
+
+    fn converted(text: &str) -> (Config, Conversion) {
+        let conversion = aws_config_map(text).unwrap();
+        let config = Config::parse(&conversion.yaml, &Settings::default())
+            .unwrap_or_else(|err| panic!("{err}\n{}", conversion.yaml));
+        (config, conversion)
+    }
+
+    fn role_of<'c>(config: &'c Config, namespace: &str, service_account: &str) -> Option<&'c str> {
+        config
+            .mapping_for(namespace, service_account)?
+            .aws
+            .as_ref()?
+            .role_arn
+            .as_deref()
+    }
+
+    #[test]
+    fn the_json_of_the_config_key_becomes_mappings() {
+        let (config, conversion) = converted(&format!(
+            r#"{{"team-a/s3-reader": {{"RoleARN": "{ARN}"}}, "team-b/app": {{"RoleARN": "arn:aws-cn:iam::111122223333:role/app"}}}}"#
+        ));
+        assert_eq!(role_of(&config, "team-a", "s3-reader"), Some(ARN));
+        assert_eq!(
+            role_of(&config, "team-b", "app"),
+            Some("arn:aws-cn:iam::111122223333:role/app")
+        );
+        assert!(config.mapping_for("team-a", "other").is_none());
+        assert!(conversion.warnings.is_empty(), "{:?}", conversion.warnings);
+    }
+
+    #[test]
+    fn a_whole_config_map_in_yaml_or_json_is_read() {
+        let json = format!(r#"{{"*/mysa": {{"RoleARN": "{ARN}"}}}}"#);
+        let yaml = format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: pod-identity-webhook, namespace: default}}\ndata:\n  config: '{json}'\n"
+        );
+        let manifest = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "pod-identity-webhook"}, "data": {"config": json}});
+        for text in [yaml, manifest.to_string()] {
+            let (config, conversion) = converted(&text);
+            assert_eq!(role_of(&config, "any-namespace", "mysa"), Some(ARN), "{text}");
+            assert!(conversion.warnings.is_empty(), "{:?}", conversion.warnings);
+        }
+        let other = serde_json::json!({"kind": "ConfigMap", "metadata": {"name": "other"}, "data": {"config": "{}"}});
+        let conversion = aws_config_map(&other.to_string()).unwrap();
+        assert!(conversion.warnings[0].contains("reads only the one named \"pod-identity-webhook\""));
+    }
+
+    #[test]
+    fn exact_entries_win_over_any_namespace_as_on_the_aws_webhook() {
+        // Sorted by key, "*/app" would come first and win for every namespace.
+        let (config, _) = converted(&format!(
+            r#"{{"*/app": {{"RoleARN": "{ARN}"}}, "team-a/app": {{"RoleARN": "arn:aws:iam::111122223333:role/team-a"}}}}"#
+        ));
+        assert_eq!(
+            role_of(&config, "team-a", "app"),
+            Some("arn:aws:iam::111122223333:role/team-a")
+        );
+        assert_eq!(role_of(&config, "team-b", "app"), Some(ARN));
+    }
+
+    #[test]
+    fn field_names_match_case_insensitively_as_go_json_does() {
+        let (config, conversion) = converted(&format!(r#"{{"a/b": {{"rolearn": "{ARN}", "Extra": 1}}}}"#));
+        assert_eq!(role_of(&config, "a", "b"), Some(ARN));
+        assert_eq!(
+            conversion.warnings,
+            ["entry \"a/b\": unknown field \"Extra\" ignored (as the AWS webhook does)"]
+        );
+    }
+
+    #[test]
+    fn what_a_mapping_cannot_hold_is_a_comment_and_a_warning() {
+        let (config, conversion) = converted(&format!(
+            r#"{{"a/b": {{"RoleARN": "{ARN}", "Audience": "custom", "UseRegionalSTS": true, "TokenExpiration": 20000}},
+               "a/c": {{"RoleARN": "{ARN}", "Audience": "", "UseRegionalSTS": false, "TokenExpiration": 0}}}}"#
+        ));
+        assert_eq!(role_of(&config, "a", "b"), Some(ARN));
+        assert_eq!(role_of(&config, "a", "c"), Some(ARN));
+        assert_eq!(conversion.warnings.len(), 3, "{:?}", conversion.warnings);
+        for (field, annotation) in [
+            ("Audience \"custom\"", "eks.amazonaws.com/audience: \"custom\""),
+            ("UseRegionalSTS", "eks.amazonaws.com/sts-regional-endpoints: \"true\""),
+            ("TokenExpiration 20000", "eks.amazonaws.com/token-expiration: \"20000\""),
+        ] {
+            let warning = conversion
+                .warnings
+                .iter()
+                .find(|warning| warning.contains(field))
+                .unwrap_or_else(|| panic!("{field}: {:?}", conversion.warnings));
+            assert!(warning.starts_with("entry \"a/b\": "), "{warning}");
+            assert!(
+                warning.contains(&format!("ServiceAccount a/b with {annotation}")),
+                "{warning}"
+            );
+            assert!(conversion.yaml.contains(&format!("  # {field}")), "{}", conversion.yaml);
+        }
+    }
+
+    #[test]
+    fn entries_it_cannot_map_are_left_out_with_a_warning() {
+        let (config, conversion) = converted(&format!(
+            r#"{{"a/*": {{"RoleARN": "{ARN}"}}, "a/none": {{"Audience": "x"}}, "a/name": {{"RoleARN": "s3-reader"}}}}"#
+        ));
+        assert!(config.identities.is_empty());
+        assert_eq!(conversion.warnings.len(), 3, "{:?}", conversion.warnings);
+        for (key, why) in [
+            ("a/*", "a ServiceAccount named \"*\""),
+            ("a/none", "has no RoleARN"),
+            ("a/name", "is not an IAM role ARN"),
+        ] {
+            assert!(
+                conversion.warnings.iter().any(|warning| warning
+                    .starts_with(&format!("entry {key:?}: {key:?} left out: "))
+                    && warning.contains(why)),
+                "{key}: {:?}",
+                conversion.warnings
+            );
+        }
+    }
+
+    #[test]
+    fn bad_input_is_a_clear_error() {
+        for (text, message) in [
+            ("[1, 2]", "expected a JSON object"),
+            (
+                "{\"a\": {\"RoleARN\": \"x\"}}",
+                "key \"a\" is not \"namespace/serviceAccount\"",
+            ),
+            ("{\"a/b/c\": {}}", "key \"a/b/c\" is not"),
+            ("{\"/b\": {}}", "key \"/b\" is not"),
+            ("{\"a/b\": \"arn\"}", "entry \"a/b\" is not a JSON object"),
+            (
+                "{\"a/b\": {\"RoleARN\": 3}}",
+                "entry \"a/b\": RoleARN is 3, not a string",
+            ),
+            (
+                "{\"a/b\": {\"TokenExpiration\": 1.5}}",
+                "TokenExpiration is 1.5, not a whole number",
+            ),
+            (
+                "{\"a/b\": {\"UseRegionalSTS\": \"yes\"}}",
+                "UseRegionalSTS is \"yes\", not true or false",
+            ),
+            ("{\"a/b\": ", "not YAML or JSON"),
+            ("kind: ConfigMap\ndata: {}", "has no data.config"),
+            ("kind: ConfigMap\ndata: {config: '{'}", "data.config is not JSON"),
+        ] {
+            let err = aws_config_map(text).unwrap_err().to_string();
+            assert!(err.contains(message), "{text}: {err}");
+        }
+        assert!(aws_config_map(&"[".repeat(100_000)).is_err());
+    }
+
+    #[test]
+    fn an_empty_config_gives_an_empty_but_valid_file() {
+        let (config, conversion) = converted("{}");
+        assert!(config.identities.is_empty());
+        assert!(conversion.yaml.contains("identities: []"));
+    }
+
+    #[test]
+    fn names_that_need_quotes_stay_exact() {
+        let (config, _) = converted(&format!(r#"{{"yes/null": {{"RoleARN": "{ARN}"}}}}"#));
+        assert_eq!(role_of(&config, "yes", "null"), Some(ARN));
+    }
+}
