@@ -83,8 +83,8 @@ pub struct MappedIdentity {
 }
 
 impl Settings {
-    /// The endpoint overrides: (field name, value, check), for cluster settings and mappings alike.
-    fn endpoints(&self) -> [(&'static str, Option<&str>, fn(&str) -> bool); 3] {
+    /// The endpoint overrides, for cluster settings and mappings alike.
+    fn endpoints(&self) -> [EndpointField<'_>; 3] {
         endpoint_fields(
             self.sts_endpoint.as_deref(),
             self.endpoint.as_deref(),
@@ -94,7 +94,7 @@ impl Settings {
 }
 
 impl MappedIdentity {
-    fn endpoints(&self) -> [(&'static str, Option<&str>, fn(&str) -> bool); 3] {
+    fn endpoints(&self) -> [EndpointField<'_>; 3] {
         endpoint_fields(
             self.sts_endpoint.as_deref(),
             self.endpoint.as_deref(),
@@ -103,11 +103,10 @@ impl MappedIdentity {
     }
 }
 
-fn endpoint_fields<'v>(
-    sts: Option<&'v str>,
-    all: Option<&'v str>,
-    agent: Option<&'v str>,
-) -> [(&'static str, Option<&'v str>, fn(&str) -> bool); 3] {
+/// An endpoint override field: its name, its value and its check.
+type EndpointField<'v> = (&'static str, Option<&'v str>, fn(&str) -> bool);
+
+fn endpoint_fields<'v>(sts: Option<&'v str>, all: Option<&'v str>, agent: Option<&'v str>) -> [EndpointField<'v>; 3] {
     [
         ("stsEndpoint", sts, validate::is_endpoint_url),
         ("endpoint", all, validate::is_endpoint_url),
