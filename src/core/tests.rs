@@ -901,6 +901,27 @@ fn aws_endpoint_overrides_are_injected_only_when_set_and_warned_about() {
         "http://localhost:4566",
         "aws.endpoint"
     ));
+
+    // aws.endpoint alone also sets AWS_ENDPOINT_URL_STS (aws-sdk-go-v2 ignores AWS_ENDPOINT_URL for
+    // the STS call of its credential chain), as a pair with AWS_ENDPOINT_URL.
+    let all_only = config("aws: {region: eu-west-1, endpoint: \"http://localhost:4566\"}");
+    let out = run(&full_pod(json!({})), &irsa_sa(), &all_only);
+    for name in ["app", "sidecar", "init"] {
+        assert_eq!(
+            env_var(&out.pod, name, "AWS_ENDPOINT_URL_STS").as_deref(),
+            Some("http://localhost:4566")
+        );
+        assert_eq!(
+            env_var(&out.pod, name, "AWS_ENDPOINT_URL").as_deref(),
+            Some("http://localhost:4566")
+        );
+    }
+    let own = pod_with_container(json!({"env": [{"name": "AWS_ENDPOINT_URL", "value": "http://localhost:9000"}]}));
+    let out = run(&own, &irsa_sa(), &all_only);
+    let env = env(&out.pod, "app");
+    assert_eq!(env["AWS_ENDPOINT_URL"], "http://localhost:9000");
+    assert!(!env.contains_key("AWS_ENDPOINT_URL_STS"), "{env:?}");
+    assert!(!out.warned("talk to that endpoint"), "{:?}", out.mutation.warnings);
 }
 
 #[test]
@@ -1137,7 +1158,7 @@ fn invalid_endpoint_overrides_are_config_errors_naming_the_field() {
             let yaml = format!("{cloud}: {{{field}: \"{bad}\"}}");
             let err = Config::parse(&yaml, &Default::default()).expect_err(&yaml).to_string();
             assert!(
-                err.contains(&format!("{cloud}.{field}: \"{bad}\" is not a valid endpoint URL")),
+                err.contains(&format!("{cloud}.{field}: \"{bad}\" is not a valid ")),
                 "{yaml}: {err}"
             );
             let yaml = format!(
@@ -1147,12 +1168,21 @@ fn invalid_endpoint_overrides_are_config_errors_naming_the_field() {
             let err = Config::parse(&yaml, &Default::default()).expect_err(&yaml).to_string();
             assert!(err.contains(&format!("identities[0].{cloud}.{field}")), "{yaml}: {err}");
         }
-        for good in [
-            EMULATOR,
-            OTHER_EMULATOR,
-            "http://127.0.0.1:4566",
-            "http://emulator.wiw-system.svc.cluster.local",
-        ] {
+        let goods: &[&str] = if field == "containerCredentialsFullUri" {
+            &[
+                OTHER_EMULATOR,
+                "http://127.0.0.1:2703",
+                "http://169.254.170.23/v1/credentials",
+            ]
+        } else {
+            &[
+                EMULATOR,
+                OTHER_EMULATOR,
+                "http://127.0.0.1:4566",
+                "http://emulator.wiw-system.svc.cluster.local",
+            ]
+        };
+        for good in goods {
             let yaml = format!(
                 "{cloud}: {{{field}: \"{good}\"}}\nidentities: [{{{cloud}: {{{}{field}: \"{good}\"}}}}]",
                 mapping_base(cloud)
@@ -1160,6 +1190,17 @@ fn invalid_endpoint_overrides_are_config_errors_naming_the_field() {
             Config::parse(&yaml, &Default::default()).unwrap_or_else(|err| panic!("{yaml}: {err}"));
         }
     }
+    // The agent URI: plain http only where the AWS SDKs take it (not to a Service name).
+    let err = Config::parse(
+        "aws: {containerCredentialsFullUri: \"http://emulator.wiw-system.svc:8080/v1/credentials\"}",
+        &Default::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("aws.containerCredentialsFullUri") && err.contains("as the AWS SDKs require"),
+        "{err}"
+    );
     // The flags are checked alike (a flag without a ConfigMap still goes through validation).
     let mut flags = crate::core::config::Settings::default();
     flags.gcp.token_url = Some("http://sts.example.com/v1/token".into());

@@ -157,12 +157,26 @@ pub fn is_endpoint_url(value: &str) -> bool {
         }
 }
 
-/// The EKS Pod Identity agent URI: an endpoint URL, or `http://` to the agent's IPv6 address
-/// (fd00:ec2::23, not link-local), which SDKs accept as they do 169.254.170.23.
+/// The EKS Pod Identity agent URI: an https endpoint URL, or http only to a host that the SDKs
+/// accept plain http for (botocore and aws-sdk-go-v2 both refuse any other): localhost, a loopback
+/// IP, the ECS agent's 169.254.170.2 or the EKS agent's 169.254.170.23 and fd00:ec2::23.
 pub fn is_agent_url(value: &str) -> bool {
-    match value.strip_prefix("http://[fd00:ec2::23]") {
-        Some(rest) => is_endpoint_url(&format!("https://[fd00:ec2::23]{rest}")),
-        None => is_endpoint_url(value),
+    let Some(rest) = value.strip_prefix("http://") else {
+        return value.starts_with("https://") && is_endpoint_url(value);
+    };
+    let host = url_host(rest.split('/').next().unwrap_or_default());
+    is_endpoint_url(&format!("https://{rest}")) && host.is_some_and(|host| is_agent_host(&host))
+}
+
+fn is_agent_host(host: &str) -> bool {
+    match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => {
+            ip.is_loopback()
+                || ["169.254.170.2", "169.254.170.23", "fd00:ec2::23"]
+                    .iter()
+                    .any(|agent| agent.parse() == Ok(ip))
+        }
+        Err(_) => host == "localhost",
     }
 }
 
@@ -342,10 +356,27 @@ mod tests {
         ] {
             assert!(!is_endpoint_url(bad), "{bad:?} must be refused");
         }
-        assert!(is_agent_url("http://[fd00:ec2::23]/v1/credentials"));
-        assert!(is_agent_url("http://169.254.170.23/v1/credentials"));
-        assert!(!is_agent_url("http://[fd00:ec2::23]/v1/credentials?x"));
-        assert!(!is_agent_url("http://[fd00:ec2::24]/v1/credentials"));
-        assert!(!is_agent_url("http://agent.example.com/v1/credentials"));
+        for good in [
+            "http://[fd00:ec2::23]/v1/credentials",
+            "http://169.254.170.23/v1/credentials",
+            "http://169.254.170.2/v2/credentials",
+            "http://127.0.0.1:2703/v1/credentials",
+            "http://localhost:2703/v1/credentials",
+            "https://emulator.wiw-system.svc:8443/v1/credentials",
+            "https://agent.example.com/v1/credentials",
+        ] {
+            assert!(is_agent_url(good), "{good:?} must be accepted");
+        }
+        for bad in [
+            "http://[fd00:ec2::23]/v1/credentials?x",
+            "http://[fd00:ec2::24]/v1/credentials",
+            "http://169.254.170.24/v1/credentials",
+            "http://emulator.wiw-system.svc:8080/v1/credentials",
+            "http://agent.example.com/v1/credentials",
+            "http://user@127.0.0.1/v1/credentials",
+            "ftp://127.0.0.1/v1/credentials",
+        ] {
+            assert!(!is_agent_url(bad), "{bad:?} must be refused");
+        }
     }
 }

@@ -3,9 +3,9 @@
 use serde::Deserialize;
 
 use super::{
-    CLAMPED_EXPIRATION_SECONDS, CloudProvider, ENDPOINT_URL, EndpointOverride, Mapping, PodContext, PodInjection,
-    SETTING_EXPIRATION_SECONDS, Settings as AllSettings, check_expiration, check_field, checked, cloud_settings,
-    projected_volume, token_source,
+    AGENT_URL, CLAMPED_EXPIRATION_SECONDS, CloudProvider, ENDPOINT_URL, EndpointOverride, Mapping, PodContext,
+    PodInjection, SETTING_EXPIRATION_SECONDS, Settings as AllSettings, check_expiration, check_field, checked,
+    cloud_settings, projected_volume, token_source,
 };
 use crate::core::echo::Echo;
 use crate::core::validate;
@@ -108,14 +108,14 @@ impl MappedIdentity {
     }
 }
 
-/// An endpoint override field: its name, its value and its check.
-type EndpointField<'v> = (&'static str, Option<&'v str>, fn(&str) -> bool);
+/// An endpoint override field: its name, its value, its check and what the check wants.
+type EndpointField<'v> = (&'static str, Option<&'v str>, fn(&str) -> bool, &'static str);
 
 fn endpoint_fields<'v>(sts: Option<&'v str>, all: Option<&'v str>, agent: Option<&'v str>) -> [EndpointField<'v>; 3] {
     [
-        ("stsEndpoint", sts, validate::is_endpoint_url),
-        ("endpoint", all, validate::is_endpoint_url),
-        ("containerCredentialsFullUri", agent, validate::is_agent_url),
+        ("stsEndpoint", sts, validate::is_endpoint_url, ENDPOINT_URL),
+        ("endpoint", all, validate::is_endpoint_url, ENDPOINT_URL),
+        ("containerCredentialsFullUri", agent, validate::is_agent_url, AGENT_URL),
     ]
 }
 
@@ -151,8 +151,8 @@ impl CloudProvider for Aws {
             validate::is_audience,
             "audience",
         );
-        for (name, value, is_valid) in settings.endpoints() {
-            check_field(&mut problems, &format!("aws.{name}"), value, is_valid, ENDPOINT_URL);
+        for (name, value, is_valid, what) in settings.endpoints() {
+            check_field(&mut problems, &format!("aws.{name}"), value, is_valid, what);
         }
         check_field(
             &mut problems,
@@ -191,13 +191,13 @@ impl CloudProvider for Aws {
                     validate::is_aws_region,
                     "AWS region",
                 );
-                for (name, value, is_valid) in aws.endpoints() {
+                for (name, value, is_valid, what) in aws.endpoints() {
                     check_field(
                         &mut problems,
                         &format!("identities[{i}].aws.{name}"),
                         value,
                         is_valid,
-                        ENDPOINT_URL,
+                        what,
                     );
                 }
                 if aws.mode == Mode::Irsa && aws.role_arn.is_none() {
@@ -292,12 +292,8 @@ impl Aws {
         let (region, gaps) = region_env(ctx);
         env.extend(region);
         env.extend(sts_regional_env(ctx, warnings));
-        let endpoints = service_endpoints(ctx);
-        env.extend(
-            endpoints
-                .iter()
-                .map(|endpoint| vec![(endpoint.target, endpoint.url.clone())]),
-        );
+        let (endpoints, endpoint_env) = service_endpoints(ctx);
+        env.extend(endpoint_env);
         PodInjection {
             cloud: self.name(),
             identity: role_arn.to_owned(),
@@ -346,12 +342,8 @@ impl Aws {
         env.extend(region);
         // As the AWS webhook does: SDKs that also call STS themselves use the regional endpoint.
         env.extend(sts_regional_env(ctx, warnings));
-        let mut endpoints = service_endpoints(ctx);
-        env.extend(
-            endpoints
-                .iter()
-                .map(|endpoint| vec![(endpoint.target, endpoint.url.clone())]),
-        );
+        let (mut endpoints, endpoint_env) = service_endpoints(ctx);
+        env.extend(endpoint_env);
         // The EKS agent's own addresses are no override worth a warning.
         endpoints.extend(agent.filter(|agent| !EKS_AGENT_URIS.contains(&agent.url.as_str())));
         PodInjection {
@@ -373,27 +365,36 @@ impl Aws {
     }
 }
 
-/// The STS and all-services endpoint overrides, each its own env var (a container's own wins).
-fn service_endpoints(ctx: &PodContext<'_>) -> Vec<EndpointOverride> {
+/// The STS and all-services endpoint overrides and their env vars (a container's own win). With
+/// only `endpoint` set, AWS_ENDPOINT_URL_STS comes with AWS_ENDPOINT_URL as a pair: aws-sdk-go-v2's
+/// config (v1.33.18) makes the STS client of its credential chain before it reads
+/// AWS_ENDPOINT_URL, so Go apps would otherwise send their tokens to the real STS.
+fn service_endpoints(ctx: &PodContext<'_>) -> (Vec<EndpointOverride>, Vec<EnvGroup>) {
     let mapped = ctx.mapping.and_then(|mapping| mapping.aws.as_ref());
     let settings = &ctx.settings.aws;
-    [
-        (
-            "aws.stsEndpoint",
-            mapped.and_then(|aws| aws.sts_endpoint.as_deref()),
-            settings.sts_endpoint.as_deref(),
-            "AWS_ENDPOINT_URL_STS",
-        ),
-        (
-            "aws.endpoint",
-            mapped.and_then(|aws| aws.endpoint.as_deref()),
-            settings.endpoint.as_deref(),
-            "AWS_ENDPOINT_URL",
-        ),
-    ]
-    .into_iter()
-    .filter_map(|(field, mapped, cluster, env)| ctx.endpoint(field, mapped, cluster, env, true))
-    .collect()
+    let sts = ctx.endpoint(
+        "aws.stsEndpoint",
+        mapped.and_then(|aws| aws.sts_endpoint.as_deref()),
+        settings.sts_endpoint.as_deref(),
+        "AWS_ENDPOINT_URL_STS",
+        true,
+    );
+    let all = ctx.endpoint(
+        "aws.endpoint",
+        mapped.and_then(|aws| aws.endpoint.as_deref()),
+        settings.endpoint.as_deref(),
+        "AWS_ENDPOINT_URL",
+        true,
+    );
+    let mut env: Vec<EnvGroup> = sts.iter().map(|sts| vec![(sts.target, sts.url.clone())]).collect();
+    if let Some(all) = &all {
+        let mut group = vec![(all.target, all.url.clone())];
+        if sts.is_none() {
+            group.push(("AWS_ENDPOINT_URL_STS", all.url.clone()));
+        }
+        env.push(group);
+    }
+    (sts.into_iter().chain(all).collect(), env)
 }
 
 /// A bare role name made into an ARN, as the AWS webhook's `--compose-role-arn` does: only when

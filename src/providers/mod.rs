@@ -368,6 +368,9 @@ pub fn checked<'v>(
 /// What an endpoint override must be, as validation errors say it.
 pub const ENDPOINT_URL: &str = "endpoint URL (https, or http only to a cluster-local host: *.svc, *.svc.*, localhost, a loopback or link-local IP; no user info, query or fragment)";
 
+/// What the Pod Identity agent URI must be, as validation errors say it.
+pub const AGENT_URL: &str = "agent URL (https, or http only to localhost, a loopback IP, 169.254.170.2, 169.254.170.23 or [fd00:ec2::23], as the AWS SDKs require; no user info, query or fragment)";
+
 /// Validates an optional settings or mapping field, naming it in the message.
 pub fn check_field(
     problems: &mut Vec<String>,
