@@ -768,16 +768,26 @@ fn in_namespace(netns: Option<&NetworkNamespace>, program: &Path) -> Command {
     }
 }
 
-/// Starts `emulate` on 127.0.0.1:443, the Pod Identity agent address and `listen`, with the files of
+/// Where the cloud host names and the Pod Identity agent address lead: 127.0.0.1:443 and
+/// 169.254.170.23:80.
+fn cloud_listeners() -> Vec<String> {
+    vec![
+        "--https-listen=127.0.0.1:443".to_owned(),
+        format!("--http-listen={POD_IDENTITY_AGENT}:80"),
+    ]
+}
+
+/// Starts `emulate` on the `listen` addresses, logging to `<name>.log`, with the files of
 /// `write_run_files`, and waits until it is ready.
 fn start_emulator(
     netns: Option<&NetworkNamespace>,
     bash: &Path,
     d: &Path,
     issuer: &str,
+    name: &str,
     listen: &[String],
 ) -> Emulator {
-    let log = d.join("emulator.log");
+    let log = d.join(format!("{name}.log"));
     // Through a shell that stops the emulator when its stdin closes, so that it ends with this
     // process even when the test is killed before Drop runs.
     let mut child = in_namespace(netns, bash)
@@ -787,8 +797,7 @@ fn start_emulator(
             "emulate",
         ])
         .arg(env!("CARGO_BIN_EXE_workload-identity-webhook"))
-        .args(["emulate", "--log-format", "json", "--https-listen", "127.0.0.1:443"])
-        .args(["--http-listen", &format!("{POD_IDENTITY_AGENT}:80"), "--issuer", issuer])
+        .args(["emulate", "--log-format", "json", "--issuer", issuer])
         .args(listen)
         .arg("--rules")
         .arg(d.join("rules.yaml"))
@@ -994,13 +1003,16 @@ async fn sdks_get_credentials_from_what_the_webhook_injects() {
     let d = dir.path();
     write_run_files(d, &jwks, &rules(&namespace));
     let netns = NetworkNamespace::create(ip.clone());
-    // The emulator's Service for the endpoint-override cases, as in a local cluster.
+    let emulator = start_emulator(Some(&netns), &bash, d, &issuer, "emulator", &cloud_listeners());
+    // The endpoint-override cases get their own emulator, as a local cluster's Service (and a
+    // node-local Pod Identity agent on loopback): a grant logged by it can only come through an
+    // override, never through a cloud's default address.
     let service = [
         format!("--http-listen={EMULATOR_SERVICE_IP}:8080"),
         format!("--https-listen={EMULATOR_SERVICE_IP}:8443"),
         "--http-listen=127.0.0.1:2703".to_owned(),
     ];
-    let emulator = start_emulator(Some(&netns), &bash, d, &issuer, &service);
+    let service_emulator = start_emulator(Some(&netns), &bash, d, &issuer, "service-emulator", &service);
     let runner = Runner {
         netns: Some(&netns),
         netns_id: netns.id(),
@@ -1008,6 +1020,13 @@ async fn sdks_get_credentials_from_what_the_webhook_injects() {
         bash,
         dir: d,
         emulator: &emulator,
+    };
+    let service_runner = Runner {
+        emulator: &service_emulator,
+        netns_id: runner.netns_id.clone(),
+        unshare: runner.unshare.clone(),
+        bash: runner.bash.clone(),
+        ..runner
     };
 
     let mut failures = Vec::new();
@@ -1027,6 +1046,7 @@ async fn sdks_get_credentials_from_what_the_webhook_injects() {
             .await
             .unwrap();
         let mounts = kubelet_files(&service_accounts, &pod, &case_dir).await;
+        let runner = if case.overrides { &service_runner } else { &runner };
         runner.run(
             &sdks,
             (case.name, case.overrides),
@@ -1039,6 +1059,7 @@ async fn sdks_get_credentials_from_what_the_webhook_injects() {
     let checks = cases().iter().map(|c| c.clouds.len() * sdks.len()).sum();
     report(&sdks, checks, started, &failures);
     drop(emulator);
+    drop(service_emulator);
     drop(netns);
 }
 
@@ -1155,7 +1176,7 @@ fn sdks_get_credentials_from_the_kubelets_files() {
         google_service_account: trusted(&["gcp-impersonate", "multi"]),
     };
     write_run_files(d, &jwks, &rules.yaml());
-    let emulator = start_emulator(None, &bash, d, &issuer, &[]);
+    let emulator = start_emulator(None, &bash, d, &issuer, "emulator", &cloud_listeners());
     let runner = Runner {
         netns: None,
         netns_id,
