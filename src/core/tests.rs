@@ -860,6 +860,8 @@ fn pod_identity_on_windows_uses_the_windows_token_path() {
 
 const EMULATOR: &str = "http://emulator.wiw-system.svc:8080";
 const OTHER_EMULATOR: &str = "https://sts.private.example";
+/// Entra ID's authority host must be https (the Azure SDKs refuse http).
+const EMULATOR_TLS: &str = "https://emulator.wiw-system.svc:8443";
 
 /// Whether the mutation warns that `target` points at `url` because of `setting`.
 fn warned_override(out: &Outcome, target: &str, url: &str, setting: &str) -> bool {
@@ -1007,7 +1009,7 @@ fn the_eks_agent_addresses_are_no_override_worth_a_warning() {
 #[test]
 fn a_containers_own_endpoint_variables_win_and_silence_the_warning() {
     let settings = config(&format!(
-        "aws: {{region: eu-west-1, stsEndpoint: \"{EMULATOR}\", endpoint: \"{EMULATOR}\"}}\nazure: {{tenantId: \"{TENANT}\", authorityHost: \"{EMULATOR}\"}}"
+        "aws: {{region: eu-west-1, stsEndpoint: \"{EMULATOR}\", endpoint: \"{EMULATOR}\"}}\nazure: {{tenantId: \"{TENANT}\", authorityHost: \"{EMULATOR_TLS}\"}}"
     ));
     let own = json!({"env": [
         {"name": "AWS_ENDPOINT_URL_STS", "value": "https://sts.eu-west-1.amazonaws.com"},
@@ -1063,17 +1065,17 @@ fn azure_authority_host_override_wins_over_the_cloud_and_the_mapping_over_the_cl
     ));
 
     let mapped = config(&format!(
-        "azure: {{tenantId: \"{TENANT}\", authorityHost: \"{OTHER_EMULATOR}\"}}\nidentities: [{{namespace: {NS}, serviceAccount: app, azure: {{clientId: \"{CLIENT}\", authorityHost: \"{EMULATOR}\"}}}}]"
+        "azure: {{tenantId: \"{TENANT}\", authorityHost: \"{OTHER_EMULATOR}\"}}\nidentities: [{{namespace: {NS}, serviceAccount: app, azure: {{clientId: \"{CLIENT}\", authorityHost: \"{EMULATOR_TLS}\"}}}}]"
     ));
     let out = run(&pod(json!({})), &sa(Value::Null), &mapped);
     assert_eq!(
         env_var(&out.pod, "app", "AZURE_AUTHORITY_HOST").as_deref(),
-        Some(EMULATOR)
+        Some(EMULATOR_TLS)
     );
     assert!(warned_override(
         &out,
         "AZURE_AUTHORITY_HOST",
-        EMULATOR,
+        EMULATOR_TLS,
         &format!("azure.authorityHost of the mapping for {NS}/app"),
     ));
 
@@ -1174,6 +1176,8 @@ fn invalid_endpoint_overrides_are_config_errors_naming_the_field() {
                 "http://127.0.0.1:2703",
                 "http://169.254.170.23/v1/credentials",
             ]
+        } else if field == "authorityHost" {
+            &[OTHER_EMULATOR, EMULATOR_TLS]
         } else {
             &[
                 EMULATOR,
@@ -1199,6 +1203,17 @@ fn invalid_endpoint_overrides_are_config_errors_naming_the_field() {
     .to_string();
     assert!(
         err.contains("aws.containerCredentialsFullUri") && err.contains("as the AWS SDKs require"),
+        "{err}"
+    );
+    // The authority host: https only.
+    let err = Config::parse(
+        &format!("azure: {{authorityHost: \"{EMULATOR}\"}}"),
+        &Default::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("azure.authorityHost") && err.contains("refuse an http authority host"),
         "{err}"
     );
     // The flags are checked alike (a flag without a ConfigMap still goes through validation).

@@ -157,6 +157,12 @@ pub fn is_endpoint_url(value: &str) -> bool {
         }
 }
 
+/// An `https://` endpoint URL: the Entra ID authority host, which azure-identity and azidentity
+/// take only over TLS.
+pub fn is_https_endpoint_url(value: &str) -> bool {
+    value.starts_with("https://") && is_endpoint_url(value)
+}
+
 /// The EKS Pod Identity agent URI: an https endpoint URL, or http only to a host that the SDKs
 /// accept plain http for (botocore and aws-sdk-go-v2 both refuse any other): localhost, a loopback
 /// IP, the ECS agent's 169.254.170.2 or the EKS agent's 169.254.170.23 and fd00:ec2::23.
@@ -356,6 +362,9 @@ mod tests {
         ] {
             assert!(!is_endpoint_url(bad), "{bad:?} must be refused");
         }
+        assert!(is_https_endpoint_url("https://emulator.wiw-system.svc:8443"));
+        assert!(!is_https_endpoint_url("http://emulator.wiw-system.svc:8443"));
+        assert!(!is_https_endpoint_url("https://emulator.wiw-system.svc:8443/?x"));
         for good in [
             "http://[fd00:ec2::23]/v1/credentials",
             "http://169.254.170.23/v1/credentials",

@@ -52,13 +52,13 @@ cloud_settings! {
         /// Lifetime of IRSA and Pod Identity tokens in seconds (default 86400).
         #[arg(id = "aws_token_expiration", value_name = "AWS_TOKEN_EXPIRATION", long = "aws-token-expiration", env = "WIW_AWS_TOKEN_EXPIRATION")]
         pub token_expiration_seconds: Option<i64>,
-        /// EKS Pod Identity agent URI (default http://169.254.170.23/v1/credentials; IPv6 clusters: http://[fd00:ec2::23]/v1/credentials): an https URL, or http to a cluster-local host.
+        /// EKS Pod Identity agent URI (default http://169.254.170.23/v1/credentials; IPv6 clusters: http://[fd00:ec2::23]/v1/credentials): https, or http only to localhost, a loopback IP, 169.254.170.2, 169.254.170.23 or [fd00:ec2::23] (the AWS SDKs refuse others).
         #[arg(id = "aws_container_credentials_full_uri", value_name = "AWS_CONTAINER_CREDENTIALS_FULL_URI", long = "aws-container-credentials-full-uri", env = "WIW_AWS_CONTAINER_CREDENTIALS_FULL_URI")]
         pub container_credentials_full_uri: Option<String>,
         /// AWS STS endpoint (AWS_ENDPOINT_URL_STS), e.g. a local emulator: an https URL, or http to a cluster-local host.
         #[arg(id = "aws_sts_endpoint", value_name = "AWS_STS_ENDPOINT", long = "aws-sts-endpoint", env = "WIW_AWS_STS_ENDPOINT")]
         pub sts_endpoint: Option<String>,
-        /// Endpoint of every AWS service (AWS_ENDPOINT_URL), e.g. LocalStack: an https URL, or http to a cluster-local host.
+        /// Endpoint of every AWS service (AWS_ENDPOINT_URL, and AWS_ENDPOINT_URL_STS unless --aws-sts-endpoint is set), e.g. LocalStack: an https URL, or http to a cluster-local host.
         #[arg(id = "aws_endpoint", value_name = "AWS_ENDPOINT", long = "aws-endpoint", env = "WIW_AWS_ENDPOINT")]
         pub endpoint: Option<String>,
         /// AWS account id (12 digits): a bare role name in eks.amazonaws.com/role-arn becomes arn:<partition>:iam::<accountId>:role/<name>.

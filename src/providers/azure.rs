@@ -3,7 +3,7 @@
 use serde::Deserialize;
 
 use super::{
-    CloudProvider, ENDPOINT_URL, Mapping, PodContext, PodInjection, Settings as AllSettings, check_expiration,
+    CloudProvider, HTTPS_URL, Mapping, PodContext, PodInjection, Settings as AllSettings, check_expiration,
     check_field, checked, cloud_settings, parse_name, projected_volume, token_source,
 };
 use crate::core::validate;
@@ -35,7 +35,7 @@ cloud_settings! {
         /// Azure cloud: AzurePublicCloud, AzureChinaCloud or AzureUSGovernmentCloud.
         #[arg(id = "azure_cloud", value_name = "AZURE_CLOUD", long = "azure-cloud", env = "WIW_AZURE_CLOUD", value_parser = parse_name::<Cloud>)]
         pub cloud: Option<Cloud>,
-        /// Entra ID authority host (AZURE_AUTHORITY_HOST) over the one azure.cloud implies, e.g. a local emulator: an https URL, or http to a cluster-local host.
+        /// Entra ID authority host (AZURE_AUTHORITY_HOST) over the one azure.cloud implies, e.g. a local emulator: an https URL (the Azure SDKs refuse http).
         #[arg(id = "azure_authority_host", value_name = "AZURE_AUTHORITY_HOST", long = "azure-authority-host", env = "WIW_AZURE_AUTHORITY_HOST")]
         pub authority_host: Option<String>,
         /// Lifetime of Azure tokens in seconds (3600..86400, default 3600).
@@ -95,8 +95,8 @@ impl CloudProvider for Azure {
             &mut problems,
             "azure.authorityHost",
             settings.azure.authority_host.as_deref(),
-            validate::is_endpoint_url,
-            ENDPOINT_URL,
+            validate::is_https_endpoint_url,
+            HTTPS_URL,
         );
         check_expiration(
             &mut problems,
@@ -125,8 +125,8 @@ impl CloudProvider for Azure {
                     &mut problems,
                     &field("authorityHost"),
                     azure.authority_host.as_deref(),
-                    validate::is_endpoint_url,
-                    ENDPOINT_URL,
+                    validate::is_https_endpoint_url,
+                    HTTPS_URL,
                 );
             }
         }

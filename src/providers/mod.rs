@@ -368,6 +368,10 @@ pub fn checked<'v>(
 /// What an endpoint override must be, as validation errors say it.
 pub const ENDPOINT_URL: &str = "endpoint URL (https, or http only to a cluster-local host: *.svc, *.svc.*, localhost, a loopback or link-local IP; no user info, query or fragment)";
 
+/// What the Entra ID authority host must be, as validation errors say it.
+pub const HTTPS_URL: &str =
+    "https URL (azure-identity and azidentity refuse an http authority host; no user info, query or fragment)";
+
 /// What the Pod Identity agent URI must be, as validation errors say it.
 pub const AGENT_URL: &str = "agent URL (https, or http only to localhost, a loopback IP, 169.254.170.2, 169.254.170.23 or [fd00:ec2::23], as the AWS SDKs require; no user info, query or fragment)";
 
