@@ -122,7 +122,7 @@ pub fn is_audience(value: &str) -> bool {
 }
 
 /// An `http://` or `https://` URL with a host (IPv6 hosts in brackets), printable ASCII without
-/// quotes or whitespace: what SDKs accept in `AWS_CONTAINER_CREDENTIALS_FULL_URI`.
+/// quotes or whitespace; the endpoint checks below narrow it.
 pub fn is_http_url(value: &str) -> bool {
     let Some(rest) = value.strip_prefix("http://").or_else(|| value.strip_prefix("https://")) else {
         return false;
