@@ -9,6 +9,10 @@
 //! its own /etc/hosts (cloud names -> 127.0.0.1) and /etc/resolv.conf (no reachable DNS server), so a
 //! stray request fails closed. Needs root (network namespaces), `ip`, `unshare`, python3 and go.
 //!
+//! Endpoint overrides (issue 14): the `override-*` cases point the injected env and Google credential
+//! configuration at `emulator.wiw-system.svc` (a local cluster's Service name), which only their
+//! /etc/hosts resolves, to an address of the namespace; no cloud name resolves there.
+//!
 //! The node suite (`tests/node/run.sh`) runs the same SDK runs on the files a real kubelet wrote,
 //! inside its own network namespace: `sdks_get_credentials_from_the_kubelets_files` (ignored here).
 
@@ -34,6 +38,15 @@ const CLIENT: &str = "00000000-1111-2222-3333-444444444444";
 const PROVIDER: &str = "projects/123456789/locations/global/workloadIdentityPools/pool/providers/provider";
 const GOOGLE_SA: &str = "reader@my-project.iam.gserviceaccount.com";
 const POD_IDENTITY_AGENT: &str = "169.254.170.23";
+/// The emulator as a local cluster's Service, the host of the endpoint-override cases: only their
+/// /etc/hosts resolves it (to an address of the test's namespace), and no cloud name resolves there,
+/// so an SDK that gets credentials has used the override.
+const EMULATOR_SERVICE: &str = "emulator.wiw-system.svc";
+const EMULATOR_SERVICE_IP: &str = "10.96.0.10";
+/// The overrides: plain http (a cluster-local name) for AWS STS and Google; https for Entra ID,
+/// since azure-identity and azidentity refuse an http authority host.
+const EMULATOR_HTTP: &str = "http://emulator.wiw-system.svc:8080";
+const EMULATOR_HTTPS: &str = "https://emulator.wiw-system.svc:8443";
 /// Every host name the SDKs call; all resolve to the emulator and are SANs of its certificate.
 const CLOUD_HOSTS: &[&str] = &[
     "sts.amazonaws.com",
@@ -203,6 +216,7 @@ impl NetworkNamespace {
         let namespace = NetworkNamespace { name, ip };
         namespace.ip_in(&["link", "set", "lo", "up"]);
         namespace.ip_in(&["addr", "add", &format!("{POD_IDENTITY_AGENT}/32"), "dev", "lo"]);
+        namespace.ip_in(&["addr", "add", &format!("{EMULATOR_SERVICE_IP}/32"), "dev", "lo"]);
         namespace
     }
 
@@ -298,6 +312,10 @@ struct Case {
     service_account: &'static str,
     annotations: Value,
     cluster_flags: &'static [&'static str],
+    /// A mapping for the case's ServiceAccount (its cloud sections), before the config's others.
+    mapping: Option<&'static str>,
+    /// Endpoint-override case: only `EMULATOR_SERVICE` resolves, no cloud name.
+    overrides: bool,
     clouds: Vec<(&'static str, Expect)>,
 }
 
@@ -324,6 +342,8 @@ fn cases() -> Vec<Case> {
             service_account: "irsa",
             annotations: json!({"eks.amazonaws.com/role-arn": ROLE}),
             cluster_flags: &[],
+            mapping: None,
+            overrides: false,
             clouds: vec![("aws", irsa)],
         },
         Case {
@@ -331,6 +351,8 @@ fn cases() -> Vec<Case> {
             service_account: "pod-identity",
             annotations: json!({}),
             cluster_flags: &[],
+            mapping: None,
+            overrides: false,
             clouds: vec![(
                 "aws",
                 Expect::Grant {
@@ -345,6 +367,8 @@ fn cases() -> Vec<Case> {
             service_account: "azure",
             annotations: azure_annotations.clone(),
             cluster_flags: &[],
+            mapping: None,
+            overrides: false,
             clouds: vec![("azure", azure("login.microsoftonline.com"))],
         },
         Case {
@@ -352,6 +376,8 @@ fn cases() -> Vec<Case> {
             service_account: "azure",
             annotations: azure_annotations.clone(),
             cluster_flags: &["--azure-cloud", "AzureChinaCloud"],
+            mapping: None,
+            overrides: false,
             clouds: vec![("azure", azure("login.chinacloudapi.cn"))],
         },
         Case {
@@ -359,6 +385,8 @@ fn cases() -> Vec<Case> {
             service_account: "azure",
             annotations: azure_annotations,
             cluster_flags: &["--azure-cloud", "AzureUSGovernmentCloud"],
+            mapping: None,
+            overrides: false,
             clouds: vec![("azure", azure("login.microsoftonline.us"))],
         },
         Case {
@@ -366,6 +394,8 @@ fn cases() -> Vec<Case> {
             service_account: "google-impersonation",
             annotations: json!({"iam.gke.io/gcp-service-account": GOOGLE_SA}),
             cluster_flags: &[],
+            mapping: None,
+            overrides: false,
             clouds: vec![("google", impersonation)],
         },
         Case {
@@ -373,6 +403,8 @@ fn cases() -> Vec<Case> {
             service_account: "google-direct",
             annotations: json!({"cloud.google.com/workload-identity-provider": PROVIDER}),
             cluster_flags: &[],
+            mapping: None,
+            overrides: false,
             clouds: vec![(
                 "google",
                 Expect::Grant {
@@ -391,6 +423,8 @@ fn cases() -> Vec<Case> {
                 "iam.gke.io/gcp-service-account": GOOGLE_SA,
             }),
             cluster_flags: &[],
+            mapping: None,
+            overrides: false,
             clouds: vec![
                 ("aws", irsa),
                 ("azure", azure("login.microsoftonline.com")),
@@ -406,6 +440,8 @@ fn cases() -> Vec<Case> {
                 "iam.gke.io/gcp-service-account": GOOGLE_SA,
             }),
             cluster_flags: &[],
+            mapping: None,
+            overrides: false,
             clouds: ["aws-sts", "entra-id", "google-sts"]
                 .into_iter()
                 .zip(["aws", "azure", "google"])
@@ -425,6 +461,8 @@ fn cases() -> Vec<Case> {
             service_account: "wrong-audience",
             annotations: json!({"eks.amazonaws.com/role-arn": ROLE, "eks.amazonaws.com/audience": "sts.example.com"}),
             cluster_flags: &[],
+            mapping: None,
+            overrides: false,
             clouds: vec![(
                 "aws",
                 Expect::Refuse {
@@ -432,6 +470,66 @@ fn cases() -> Vec<Case> {
                     reason: "wrong_audience",
                 },
             )],
+        },
+        // Endpoint overrides (issue 14): the same identities through the emulator's Service name.
+        Case {
+            name: "override-aws-sts-endpoint",
+            service_account: "irsa",
+            annotations: json!({"eks.amazonaws.com/role-arn": ROLE}),
+            cluster_flags: &["--aws-sts-endpoint", EMULATOR_HTTP],
+            mapping: None,
+            overrides: true,
+            clouds: vec![("aws", irsa)],
+        },
+        Case {
+            name: "override-aws-endpoint",
+            service_account: "irsa",
+            annotations: json!({"eks.amazonaws.com/role-arn": ROLE}),
+            cluster_flags: &["--aws-endpoint", EMULATOR_HTTP],
+            mapping: None,
+            overrides: true,
+            clouds: vec![("aws", irsa)],
+        },
+        Case {
+            name: "override-pod-identity-agent",
+            service_account: "pod-identity",
+            annotations: json!({}),
+            cluster_flags: &[],
+            // A node-local agent on loopback: botocore and aws-sdk-go-v2 take plain http only to
+            // loopback and the ECS/EKS agent addresses, and botocore checks an https agent only
+            // against its own CA bundle (not AWS_CA_BUNDLE).
+            mapping: Some(
+                "aws: {mode: podIdentity, containerCredentialsFullUri: 'http://127.0.0.1:2703/v1/credentials'}",
+            ),
+            overrides: true,
+            clouds: vec![(
+                "aws",
+                Expect::Grant {
+                    service: "eks-pod-identity",
+                    identity: POD_ROLE,
+                    prefix: "access_key=ASIAEMULATED",
+                },
+            )],
+        },
+        Case {
+            name: "override-azure-authority-host",
+            service_account: "azure",
+            annotations: json!({"azure.workload.identity/client-id": CLIENT}),
+            cluster_flags: &["--azure-authority-host", EMULATOR_HTTPS],
+            mapping: None,
+            overrides: true,
+            clouds: vec![("azure", azure("emulator.wiw-system.svc:8443/"))],
+        },
+        Case {
+            name: "override-google-mapping",
+            service_account: "google-impersonation",
+            annotations: json!({"iam.gke.io/gcp-service-account": GOOGLE_SA}),
+            cluster_flags: &[],
+            mapping: Some(
+                "gcp: {serviceAccount: 'reader@my-project.iam.gserviceaccount.com', tokenUrl: 'http://emulator.wiw-system.svc:8080/v1/token', impersonationEndpoint: 'http://emulator.wiw-system.svc:8080'}",
+            ),
+            overrides: true,
+            clouds: vec![("google", impersonation)],
         },
     ]
 }
@@ -491,9 +589,15 @@ fn rules(namespace: &str) -> String {
 
 /// The webhook's answer for the case's Pod, from `mutate` (the server's code path).
 fn mutated_pod(dir: &Path, namespace: &str, case: &Case) -> Value {
+    let mapping = case.mapping.map_or_else(String::new, |clouds| {
+        format!(
+            "  - {{namespace: '{namespace}', serviceAccount: {}, {clouds}}}\n",
+            case.service_account
+        )
+    });
     let config = format!(
         "aws: {{region: us-west-2}}\ngcp: {{workloadIdentityProvider: '{PROVIDER}'}}\nazure: {{tenantId: '{TENANT}'}}\n\
-         identities:\n  - {{namespace: '{namespace}', serviceAccount: pod-identity, aws: {{mode: podIdentity}}}}\n"
+         identities:\n{mapping}  - {{namespace: '{namespace}', serviceAccount: pod-identity, aws: {{mode: podIdentity}}}}\n"
     );
     let pod = json!({"apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": case.name, "namespace": namespace},
@@ -588,17 +692,18 @@ async fn kubelet_files(api: &Api<ServiceAccount>, pod: &Pod, stage: &Path) -> Ve
 
 /// Runs inside the network namespace, in a new mount namespace: checks the isolation, puts the
 /// private /etc/hosts and /etc/resolv.conf and the Pod's files in place, then runs the SDK with
-/// exactly the given env. Arguments: hosts, resolv.conf, expected netns id, mounts file, command...
+/// exactly the given env. Arguments: hosts, resolv.conf, expected netns id, mounts file, a mapped
+/// name and its address ("name ip"), a name that must not resolve, command...
 const IN_POD: &str = r#"
 set -eu
-hosts=$1 resolv=$2 netns=$3 mounts=$4; shift 4
+hosts=$1 resolv=$2 netns=$3 mounts=$4 mapped=$5 unmapped=$6; shift 6
 fail() { echo "error isolation: $*"; exit 97; }
 [ "$(readlink /proc/self/ns/net)" = "$netns" ] || fail "not in the test's network namespace"
 if ip route get 192.0.2.1 >/dev/null 2>&1; then fail "a route leads out of the namespace"; fi
 mount --bind "$hosts" /etc/hosts
 mount --bind "$resolv" /etc/resolv.conf
-getent hosts sts.amazonaws.com | grep -q '^127\.0\.0\.1 ' || fail "cloud names do not resolve to the emulator"
-if getent hosts www.example.com >/dev/null 2>&1; then fail "an unmapped name resolves"; fi
+getent hosts "${mapped% *}" | grep -qF "${mapped#* } " || fail "${mapped% *} does not resolve to the emulator"
+if getent hosts "$unmapped" >/dev/null 2>&1; then fail "an unmapped name ($unmapped) resolves"; fi
 # Pod mount paths live under /var/run/secrets: a tmpfs over its nearest existing parent hides the host's.
 top=/var/run/secrets; while [ ! -d "$top" ]; do top=$(dirname "$top"); done
 mount -t tmpfs wiw-sdk-secrets "$top"
@@ -620,7 +725,7 @@ fn require_root_tools() -> (PathBuf, PathBuf, PathBuf) {
 /// /etc/resolv.conf, and an empty HOME.
 fn write_run_files(d: &Path, jwks: &str, rules: &str) {
     let ca = GeneratedCa::new("workload-identity-webhook SDK test CA").unwrap();
-    let (cert, key) = ca.issue(CLOUD_HOSTS).unwrap();
+    let (cert, key) = ca.issue(&[CLOUD_HOSTS, &[EMULATOR_SERVICE]].concat()).unwrap();
     for (name, text) in [
         ("ca.pem", ca.cert_pem.clone()),
         ("tls.crt", cert),
@@ -637,6 +742,10 @@ fn write_run_files(d: &Path, jwks: &str, rules: &str) {
                     .collect::<Vec<_>>()
                     .join("\n")
             ),
+        ),
+        (
+            "hosts-overrides",
+            format!("127.0.0.1 localhost\n{EMULATOR_SERVICE_IP} {EMULATOR_SERVICE}\n"),
         ),
         // Nothing listens on port 53 in the namespace: every DNS query fails at once.
         ("resolv.conf", "nameserver 127.0.0.1\n".to_owned()),
@@ -659,10 +768,26 @@ fn in_namespace(netns: Option<&NetworkNamespace>, program: &Path) -> Command {
     }
 }
 
-/// Starts `emulate` on 127.0.0.1:443 and the Pod Identity agent address, with the files of
+/// Where the cloud host names and the Pod Identity agent address lead: 127.0.0.1:443 and
+/// 169.254.170.23:80.
+fn cloud_listeners() -> Vec<String> {
+    vec![
+        "--https-listen=127.0.0.1:443".to_owned(),
+        format!("--http-listen={POD_IDENTITY_AGENT}:80"),
+    ]
+}
+
+/// Starts `emulate` on the `listen` addresses, logging to `<name>.log`, with the files of
 /// `write_run_files`, and waits until it is ready.
-fn start_emulator(netns: Option<&NetworkNamespace>, bash: &Path, d: &Path, issuer: &str) -> Emulator {
-    let log = d.join("emulator.log");
+fn start_emulator(
+    netns: Option<&NetworkNamespace>,
+    bash: &Path,
+    d: &Path,
+    issuer: &str,
+    name: &str,
+    listen: &[String],
+) -> Emulator {
+    let log = d.join(format!("{name}.log"));
     // Through a shell that stops the emulator when its stdin closes, so that it ends with this
     // process even when the test is killed before Drop runs.
     let mut child = in_namespace(netns, bash)
@@ -672,8 +797,8 @@ fn start_emulator(netns: Option<&NetworkNamespace>, bash: &Path, d: &Path, issue
             "emulate",
         ])
         .arg(env!("CARGO_BIN_EXE_workload-identity-webhook"))
-        .args(["emulate", "--log-format", "json", "--https-listen", "127.0.0.1:443"])
-        .args(["--http-listen", &format!("{POD_IDENTITY_AGENT}:80"), "--issuer", issuer])
+        .args(["emulate", "--log-format", "json", "--issuer", issuer])
+        .args(listen)
         .arg("--rules")
         .arg(d.join("rules.yaml"))
         .arg("--jwks-file")
@@ -733,11 +858,12 @@ struct Runner<'a> {
 
 impl Runner<'_> {
     /// Runs every SDK for every cloud of a case on the Pod's files (`mounts`: staging folder and
-    /// in-container path), prints one line each and collects the failures.
+    /// in-container path), prints one line each and collects the failures. With `overrides`, only
+    /// the emulator's Service name resolves.
     fn run(
         &self,
         sdks: &[Sdk],
-        case: &str,
+        (case, overrides): (&str, bool),
         pod: &Pod,
         mounts: &[(PathBuf, String)],
         clouds: &[(&str, Expect)],
@@ -752,7 +878,11 @@ impl Runner<'_> {
                 .collect::<String>(),
         )
         .unwrap();
-        let env = sdk_env(pod, self.dir);
+        let mut env = sdk_env(pod, self.dir);
+        if overrides {
+            // What a Go app must do itself for a private authority host (see tests/sdk/go/main.go).
+            env.insert("SDK_PROBE_DISABLE_INSTANCE_DISCOVERY".to_owned(), "true".to_owned());
+        }
         let subject = format!(
             "system:serviceaccount:{}:{}",
             pod.metadata.namespace.as_deref().unwrap(),
@@ -765,10 +895,18 @@ impl Runner<'_> {
                     .args(["--mount", "--propagation", "private"])
                     .arg(&self.bash)
                     .args(["-c", IN_POD, "in-pod"])
-                    .arg(self.dir.join("hosts"))
+                    .arg(self.dir.join(if overrides { "hosts-overrides" } else { "hosts" }))
                     .arg(self.dir.join("resolv.conf"))
                     .arg(&self.netns_id)
                     .arg(&mounts_file)
+                    .args(if overrides {
+                        [
+                            format!("{EMULATOR_SERVICE} {EMULATOR_SERVICE_IP}"),
+                            "sts.amazonaws.com".to_owned(),
+                        ]
+                    } else {
+                        ["sts.amazonaws.com 127.0.0.1".to_owned(), "www.example.com".to_owned()]
+                    })
                     .args(&sdk.command)
                     .arg(cloud)
                     .env_clear()
@@ -865,7 +1003,16 @@ async fn sdks_get_credentials_from_what_the_webhook_injects() {
     let d = dir.path();
     write_run_files(d, &jwks, &rules(&namespace));
     let netns = NetworkNamespace::create(ip.clone());
-    let emulator = start_emulator(Some(&netns), &bash, d, &issuer);
+    let emulator = start_emulator(Some(&netns), &bash, d, &issuer, "emulator", &cloud_listeners());
+    // The endpoint-override cases get their own emulator, as a local cluster's Service (and a
+    // node-local Pod Identity agent on loopback): a grant logged by it can only come through an
+    // override, never through a cloud's default address.
+    let service = [
+        format!("--http-listen={EMULATOR_SERVICE_IP}:8080"),
+        format!("--https-listen={EMULATOR_SERVICE_IP}:8443"),
+        "--http-listen=127.0.0.1:2703".to_owned(),
+    ];
+    let service_emulator = start_emulator(Some(&netns), &bash, d, &issuer, "service-emulator", &service);
     let runner = Runner {
         netns: Some(&netns),
         netns_id: netns.id(),
@@ -873,6 +1020,13 @@ async fn sdks_get_credentials_from_what_the_webhook_injects() {
         bash,
         dir: d,
         emulator: &emulator,
+    };
+    let service_runner = Runner {
+        emulator: &service_emulator,
+        netns_id: runner.netns_id.clone(),
+        unshare: runner.unshare.clone(),
+        bash: runner.bash.clone(),
+        ..runner
     };
 
     let mut failures = Vec::new();
@@ -892,11 +1046,20 @@ async fn sdks_get_credentials_from_what_the_webhook_injects() {
             .await
             .unwrap();
         let mounts = kubelet_files(&service_accounts, &pod, &case_dir).await;
-        runner.run(&sdks, case.name, &pod, &mounts, &case.clouds, &mut failures);
+        let runner = if case.overrides { &service_runner } else { &runner };
+        runner.run(
+            &sdks,
+            (case.name, case.overrides),
+            &pod,
+            &mounts,
+            &case.clouds,
+            &mut failures,
+        );
     }
     let checks = cases().iter().map(|c| c.clouds.len() * sdks.len()).sum();
     report(&sdks, checks, started, &failures);
     drop(emulator);
+    drop(service_emulator);
     drop(netns);
 }
 
@@ -1013,7 +1176,7 @@ fn sdks_get_credentials_from_the_kubelets_files() {
         google_service_account: trusted(&["gcp-impersonate", "multi"]),
     };
     write_run_files(d, &jwks, &rules.yaml());
-    let emulator = start_emulator(None, &bash, d, &issuer);
+    let emulator = start_emulator(None, &bash, d, &issuer, "emulator", &cloud_listeners());
     let runner = Runner {
         netns: None,
         netns_id,
@@ -1038,7 +1201,7 @@ fn sdks_get_credentials_from_the_kubelets_files() {
             .filter(|(source, _)| source.is_dir())
             .collect();
         assert!(!mounts.is_empty(), "{name}: no volume files in {}", pod_dir.display());
-        runner.run(&sdks, name, &pod, &mounts, clouds, &mut failures);
+        runner.run(&sdks, (name, false), &pod, &mounts, clouds, &mut failures);
     }
     let checks = cases.iter().map(|(_, clouds)| clouds.len() * sdks.len()).sum();
     report(&sdks, checks, started, &failures);

@@ -122,7 +122,7 @@ pub fn is_audience(value: &str) -> bool {
 }
 
 /// An `http://` or `https://` URL with a host (IPv6 hosts in brackets), printable ASCII without
-/// quotes or whitespace: what SDKs accept in `AWS_CONTAINER_CREDENTIALS_FULL_URI`.
+/// quotes or whitespace; the endpoint checks below narrow it.
 pub fn is_http_url(value: &str) -> bool {
     let Some(rest) = value.strip_prefix("http://").or_else(|| value.strip_prefix("https://")) else {
         return false;
@@ -167,6 +167,75 @@ pub fn is_dns_name(value: &str) -> bool {
 /// PEM text holding at least one certificate.
 pub fn is_pem_certificate(value: &str) -> bool {
     value.contains("-----BEGIN CERTIFICATE-----") && value.contains("-----END CERTIFICATE-----")
+}
+
+/// An endpoint override (STS, authority host, token URL ...): an `https://` URL, or `http://` only
+/// to a cluster-local host (a Service name ending in `.svc` or containing `.svc.`, `localhost`, a
+/// loopback or link-local IP), since plain http elsewhere would carry tokens and credentials in the
+/// clear. No user info, query or fragment: SDKs append paths and parameters to it.
+pub fn is_endpoint_url(value: &str) -> bool {
+    let Some((scheme, rest)) = value.split_once("://") else {
+        return false;
+    };
+    let authority = rest.split('/').next().unwrap_or_default();
+    let host = url_host(authority);
+    is_http_url(value)
+        && !value.contains(['?', '#'])
+        && !authority.contains('@')
+        && match scheme {
+            "https" => host.is_some(),
+            "http" => host.is_some_and(is_cluster_local_host),
+            _ => false,
+        }
+}
+
+/// An `https://` endpoint URL: the Entra ID authority host, which azure-identity and azidentity
+/// take only over TLS.
+pub fn is_https_endpoint_url(value: &str) -> bool {
+    value.starts_with("https://") && is_endpoint_url(value)
+}
+
+/// The EKS Pod Identity agent URI: an https endpoint URL, or http only to a host that the SDKs
+/// accept plain http for (botocore and aws-sdk-go-v2 both refuse any other): localhost, a loopback
+/// IP, the ECS agent's 169.254.170.2 or the EKS agent's 169.254.170.23 and fd00:ec2::23.
+pub fn is_agent_url(value: &str) -> bool {
+    let Some(rest) = value.strip_prefix("http://") else {
+        return value.starts_with("https://") && is_endpoint_url(value);
+    };
+    let host = url_host(rest.split('/').next().unwrap_or_default());
+    is_endpoint_url(&format!("https://{rest}")) && host.is_some_and(|host| is_agent_host(&host))
+}
+
+fn is_agent_host(host: &str) -> bool {
+    match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => {
+            ip.is_loopback()
+                || ["169.254.170.2", "169.254.170.23", "fd00:ec2::23"]
+                    .iter()
+                    .any(|agent| agent.parse() == Ok(ip))
+        }
+        Err(_) => host == "localhost",
+    }
+}
+
+/// The host of a URL authority (`host`, `host:port`, `[v6]:port`), lower-cased; `None` if empty.
+fn url_host(authority: &str) -> Option<String> {
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split_once(']')?.0,
+        None => authority.rsplit_once(':').map_or(authority, |(host, _)| host),
+    };
+    (!host.is_empty()).then(|| host.to_ascii_lowercase())
+}
+
+fn is_cluster_local_host(host: String) -> bool {
+    let host = host.trim_end_matches('.');
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return match ip {
+            std::net::IpAddr::V4(ip) => ip.is_loopback() || ip.is_link_local(),
+            std::net::IpAddr::V6(ip) => ip.is_loopback() || (ip.segments()[0] & 0xffc0) == 0xfe80,
+        };
+    }
+    host == "localhost" || host.ends_with(".localhost") || host.ends_with(".svc") || host.contains(".svc.")
 }
 
 /// A boolean as Go's `strconv.ParseBool` reads it, which is what the AWS webhook accepts.
@@ -315,5 +384,67 @@ mod tests {
         assert!(!is_http_url("http:///v1/credentials"));
         assert!(!is_http_url("http://[fd00:ec2::zz]/v1"));
         assert!(!is_http_url("http://a b/"));
+    }
+
+    #[test]
+    fn endpoint_urls() {
+        for good in [
+            "https://sts.example.com",
+            "https://sts.example.com:8443/",
+            "https://[2001:db8::1]:443/path",
+            "http://emulator.wiw-system.svc",
+            "http://emulator.wiw-system.svc:8080/",
+            "http://emulator.wiw-system.svc.cluster.local/",
+            "http://localhost:4566",
+            "http://127.0.0.1:4566",
+            "http://[::1]:4566",
+            "http://169.254.170.23/v1/credentials",
+            "http://[fe80::1]/",
+        ] {
+            assert!(is_endpoint_url(good), "{good:?} must be accepted");
+        }
+        for bad in [
+            "",
+            "sts.example.com",
+            "ftp://sts.example.com",
+            "http://sts.example.com",
+            "http://10.0.0.1/",
+            "http://svc.example.com/",
+            "http://emulator.svcx/",
+            "http://[fd00:ec2::23]/v1/credentials",
+            "https://user:secret@sts.example.com/",
+            "https://sts.example.com/?x=1",
+            "https://sts.example.com/#x",
+            "https://:443/",
+            "https:///path",
+            "https://a b/",
+        ] {
+            assert!(!is_endpoint_url(bad), "{bad:?} must be refused");
+        }
+        assert!(is_https_endpoint_url("https://emulator.wiw-system.svc:8443"));
+        assert!(!is_https_endpoint_url("http://emulator.wiw-system.svc:8443"));
+        assert!(!is_https_endpoint_url("https://emulator.wiw-system.svc:8443/?x"));
+        for good in [
+            "http://[fd00:ec2::23]/v1/credentials",
+            "http://169.254.170.23/v1/credentials",
+            "http://169.254.170.2/v2/credentials",
+            "http://127.0.0.1:2703/v1/credentials",
+            "http://localhost:2703/v1/credentials",
+            "https://emulator.wiw-system.svc:8443/v1/credentials",
+            "https://agent.example.com/v1/credentials",
+        ] {
+            assert!(is_agent_url(good), "{good:?} must be accepted");
+        }
+        for bad in [
+            "http://[fd00:ec2::23]/v1/credentials?x",
+            "http://[fd00:ec2::24]/v1/credentials",
+            "http://169.254.170.24/v1/credentials",
+            "http://emulator.wiw-system.svc:8080/v1/credentials",
+            "http://agent.example.com/v1/credentials",
+            "http://user@127.0.0.1/v1/credentials",
+            "ftp://127.0.0.1/v1/credentials",
+        ] {
+            assert!(!is_agent_url(bad), "{bad:?} must be refused");
+        }
     }
 }

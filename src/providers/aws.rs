@@ -3,8 +3,9 @@
 use serde::Deserialize;
 
 use super::{
-    CLAMPED_EXPIRATION_SECONDS, CloudProvider, Mapping, PodContext, PodInjection, SETTING_EXPIRATION_SECONDS,
-    Settings as AllSettings, check_expiration, check_field, checked, cloud_settings, projected_volume, token_source,
+    AGENT_URL, CLAMPED_EXPIRATION_SECONDS, CloudProvider, ENDPOINT_URL, EndpointOverride, Mapping, PodContext,
+    PodInjection, SETTING_EXPIRATION_SECONDS, Settings as AllSettings, check_expiration, check_field, checked,
+    cloud_settings, projected_volume, token_source,
 };
 use crate::core::echo::Echo;
 use crate::core::validate;
@@ -29,6 +30,11 @@ const POD_IDENTITY_TOKEN_FILE_WINDOWS: &str =
     r"C:\var\run\secrets\pods.eks.amazonaws.com\serviceaccount\eks-pod-identity-token";
 const POD_IDENTITY_AUDIENCE: &str = "pods.eks.amazonaws.com";
 const DEFAULT_POD_IDENTITY_CREDENTIALS_URI: &str = "http://169.254.170.23/v1/credentials";
+/// The EKS Pod Identity agent's IPv4 and IPv6 URIs.
+const EKS_AGENT_URIS: [&str; 2] = [
+    DEFAULT_POD_IDENTITY_CREDENTIALS_URI,
+    "http://[fd00:ec2::23]/v1/credentials",
+];
 
 cloud_settings! {
     /// `aws:` at the top of `config.yaml`, and the `--aws-*` flags.
@@ -46,9 +52,15 @@ cloud_settings! {
         /// Lifetime of IRSA and Pod Identity tokens in seconds (default 86400).
         #[arg(id = "aws_token_expiration", value_name = "AWS_TOKEN_EXPIRATION", long = "aws-token-expiration", env = "WIW_AWS_TOKEN_EXPIRATION")]
         pub token_expiration_seconds: Option<i64>,
-        /// EKS Pod Identity agent URI, an http(s) URL (default http://169.254.170.23/v1/credentials; IPv6 clusters: http://[fd00:ec2::23]/v1/credentials).
+        /// EKS Pod Identity agent URI (default http://169.254.170.23/v1/credentials; IPv6 clusters: http://[fd00:ec2::23]/v1/credentials): https, or http only to localhost, a loopback IP, 169.254.170.2, 169.254.170.23 or [fd00:ec2::23] (the AWS SDKs refuse others).
         #[arg(id = "aws_container_credentials_full_uri", value_name = "AWS_CONTAINER_CREDENTIALS_FULL_URI", long = "aws-container-credentials-full-uri", env = "WIW_AWS_CONTAINER_CREDENTIALS_FULL_URI")]
         pub container_credentials_full_uri: Option<String>,
+        /// AWS STS endpoint (AWS_ENDPOINT_URL_STS), e.g. a local emulator: an https URL, or http to a cluster-local host.
+        #[arg(id = "aws_sts_endpoint", value_name = "AWS_STS_ENDPOINT", long = "aws-sts-endpoint", env = "WIW_AWS_STS_ENDPOINT")]
+        pub sts_endpoint: Option<String>,
+        /// Endpoint of every AWS service (AWS_ENDPOINT_URL, and AWS_ENDPOINT_URL_STS unless --aws-sts-endpoint is set), e.g. LocalStack: an https URL, or http to a cluster-local host.
+        #[arg(id = "aws_endpoint", value_name = "AWS_ENDPOINT", long = "aws-endpoint", env = "WIW_AWS_ENDPOINT")]
+        pub endpoint: Option<String>,
         /// AWS account id (12 digits): a bare role name in eks.amazonaws.com/role-arn becomes arn:<partition>:iam::<accountId>:role/<name>.
         #[arg(id = "aws_account_id", value_name = "AWS_ACCOUNT_ID", long = "aws-account-id", env = "WIW_AWS_ACCOUNT_ID")]
         pub account_id: Option<String>,
@@ -67,6 +79,44 @@ pub struct MappedIdentity {
     pub region: Option<String>,
     #[serde(default)]
     pub mode: Mode,
+    /// STS endpoint for this mapping's Pods, over `aws.stsEndpoint`.
+    pub sts_endpoint: Option<String>,
+    /// Endpoint of every AWS service for this mapping's Pods, over `aws.endpoint`.
+    pub endpoint: Option<String>,
+    /// Pod Identity agent URI for this mapping's Pods, over `aws.containerCredentialsFullUri`.
+    pub container_credentials_full_uri: Option<String>,
+}
+
+impl Settings {
+    /// The endpoint overrides, for cluster settings and mappings alike.
+    fn endpoints(&self) -> [EndpointField<'_>; 3] {
+        endpoint_fields(
+            self.sts_endpoint.as_deref(),
+            self.endpoint.as_deref(),
+            self.container_credentials_full_uri.as_deref(),
+        )
+    }
+}
+
+impl MappedIdentity {
+    fn endpoints(&self) -> [EndpointField<'_>; 3] {
+        endpoint_fields(
+            self.sts_endpoint.as_deref(),
+            self.endpoint.as_deref(),
+            self.container_credentials_full_uri.as_deref(),
+        )
+    }
+}
+
+/// An endpoint override field: its name, its value, its check and what the check wants.
+type EndpointField<'v> = (&'static str, Option<&'v str>, fn(&str) -> bool, &'static str);
+
+fn endpoint_fields<'v>(sts: Option<&'v str>, all: Option<&'v str>, agent: Option<&'v str>) -> [EndpointField<'v>; 3] {
+    [
+        ("stsEndpoint", sts, validate::is_endpoint_url, ENDPOINT_URL),
+        ("endpoint", all, validate::is_endpoint_url, ENDPOINT_URL),
+        ("containerCredentialsFullUri", agent, validate::is_agent_url, AGENT_URL),
+    ]
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -101,13 +151,9 @@ impl CloudProvider for Aws {
             validate::is_audience,
             "audience",
         );
-        check_field(
-            &mut problems,
-            "aws.containerCredentialsFullUri",
-            settings.container_credentials_full_uri.as_deref(),
-            validate::is_http_url,
-            "http(s) URL",
-        );
+        for (name, value, is_valid, what) in settings.endpoints() {
+            check_field(&mut problems, &format!("aws.{name}"), value, is_valid, what);
+        }
         check_field(
             &mut problems,
             "aws.accountId",
@@ -145,6 +191,15 @@ impl CloudProvider for Aws {
                     validate::is_aws_region,
                     "AWS region",
                 );
+                for (name, value, is_valid, what) in aws.endpoints() {
+                    check_field(
+                        &mut problems,
+                        &format!("identities[{i}].aws.{name}"),
+                        value,
+                        is_valid,
+                        what,
+                    );
+                }
                 if aws.mode == Mode::Irsa && aws.role_arn.is_none() {
                     problems.push(format!("{field}: required unless mode is podIdentity"));
                 }
@@ -237,6 +292,8 @@ impl Aws {
         let (region, gaps) = region_env(ctx);
         env.extend(region);
         env.extend(sts_regional_env(ctx, warnings));
+        let (endpoints, endpoint_env) = service_endpoints(ctx);
+        env.extend(endpoint_env);
         PodInjection {
             cloud: self.name(),
             identity: role_arn.to_owned(),
@@ -248,6 +305,7 @@ impl Aws {
             gaps,
             scratch: None,
             pod_annotations: Vec::new(),
+            endpoints,
         }
     }
 
@@ -265,21 +323,29 @@ impl Aws {
         } else {
             POD_IDENTITY_TOKEN_FILE
         };
+        let mapped = ctx.mapping.and_then(|mapping| mapping.aws.as_ref());
+        let agent = ctx.endpoint(
+            "aws.containerCredentialsFullUri",
+            mapped.and_then(|aws| aws.container_credentials_full_uri.as_deref()),
+            settings.container_credentials_full_uri.as_deref(),
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+            true,
+        );
+        let agent_uri = agent
+            .as_ref()
+            .map_or(DEFAULT_POD_IDENTITY_CREDENTIALS_URI, |agent| agent.url.as_str());
         let mut env = vec![vec![
-            (
-                "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-                settings
-                    .container_credentials_full_uri
-                    .as_deref()
-                    .unwrap_or(DEFAULT_POD_IDENTITY_CREDENTIALS_URI)
-                    .to_owned(),
-            ),
+            ("AWS_CONTAINER_CREDENTIALS_FULL_URI", agent_uri.to_owned()),
             ("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", token_file.to_owned()),
         ]];
         let (region, gaps) = region_env(ctx);
         env.extend(region);
         // As the AWS webhook does: SDKs that also call STS themselves use the regional endpoint.
         env.extend(sts_regional_env(ctx, warnings));
+        let (mut endpoints, endpoint_env) = service_endpoints(ctx);
+        env.extend(endpoint_env);
+        // The EKS agent's own addresses are no override worth a warning.
+        endpoints.extend(agent.filter(|agent| !EKS_AGENT_URIS.contains(&agent.url.as_str())));
         PodInjection {
             cloud: self.name(),
             identity: "eks-pod-identity".to_owned(),
@@ -294,8 +360,41 @@ impl Aws {
             gaps,
             scratch: None,
             pod_annotations: Vec::new(),
+            endpoints,
         }
     }
+}
+
+/// The STS and all-services endpoint overrides and their env vars (a container's own win). With
+/// only `endpoint` set, AWS_ENDPOINT_URL_STS comes with AWS_ENDPOINT_URL as a pair: aws-sdk-go-v2's
+/// config (v1.33.18) makes the STS client of its credential chain before it reads
+/// AWS_ENDPOINT_URL, so Go apps would otherwise send their tokens to the real STS.
+fn service_endpoints(ctx: &PodContext<'_>) -> (Vec<EndpointOverride>, Vec<EnvGroup>) {
+    let mapped = ctx.mapping.and_then(|mapping| mapping.aws.as_ref());
+    let settings = &ctx.settings.aws;
+    let sts = ctx.endpoint(
+        "aws.stsEndpoint",
+        mapped.and_then(|aws| aws.sts_endpoint.as_deref()),
+        settings.sts_endpoint.as_deref(),
+        "AWS_ENDPOINT_URL_STS",
+        true,
+    );
+    let all = ctx.endpoint(
+        "aws.endpoint",
+        mapped.and_then(|aws| aws.endpoint.as_deref()),
+        settings.endpoint.as_deref(),
+        "AWS_ENDPOINT_URL",
+        true,
+    );
+    let mut env: Vec<EnvGroup> = sts.iter().map(|sts| vec![(sts.target, sts.url.clone())]).collect();
+    if let Some(all) = &all {
+        let mut group = vec![(all.target, all.url.clone())];
+        if sts.is_none() {
+            group.push(("AWS_ENDPOINT_URL_STS", all.url.clone()));
+        }
+        env.push(group);
+    }
+    (sts.into_iter().chain(all).collect(), env)
 }
 
 /// A bare role name made into an ARN, as the AWS webhook's `--compose-role-arn` does: only when

@@ -3,8 +3,8 @@
 use serde::Deserialize;
 
 use super::{
-    CloudProvider, Mapping, PodContext, PodInjection, Settings as AllSettings, check_expiration, check_field, checked,
-    cloud_settings, parse_name, projected_volume, token_source,
+    CloudProvider, HTTPS_URL, Mapping, PodContext, PodInjection, Settings as AllSettings, check_expiration,
+    check_field, checked, cloud_settings, parse_name, projected_volume, token_source,
 };
 use crate::core::echo::Echo;
 use crate::core::validate;
@@ -43,6 +43,9 @@ cloud_settings! {
         /// Azure cloud: AzurePublicCloud, AzureChinaCloud or AzureUSGovernmentCloud.
         #[arg(id = "azure_cloud", value_name = "AZURE_CLOUD", long = "azure-cloud", env = "WIW_AZURE_CLOUD", value_parser = parse_name::<Cloud>)]
         pub cloud: Option<Cloud>,
+        /// Entra ID authority host (AZURE_AUTHORITY_HOST) over the one azure.cloud implies, e.g. a local emulator: an https URL (the Azure SDKs refuse http).
+        #[arg(id = "azure_authority_host", value_name = "AZURE_AUTHORITY_HOST", long = "azure-authority-host", env = "WIW_AZURE_AUTHORITY_HOST")]
+        pub authority_host: Option<String>,
         /// Lifetime of Azure tokens in seconds (3600..86400, default 3600).
         #[arg(id = "azure_token_expiration", value_name = "AZURE_TOKEN_EXPIRATION", long = "azure-token-expiration", env = "WIW_AZURE_TOKEN_EXPIRATION")]
         pub token_expiration_seconds: Option<i64>,
@@ -105,6 +108,8 @@ impl Cloud {
 pub struct MappedIdentity {
     pub client_id: Option<String>,
     pub tenant_id: Option<String>,
+    /// Authority host for this mapping's Pods, over `azure.authorityHost`.
+    pub authority_host: Option<String>,
 }
 
 pub struct Azure;
@@ -122,6 +127,13 @@ impl CloudProvider for Azure {
             settings.azure.tenant_id.as_deref(),
             validate::is_uuid,
             "UUID",
+        );
+        check_field(
+            &mut problems,
+            "azure.authorityHost",
+            settings.azure.authority_host.as_deref(),
+            validate::is_https_endpoint_url,
+            HTTPS_URL,
         );
         check_expiration(
             &mut problems,
@@ -146,6 +158,13 @@ impl CloudProvider for Azure {
                     azure.tenant_id.as_deref(),
                     validate::is_uuid,
                     "UUID",
+                );
+                check_field(
+                    &mut problems,
+                    &field("authorityHost"),
+                    azure.authority_host.as_deref(),
+                    validate::is_https_endpoint_url,
+                    HTTPS_URL,
                 );
             }
         }
@@ -202,10 +221,18 @@ impl CloudProvider for Azure {
         }
         env.push(vec![("AZURE_TENANT_ID", tenant_id.to_owned())]);
         env.push(vec![("AZURE_FEDERATED_TOKEN_FILE", TOKEN_FILE.to_owned())]);
-        env.push(vec![(
+        let authority = ctx.endpoint(
+            "azure.authorityHost",
+            mapped.and_then(|azure| azure.authority_host.as_deref()),
+            settings.authority_host.as_deref(),
             "AZURE_AUTHORITY_HOST",
-            settings.cloud.unwrap_or_default().authority_host().to_owned(),
-        )]);
+            true,
+        );
+        let authority_host = authority.as_ref().map_or_else(
+            || settings.cloud.unwrap_or_default().authority_host(),
+            |authority| authority.url.as_str(),
+        );
+        env.push(vec![("AZURE_AUTHORITY_HOST", authority_host.to_owned())]);
         let mut sources = vec![token_source(custom.unwrap_or(AUDIENCE), expiration, VOLUME)];
         let mut gaps = Vec::new();
         if custom.is_some() {
@@ -222,6 +249,7 @@ impl CloudProvider for Azure {
             gaps,
             scratch: None,
             pod_annotations: Vec::new(),
+            endpoints: authority.into_iter().collect(),
         })
     }
 

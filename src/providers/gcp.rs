@@ -5,9 +5,9 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{
-    CLAMPED_EXPIRATION_SECONDS, CloudProvider, Mapping, PodContext, PodInjection, SETTING_EXPIRATION_SECONDS,
-    ScratchDir, Settings as AllSettings, check_expiration, check_field, checked, cloud_settings, parse_name,
-    projected_volume, token_source,
+    CLAMPED_EXPIRATION_SECONDS, CloudProvider, ENDPOINT_URL, EndpointOverride, Mapping, PodContext, PodInjection,
+    SETTING_EXPIRATION_SECONDS, ScratchDir, Settings as AllSettings, check_expiration, check_field, checked,
+    cloud_settings, parse_name, projected_volume, token_source,
 };
 use crate::core::validate;
 
@@ -29,6 +29,8 @@ const TOKEN_FILE: &str = "/var/run/secrets/sts.googleapis.com/serviceaccount/tok
 const CREDENTIAL_FILE_NAME: &str = "credential-configuration.json";
 const CREDENTIAL_FILE: &str = "/var/run/secrets/sts.googleapis.com/serviceaccount/credential-configuration.json";
 const DEFAULT_EXPIRATION: i64 = 3600;
+const DEFAULT_TOKEN_URL: &str = "https://sts.googleapis.com/v1/token";
+const DEFAULT_IMPERSONATION_ENDPOINT: &str = "https://iamcredentials.googleapis.com";
 /// gcloud writes its configuration (credential cache, logs) here; with a read-only root file
 /// system and no writable CLOUDSDK_CONFIG it fails before any request ("unable to open database file").
 const GCLOUD_CONFIG: ScratchDir = ScratchDir {
@@ -53,6 +55,12 @@ cloud_settings! {
         /// Give Google Pods a writable CLOUDSDK_CONFIG (an emptyDir) for gcloud (default true).
         #[arg(id = "gcp_gcloud_config_volume", value_name = "GCP_GCLOUD_CONFIG_VOLUME", long = "gcp-gcloud-config-volume", env = "WIW_GCP_GCLOUD_CONFIG_VOLUME")]
         pub gcloud_config_volume: Option<bool>,
+        /// Google STS token URL (token_url of the credential configuration, default https://sts.googleapis.com/v1/token): an https URL, or http to a cluster-local host.
+        #[arg(id = "gcp_token_url", value_name = "GCP_TOKEN_URL", long = "gcp-token-url", env = "WIW_GCP_TOKEN_URL")]
+        pub token_url: Option<String>,
+        /// Base URL of IAM Credentials for service account impersonation (default https://iamcredentials.googleapis.com): an https URL, or http to a cluster-local host.
+        #[arg(id = "gcp_impersonation_endpoint", value_name = "GCP_IMPERSONATION_ENDPOINT", long = "gcp-impersonation-endpoint", env = "WIW_GCP_IMPERSONATION_ENDPOINT")]
+        pub impersonation_endpoint: Option<String>,
         /// Google mode: federation (inject credentials) or gke (annotate ServiceAccounts only).
         #[arg(id = "gcp_mode", value_name = "GCP_MODE", long = "gcp-mode", env = "WIW_GCP_MODE", value_parser = parse_name::<Mode>)]
         pub mode: Option<Mode>,
@@ -76,6 +84,10 @@ pub struct MappedIdentity {
     pub service_account: Option<String>,
     /// The workload's project id (default: the service account e-mail's project).
     pub project: Option<String>,
+    /// STS token URL for this mapping's Pods, over `gcp.tokenUrl`.
+    pub token_url: Option<String>,
+    /// IAM Credentials base URL for this mapping's Pods, over `gcp.impersonationEndpoint`.
+    pub impersonation_endpoint: Option<String>,
 }
 
 pub struct Gcp;
@@ -102,6 +114,18 @@ impl CloudProvider for Gcp {
             validate::is_audience,
             "audience",
         );
+        for (name, value) in [
+            ("tokenUrl", &settings.token_url),
+            ("impersonationEndpoint", &settings.impersonation_endpoint),
+        ] {
+            check_field(
+                &mut problems,
+                &format!("gcp.{name}"),
+                value.as_deref(),
+                validate::is_endpoint_url,
+                ENDPOINT_URL,
+            );
+        }
         check_expiration(
             &mut problems,
             "gcp.tokenExpirationSeconds",
@@ -124,6 +148,18 @@ impl CloudProvider for Gcp {
                     validate::is_google_project_id,
                     "Google Cloud project id",
                 );
+                for (name, value) in [
+                    ("tokenUrl", &gcp.token_url),
+                    ("impersonationEndpoint", &gcp.impersonation_endpoint),
+                ] {
+                    check_field(
+                        &mut problems,
+                        &format!("identities[{i}].gcp.{name}"),
+                        value.as_deref(),
+                        validate::is_endpoint_url,
+                        ENDPOINT_URL,
+                    );
+                }
             }
         }
         problems
@@ -214,6 +250,23 @@ impl CloudProvider for Gcp {
                 ("CLOUDSDK_CORE_PROJECT", project.to_owned()),
             ]
         }));
+        let token_url = ctx.endpoint(
+            "gcp.tokenUrl",
+            mapped.and_then(|gcp| gcp.token_url.as_deref()),
+            settings.token_url.as_deref(),
+            "token_url",
+            false,
+        );
+        // Without a service account to impersonate, the endpoint is not used.
+        let impersonation = email.and_then(|_| {
+            ctx.endpoint(
+                "gcp.impersonationEndpoint",
+                mapped.and_then(|gcp| gcp.impersonation_endpoint.as_deref()),
+                settings.impersonation_endpoint.as_deref(),
+                "service_account_impersonation_url",
+                false,
+            )
+        });
         Some(PodInjection {
             cloud: self.name(),
             identity: email.map_or_else(|| format!("direct access via {provider}"), str::to_owned),
@@ -224,7 +277,11 @@ impl CloudProvider for Gcp {
             skip_containers: ctx.skip_list(SKIP_CONTAINERS, ','),
             gaps: Vec::new(),
             scratch: (settings.gcloud_config_volume != Some(false)).then_some(GCLOUD_CONFIG),
-            pod_annotations: vec![(CREDENTIAL_CONFIGURATION, credential_configuration(provider, email))],
+            pod_annotations: vec![(
+                CREDENTIAL_CONFIGURATION,
+                credential_configuration(provider, email, token_url.as_ref(), impersonation.as_ref()),
+            )],
+            endpoints: token_url.into_iter().chain(impersonation).collect(),
         })
     }
 
@@ -244,18 +301,26 @@ impl CloudProvider for Gcp {
     }
 }
 
-/// The `external_account` credential configuration that Google's client libraries and gcloud read.
-fn credential_configuration(provider: &str, email: Option<&str>) -> String {
+/// The `external_account` credential configuration that Google's client libraries and gcloud read,
+/// with the token and impersonation endpoints overridden where set.
+fn credential_configuration(
+    provider: &str,
+    email: Option<&str>,
+    token_url: Option<&EndpointOverride>,
+    impersonation: Option<&EndpointOverride>,
+) -> String {
     let mut configuration = json!({
         "type": "external_account",
         "audience": format!("//iam.googleapis.com/{provider}"),
         "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
-        "token_url": "https://sts.googleapis.com/v1/token",
+        "token_url": token_url.map_or(DEFAULT_TOKEN_URL, |endpoint| endpoint.url.as_str()),
         "credential_source": {"file": TOKEN_FILE, "format": {"type": "text"}},
     });
     if let Some(email) = email {
+        let base = impersonation.map_or(DEFAULT_IMPERSONATION_ENDPOINT, |endpoint| endpoint.url.as_str());
         configuration["service_account_impersonation_url"] = json!(format!(
-            "https://iamcredentials.googleapis.com/v1/projects/-/serviceAccounts/{email}:generateAccessToken"
+            "{}/v1/projects/-/serviceAccounts/{email}:generateAccessToken",
+            base.trim_end_matches('/')
         ));
     }
     configuration.to_string()
