@@ -185,6 +185,10 @@ impl CloudProvider for Azure {
         &["azure.workload.identity/"]
     }
 
+    fn volume_names(&self) -> &'static [&'static str] {
+        &[VOLUME]
+    }
+
     fn service_account_annotation_keys(&self) -> &'static [&'static str] {
         &[CLIENT_ID, TENANT_ID]
     }
