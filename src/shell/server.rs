@@ -839,6 +839,14 @@ mod tests {
             "{}",
             state.metrics.encode()
         );
+        // Warnings by cloud: the first Pod's missing AWS region, the second's container count.
+        let metrics = state.metrics.encode();
+        for line in [
+            "workload_identity_webhook_admission_warnings_total{cloud=\"aws\"} 1",
+            "workload_identity_webhook_admission_warnings_total{cloud=\"none\"} 1",
+        ] {
+            assert!(metrics.contains(line), "{line}: {metrics}");
+        }
     }
 
     #[tokio::test]
