@@ -352,6 +352,17 @@ async fn a_stale_pod_is_grouped_by_its_owner_with_the_restart_command() {
     let bare = stale.iter().find(|workload| workload["owner"] == "pod/debug").unwrap();
     assert_eq!(bare["pods"], json!(["debug"]));
 
+    // Across the cluster (other tests' namespaces included) the same group is found.
+    let everywhere = fixture.explain_json(&["--all-namespaces"]);
+    assert!(
+        everywhere["stale"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|workload| workload["namespace"] == namespace.as_str() && workload["owner"] == "deployment/web"),
+        "{everywhere:#}"
+    );
+
     let table = fixture.explain(&["namespace", &namespace]);
     assert!(
         table.contains(&format!("kubectl rollout restart deployment/web -n {namespace}")),
