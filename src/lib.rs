@@ -2,7 +2,7 @@
 //! Azure workload identities.
 //!
 //! The folders say what the code is, and imports point down this list:
-//! - [`cli`]: the commands (`serve` flags, `mutate` offline preview).
+//! - [`cli`]: the commands (`serve` flags, `mutate` offline preview, `explain` of a cluster's Pods).
 //! - [`shell`]: serving over HTTPS and keeping the inputs current (server, connections, watches,
 //!   TLS, the managed certificate, metrics).
 //! - [`core`]: the pure core that turns an admission request into a patch without I/O (model,

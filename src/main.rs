@@ -7,8 +7,8 @@ use anyhow::Context;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use workload_identity_webhook::cli::{Cli, Command, ConfigSourceArgs, ServeArgs};
-use workload_identity_webhook::cli::{convert, mutate};
+use workload_identity_webhook::cli::{Cli, Command, ConfigSourceArgs, ServeArgs, arguments};
+use workload_identity_webhook::cli::{convert, explain, mutate};
 use workload_identity_webhook::emulate;
 use workload_identity_webhook::shell::certificates::{ManagedCertificate, ca};
 use workload_identity_webhook::shell::connections::ConnectionLimits;
@@ -118,7 +118,7 @@ fn map(size: usize) -> *mut u8 {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(arguments(std::env::args_os().collect()));
     let result = match cli.command {
         Command::Serve(args) => {
             init_logging(&args.log);
@@ -136,6 +136,12 @@ fn main() -> ExitCode {
                 .map_err(anyhow::Error::from)
                 .and_then(|runtime| runtime.block_on(emulate::run(*args)))
         }
+        Command::Explain(args) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|runtime| runtime.block_on(explain::run(&args)))
+            .map(|text| println!("{text}")),
         Command::Mutate(args) => mutate::run(&args).map(|(text, warnings)| {
             for warning in warnings {
                 eprintln!("warning: {warning}");

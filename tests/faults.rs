@@ -101,12 +101,21 @@ async fn apiserver_outage_is_served_from_the_cache_and_the_watch_reconnects() {
             .contains(ROLE)
     );
     assert_eq!(readyz(&webhook).await, "200 ok");
+    let watch_connected =
+        |value: u8| format!("workload_identity_webhook_watch_connected{{watch=\"service_accounts\"}} {value}");
+    let metrics = webhook.metrics().await;
+    assert!(metrics.contains(&watch_connected(1)), "{metrics}");
+    assert!(
+        metrics.contains("workload_identity_webhook_service_account_cache_size 1\n"),
+        "the one ServiceAccount: {metrics}"
+    );
 
     tokio::task::block_in_place(|| cp.stop_apiserver());
     eventually(Duration::from_secs(30), "readyz to report the broken watch", || async {
         readyz(&webhook).await.contains("reconnecting")
     })
     .await;
+    webhook.wait_for_metric(&watch_connected(0)).await;
     for _ in 0..50 {
         let patch = patch_for(&https, &webhook, &review(&namespace, "app")).await;
         assert!(
@@ -120,6 +129,7 @@ async fn apiserver_outage_is_served_from_the_cache_and_the_watch_reconnects() {
         readyz(&webhook).await == "200 ok"
     })
     .await;
+    webhook.wait_for_metric(&watch_connected(1)).await;
     // A ServiceAccount made after the outage reaches the webhook.
     let service_accounts: Api<ServiceAccount> = Api::namespaced(cp.client(), &namespace);
     create(

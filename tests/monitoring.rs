@@ -13,6 +13,7 @@ mod webhook;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use serde_json::json;
 use webhook::{Webhook, eventually, pod_review, write};
 
@@ -107,12 +108,28 @@ mod operations {
             .collect();
         assert!(used.len() >= 7, "{used:?}");
 
-        // The real binary, with one Pod mutated, one invalid body rejected, and a broken
-        // configuration and a broken certificate refused: every family has a sample.
+        // The real binary, watching the ServiceAccounts of a real apiserver (which holds the
+        // Pod's ServiceAccount), with one Pod mutated (with a warning: no AWS region), one invalid
+        // body rejected, and a broken configuration and a broken certificate refused: every
+        // family has a sample.
+        let cp = control_plane::shared().await;
+        let client = cp.client();
+        let create = kube::api::PostParams::default();
+        let namespace = serde_json::from_value(json!({"metadata": {"name": "team-a"}})).unwrap();
+        kube::Api::<Namespace>::all(client.clone())
+            .create(&create, &namespace)
+            .await
+            .unwrap();
+        let service_account = serde_json::from_value(json!({"metadata": {"name": "app"}})).unwrap();
+        kube::Api::<ServiceAccount>::namespaced(client, "team-a")
+            .create(&create, &service_account)
+            .await
+            .unwrap();
         let config = "identities:\n  - namespace: team-a\n    serviceAccount: app\n    aws: {roleArn: \"arn:aws:iam::111122223333:role/app\"}\n";
+        let kubeconfig = cp.kubeconfig_path().display().to_string();
         let mut webhook = Webhook::start(
-            &["--standalone", "--config-file={dir}/config.yaml"],
-            &[],
+            &["--config-file={dir}/config.yaml"],
+            &[("KUBECONFIG", kubeconfig.as_str())],
             &[("config.yaml", config)],
         );
         webhook.wait_ready().await;

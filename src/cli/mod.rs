@@ -1,7 +1,9 @@
 //! Command-line interface: `serve` runs the webhook, `mutate` ([`mutate`]) previews it offline,
-//! `emulate` runs local token services, `convert` ([`convert`]) reads other webhooks' configuration.
+//! `explain` ([`explain`]) says why a Pod has or lacks its identity, `emulate` runs local token
+//! services, `convert` ([`convert`]) reads other webhooks' configuration.
 
 pub mod convert;
+pub mod explain;
 pub mod mutate;
 
 use std::net::SocketAddr;
@@ -27,6 +29,11 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Show what the webhook would do to a Pod or ServiceAccount manifest, without a cluster.
     Mutate(Box<MutateArgs>),
+    /// Why a Pod has (or lacks) its cloud identity, which running Pods are stale, and whether the
+    /// webhook is installed right. Reads the cluster with your kubeconfig; never changes it.
+    /// Also runs as the kubectl plugin `kubectl workload-identity` (installed as
+    /// `kubectl-workload_identity` on the PATH).
+    Explain(Box<ExplainArgs>),
     /// Local token services (AWS STS, EKS Pod Identity, Entra ID, Google STS and IAM Credentials)
     /// that verify ServiceAccount tokens as the clouds do and hand out fake credentials.
     Emulate(Box<crate::emulate::EmulateArgs>),
@@ -243,6 +250,78 @@ pub struct MutateArgs {
     pub cluster: crate::providers::Settings,
 }
 
+#[derive(Args, Debug)]
+#[command(
+    after_help = "Examples:\n  workload-identity-webhook explain pod web-7d4b9 -n team-a\n  workload-identity-webhook explain namespace team-a\n  workload-identity-webhook explain --all-namespaces -o json\n  kubectl workload-identity pod web-7d4b9 -n team-a"
+)]
+pub struct ExplainArgs {
+    /// What to explain: one Pod, or the running Pods of a namespace (with --all-namespaces: of all).
+    #[arg(value_enum)]
+    pub target: Option<ExplainTarget>,
+
+    /// The Pod's or the namespace's name.
+    pub name: Option<String>,
+
+    /// The Pod's namespace (default: `default`).
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
+
+    /// Every namespace's running Pods.
+    #[arg(short = 'A', long, conflicts_with = "name")]
+    pub all_namespaces: bool,
+
+    /// `table` for people, `json` for scripts.
+    #[arg(short = 'o', long, value_enum, default_value_t = ExplainOutput::Table)]
+    pub output: ExplainOutput,
+
+    /// The namespace the webhook is installed in (its ConfigMap and serving Secret).
+    #[arg(long, default_value = "workload-identity-system")]
+    pub webhook_namespace: String,
+
+    /// The webhook's ConfigMap.
+    #[arg(long, default_value = "workload-identity-webhook")]
+    pub config_map: String,
+
+    /// The webhook's MutatingWebhookConfiguration.
+    #[arg(long, default_value = "workload-identity-webhook")]
+    pub webhook_configuration: String,
+
+    /// The Secret holding the serving certificate (`tls.crt`), compared with the caBundle if readable.
+    #[arg(long, default_value = "workload-identity-webhook-tls")]
+    pub certificate_secret: String,
+
+    /// Cluster settings the webhook runs with as flags (the ConfigMap's win, as in the webhook).
+    #[command(flatten)]
+    pub cluster: crate::providers::Settings,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExplainTarget {
+    Pod,
+    Namespace,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExplainOutput {
+    Table,
+    Json,
+}
+
+/// The file name under which the binary is a kubectl plugin (`kubectl workload-identity ...`).
+pub const KUBECTL_PLUGIN: &str = "kubectl-workload_identity";
+
+/// The command line to parse: invoked as the kubectl plugin, the arguments are `explain`'s.
+pub fn arguments(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let program = args
+        .first()
+        .map(std::path::Path::new)
+        .and_then(std::path::Path::file_name);
+    if program.is_some_and(|name| name == KUBECTL_PLUGIN) {
+        args.insert(1, "explain".into());
+    }
+    args
+}
+
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Output {
     /// The mutated object (JSON).
@@ -291,6 +370,29 @@ mod tests {
     #[test]
     fn command_line_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn as_the_kubectl_plugin_the_arguments_are_explains() {
+        let parse = |args: &[&str]| Cli::parse_from(arguments(args.iter().map(Into::into).collect()));
+        let Command::Explain(args) =
+            parse(&["/usr/local/bin/kubectl-workload_identity", "pod", "web", "-n", "a"]).command
+        else {
+            panic!("explain expected")
+        };
+        assert_eq!(
+            (args.target, args.name.as_deref(), args.namespace.as_deref()),
+            (Some(ExplainTarget::Pod), Some("web"), Some("a"))
+        );
+        let Command::Explain(args) = parse(&["wiw", "explain", "-A", "-o", "json"]).command else {
+            panic!("explain expected")
+        };
+        assert!(args.all_namespaces);
+        assert_eq!(args.output, ExplainOutput::Json);
+        assert!(matches!(
+            parse(&["kubectl-workload_identity.old", "mutate", "--object", "p"]).command,
+            Command::Mutate(_)
+        ));
     }
 
     #[test]

@@ -18,27 +18,110 @@ pub struct Mutation {
     /// `(cloud, identity)` for each cloud that resolved, for the audit log and metrics.
     pub identities: Vec<(&'static str, String)>,
     pub warnings: Vec<String>,
+    /// The cloud each warning is about (`none`: the Pod as a whole), in step with `warnings`
+    /// before they are bounded, for the metrics.
+    pub warning_clouds: Vec<&'static str>,
     /// Settings SDKs need that the injected identities lack, for the metrics.
     pub gaps: Vec<&'static str>,
 }
 
+impl Mutation {
+    /// Adds a warning about the Pod as a whole.
+    pub fn warn(&mut self, warning: String) {
+        self.warnings.push(warning);
+        self.warning_clouds.push(NO_CLOUD);
+    }
+}
+
+/// The cloud label of a warning that is about no one cloud.
+pub const NO_CLOUD: &str = "none";
+
+/// Warnings being gathered, each tagged with its cloud once the step that made it is known.
+#[derive(Default)]
+struct Warnings {
+    texts: Vec<String>,
+    clouds: Vec<&'static str>,
+}
+
+impl Warnings {
+    /// Tags the warnings added since the last call.
+    fn tag(&mut self, cloud: &'static str) {
+        self.clouds.resize(self.texts.len(), cloud);
+    }
+}
+
 /// What a Pod gets. `service_account` is `None` when the ServiceAccount does not exist.
 pub fn mutate_pod(pod: &Pod, namespace: &str, service_account: Option<&ServiceAccount>, config: &Config) -> Mutation {
+    let mut warnings = Warnings::default();
+    let injections = pod_injections(pod, namespace, service_account, config, &mut warnings);
+    let mut mutation = Mutation::default();
+    if !injections.is_empty() {
+        for injection in &injections {
+            warnings
+                .texts
+                .extend(injection.gaps.iter().map(|(_, warning)| warning.clone()));
+            warnings.tag(injection.cloud);
+        }
+        for injection in &injections {
+            let overridden = |endpoint: &&EndpointOverride| {
+                // An env var that every container taking the injection sets itself is not overridden.
+                !endpoint.in_env
+                    || pod
+                        .all_containers()
+                        .any(|container| takes(container, injection) && !container.sets_env(endpoint.target))
+            };
+            let endpoints = injection.endpoints.iter().filter(overridden);
+            warnings
+                .texts
+                .extend(endpoints.map(|endpoint| endpoint.warning(injection.cloud)));
+            warnings.tag(injection.cloud);
+        }
+        mutation.gaps = injections
+            .iter()
+            .flat_map(|injection| injection.gaps.iter().map(|(setting, _)| *setting))
+            .collect();
+        mutation.patch = pod_patch(pod, &injections, &mut warnings);
+        mutation.identities = injections
+            .into_iter()
+            .map(|injection| (injection.cloud, injection.identity))
+            .collect();
+    }
+    warnings.tag(NO_CLOUD);
+    mutation.warnings = warnings.texts;
+    mutation.warning_clouds = warnings.clouds;
+    mutation
+}
+
+/// The injections a Pod gets, as [`mutate_pod`] resolves them before patching: each cloud whose
+/// identity resolves and that fits the Pod, with the warnings of resolving them. `explain`
+/// compares a running Pod with these.
+pub fn resolve_pod(
+    pod: &Pod,
+    namespace: &str,
+    service_account: Option<&ServiceAccount>,
+    config: &Config,
+) -> (Vec<PodInjection>, Vec<String>) {
+    let mut warnings = Warnings::default();
+    let injections = pod_injections(pod, namespace, service_account, config, &mut warnings);
+    (injections, warnings.texts)
+}
+
+fn pod_injections(
+    pod: &Pod,
+    namespace: &str,
+    service_account: Option<&ServiceAccount>,
+    config: &Config,
+    warnings: &mut Warnings,
+) -> Vec<PodInjection> {
     let service_account_name = pod.service_account_name();
     let Some(service_account) = service_account else {
-        let mapped = config.mapping_for(namespace, service_account_name).is_some();
-        let warnings = if mapped {
-            vec![format!(
+        if config.mapping_for(namespace, service_account_name).is_some() {
+            warnings.texts.push(format!(
                 "ServiceAccount {namespace}/{} does not exist; no cloud identity injected",
                 Echo(service_account_name)
-            )]
-        } else {
-            Vec::new()
-        };
-        return Mutation {
-            warnings,
-            ..Mutation::default()
-        };
+            ));
+        }
+        return Vec::new();
     };
     let written_by_users = users_annotations(service_account);
     let context = PodContext {
@@ -48,45 +131,25 @@ pub fn mutate_pod(pod: &Pod, namespace: &str, service_account: Option<&ServiceAc
         mapping: config.mapping_for(namespace, service_account_name),
         settings: &config.settings,
     };
-    let mut warnings = Vec::new();
-    let mut injections: Vec<PodInjection> = providers::ALL
-        .iter()
-        .filter_map(|provider| provider.pod_injection(&context, &mut warnings))
-        .collect();
-    injections.retain(|injection| fits(pod, injection, &mut warnings));
+    let mut injections = Vec::new();
+    for provider in providers::ALL {
+        injections.extend(provider.pod_injection(&context, &mut warnings.texts));
+        warnings.tag(provider.name());
+    }
+    injections.retain(|injection| {
+        let fits = fits(pod, injection, &mut warnings.texts);
+        warnings.tag(injection.cloud);
+        fits
+    });
     // Only a cluster without the ServiceAccount admission plugin (which names `default` before any
     // webhook runs) sends an unnamed Pod; it would refuse our token volume, so leave the Pod alone.
     if pod.spec.service_account_name.as_deref().is_none_or(str::is_empty) && !injections.is_empty() {
-        warnings.push(format!(
+        warnings.texts.push(format!(
             "the Pod has no serviceAccountName (is the ServiceAccount admission plugin off?); no cloud identity injected for {namespace}/{service_account_name}"
         ));
-        return Mutation {
-            warnings,
-            ..Mutation::default()
-        };
+        return Vec::new();
     }
-    let gaps = injections.iter().flat_map(|injection| &injection.gaps);
-    warnings.extend(gaps.clone().map(|(_, warning)| warning.clone()));
-    warnings.extend(injections.iter().flat_map(|injection| {
-        let overridden = |endpoint: &&EndpointOverride| {
-            // An env var that every container taking the injection sets itself is not overridden.
-            !endpoint.in_env
-                || pod
-                    .all_containers()
-                    .any(|container| takes(container, injection) && !container.sets_env(endpoint.target))
-        };
-        let endpoints = injection.endpoints.iter().filter(overridden);
-        endpoints.map(|endpoint| endpoint.warning(injection.cloud))
-    }));
-    Mutation {
-        gaps: gaps.map(|(setting, _)| *setting).collect(),
-        patch: pod_patch(pod, &injections, &mut warnings),
-        identities: injections
-            .into_iter()
-            .map(|injection| (injection.cloud, injection.identity))
-            .collect(),
-        warnings,
-    }
+    injections
 }
 
 /// What a ServiceAccount gets: the annotations of the mapping that matches it, where it has none.
@@ -266,7 +329,7 @@ fn takes(container: &Container, injection: &PodInjection) -> bool {
         && container.mount(injection.volume_name, injection.mount_path) != Some(Mount::Other)
 }
 
-fn pod_patch(pod: &Pod, injections: &[PodInjection], warnings: &mut Vec<String>) -> Vec<Operation> {
+fn pod_patch(pod: &Pod, injections: &[PodInjection], warnings: &mut Warnings) -> Vec<Operation> {
     let mut patch = Vec::new();
 
     let changed_annotations = injections
@@ -319,72 +382,84 @@ fn patch_container(
     index: usize,
     container: &Container,
     injections: &[PodInjection],
-    warnings: &mut Vec<String>,
+    warnings: &mut Warnings,
 ) {
     let mut mounts = Vec::new();
     let mut env: Vec<EnvVar> = Vec::new();
     for injection in injections {
-        if injection.skip_containers.contains(&container.name) {
-            continue;
-        }
-        let mount = container.mount(injection.volume_name, injection.mount_path);
-        match mount {
-            Some(Mount::Whole) => {}
-            Some(Mount::Other) => {
-                warnings.push(mount_conflict(container, injection));
-                continue;
-            }
-            None => mounts.push(VolumeMount {
-                name: injection.volume_name,
-                mount_path: injection.mount_path,
-                read_only: true,
-            }),
-        }
-        for group in &injection.env {
-            let taken = group
-                .iter()
-                .any(|(name, _)| container.sets_env(name) || env.iter().any(|added| added.name == *name));
-            if !taken {
-                env.extend(group.iter().map(|(name, value)| EnvVar {
-                    name,
-                    value: value.clone(),
-                }));
-                continue;
-            }
-            // The container's own values are kept; say so when ours would name our token file
-            // and the container has not mounted our token yet (as it has on reinvocation).
-            let own = group.iter().find(|(name, _)| container.sets_env(name));
-            if mount.is_none()
-                && let Some((name, _)) = own
-                && group.iter().any(|(_, value)| points_into(value, injection.mount_path))
-            {
-                warnings.push(format!(
-                    "container {:?} sets {name} itself; the webhook's {} are not added",
-                    Echo(&container.name),
-                    group.iter().map(|(name, _)| *name).collect::<Vec<_>>().join(", ")
-                ));
-            }
-        }
-        if let Some(scratch) = &injection.scratch
-            && let Some(mount) = scratch_mount(container, scratch)
-        {
-            if mount.is_none() {
-                mounts.push(VolumeMount {
-                    name: scratch.volume_name,
-                    mount_path: scratch.mount_path,
-                    read_only: false,
-                });
-            }
-            env.push(EnvVar {
-                name: scratch.env,
-                value: scratch.mount_path.to_owned(),
-            });
-        }
+        add_injection(container, injection, &mut mounts, &mut env, &mut warnings.texts);
+        warnings.tag(injection.cloud);
     }
     let index = index.to_string();
     let path = |field: &str| ["/spec/", list, "/", &index, "/", field].concat();
     append(patch, path("volumeMounts"), container.volume_mounts.is_some(), mounts);
     append(patch, path("env"), container.env.is_some(), env);
+}
+
+/// One injection's mounts and env vars for one container.
+fn add_injection(
+    container: &Container,
+    injection: &PodInjection,
+    mounts: &mut Vec<VolumeMount>,
+    env: &mut Vec<EnvVar>,
+    warnings: &mut Vec<String>,
+) {
+    if injection.skip_containers.contains(&container.name) {
+        return;
+    }
+    let mount = container.mount(injection.volume_name, injection.mount_path);
+    match mount {
+        Some(Mount::Whole) => {}
+        Some(Mount::Other) => {
+            warnings.push(mount_conflict(container, injection));
+            return;
+        }
+        None => mounts.push(VolumeMount {
+            name: injection.volume_name,
+            mount_path: injection.mount_path,
+            read_only: true,
+        }),
+    }
+    for group in &injection.env {
+        let taken = group
+            .iter()
+            .any(|(name, _)| container.sets_env(name) || env.iter().any(|added| added.name == *name));
+        if !taken {
+            env.extend(group.iter().map(|(name, value)| EnvVar {
+                name,
+                value: value.clone(),
+            }));
+            continue;
+        }
+        // The container's own values are kept; say so when ours would name our token file
+        // and the container has not mounted our token yet (as it has on reinvocation).
+        let own = group.iter().find(|(name, _)| container.sets_env(name));
+        if mount.is_none()
+            && let Some((name, _)) = own
+            && group.iter().any(|(_, value)| points_into(value, injection.mount_path))
+        {
+            warnings.push(format!(
+                "container {:?} sets {name} itself; the webhook's {} are not added",
+                Echo(&container.name),
+                group.iter().map(|(name, _)| *name).collect::<Vec<_>>().join(", ")
+            ));
+        }
+    }
+    if let Some(scratch) = &injection.scratch
+        && let Some(mount) = scratch_mount(container, scratch)
+    {
+        if mount.is_none() {
+            mounts.push(VolumeMount {
+                name: scratch.volume_name,
+                mount_path: scratch.mount_path,
+                read_only: false,
+            });
+        }
+        env.push(EnvVar {
+            name: scratch.env,
+            value: scratch.mount_path.to_owned(),
+        });
+    }
 }
 
 /// Whether a container gets the scratch directory, and then the mount it has of it already (`None`:

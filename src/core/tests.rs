@@ -196,12 +196,29 @@ fn run_in(namespace: &str, pod: &Value, sa: Option<&Value>, config: &Config) -> 
     let mutation = webhook(pod, namespace, sa, config);
     let mutated = apply(pod, &mutation);
     assert_well_formed(&mutated);
+    assert_volumes_are_known(pod, &mutated);
     reinvoke(&mutated, namespace, sa, config);
     Outcome { pod: mutated, mutation }
 }
 
 fn run(pod: &Value, sa: &Value, config: &Config) -> Outcome {
     run_in(NS, pod, Some(sa), config)
+}
+
+/// Every volume the webhook adds is one its cloud lists (`explain` tells injected volumes by name).
+fn assert_volumes_are_known(original: &Value, mutated: &Value) {
+    let known: BTreeSet<&str> = crate::providers::ALL
+        .iter()
+        .flat_map(|provider| provider.volume_names())
+        .copied()
+        .collect();
+    let before = names(&original["spec"]["volumes"], "name");
+    for added in names(&mutated["spec"]["volumes"], "name").difference(&before) {
+        assert!(
+            known.contains(added.as_str()),
+            "volume {added} is not in any volume_names()"
+        );
+    }
 }
 
 /// What the apiserver would check: a typed Pod, unique volume / env names, unique mount paths, and
@@ -3108,4 +3125,39 @@ fn skip_lists_naming_every_container_add_no_volume_and_no_annotation() {
     assert_has(&out.pod, "app", &IRSA);
     assert_has(&out.pod, "init", &AZURE);
     assert!(!out.mutation.identities.iter().any(|(cloud, _)| *cloud == "gcp"));
+}
+
+/// Each warning names the cloud it is about (the metrics count them by cloud), in step with the
+/// warnings, whichever step of the mutation made it.
+#[test]
+fn warnings_are_tagged_with_their_cloud() {
+    let both_invalid =
+        sa(json!({"eks.amazonaws.com/role-arn": "my-role", "azure.workload.identity/client-id": "nope"}));
+    let out = webhook(&pod(json!({})), NS, Some(&both_invalid), &no_config());
+    assert_eq!(out.warnings.len(), 2, "{:?}", out.warnings);
+    assert_eq!(out.warning_clouds, ["aws", "azure"], "{:?}", out.warnings);
+
+    // A warning of the patch step (a container that mounts something else at the token's path)
+    // and one about the Pod as a whole (no such ServiceAccount) are tagged too.
+    let conflicting = pod(json!({"spec": {"containers": [
+        {"name": "app", "image": "app:1"},
+        {"name": "other", "image": "app:1", "volumeMounts": [{"name": "mine", "mountPath": IRSA_MOUNT}]},
+    ], "volumes": [{"name": "mine", "emptyDir": {}}]}}));
+    let out = webhook(&conflicting, NS, Some(&irsa_sa()), &cluster());
+    assert!(
+        out.warnings.iter().any(|w| w.contains("mounts another volume")),
+        "{:?}",
+        out.warnings
+    );
+    assert_eq!(out.warning_clouds.len(), out.warnings.len());
+    assert!(
+        out.warning_clouds.iter().all(|cloud| *cloud == "aws"),
+        "{:?}",
+        out.warning_clouds
+    );
+    let mapped = config(&format!(
+        "identities:\n  - namespace: {NS}\n    serviceAccount: app\n    aws: {{roleArn: \"{ROLE}\"}}\n"
+    ));
+    let out = webhook(&pod(json!({})), NS, None, &mapped);
+    assert_eq!(out.warning_clouds, ["none"], "{:?}", out.warnings);
 }

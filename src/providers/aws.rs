@@ -231,6 +231,10 @@ impl CloudProvider for Aws {
         &["eks.amazonaws.com/"]
     }
 
+    fn volume_names(&self) -> &'static [&'static str] {
+        &[IRSA_VOLUME, POD_IDENTITY_VOLUME]
+    }
+
     fn service_account_annotation_keys(&self) -> &'static [&'static str] {
         &[ROLE_ARN]
     }

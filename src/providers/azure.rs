@@ -280,6 +280,10 @@ impl CloudProvider for Azure {
         }
     }
 
+    fn volume_names(&self) -> &'static [&'static str] {
+        &[VOLUME]
+    }
+
     fn service_account_annotation_keys(&self) -> &'static [&'static str] {
         &[CLIENT_ID, TENANT_ID]
     }

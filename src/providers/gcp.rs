@@ -289,6 +289,10 @@ impl CloudProvider for Gcp {
         &["iam.gke.io/", "cloud.google.com/"]
     }
 
+    fn volume_names(&self) -> &'static [&'static str] {
+        &[VOLUME, GCLOUD_CONFIG.volume_name]
+    }
+
     fn service_account_annotation_keys(&self) -> &'static [&'static str] {
         &[GKE_SERVICE_ACCOUNT]
     }

@@ -132,6 +132,10 @@ pub trait CloudProvider: Sync {
     /// Annotations that show a mapping's identity on the ServiceAccount it matches.
     fn service_account_annotations(&self, mapping: &Mapping) -> Vec<(&'static str, String)>;
 
+    /// The names of every volume [`CloudProvider::pod_injection`] can add (token and scratch),
+    /// so that `explain` can tell what the webhook put into a running Pod.
+    fn volume_names(&self) -> &'static [&'static str];
+
     /// Every key [`CloudProvider::service_account_annotations`] can write.
     fn service_account_annotation_keys(&self) -> &'static [&'static str];
 

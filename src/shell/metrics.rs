@@ -51,6 +51,15 @@ pub struct Metrics {
     pub connections_refused: Family<PortLabels, Counter>,
     pub lookups_skipped: Family<ReasonLabels, Counter>,
     pub mutations_missing: Family<SettingLabels, Counter>,
+    pub warnings: Family<CloudLabels, Counter>,
+    pub watch_connected: Family<WatchLabels, Gauge>,
+    pub service_account_cache_size: Gauge,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WatchLabels {
+    /// `service_accounts` or `config_map`.
+    pub watch: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -127,6 +136,24 @@ impl Default for Metrics {
             "Pods given an identity without a setting their SDKs need, by setting (`aws_region`, `azure_kubernetes_token_proxy`)",
             mutations_missing.clone(),
         );
+        let warnings = Family::<CloudLabels, Counter>::default();
+        registry.register(
+            "admission_warnings",
+            "Warnings returned to users in admission answers, by the cloud they are about (`none`: the Pod as a whole)",
+            warnings.clone(),
+        );
+        let watch_connected = Family::<WatchLabels, Gauge>::default();
+        registry.register(
+            "watch_connected",
+            "1 while a watch of the Kubernetes API streams, 0 while it is broken and retrying, by watch (`service_accounts`, `config_map`)",
+            watch_connected.clone(),
+        );
+        let service_account_cache_size = Gauge::default();
+        registry.register(
+            "service_account_cache_size",
+            "ServiceAccounts held in the cache of the ServiceAccount watch",
+            service_account_cache_size.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -141,6 +168,9 @@ impl Default for Metrics {
             connections_refused,
             lookups_skipped,
             mutations_missing,
+            warnings,
+            watch_connected,
+            service_account_cache_size,
         }
     }
 }
@@ -151,6 +181,13 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
         text
+    }
+
+    /// Whether a watch streams (true) or is broken and retrying (false).
+    pub fn set_watch_connected(&self, watch: &'static str, connected: bool) {
+        self.watch_connected
+            .get_or_create(&WatchLabels { watch })
+            .set(i64::from(connected));
     }
 
     pub fn record_reload(family: &Family<ResultLabels, Counter>, success: bool) {

@@ -325,12 +325,13 @@ fn parse(body: &[u8]) -> Result<Review, Refused> {
 /// The answer for a Pod with more containers than the webhook patches: unchanged, with a warning.
 fn over_container_bound(state: &AppState, review: &Review) -> Option<Mutation> {
     let containers = container_count(&review.subject)?;
-    (containers > state.limits.max_containers).then(|| Mutation {
-        warnings: vec![format!(
+    (containers > state.limits.max_containers).then(|| {
+        let mut mutation = Mutation::default();
+        mutation.warn(format!(
             "workload-identity-webhook: the Pod has {containers} containers, more than the {} the webhook patches; no cloud identity injected",
             state.limits.max_containers
-        )],
-        ..Mutation::default()
+        ));
+        mutation
     })
 }
 
@@ -343,7 +344,9 @@ async fn mutate_review(state: &AppState, peer: PeerText, review: &Review) -> Mut
         _ => (None, None),
     };
     let mut mutation = review.mutation(service_account.as_ref(), &state.config.current());
-    mutation.warnings.extend(lookup_warning);
+    if let Some(warning) = lookup_warning {
+        mutation.warn(warning);
+    }
     mutation
 }
 
@@ -460,6 +463,9 @@ fn record(state: &AppState, peer: PeerText, outcome: Outcome<'_>) {
             let (kind, result) = request_labels(&review.subject, !mutated);
             metrics.requests.get_or_create(&RequestLabels { kind, result }).inc();
             audit(review, mutation, mutated, peer);
+            for &cloud in &mutation.warning_clouds {
+                metrics.warnings.get_or_create(&CloudLabels { cloud }).inc();
+            }
             if let Subject::Pod(_) = review.subject
                 && mutated
             {
@@ -833,6 +839,14 @@ mod tests {
             "{}",
             state.metrics.encode()
         );
+        // Warnings by cloud: the first Pod's missing AWS region, the second's container count.
+        let metrics = state.metrics.encode();
+        for line in [
+            "workload_identity_webhook_admission_warnings_total{cloud=\"aws\"} 1",
+            "workload_identity_webhook_admission_warnings_total{cloud=\"none\"} 1",
+        ] {
+            assert!(metrics.contains(line), "{line}: {metrics}");
+        }
     }
 
     #[tokio::test]

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
@@ -21,7 +21,10 @@ use crate::core::mutation::MANAGED_ANNOTATIONS;
 use crate::providers;
 use crate::shell::metrics::{Metrics, ReasonLabels};
 
-/// The ConfigMap key that holds the configuration.
+/// The `watch` label of each watch's metrics.
+const SERVICE_ACCOUNT_WATCH: &str = "service_accounts";
+const CONFIG_MAP_WATCH: &str = "config_map";
+
 /// The identity configuration in force, and whether it has been read once.
 pub struct LiveConfig {
     current: ArcSwap<Config>,
@@ -93,7 +96,9 @@ impl LiveConfig {
         let api: Api<ConfigMap> = Api::namespaced(client, &namespace);
         // `None` when the ConfigMap is deleted or absent from a re-list.
         let mut objects = watcher::watch_object(api, &name).default_backoff().boxed();
+        self.metrics.set_watch_connected(CONFIG_MAP_WATCH, true);
         while let Some(object) = objects.next().await {
+            self.metrics.set_watch_connected(CONFIG_MAP_WATCH, object.is_ok());
             match object {
                 Ok(Some(config_map)) => match config_map.data.as_ref().and_then(|data| data.get(CONFIG_KEY)) {
                     Some(text) => self.apply(&source, text),
@@ -175,16 +180,26 @@ impl ServiceAccounts {
         let cache = Arc::new(ServiceAccountCache::default());
         let connected = Arc::new(AtomicBool::new(true));
         let synced = Arc::new(AtomicBool::new(false));
-        let (writer, connected_flag, synced_flag, probe_client) =
-            (cache.clone(), connected.clone(), synced.clone(), client.clone());
+        let (writer, connected_flag, synced_flag, probe_client, watch_metrics) = (
+            cache.clone(),
+            connected.clone(),
+            synced.clone(),
+            client.clone(),
+            metrics.clone(),
+        );
+        watch_metrics.set_watch_connected(SERVICE_ACCOUNT_WATCH, true);
         let watch = async move {
             let mut stream = std::pin::pin!(stream);
             let mut relist = None;
             loop {
                 match stream.try_next().await {
                     Ok(Some(event)) => {
-                        connected_flag.store(true, Ordering::Release);
-                        if let Some(count) = writer.apply(event, &mut relist)
+                        if !connected_flag.swap(true, Ordering::AcqRel) {
+                            watch_metrics.set_watch_connected(SERVICE_ACCOUNT_WATCH, true);
+                        }
+                        let synced_count = writer.apply(event, &mut relist);
+                        watch_metrics.service_account_cache_size.set(writer.count() as i64);
+                        if let Some(count) = synced_count
                             && !synced_flag.swap(true, Ordering::AcqRel)
                         {
                             tracing::info!(service_accounts = count, "ServiceAccount cache synced");
@@ -193,8 +208,13 @@ impl ServiceAccounts {
                     Ok(None) => break,
                     Err(err) => {
                         if connected_flag.swap(false, Ordering::AcqRel) {
+                            watch_metrics.set_watch_connected(SERVICE_ACCOUNT_WATCH, false);
                             tracing::warn!(error = %err, "ServiceAccount watch broken; answering from the cache while it reconnects");
-                            tokio::spawn(wait_for_apiserver(probe_client.clone(), connected_flag.clone()));
+                            tokio::spawn(wait_for_apiserver(
+                                probe_client.clone(),
+                                connected_flag.clone(),
+                                watch_metrics.clone(),
+                            ));
                         }
                     }
                 }
@@ -352,12 +372,19 @@ impl MissGuard {
 #[derive(Default)]
 pub struct ServiceAccountCache {
     by_namespace: RwLock<Namespaces>,
+    /// ServiceAccounts held, for the metrics.
+    size: AtomicUsize,
 }
 
 type Namespaces = HashMap<Box<str>, HashMap<Box<str>, IdentityAnnotations>>;
 type IdentityAnnotations = Box<[(Box<str>, Box<str>)]>;
 
 impl ServiceAccountCache {
+    /// ServiceAccounts held.
+    pub fn count(&self) -> usize {
+        self.size.load(Ordering::Relaxed)
+    }
+
     fn get(&self, namespace: &str, name: &str) -> Option<model::ServiceAccount> {
         let by_namespace = self.by_namespace.read().unwrap_or_else(PoisonError::into_inner);
         let annotations = by_namespace.get(namespace)?.get(name)?;
@@ -383,19 +410,26 @@ impl ServiceAccountCache {
                 let complete = relist.take()?;
                 let count = complete.values().map(HashMap::len).sum();
                 *self.by_namespace.write().unwrap_or_else(PoisonError::into_inner) = complete;
+                self.size.store(count, Ordering::Relaxed);
                 return Some(count);
             }
-            watcher::Event::Apply(sa) => insert(
-                &mut self.by_namespace.write().unwrap_or_else(PoisonError::into_inner),
-                sa,
-            ),
+            watcher::Event::Apply(sa) => {
+                if insert(
+                    &mut self.by_namespace.write().unwrap_or_else(PoisonError::into_inner),
+                    sa,
+                ) {
+                    self.size.fetch_add(1, Ordering::Relaxed);
+                }
+            }
             watcher::Event::Delete(sa) => {
                 let (Some(namespace), Some(name)) = (sa.metadata.namespace, sa.metadata.name) else {
                     return None;
                 };
                 let mut by_namespace = self.by_namespace.write().unwrap_or_else(PoisonError::into_inner);
                 if let Some(names) = by_namespace.get_mut(namespace.as_str()) {
-                    names.remove(name.as_str());
+                    if names.remove(name.as_str()).is_some() {
+                        self.size.fetch_sub(1, Ordering::Relaxed);
+                    }
                     if names.is_empty() {
                         by_namespace.remove(namespace.as_str());
                     }
@@ -406,19 +440,21 @@ impl ServiceAccountCache {
     }
 }
 
-fn insert(by_namespace: &mut Namespaces, sa: PartialObjectMeta<ServiceAccount>) {
+/// Adds or replaces one ServiceAccount; true if it is new.
+fn insert(by_namespace: &mut Namespaces, sa: PartialObjectMeta<ServiceAccount>) -> bool {
     let meta = sa.metadata;
     let (Some(namespace), Some(name)) = (meta.namespace, meta.name) else {
-        return;
+        return false;
     };
     let annotations = identity_annotations(meta.annotations);
-    match by_namespace.get_mut(namespace.as_str()) {
+    let replaced = match by_namespace.get_mut(namespace.as_str()) {
         Some(names) => names.insert(name.into(), annotations),
         None => by_namespace
             .entry(namespace.into())
             .or_default()
             .insert(name.into(), annotations),
     };
+    replaced.is_none()
 }
 
 /// The annotations the webhook reads: identity annotations of each cloud, and the list of those
@@ -457,11 +493,12 @@ fn service_account(namespace: &str, name: &str, annotations: &[(Box<str>, Box<st
 
 /// A resumed watch emits nothing until something changes, so the way back is seen by asking the
 /// apiserver directly; the watcher itself resumes on its own backoff.
-async fn wait_for_apiserver(client: Client, connected: Arc<AtomicBool>) {
+async fn wait_for_apiserver(client: Client, connected: Arc<AtomicBool>, metrics: Arc<Metrics>) {
     while !connected.load(Ordering::Acquire) {
         tokio::time::sleep(Duration::from_secs(2)).await;
         if client.apiserver_version().await.is_ok() {
             connected.store(true, Ordering::Release);
+            metrics.set_watch_connected(SERVICE_ACCOUNT_WATCH, true);
             tracing::info!("apiserver reachable again; the ServiceAccount watch resumes");
         }
     }
@@ -516,6 +553,7 @@ mod tests {
             "not visible before the list is complete"
         );
         assert_eq!(cache.apply(watcher::Event::InitDone, &mut relist), Some(2));
+        assert_eq!(cache.count(), 2);
         let mut expected = vec![role.clone(), managed.clone()];
         expected.sort();
         assert_eq!(annotations(&cache, "a", "app"), Some(expected));
@@ -537,8 +575,11 @@ mod tests {
             Some(Vec::new()),
             "an update replaces the annotations"
         );
+        assert_eq!(cache.count(), 3, "one new, one replaced");
         cache.apply(watcher::Event::Delete(sa("b", "new", Value::Null)), &mut relist);
+        cache.apply(watcher::Event::Delete(sa("b", "never-seen", Value::Null)), &mut relist);
         assert_eq!(annotations(&cache, "b", "new"), None);
+        assert_eq!(cache.count(), 2);
 
         // A re-list after the watch was down drops what was deleted meanwhile.
         cache.apply(watcher::Event::Init, &mut relist);
@@ -549,6 +590,7 @@ mod tests {
             "served until the list completes"
         );
         assert_eq!(cache.apply(watcher::Event::InitDone, &mut relist), Some(1));
+        assert_eq!(cache.count(), 1);
         assert_eq!(annotations(&cache, "a", "gone-later"), None);
         assert!(annotations(&cache, "a", "app").is_some());
     }

@@ -109,10 +109,11 @@ impl Review {
             Subject::Pod(pod) => mutation::mutate_pod(pod, self.object_namespace(), service_account, config),
             Subject::ServiceAccount(sa) => mutation::mutate_service_account(sa, self.object_namespace(), config),
             Subject::Ignored(_) => Mutation::default(),
-            Subject::Unreadable(problem) => Mutation {
-                warnings: vec![problem.clone()],
-                ..Mutation::default()
-            },
+            Subject::Unreadable(problem) => {
+                let mut mutation = Mutation::default();
+                mutation.warn(problem.clone());
+                mutation
+            }
         };
         echo::bound_warnings(&mut mutation.warnings);
         mutation

@@ -1,0 +1,695 @@
+//! `explain`: why a Pod has (or lacks) its cloud identity, which running Pods are stale, and
+//! whether the webhook is installed so that the API server can call it. Reads the cluster with
+//! the user's kubeconfig (get and list only, never a write); the reasoning is in [`analysis`].
+
+pub mod analysis;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use anyhow::Context;
+use k8s_openapi::api::admissionregistration::v1::{MutatingWebhook, MutatingWebhookConfiguration};
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, Service, ServiceAccount};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use kube::api::ListParams;
+use kube::{Api, Client};
+use rustls::client::danger::ServerCertVerifier;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use serde::Serialize;
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use crate::cli::{ExplainArgs, ExplainOutput, ExplainTarget};
+use crate::core::config::{CONFIG_KEY, Config};
+use analysis::{PodInputs, PodReport};
+
+/// What `explain` prints, as JSON with `-o json`.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    /// The installation checks.
+    pub checks: Vec<Check>,
+    /// `explain pod`: the one Pod.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod: Option<PodReport>,
+    /// `explain namespace` / `--all-namespaces`: stale Pods grouped by what owns them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stale: Option<Vec<Workload>>,
+    /// `explain namespace` / `--all-namespaces`: running Pods looked at.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pods_checked: Option<usize>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Check {
+    pub name: String,
+    /// `ok`, `warning` or `error`.
+    pub status: &'static str,
+    pub detail: String,
+}
+
+/// Stale Pods of one owner (Deployment, StatefulSet, DaemonSet, or the Pod itself).
+#[derive(Debug, Serialize)]
+pub struct Workload {
+    pub namespace: String,
+    /// `kind/name`, as kubectl spells it (`deployment/web`, `pod/debug`).
+    pub owner: String,
+    /// The command that re-creates its Pods.
+    pub fix: String,
+    pub pods: Vec<String>,
+    /// The differences of its first Pod.
+    pub differences: Vec<String>,
+    pub reasons: Vec<String>,
+}
+
+fn check(name: &str, status: &'static str, detail: impl Into<String>) -> Check {
+    Check {
+        name: name.to_owned(),
+        status,
+        detail: detail.into(),
+    }
+}
+
+/// Runs `explain` and returns the text to print.
+pub async fn run(args: &ExplainArgs) -> anyhow::Result<String> {
+    let client = Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API with your kubeconfig")?;
+    let installation = Installation::read(&client, args).await?;
+    let mut report = Report {
+        checks: installation.checks(&client, args).await,
+        pod: None,
+        stale: None,
+        pods_checked: None,
+    };
+    let mut cluster = Cluster::new(client, &installation);
+    match (&args.target, args.all_namespaces) {
+        (Some(ExplainTarget::Pod), _) => {
+            let name = args.name.as_deref().context("explain pod needs a Pod name")?;
+            let namespace = args.namespace.as_deref().unwrap_or("default");
+            let pod = Api::<Pod>::namespaced(cluster.client.clone(), namespace)
+                .get(name)
+                .await
+                .with_context(|| format!("reading Pod {namespace}/{name}"))?;
+            report.pod = Some(cluster.explain(&pod).await?);
+        }
+        (Some(ExplainTarget::Namespace), false) | (None, false) => {
+            let namespace = args
+                .name
+                .as_deref()
+                .or(args.namespace.as_deref())
+                .context("name a namespace (explain namespace NAME), a Pod (explain pod NAME -n NAMESPACE) or use --all-namespaces")?;
+            cluster.stale(Some(namespace), &mut report).await?;
+        }
+        (_, true) => cluster.stale(None, &mut report).await?,
+    }
+    Ok(match args.output {
+        ExplainOutput::Json => serde_json::to_string_pretty(&report)?,
+        ExplainOutput::Table => table(&report),
+    })
+}
+
+/// The webhook's configuration as installed: its ConfigMap and MutatingWebhookConfiguration.
+struct Installation {
+    config: Config,
+    config_check: Check,
+    config_changed: Option<Time>,
+    webhook_configuration: Option<MutatingWebhookConfiguration>,
+}
+
+impl Installation {
+    async fn read(client: &Client, args: &ExplainArgs) -> anyhow::Result<Self> {
+        let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &args.webhook_namespace);
+        let source = format!("ConfigMap {}/{}", args.webhook_namespace, args.config_map);
+        let config_map = config_maps
+            .get_opt(&args.config_map)
+            .await
+            .with_context(|| format!("reading {source}"))?;
+        let text = config_map
+            .as_ref()
+            .and_then(|config_map| config_map.data.as_ref()?.get(CONFIG_KEY).cloned());
+        // The server's loader: an invalid file is refused there too (which keeps its last good
+        // configuration, unknown here: the flags' settings and no mappings are used instead).
+        let (config, config_check) = match text.map(|text| Config::parse(&text, &args.cluster)) {
+            Some(Ok(config)) => {
+                let detail = format!("{source}: {} identity mappings", config.identities.len());
+                (config, check("configuration", "ok", detail))
+            }
+            Some(Err(err)) => (
+                Config::from_defaults(&args.cluster)?,
+                check(
+                    "configuration",
+                    "error",
+                    format!(
+                        "{source} is refused by the webhook ({err}); it keeps its previous configuration, which explain cannot see: mappings are left out below"
+                    ),
+                ),
+            ),
+            None => (
+                Config::from_defaults(&args.cluster)?,
+                check(
+                    "configuration",
+                    "warning",
+                    format!(
+                        "{source} not found or without {CONFIG_KEY}: no mappings, only ServiceAccount annotations give identities"
+                    ),
+                ),
+            ),
+        };
+        let config_changed = config_map
+            .as_ref()
+            .and_then(|config_map| last_write(&config_map.metadata));
+        let webhook_configuration = Api::<MutatingWebhookConfiguration>::all(client.clone())
+            .get_opt(&args.webhook_configuration)
+            .await
+            .with_context(|| format!("reading MutatingWebhookConfiguration {}", args.webhook_configuration))?;
+        Ok(Installation {
+            config,
+            config_check,
+            config_changed,
+            webhook_configuration,
+        })
+    }
+
+    /// The entry that admits Pods.
+    fn pod_webhook(&self) -> Option<&MutatingWebhook> {
+        self.webhook_configuration
+            .as_ref()?
+            .webhooks
+            .iter()
+            .flatten()
+            .find(|webhook| {
+                webhook.rules.iter().flatten().any(|rule| {
+                    rule.resources
+                        .iter()
+                        .flatten()
+                        .any(|resource| resource == "pods" || resource == "*")
+                })
+            })
+    }
+
+    async fn checks(&self, client: &Client, args: &ExplainArgs) -> Vec<Check> {
+        let mut checks = vec![check(
+            "configuration",
+            self.config_check.status,
+            self.config_check.detail.clone(),
+        )];
+        let Some(configuration) = &self.webhook_configuration else {
+            checks.push(check(
+                "webhook configuration",
+                "error",
+                format!(
+                    "MutatingWebhookConfiguration {} not found: the API server never calls the webhook",
+                    args.webhook_configuration
+                ),
+            ));
+            return checks;
+        };
+        let webhooks = configuration.webhooks.as_deref().unwrap_or_default();
+        checks.push(check(
+            "webhook configuration",
+            if self.pod_webhook().is_some() { "ok" } else { "error" },
+            format!(
+                "MutatingWebhookConfiguration {}: {}",
+                args.webhook_configuration,
+                webhooks
+                    .iter()
+                    .map(|webhook| webhook.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ));
+        for webhook in webhooks {
+            checks.extend(webhook_checks(client, args, webhook).await);
+        }
+        checks
+    }
+}
+
+/// The failure policy, the caBundle against the serving certificate, and the Service's endpoints
+/// of one webhook entry.
+async fn webhook_checks(client: &Client, args: &ExplainArgs, webhook: &MutatingWebhook) -> Vec<Check> {
+    let name = &webhook.name;
+    let mut checks = Vec::new();
+    let policy = webhook.failure_policy.as_deref().unwrap_or("Fail");
+    checks.push(check(
+        &format!("{name} failurePolicy"),
+        "ok",
+        match policy {
+            "Ignore" => "Ignore: when the webhook cannot be called, objects are admitted without it (Pods without identity; the API server counts them in apiserver_admission_webhook_fail_open_count)".to_owned(),
+            _ => format!("{policy}: when the webhook cannot be called, objects are refused"),
+        },
+    ));
+    let client_config = &webhook.client_config;
+    let ca_bundle = client_config.ca_bundle.as_ref().map(|bundle| bundle.0.as_slice());
+    let service = client_config.service.as_ref();
+    let host = service.map(|service| format!("{}.{}.svc", service.name, service.namespace));
+    let secret = match service {
+        Some(service) => read_serving_certificate(client, &service.namespace, &args.certificate_secret).await,
+        None => Err("the webhook is called by URL, not through a Service".to_owned()),
+    };
+    let (status, detail) = ca_bundle_check(ca_bundle, secret.as_deref().ok(), host.as_deref(), UnixTime::now());
+    let detail = match &secret {
+        Err(why) if status == "ok" => format!("{detail}; serving certificate not compared ({why})"),
+        _ => detail,
+    };
+    checks.push(check(&format!("{name} caBundle"), status, detail));
+    let (status, detail) = match (service, &client_config.url) {
+        (Some(service), _) => endpoints(client, &service.namespace, &service.name).await,
+        (None, Some(url)) => ("ok", format!("called at {url} (endpoints not checked)")),
+        (None, None) => ("error", "clientConfig has neither service nor url".to_owned()),
+    };
+    checks.push(check(&format!("{name} endpoints"), status, detail));
+    checks
+}
+
+/// The serving certificate (PEM) from its Secret, or why it cannot be read.
+async fn read_serving_certificate(client: &Client, namespace: &str, name: &str) -> Result<Vec<u8>, String> {
+    let secret = Api::<Secret>::namespaced(client.clone(), namespace)
+        .get_opt(name)
+        .await
+        .map_err(|err| format!("Secret {namespace}/{name} not readable: {err}"))?
+        .ok_or_else(|| format!("no Secret {namespace}/{name}"))?;
+    secret
+        .data
+        .and_then(|mut data| data.remove("tls.crt"))
+        .map(|bytes| bytes.0)
+        .ok_or_else(|| format!("Secret {namespace}/{name} has no tls.crt"))
+}
+
+/// Whether a caBundle holds certificates valid at `now` and, given the serving certificate (PEM)
+/// and the host the API server calls, whether that certificate chains to the bundle for the host.
+pub fn ca_bundle_check(
+    ca_bundle: Option<&[u8]>,
+    serving: Option<&[u8]>,
+    host: Option<&str>,
+    now: UnixTime,
+) -> (&'static str, String) {
+    let Some(bundle) = ca_bundle.filter(|bundle| !bundle.is_empty()) else {
+        return (
+            "warning",
+            "no caBundle: the API server verifies the webhook with its own trust store (cert-manager's CA injector or --manage-certificate fill it in)".to_owned(),
+        );
+    };
+    let certificates: Vec<CertificateDer<'static>> = match CertificateDer::pem_slice_iter(bundle).collect() {
+        Ok(certificates) => certificates,
+        Err(err) => return ("error", format!("the caBundle is not PEM: {err}")),
+    };
+    if certificates.is_empty() {
+        return ("error", "the caBundle holds no certificate".to_owned());
+    }
+    let seconds = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+    let mut expiries = Vec::new();
+    for der in &certificates {
+        let Ok((_, certificate)) = X509Certificate::from_der(der) else {
+            return ("error", "a certificate of the caBundle cannot be read".to_owned());
+        };
+        let validity = certificate.validity();
+        if validity.not_after.timestamp() < seconds {
+            return (
+                "error",
+                format!(
+                    "the caBundle certificate {} expired on {}",
+                    certificate.subject(),
+                    validity.not_after
+                ),
+            );
+        }
+        if validity.not_before.timestamp() > seconds {
+            return (
+                "error",
+                format!(
+                    "the caBundle certificate {} is valid only from {}",
+                    certificate.subject(),
+                    validity.not_before
+                ),
+            );
+        }
+        expiries.push(validity.not_after.to_string());
+    }
+    let summary = format!(
+        "{} CA certificate(s), valid until {}",
+        certificates.len(),
+        expiries.join(", ")
+    );
+    let (Some(serving), Some(host)) = (serving, host) else {
+        return ("ok", summary);
+    };
+    match verify_serving(&certificates, serving, host, now) {
+        Ok(()) => (
+            "ok",
+            format!("{summary}; the serving certificate chains to it for {host}"),
+        ),
+        Err(err) => (
+            "error",
+            format!("{summary}; but the serving certificate does not verify against it for {host}: {err}"),
+        ),
+    }
+}
+
+/// Verifies a serving certificate chain (PEM) against CA certificates, as the API server does.
+fn verify_serving(roots: &[CertificateDer<'static>], serving: &[u8], host: &str, now: UnixTime) -> anyhow::Result<()> {
+    let mut store = rustls::RootCertStore::empty();
+    for root in roots {
+        store.add(root.clone())?;
+    }
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(serving).collect::<Result<_, _>>()?;
+    let (leaf, intermediates) = chain
+        .split_first()
+        .context("the Secret's tls.crt holds no certificate")?;
+    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        Arc::new(store),
+        Arc::new(rustls::crypto::ring::default_provider()),
+    )
+    .build()?;
+    verifier.verify_server_cert(leaf, intermediates, &ServerName::try_from(host.to_owned())?, &[], now)?;
+    Ok(())
+}
+
+/// The ready endpoints of a Service, from its EndpointSlices.
+async fn endpoints(client: &Client, namespace: &str, service: &str) -> (&'static str, String) {
+    if let Err(err) = Api::<Service>::namespaced(client.clone(), namespace).get(service).await {
+        return ("error", format!("Service {namespace}/{service}: {err}"));
+    }
+    let slices = Api::<EndpointSlice>::namespaced(client.clone(), namespace)
+        .list(&ListParams::default().labels(&format!("kubernetes.io/service-name={service}")))
+        .await;
+    match slices {
+        Err(err) => (
+            "warning",
+            format!("EndpointSlices of {namespace}/{service} not readable: {err}"),
+        ),
+        Ok(slices) => {
+            let all: Vec<_> = slices.items.iter().flat_map(|slice| &slice.endpoints).collect();
+            // A ready condition left out means ready (discovery/v1).
+            let ready = all
+                .iter()
+                .filter(|endpoint| endpoint.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
+                .count();
+            if ready == 0 {
+                (
+                    "error",
+                    format!(
+                        "Service {namespace}/{service} has no ready endpoint ({} not ready): the API server cannot reach the webhook",
+                        all.len()
+                    ),
+                )
+            } else {
+                (
+                    "ok",
+                    format!(
+                        "Service {namespace}/{service}: {ready} ready endpoint(s) of {}",
+                        all.len()
+                    ),
+                )
+            }
+        }
+    }
+}
+
+/// The cluster's objects, read once per run and shared by the Pods explained.
+struct Cluster<'a> {
+    client: Client,
+    installation: &'a Installation,
+    namespaces: HashMap<String, BTreeMap<String, String>>,
+    service_accounts: HashMap<(String, String), Option<ServiceAccount>>,
+    replica_sets: HashMap<(String, String), Option<ReplicaSet>>,
+}
+
+impl<'a> Cluster<'a> {
+    fn new(client: Client, installation: &'a Installation) -> Self {
+        Cluster {
+            client,
+            installation,
+            namespaces: HashMap::new(),
+            service_accounts: HashMap::new(),
+            replica_sets: HashMap::new(),
+        }
+    }
+
+    async fn explain(&mut self, pod: &Pod) -> anyhow::Result<PodReport> {
+        let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+        if !self.namespaces.contains_key(&namespace) {
+            let found = Api::<Namespace>::all(self.client.clone())
+                .get(&namespace)
+                .await
+                .with_context(|| format!("reading Namespace {namespace}"))?;
+            self.namespaces
+                .insert(namespace.clone(), found.metadata.labels.unwrap_or_default());
+        }
+        let service_account = pod
+            .spec
+            .as_ref()
+            .and_then(|spec| spec.service_account_name.clone())
+            .filter(|name| !name.is_empty())
+            .unwrap_or_else(|| "default".to_owned());
+        let key = (namespace.clone(), service_account);
+        if !self.service_accounts.contains_key(&key) {
+            let found = Api::<ServiceAccount>::namespaced(self.client.clone(), &namespace)
+                .get_opt(&key.1)
+                .await
+                .with_context(|| format!("reading ServiceAccount {namespace}/{}", key.1))?;
+            self.service_accounts.insert(key.clone(), found);
+        }
+        Ok(analysis::explain_pod(&PodInputs {
+            pod,
+            namespace_labels: &self.namespaces[&namespace],
+            service_account: self.service_accounts[&key].as_ref(),
+            config: &self.installation.config,
+            webhook: self.installation.pod_webhook(),
+            config_changed: self.installation.config_changed.as_ref(),
+        }))
+    }
+
+    /// The stale running Pods of one namespace or all, grouped by owner.
+    async fn stale(&mut self, namespace: Option<&str>, report: &mut Report) -> anyhow::Result<()> {
+        let pods: Api<Pod> = match namespace {
+            Some(namespace) => Api::namespaced(self.client.clone(), namespace),
+            None => Api::all(self.client.clone()),
+        };
+        let pods = pods.list(&ListParams::default()).await.context("listing Pods")?;
+        let mut groups: BTreeMap<(String, String), Workload> = BTreeMap::new();
+        let mut checked = 0;
+        for pod in &pods.items {
+            let phase = pod.status.as_ref().and_then(|status| status.phase.as_deref());
+            if matches!(phase, Some("Succeeded" | "Failed")) || pod.metadata.deletion_timestamp.is_some() {
+                continue;
+            }
+            checked += 1;
+            let explained = self.explain(pod).await?;
+            if !explained.stale {
+                continue;
+            }
+            let (owner, fix) = self.owner(pod).await;
+            let namespace = explained.namespace.clone();
+            groups
+                .entry((namespace.clone(), owner.clone()))
+                .or_insert_with(|| Workload {
+                    namespace,
+                    owner,
+                    fix,
+                    pods: Vec::new(),
+                    differences: explained.differences.clone(),
+                    reasons: explained.reasons.clone(),
+                })
+                .pods
+                .push(explained.name);
+        }
+        report.pods_checked = Some(checked);
+        report.stale = Some(groups.into_values().collect());
+        Ok(())
+    }
+
+    /// The Pod's owner as `kind/name` and the command that re-creates its Pods.
+    async fn owner(&mut self, pod: &Pod) -> (String, String) {
+        let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let mut owner = controller(&pod.metadata);
+        if let Some((kind, replica_set)) = &owner
+            && kind == "ReplicaSet"
+        {
+            let key = (namespace.clone(), replica_set.clone());
+            if !self.replica_sets.contains_key(&key) {
+                let found = Api::<ReplicaSet>::namespaced(self.client.clone(), &namespace)
+                    .get_opt(replica_set)
+                    .await
+                    .ok()
+                    .flatten();
+                self.replica_sets.insert(key.clone(), found);
+            }
+            if let Some(deployment) = self.replica_sets[&key]
+                .as_ref()
+                .and_then(|replica_set| controller(&replica_set.metadata))
+            {
+                owner = Some(deployment);
+            }
+        }
+        match owner {
+            Some((kind, owner)) if matches!(kind.as_str(), "Deployment" | "StatefulSet" | "DaemonSet") => {
+                let resource = format!("{}/{owner}", kind.to_lowercase());
+                let fix = format!("kubectl rollout restart {resource} -n {namespace}");
+                (resource, fix)
+            }
+            Some((kind, owner)) => (
+                format!("{}/{owner}", kind.to_lowercase()),
+                format!("kubectl delete pod {name} -n {namespace}  # {kind} {owner} creates it again"),
+            ),
+            None => (
+                format!("pod/{name}"),
+                format!(
+                    "kubectl get pod {name} -n {namespace} -o yaml > pod.yaml && kubectl replace --force -f pod.yaml"
+                ),
+            ),
+        }
+    }
+}
+
+/// The controlling owner reference: kind and name.
+fn controller(metadata: &ObjectMeta) -> Option<(String, String)> {
+    metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|owner| owner.controller == Some(true))
+        .map(|owner| (owner.kind.clone(), owner.name.clone()))
+}
+
+/// When an object was last written, from its managedFields.
+fn last_write(metadata: &ObjectMeta) -> Option<Time> {
+    metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter_map(|entry| entry.time.clone())
+        .max()
+        .or_else(|| metadata.creation_timestamp.clone())
+}
+
+/// The report as text for people.
+pub fn table(report: &Report) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "INSTALLATION");
+    for check in &report.checks {
+        let _ = writeln!(
+            out,
+            "  {:<8} {:<48} {}",
+            check.status.to_uppercase(),
+            check.name,
+            check.detail
+        );
+    }
+    if let Some(pod) = &report.pod {
+        let _ = writeln!(
+            out,
+            "\nPOD {}/{} (ServiceAccount {})",
+            pod.namespace, pod.name, pod.service_account
+        );
+        let _ = writeln!(out, "  has:\n{}", identity_text(&pod.has));
+        let _ = writeln!(out, "  would get now:\n{}", identity_text(&pod.would_get));
+        if pod.stale {
+            let _ = writeln!(out, "  STALE, differences:");
+            for difference in &pod.differences {
+                let _ = writeln!(out, "    - {difference}");
+            }
+        } else {
+            let _ = writeln!(out, "  up to date: the Pod has what the webhook would give it now");
+        }
+        let _ = writeln!(out, "  why:");
+        for reason in &pod.reasons {
+            let _ = writeln!(out, "    - {reason}");
+        }
+        for warning in &pod.warnings {
+            let _ = writeln!(out, "    - webhook warning: {warning}");
+        }
+    }
+    if let Some(stale) = &report.stale {
+        let checked = report.pods_checked.unwrap_or_default();
+        if stale.is_empty() {
+            let _ = writeln!(out, "\nNo stale Pods among {checked} running Pods.");
+        } else {
+            let pods: usize = stale.iter().map(|workload| workload.pods.len()).sum();
+            let _ = writeln!(out, "\nSTALE PODS ({pods} of {checked} running Pods)");
+            let _ = writeln!(out, "  {:<20} {:<40} {:>4}  FIX", "NAMESPACE", "OWNER", "PODS");
+            for workload in stale {
+                let _ = writeln!(
+                    out,
+                    "  {:<20} {:<40} {:>4}  {}",
+                    workload.namespace,
+                    workload.owner,
+                    workload.pods.len(),
+                    workload.fix
+                );
+                for difference in &workload.differences {
+                    let _ = writeln!(out, "      - {difference}");
+                }
+            }
+        }
+    }
+    out
+}
+
+fn identity_text(identity: &analysis::Identity) -> String {
+    let mut out = String::new();
+    if identity.volumes.is_empty() && identity.containers.is_empty() {
+        return "    (no cloud identity)".to_owned();
+    }
+    for (name, volume) in &identity.volumes {
+        let _ = writeln!(out, "    volume {name}: token audience {}", volume.audiences.join(", "));
+    }
+    for (name, container) in &identity.containers {
+        let _ = writeln!(out, "    container {name}:");
+        for (volume, path) in &container.mounts {
+            let _ = writeln!(out, "      mount {volume} at {path}");
+        }
+        for (key, value) in &container.env {
+            let _ = writeln!(out, "      {key}={value}");
+        }
+    }
+    out.trim_end().to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shell::certificates::ca::{GeneratedCa, Validity};
+
+    fn now() -> UnixTime {
+        UnixTime::now()
+    }
+
+    #[test]
+    fn the_ca_bundle_is_checked_against_the_serving_certificate() {
+        let ca = GeneratedCa::new("webhook CA").unwrap();
+        let (serving, _) = ca.issue(&["wiw.system.svc"]).unwrap();
+        let bundle = ca.cert_pem.as_bytes();
+        let host = Some("wiw.system.svc");
+        let (status, detail) = ca_bundle_check(Some(bundle), Some(serving.as_bytes()), host, now());
+        assert_eq!(status, "ok", "{detail}");
+        assert!(detail.contains("chains to it for wiw.system.svc"), "{detail}");
+
+        let (status, detail) = ca_bundle_check(Some(bundle), Some(serving.as_bytes()), Some("other.system.svc"), now());
+        assert_eq!(status, "error", "another name: {detail}");
+        let other = GeneratedCa::new("another CA").unwrap();
+        let (status, detail) = ca_bundle_check(Some(other.cert_pem.as_bytes()), Some(serving.as_bytes()), host, now());
+        assert_eq!(status, "error", "another CA: {detail}");
+
+        let (status, detail) = ca_bundle_check(Some(b"not PEM at all"), None, host, now());
+        assert_eq!(status, "error", "{detail}");
+        let (status, _) = ca_bundle_check(None, None, host, now());
+        assert_eq!(status, "warning");
+
+        let expired = GeneratedCa::with_validity(
+            "expired CA",
+            Some(Validity {
+                not_before: 1_000_000_000,
+                not_after: 1_100_000_000,
+            }),
+        )
+        .unwrap();
+        let (status, detail) = ca_bundle_check(Some(expired.cert_pem.as_bytes()), None, host, now());
+        assert_eq!(status, "error");
+        assert!(detail.contains("expired"), "{detail}");
+    }
+}

@@ -1,0 +1,602 @@
+//! `explain` against a real kube-apiserver: the real binary, run with a kubeconfig that
+//! impersonates a user who may only get, list and watch (so any write it tried would fail),
+//! over objects created through the API as a cluster would hold them.
+
+#[path = "support/control_plane.rs"]
+mod control_plane;
+#[path = "support/webhook.rs"]
+mod webhook;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, Service, ServiceAccount};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::{Api, Client, Resource};
+use serde_json::{Value, json};
+use workload_identity_webhook::shell::certificates::ca::{GeneratedCa, Validity};
+
+const ROLE: &str = "arn:aws:iam::111122223333:role/app";
+const READER: &str = "explain-reader";
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A webhook installation for one test: its system namespace with the ConfigMap, a namespace the
+/// webhook selects (opted in) and one it does not, and a MutatingWebhookConfiguration like the
+/// shipped one in namespace opt-in mode. Nothing listens at its URL and it fails open, so Pods
+/// are created without injection, as when the webhook was down or the identity came later.
+struct Fixture {
+    client: Client,
+    system: String,
+    selected: String,
+    unselected: String,
+    configuration: String,
+    kubeconfig: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+async fn create<K>(client: &Client, namespace: Option<&str>, value: Value) -> K
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace.unwrap_or("default"));
+    api.create(&PostParams::default(), &serde_json::from_value(value).unwrap())
+        .await
+        .unwrap()
+}
+
+async fn create_cluster<K>(client: &Client, value: Value) -> K
+where
+    K: Resource<Scope = k8s_openapi::ClusterResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    Api::<K>::all(client.clone())
+        .create(&PostParams::default(), &serde_json::from_value(value).unwrap())
+        .await
+        .unwrap()
+}
+
+fn pod_webhook(name: &str, namespaces: &[&str], client_config: Value, object_selector: bool) -> Value {
+    let mut entry = json!({
+        "name": "pods.workload-identity.dev",
+        "admissionReviewVersions": ["v1"], "sideEffects": "None", "failurePolicy": "Ignore", "timeoutSeconds": 2,
+        "clientConfig": client_config,
+        "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"], "scope": "Namespaced"}],
+        "namespaceSelector": {"matchExpressions": [
+            {"key": "kubernetes.io/metadata.name", "operator": "In", "values": namespaces},
+            {"key": "workload-identity.dev/inject", "operator": "In", "values": ["enabled"]},
+        ]},
+    });
+    if object_selector {
+        entry["objectSelector"] = json!({"matchExpressions": [{"key": "workload-identity.dev/inject", "operator": "NotIn", "values": ["disabled"]}]});
+    }
+    json!({"metadata": {"name": name}, "webhooks": [entry]})
+}
+
+async fn fixture(config: &str) -> Fixture {
+    let cp = control_plane::shared().await;
+    let client = cp.client();
+    let base = unique("explain");
+    let (system, selected, unselected) = (format!("{base}-sys"), format!("{base}-on"), format!("{base}-off"));
+    for (name, labels) in [
+        (&system, json!({})),
+        (&selected, json!({"workload-identity.dev/inject": "enabled"})),
+        (&unselected, json!({})),
+    ] {
+        create_cluster::<Namespace>(&client, json!({"metadata": {"name": name, "labels": labels}})).await;
+    }
+    create::<ConfigMap>(
+        &client,
+        Some(&system),
+        json!({"metadata": {"name": "workload-identity-webhook"}, "data": {"config.yaml": config}}),
+    )
+    .await;
+    let closed_port = webhook::free_port();
+    let configuration = format!("{base}-webhook");
+    create_cluster::<MutatingWebhookConfiguration>(
+        &client,
+        pod_webhook(
+            &configuration,
+            &[&selected, &unselected],
+            json!({"url": format!("https://127.0.0.1:{closed_port}/mutate")}),
+            true,
+        ),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = reader_kubeconfig(&client, cp.kubeconfig_path(), dir.path()).await;
+    Fixture {
+        client,
+        system,
+        selected,
+        unselected,
+        configuration,
+        kubeconfig,
+        _dir: dir,
+    }
+}
+
+/// A kubeconfig that impersonates a user allowed only get, list and watch on everything.
+async fn reader_kubeconfig(client: &Client, admin: &Path, dir: &Path) -> PathBuf {
+    let apply = PatchParams::apply("explain-tests").force();
+    let role = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": READER},
+        "rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["get", "list", "watch"]}]});
+    Api::<ClusterRole>::all(client.clone())
+        .patch(READER, &apply, &Patch::Apply(role))
+        .await
+        .unwrap();
+    let binding = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": READER},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": READER},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": READER}]});
+    Api::<ClusterRoleBinding>::all(client.clone())
+        .patch(READER, &apply, &Patch::Apply(binding))
+        .await
+        .unwrap();
+    let mut config: Value = serde_json::from_str(&std::fs::read_to_string(admin).unwrap()).unwrap();
+    config["users"][0]["user"]["as"] = json!(READER);
+    let path = dir.join("reader.kubeconfig");
+    std::fs::write(&path, config.to_string()).unwrap();
+    path
+}
+
+impl Fixture {
+    /// This installation's flags, then `extra` (which may name another webhook configuration).
+    fn args<'a>(&'a self, extra: &[&'a str]) -> Vec<&'a str> {
+        let mut args = vec!["--webhook-namespace", &self.system];
+        if !extra.contains(&"--webhook-configuration") {
+            args.extend(["--webhook-configuration", &self.configuration]);
+        }
+        args.extend_from_slice(extra);
+        args
+    }
+
+    /// `explain ARGS` as the reader; panics unless it succeeds. Returns stdout.
+    fn explain(&self, extra: &[&str]) -> String {
+        let mut all = vec!["explain"];
+        all.extend(self.args(extra));
+        run(
+            Path::new(env!("CARGO_BIN_EXE_workload-identity-webhook")),
+            &self.kubeconfig,
+            &all,
+        )
+    }
+
+    fn explain_json(&self, extra: &[&str]) -> Value {
+        let mut all = extra.to_vec();
+        all.extend(["-o", "json"]);
+        let text = self.explain(&all);
+        serde_json::from_str(&text).unwrap_or_else(|err| panic!("-o json is not JSON ({err}):\n{text}"))
+    }
+
+    async fn service_account(&self, namespace: &str, name: &str, annotations: Value) {
+        create::<ServiceAccount>(
+            &self.client,
+            Some(namespace),
+            json!({"metadata": {"name": name, "annotations": annotations}}),
+        )
+        .await;
+    }
+
+    async fn annotate(&self, namespace: &str, name: &str, annotations: Value) {
+        Api::<ServiceAccount>::namespaced(self.client.clone(), namespace)
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"annotations": annotations}})),
+            )
+            .await
+            .unwrap();
+    }
+
+    async fn pod(&self, namespace: &str, pod: Value) -> Pod {
+        create::<Pod>(&self.client, Some(namespace), pod).await
+    }
+}
+
+fn run(program: &Path, kubeconfig: &Path, args: &[&str]) -> String {
+    let output = tokio::task::block_in_place(|| {
+        Command::new(program)
+            .args(args)
+            .env("KUBECONFIG", kubeconfig)
+            .output()
+            .unwrap()
+    });
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    );
+    assert!(
+        output.status.success(),
+        "{program:?} {args:?} failed:\n{stderr}\n{stdout}"
+    );
+    stdout
+}
+
+fn pod_json(name: &str, service_account: &str, owner: Option<Value>, labels: Value) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": labels, "ownerReferences": owner.into_iter().collect::<Vec<_>>()},
+           "spec": {"serviceAccountName": service_account, "containers": [{"name": "app", "image": "registry.example/app:1"}]}})
+}
+
+fn owner_reference(kind: &str, api_version: &str, name: &str, uid: &str) -> Value {
+    json!({"apiVersion": api_version, "kind": kind, "name": name, "uid": uid, "controller": true})
+}
+
+fn texts(value: &Value) -> Vec<String> {
+    value
+        .as_array()
+        .unwrap_or_else(|| panic!("not a list: {value}"))
+        .iter()
+        .map(|text| text.as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn contains(list: &Value, needle: &str) -> bool {
+    texts(list).iter().any(|text| text.contains(needle))
+}
+
+/// A Pod created before its ServiceAccount was annotated is stale: grouped under its Deployment
+/// (through its ReplicaSet) with the `kubectl rollout restart` that fixes it, while a Pod created
+/// with its identity is not. Also through the kubectl plugin name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_pod_is_grouped_by_its_owner_with_the_restart_command() {
+    let fixture = fixture("").await;
+    let namespace = fixture.selected.clone();
+    let client = &fixture.client;
+    fixture.service_account(&namespace, "app", json!({})).await;
+    let template = json!({"metadata": {"labels": {"app": "web"}},
+        "spec": {"serviceAccountName": "app", "containers": [{"name": "app", "image": "registry.example/app:1"}]}});
+    let deployment: Deployment = create(
+        client,
+        Some(&namespace),
+        json!({"metadata": {"name": "web"}, "spec": {"selector": {"matchLabels": {"app": "web"}}, "template": template}}),
+    )
+    .await;
+    let replica_set: ReplicaSet = create(
+        client,
+        Some(&namespace),
+        json!({"metadata": {"name": "web-5d9", "ownerReferences": [owner_reference("Deployment", "apps/v1", "web", deployment.metadata.uid.as_deref().unwrap())]},
+               "spec": {"selector": {"matchLabels": {"app": "web"}}, "template": template}}),
+    )
+    .await;
+    let by_replica_set = owner_reference(
+        "ReplicaSet",
+        "apps/v1",
+        "web-5d9",
+        replica_set.metadata.uid.as_deref().unwrap(),
+    );
+    for name in ["web-5d9-a", "web-5d9-b"] {
+        fixture
+            .pod(
+                &namespace,
+                pod_json(name, "app", Some(by_replica_set.clone()), json!({"app": "web"})),
+            )
+            .await;
+    }
+    fixture.pod(&namespace, pod_json("debug", "app", None, json!({}))).await;
+
+    let before = fixture.explain_json(&["namespace", &namespace]);
+    assert_eq!(before["pods_checked"], 3, "{before:#}");
+    assert_eq!(before["stale"], json!([]), "nothing to inject yet: {before:#}");
+
+    fixture
+        .annotate(&namespace, "app", json!({"eks.amazonaws.com/role-arn": ROLE}))
+        .await;
+    // A Pod created now with what the webhook gives (the offline `mutate` of the same binary).
+    let dir = tempfile::tempdir().unwrap();
+    let (pod_file, sa_file) = (dir.path().join("pod.json"), dir.path().join("sa.json"));
+    std::fs::write(&pod_file, pod_json("fresh", "app", None, json!({})).to_string()).unwrap();
+    std::fs::write(
+        &sa_file,
+        json!({"metadata": {"name": "app", "annotations": {"eks.amazonaws.com/role-arn": ROLE}}}).to_string(),
+    )
+    .unwrap();
+    let binary = Path::new(env!("CARGO_BIN_EXE_workload-identity-webhook"));
+    let mutated = run(
+        binary,
+        &fixture.kubeconfig,
+        &[
+            "mutate",
+            "--object",
+            pod_file.to_str().unwrap(),
+            "--service-account",
+            sa_file.to_str().unwrap(),
+            "--namespace",
+            &namespace,
+        ],
+    );
+    fixture.pod(&namespace, serde_json::from_str(&mutated).unwrap()).await;
+
+    let after = fixture.explain_json(&["namespace", &namespace]);
+    assert_eq!(after["pods_checked"], 4, "{after:#}");
+    let stale = after["stale"].as_array().unwrap();
+    assert_eq!(
+        stale.len(),
+        2,
+        "the Deployment and the bare Pod, not `fresh`: {after:#}"
+    );
+    let deployment = stale
+        .iter()
+        .find(|workload| workload["owner"] == "deployment/web")
+        .unwrap();
+    assert_eq!(
+        deployment["fix"],
+        format!("kubectl rollout restart deployment/web -n {namespace}")
+    );
+    assert_eq!(deployment["pods"], json!(["web-5d9-a", "web-5d9-b"]));
+    assert!(
+        contains(&deployment["differences"], "volume aws-iam-token: missing"),
+        "{deployment:#}"
+    );
+    let bare = stale.iter().find(|workload| workload["owner"] == "pod/debug").unwrap();
+    assert_eq!(bare["pods"], json!(["debug"]));
+
+    // Across the cluster (other tests' namespaces included) the same group is found.
+    let everywhere = fixture.explain_json(&["--all-namespaces"]);
+    assert!(
+        everywhere["stale"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|workload| workload["namespace"] == namespace.as_str() && workload["owner"] == "deployment/web"),
+        "{everywhere:#}"
+    );
+
+    let table = fixture.explain(&["namespace", &namespace]);
+    assert!(
+        table.contains(&format!("kubectl rollout restart deployment/web -n {namespace}")),
+        "{table}"
+    );
+
+    // The same binary as the kubectl plugin `kubectl workload-identity pod ...`.
+    let plugin = dir.path().join("kubectl-workload_identity");
+    std::os::unix::fs::symlink(binary, &plugin).unwrap();
+    let mut args = vec!["pod", "web-5d9-a", "-n", &namespace, "-o", "json"];
+    args.extend(fixture.args(&[]));
+    let report: Value = serde_json::from_str(&run(&plugin, &fixture.kubeconfig, &args)).unwrap();
+    let pod = &report["pod"];
+    assert_eq!(pod["stale"], true, "{report:#}");
+    assert_eq!(pod["would_get"]["containers"]["app"]["env"]["AWS_ROLE_ARN"], ROLE);
+    assert_eq!(pod["has"]["volumes"], json!({}));
+    assert!(contains(&pod["reasons"], "its identity last changed at"), "{report:#}");
+    let fresh = fixture.explain_json(&["pod", "fresh", "-n", &namespace]);
+    assert_eq!(fresh["pod"]["stale"], false, "{fresh:#}");
+    assert_eq!(fresh["pod"]["has"]["containers"]["app"]["env"]["AWS_ROLE_ARN"], ROLE);
+}
+
+/// Each reason a Pod lacks its identity is named: namespace not selected, opt-out label, invalid
+/// annotation (with the webhook's warning), and which mapping matched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_reason_for_a_missing_identity_is_named() {
+    let config_text = "identities:\n  - namespace: \"*\"\n    serviceAccount: mapped\n    aws: {roleArn: \"arn:aws:iam::111122223333:role/mapped\"}\n";
+    let fixture = fixture(config_text).await;
+    let (on, off) = (fixture.selected.clone(), fixture.unselected.clone());
+    let annotated = json!({"eks.amazonaws.com/role-arn": ROLE});
+    fixture.service_account(&off, "app", annotated.clone()).await;
+    fixture.service_account(&on, "app", annotated).await;
+    fixture
+        .service_account(
+            &on,
+            "typo",
+            json!({"eks.amazonaws.com/role-arn": "arn:aws:iam::1111:role/app"}),
+        )
+        .await;
+    fixture.service_account(&on, "mapped", json!({})).await;
+    fixture.pod(&off, pod_json("unselected", "app", None, json!({}))).await;
+    fixture
+        .pod(
+            &on,
+            pod_json(
+                "opted-out",
+                "app",
+                None,
+                json!({"workload-identity.dev/inject": "disabled"}),
+            ),
+        )
+        .await;
+    fixture.pod(&on, pod_json("typo", "typo", None, json!({}))).await;
+    fixture.pod(&on, pod_json("mapped", "mapped", None, json!({}))).await;
+
+    let explain = |name: &str, namespace: &str| fixture.explain_json(&["pod", name, "-n", namespace])["pod"].clone();
+    let pod = explain("unselected", &off);
+    assert_eq!(
+        pod["stale"], false,
+        "not selected, so nothing would be injected: {pod:#}"
+    );
+    assert!(
+        contains(
+            &pod["reasons"],
+            &format!(
+                "namespace {off} is not selected by the webhook's namespaceSelector: label workload-identity.dev/inject must be In [\"enabled\"], is unset"
+            )
+        ),
+        "{pod:#}"
+    );
+    let pod = explain("opted-out", &on);
+    assert!(
+        contains(&pod["reasons"], "opted out by the webhook's objectSelector"),
+        "{pod:#}"
+    );
+    let pod = explain("typo", &on);
+    assert_eq!(pod["stale"], false, "{pod:#}");
+    assert!(contains(&pod["warnings"], "eks.amazonaws.com/role-arn"), "{pod:#}");
+    let pod = explain("mapped", &on);
+    assert_eq!(pod["stale"], true, "{pod:#}");
+    assert!(
+        contains(
+            &pod["reasons"],
+            "mapping identities[0] (namespace *, serviceAccount mapped) matches, for aws"
+        ),
+        "{pod:#}"
+    );
+    assert_eq!(
+        pod["would_get"]["containers"]["app"]["env"]["AWS_ROLE_ARN"],
+        "arn:aws:iam::111122223333:role/mapped"
+    );
+    let pod = explain("unselected", &off);
+    assert!(!contains(&pod["reasons"], "is called for this Pod"), "{pod:#}");
+}
+
+/// The installation checks: a missing webhook configuration, an expired caBundle, a serving
+/// certificate from another CA, and a Service without ready endpoints are errors; the fixed
+/// installation passes. The webhook configurations here select no namespace, so the API server
+/// never calls their Service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn installation_checks_find_a_missing_configuration_a_bad_ca_bundle_and_no_endpoints() {
+    let fixture = fixture("").await;
+    let system = fixture.system.clone();
+    let check = |report: &Value, suffix: &str| -> (String, String) {
+        let found = report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|check| check["name"].as_str().unwrap().ends_with(suffix))
+            .unwrap_or_else(|| panic!("no check {suffix}: {report:#}"));
+        (
+            found["status"].as_str().unwrap().to_owned(),
+            found["detail"].as_str().unwrap().to_owned(),
+        )
+    };
+    let explain = |configuration: &str| {
+        fixture.explain_json(&["namespace", &fixture.selected, "--webhook-configuration", configuration])
+    };
+
+    let report = explain("not-installed");
+    let (status, detail) = check(&report, "webhook configuration");
+    assert_eq!(status, "error", "{detail}");
+    assert!(detail.contains("not found"), "{detail}");
+
+    let service = json!({"service": {"namespace": system, "name": "wiw", "path": "/mutate", "port": 443}});
+    let install = |name: &str, ca: &str| {
+        let mut client_config = service.clone();
+        client_config["caBundle"] = json!(k8s_openapi::ByteString(ca.as_bytes().to_vec()));
+        let configuration = pod_webhook(name, &["no-such-namespace"], client_config, false);
+        let client = fixture.client.clone();
+        async move { create_cluster::<MutatingWebhookConfiguration>(&client, configuration).await }
+    };
+    let expired = GeneratedCa::with_validity(
+        "expired CA",
+        Some(Validity {
+            not_before: 1_000_000_000,
+            not_after: 1_100_000_000,
+        }),
+    )
+    .unwrap();
+    let expired_name = format!("{system}-expired");
+    install(&expired_name, &expired.cert_pem).await;
+    let (status, detail) = check(&explain(&expired_name), "caBundle");
+    assert_eq!(status, "error", "{detail}");
+    assert!(detail.contains("expired"), "{detail}");
+
+    let ca = GeneratedCa::new("webhook CA").unwrap();
+    let good_name = format!("{system}-good");
+    install(&good_name, &ca.cert_pem).await;
+    let (status, detail) = check(&explain(&good_name), "caBundle");
+    assert_eq!(status, "ok", "no Secret to compare with yet: {detail}");
+    assert!(detail.contains("not compared"), "{detail}");
+
+    let other_ca = GeneratedCa::new("another CA").unwrap();
+    let host = format!("wiw.{system}.svc");
+    let (wrong, _) = other_ca.issue(&[&host]).unwrap();
+    let secrets: Api<Secret> = Api::namespaced(fixture.client.clone(), &system);
+    let secret = |cert: &str| -> Secret {
+        serde_json::from_value(json!({"metadata": {"name": "workload-identity-webhook-tls"},
+            "data": {"tls.crt": k8s_openapi::ByteString(cert.as_bytes().to_vec())}}))
+        .unwrap()
+    };
+    secrets.create(&PostParams::default(), &secret(&wrong)).await.unwrap();
+    let (status, detail) = check(&explain(&good_name), "caBundle");
+    assert_eq!(status, "error", "{detail}");
+    assert!(detail.contains("does not verify"), "{detail}");
+    let (right, _) = ca.issue(&[&host]).unwrap();
+    secrets
+        .replace("workload-identity-webhook-tls", &PostParams::default(), &{
+            let mut fixed = secret(&right);
+            fixed.metadata.resource_version = secrets
+                .get("workload-identity-webhook-tls")
+                .await
+                .unwrap()
+                .metadata
+                .resource_version;
+            fixed
+        })
+        .await
+        .unwrap();
+    let report = explain(&good_name);
+    let (status, detail) = check(&report, "caBundle");
+    assert_eq!(status, "ok", "{detail}");
+    assert!(detail.contains(&format!("chains to it for {host}")), "{detail}");
+
+    let (status, detail) = check(&report, "endpoints");
+    assert_eq!(status, "error", "{detail}");
+    create::<Service>(
+        &fixture.client,
+        Some(&system),
+        json!({"metadata": {"name": "wiw"}, "spec": {"ports": [{"port": 443, "targetPort": 8443}]}}),
+    )
+    .await;
+    let (status, detail) = check(&explain(&good_name), "endpoints");
+    assert_eq!(status, "error", "{detail}");
+    assert!(detail.contains("no ready endpoint"), "{detail}");
+    // A documentation address (RFC 5737): nothing ever connects to it.
+    create::<EndpointSlice>(
+        &fixture.client,
+        Some(&system),
+        json!({"metadata": {"name": "wiw-1", "labels": {"kubernetes.io/service-name": "wiw"}},
+               "addressType": "IPv4",
+               "endpoints": [{"addresses": ["192.0.2.10"], "conditions": {"ready": true}}],
+               "ports": [{"port": 8443, "protocol": "TCP"}]}),
+    )
+    .await;
+    let report = explain(&good_name);
+    let (status, detail) = check(&report, "endpoints");
+    assert_eq!(status, "ok", "{detail}");
+    assert!(detail.contains("1 ready endpoint"), "{detail}");
+    let (status, detail) = check(&report, "failurePolicy");
+    assert_eq!(status, "ok");
+    assert!(detail.starts_with("Ignore"), "{detail}");
+}
+
+/// The reader the tests run `explain` as cannot write: what passes above passes read-only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tests_run_explain_as_a_user_who_cannot_write() {
+    let fixture = fixture("").await;
+    let reader_config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(&fixture.kubeconfig).unwrap(),
+        &Default::default(),
+    )
+    .await
+    .unwrap();
+    let reader = Client::try_from(reader_config).unwrap();
+    let config_maps: Api<ConfigMap> = Api::namespaced(reader, &fixture.system);
+    assert!(config_maps.get("workload-identity-webhook").await.is_ok());
+    let refused = config_maps
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "written"}})).unwrap(),
+        )
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("forbidden"), "{refused}");
+}
