@@ -1,5 +1,6 @@
 //! `convert aws-configmap`: the AWS webhook's ConfigMap in, our `config.yaml` out, and that file
-//! taken by `mutate` (the server's parse and validation) to give the role.
+//! taken by `mutate` (the server's parse and validation) to give the role, token audience, token
+//! lifetime and regional STS setting of each entry.
 
 use std::io::Write;
 use std::path::Path;
@@ -9,7 +10,7 @@ use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_workload-identity-webhook");
 
-/// As the AWS webhook's README shows it, plus an entry only a ServiceAccount annotation can keep.
+/// As the AWS webhook's README shows it: an entry with a role only, and one with every field.
 const AWS_CONFIG_MAP: &str = r#"
 apiVersion: v1
 kind: ConfigMap
@@ -19,7 +20,8 @@ metadata:
 data:
   config: |
     {"team-a/s3-reader": {"RoleARN": "arn:aws:iam::111122223333:role/s3-reader"},
-     "*/batch": {"RoleARN": "arn:aws:iam::111122223333:role/batch", "UseRegionalSTS": true}}
+     "*/batch": {"RoleARN": "arn:aws:iam::111122223333:role/batch", "Audience": "amazonaws.com",
+                 "UseRegionalSTS": true, "TokenExpiration": 20000}}
 "#;
 
 const POD: &str = "
@@ -82,39 +84,76 @@ fn the_converted_file_drives_mutate() {
         String::from_utf8_lossy(&from_stdin.stderr)
     );
     assert_eq!(from_file.stdout, from_stdin.stdout);
-    let stderr = String::from_utf8_lossy(&from_file.stderr);
+    // Every field has a place in our mappings: nothing to warn about.
     assert!(
-        stderr.contains("warning: entry \"*/batch\": UseRegionalSTS has no per-mapping field"),
-        "{stderr}"
+        from_file.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&from_file.stderr)
     );
     std::fs::write(dir.path().join("config.yaml"), &from_file.stdout).unwrap();
 
-    let mutate = |pod: &str| {
+    // The cluster flags the AWS webhook would have run with: an entry's own values win over them.
+    let mutate = |pod: &str| -> Injected {
         std::fs::write(dir.path().join("pod.yaml"), pod).unwrap();
         let output = Command::new(BIN)
             .current_dir(dir.path())
             .args(["mutate", "--object", "pod.yaml", "--config", "config.yaml"])
+            .args(["--aws-sts-regional-endpoints", "true", "--aws-token-expiration", "7200"])
             .output()
             .unwrap();
         assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-        env_of(&serde_json::from_slice(&output.stdout).unwrap())
+        injected(&serde_json::from_slice(&output.stdout).unwrap())
     };
-    let role = |env: &[(String, String)]| {
-        env.iter()
-            .find(|(name, _)| name == "AWS_ROLE_ARN")
-            .map(|(_, value)| value.clone())
-    };
+    let s3_reader = mutate(POD);
     assert_eq!(
-        role(&mutate(POD)).as_deref(),
+        s3_reader.role.as_deref(),
         Some("arn:aws:iam::111122223333:role/s3-reader")
     );
-    let batch = POD.replace("team-a", "jobs").replace("s3-reader", "batch");
-    assert_eq!(
-        role(&mutate(&batch)).as_deref(),
-        Some("arn:aws:iam::111122223333:role/batch")
-    );
-    let unmapped = POD.replace("s3-reader", "other");
-    assert_eq!(role(&mutate(&unmapped)), None);
+    // No Audience or TokenExpiration: the defaults (a lifetime flag applies, as on theirs); no
+    // UseRegionalSTS: false, as theirs gives a ConfigMap entry whatever its flag says.
+    assert_eq!(s3_reader.token, Some(("sts.amazonaws.com".into(), 7200)));
+    assert_eq!(s3_reader.regional, None);
+
+    let batch = mutate(&POD.replace("team-a", "jobs").replace("s3-reader", "batch"));
+    assert_eq!(batch.role.as_deref(), Some("arn:aws:iam::111122223333:role/batch"));
+    assert_eq!(batch.token, Some(("amazonaws.com".into(), 20000)));
+    assert_eq!(batch.regional.as_deref(), Some("regional"));
+
+    let unmapped = mutate(&POD.replace("s3-reader", "other"));
+    assert_eq!(unmapped.role, None);
+}
+
+/// What IRSA gave a mutated Pod: role, token (audience, lifetime) and AWS_STS_REGIONAL_ENDPOINTS.
+struct Injected {
+    role: Option<String>,
+    token: Option<(String, i64)>,
+    regional: Option<String>,
+}
+
+fn injected(pod: &Value) -> Injected {
+    let env = env_of(pod);
+    let var = |wanted: &str| {
+        env.iter()
+            .find(|(name, _)| name == wanted)
+            .map(|(_, value)| value.clone())
+    };
+    let token = pod["spec"]["volumes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|volume| volume["name"] == "aws-iam-token")
+        .map(|volume| {
+            let token = &volume["projected"]["sources"][0]["serviceAccountToken"];
+            (
+                token["audience"].as_str().unwrap().to_owned(),
+                token["expirationSeconds"].as_i64().unwrap(),
+            )
+        });
+    Injected {
+        role: var("AWS_ROLE_ARN"),
+        token,
+        regional: var("AWS_STS_REGIONAL_ENDPOINTS"),
+    }
 }
 
 #[test]

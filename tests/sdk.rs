@@ -9,6 +9,10 @@
 //! its own /etc/hosts (cloud names -> 127.0.0.1) and /etc/resolv.conf (no reachable DNS server), so a
 //! stray request fails closed. Needs root (network namespaces), `ip`, `unshare`, python3 and go.
 //!
+//! Beyond the grant, a case may check the hosts an SDK called (the emulator logs each request's host
+//! at debug) and its answer: the regional STS of a mapping's region, and google-auth taking the
+//! injected project without asking Cloud Resource Manager (issue 13 items 1 and 3).
+//!
 //! Endpoint overrides (issue 14): the `override-*` cases point the injected env and Google credential
 //! configuration at `emulator.wiw-system.svc` (a local cluster's Service name), which only their
 //! /etc/hosts resolves, to an address of the namespace; no cloud name resolves there.
@@ -51,6 +55,7 @@ const EMULATOR_HTTPS: &str = "https://emulator.wiw-system.svc:8443";
 const CLOUD_HOSTS: &[&str] = &[
     "sts.amazonaws.com",
     "sts.us-west-2.amazonaws.com",
+    "sts.eu-west-1.amazonaws.com",
     "login.microsoftonline.com",
     "login.chinacloudapi.cn",
     "login.microsoftonline.us",
@@ -272,6 +277,17 @@ impl Emulator {
             .collect()
     }
 
+    /// The hosts of the requests since `offset`, in order.
+    fn hosts_since(&self, offset: usize) -> Vec<String> {
+        let text = std::fs::read_to_string(&self.log).unwrap();
+        text[offset..]
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|line| line["message"] == "request")
+            .map(|line| line["host"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+
     fn log_len(&self) -> usize {
         std::fs::read_to_string(&self.log).unwrap().len()
     }
@@ -317,6 +333,19 @@ struct Case {
     /// Endpoint-override case: only `EMULATOR_SERVICE` resolves, no cloud name.
     overrides: bool,
     clouds: Vec<(&'static str, Expect)>,
+    /// More checks of the SDK runs of a cloud, beyond its expectation.
+    also: Vec<(&'static str, Also)>,
+}
+
+/// What a case checks beyond the grant, from the emulator's request log and the SDK's answer.
+#[derive(Clone, Copy)]
+enum Also {
+    /// Every request of the run went to this host (e.g. the STS of the injected region).
+    Host(&'static str),
+    /// No request of the run went to this host (e.g. Cloud Resource Manager, with the project injected).
+    NotHost(&'static str),
+    /// This SDK's answer holds this text (e.g. the project it found).
+    Answer(&'static str, &'static str),
 }
 
 fn cases() -> Vec<Case> {
@@ -345,6 +374,21 @@ fn cases() -> Vec<Case> {
             mapping: None,
             overrides: false,
             clouds: vec![("aws", irsa)],
+            also: vec![],
+        },
+        // The mapping's region (not the cluster's us-west-2) and regional STS (issue 13 item 1):
+        // both SDKs call the STS of that region.
+        Case {
+            name: "aws-regional-sts",
+            service_account: "regional",
+            annotations: json!({}),
+            cluster_flags: &[],
+            mapping: Some(
+                "aws: {roleArn: 'arn:aws:iam::111122223333:role/app', region: eu-west-1, stsRegionalEndpoints: true}",
+            ),
+            overrides: false,
+            clouds: vec![("aws", irsa)],
+            also: vec![("aws", Also::Host("sts.eu-west-1.amazonaws.com"))],
         },
         Case {
             name: "aws-pod-identity",
@@ -361,6 +405,7 @@ fn cases() -> Vec<Case> {
                     prefix: "access_key=ASIAEMULATED",
                 },
             )],
+            also: vec![],
         },
         Case {
             name: "azure-public",
@@ -370,6 +415,7 @@ fn cases() -> Vec<Case> {
             mapping: None,
             overrides: false,
             clouds: vec![("azure", azure("login.microsoftonline.com"))],
+            also: vec![],
         },
         Case {
             name: "azure-china",
@@ -379,6 +425,7 @@ fn cases() -> Vec<Case> {
             mapping: None,
             overrides: false,
             clouds: vec![("azure", azure("login.chinacloudapi.cn"))],
+            also: vec![],
         },
         Case {
             name: "azure-us-government",
@@ -388,6 +435,7 @@ fn cases() -> Vec<Case> {
             mapping: None,
             overrides: false,
             clouds: vec![("azure", azure("login.microsoftonline.us"))],
+            also: vec![],
         },
         Case {
             name: "google-impersonation",
@@ -397,6 +445,12 @@ fn cases() -> Vec<Case> {
             mapping: None,
             overrides: false,
             clouds: vec![("google", impersonation)],
+            // The project of the service account's e-mail, injected (issue 13 item 3): google-auth
+            // returns it without asking Cloud Resource Manager (x/oauth2 has no project look-up).
+            also: vec![
+                ("google", Also::NotHost("cloudresourcemanager.googleapis.com")),
+                ("google", Also::Answer("python", "project=my-project")),
+            ],
         },
         Case {
             name: "google-direct",
@@ -413,6 +467,9 @@ fn cases() -> Vec<Case> {
                     prefix: "token=emulated-google-federated-token.",
                 },
             )],
+            // No e-mail, no project injected: google-auth asks Cloud Resource Manager about the
+            // pool's project number, and the emulator answers this id.
+            also: vec![("google", Also::Answer("python", "project=emulated-project-123456789"))],
         },
         Case {
             name: "all-three-on-one-pod",
@@ -430,6 +487,7 @@ fn cases() -> Vec<Case> {
                 ("azure", azure("login.microsoftonline.com")),
                 ("google", impersonation),
             ],
+            also: vec![],
         },
         Case {
             name: "other-service-account-refused",
@@ -455,6 +513,7 @@ fn cases() -> Vec<Case> {
                     )
                 })
                 .collect(),
+            also: vec![],
         },
         Case {
             name: "wrong-audience-refused",
@@ -470,6 +529,7 @@ fn cases() -> Vec<Case> {
                     reason: "wrong_audience",
                 },
             )],
+            also: vec![],
         },
         // Endpoint overrides (issue 14): the same identities through the emulator's Service name.
         Case {
@@ -480,6 +540,7 @@ fn cases() -> Vec<Case> {
             mapping: None,
             overrides: true,
             clouds: vec![("aws", irsa)],
+            also: vec![],
         },
         Case {
             name: "override-aws-endpoint",
@@ -489,6 +550,7 @@ fn cases() -> Vec<Case> {
             mapping: None,
             overrides: true,
             clouds: vec![("aws", irsa)],
+            also: vec![],
         },
         Case {
             name: "override-pod-identity-agent",
@@ -510,6 +572,7 @@ fn cases() -> Vec<Case> {
                     prefix: "access_key=ASIAEMULATED",
                 },
             )],
+            also: vec![],
         },
         Case {
             name: "override-azure-authority-host",
@@ -519,6 +582,7 @@ fn cases() -> Vec<Case> {
             mapping: None,
             overrides: true,
             clouds: vec![("azure", azure("emulator.wiw-system.svc:8443/"))],
+            also: vec![],
         },
         Case {
             name: "override-google-mapping",
@@ -530,6 +594,7 @@ fn cases() -> Vec<Case> {
             ),
             overrides: true,
             clouds: vec![("google", impersonation)],
+            also: vec![],
         },
     ]
 }
@@ -578,7 +643,7 @@ impl Rules {
 /// wrong audience).
 fn rules(namespace: &str) -> String {
     Rules {
-        roles: vec![(ROLE, trusted(namespace, &["irsa", "all", "wrong-audience"]))],
+        roles: vec![(ROLE, trusted(namespace, &["irsa", "regional", "all", "wrong-audience"]))],
         pod_identity: trusted(namespace, &["pod-identity"]),
         azure: trusted(namespace, &["azure", "all"]),
         providers: trusted(namespace, &["google-impersonation", "google-direct", "all"]),
@@ -798,6 +863,8 @@ fn start_emulator(
         ])
         .arg(env!("CARGO_BIN_EXE_workload-identity-webhook"))
         .args(["emulate", "--log-format", "json", "--issuer", issuer])
+        // Debug for the emulator's own module: one "request" line (host, uri) per request.
+        .args(["--log-level", "info,workload_identity_webhook::emulate=debug"])
         .args(listen)
         .arg("--rules")
         .arg(d.join("rules.yaml"))
@@ -846,6 +913,9 @@ fn sdk_env(pod: &Pod, d: &Path) -> BTreeMap<String, String> {
     env
 }
 
+/// Per cloud: how its SDK runs must end, and the case's further checks of them.
+type Expectations<'a> = (&'a [(&'a str, Expect)], &'a [(&'a str, Also)]);
+
 /// Where the SDK runs: the network namespace, the shared files, the emulator.
 struct Runner<'a> {
     netns: Option<&'a NetworkNamespace>,
@@ -866,7 +936,7 @@ impl Runner<'_> {
         (case, overrides): (&str, bool),
         pod: &Pod,
         mounts: &[(PathBuf, String)],
-        clouds: &[(&str, Expect)],
+        (clouds, also): Expectations<'_>,
         failures: &mut Vec<String>,
     ) {
         let mounts_file = self.dir.join(format!("{case}.mounts"));
@@ -915,7 +985,10 @@ impl Runner<'_> {
                     .unwrap();
                 let stdout = String::from_utf8_lossy(&output.stdout);
                 let answer = stdout.lines().last().unwrap_or("error (no output)").to_owned();
-                let verdict = judge(expect, &answer, &self.emulator.decisions_since(offset), &subject);
+                let verdict = judge(expect, &answer, &self.emulator.decisions_since(offset), &subject).and_then(|()| {
+                    let checks = also.iter().filter(|(of, _)| *of == cloud).map(|(_, check)| *check);
+                    judge_also(checks, sdk.name, &answer, &self.emulator.hosts_since(offset))
+                });
                 let shown: String = answer.chars().take(90).collect();
                 println!(
                     "sdk {:<6} {:<30} {:<6} {} {shown}",
@@ -1052,7 +1125,7 @@ async fn sdks_get_credentials_from_what_the_webhook_injects() {
             (case.name, case.overrides),
             &pod,
             &mounts,
-            &case.clouds,
+            (&case.clouds, &case.also),
             &mut failures,
         );
     }
@@ -1201,7 +1274,7 @@ fn sdks_get_credentials_from_the_kubelets_files() {
             .filter(|(source, _)| source.is_dir())
             .collect();
         assert!(!mounts.is_empty(), "{name}: no volume files in {}", pod_dir.display());
-        runner.run(&sdks, (name, false), &pod, &mounts, clouds, &mut failures);
+        runner.run(&sdks, (name, false), &pod, &mounts, (clouds, &[]), &mut failures);
     }
     let checks = cases.iter().map(|(_, clouds)| clouds.len() * sdks.len()).sum();
     report(&sdks, checks, started, &failures);
@@ -1215,6 +1288,27 @@ fn sdks_get_credentials_from_the_kubelets_files() {
 fn install_sdks() {
     python_sdks();
     go_sdks();
+}
+
+/// Checks one SDK run of `sdk` against a case's further checks and the hosts it called.
+fn judge_also(checks: impl Iterator<Item = Also>, sdk: &str, answer: &str, hosts: &[String]) -> Result<(), String> {
+    for check in checks {
+        match check {
+            Also::Host(host) if hosts.is_empty() || hosts.iter().any(|called| called != host) => {
+                return Err(format!(
+                    "expected every request to go to {host}, they went to {hosts:?}"
+                ));
+            }
+            Also::NotHost(host) if hosts.iter().any(|called| called == host) => {
+                return Err(format!("a request went to {host}: {hosts:?}"));
+            }
+            Also::Answer(of, text) if of == sdk && !answer.split_whitespace().any(|word| word == text) => {
+                return Err(format!("expected {text} in the answer: {answer}"));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Checks one SDK run against the expectation and the emulator's decisions during the run.

@@ -9,7 +9,7 @@ use serde_json::Value;
 use crate::cli::{ConvertArgs, ConvertFrom};
 use crate::core::config::check_flow_depth;
 use crate::core::validate;
-use crate::providers::{ANY, aws};
+use crate::providers::{ANY, SETTING_EXPIRATION_SECONDS, check_expiration, check_field};
 
 /// The ConfigMap the AWS pod-identity-webhook reads (`pkg/cache/cache.go`: any other name is ignored).
 pub const AWS_CONFIG_MAP: &str = "pod-identity-webhook";
@@ -48,8 +48,8 @@ struct AwsEntry {
 }
 
 /// Converts the AWS pod-identity-webhook's ConfigMap (YAML or JSON manifest) or the JSON of its
-/// `config` key into `config.yaml`. Entries our mappings cannot hold are never dropped silently:
-/// each becomes a comment in the output and a warning naming the entry.
+/// `config` key into `config.yaml`, each entry's fields into its mapping's. What cannot be carried
+/// over is never dropped silently: it becomes a comment in the output and a warning naming the entry.
 pub fn aws_config_map(text: &str) -> anyhow::Result<Conversion> {
     let mut warnings = Vec::new();
     // JSON first, read as Go reads it (a repeated key: the last one counts); else YAML.
@@ -98,7 +98,10 @@ pub fn aws_config_map(text: &str) -> anyhow::Result<Conversion> {
 
     let mut yaml = String::from(
         "# Converted from the AWS pod-identity-webhook ConfigMap (workload-identity-webhook convert aws-configmap).\n\
-         # Exact ServiceAccounts come before \"*\" namespaces: the AWS webhook prefers them, our first match wins.\n",
+         # Exact ServiceAccounts come before \"*\" namespaces: the AWS webhook prefers them, our first match wins.\n\
+         # stsRegionalEndpoints is written for every entry: the AWS webhook gives an entry its own UseRegionalSTS\n\
+         # (false when absent) whatever its --sts-regional-endpoint flag. An entry without Audience gets\n\
+         # aws.audience (default sts.amazonaws.com), one without TokenExpiration aws.tokenExpirationSeconds.\n",
     );
     if exact.is_empty() && any_namespace.is_empty() {
         yaml.push_str("identities: []\n");
@@ -106,25 +109,27 @@ pub fn aws_config_map(text: &str) -> anyhow::Result<Conversion> {
     }
     yaml.push_str("identities:\n");
     for ((namespace, service_account), (key, entry)) in exact.into_iter().chain(any_namespace) {
-        let notes = notes_for(key, namespace, service_account, &entry);
+        let mut notes = Vec::new();
+        let fields = match left_out(key, service_account, &entry) {
+            Some(why) => {
+                notes.push(why);
+                None
+            }
+            None => Some(mapping_fields(&entry, &mut notes)),
+        };
         for note in &notes {
             let _ = writeln!(yaml, "  # {note}");
         }
         warnings.extend(notes.iter().map(|note| format!("entry {key:?}: {note}")));
-        if service_account == ANY {
-            // Their `ns/*` names a ServiceAccount called "*", which cannot exist; ours would match all.
-            continue;
+        if let Some(fields) = fields {
+            let _ = writeln!(
+                yaml,
+                "  - namespace: {}\n    serviceAccount: {}\n    aws: {{{}}}",
+                quoted(namespace),
+                quoted(service_account),
+                fields.join(", ")
+            );
         }
-        if !validate::is_role_arn(&entry.role_arn) {
-            continue;
-        }
-        let _ = writeln!(
-            yaml,
-            "  - namespace: {}\n    serviceAccount: {}\n    aws: {{roleArn: {}}}",
-            quoted(namespace),
-            quoted(service_account),
-            quoted(&entry.role_arn)
-        );
     }
     Ok(Conversion { yaml, warnings })
 }
@@ -166,53 +171,65 @@ fn aws_entry(key: &str, value: &Value, warnings: &mut Vec<String>) -> anyhow::Re
     Ok(entry)
 }
 
-/// What an entry asks for that its mapping does not carry, each with the way to keep it.
-fn notes_for(key: &str, namespace: &str, service_account: &str, entry: &AwsEntry) -> Vec<String> {
+/// Why an entry gets no mapping, if it gets none.
+fn left_out(key: &str, service_account: &str, entry: &AwsEntry) -> Option<String> {
     if service_account == ANY {
-        return vec![format!(
+        // Their `ns/*` names a ServiceAccount called "*", which cannot exist; ours would match all.
+        return Some(format!(
             "{key:?} left out: the AWS webhook reads it as a ServiceAccount named \"*\" (none can exist), here \"*\" would match every ServiceAccount"
-        )];
+        ));
     }
     if entry.role_arn.is_empty() {
-        return vec![format!(
+        return Some(format!(
             "{key:?} left out: it has no RoleARN, so the AWS webhook injects nothing for it"
-        )];
+        ));
     }
     if !validate::is_role_arn(&entry.role_arn) {
-        return vec![format!(
+        return Some(format!(
             "{key:?} left out: RoleARN {:?} is not an IAM role ARN (a bare role name needs eks.amazonaws.com/role-arn on the ServiceAccount and aws.accountId)",
             entry.role_arn
-        )];
+        ));
     }
-    let on = if namespace == ANY {
-        format!("every ServiceAccount named {service_account:?}")
-    } else {
-        format!("ServiceAccount {namespace}/{service_account}")
-    };
-    let mut notes = Vec::new();
+    None
+}
+
+/// The mapping's `aws` fields. A value our configuration refuses (checked as the mapping itself
+/// is) is left out with a note saying what the Pods get instead.
+fn mapping_fields(entry: &AwsEntry, notes: &mut Vec<String>) -> Vec<String> {
+    let mut fields = vec![format!("roleArn: {}", quoted(&entry.role_arn))];
+    let mut problems = Vec::new();
     if !entry.audience.is_empty() {
-        notes.push(format!(
-            "Audience {:?} has no per-mapping field: annotate {on} with {}: {:?} (or set aws.audience for the cluster)",
-            entry.audience,
-            aws::AUDIENCE,
-            entry.audience
-        ));
+        check_field(
+            &mut problems,
+            "Audience",
+            Some(&entry.audience),
+            validate::is_audience,
+            "audience",
+        );
+        match problems.pop() {
+            None => fields.push(format!("audience: {}", quoted(&entry.audience))),
+            Some(problem) => notes.push(format!(
+                "{problem}; left out: the Pods get aws.audience (default sts.amazonaws.com)"
+            )),
+        }
     }
-    if entry.use_regional_sts {
-        notes.push(format!(
-            "UseRegionalSTS has no per-mapping field: annotate {on} with {}: \"true\" (or set aws.stsRegionalEndpoints: true for the cluster)",
-            aws::STS_REGIONAL_ENDPOINTS
-        ));
-    }
+    fields.push(format!("stsRegionalEndpoints: {}", entry.use_regional_sts));
+    // 0 is Go's "not set": their webhook then applies its --token-expiration.
     if entry.token_expiration != 0 {
-        notes.push(format!(
-            "TokenExpiration {} has no per-mapping field: annotate {on} with {}: \"{}\" (or set aws.tokenExpirationSeconds for the cluster)",
-            entry.token_expiration,
-            aws::TOKEN_EXPIRATION,
-            entry.token_expiration
-        ));
+        check_expiration(
+            &mut problems,
+            "TokenExpiration",
+            Some(entry.token_expiration),
+            SETTING_EXPIRATION_SECONDS,
+        );
+        match problems.pop() {
+            None => fields.push(format!("tokenExpirationSeconds: {}", entry.token_expiration)),
+            Some(problem) => notes.push(format!(
+                "{problem}; left out (the apiserver refuses such a token lifetime): the Pods get aws.tokenExpirationSeconds (default 86400)"
+            )),
+        }
     }
-    notes
+    fields
 }
 
 /// A YAML double-quoted scalar (JSON's string syntax is a subset of it).
@@ -290,39 +307,85 @@ mod tests {
 
     #[test]
     fn field_names_match_case_insensitively_as_go_json_does() {
-        let (config, conversion) = converted(&format!(r#"{{"a/b": {{"rolearn": "{ARN}", "Extra": 1}}}}"#));
+        let (config, conversion) = converted(&format!(
+            r#"{{"a/b": {{"rolearn": "{ARN}", "AUDIENCE": "x", "useRegionalSts": true, "tokenexpiration": 900, "Extra": 1}}}}"#
+        ));
         assert_eq!(role_of(&config, "a", "b"), Some(ARN));
+        assert_eq!(fields_of(&config, "a", "b"), (Some("x".into()), Some(true), Some(900)));
         assert_eq!(
             conversion.warnings,
             ["entry \"a/b\": unknown field \"Extra\" ignored (as the AWS webhook does)"]
         );
     }
 
+    /// (audience, stsRegionalEndpoints, tokenExpirationSeconds) of a converted mapping.
+    fn fields_of(
+        config: &Config,
+        namespace: &str,
+        service_account: &str,
+    ) -> (Option<String>, Option<bool>, Option<i64>) {
+        let aws = config
+            .mapping_for(namespace, service_account)
+            .and_then(|mapping| mapping.aws.clone())
+            .unwrap_or_else(|| panic!("no mapping for {namespace}/{service_account}"));
+        (aws.audience, aws.sts_regional_endpoints, aws.token_expiration_seconds)
+    }
+
     #[test]
-    fn what_a_mapping_cannot_hold_is_a_comment_and_a_warning() {
+    fn audience_regional_sts_and_token_expiration_become_mapping_fields() {
         let (config, conversion) = converted(&format!(
             r#"{{"a/b": {{"RoleARN": "{ARN}", "Audience": "custom", "UseRegionalSTS": true, "TokenExpiration": 20000}},
-               "a/c": {{"RoleARN": "{ARN}", "Audience": "", "UseRegionalSTS": false, "TokenExpiration": 0}}}}"#
+               "a/c": {{"RoleARN": "{ARN}", "Audience": "", "UseRegionalSTS": false, "TokenExpiration": 0}},
+               "a/d": {{"RoleARN": "{ARN}"}},
+               "a/e": {{"RoleARN": "{ARN}", "TokenExpiration": 300}}}}"#
         ));
-        assert_eq!(role_of(&config, "a", "b"), Some(ARN));
-        assert_eq!(role_of(&config, "a", "c"), Some(ARN));
+        assert!(conversion.warnings.is_empty(), "{:?}", conversion.warnings);
+        assert_eq!(
+            fields_of(&config, "a", "b"),
+            (Some("custom".into()), Some(true), Some(20000))
+        );
+        // Their zero values: no audience or lifetime of its own (the cluster's applies), and an
+        // explicit false, which their webhook gives the entry whatever its flag says.
+        assert_eq!(fields_of(&config, "a", "c"), (None, Some(false), None));
+        assert_eq!(fields_of(&config, "a", "d"), (None, Some(false), None));
+        // Below the apiserver's floor: kept, and raised to 600 when tokens are made.
+        assert_eq!(fields_of(&config, "a", "e"), (None, Some(false), Some(300)));
+        assert!(
+            conversion
+                .yaml
+                .contains(&format!("aws: {{roleArn: \"{ARN}\", audience: \"custom\", stsRegionalEndpoints: true, tokenExpirationSeconds: 20000}}")),
+            "{}",
+            conversion.yaml
+        );
+    }
+
+    #[test]
+    fn field_values_our_configuration_refuses_are_left_out_with_a_warning() {
+        let (config, conversion) = converted(&format!(
+            r#"{{"a/b": {{"RoleARN": "{ARN}", "Audience": "two words", "UseRegionalSTS": true, "TokenExpiration": -5}},
+               "a/c": {{"RoleARN": "{ARN}", "TokenExpiration": 4294967297}}}}"#
+        ));
+        assert_eq!(fields_of(&config, "a", "b"), (None, Some(true), None));
+        assert_eq!(fields_of(&config, "a", "c"), (None, Some(false), None));
         assert_eq!(conversion.warnings.len(), 3, "{:?}", conversion.warnings);
-        for (field, annotation) in [
-            ("Audience \"custom\"", "eks.amazonaws.com/audience: \"custom\""),
-            ("UseRegionalSTS", "eks.amazonaws.com/sts-regional-endpoints: \"true\""),
-            ("TokenExpiration 20000", "eks.amazonaws.com/token-expiration: \"20000\""),
+        for (key, message) in [
+            ("a/b", "Audience: \"two words\" is not a valid audience; left out"),
+            ("a/b", "TokenExpiration: -5 is outside 1..=4294967296; left out"),
+            ("a/c", "TokenExpiration: 4294967297 is outside 1..=4294967296; left out"),
         ] {
-            let warning = conversion
-                .warnings
-                .iter()
-                .find(|warning| warning.contains(field))
-                .unwrap_or_else(|| panic!("{field}: {:?}", conversion.warnings));
-            assert!(warning.starts_with("entry \"a/b\": "), "{warning}");
             assert!(
-                warning.contains(&format!("ServiceAccount a/b with {annotation}")),
-                "{warning}"
+                conversion
+                    .warnings
+                    .iter()
+                    .any(|warning| warning.starts_with(&format!("entry {key:?}: {message}"))),
+                "{key}: {message}: {:?}",
+                conversion.warnings
             );
-            assert!(conversion.yaml.contains(&format!("  # {field}")), "{}", conversion.yaml);
+            assert!(
+                conversion.yaml.contains(&format!("  # {message}")),
+                "{}",
+                conversion.yaml
+            );
         }
     }
 

@@ -764,6 +764,153 @@ fn a_mapping_gives_a_role_when_the_service_account_has_no_annotation() {
     assert_eq!(out.mutation.identities, vec![("aws", OTHER_ROLE.to_owned())]);
 }
 
+/// A cluster `aws` section, and a mapping for `team-a/app` with these extra `aws` fields (IRSA
+/// with `ROLE`, or Pod Identity when `fields` says so).
+fn aws_mapping(cluster: &str, fields: &str) -> Config {
+    let role = if fields.contains("podIdentity") {
+        String::new()
+    } else {
+        format!("roleArn: \"{ROLE}\", ")
+    };
+    config(&format!(
+        "aws: {{region: eu-west-1, {cluster}}}\nidentities: [{{namespace: {NS}, serviceAccount: app, aws: {{{role}{fields}}}}}]"
+    ))
+}
+
+fn mapping_error(fields: &str) -> String {
+    let yaml = format!("identities: [{{aws: {{{fields}}}}}]");
+    Config::parse(&yaml, &Default::default()).expect_err(&yaml).to_string()
+}
+
+/// As the AWS webhook: its ServiceAccount annotation over its ConfigMap entry ("the annotations
+/// take precedence"), and the entry over its flag; ours: annotation, mapping, cluster setting.
+#[test]
+fn aws_mapping_audience_sits_between_the_annotation_and_the_cluster_setting() {
+    let audience = |sa: &Value, config: &Config| {
+        token_of(&run(&pod(json!({})), sa, config).pod, "aws-iam-token")["audience"].clone()
+    };
+    let mapped = aws_mapping("audience: cluster-audience", "audience: mapping-audience");
+    assert_eq!(audience(&sa(Value::Null), &mapped), "mapping-audience");
+    // The mapping's audience goes with a role from the annotation too.
+    assert_eq!(audience(&irsa_sa(), &mapped), "mapping-audience");
+    let annotated = sa(json!({"eks.amazonaws.com/audience": "sa-audience"}));
+    assert_eq!(audience(&annotated, &mapped), "sa-audience");
+    // An invalid annotation is warned about and the mapping's applies.
+    let out = run(
+        &pod(json!({})),
+        &sa(json!({"eks.amazonaws.com/audience": "two words"})),
+        &mapped,
+    );
+    assert_eq!(token_of(&out.pod, "aws-iam-token")["audience"], "mapping-audience");
+    assert!(out.warned("eks.amazonaws.com/audience"), "{:?}", out.mutation.warnings);
+    let unset = aws_mapping("audience: cluster-audience", "region: eu-west-1");
+    assert_eq!(audience(&sa(Value::Null), &unset), "cluster-audience");
+    assert_eq!(audience(&sa(Value::Null), &aws_mapping("", "")), "sts.amazonaws.com");
+    // Checked as the cluster setting is; Pod Identity tokens have their own audience.
+    for bad in ["\"two words\"", "\"\""] {
+        let err = mapping_error(&format!("roleArn: \"{ROLE}\", audience: {bad}"));
+        assert!(
+            err.contains("identities[0].aws.audience") && err.contains("is not a valid audience"),
+            "{err}"
+        );
+    }
+    let err = mapping_error("mode: podIdentity, audience: sts.amazonaws.com");
+    assert!(
+        err.contains("identities[0].aws.audience: not used with mode podIdentity"),
+        "{err}"
+    );
+}
+
+#[test]
+fn aws_mapping_sts_regional_endpoints_sits_between_the_annotation_and_the_cluster_setting() {
+    let regional = |sa: &Value, config: &Config| {
+        env_var(
+            &run(&pod(json!({})), sa, config).pod,
+            "app",
+            "AWS_STS_REGIONAL_ENDPOINTS",
+        )
+    };
+    let annotated = |value: &str| sa(json!({"eks.amazonaws.com/sts-regional-endpoints": value}));
+    let regional_value = Some("regional".to_owned());
+    let on = aws_mapping("", "stsRegionalEndpoints: true");
+    assert_eq!(regional(&sa(Value::Null), &on), regional_value);
+    assert_eq!(regional(&irsa_sa(), &on), regional_value);
+    // The mapping's explicit false wins over the cluster's true (the AWS webhook gives a ConfigMap
+    // entry its own UseRegionalSTS, whatever its flag) ...
+    let off = aws_mapping("stsRegionalEndpoints: true", "stsRegionalEndpoints: false");
+    assert_eq!(regional(&sa(Value::Null), &off), None);
+    // ... a mapping that says nothing leaves it to the cluster ...
+    let unset = aws_mapping("stsRegionalEndpoints: true", "");
+    assert_eq!(regional(&sa(Value::Null), &unset), regional_value);
+    // ... and the ServiceAccount's annotation wins over both.
+    assert_eq!(regional(&annotated("false"), &on), None);
+    assert_eq!(regional(&annotated("true"), &off), regional_value);
+    // Not a boolean: warned about, and the mapping's applies.
+    let out = run(&pod(json!({})), &annotated("yes"), &on);
+    assert_eq!(env_var(&out.pod, "app", "AWS_STS_REGIONAL_ENDPOINTS"), regional_value);
+    assert!(out.warned("sts-regional-endpoints"), "{:?}", out.mutation.warnings);
+    // Pod Identity Pods get it from the mapping too, as from the AWS webhook's ConfigMap.
+    let pod_identity = aws_mapping("", "mode: podIdentity, stsRegionalEndpoints: true");
+    assert_eq!(regional(&sa(Value::Null), &pod_identity), regional_value);
+    // A boolean, as in the cluster settings.
+    let err = mapping_error(&format!("roleArn: \"{ROLE}\", stsRegionalEndpoints: regional"));
+    assert!(err.contains("stsRegionalEndpoints"), "{err}");
+}
+
+#[test]
+fn aws_mapping_token_lifetime_sits_between_the_annotation_and_the_cluster_setting() {
+    let lifetime = |pod: &Value, sa: &Value, config: &Config, volume: &str| {
+        let out = run(pod, sa, config);
+        (expiration(&out.pod, volume), out.mutation.warnings)
+    };
+    let irsa = |sa: &Value, config: &Config| lifetime(&pod(json!({})), sa, config, "aws-iam-token").0;
+    let mapped = aws_mapping("tokenExpirationSeconds: 3600", "tokenExpirationSeconds: 7200");
+    assert_eq!(irsa(&sa(Value::Null), &mapped), 7200);
+    assert_eq!(irsa(&irsa_sa(), &mapped), 7200);
+    let annotated = sa(json!({"eks.amazonaws.com/token-expiration": "1800"}));
+    assert_eq!(irsa(&annotated, &mapped), 1800);
+    let unset = aws_mapping("tokenExpirationSeconds: 3600", "");
+    assert_eq!(irsa(&sa(Value::Null), &unset), 3600);
+    assert_eq!(irsa(&sa(Value::Null), &aws_mapping("", "")), 86400);
+    // Raised to the apiserver's floor, as the cluster setting is.
+    assert_eq!(
+        irsa(&sa(Value::Null), &aws_mapping("", "tokenExpirationSeconds: 300")),
+        600
+    );
+    // A Pod may shorten the mapping's lifetime, never lengthen it.
+    let shorter = pod(json!({"metadata": {"annotations": {"eks.amazonaws.com/token-expiration": "1200"}}}));
+    assert_eq!(
+        lifetime(&shorter, &sa(Value::Null), &mapped, "aws-iam-token"),
+        (1200, vec![])
+    );
+    let longer = pod(json!({"metadata": {"annotations": {"eks.amazonaws.com/token-expiration": "9000"}}}));
+    let (seconds, warnings) = lifetime(&longer, &sa(Value::Null), &mapped, "aws-iam-token");
+    assert_eq!(seconds, 7200);
+    assert!(warnings.iter().any(|w| w.contains("only shorten")), "{warnings:?}");
+    // Pod Identity tokens too.
+    let pod_identity = aws_mapping("", "mode: podIdentity, tokenExpirationSeconds: 5000");
+    assert_eq!(
+        lifetime(
+            &pod(json!({})),
+            &sa(Value::Null),
+            &pod_identity,
+            "eks-pod-identity-token"
+        )
+        .0,
+        5000
+    );
+    // Checked as the cluster setting is.
+    for bad in ["0", "-1", "4294967297"] {
+        let err = mapping_error(&format!("roleArn: \"{ROLE}\", tokenExpirationSeconds: {bad}"));
+        assert!(
+            err.contains(&format!(
+                "identities[0].aws.tokenExpirationSeconds: {bad} is outside 1..=4294967296"
+            )),
+            "{err}"
+        );
+    }
+}
+
 fn pod_identity_config(settings: &str) -> Config {
     config(&format!(
         "{settings}\nidentities: [{{namespace: {NS}, serviceAccount: app, aws: {{mode: podIdentity}}}}]"

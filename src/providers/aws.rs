@@ -85,26 +85,79 @@ pub struct MappedIdentity {
     pub endpoint: Option<String>,
     /// Pod Identity agent URI for this mapping's Pods, over `aws.containerCredentialsFullUri`.
     pub container_credentials_full_uri: Option<String>,
+    /// IRSA token audience for this mapping's Pods, over `aws.audience`.
+    pub audience: Option<String>,
+    /// AWS_STS_REGIONAL_ENDPOINTS=regional (true) or not (false) for this mapping's Pods, over
+    /// `aws.stsRegionalEndpoints`.
+    pub sts_regional_endpoints: Option<bool>,
+    /// Token lifetime for this mapping's Pods, over `aws.tokenExpirationSeconds`.
+    pub token_expiration_seconds: Option<i64>,
 }
 
 impl Settings {
-    /// The endpoint overrides, for cluster settings and mappings alike.
-    fn endpoints(&self) -> [EndpointField<'_>; 3] {
-        endpoint_fields(
-            self.sts_endpoint.as_deref(),
-            self.endpoint.as_deref(),
-            self.container_credentials_full_uri.as_deref(),
-        )
+    fn shared(&self) -> Shared<'_> {
+        Shared {
+            region: self.region.as_deref(),
+            audience: self.audience.as_deref(),
+            token_expiration_seconds: self.token_expiration_seconds,
+            endpoints: endpoint_fields(
+                self.sts_endpoint.as_deref(),
+                self.endpoint.as_deref(),
+                self.container_credentials_full_uri.as_deref(),
+            ),
+        }
     }
 }
 
 impl MappedIdentity {
-    fn endpoints(&self) -> [EndpointField<'_>; 3] {
-        endpoint_fields(
-            self.sts_endpoint.as_deref(),
-            self.endpoint.as_deref(),
-            self.container_credentials_full_uri.as_deref(),
-        )
+    fn shared(&self) -> Shared<'_> {
+        Shared {
+            region: self.region.as_deref(),
+            audience: self.audience.as_deref(),
+            token_expiration_seconds: self.token_expiration_seconds,
+            endpoints: endpoint_fields(
+                self.sts_endpoint.as_deref(),
+                self.endpoint.as_deref(),
+                self.container_credentials_full_uri.as_deref(),
+            ),
+        }
+    }
+}
+
+/// The fields cluster settings and mappings share, so that both are checked alike.
+struct Shared<'v> {
+    region: Option<&'v str>,
+    audience: Option<&'v str>,
+    token_expiration_seconds: Option<i64>,
+    endpoints: [EndpointField<'v>; 3],
+}
+
+impl Shared<'_> {
+    /// Checks every field, naming it under `prefix` (`aws` or `identities[i].aws`).
+    fn check(&self, problems: &mut Vec<String>, prefix: &str) {
+        check_field(
+            problems,
+            &format!("{prefix}.region"),
+            self.region,
+            validate::is_aws_region,
+            "AWS region",
+        );
+        check_field(
+            problems,
+            &format!("{prefix}.audience"),
+            self.audience,
+            validate::is_audience,
+            "audience",
+        );
+        for (name, value, is_valid, what) in self.endpoints {
+            check_field(problems, &format!("{prefix}.{name}"), value, is_valid, what);
+        }
+        check_expiration(
+            problems,
+            &format!("{prefix}.tokenExpirationSeconds"),
+            self.token_expiration_seconds,
+            SETTING_EXPIRATION_SECONDS,
+        );
     }
 }
 
@@ -137,23 +190,7 @@ impl CloudProvider for Aws {
     fn validate(&self, settings: &AllSettings, identities: &[Mapping]) -> Vec<String> {
         let mut problems = Vec::new();
         let settings = &settings.aws;
-        check_field(
-            &mut problems,
-            "aws.region",
-            settings.region.as_deref(),
-            validate::is_aws_region,
-            "AWS region",
-        );
-        check_field(
-            &mut problems,
-            "aws.audience",
-            settings.audience.as_deref(),
-            validate::is_audience,
-            "audience",
-        );
-        for (name, value, is_valid, what) in settings.endpoints() {
-            check_field(&mut problems, &format!("aws.{name}"), value, is_valid, what);
-        }
+        settings.shared().check(&mut problems, "aws");
         check_field(
             &mut problems,
             "aws.accountId",
@@ -168,12 +205,6 @@ impl CloudProvider for Aws {
             validate::is_aws_partition,
             "AWS partition",
         );
-        check_expiration(
-            &mut problems,
-            "aws.tokenExpirationSeconds",
-            settings.token_expiration_seconds,
-            SETTING_EXPIRATION_SECONDS,
-        );
         for (i, mapping) in identities.iter().enumerate() {
             if let Some(aws) = &mapping.aws {
                 let field = format!("identities[{i}].aws.roleArn");
@@ -184,24 +215,14 @@ impl CloudProvider for Aws {
                     validate::is_role_arn,
                     "IAM role ARN",
                 );
-                check_field(
-                    &mut problems,
-                    &format!("identities[{i}].aws.region"),
-                    aws.region.as_deref(),
-                    validate::is_aws_region,
-                    "AWS region",
-                );
-                for (name, value, is_valid, what) in aws.endpoints() {
-                    check_field(
-                        &mut problems,
-                        &format!("identities[{i}].aws.{name}"),
-                        value,
-                        is_valid,
-                        what,
-                    );
-                }
+                aws.shared().check(&mut problems, &format!("identities[{i}].aws"));
                 if aws.mode == Mode::Irsa && aws.role_arn.is_none() {
                     problems.push(format!("{field}: required unless mode is podIdentity"));
+                }
+                if aws.mode == Mode::PodIdentity && aws.audience.is_some() {
+                    problems.push(format!(
+                        "identities[{i}].aws.audience: not used with mode podIdentity (its tokens are for {POD_IDENTITY_AUDIENCE})"
+                    ));
                 }
             }
         }
@@ -209,7 +230,7 @@ impl CloudProvider for Aws {
     }
 
     fn pod_injection(&self, ctx: &PodContext<'_>, warnings: &mut Vec<String>) -> Option<PodInjection> {
-        let mapped = ctx.mapping.and_then(|mapping| mapping.aws.as_ref());
+        let mapped = mapped(ctx);
         // EKS lets a Pod Identity association win over the IRSA annotation; so do we.
         if mapped.is_some_and(|aws| aws.mode == Mode::PodIdentity) {
             return Some(self.pod_identity(ctx, warnings));
@@ -275,15 +296,11 @@ impl CloudProvider for Aws {
 
 impl Aws {
     fn irsa(&self, ctx: &PodContext<'_>, role_arn: &str, warnings: &mut Vec<String>) -> PodInjection {
-        let settings = &ctx.settings.aws;
-        let audience = ctx.audience(AUDIENCE, settings.audience.as_deref(), DEFAULT_AUDIENCE, warnings);
-        let expiration = ctx.token_expiration(
-            TOKEN_EXPIRATION,
-            &[TOKEN_EXPIRATION],
-            settings.token_expiration_seconds.unwrap_or(DEFAULT_EXPIRATION),
-            CLAMPED_EXPIRATION_SECONDS,
-            warnings,
-        );
+        let configured = mapped(ctx)
+            .and_then(|aws| aws.audience.as_deref())
+            .or(ctx.settings.aws.audience.as_deref());
+        let audience = ctx.audience(AUDIENCE, configured, DEFAULT_AUDIENCE, warnings);
+        let expiration = token_expiration(ctx, warnings);
         let token_file = if ctx.pod.selects_windows() {
             IRSA_TOKEN_FILE_WINDOWS
         } else {
@@ -314,24 +331,16 @@ impl Aws {
     }
 
     fn pod_identity(&self, ctx: &PodContext<'_>, warnings: &mut Vec<String>) -> PodInjection {
-        let settings = &ctx.settings.aws;
-        let expiration = ctx.token_expiration(
-            TOKEN_EXPIRATION,
-            &[TOKEN_EXPIRATION],
-            settings.token_expiration_seconds.unwrap_or(DEFAULT_EXPIRATION),
-            CLAMPED_EXPIRATION_SECONDS,
-            warnings,
-        );
+        let expiration = token_expiration(ctx, warnings);
         let token_file = if ctx.pod.selects_windows() {
             POD_IDENTITY_TOKEN_FILE_WINDOWS
         } else {
             POD_IDENTITY_TOKEN_FILE
         };
-        let mapped = ctx.mapping.and_then(|mapping| mapping.aws.as_ref());
         let agent = ctx.endpoint(
             "aws.containerCredentialsFullUri",
-            mapped.and_then(|aws| aws.container_credentials_full_uri.as_deref()),
-            settings.container_credentials_full_uri.as_deref(),
+            mapped(ctx).and_then(|aws| aws.container_credentials_full_uri.as_deref()),
+            ctx.settings.aws.container_credentials_full_uri.as_deref(),
             "AWS_CONTAINER_CREDENTIALS_FULL_URI",
             true,
         );
@@ -374,7 +383,7 @@ impl Aws {
 /// config (v1.33.18) makes the STS client of its credential chain before it reads
 /// AWS_ENDPOINT_URL, so Go apps would otherwise send their tokens to the real STS.
 fn service_endpoints(ctx: &PodContext<'_>) -> (Vec<EndpointOverride>, Vec<EnvGroup>) {
-    let mapped = ctx.mapping.and_then(|mapping| mapping.aws.as_ref());
+    let mapped = mapped(ctx);
     let settings = &ctx.settings.aws;
     let sts = ctx.endpoint(
         "aws.stsEndpoint",
@@ -415,8 +424,29 @@ fn composed_role_arn(value: &str, settings: &Settings) -> Option<String> {
 type EnvGroup = Vec<(&'static str, String)>;
 type Gaps = Vec<(&'static str, String)>;
 
-/// `AWS_STS_REGIONAL_ENDPOINTS=regional` when the ServiceAccount annotation, else the cluster
-/// setting, asks for it.
+/// The `aws` part of the Pod's mapping, if any.
+fn mapped<'c>(ctx: &PodContext<'c>) -> Option<&'c MappedIdentity> {
+    ctx.mapping?.aws.as_ref()
+}
+
+/// The token lifetime: the ServiceAccount annotation, else the mapping's, else the cluster
+/// setting's (the AWS webhook's order: "the annotations take precedence" over its ConfigMap,
+/// whose entries fall back to its `--token-expiration`); a Pod annotation may shorten it.
+fn token_expiration(ctx: &PodContext<'_>, warnings: &mut Vec<String>) -> i64 {
+    let configured = mapped(ctx)
+        .and_then(|aws| aws.token_expiration_seconds)
+        .or(ctx.settings.aws.token_expiration_seconds);
+    ctx.token_expiration(
+        TOKEN_EXPIRATION,
+        &[TOKEN_EXPIRATION],
+        configured.unwrap_or(DEFAULT_EXPIRATION),
+        CLAMPED_EXPIRATION_SECONDS,
+        warnings,
+    )
+}
+
+/// `AWS_STS_REGIONAL_ENDPOINTS=regional` when the ServiceAccount annotation, else the mapping,
+/// else the cluster setting asks for it (an explicit false at one level wins over the next).
 fn sts_regional_env(ctx: &PodContext<'_>, warnings: &mut Vec<String>) -> Option<EnvGroup> {
     let annotated = ctx.service_account_annotation(STS_REGIONAL_ENDPOINTS).and_then(|value| {
         let parsed = validate::parse_go_bool(value);
@@ -428,14 +458,17 @@ fn sts_regional_env(ctx: &PodContext<'_>, warnings: &mut Vec<String>) -> Option<
         }
         parsed
     });
-    let regional = annotated.or(ctx.settings.aws.sts_regional_endpoints) == Some(true);
+    let regional = annotated
+        .or_else(|| mapped(ctx)?.sts_regional_endpoints)
+        .or(ctx.settings.aws.sts_regional_endpoints)
+        == Some(true);
     regional.then(|| vec![("AWS_STS_REGIONAL_ENDPOINTS", "regional".to_owned())])
 }
 
 /// The region pair, from the mapping or the cluster setting. Without one, SDKs that need a region
 /// (Go v2, Rust) cannot get credentials: warned about, unless every container sets its own.
 fn region_env(ctx: &PodContext<'_>) -> (Option<EnvGroup>, Gaps) {
-    let mapped = ctx.mapping.and_then(|mapping| mapping.aws.as_ref()?.region.as_ref());
+    let mapped = mapped(ctx).and_then(|aws| aws.region.as_ref());
     if let Some(region) = mapped.or(ctx.settings.aws.region.as_ref()) {
         let pair = vec![("AWS_REGION", region.clone()), ("AWS_DEFAULT_REGION", region.clone())];
         return (Some(pair), Vec::new());

@@ -190,8 +190,8 @@ impl PodContext<'_> {
             .unwrap_or_default()
     }
 
-    /// A token audience: the ServiceAccount annotation `key` if valid, else the cluster setting,
-    /// else the cloud's default.
+    /// A token audience: the ServiceAccount annotation `key` if valid, else `configured` (the
+    /// mapping's or the cluster setting), else the cloud's default.
     pub fn audience<'v>(
         &'v self,
         key: &str,
