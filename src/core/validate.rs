@@ -137,6 +137,55 @@ pub fn is_http_url(value: &str) -> bool {
     host_ok && value.len() <= 2048 && value.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
 }
 
+/// An endpoint override (STS, authority host, token URL ...): an `https://` URL, or `http://` only
+/// to a cluster-local host (a Service name ending in `.svc` or containing `.svc.`, `localhost`, a
+/// loopback or link-local IP), since plain http elsewhere would carry tokens and credentials in the
+/// clear. No user info, query or fragment: SDKs append paths and parameters to it.
+pub fn is_endpoint_url(value: &str) -> bool {
+    let Some((scheme, rest)) = value.split_once("://") else {
+        return false;
+    };
+    let authority = rest.split('/').next().unwrap_or_default();
+    let host = url_host(authority);
+    is_http_url(value)
+        && !value.contains(['?', '#'])
+        && !authority.contains('@')
+        && match scheme {
+            "https" => host.is_some(),
+            "http" => host.is_some_and(is_cluster_local_host),
+            _ => false,
+        }
+}
+
+/// The EKS Pod Identity agent URI: an endpoint URL, or `http://` to the agent's IPv6 address
+/// (fd00:ec2::23, not link-local), which SDKs accept as they do 169.254.170.23.
+pub fn is_agent_url(value: &str) -> bool {
+    match value.strip_prefix("http://[fd00:ec2::23]") {
+        Some(rest) => is_endpoint_url(&format!("https://[fd00:ec2::23]{rest}")),
+        None => is_endpoint_url(value),
+    }
+}
+
+/// The host of a URL authority (`host`, `host:port`, `[v6]:port`), lower-cased; `None` if empty.
+fn url_host(authority: &str) -> Option<String> {
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split_once(']')?.0,
+        None => authority.rsplit_once(':').map_or(authority, |(host, _)| host),
+    };
+    (!host.is_empty()).then(|| host.to_ascii_lowercase())
+}
+
+fn is_cluster_local_host(host: String) -> bool {
+    let host = host.trim_end_matches('.');
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return match ip {
+            std::net::IpAddr::V4(ip) => ip.is_loopback() || ip.is_link_local(),
+            std::net::IpAddr::V6(ip) => ip.is_loopback() || (ip.segments()[0] & 0xffc0) == 0xfe80,
+        };
+    }
+    host == "localhost" || host.ends_with(".localhost") || host.ends_with(".svc") || host.contains(".svc.")
+}
+
 /// A boolean as Go's `strconv.ParseBool` reads it, which is what the AWS webhook accepts.
 pub fn parse_go_bool(value: &str) -> Option<bool> {
     match value {
@@ -256,5 +305,47 @@ mod tests {
         assert!(!is_http_url("http:///v1/credentials"));
         assert!(!is_http_url("http://[fd00:ec2::zz]/v1"));
         assert!(!is_http_url("http://a b/"));
+    }
+
+    #[test]
+    fn endpoint_urls() {
+        for good in [
+            "https://sts.example.com",
+            "https://sts.example.com:8443/",
+            "https://[2001:db8::1]:443/path",
+            "http://emulator.wiw-system.svc",
+            "http://emulator.wiw-system.svc:8080/",
+            "http://emulator.wiw-system.svc.cluster.local/",
+            "http://localhost:4566",
+            "http://127.0.0.1:4566",
+            "http://[::1]:4566",
+            "http://169.254.170.23/v1/credentials",
+            "http://[fe80::1]/",
+        ] {
+            assert!(is_endpoint_url(good), "{good:?} must be accepted");
+        }
+        for bad in [
+            "",
+            "sts.example.com",
+            "ftp://sts.example.com",
+            "http://sts.example.com",
+            "http://10.0.0.1/",
+            "http://svc.example.com/",
+            "http://emulator.svcx/",
+            "http://[fd00:ec2::23]/v1/credentials",
+            "https://user:secret@sts.example.com/",
+            "https://sts.example.com/?x=1",
+            "https://sts.example.com/#x",
+            "https://:443/",
+            "https:///path",
+            "https://a b/",
+        ] {
+            assert!(!is_endpoint_url(bad), "{bad:?} must be refused");
+        }
+        assert!(is_agent_url("http://[fd00:ec2::23]/v1/credentials"));
+        assert!(is_agent_url("http://169.254.170.23/v1/credentials"));
+        assert!(!is_agent_url("http://[fd00:ec2::23]/v1/credentials?x"));
+        assert!(!is_agent_url("http://[fd00:ec2::24]/v1/credentials"));
+        assert!(!is_agent_url("http://agent.example.com/v1/credentials"));
     }
 }

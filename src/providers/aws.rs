@@ -3,8 +3,9 @@
 use serde::Deserialize;
 
 use super::{
-    CLAMPED_EXPIRATION_SECONDS, CloudProvider, Mapping, PodContext, PodInjection, SETTING_EXPIRATION_SECONDS,
-    Settings as AllSettings, check_expiration, check_field, checked, cloud_settings, projected_volume, token_source,
+    CLAMPED_EXPIRATION_SECONDS, CloudProvider, ENDPOINT_URL, Mapping, PodContext, PodInjection,
+    SETTING_EXPIRATION_SECONDS, Settings as AllSettings, check_expiration, check_field, checked, cloud_settings,
+    projected_volume, token_source,
 };
 use crate::core::echo::Echo;
 use crate::core::validate;
@@ -46,9 +47,15 @@ cloud_settings! {
         /// Lifetime of IRSA and Pod Identity tokens in seconds (default 86400).
         #[arg(id = "aws_token_expiration", value_name = "AWS_TOKEN_EXPIRATION", long = "aws-token-expiration", env = "WIW_AWS_TOKEN_EXPIRATION")]
         pub token_expiration_seconds: Option<i64>,
-        /// EKS Pod Identity agent URI, an http(s) URL (default http://169.254.170.23/v1/credentials; IPv6 clusters: http://[fd00:ec2::23]/v1/credentials).
+        /// EKS Pod Identity agent URI (default http://169.254.170.23/v1/credentials; IPv6 clusters: http://[fd00:ec2::23]/v1/credentials): an https URL, or http to a cluster-local host.
         #[arg(id = "aws_container_credentials_full_uri", value_name = "AWS_CONTAINER_CREDENTIALS_FULL_URI", long = "aws-container-credentials-full-uri", env = "WIW_AWS_CONTAINER_CREDENTIALS_FULL_URI")]
         pub container_credentials_full_uri: Option<String>,
+        /// AWS STS endpoint (AWS_ENDPOINT_URL_STS), e.g. a local emulator: an https URL, or http to a cluster-local host.
+        #[arg(id = "aws_sts_endpoint", value_name = "AWS_STS_ENDPOINT", long = "aws-sts-endpoint", env = "WIW_AWS_STS_ENDPOINT")]
+        pub sts_endpoint: Option<String>,
+        /// Endpoint of every AWS service (AWS_ENDPOINT_URL), e.g. LocalStack: an https URL, or http to a cluster-local host.
+        #[arg(id = "aws_endpoint", value_name = "AWS_ENDPOINT", long = "aws-endpoint", env = "WIW_AWS_ENDPOINT")]
+        pub endpoint: Option<String>,
         /// AWS account id (12 digits): a bare role name in eks.amazonaws.com/role-arn becomes arn:<partition>:iam::<accountId>:role/<name>.
         #[arg(id = "aws_account_id", value_name = "AWS_ACCOUNT_ID", long = "aws-account-id", env = "WIW_AWS_ACCOUNT_ID")]
         pub account_id: Option<String>,
@@ -67,6 +74,44 @@ pub struct MappedIdentity {
     pub region: Option<String>,
     #[serde(default)]
     pub mode: Mode,
+    /// STS endpoint for this mapping's Pods, over `aws.stsEndpoint`.
+    pub sts_endpoint: Option<String>,
+    /// Endpoint of every AWS service for this mapping's Pods, over `aws.endpoint`.
+    pub endpoint: Option<String>,
+    /// Pod Identity agent URI for this mapping's Pods, over `aws.containerCredentialsFullUri`.
+    pub container_credentials_full_uri: Option<String>,
+}
+
+impl Settings {
+    /// The endpoint overrides, for cluster settings and mappings alike.
+    fn endpoints(&self) -> [EndpointField<'_>; 3] {
+        endpoint_fields(
+            self.sts_endpoint.as_deref(),
+            self.endpoint.as_deref(),
+            self.container_credentials_full_uri.as_deref(),
+        )
+    }
+}
+
+impl MappedIdentity {
+    fn endpoints(&self) -> [EndpointField<'_>; 3] {
+        endpoint_fields(
+            self.sts_endpoint.as_deref(),
+            self.endpoint.as_deref(),
+            self.container_credentials_full_uri.as_deref(),
+        )
+    }
+}
+
+/// An endpoint override field: its name, its value and its check.
+type EndpointField<'v> = (&'static str, Option<&'v str>, fn(&str) -> bool);
+
+fn endpoint_fields<'v>(sts: Option<&'v str>, all: Option<&'v str>, agent: Option<&'v str>) -> [EndpointField<'v>; 3] {
+    [
+        ("stsEndpoint", sts, validate::is_endpoint_url),
+        ("endpoint", all, validate::is_endpoint_url),
+        ("containerCredentialsFullUri", agent, validate::is_agent_url),
+    ]
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -101,13 +146,9 @@ impl CloudProvider for Aws {
             validate::is_audience,
             "audience",
         );
-        check_field(
-            &mut problems,
-            "aws.containerCredentialsFullUri",
-            settings.container_credentials_full_uri.as_deref(),
-            validate::is_http_url,
-            "http(s) URL",
-        );
+        for (name, value, is_valid) in settings.endpoints() {
+            check_field(&mut problems, &format!("aws.{name}"), value, is_valid, ENDPOINT_URL);
+        }
         check_field(
             &mut problems,
             "aws.accountId",
@@ -145,6 +186,15 @@ impl CloudProvider for Aws {
                     validate::is_aws_region,
                     "AWS region",
                 );
+                for (name, value, is_valid) in aws.endpoints() {
+                    check_field(
+                        &mut problems,
+                        &format!("identities[{i}].aws.{name}"),
+                        value,
+                        is_valid,
+                        ENDPOINT_URL,
+                    );
+                }
                 if aws.mode == Mode::Irsa && aws.role_arn.is_none() {
                     problems.push(format!("{field}: required unless mode is podIdentity"));
                 }

@@ -3,8 +3,8 @@
 use serde::Deserialize;
 
 use super::{
-    CloudProvider, Mapping, PodContext, PodInjection, Settings as AllSettings, check_expiration, check_field, checked,
-    cloud_settings, parse_name, projected_volume, token_source,
+    CloudProvider, ENDPOINT_URL, Mapping, PodContext, PodInjection, Settings as AllSettings, check_expiration,
+    check_field, checked, cloud_settings, parse_name, projected_volume, token_source,
 };
 use crate::core::validate;
 
@@ -35,6 +35,9 @@ cloud_settings! {
         /// Azure cloud: AzurePublicCloud, AzureChinaCloud or AzureUSGovernmentCloud.
         #[arg(id = "azure_cloud", value_name = "AZURE_CLOUD", long = "azure-cloud", env = "WIW_AZURE_CLOUD", value_parser = parse_name::<Cloud>)]
         pub cloud: Option<Cloud>,
+        /// Entra ID authority host (AZURE_AUTHORITY_HOST) over the one azure.cloud implies, e.g. a local emulator: an https URL, or http to a cluster-local host.
+        #[arg(id = "azure_authority_host", value_name = "AZURE_AUTHORITY_HOST", long = "azure-authority-host", env = "WIW_AZURE_AUTHORITY_HOST")]
+        pub authority_host: Option<String>,
         /// Lifetime of Azure tokens in seconds (3600..86400, default 3600).
         #[arg(id = "azure_token_expiration", value_name = "AZURE_TOKEN_EXPIRATION", long = "azure-token-expiration", env = "WIW_AZURE_TOKEN_EXPIRATION")]
         pub token_expiration_seconds: Option<i64>,
@@ -68,6 +71,8 @@ impl Cloud {
 pub struct MappedIdentity {
     pub client_id: Option<String>,
     pub tenant_id: Option<String>,
+    /// Authority host for this mapping's Pods, over `azure.authorityHost`.
+    pub authority_host: Option<String>,
 }
 
 pub struct Azure;
@@ -85,6 +90,13 @@ impl CloudProvider for Azure {
             settings.azure.tenant_id.as_deref(),
             validate::is_uuid,
             "UUID",
+        );
+        check_field(
+            &mut problems,
+            "azure.authorityHost",
+            settings.azure.authority_host.as_deref(),
+            validate::is_endpoint_url,
+            ENDPOINT_URL,
         );
         check_expiration(
             &mut problems,
@@ -108,6 +120,13 @@ impl CloudProvider for Azure {
                     azure.tenant_id.as_deref(),
                     validate::is_uuid,
                     "UUID",
+                );
+                check_field(
+                    &mut problems,
+                    &field("authorityHost"),
+                    azure.authority_host.as_deref(),
+                    validate::is_endpoint_url,
+                    ENDPOINT_URL,
                 );
             }
         }

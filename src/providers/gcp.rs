@@ -5,9 +5,9 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{
-    CLAMPED_EXPIRATION_SECONDS, CloudProvider, Mapping, PodContext, PodInjection, SETTING_EXPIRATION_SECONDS,
-    ScratchDir, Settings as AllSettings, check_expiration, check_field, checked, cloud_settings, parse_name,
-    projected_volume, token_source,
+    CLAMPED_EXPIRATION_SECONDS, CloudProvider, ENDPOINT_URL, Mapping, PodContext, PodInjection,
+    SETTING_EXPIRATION_SECONDS, ScratchDir, Settings as AllSettings, check_expiration, check_field, checked,
+    cloud_settings, parse_name, projected_volume, token_source,
 };
 use crate::core::validate;
 
@@ -53,6 +53,12 @@ cloud_settings! {
         /// Give Google Pods a writable CLOUDSDK_CONFIG (an emptyDir) for gcloud (default true).
         #[arg(id = "gcp_gcloud_config_volume", value_name = "GCP_GCLOUD_CONFIG_VOLUME", long = "gcp-gcloud-config-volume", env = "WIW_GCP_GCLOUD_CONFIG_VOLUME")]
         pub gcloud_config_volume: Option<bool>,
+        /// Google STS token URL (token_url of the credential configuration, default https://sts.googleapis.com/v1/token): an https URL, or http to a cluster-local host.
+        #[arg(id = "gcp_token_url", value_name = "GCP_TOKEN_URL", long = "gcp-token-url", env = "WIW_GCP_TOKEN_URL")]
+        pub token_url: Option<String>,
+        /// Base URL of IAM Credentials for service account impersonation (default https://iamcredentials.googleapis.com): an https URL, or http to a cluster-local host.
+        #[arg(id = "gcp_impersonation_endpoint", value_name = "GCP_IMPERSONATION_ENDPOINT", long = "gcp-impersonation-endpoint", env = "WIW_GCP_IMPERSONATION_ENDPOINT")]
+        pub impersonation_endpoint: Option<String>,
         /// Google mode: federation (inject credentials) or gke (annotate ServiceAccounts only).
         #[arg(id = "gcp_mode", value_name = "GCP_MODE", long = "gcp-mode", env = "WIW_GCP_MODE", value_parser = parse_name::<Mode>)]
         pub mode: Option<Mode>,
@@ -76,6 +82,10 @@ pub struct MappedIdentity {
     pub service_account: Option<String>,
     /// The workload's project id (default: the service account e-mail's project).
     pub project: Option<String>,
+    /// STS token URL for this mapping's Pods, over `gcp.tokenUrl`.
+    pub token_url: Option<String>,
+    /// IAM Credentials base URL for this mapping's Pods, over `gcp.impersonationEndpoint`.
+    pub impersonation_endpoint: Option<String>,
 }
 
 pub struct Gcp;
@@ -102,6 +112,18 @@ impl CloudProvider for Gcp {
             validate::is_audience,
             "audience",
         );
+        for (name, value) in [
+            ("tokenUrl", &settings.token_url),
+            ("impersonationEndpoint", &settings.impersonation_endpoint),
+        ] {
+            check_field(
+                &mut problems,
+                &format!("gcp.{name}"),
+                value.as_deref(),
+                validate::is_endpoint_url,
+                ENDPOINT_URL,
+            );
+        }
         check_expiration(
             &mut problems,
             "gcp.tokenExpirationSeconds",
@@ -124,6 +146,18 @@ impl CloudProvider for Gcp {
                     validate::is_google_project_id,
                     "Google Cloud project id",
                 );
+                for (name, value) in [
+                    ("tokenUrl", &gcp.token_url),
+                    ("impersonationEndpoint", &gcp.impersonation_endpoint),
+                ] {
+                    check_field(
+                        &mut problems,
+                        &format!("identities[{i}].gcp.{name}"),
+                        value.as_deref(),
+                        validate::is_endpoint_url,
+                        ENDPOINT_URL,
+                    );
+                }
             }
         }
         problems

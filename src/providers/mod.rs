@@ -313,6 +313,9 @@ pub fn checked<'v>(
     }
 }
 
+/// What an endpoint override must be, as validation errors say it.
+pub const ENDPOINT_URL: &str = "endpoint URL (https, or http only to a cluster-local host: *.svc, *.svc.*, localhost, a loopback or link-local IP; no user info, query or fragment)";
+
 /// Validates an optional settings or mapping field, naming it in the message.
 pub fn check_field(
     problems: &mut Vec<String>,
