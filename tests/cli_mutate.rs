@@ -219,3 +219,100 @@ fn warns_about_a_broken_annotation() {
     let pod = json_stdout(&output);
     assert!(pod["spec"].get("volumes").is_none());
 }
+
+/// Endpoint overrides (issue 14) from flags, their env vars and the ConfigMap, as users preview
+/// them for a local cluster: injected, mapping over cluster, and each one warned about.
+#[test]
+fn shows_endpoint_overrides_and_warns_about_each() {
+    let dir = fixture();
+    let emulator = "http://emulator.wiw-system.svc:8080";
+    let mapped = format!(
+        "{CONFIG}    aws: {{roleArn: \"arn:aws:iam::111122223333:role/app\", endpoint: \"http://localhost:4566\"}}\n"
+    );
+    std::fs::write(dir.path().join("local.yaml"), mapped).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_workload-identity-webhook"))
+        .current_dir(dir.path())
+        .env("WIW_AWS_STS_ENDPOINT", emulator)
+        .args([
+            "mutate",
+            "--object",
+            "pod.yaml",
+            "--service-account",
+            "sa.json",
+            "--config",
+            "local.yaml",
+        ])
+        .args(["--azure-authority-host", "https://emulator.wiw-system.svc:8443"])
+        .args(["--gcp-token-url", &format!("{emulator}/v1/token")])
+        .args(["--gcp-impersonation-endpoint", emulator])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let pod = json_stdout(&output);
+    for container in [&pod["spec"]["containers"][0], &pod["spec"]["initContainers"][0]] {
+        let env: std::collections::BTreeMap<&str, &str> = container["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|env| (env["name"].as_str().unwrap(), env["value"].as_str().unwrap()))
+            .collect();
+        assert_eq!(env["AWS_ENDPOINT_URL_STS"], emulator);
+        assert_eq!(env["AWS_ENDPOINT_URL"], "http://localhost:4566");
+        assert_eq!(env["AZURE_AUTHORITY_HOST"], "https://emulator.wiw-system.svc:8443");
+    }
+    let credentials: Value = serde_json::from_str(
+        pod["metadata"]["annotations"]["cloud.google.com/external-credentials-json"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(credentials["token_url"], format!("{emulator}/v1/token"));
+    assert_eq!(
+        credentials["service_account_impersonation_url"],
+        format!(
+            "{emulator}/v1/projects/-/serviceAccounts/reader@my-project.iam.gserviceaccount.com:generateAccessToken"
+        )
+    );
+    for warning in [
+        format!("warning: AWS_ENDPOINT_URL_STS={emulator} (from aws.stsEndpoint)"),
+        "warning: AWS_ENDPOINT_URL=http://localhost:4566 (from aws.endpoint of the mapping for team-a/app)".to_owned(),
+        "warning: AZURE_AUTHORITY_HOST=https://emulator.wiw-system.svc:8443 (from azure.authorityHost)".to_owned(),
+        format!("warning: token_url={emulator}/v1/token (from gcp.tokenUrl)"),
+        format!("warning: service_account_impersonation_url={emulator} (from gcp.impersonationEndpoint)"),
+    ] {
+        assert!(stderr.contains(&warning), "{warning} missing in {stderr}");
+    }
+}
+
+#[test]
+fn refuses_an_endpoint_override_that_would_send_tokens_in_the_clear() {
+    let dir = fixture();
+    for (flag, field) in [
+        ("--aws-sts-endpoint", "aws.stsEndpoint"),
+        ("--aws-endpoint", "aws.endpoint"),
+        ("--azure-authority-host", "azure.authorityHost"),
+        ("--gcp-token-url", "gcp.tokenUrl"),
+        ("--gcp-impersonation-endpoint", "gcp.impersonationEndpoint"),
+    ] {
+        let output = run(
+            dir.path(),
+            &[
+                "--object",
+                "pod.yaml",
+                "--config",
+                "config.yaml",
+                flag,
+                "http://sts.example.com",
+            ],
+        );
+        assert_eq!(output.status.code(), Some(1), "{flag}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains(&format!(
+                "{field}: \"http://sts.example.com\" is not a valid endpoint URL"
+            )),
+            "{flag}: {stderr}"
+        );
+        assert!(output.stdout.is_empty(), "{flag}");
+    }
+}

@@ -9,7 +9,7 @@ use crate::core::config::Config;
 use crate::core::echo::Echo;
 use crate::core::model::{Container, Mount, Pod, ServiceAccount, Volume};
 use crate::core::patch::{EnvVar, Operation, VolumeMount, add, annotation_path, append};
-use crate::providers::{self, PodContext, PodInjection, ScratchDir};
+use crate::providers::{self, EndpointOverride, PodContext, PodInjection, ScratchDir};
 
 /// A patch with what it means: the identities it gives and the warnings for the user.
 #[derive(Debug, Default)]
@@ -67,6 +67,17 @@ pub fn mutate_pod(pod: &Pod, namespace: &str, service_account: Option<&ServiceAc
     }
     let gaps = injections.iter().flat_map(|injection| &injection.gaps);
     warnings.extend(gaps.clone().map(|(_, warning)| warning.clone()));
+    warnings.extend(injections.iter().flat_map(|injection| {
+        let overridden = |endpoint: &&EndpointOverride| {
+            // An env var that every container taking the injection sets itself is not overridden.
+            !endpoint.in_env
+                || pod
+                    .all_containers()
+                    .any(|container| takes(container, injection) && !container.sets_env(endpoint.target))
+        };
+        let endpoints = injection.endpoints.iter().filter(overridden);
+        endpoints.map(|endpoint| endpoint.warning(injection.cloud))
+    }));
     Mutation {
         gaps: gaps.map(|(setting, _)| *setting).collect(),
         patch: pod_patch(pod, &injections, &mut warnings),

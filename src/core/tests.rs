@@ -855,6 +855,319 @@ fn pod_identity_on_windows_uses_the_windows_token_path() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Endpoint overrides (issue 14): local and private clouds
+// ---------------------------------------------------------------------------------------------
+
+const EMULATOR: &str = "http://emulator.wiw-system.svc:8080";
+const OTHER_EMULATOR: &str = "https://sts.private.example";
+
+/// Whether the mutation warns that `target` points at `url` because of `setting`.
+fn warned_override(out: &Outcome, target: &str, url: &str, setting: &str) -> bool {
+    out.warned(&format!("{target}={url} (from {setting}): "))
+}
+
+#[test]
+fn aws_endpoint_overrides_are_injected_only_when_set_and_warned_about() {
+    let plain = run(&full_pod(json!({})), &irsa_sa(), &cluster());
+    for name in ["app", "sidecar", "init"] {
+        let env = env(&plain.pod, name);
+        assert!(!env.contains_key("AWS_ENDPOINT_URL_STS"), "{env:?}");
+        assert!(!env.contains_key("AWS_ENDPOINT_URL"), "{env:?}");
+    }
+    assert!(!plain.warned("talk to that endpoint"), "{:?}", plain.mutation.warnings);
+
+    let settings = config(&format!(
+        "aws: {{region: eu-west-1, stsEndpoint: \"{EMULATOR}\", endpoint: \"http://localhost:4566\"}}"
+    ));
+    let out = run(&full_pod(json!({})), &irsa_sa(), &settings);
+    for name in ["app", "sidecar", "init"] {
+        assert_eq!(
+            env_var(&out.pod, name, "AWS_ENDPOINT_URL_STS").as_deref(),
+            Some(EMULATOR)
+        );
+        assert_eq!(
+            env_var(&out.pod, name, "AWS_ENDPOINT_URL").as_deref(),
+            Some("http://localhost:4566")
+        );
+    }
+    assert!(
+        warned_override(&out, "AWS_ENDPOINT_URL_STS", EMULATOR, "aws.stsEndpoint"),
+        "{:?}",
+        out.mutation.warnings
+    );
+    assert!(warned_override(
+        &out,
+        "AWS_ENDPOINT_URL",
+        "http://localhost:4566",
+        "aws.endpoint"
+    ));
+}
+
+#[test]
+fn aws_mapping_endpoints_win_over_the_cluster_settings() {
+    let settings = config(&format!(
+        "aws: {{region: eu-west-1, stsEndpoint: \"{OTHER_EMULATOR}\", containerCredentialsFullUri: \"{OTHER_EMULATOR}/v1/credentials\"}}\nidentities:\n  - {{namespace: {NS}, serviceAccount: app, aws: {{roleArn: \"{ROLE}\", stsEndpoint: \"{EMULATOR}\"}}}}\n  - {{namespace: {NS}, serviceAccount: agent, aws: {{mode: podIdentity, containerCredentialsFullUri: \"http://127.0.0.1:2703/v1/credentials\"}}}}"
+    ));
+    let out = run(&pod(json!({})), &sa(Value::Null), &settings);
+    assert_eq!(
+        env_var(&out.pod, "app", "AWS_ENDPOINT_URL_STS").as_deref(),
+        Some(EMULATOR)
+    );
+    let mapping = format!("aws.stsEndpoint of the mapping for {NS}/app");
+    assert!(
+        warned_override(&out, "AWS_ENDPOINT_URL_STS", EMULATOR, &mapping),
+        "{:?}",
+        out.mutation.warnings
+    );
+    assert!(!out.warned(OTHER_EMULATOR), "{:?}", out.mutation.warnings);
+
+    // Pod Identity: the mapping's agent URI over the cluster's, and the cluster's STS endpoint.
+    let agent_sa =
+        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "agent", "namespace": NS}});
+    let out = run(
+        &pod(json!({"spec": {"serviceAccountName": "agent"}})),
+        &agent_sa,
+        &settings,
+    );
+    let env = env(&out.pod, "app");
+    assert_eq!(
+        env["AWS_CONTAINER_CREDENTIALS_FULL_URI"],
+        "http://127.0.0.1:2703/v1/credentials"
+    );
+    assert_eq!(env["AWS_ENDPOINT_URL_STS"], OTHER_EMULATOR);
+    assert!(warned_override(
+        &out,
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "http://127.0.0.1:2703/v1/credentials",
+        &format!("aws.containerCredentialsFullUri of the mapping for {NS}/agent"),
+    ));
+    assert!(warned_override(
+        &out,
+        "AWS_ENDPOINT_URL_STS",
+        OTHER_EMULATOR,
+        "aws.stsEndpoint"
+    ));
+}
+
+#[test]
+fn the_eks_agent_addresses_are_no_override_worth_a_warning() {
+    for uri in [
+        "http://169.254.170.23/v1/credentials",
+        "http://[fd00:ec2::23]/v1/credentials",
+    ] {
+        let out = run(
+            &pod(json!({})),
+            &sa(Value::Null),
+            &pod_identity_config(&format!(
+                "aws: {{region: eu-west-1, containerCredentialsFullUri: \"{uri}\"}}"
+            )),
+        );
+        assert_eq!(
+            env_var(&out.pod, "app", "AWS_CONTAINER_CREDENTIALS_FULL_URI").as_deref(),
+            Some(uri)
+        );
+        assert!(!out.warned("talk to that endpoint"), "{:?}", out.mutation.warnings);
+    }
+    let out = run(
+        &pod(json!({})),
+        &sa(Value::Null),
+        &pod_identity_config(&format!(
+            "aws: {{region: eu-west-1, containerCredentialsFullUri: \"{OTHER_EMULATOR}/v1/credentials\"}}"
+        )),
+    );
+    assert!(warned_override(
+        &out,
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        &format!("{OTHER_EMULATOR}/v1/credentials"),
+        "aws.containerCredentialsFullUri",
+    ));
+}
+
+#[test]
+fn a_containers_own_endpoint_variables_win_and_silence_the_warning() {
+    let settings = config(&format!(
+        "aws: {{region: eu-west-1, stsEndpoint: \"{EMULATOR}\", endpoint: \"{EMULATOR}\"}}\nazure: {{tenantId: \"{TENANT}\", authorityHost: \"{EMULATOR}\"}}"
+    ));
+    let own = json!({"env": [
+        {"name": "AWS_ENDPOINT_URL_STS", "value": "https://sts.eu-west-1.amazonaws.com"},
+        {"name": "AZURE_AUTHORITY_HOST", "value": "https://login.microsoftonline.com/"}
+    ]});
+    let sa = sa(json!({"eks.amazonaws.com/role-arn": ROLE, "azure.workload.identity/client-id": CLIENT}));
+    let out = run(&pod_with_container(own), &sa, &settings);
+    let env = env(&out.pod, "app");
+    assert_eq!(env["AWS_ENDPOINT_URL_STS"], "https://sts.eu-west-1.amazonaws.com");
+    assert_eq!(env["AZURE_AUTHORITY_HOST"], "https://login.microsoftonline.com/");
+    assert_eq!(env["AWS_ENDPOINT_URL"], EMULATOR);
+    assert!(!out.warned("AWS_ENDPOINT_URL_STS="), "{:?}", out.mutation.warnings);
+    assert!(!out.warned("AZURE_AUTHORITY_HOST="), "{:?}", out.mutation.warnings);
+    assert!(warned_override(&out, "AWS_ENDPOINT_URL", EMULATOR, "aws.endpoint"));
+
+    // One container without its own value is enough for the override to be in force.
+    let two = full_pod(json!({"spec": {"containers": [
+        {"name": "app", "image": "app", "env": [{"name": "AWS_ENDPOINT_URL_STS", "value": "https://sts.eu-west-1.amazonaws.com"}]},
+        {"name": "sidecar", "image": "proxy"}
+    ]}}));
+    let out = run(&two, &irsa_sa(), &settings);
+    assert_eq!(
+        env_var(&out.pod, "app", "AWS_ENDPOINT_URL_STS").as_deref(),
+        Some("https://sts.eu-west-1.amazonaws.com")
+    );
+    assert_eq!(
+        env_var(&out.pod, "sidecar", "AWS_ENDPOINT_URL_STS").as_deref(),
+        Some(EMULATOR)
+    );
+    assert!(warned_override(
+        &out,
+        "AWS_ENDPOINT_URL_STS",
+        EMULATOR,
+        "aws.stsEndpoint"
+    ));
+}
+
+#[test]
+fn azure_authority_host_override_wins_over_the_cloud_and_the_mapping_over_the_cluster() {
+    let cluster_only = config(&format!(
+        "azure: {{tenantId: \"{TENANT}\", cloud: AzureChinaCloud, authorityHost: \"{OTHER_EMULATOR}\"}}"
+    ));
+    let out = run(&pod(json!({})), &azure_sa(), &cluster_only);
+    assert_eq!(
+        env_var(&out.pod, "app", "AZURE_AUTHORITY_HOST").as_deref(),
+        Some(OTHER_EMULATOR)
+    );
+    assert!(warned_override(
+        &out,
+        "AZURE_AUTHORITY_HOST",
+        OTHER_EMULATOR,
+        "azure.authorityHost"
+    ));
+
+    let mapped = config(&format!(
+        "azure: {{tenantId: \"{TENANT}\", authorityHost: \"{OTHER_EMULATOR}\"}}\nidentities: [{{namespace: {NS}, serviceAccount: app, azure: {{clientId: \"{CLIENT}\", authorityHost: \"{EMULATOR}\"}}}}]"
+    ));
+    let out = run(&pod(json!({})), &sa(Value::Null), &mapped);
+    assert_eq!(
+        env_var(&out.pod, "app", "AZURE_AUTHORITY_HOST").as_deref(),
+        Some(EMULATOR)
+    );
+    assert!(warned_override(
+        &out,
+        "AZURE_AUTHORITY_HOST",
+        EMULATOR,
+        &format!("azure.authorityHost of the mapping for {NS}/app"),
+    ));
+
+    let plain = run(&pod(json!({})), &azure_sa(), &cluster());
+    assert_eq!(
+        env_var(&plain.pod, "app", "AZURE_AUTHORITY_HOST").as_deref(),
+        Some("https://login.microsoftonline.com/")
+    );
+    assert!(!plain.warned("talk to that endpoint"), "{:?}", plain.mutation.warnings);
+}
+
+#[test]
+fn google_token_url_and_impersonation_endpoint_go_into_the_credential_configuration() {
+    let plain = run(&pod(json!({})), &gcp_sa(), &cluster());
+    let credentials = gcp_credentials(&plain.pod);
+    assert_eq!(credentials["token_url"], "https://sts.googleapis.com/v1/token");
+    assert_eq!(
+        credentials["service_account_impersonation_url"],
+        format!("https://iamcredentials.googleapis.com/v1/projects/-/serviceAccounts/{GSA}:generateAccessToken")
+    );
+    assert!(!plain.warned("talk to that endpoint"), "{:?}", plain.mutation.warnings);
+
+    let settings = config(&format!(
+        "gcp: {{workloadIdentityProvider: \"{PROVIDER}\", tokenUrl: \"{OTHER_EMULATOR}/v1/token\", impersonationEndpoint: \"{OTHER_EMULATOR}/\"}}\nidentities: [{{namespace: {NS}, serviceAccount: app, gcp: {{serviceAccount: \"{GSA}\", tokenUrl: \"{EMULATOR}/v1/token\"}}}}]"
+    ));
+    let out = run(&pod(json!({})), &sa(Value::Null), &settings);
+    let credentials = gcp_credentials(&out.pod);
+    assert_eq!(credentials["token_url"], format!("{EMULATOR}/v1/token"));
+    // The trailing slash of the base URL is not doubled.
+    assert_eq!(
+        credentials["service_account_impersonation_url"],
+        format!("{OTHER_EMULATOR}/v1/projects/-/serviceAccounts/{GSA}:generateAccessToken")
+    );
+    assert!(warned_override(
+        &out,
+        "token_url",
+        &format!("{EMULATOR}/v1/token"),
+        &format!("gcp.tokenUrl of the mapping for {NS}/app"),
+    ));
+    assert!(warned_override(
+        &out,
+        "service_account_impersonation_url",
+        &format!("{OTHER_EMULATOR}/"),
+        "gcp.impersonationEndpoint",
+    ));
+
+    // Direct resource access impersonates nobody: the endpoint is unused and not warned about.
+    let direct = config(&format!(
+        "gcp: {{workloadIdentityProvider: \"{PROVIDER}\", impersonationEndpoint: \"{OTHER_EMULATOR}\"}}\nidentities: [{{namespace: {NS}, serviceAccount: app, gcp: {{}}}}]"
+    ));
+    let out = run(&pod(json!({})), &sa(Value::Null), &direct);
+    assert!(
+        gcp_credentials(&out.pod)
+            .get("service_account_impersonation_url")
+            .is_none()
+    );
+    assert!(!out.warned("talk to that endpoint"), "{:?}", out.mutation.warnings);
+}
+
+#[test]
+fn invalid_endpoint_overrides_are_config_errors_naming_the_field() {
+    let fields = [
+        ("aws", "stsEndpoint"),
+        ("aws", "endpoint"),
+        ("aws", "containerCredentialsFullUri"),
+        ("azure", "authorityHost"),
+        ("gcp", "tokenUrl"),
+        ("gcp", "impersonationEndpoint"),
+    ];
+    let mapping_base = |cloud: &str| match cloud {
+        "aws" => format!("roleArn: \"{ROLE}\", "),
+        _ => String::new(),
+    };
+    for (cloud, field) in fields {
+        for bad in [
+            "http://sts.example.com",
+            "http://10.0.0.7:8080",
+            "https://user:secret@sts.example.com",
+            "https://sts.example.com/?x=1",
+            "sts.example.com",
+        ] {
+            let yaml = format!("{cloud}: {{{field}: \"{bad}\"}}");
+            let err = Config::parse(&yaml, &Default::default()).expect_err(&yaml).to_string();
+            assert!(
+                err.contains(&format!("{cloud}.{field}: \"{bad}\" is not a valid endpoint URL")),
+                "{yaml}: {err}"
+            );
+            let yaml = format!(
+                "identities: [{{{cloud}: {{{}{field}: \"{bad}\"}}}}]",
+                mapping_base(cloud)
+            );
+            let err = Config::parse(&yaml, &Default::default()).expect_err(&yaml).to_string();
+            assert!(err.contains(&format!("identities[0].{cloud}.{field}")), "{yaml}: {err}");
+        }
+        for good in [
+            EMULATOR,
+            OTHER_EMULATOR,
+            "http://127.0.0.1:4566",
+            "http://emulator.wiw-system.svc.cluster.local",
+        ] {
+            let yaml = format!(
+                "{cloud}: {{{field}: \"{good}\"}}\nidentities: [{{{cloud}: {{{}{field}: \"{good}\"}}}}]",
+                mapping_base(cloud)
+            );
+            Config::parse(&yaml, &Default::default()).unwrap_or_else(|err| panic!("{yaml}: {err}"));
+        }
+    }
+    // The flags are checked alike (a flag without a ConfigMap still goes through validation).
+    let mut flags = crate::core::config::Settings::default();
+    flags.gcp.token_url = Some("http://sts.example.com/v1/token".into());
+    let err = Config::from_defaults(&flags).unwrap_err().to_string();
+    assert!(err.contains("gcp.tokenUrl"), "{err}");
+}
+
+// ---------------------------------------------------------------------------------------------
 // Skip lists
 // ---------------------------------------------------------------------------------------------
 

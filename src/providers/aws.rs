@@ -3,7 +3,7 @@
 use serde::Deserialize;
 
 use super::{
-    CLAMPED_EXPIRATION_SECONDS, CloudProvider, ENDPOINT_URL, Mapping, PodContext, PodInjection,
+    CLAMPED_EXPIRATION_SECONDS, CloudProvider, ENDPOINT_URL, EndpointOverride, Mapping, PodContext, PodInjection,
     SETTING_EXPIRATION_SECONDS, Settings as AllSettings, check_expiration, check_field, checked, cloud_settings,
     projected_volume, token_source,
 };
@@ -30,6 +30,11 @@ const POD_IDENTITY_TOKEN_FILE_WINDOWS: &str =
     r"C:\var\run\secrets\pods.eks.amazonaws.com\serviceaccount\eks-pod-identity-token";
 const POD_IDENTITY_AUDIENCE: &str = "pods.eks.amazonaws.com";
 const DEFAULT_POD_IDENTITY_CREDENTIALS_URI: &str = "http://169.254.170.23/v1/credentials";
+/// The EKS Pod Identity agent's IPv4 and IPv6 URIs.
+const EKS_AGENT_URIS: [&str; 2] = [
+    DEFAULT_POD_IDENTITY_CREDENTIALS_URI,
+    "http://[fd00:ec2::23]/v1/credentials",
+];
 
 cloud_settings! {
     /// `aws:` at the top of `config.yaml`, and the `--aws-*` flags.
@@ -287,6 +292,12 @@ impl Aws {
         let (region, gaps) = region_env(ctx);
         env.extend(region);
         env.extend(sts_regional_env(ctx, warnings));
+        let endpoints = service_endpoints(ctx);
+        env.extend(
+            endpoints
+                .iter()
+                .map(|endpoint| vec![(endpoint.target, endpoint.url.clone())]),
+        );
         PodInjection {
             cloud: self.name(),
             identity: role_arn.to_owned(),
@@ -298,6 +309,7 @@ impl Aws {
             gaps,
             scratch: None,
             pod_annotations: Vec::new(),
+            endpoints,
         }
     }
 
@@ -315,21 +327,33 @@ impl Aws {
         } else {
             POD_IDENTITY_TOKEN_FILE
         };
+        let mapped = ctx.mapping.and_then(|mapping| mapping.aws.as_ref());
+        let agent = ctx.endpoint(
+            "aws.containerCredentialsFullUri",
+            mapped.and_then(|aws| aws.container_credentials_full_uri.as_deref()),
+            settings.container_credentials_full_uri.as_deref(),
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+            true,
+        );
+        let agent_uri = agent
+            .as_ref()
+            .map_or(DEFAULT_POD_IDENTITY_CREDENTIALS_URI, |agent| agent.url.as_str());
         let mut env = vec![vec![
-            (
-                "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-                settings
-                    .container_credentials_full_uri
-                    .as_deref()
-                    .unwrap_or(DEFAULT_POD_IDENTITY_CREDENTIALS_URI)
-                    .to_owned(),
-            ),
+            ("AWS_CONTAINER_CREDENTIALS_FULL_URI", agent_uri.to_owned()),
             ("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", token_file.to_owned()),
         ]];
         let (region, gaps) = region_env(ctx);
         env.extend(region);
         // As the AWS webhook does: SDKs that also call STS themselves use the regional endpoint.
         env.extend(sts_regional_env(ctx, warnings));
+        let mut endpoints = service_endpoints(ctx);
+        env.extend(
+            endpoints
+                .iter()
+                .map(|endpoint| vec![(endpoint.target, endpoint.url.clone())]),
+        );
+        // The EKS agent's own addresses are no override worth a warning.
+        endpoints.extend(agent.filter(|agent| !EKS_AGENT_URIS.contains(&agent.url.as_str())));
         PodInjection {
             cloud: self.name(),
             identity: "eks-pod-identity".to_owned(),
@@ -344,8 +368,32 @@ impl Aws {
             gaps,
             scratch: None,
             pod_annotations: Vec::new(),
+            endpoints,
         }
     }
+}
+
+/// The STS and all-services endpoint overrides, each its own env var (a container's own wins).
+fn service_endpoints(ctx: &PodContext<'_>) -> Vec<EndpointOverride> {
+    let mapped = ctx.mapping.and_then(|mapping| mapping.aws.as_ref());
+    let settings = &ctx.settings.aws;
+    [
+        (
+            "aws.stsEndpoint",
+            mapped.and_then(|aws| aws.sts_endpoint.as_deref()),
+            settings.sts_endpoint.as_deref(),
+            "AWS_ENDPOINT_URL_STS",
+        ),
+        (
+            "aws.endpoint",
+            mapped.and_then(|aws| aws.endpoint.as_deref()),
+            settings.endpoint.as_deref(),
+            "AWS_ENDPOINT_URL",
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(field, mapped, cluster, env)| ctx.endpoint(field, mapped, cluster, env, true))
+    .collect()
 }
 
 /// A bare role name made into an ARN, as the AWS webhook's `--compose-role-arn` does: only when

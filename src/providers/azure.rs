@@ -182,10 +182,18 @@ impl CloudProvider for Azure {
         }
         env.push(vec![("AZURE_TENANT_ID", tenant_id.to_owned())]);
         env.push(vec![("AZURE_FEDERATED_TOKEN_FILE", TOKEN_FILE.to_owned())]);
-        env.push(vec![(
+        let authority = ctx.endpoint(
+            "azure.authorityHost",
+            mapped.and_then(|azure| azure.authority_host.as_deref()),
+            settings.authority_host.as_deref(),
             "AZURE_AUTHORITY_HOST",
-            settings.cloud.unwrap_or_default().authority_host().to_owned(),
-        )]);
+            true,
+        );
+        let authority_host = authority.as_ref().map_or_else(
+            || settings.cloud.unwrap_or_default().authority_host(),
+            |authority| authority.url.as_str(),
+        );
+        env.push(vec![("AZURE_AUTHORITY_HOST", authority_host.to_owned())]);
         Some(PodInjection {
             cloud: self.name(),
             identity: client_id.unwrap_or("(client id set by the Pod)").to_owned(),
@@ -197,6 +205,7 @@ impl CloudProvider for Azure {
             gaps: Vec::new(),
             scratch: None,
             pod_annotations: Vec::new(),
+            endpoints: authority.into_iter().collect(),
         })
     }
 

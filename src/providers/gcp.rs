@@ -5,7 +5,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{
-    CLAMPED_EXPIRATION_SECONDS, CloudProvider, ENDPOINT_URL, Mapping, PodContext, PodInjection,
+    CLAMPED_EXPIRATION_SECONDS, CloudProvider, ENDPOINT_URL, EndpointOverride, Mapping, PodContext, PodInjection,
     SETTING_EXPIRATION_SECONDS, ScratchDir, Settings as AllSettings, check_expiration, check_field, checked,
     cloud_settings, parse_name, projected_volume, token_source,
 };
@@ -29,6 +29,8 @@ const TOKEN_FILE: &str = "/var/run/secrets/sts.googleapis.com/serviceaccount/tok
 const CREDENTIAL_FILE_NAME: &str = "credential-configuration.json";
 const CREDENTIAL_FILE: &str = "/var/run/secrets/sts.googleapis.com/serviceaccount/credential-configuration.json";
 const DEFAULT_EXPIRATION: i64 = 3600;
+const DEFAULT_TOKEN_URL: &str = "https://sts.googleapis.com/v1/token";
+const DEFAULT_IMPERSONATION_ENDPOINT: &str = "https://iamcredentials.googleapis.com";
 /// gcloud writes its configuration (credential cache, logs) here; with a read-only root file
 /// system and no writable CLOUDSDK_CONFIG it fails before any request ("unable to open database file").
 const GCLOUD_CONFIG: ScratchDir = ScratchDir {
@@ -248,6 +250,23 @@ impl CloudProvider for Gcp {
                 ("CLOUDSDK_CORE_PROJECT", project.to_owned()),
             ]
         }));
+        let token_url = ctx.endpoint(
+            "gcp.tokenUrl",
+            mapped.and_then(|gcp| gcp.token_url.as_deref()),
+            settings.token_url.as_deref(),
+            "token_url",
+            false,
+        );
+        // Without a service account to impersonate, the endpoint is not used.
+        let impersonation = email.and_then(|_| {
+            ctx.endpoint(
+                "gcp.impersonationEndpoint",
+                mapped.and_then(|gcp| gcp.impersonation_endpoint.as_deref()),
+                settings.impersonation_endpoint.as_deref(),
+                "service_account_impersonation_url",
+                false,
+            )
+        });
         Some(PodInjection {
             cloud: self.name(),
             identity: email.map_or_else(|| format!("direct access via {provider}"), str::to_owned),
@@ -258,7 +277,11 @@ impl CloudProvider for Gcp {
             skip_containers: ctx.skip_list(SKIP_CONTAINERS, ','),
             gaps: Vec::new(),
             scratch: (settings.gcloud_config_volume != Some(false)).then_some(GCLOUD_CONFIG),
-            pod_annotations: vec![(CREDENTIAL_CONFIGURATION, credential_configuration(provider, email))],
+            pod_annotations: vec![(
+                CREDENTIAL_CONFIGURATION,
+                credential_configuration(provider, email, token_url.as_ref(), impersonation.as_ref()),
+            )],
+            endpoints: token_url.into_iter().chain(impersonation).collect(),
         })
     }
 
@@ -278,18 +301,26 @@ impl CloudProvider for Gcp {
     }
 }
 
-/// The `external_account` credential configuration that Google's client libraries and gcloud read.
-fn credential_configuration(provider: &str, email: Option<&str>) -> String {
+/// The `external_account` credential configuration that Google's client libraries and gcloud read,
+/// with the token and impersonation endpoints overridden where set.
+fn credential_configuration(
+    provider: &str,
+    email: Option<&str>,
+    token_url: Option<&EndpointOverride>,
+    impersonation: Option<&EndpointOverride>,
+) -> String {
     let mut configuration = json!({
         "type": "external_account",
         "audience": format!("//iam.googleapis.com/{provider}"),
         "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
-        "token_url": "https://sts.googleapis.com/v1/token",
+        "token_url": token_url.map_or(DEFAULT_TOKEN_URL, |endpoint| endpoint.url.as_str()),
         "credential_source": {"file": TOKEN_FILE, "format": {"type": "text"}},
     });
     if let Some(email) = email {
+        let base = impersonation.map_or(DEFAULT_IMPERSONATION_ENDPOINT, |endpoint| endpoint.url.as_str());
         configuration["service_account_impersonation_url"] = json!(format!(
-            "https://iamcredentials.googleapis.com/v1/projects/-/serviceAccounts/{email}:generateAccessToken"
+            "{}/v1/projects/-/serviceAccounts/{email}:generateAccessToken",
+            base.trim_end_matches('/')
         ));
     }
     configuration.to_string()

@@ -206,6 +206,34 @@ impl PodContext<'_> {
         .unwrap_or(default)
     }
 
+    /// An endpoint override: the mapping's value of `cloud.field` over the cluster setting's.
+    pub fn endpoint(
+        &self,
+        field: &str,
+        mapped: Option<&str>,
+        cluster: Option<&str>,
+        target: &'static str,
+        in_env: bool,
+    ) -> Option<EndpointOverride> {
+        let (setting, url) = match (mapped, cluster, self.mapping) {
+            (Some(url), _, Some(mapping)) => (
+                format!(
+                    "{field} of the mapping for {}/{}",
+                    mapping.namespace, mapping.service_account
+                ),
+                url,
+            ),
+            (_, Some(url), _) => (field.to_owned(), url),
+            _ => return None,
+        };
+        Some(EndpointOverride {
+            setting,
+            target,
+            in_env,
+            url: url.to_owned(),
+        })
+    }
+
     /// A token lifetime: the ServiceAccount annotation (within `allowed`) or `default`, which a Pod
     /// annotation may shorten but never lengthen, each raised to the apiserver's floor (so a Pod
     /// that asks for 0 gets the shortest token, not the default).
@@ -272,6 +300,30 @@ pub struct PodInjection {
     pub scratch: Option<ScratchDir>,
     /// Pod annotations the injection relies on (their values are ours and are kept in step).
     pub pod_annotations: Vec<(&'static str, String)>,
+    /// Endpoint overrides in force, each warned about when it reaches a container.
+    pub endpoints: Vec<EndpointOverride>,
+}
+
+/// An endpoint override that sends a Pod's SDKs somewhere other than the cloud's own endpoint
+/// (an emulator, LocalStack, a private cloud). Users are warned, so none is active unnoticed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EndpointOverride {
+    /// The setting it came from: `aws.stsEndpoint`, or the mapping's field.
+    pub setting: String,
+    /// What it sets: an env var, or a field of an injected file.
+    pub target: &'static str,
+    /// Whether `target` is an env var (which a container's own value outranks).
+    pub in_env: bool,
+    pub url: String,
+}
+
+impl EndpointOverride {
+    pub fn warning(&self, cloud: &str) -> String {
+        format!(
+            "{}={} (from {}): {cloud} SDKs in this Pod talk to that endpoint, not to the cloud's own",
+            self.target, self.url, self.setting
+        )
+    }
 }
 
 /// An emptyDir mounted writable in every container that takes the injection, named by one env
