@@ -885,8 +885,14 @@ async fn the_local_overlay_runs_the_emulator_with_exactly_the_shipped_rights() {
     std::fs::write(&rules_file, rules("app")).unwrap();
     let (https_port, http_port) = (webhook::free_port(), webhook::free_port());
     let log = dir.path().join("emulate.log");
+    // The overlay's arguments, with the test's rules file and loopback ports.
+    let local = ["--rules=", "--https-listen=", "--http-listen="];
     let mut child = Command::new(env!("CARGO_BIN_EXE_workload-identity-webhook"))
-        .args(&emulator_args)
+        .args(
+            emulator_args
+                .iter()
+                .filter(|arg| !local.iter().any(|prefix| arg.starts_with(prefix))),
+        )
         .arg(format!("--rules={}", rules_file.display()))
         .arg(format!("--https-listen=127.0.0.1:{https_port}"))
         .arg(format!("--http-listen=127.0.0.1:{http_port}"))
