@@ -744,6 +744,8 @@ struct Runner<'a> {
     bash: PathBuf,
     dir: &'a Path,
     emulator: &'a Emulator,
+    /// What the application itself sets besides the Pod's env (the probes' code choices).
+    app_env: &'a [(&'a str, &'a str)],
 }
 
 impl Runner<'_> {
@@ -767,7 +769,12 @@ impl Runner<'_> {
                 .collect::<String>(),
         )
         .unwrap();
-        let env = sdk_env(pod, self.dir);
+        let mut env = sdk_env(pod, self.dir);
+        env.extend(
+            self.app_env
+                .iter()
+                .map(|(name, value)| (name.to_string(), value.to_string())),
+        );
         let subject = format!(
             "system:serviceaccount:{}:{}",
             pod.metadata.namespace.as_deref().unwrap(),
@@ -888,6 +895,7 @@ async fn sdks_get_credentials_from_what_the_webhook_injects() {
         bash,
         dir: d,
         emulator: &emulator,
+        app_env: &[],
     };
 
     let mut failures = Vec::new();
@@ -1027,6 +1035,7 @@ fn sdks_get_credentials_from_the_kubelets_files() {
         bash,
         dir: d,
         emulator: &emulator,
+        app_env: &[],
     };
     let (checks, failures) = run_on_node_files(&runner, &sdks, &folder, &node_cases());
     report(&sdks, checks, started, &failures);
@@ -1121,6 +1130,9 @@ fn sdks_get_credentials_from_the_in_cluster_emulator() {
         bash,
         dir: d,
         emulator: &emulator,
+        // A Go application using azidentity with a custom authority host disables instance
+        // discovery in code (there is no environment variable for it).
+        app_env: &[("SDK_PROBE_AZURE_DISABLE_INSTANCE_DISCOVERY", "1")],
     };
     let refused = |service| Expect::Refuse {
         service,

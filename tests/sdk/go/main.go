@@ -44,7 +44,12 @@ func probe(ctx context.Context, cloud string) (string, error) {
 		}
 		return fmt.Sprintf("access_key=%s source=%s", creds.AccessKeyID, creds.Source), nil
 	case "azure":
-		cred, err := azidentity.NewDefaultAzureCredential(nil)
+		// What an application sets in code for a custom authority host such as the in-cluster
+		// emulator: azidentity (MSAL Go) otherwise validates it at login.microsoftonline.com.
+		options := &azidentity.DefaultAzureCredentialOptions{
+			DisableInstanceDiscovery: os.Getenv("SDK_PROBE_AZURE_DISABLE_INSTANCE_DISCOVERY") == "1",
+		}
+		cred, err := azidentity.NewDefaultAzureCredential(options)
 		if err != nil {
 			return "", err
 		}
