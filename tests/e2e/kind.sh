@@ -278,11 +278,15 @@ until kc -n "${system_ns}" logs deploy/workload-identity-emulator | grep -q '"tr
   sleep 2
 done
 aws_cli() { # NAME SERVICE_ACCOUNT: the AWS CLI's default credential chain in a Pod; prints its phase
-  kc -n "${ns_in}" run "$1" --image=amazon/aws-cli:2.15.0 --restart=Never --labels=e2e=true \
+  kc -n "${ns_in}" run "$1" --image=amazon/aws-cli:2.22.0 --restart=Never --labels=e2e=true \
     --overrides="{\"spec\": {\"serviceAccountName\": \"$2\"}}" -- configure export-credentials --format env >/dev/null
-  kc -n "${ns_in}" wait "pod/$1" --for=jsonpath='{.status.phase}'=Succeeded --timeout=180s >/dev/null 2>&1 \
-    || kc -n "${ns_in}" wait "pod/$1" --for=jsonpath='{.status.phase}'=Failed --timeout=10s >/dev/null 2>&1 || true
-  get "${ns_in}" pod "$1" '{.status.phase}'
+  local phase="" deadline=$((SECONDS + 180))
+  while [[ ${SECONDS} -lt ${deadline} ]]; do
+    phase="$(get "${ns_in}" pod "$1" '{.status.phase}')"
+    [[ "${phase}" == Succeeded || "${phase}" == Failed ]] && break
+    sleep 2
+  done
+  echo "${phase}"
 }
 check "emulator: the trusted ServiceAccount's Pod gets credentials" Succeeded "$(aws_cli cli-trusted aws-sa)"
 check "emulator: they are the emulator's fake ones" yes \
