@@ -247,10 +247,25 @@ struct Emulator {
     stdin: Option<std::process::ChildStdin>,
     child: Option<Child>,
     log: PathBuf,
+    /// The in-cluster emulator's log reaches its file through the container runtime, a moment
+    /// after the answer: decisions are read once the file has not grown for this long.
+    settle: Option<Duration>,
 }
 
 impl Emulator {
     fn decisions_since(&self, offset: usize) -> Vec<Value> {
+        if let Some(quiet) = self.settle {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let mut length = self.log_len();
+            loop {
+                std::thread::sleep(quiet);
+                let now = self.log_len();
+                if now == length || Instant::now() > deadline {
+                    break;
+                }
+                length = now;
+            }
+        }
         let text = std::fs::read_to_string(&self.log).unwrap();
         text[offset..]
             .lines()
@@ -705,6 +720,7 @@ fn start_emulator(netns: Option<&NetworkNamespace>, bash: &Path, d: &Path, issue
         stdin: child.stdin.take(),
         child: None,
         log,
+        settle: None,
     };
     let child = emulator.child.insert(child);
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -1122,6 +1138,7 @@ fn sdks_get_credentials_from_the_in_cluster_emulator() {
         stdin: None,
         child: None,
         log: PathBuf::from(node_var("WIW_SDK_NODE_EMULATOR_LOG")),
+        settle: Some(Duration::from_millis(300)),
     };
     let runner = Runner {
         netns: None,
@@ -1132,7 +1149,7 @@ fn sdks_get_credentials_from_the_in_cluster_emulator() {
         emulator: &emulator,
         // A Go application using azidentity with a custom authority host disables instance
         // discovery in code (there is no environment variable for it).
-        app_env: &[("SDK_PROBE_AZURE_DISABLE_INSTANCE_DISCOVERY", "1")],
+        app_env: &[("SDK_PROBE_DISABLE_INSTANCE_DISCOVERY", "true")],
     };
     let refused = |service| Expect::Refuse {
         service,

@@ -44,10 +44,12 @@ func probe(ctx context.Context, cloud string) (string, error) {
 		}
 		return fmt.Sprintf("access_key=%s source=%s", creds.AccessKeyID, creds.Source), nil
 	case "azure":
-		// What an application sets in code for a custom authority host such as the in-cluster
-		// emulator: azidentity (MSAL Go) otherwise validates it at login.microsoftonline.com.
+		// With an authority host that is no Microsoft cloud (an emulator, a private cloud), MSAL Go
+		// first asks login.microsoftonline.com about it (instance discovery), which knows no such
+		// host; no env var turns that off, so such apps set the option in code, as the probe does
+		// when the test says so.
 		options := &azidentity.DefaultAzureCredentialOptions{
-			DisableInstanceDiscovery: os.Getenv("SDK_PROBE_AZURE_DISABLE_INSTANCE_DISCOVERY") == "1",
+			DisableInstanceDiscovery: os.Getenv("SDK_PROBE_DISABLE_INSTANCE_DISCOVERY") == "true",
 		}
 		cred, err := azidentity.NewDefaultAzureCredential(options)
 		if err != nil {
