@@ -10,7 +10,7 @@ use tracing_subscriber::EnvFilter;
 use workload_identity_webhook::cli::{Cli, Command, ConfigSourceArgs, ServeArgs, arguments};
 use workload_identity_webhook::cli::{convert, explain, mutate};
 use workload_identity_webhook::emulate;
-use workload_identity_webhook::shell::certificates::{ManagedCertificate, ca};
+use workload_identity_webhook::shell::certificates::{self, BundleTarget, ManagedCertificate, ca};
 use workload_identity_webhook::shell::connections::ConnectionLimits;
 use workload_identity_webhook::shell::logging::{LogArgs, LogFormat};
 use workload_identity_webhook::shell::metrics::Metrics;
@@ -189,7 +189,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .config_source
         .namespace
         .clone()
-        .or_else(own_namespace)
+        .or_else(certificates::own_namespace)
         .unwrap_or_else(|| "workload-identity-system".to_owned());
     let client = connect(&args.config_source).await?;
     let certificate = start_certificate(&args, client.as_ref(), &namespace, &metrics, &mut tasks).await?;
@@ -243,16 +243,13 @@ async fn start_certificate(
     let managed = &args.managed_certificate;
     match (client, &args.tls.tls_cert_file, &args.tls.tls_key_file) {
         (Some(client), _, _) if managed.manage_certificate => {
-            let mut names: Vec<String> = [".svc", ".svc.cluster.local"]
-                .iter()
-                .map(|suffix| format!("{}.{namespace}{suffix}", managed.service_name))
-                .collect();
+            let mut names = certificates::service_names(&managed.service_name, namespace);
             names.extend(managed.certificate_sans.iter().cloned());
             let certificate = ManagedCertificate::new(
                 client.clone(),
                 namespace,
                 managed.certificate_secret.clone(),
-                managed.webhook_configuration.clone(),
+                BundleTarget::WebhookConfiguration(managed.webhook_configuration.clone()),
                 names,
                 metrics.clone(),
             )?;
@@ -376,14 +373,6 @@ fn raise_open_file_limit() -> Option<u64> {
         "open file limit raised to the hard limit"
     );
     Some(limit.rlim_max)
-}
-
-/// The namespace of the Pod the webhook runs in, from its ServiceAccount mount.
-fn own_namespace() -> Option<String> {
-    std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
-        .ok()
-        .map(|text| text.trim().to_owned())
-        .filter(|text| !text.is_empty())
 }
 
 #[cfg(test)]

@@ -44,6 +44,8 @@ spec:
 
 const SYSTEM_NAMESPACE: &str = "workload-identity-system";
 const WEBHOOK_USER: &str = "system:serviceaccount:workload-identity-system:workload-identity-webhook";
+const EMULATOR_USER: &str = "system:serviceaccount:workload-identity-system:workload-identity-emulator";
+const EMULATOR_HOST: &str = "workload-identity-emulator.workload-identity-system.svc";
 const GOOGLE_ANNOTATION: &str = "cloud.google.com/external-credentials-json";
 
 /// Tests that apply overlays take this lock: the overlays write the same objects differently.
@@ -259,7 +261,7 @@ async fn every_overlay_is_accepted_by_the_apiserver() {
     );
     assert_eq!(spec["ingress"].as_array().unwrap().len(), 2, "{policy}");
 
-    for overlay in ["cluster-wide", "namespace-opt-in", "cert-manager"] {
+    for overlay in ["cluster-wide", "namespace-opt-in", "local", "cert-manager"] {
         let rendered = kubectl.apply_overlay(overlay);
         // Every overlay ships the admission policies and their bindings.
         for policy in [
@@ -746,4 +748,246 @@ async fn the_webhook_runs_with_exactly_the_shipped_rights() {
             .all(|webhook| &webhook["clientConfig"]["caBundle"] == bundle)
     });
     no_refusal(&managed);
+}
+
+/// The admin kubeconfig, impersonating `user`, written into `dir`.
+fn impersonating_kubeconfig(kubectl: &Kubectl, user: &str, dir: &std::path::Path) -> String {
+    let mut config: Value = serde_json::from_str(&std::fs::read_to_string(&kubectl.kubeconfig).unwrap()).unwrap();
+    config["users"][0]["user"]["as"] = json!(user);
+    let path = dir.join("kubeconfig");
+    std::fs::write(&path, config.to_string()).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+/// The local overlay: one small webhook replica without a PodDisruptionBudget, settings the webhook
+/// accepts that point at the emulator, and the emulator (same image) with its Service, rules and
+/// rights. Then `emulate` as the emulator's ServiceAccount (impersonated) with the overlay's
+/// arguments: it reads the issuer's discovery and keys, makes its certificate for its Service
+/// name and publishes the CA with only the shipped rights, serves Entra ID over HTTPS to a client
+/// that trusts only that CA, grants the trusted ServiceAccount, refuses another, and applies an
+/// edit of its rules file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_local_overlay_runs_the_emulator_with_exactly_the_shipped_rights() {
+    let kubectl = Kubectl::new().await;
+    let _cluster = CLUSTER.lock().await;
+    // From the shipped empty Secret, as on a first install.
+    kubectl.run(
+        &[
+            "-n",
+            SYSTEM_NAMESPACE,
+            "delete",
+            "secret",
+            "workload-identity-emulator-tls",
+            "--ignore-not-found",
+        ],
+        None,
+    );
+    let rendered = kubectl.apply_overlay("local");
+    assert!(!rendered.contains("kind: PodDisruptionBudget"), "{rendered}");
+    let get = |kind: &str, name: &str| kubectl.json(&["-n", SYSTEM_NAMESPACE, "get", kind, name]);
+    let webhook = get("deployment", "workload-identity-webhook");
+    assert_eq!(webhook["spec"]["replicas"], 1, "{webhook}");
+    let emulator = get("deployment", "workload-identity-emulator");
+    let (webhook_container, emulator_container) = (
+        &webhook["spec"]["template"]["spec"]["containers"][0],
+        &emulator["spec"]["template"]["spec"]["containers"][0],
+    );
+    assert_eq!(emulator_container["image"], webhook_container["image"]);
+    for container in [webhook_container, emulator_container] {
+        assert_eq!(container["imagePullPolicy"], "IfNotPresent", "{container}");
+    }
+    let emulator_args: Vec<String> = serde_json::from_value(emulator_container["args"].clone()).unwrap();
+    assert_eq!(emulator_args[0], "emulate");
+    assert!(
+        emulator_args.contains(&"--manage-certificate".to_owned()),
+        "{emulator_args:?}"
+    );
+
+    // The webhook takes the overlay's settings and injects the emulator's endpoints.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        kubectl.ok(
+            &[
+                "-n",
+                SYSTEM_NAMESPACE,
+                "get",
+                "configmap",
+                "workload-identity-webhook",
+                "-o",
+                "yaml",
+            ],
+            None,
+        ),
+    )
+    .unwrap();
+    let object = dir.path().join("pod.json");
+    let mut plain = pod("app", json!({}));
+    plain["metadata"]["labels"] = json!({});
+    plain["spec"]["serviceAccountName"] = json!("default");
+    std::fs::write(&object, plain.to_string()).unwrap();
+    let service_account = dir.path().join("sa.json");
+    std::fs::write(
+        &service_account,
+        json!({"metadata": {"name": "default", "annotations": {
+            "eks.amazonaws.com/role-arn": "arn:aws:iam::111122223333:role/app",
+            "azure.workload.identity/client-id": "00000000-1111-2222-3333-444444444444",
+            "azure.workload.identity/tenant-id": "11111111-2222-3333-4444-555555555555"}}})
+        .to_string(),
+    )
+    .unwrap();
+    let mutated = Command::new(env!("CARGO_BIN_EXE_workload-identity-webhook"))
+        .arg("mutate")
+        .arg("--object")
+        .arg(&object)
+        .arg("--service-account")
+        .arg(&service_account)
+        .arg("--config")
+        .arg(&config)
+        .args(["--namespace", "team-a"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&mutated.stdout);
+    assert!(mutated.status.success(), "{}", String::from_utf8_lossy(&mutated.stderr));
+    for expected in [
+        format!(r#""value": "http://{EMULATOR_HOST}""#),
+        format!(r#""value": "https://{EMULATOR_HOST}/""#),
+    ] {
+        assert!(stdout.contains(&expected), "{expected} not in {stdout}");
+    }
+
+    // `emulate` with exactly the emulator ServiceAccount's rights.
+    kubectl.wait_can_i(
+        EMULATOR_USER,
+        "update",
+        "secrets/workload-identity-emulator-tls",
+        SYSTEM_NAMESPACE,
+        true,
+    );
+    kubectl.wait_can_i(EMULATOR_USER, "create", "secrets", SYSTEM_NAMESPACE, false);
+    let kubeconfig = impersonating_kubeconfig(&kubectl, EMULATOR_USER, dir.path());
+    let namespace = unique("emulator");
+    create_namespace(&kubectl, &namespace);
+    for name in ["app", "other"] {
+        kubectl.ok(&["-n", &namespace, "create", "serviceaccount", name], None);
+    }
+    let (tenant, client) = (
+        "11111111-2222-3333-4444-555555555555",
+        "00000000-1111-2222-3333-444444444444",
+    );
+    let rules = |trusted: &str| {
+        format!(
+            "azure: [{{tenantId: '{tenant}', clientId: '{client}', subjects: ['system:serviceaccount:{namespace}:{trusted}']}}]\n"
+        )
+    };
+    let rules_file = dir.path().join("rules.yaml");
+    std::fs::write(&rules_file, rules("app")).unwrap();
+    let (https_port, http_port) = (webhook::free_port(), webhook::free_port());
+    let log = dir.path().join("emulate.log");
+    // The overlay's arguments, with the test's rules file and loopback ports.
+    let local = ["--rules=", "--https-listen=", "--http-listen="];
+    let mut child = Command::new(env!("CARGO_BIN_EXE_workload-identity-webhook"))
+        .args(
+            emulator_args
+                .iter()
+                .filter(|arg| !local.iter().any(|prefix| arg.starts_with(prefix))),
+        )
+        .arg(format!("--rules={}", rules_file.display()))
+        .arg(format!("--https-listen=127.0.0.1:{https_port}"))
+        .arg(format!("--http-listen=127.0.0.1:{http_port}"))
+        .arg("--rules-reload-interval=100ms")
+        .env("WIW_EMULATE_NAMESPACE", SYSTEM_NAMESPACE)
+        .env("KUBECONFIG", &kubeconfig)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let log_text = || std::fs::read_to_string(&log).unwrap();
+    eventually("emulate to be ready", || {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("emulate exited with {status}: {}", log_text());
+        }
+        log_text().contains("emulator ready")
+    });
+    let secret = get("secret", "workload-identity-emulator-tls");
+    assert!(secret["data"]["tls.crt"].is_string(), "{secret}");
+    let ca = get("configmap", "workload-identity-emulator-ca")["data"]["ca.crt"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no CA published: {}", log_text()))
+        .to_owned();
+
+    // Entra ID over HTTPS at the Service name, trusting only the published CA.
+    let https = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).unwrap())
+        .resolve(EMULATOR_HOST, ([127, 0, 0, 1], https_port).into())
+        .build()
+        .unwrap();
+    let entra = |service_account: &'static str| {
+        let https = https.clone();
+        let namespace = namespace.clone();
+        let kubectl = &kubectl;
+        async move {
+            let token = kubectl.ok(
+                &[
+                    "-n",
+                    &namespace,
+                    "create",
+                    "token",
+                    service_account,
+                    "--audience",
+                    "api://AzureADTokenExchange",
+                ],
+                None,
+            );
+            let response = https
+                .post(format!(
+                    "https://{EMULATOR_HOST}:{https_port}/{tenant}/oauth2/v2.0/token"
+                ))
+                .form(&[
+                    ("grant_type", "client_credentials"),
+                    ("client_id", client),
+                    (
+                        "client_assertion_type",
+                        "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                    ),
+                    ("client_assertion", token.trim()),
+                    ("scope", "https://management.azure.com/.default"),
+                ])
+                .send()
+                .await
+                .unwrap_or_else(|err| panic!("HTTPS to the emulator: {err:?}"));
+            response.status().as_u16()
+        }
+    };
+    assert_eq!(entra("app").await, 200, "{}", log_text());
+    assert_eq!(entra("other").await, 401, "{}", log_text());
+    // An edit of the rules file applies without a restart.
+    std::fs::write(&rules_file, rules("other")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while entra("other").await != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "the edited rules did not apply: {}",
+            log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let metrics = reqwest::get(format!("http://127.0.0.1:{http_port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        metrics.contains(r#"decisions_total{service="entra-id",outcome="refusal",reason="untrusted_subject"}"#),
+        "{metrics}"
+    );
+    let log = log_text();
+    assert!(!log.to_lowercase().contains("forbidden"), "{log}");
+    assert!(log.contains("CA published in its ConfigMap"), "{log}");
 }

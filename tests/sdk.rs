@@ -259,20 +259,37 @@ fn sweep_stale_namespaces(ip: &Path) {
     }
 }
 
-/// `workload-identity-webhook emulate` inside the namespace; killed on drop.
+/// `workload-identity-webhook emulate` inside the namespace, killed on drop; or the one in the node
+/// suite's cluster (no child; its log is the container log the kubelet writes).
 struct Emulator {
     /// Closing it stops the emulator.
     stdin: Option<std::process::ChildStdin>,
-    child: Child,
+    child: Option<Child>,
     log: PathBuf,
+    /// The in-cluster emulator's log reaches its file through the container runtime, a moment
+    /// after the answer: decisions are read once the file has not grown for this long.
+    settle: Option<Duration>,
 }
 
 impl Emulator {
     fn decisions_since(&self, offset: usize) -> Vec<Value> {
+        if let Some(quiet) = self.settle {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let mut length = self.log_len();
+            loop {
+                std::thread::sleep(quiet);
+                let now = self.log_len();
+                if now == length || Instant::now() > deadline {
+                    break;
+                }
+                length = now;
+            }
+        }
         let text = std::fs::read_to_string(&self.log).unwrap();
         text[offset..]
             .lines()
-            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            // A container log line starts with the time, stream and tag before the JSON.
+            .filter_map(|line| serde_json::from_str::<Value>(&line[line.find('{')?..]).ok())
             .filter(|line| line["message"] == "decision" || line["message"] == "stray request")
             .collect()
     }
@@ -296,7 +313,9 @@ impl Emulator {
 impl Drop for Emulator {
     fn drop(&mut self) {
         drop(self.stdin.take());
-        let _ = self.child.wait();
+        if let Some(child) = &mut self.child {
+            let _ = child.wait();
+        }
         if std::thread::panicking() {
             eprintln!(
                 "emulator log {}:\n{}",
@@ -792,15 +811,25 @@ fn write_run_files(d: &Path, jwks: &str, rules: &str) {
     let ca = GeneratedCa::new("workload-identity-webhook SDK test CA").unwrap();
     let (cert, key) = ca.issue(&[CLOUD_HOSTS, &[EMULATOR_SERVICE]].concat()).unwrap();
     for (name, text) in [
-        ("ca.pem", ca.cert_pem.clone()),
         ("tls.crt", cert),
         ("tls.key", key),
         ("jwks.json", jwks.to_owned()),
         ("rules.yaml", rules.to_owned()),
+    ] {
+        std::fs::write(d.join(name), text).unwrap();
+    }
+    write_isolation_files(d, &ca.cert_pem, "");
+}
+
+/// The CA the SDKs trust, the private /etc/hosts (cloud names on loopback, plus `extra_hosts`
+/// lines) and /etc/resolv.conf, and an empty HOME.
+fn write_isolation_files(d: &Path, ca_pem: &str, extra_hosts: &str) {
+    for (name, text) in [
+        ("ca.pem", ca_pem.to_owned()),
         (
             "hosts",
             format!(
-                "127.0.0.1 localhost\n{}\n",
+                "127.0.0.1 localhost\n{}\n{extra_hosts}",
                 CLOUD_HOSTS
                     .iter()
                     .map(|h| format!("127.0.0.1 {h}"))
@@ -881,15 +910,17 @@ fn start_emulator(
         .unwrap();
     let mut emulator = Emulator {
         stdin: child.stdin.take(),
-        child,
+        child: None,
         log,
+        settle: None,
     };
+    let child = emulator.child.insert(child);
     let deadline = Instant::now() + Duration::from_secs(30);
     while !std::fs::read_to_string(&emulator.log)
         .unwrap()
         .contains("emulator ready")
     {
-        if let Some(status) = emulator.child.try_wait().unwrap() {
+        if let Some(status) = child.try_wait().unwrap() {
             panic!("emulator exited with {status}");
         }
         assert!(Instant::now() < deadline, "emulator not ready after 30 s");
@@ -924,6 +955,8 @@ struct Runner<'a> {
     bash: PathBuf,
     dir: &'a Path,
     emulator: &'a Emulator,
+    /// What the application itself sets besides the Pod's env (the probes' code choices).
+    app_env: &'a [(&'a str, &'a str)],
 }
 
 impl Runner<'_> {
@@ -953,6 +986,11 @@ impl Runner<'_> {
             // What a Go app must do itself for a private authority host (see tests/sdk/go/main.go).
             env.insert("SDK_PROBE_DISABLE_INSTANCE_DISCOVERY".to_owned(), "true".to_owned());
         }
+        env.extend(
+            self.app_env
+                .iter()
+                .map(|(name, value)| (name.to_string(), value.to_string())),
+        );
         let subject = format!(
             "system:serviceaccount:{}:{}",
             pod.metadata.namespace.as_deref().unwrap(),
@@ -1093,6 +1131,7 @@ async fn sdks_get_credentials_from_what_the_webhook_injects() {
         bash,
         dir: d,
         emulator: &emulator,
+        app_env: &[],
     };
     let service_runner = Runner {
         emulator: &service_emulator,
@@ -1219,19 +1258,10 @@ const NODE_MULTI_ROLE: &str = "arn:aws:iam::111122223333:role/multi";
 #[ignore = "run by tests/node/run.sh inside the node's namespaces"]
 fn sdks_get_credentials_from_the_kubelets_files() {
     let (_, unshare, bash) = require_root_tools();
-    let var = |name: &str| {
-        std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: this test is run by tests/node/run.sh"))
-    };
-    let folder = PathBuf::from(var("WIW_SDK_NODE_TOKENS"));
-    let jwks = std::fs::read_to_string(var("WIW_SDK_NODE_JWKS")).unwrap();
-    let issuer = var("WIW_SDK_NODE_ISSUER");
-    let netns = var("WIW_SDK_NODE_NETNS");
-    let netns_id = format!("net:[{}]", std::fs::metadata(&netns).unwrap().ino());
-    assert_eq!(
-        std::fs::read_link("/proc/self/ns/net").unwrap().display().to_string(),
-        netns_id,
-        "not inside the node suite's network namespace {netns}"
-    );
+    let folder = PathBuf::from(node_var("WIW_SDK_NODE_TOKENS"));
+    let jwks = std::fs::read_to_string(node_var("WIW_SDK_NODE_JWKS")).unwrap();
+    let issuer = node_var("WIW_SDK_NODE_ISSUER");
+    let netns_id = node_netns_id();
     let started = Instant::now();
     let sdks = [python_sdks(), go_sdks()];
 
@@ -1257,10 +1287,40 @@ fn sdks_get_credentials_from_the_kubelets_files() {
         bash,
         dir: d,
         emulator: &emulator,
+        app_env: &[],
     };
+    let (checks, failures) = run_on_node_files(&runner, &sdks, &folder, &node_cases());
+    report(&sdks, checks, started, &failures);
+    drop(emulator);
+}
+
+/// A variable the node suite sets.
+fn node_var(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: this test is run by tests/node/run.sh"))
+}
+
+/// The id of the node suite's network namespace (`WIW_SDK_NODE_NETNS`), which this process must be in.
+fn node_netns_id() -> String {
+    let netns = node_var("WIW_SDK_NODE_NETNS");
+    let netns_id = format!("net:[{}]", std::fs::metadata(&netns).unwrap().ino());
+    assert_eq!(
+        std::fs::read_link("/proc/self/ns/net").unwrap().display().to_string(),
+        netns_id,
+        "not inside the node suite's network namespace {netns}"
+    );
+    netns_id
+}
+
+/// Runs `cases` on the files the node suite copied for each Pod of `NODE_NAMESPACE`; returns the
+/// number of checks and the failures.
+fn run_on_node_files(
+    runner: &Runner,
+    sdks: &[Sdk],
+    folder: &Path,
+    cases: &[(&str, Vec<(&str, Expect)>)],
+) -> (usize, Vec<String>) {
     let mut failures = Vec::new();
-    let cases = node_cases();
-    for (name, clouds) in &cases {
+    for (name, clouds) in cases {
         let pod_dir = folder.join(NODE_NAMESPACE).join(name);
         let text = std::fs::read_to_string(pod_dir.join("pod.json"))
             .unwrap_or_else(|err| panic!("{}: {err}", pod_dir.join("pod.json").display()));
@@ -1274,11 +1334,104 @@ fn sdks_get_credentials_from_the_kubelets_files() {
             .filter(|(source, _)| source.is_dir())
             .collect();
         assert!(!mounts.is_empty(), "{name}: no volume files in {}", pod_dir.display());
-        runner.run(&sdks, (name, false), &pod, &mounts, (clouds, &[]), &mut failures);
+        runner.run(sdks, (name, false), &pod, &mounts, (clouds, &[]), &mut failures);
     }
     let checks = cases.iter().map(|(_, clouds)| clouds.len() * sdks.len()).sum();
+    (checks, failures)
+}
+
+/// The emulator's Service names, as the local overlay's settings use them.
+const IN_CLUSTER_EMULATOR: &str = "workload-identity-emulator.workload-identity-system.svc";
+const NODE_EMULATED_ROLE: &str = "arn:aws:iam::111122223333:role/emulated";
+
+/// The SDKs against the emulator the node suite runs in its cluster (manifests/overlays/local),
+/// with the env and files the kubelet gave the Pods `emulated` (trusted by the emulator's rules
+/// ConfigMap for every cloud) and `not-emulated` (the same identities, trusted by none). The node has
+/// no cluster DNS and no kube-proxy: the private /etc/hosts maps the Service names to the
+/// emulator Pod's IP (it listens on the Service's ports itself). Besides the node-suite variables
+/// of `sdks_get_credentials_from_the_kubelets_files`:
+/// - `WIW_SDK_NODE_EMULATOR_IP`: the emulator Pod's IP;
+/// - `WIW_SDK_NODE_EMULATOR_CA`: the CA it published (ConfigMap workload-identity-emulator-ca);
+/// - `WIW_SDK_NODE_EMULATOR_LOG`: its container log as the kubelet writes it (the decisions).
+#[test]
+#[ignore = "run by tests/node/run.sh inside the node's namespaces"]
+fn sdks_get_credentials_from_the_in_cluster_emulator() {
+    let (_, unshare, bash) = require_root_tools();
+    let netns_id = node_netns_id();
+    let folder = PathBuf::from(node_var("WIW_SDK_NODE_TOKENS"));
+    let ip = node_var("WIW_SDK_NODE_EMULATOR_IP");
+    let ca = std::fs::read_to_string(node_var("WIW_SDK_NODE_EMULATOR_CA")).unwrap();
+    let started = Instant::now();
+    let sdks = [python_sdks(), go_sdks()];
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_isolation_files(
+        d,
+        &ca,
+        &format!("{ip} {IN_CLUSTER_EMULATOR} {IN_CLUSTER_EMULATOR}.cluster.local\n"),
+    );
+    let emulator = Emulator {
+        stdin: None,
+        child: None,
+        log: PathBuf::from(node_var("WIW_SDK_NODE_EMULATOR_LOG")),
+        settle: Some(Duration::from_millis(300)),
+    };
+    let runner = Runner {
+        netns: None,
+        netns_id,
+        unshare,
+        bash,
+        dir: d,
+        emulator: &emulator,
+        // A Go application using azidentity with a custom authority host disables instance
+        // discovery in code (there is no environment variable for it).
+        app_env: &[("SDK_PROBE_DISABLE_INSTANCE_DISCOVERY", "true")],
+    };
+    let refused = |service| Expect::Refuse {
+        service,
+        reason: "untrusted_subject",
+    };
+    let cases = [
+        (
+            "emulated",
+            vec![
+                (
+                    "aws",
+                    Expect::Grant {
+                        service: "aws-sts",
+                        identity: NODE_EMULATED_ROLE,
+                        prefix: "access_key=ASIAEMULATED",
+                    },
+                ),
+                (
+                    "azure",
+                    Expect::Grant {
+                        service: "entra-id",
+                        identity: IN_CLUSTER_EMULATOR,
+                        prefix: "token=emulated-entra-access-token.",
+                    },
+                ),
+                (
+                    "google",
+                    Expect::Grant {
+                        service: "google-iam",
+                        identity: GOOGLE_SA,
+                        prefix: "token=emulated-google-access-token.",
+                    },
+                ),
+            ],
+        ),
+        (
+            "not-emulated",
+            vec![
+                ("aws", refused("aws-sts")),
+                ("azure", refused("entra-id")),
+                ("google", refused("google-sts")),
+            ],
+        ),
+    ];
+    let (checks, failures) = run_on_node_files(&runner, &sdks, &folder, &cases);
     report(&sdks, checks, started, &failures);
-    drop(emulator);
 }
 
 /// Builds the Python venv and the Go probe outside any namespace, so that the node suite's run

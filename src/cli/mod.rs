@@ -332,7 +332,8 @@ pub enum Output {
     Review,
 }
 
-fn parse_duration(text: &str) -> Result<Duration, String> {
+/// `500ms`, `5s`, `2m`, `1h`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let (number, unit) = text.trim().split_at(
         text.trim()
             .find(|c: char| !c.is_ascii_digit())

@@ -91,9 +91,10 @@ pub async fn assume_role_with_web_identity(
         },
     };
     let now = super::now();
-    let decision = emulator.trusts.decide(
+    let trusts = emulator.trusts();
+    let decision = trusts.decide(
         param("WebIdentityToken"),
-        &emulator.trusts.rules.aws.roles,
+        &trusts.rules.aws.roles,
         role,
         &[STS_AUDIENCE.to_owned()],
         now,
@@ -140,7 +141,7 @@ pub async fn pod_identity_credentials(State(emulator): State<Arc<Emulator>>, hea
         .and_then(|value| value.to_str().ok())
         .unwrap_or_default();
     let now = super::now();
-    let decision = emulator.trusts.pod_identity(token, now);
+    let decision = emulator.trusts().pod_identity(token, now);
     let identity = decision
         .as_ref()
         .map(|(role, _)| role.clone())

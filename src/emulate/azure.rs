@@ -95,7 +95,7 @@ pub async fn token(
     }
     let client_id = param("client_id");
     let decision = emulator
-        .trusts
+        .trusts()
         .azure(param("client_assertion"), &tenant, client_id, super::now());
     // The authority host is part of the identity, so a test sees which cloud the SDK called.
     let identity = format!("{}/{tenant}/{client_id}", host(&headers));

@@ -75,9 +75,10 @@ pub async fn sts_token(State(emulator): State<Arc<Emulator>>, Form(params): Form
         format!("{RESOURCE_PREFIX}{provider}"),
     ];
     let now = super::now();
-    let decision = emulator.trusts.decide(
+    let trusts = emulator.trusts();
+    let decision = trusts.decide(
         param("subject_token"),
-        &emulator.trusts.rules.google.providers,
+        &trusts.rules.google.providers,
         provider,
         &defaults,
         now,
@@ -145,7 +146,7 @@ pub async fn generate_access_token(
         );
     };
     let decision = match emulator
-        .trusts
+        .trusts()
         .rules
         .google
         .service_accounts

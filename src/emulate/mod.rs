@@ -6,6 +6,10 @@
 //!
 //! Every grant and refusal is logged (`decision` events with service, identity, subject, reason)
 //! and counted (`GET /metrics`), so a test can assert who got which identity.
+//!
+//! In a cluster (`manifests/components/emulator`) the trust rules file is a mounted ConfigMap,
+//! re-read on change (a broken edit is logged and the last good rules stay), and the HTTPS
+//! certificate is self-managed like the webhook's, its CA published in a ConfigMap for workloads.
 
 pub mod aws;
 pub mod azure;
@@ -22,6 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
+use arc_swap::ArcSwap;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{Method, StatusCode, Uri, header};
@@ -34,8 +39,10 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use ring::rand::{SecureRandom, SystemRandom};
 
+use crate::shell::certificates::{self, BundleTarget, ManagedCertificate};
 use crate::shell::connections::{self, ConnectionLimits, Port};
 use crate::shell::logging::LogArgs;
+use crate::shell::tls::ReloadingCertificate;
 use jwt::{Claims, KeySet, Refusal};
 use rules::{Rules, Trusts};
 
@@ -80,8 +87,67 @@ pub struct EmulateArgs {
     #[arg(long, env = "WIW_EMULATE_TLS_KEY_FILE", requires = "tls_cert_file")]
     pub tls_key_file: Option<PathBuf>,
 
+    /// How often the rules file is checked for changes (a broken edit keeps the last good rules).
+    #[arg(long, env = "WIW_EMULATE_RULES_RELOAD_INTERVAL", default_value = "2s", value_parser = crate::cli::parse_duration)]
+    pub rules_reload_interval: Duration,
+
+    #[command(flatten)]
+    pub certificate: EmulateCertificateArgs,
+
     #[command(flatten)]
     pub log: LogArgs,
+}
+
+/// The self-managed HTTPS certificate in a cluster, as the webhook's (`serve --manage-certificate`),
+/// with the CA published in a ConfigMap instead of a webhook configuration.
+#[derive(Args, Debug)]
+pub struct EmulateCertificateArgs {
+    /// Keep a CA and certificate for the emulator's Service names in a Secret of its namespace and
+    /// publish the CA in --ca-config-map.
+    #[arg(long, env = "WIW_EMULATE_MANAGE_CERTIFICATE", conflicts_with = "tls_cert_file")]
+    pub manage_certificate: bool,
+
+    /// The Secret that holds the managed certificate (it must exist; only its data is written).
+    #[arg(
+        long,
+        env = "WIW_EMULATE_CERTIFICATE_SECRET",
+        default_value = "workload-identity-emulator-tls"
+    )]
+    pub certificate_secret: String,
+
+    /// The ConfigMap whose key `ca.crt` receives the CA (it must exist; only its data is written).
+    #[arg(
+        long,
+        env = "WIW_EMULATE_CA_CONFIG_MAP",
+        default_value = "workload-identity-emulator-ca"
+    )]
+    pub ca_config_map: String,
+
+    /// The Service in front of the emulator: the certificate names `<service>.<namespace>.svc`.
+    #[arg(long, env = "WIW_EMULATE_SERVICE_NAME", default_value = "workload-identity-emulator")]
+    pub service_name: String,
+
+    /// Extra DNS names or IP addresses for the managed certificate (repeatable).
+    #[arg(
+        long = "certificate-san",
+        env = "WIW_EMULATE_CERTIFICATE_SANS",
+        value_delimiter = ','
+    )]
+    pub certificate_sans: Vec<String>,
+
+    /// Namespace of the Secret and ConfigMap; defaults to the namespace the emulator runs in.
+    #[arg(long, env = "WIW_EMULATE_NAMESPACE")]
+    pub namespace: Option<String>,
+
+    /// How often the managed certificate is reconciled.
+    #[arg(long, env = "WIW_EMULATE_CERTIFICATE_CHECK_INTERVAL", default_value = "60s", value_parser = crate::cli::parse_duration)]
+    pub certificate_check_interval: Duration,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabels {
+    /// `success` or `failure`.
+    result: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -94,9 +160,11 @@ struct DecisionLabels {
 
 /// The shared state of every token service.
 pub struct Emulator {
-    pub trusts: Trusts,
+    /// Replaced whole when the rules file changes.
+    trusts: ArcSwap<Trusts>,
     google_tokens: Mutex<HashMap<String, google::Issued>>,
     decisions: Family<DecisionLabels, Counter>,
+    rules_reloads: Family<ReloadLabels, Counter>,
     registry: Registry,
 }
 
@@ -105,11 +173,81 @@ impl Emulator {
         let mut registry = Registry::with_prefix("workload_identity_emulator");
         let decisions = Family::<DecisionLabels, Counter>::default();
         registry.register("decisions", "Token requests by service and outcome", decisions.clone());
+        let rules_reloads = Family::<ReloadLabels, Counter>::default();
+        registry.register(
+            "rules_reloads",
+            "Changes of the trust rules file by result",
+            rules_reloads.clone(),
+        );
         Emulator {
-            trusts,
+            trusts: ArcSwap::from_pointee(trusts),
             google_tokens: Mutex::default(),
             decisions,
+            rules_reloads,
             registry,
+        }
+    }
+
+    /// The trust in force.
+    pub fn trusts(&self) -> arc_swap::Guard<Arc<Trusts>> {
+        self.trusts.load()
+    }
+
+    /// The rules file's text, applied unless it does not parse (then the rules in force stay).
+    pub fn apply_rules(&self, source: &str, text: &str) {
+        match Rules::parse(text) {
+            Ok(rules) => {
+                let current = self.trusts.load();
+                self.trusts.store(Arc::new(Trusts {
+                    issuer: current.issuer.clone(),
+                    keys: current.keys.clone(),
+                    rules,
+                }));
+                tracing::info!(source, "trust rules loaded");
+                self.rules_reloads
+                    .get_or_create(&ReloadLabels { result: "success" })
+                    .inc();
+            }
+            Err(err) => {
+                tracing::error!(source, error = %format!("{err:#}"), "trust rules refused; the last good rules stay in force");
+                self.rules_reloads
+                    .get_or_create(&ReloadLabels { result: "failure" })
+                    .inc();
+            }
+        }
+    }
+
+    /// Re-reads the rules file every `interval` and applies each new text (a mounted ConfigMap
+    /// changes when the kubelet swaps its `..data` link; the content is compared, not the time).
+    pub async fn watch_rules(self: Arc<Self>, path: PathBuf, mut last: String, interval: Duration) {
+        let source = path.display().to_string();
+        let mut failing: Option<String> = None;
+        loop {
+            tokio::time::sleep(interval).await;
+            match tokio::fs::read_to_string(&path).await {
+                Ok(text) => {
+                    failing = None;
+                    if text != last {
+                        self.apply_rules(&source, &text);
+                        last = text;
+                    }
+                }
+                Err(err) => {
+                    // Each distinct failure is logged once, not at every poll.
+                    let error = err.to_string();
+                    if failing.as_ref() != Some(&error) {
+                        tracing::error!(
+                            source,
+                            error,
+                            "cannot read the trust rules; the last good rules stay in force"
+                        );
+                        self.rules_reloads
+                            .get_or_create(&ReloadLabels { result: "failure" })
+                            .inc();
+                        failing = Some(error);
+                    }
+                }
+            }
         }
     }
 
@@ -273,11 +411,8 @@ pub fn router(emulator: Arc<Emulator>) -> Router {
         .with_state(emulator)
 }
 
-/// Issuer and JWKS from the Kubernetes API, with the in-cluster (or kubeconfig) credentials.
-async fn discover(issuer: Option<String>) -> anyhow::Result<(String, KeySet)> {
-    let client = kube::Client::try_default()
-        .await
-        .context("connecting to the Kubernetes API for OIDC discovery (or give --jwks-file and --issuer)")?;
+/// Issuer and JWKS from the Kubernetes API.
+async fn discover(client: kube::Client, issuer: Option<String>) -> anyhow::Result<(String, KeySet)> {
     let get = |path: &'static str| {
         let client = client.clone();
         async move {
@@ -306,34 +441,71 @@ pub async fn run(args: EmulateArgs) -> anyhow::Result<()> {
     let rules_text =
         std::fs::read_to_string(&args.rules).with_context(|| format!("reading {}", args.rules.display()))?;
     let rules = Rules::parse(&rules_text).with_context(|| format!("in {}", args.rules.display()))?;
+    let discovered = args.jwks_file.is_none() || args.issuer.is_none();
+    let client =
+        if discovered || args.certificate.manage_certificate {
+            Some(kube::Client::try_default().await.context(
+                "connecting to the Kubernetes API (for OIDC discovery give --jwks-file and --issuer instead)",
+            )?)
+        } else {
+            None
+        };
     let (issuer, keys) = match (&args.jwks_file, &args.issuer) {
         (Some(path), Some(issuer)) => {
             let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
             let keys = KeySet::from_json(&text).with_context(|| format!("in {}", path.display()))?;
             (issuer.clone(), keys)
         }
-        _ => discover(args.issuer.clone()).await?,
+        _ => discover(client.clone().context("no Kubernetes client")?, args.issuer.clone()).await?,
     };
     tracing::info!(%issuer, keys = keys.len(), "trusting the issuer");
     let emulator = Arc::new(Emulator::new(Trusts { issuer, keys, rules }));
-    let app = router(emulator);
+    let app = router(emulator.clone());
+    let mut background = tokio::task::JoinSet::new();
+    background.spawn(
+        emulator
+            .clone()
+            .watch_rules(args.rules.clone(), rules_text, args.rules_reload_interval),
+    );
 
-    let certificate = match (&args.tls_cert_file, &args.tls_key_file) {
-        (Some(cert), Some(key)) => crate::shell::tls::certified_key(
-            &std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?,
-            &std::fs::read(key).with_context(|| format!("reading {}", key.display()))?,
-        )?,
-        _ => {
-            tracing::warn!("no --tls-cert-file given: serving a self-signed certificate for localhost");
-            crate::shell::certificates::ca::self_signed()?
-        }
-    };
     // The emulator's own /metrics counts decisions; these hold only the connection counters.
     let connection_metrics = Arc::new(crate::shell::metrics::Metrics::default());
-    let tls = crate::shell::tls::server_config(
-        crate::shell::tls::ReloadingCertificate::new(certificate, &connection_metrics),
-        None,
-    )?;
+    let certificate = match (&args.tls_cert_file, &args.tls_key_file, client) {
+        (Some(cert), Some(key), _) => ReloadingCertificate::new(
+            crate::shell::tls::certified_key(
+                &std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?,
+                &std::fs::read(key).with_context(|| format!("reading {}", key.display()))?,
+            )?,
+            &connection_metrics,
+        ),
+        (_, _, Some(client)) if args.certificate.manage_certificate => {
+            let managed = &args.certificate;
+            let namespace = managed
+                .namespace
+                .clone()
+                .or_else(certificates::own_namespace)
+                .context("--manage-certificate needs --namespace outside a Pod")?;
+            let mut names = certificates::service_names(&managed.service_name, &namespace);
+            names.extend(managed.certificate_sans.iter().cloned());
+            let certificate = ManagedCertificate::new(
+                client,
+                &namespace,
+                managed.certificate_secret.clone(),
+                BundleTarget::ConfigMap(managed.ca_config_map.clone()),
+                names,
+                connection_metrics.clone(),
+            )?;
+            let stored = certificate.first_reconcile().await;
+            let current = certificate.current();
+            background.spawn(certificate.run(stored, managed.certificate_check_interval));
+            current
+        }
+        _ => {
+            tracing::warn!("no --tls-cert-file given: serving a self-signed certificate for localhost");
+            ReloadingCertificate::new(certificates::ca::self_signed()?, &connection_metrics)
+        }
+    };
+    let tls = crate::shell::tls::server_config(certificate, None)?;
     let tls = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
 
     // Bind everything first, so that "ready" means every address accepts connections.
@@ -369,9 +541,13 @@ pub async fn run(args: EmulateArgs) -> anyhow::Result<()> {
         })
         .collect();
     tracing::info!(https = ?args.https_listen, http = ?args.http_listen, "emulator ready");
-    let (result, _, _) = futures::future::select_all(servers).await;
-    result.context("listener task failed")?;
-    anyhow::bail!("a listener stopped")
+    tokio::select! {
+        (result, _, _) = futures::future::select_all(servers) => {
+            result.context("listener task failed")?;
+            anyhow::bail!("a listener stopped")
+        }
+        _ = background.join_next() => anyhow::bail!("the rules or certificate task stopped"),
+    }
 }
 
 const EMULATOR_CONNECTIONS: ConnectionLimits = ConnectionLimits {

@@ -248,3 +248,58 @@ fn jwks_and_rules_errors_are_reported_not_panicked() {
     assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
     assert_eq!(rfc3339(NOW), "2027-01-15T08:00:00Z");
 }
+
+/// The rules file as a mounted ConfigMap changes: a new rule applies to the next request, a
+/// broken edit or a vanished file keeps the last good rules (logged and counted as failures).
+#[tokio::test]
+async fn rules_file_edits_apply_and_broken_ones_keep_the_last_good_rules() {
+    let issuer = Issuer::ec("k1");
+    let emulator = Arc::new(Emulator::new(trusts(&[&issuer])));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rules.yaml");
+    let first = format!("aws:\n  roles: [{{arn: '{ROLE}', subjects: ['{APP}']}}]\n");
+    std::fs::write(&path, &first).unwrap();
+    tokio::spawn(
+        emulator
+            .clone()
+            .watch_rules(path.clone(), first.clone(), Duration::from_millis(10)),
+    );
+    let other = "system:serviceaccount:team-a:other";
+    let token = issuer.sign(&claims("sts.amazonaws.com", other));
+    let allowed = || irsa(&emulator.trusts(), &token).is_ok();
+    let reloads = |result: &str| {
+        let text = metrics_text(&emulator);
+        let line = format!("workload_identity_emulator_rules_reloads_total{{result=\"{result}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(line.as_str())?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    assert!(!allowed());
+
+    let second = first.replace(APP, other);
+    std::fs::write(&path, &second).unwrap();
+    until(&allowed).await;
+    assert_eq!(reloads("success"), 1);
+
+    std::fs::write(&path, "aws: {roles: [{arn: x, subject: typo}]}\n").unwrap();
+    until(|| reloads("failure") == 1).await;
+    assert!(allowed(), "a broken edit dropped the rules in force");
+
+    std::fs::remove_file(&path).unwrap();
+    until(|| reloads("failure") == 2).await;
+    assert!(allowed(), "a vanished file dropped the rules in force");
+}
+
+fn metrics_text(emulator: &Emulator) -> String {
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &emulator.registry).unwrap();
+    text
+}
+
+async fn until(check: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !check() {
+        assert!(std::time::Instant::now() < deadline, "not within 10 s");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

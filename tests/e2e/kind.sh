@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # End-to-end test in a kind cluster, for machines with a Docker engine:
-# builds the image, loads it into kind, installs manifests/overlays/namespace-opt-in with a
-# self-managed certificate, and checks with kubectl what the API server stored.
+# builds the image, loads it into kind, installs manifests/overlays/local (the webhook cluster-wide
+# with a self-managed certificate, and the `emulate` token services it points the Pods at), checks
+# with kubectl what the API server stored, and that a Pod's AWS CLI gets (fake) credentials from
+# the in-cluster emulator for the role its trust rule names, and a refusal for another
+# ServiceAccount claiming the same role (the README's "Local clusters").
 # Prints PASS/FAIL per case and exits non-zero if any case failed.
 #
 #   tests/e2e/kind.sh
@@ -25,7 +28,7 @@ cluster="${CLUSTER_NAME:-wiw-e2e}"
 image="${IMAGE:-workload-identity-webhook:e2e}"
 system_ns=workload-identity-system
 ns_in=e2e-opted-in
-ns_out=e2e-not-opted-in
+ns_out=e2e-unlabelled
 role_arn="arn:aws:iam::111122223333:role/e2e-s3-reader"
 late_role_arn="arn:aws:iam::111122223333:role/e2e-late"
 gsa="e2e-reader@my-project.iam.gserviceaccount.com"
@@ -44,6 +47,8 @@ cleanup() {
   if [[ ${status} -ne 0 ]] && kubectl --context "kind-${cluster}" get ns "${system_ns}" >/dev/null 2>&1; then
     echo "--- webhook logs ---" >&2
     kubectl --context "kind-${cluster}" -n "${system_ns}" logs -l app.kubernetes.io/name=workload-identity-webhook --tail=100 --prefix >&2 || true
+    echo "--- emulator logs ---" >&2
+    kubectl --context "kind-${cluster}" -n "${system_ns}" logs -l app.kubernetes.io/name=workload-identity-emulator --tail=100 --prefix >&2 || true
   fi
   rm -rf "${work}"
   if [[ "${made_cluster}" == true && "${KEEP_CLUSTER:-0}" != 1 ]]; then
@@ -67,18 +72,18 @@ kc() { kubectl --context "kind-${cluster}" "$@"; }
 docker build -t "${image}" "${repo}"
 kind load docker-image --name "${cluster}" "${image}"
 
-# The namespace-opt-in overlay, with the image just built (never pulled).
+# The local overlay, with the image just built (never pulled) for the webhook and the emulator.
 cat >"${work}/kustomization.yaml" <<KUSTOMIZATION
 apiVersion: kustomize.config.k8s.io/v1beta1
 kind: Kustomization
 resources:
-  - ../../../manifests/overlays/namespace-opt-in
+  - ../../../manifests/overlays/local
 images:
   - name: ghcr.io/workload-identity-webhook/workload-identity-webhook
     newName: ${image%:*}
     newTag: ${image##*:}
 patches:
-  - target: {kind: Deployment, name: workload-identity-webhook}
+  - target: {kind: Deployment}
     patch: |
       - op: replace
         path: /spec/template/spec/containers/0/imagePullPolicy
@@ -87,15 +92,16 @@ KUSTOMIZATION
 # The webhook makes its own certificate (--manage-certificate) and publishes its caBundle.
 kc apply -k "${work}"
 
-# Cluster settings and mappings used by the cases below.
+# Cluster settings and mappings used by the cases below; the endpoints are the local overlay's.
+emulator="workload-identity-emulator.${system_ns}.svc"
 set_config() {
   kc -n "${system_ns}" create configmap workload-identity-webhook --from-file=config.yaml=/dev/stdin \
     --dry-run=client -o yaml | kc apply -f -
 }
 set_config <<CONFIG
-aws: {region: us-west-2}
-azure: {tenantId: "${tenant_id}"}
-gcp: {workloadIdentityProvider: "${wip}"}
+aws: {region: us-west-2, stsEndpoint: "http://${emulator}"}
+azure: {tenantId: "${tenant_id}", authorityHost: "https://${emulator}/"}
+gcp: {workloadIdentityProvider: "${wip}", tokenUrl: "http://${emulator}/v1/token", impersonationEndpoint: "http://${emulator}"}
 identities:
   - {namespace: ${ns_in}, serviceAccount: probe-sa, aws: {roleArn: "${role_arn}"}}
   - {namespace: ${ns_in}, serviceAccount: aws-sa, aws: {roleArn: "${role_arn}"}}
@@ -109,13 +115,12 @@ identities:
   - {namespace: ${ns_out}, serviceAccount: aws-sa, aws: {roleArn: "${role_arn}"}}
 CONFIG
 
-kc -n "${system_ns}" rollout status deployment/workload-identity-webhook --timeout=180s
+kc -n "${system_ns}" rollout status deployment/workload-identity-webhook deployment/workload-identity-emulator --timeout=180s
 # --- test objects -------------------------------------------------------------------------------
 for ns in "${ns_in}" "${ns_out}"; do
   kc delete namespace "${ns}" --ignore-not-found --wait=true >/dev/null
 done
 kc create namespace "${ns_in}"
-kc label namespace "${ns_in}" workload-identity.dev/inject=enabled
 kc create namespace "${ns_out}"
 kc -n "${ns_in}" create serviceaccount probe-sa
 
@@ -189,6 +194,7 @@ check "AWS IRSA: AWS_ROLE_ARN" "${role_arn}" "$(env_of "${ns_in}" aws AWS_ROLE_A
 check "AWS IRSA: AWS_WEB_IDENTITY_TOKEN_FILE" "/var/run/secrets/eks.amazonaws.com/serviceaccount/token" \
   "$(env_of "${ns_in}" aws AWS_WEB_IDENTITY_TOKEN_FILE)"
 check "AWS IRSA: AWS_REGION" "us-west-2" "$(env_of "${ns_in}" aws AWS_REGION)"
+check "AWS IRSA: AWS_ENDPOINT_URL_STS (the emulator)" "http://${emulator}" "$(env_of "${ns_in}" aws AWS_ENDPOINT_URL_STS)"
 check "AWS IRSA: aws-iam-token volume" "aws-iam-token" "$(volume_of "${ns_in}" aws aws-iam-token)"
 check "AWS IRSA: token mount" "/var/run/secrets/eks.amazonaws.com/serviceaccount" \
   "$(get "${ns_in}" pod aws '{.spec.containers[0].volumeMounts[?(@.name=="aws-iam-token")].mountPath}')"
@@ -222,10 +228,10 @@ check "all three: volumes" "aws-iam-token gcp-workload-identity azure-identity-t
 check "all three: AWS_ROLE_ARN appears once" 1 \
   "$(get "${ns_in}" pod all '{range .spec.containers[0].env[*]}{.name}{"\n"}{end}' | grep -cx AWS_ROLE_ARN)"
 
-create_pod "${ns_out}" untouched aws-sa
-check "unlabelled namespace: Pod untouched (env)" "" "$(env_of "${ns_out}" untouched AWS_ROLE_ARN)"
-check "unlabelled namespace: Pod untouched (volume)" "" "$(volume_of "${ns_out}" untouched aws-iam-token)"
-check "unlabelled namespace: ServiceAccount not annotated" "" \
+create_pod "${ns_out}" unlabelled aws-sa
+check "cluster-wide: Pod of an unlabelled namespace injected (env)" "${role_arn}" "$(env_of "${ns_out}" unlabelled AWS_ROLE_ARN)"
+check "cluster-wide: Pod of an unlabelled namespace injected (volume)" aws-iam-token "$(volume_of "${ns_out}" unlabelled aws-iam-token)"
+check "cluster-wide: ServiceAccount of an unlabelled namespace annotated" "${role_arn}" \
   "$(get "${ns_out}" serviceaccount aws-sa '{.metadata.annotations.eks\.amazonaws\.com/role-arn}')"
 
 create_pod "${ns_in}" opted-out aws-sa "workload-identity.dev/inject: disabled"
@@ -254,6 +260,45 @@ check "ConfigMap edit: webhook Pods not restarted" "${webhook_pods_before}" "${w
 kc -n "${ns_in}" annotate serviceaccount late-sa e2e/touched=true >/dev/null
 check "ConfigMap edit: ServiceAccount annotated on its next update" "${late_role_arn}" \
   "$(get "${ns_in}" serviceaccount late-sa '{.metadata.annotations.eks\.amazonaws\.com/role-arn}')"
+
+# --- the in-cluster emulator (README "Local clusters") -----------------------------------------
+# aws-sa is trusted with the role; intruder-sa claims the same role and is not.
+kc -n "${ns_in}" create serviceaccount intruder-sa
+kc -n "${ns_in}" annotate serviceaccount intruder-sa "eks.amazonaws.com/role-arn=${role_arn}"
+kc -n "${system_ns}" create configmap workload-identity-emulator-rules --from-file=rules.yaml=/dev/stdin \
+  --dry-run=client -o yaml <<RULES | kc apply -f -
+aws:
+  roles:
+    - {arn: "${role_arn}", subjects: ["system:serviceaccount:${ns_in}:aws-sa"]}
+RULES
+# The kubelet updates the mounted rules within about a minute; the emulator logs the reload.
+deadline=$((SECONDS + 120))
+until kc -n "${system_ns}" logs deploy/workload-identity-emulator | grep -q '"trust rules loaded"'; do
+  [[ ${SECONDS} -lt ${deadline} ]] || { echo "FAIL: the emulator did not load the edited rules"; failures=$((failures + 1)); break; }
+  sleep 2
+done
+aws_cli() { # NAME SERVICE_ACCOUNT: the AWS CLI's default credential chain in a Pod; prints its phase
+  kc -n "${ns_in}" run "$1" --image=amazon/aws-cli:2.22.0 --restart=Never --labels=e2e=true \
+    --overrides="{\"spec\": {\"serviceAccountName\": \"$2\"}}" -- configure export-credentials --format env >/dev/null
+  local phase="" deadline=$((SECONDS + 180))
+  while [[ ${SECONDS} -lt ${deadline} ]]; do
+    phase="$(get "${ns_in}" pod "$1" '{.status.phase}')"
+    [[ "${phase}" == Succeeded || "${phase}" == Failed ]] && break
+    sleep 2
+  done
+  echo "${phase}"
+}
+check "emulator: the trusted ServiceAccount's Pod gets credentials" Succeeded "$(aws_cli cli-trusted aws-sa)"
+check "emulator: they are the emulator's fake ones" yes \
+  "$(kc -n "${ns_in}" logs cli-trusted | grep -q '^export AWS_ACCESS_KEY_ID=ASIAEMULATED' && echo yes || echo no)"
+check "emulator: the other ServiceAccount's Pod is refused" Failed "$(aws_cli cli-intruder intruder-sa)"
+check "emulator: refused with AccessDenied" yes \
+  "$(kc -n "${ns_in}" logs cli-intruder | grep -q AccessDenied && echo yes || echo no)"
+decisions="$(kc -n "${system_ns}" logs deploy/workload-identity-emulator | grep '"decision"' || true)"
+check "emulator log: grant to aws-sa" yes \
+  "$(grep '"outcome":"grant"' <<<"${decisions}" | grep -q "system:serviceaccount:${ns_in}:aws-sa" && echo yes || echo no)"
+check "emulator log: refusal of intruder-sa" yes \
+  "$(grep '"outcome":"refusal"' <<<"${decisions}" | grep -q "system:serviceaccount:${ns_in}:intruder-sa" && echo yes || echo no)"
 
 echo
 if [[ ${failures} -gt 0 ]]; then

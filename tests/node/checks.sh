@@ -32,7 +32,7 @@ images:
     newName: localhost/wiw-node/workload-identity-webhook
     newTag: test
 patches:
-  - target: {kind: Deployment, name: workload-identity-webhook}
+  - target: {kind: Deployment}
     patch: |
       - {op: replace, path: /spec/template/spec/containers/0/imagePullPolicy, value: Never}
 EOF
@@ -368,5 +368,81 @@ pod_json optout-2 "$plain" irsa disabled | k create -f - >&2
 k -n "$plain" wait --for=condition=Ready pod/optout-2 --timeout=180s >&2
 check_untouched "$plain" optout-2
 phase "cluster-wide overlay"
+
+# --- local overlay: the emulator in the cluster (components/emulator) and the webhook's settings
+# pointing at its Service. The SDKs then get credentials from it for the identity its rules
+# ConfigMap trusts, and a refusal for the same identities claimed by another ServiceAccount.
+install_overlay local
+k -n "$system" wait --for=condition=Available deploy/workload-identity-emulator --timeout=180s >&2 \
+  || fail "emulator Deployment not Available: $(k -n "$system" get pods -o wide 2>&1)"
+emulator_pod="$(k -n "$system" get pods -l app.kubernetes.io/name=workload-identity-emulator \
+  -o jsonpath='{.items[0].metadata.name}')"
+t0=$SECONDS
+until [[ -n "$(k -n "$system" get configmap workload-identity-emulator-ca -o jsonpath='{.data.ca\.crt}')" ]]; do
+  ((SECONDS - t0 < 60)) || fail "the emulator did not publish its CA within 60 s"
+  sleep 1
+done
+k -n "$system" get configmap workload-identity-emulator-ca -o jsonpath='{.data.ca\.crt}' > "$work/emulator-ca.crt"
+phase "local overlay: emulator Available, CA published"
+emulated_role="$role/emulated"
+subject="system:serviceaccount:$apps:emulated"
+rules="aws:
+  roles: [{arn: \"$emulated_role\", subjects: [\"$subject\"]}]
+azure: [{tenantId: \"$tenant\", clientId: \"$client\", subjects: [\"$subject\"]}]
+google:
+  providers: [{name: \"$provider\", subjects: [\"$subject\"]}]
+  serviceAccounts: [{email: \"$gsa\", subjects: [\"$subject\"]}]"
+k -n "$system" patch configmap workload-identity-emulator-rules --type merge \
+  -p "$(jq -n --arg r "$rules" '{data: {"rules.yaml": $r}}')" >&2
+for name in emulated not-emulated; do
+  sa "$apps" "$name" "eks.amazonaws.com/role-arn=$emulated_role" \
+    "azure.workload.identity/client-id=$client" "azure.workload.identity/tenant-id=$tenant" \
+    "iam.gke.io/gcp-service-account=$gsa" "$gcp_provider"
+done
+emulator_url="http://workload-identity-emulator.$system.svc"
+wait_dry_run "local overlay settings reached new Pods" "$apps" emulated "AWS_ENDPOINT_URL_STS=$emulator_url"
+# The kubelet updates the mounted rules file within its sync period; the emulator logs the reload.
+t0=$SECONDS
+until k -n "$system" logs "$emulator_pod" | grep -q '"trust rules loaded"'; do
+  ((SECONDS - t0 < 120)) || fail "the emulator did not reload its edited rules within 120 s"
+  sleep 1
+done
+log "emulator rules ConfigMap edit applied: $((SECONDS - t0)) s"
+create_pods "$apps" emulated=emulated not-emulated=not-emulated
+env_of_emulated="$(identity_env "$apps" emulated)"
+for want in "AWS_ENDPOINT_URL_STS=$emulator_url" "AZURE_AUTHORITY_HOST=https://workload-identity-emulator.$system.svc/"; do
+  [[ " $env_of_emulated " == *" $want "* ]] || fail "emulated env lacks $want: $env_of_emulated"
+  checks=$((checks + 1))
+done
+for pod in emulated not-emulated; do
+  check_irsa "$apps" "$pod"
+  check_azure "$apps" "$pod"
+  check_token "$apps" "$pod" gcp-workload-identity token /var/run/secrets/sts.googleapis.com/serviceaccount \
+    "https://iam.googleapis.com/$provider" 3600 GOOGLE_APPLICATION_CREDENTIALS
+done
+google_file="$(cat "$work/tokens/$apps/emulated/gcp-workload-identity/credential-configuration.json")"
+expect_eq "emulated Google token_url" "$(jq -r .token_url <<< "$google_file")" "$emulator_url/v1/token"
+expect_eq "emulated Google impersonation URL" "$(jq -r .service_account_impersonation_url <<< "$google_file")" \
+  "$emulator_url/v1/projects/-/serviceAccounts/$gsa:generateAccessToken"
+phase "local overlay: rules edited, Pods of the emulated identities Running"
+# No kube-proxy and no cluster DNS on this node: the SDK runs' private /etc/hosts maps the Service
+# names to the emulator Pod's IP, where it listens on the Service's ports (443 and 80) itself.
+emulator_uid="$(k -n "$system" get pod "$emulator_pod" -o jsonpath='{.metadata.uid}')"
+emulator_log="$work/logs/pods/${system}_${emulator_pod}_${emulator_uid}/emulator/0.log"
+[[ -f "$emulator_log" ]] || fail "no container log of the emulator at $emulator_log"
+WIW_SDK_NODE_TOKENS="$work/tokens" WIW_SDK_NODE_NETNS="/run/netns/$netns" \
+  WIW_SDK_NODE_EMULATOR_IP="$(k -n "$system" get pod "$emulator_pod" -o jsonpath='{.status.podIP}')" \
+  WIW_SDK_NODE_EMULATOR_CA="$work/emulator-ca.crt" WIW_SDK_NODE_EMULATOR_LOG="$emulator_log" \
+  nsx "$sdk_test" --ignored --exact sdks_get_credentials_from_the_in_cluster_emulator --nocapture -q >&2 \
+  || fail "official SDKs against the in-cluster emulator"
+checks=$((checks + 1))
+# What a CI job asserts on: the emulator's own count of grants and refusals.
+decisions="$(k get --raw "/api/v1/namespaces/$system/pods/http:$emulator_pod:80/proxy/metrics" \
+  | grep '^workload_identity_emulator_decisions_total' || true)"
+log "emulator decisions: $(tr '\n' ' ' <<< "$decisions")"
+[[ "$decisions" == *'service="aws-sts",outcome="grant"'* && "$decisions" == *'service="aws-sts",outcome="refusal",reason="untrusted_subject"'* ]] \
+  || fail "the emulator's /metrics does not count the grant and the refusal: $decisions"
+checks=$((checks + 1))
+phase "local overlay: official SDKs against the in-cluster emulator"
 
 log "$checks checks passed"

@@ -1,10 +1,11 @@
-//! A serving certificate the webhook manages itself, for clusters without cert-manager.
+//! A serving certificate the webhook (and `emulate`) manages itself, for clusters without
+//! cert-manager.
 //!
-//! The CA and the serving certificate live in one Secret in the webhook's namespace. Every replica
+//! The CA and the serving certificate live in one Secret in the server's namespace. Every replica
 //! reconciles it on a timer: the first to see it missing or due for renewal writes it (create, or
 //! update at the resourceVersion it read, so concurrent writers conflict and exactly one wins), and
 //! every replica loads whatever the Secret holds into its TLS resolver, with no restart. The CA
-//! bundle of the MutatingWebhookConfiguration is kept in step. A new CA is published next to the
+//! bundle is kept in step where the clients read it ([`BundleTarget`]). A new CA is published next to the
 //! old one first and only used for serving certificates after a grace period, so the apiserver
 //! trusts both the old and the new certificate throughout a rotation.
 //!
@@ -17,7 +18,7 @@ use std::time::Duration;
 use anyhow::Context;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
@@ -31,12 +32,42 @@ use plan::{Renewal, Stored, renew, renewal};
 use crate::shell::metrics::Metrics;
 use crate::shell::tls::{ReloadingCertificate, certified_key};
 
-/// Keeps the Secret, the TLS resolver and the webhook configuration's CA bundle in step.
+/// Where the CA bundle is published, so that clients trust the managed certificate.
+#[derive(Debug, Clone)]
+pub enum BundleTarget {
+    /// The caBundle of every webhook of this MutatingWebhookConfiguration (the apiserver's trust).
+    WebhookConfiguration(String),
+    /// The key `ca.crt` of this ConfigMap, in the Secret's namespace, for workloads to mount. The
+    /// ConfigMap must exist: only its data is written.
+    ConfigMap(String),
+}
+
+/// The key of the CA bundle in a [`BundleTarget::ConfigMap`].
+pub const CONFIG_MAP_KEY: &str = "ca.crt";
+
+/// The DNS names of a Service, as clients in the cluster call it.
+pub fn service_names(service: &str, namespace: &str) -> Vec<String> {
+    [".svc", ".svc.cluster.local"]
+        .iter()
+        .map(|suffix| format!("{service}.{namespace}{suffix}"))
+        .collect()
+}
+
+/// The namespace of the Pod this process runs in, from its ServiceAccount mount.
+pub fn own_namespace() -> Option<String> {
+    std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+        .ok()
+        .map(|text| text.trim().to_owned())
+        .filter(|text| !text.is_empty())
+}
+
+/// Keeps the Secret, the TLS resolver and the published CA bundle in step.
 pub struct ManagedCertificate {
+    client: Client,
+    namespace: String,
     secrets: Api<Secret>,
-    webhook_configurations: Api<MutatingWebhookConfiguration>,
     secret_name: String,
-    webhook_configuration: String,
+    bundle: BundleTarget,
     names: Vec<String>,
     target: Arc<ReloadingCertificate>,
     metrics: Arc<Metrics>,
@@ -49,15 +80,16 @@ impl ManagedCertificate {
         client: Client,
         namespace: &str,
         secret_name: String,
-        webhook_configuration: String,
+        bundle: BundleTarget,
         names: Vec<String>,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Self> {
         Ok(ManagedCertificate {
             secrets: Api::namespaced(client.clone(), namespace),
-            webhook_configurations: Api::all(client),
+            client,
+            namespace: namespace.to_owned(),
             secret_name,
-            webhook_configuration,
+            bundle,
             names,
             // Replaced by the Secret's certificate before the server starts.
             target: ReloadingCertificate::new(crate::shell::certificates::ca::self_signed()?, &metrics),
@@ -182,11 +214,43 @@ impl ManagedCertificate {
     }
 
     async fn publish_bundle(&self, bundle: &str) -> anyhow::Result<()> {
-        let Some(configuration) = self.webhook_configurations.get_opt(&self.webhook_configuration).await? else {
-            tracing::warn!(
-                name = self.webhook_configuration,
-                "MutatingWebhookConfiguration not found; caBundle not published"
-            );
+        match &self.bundle {
+            BundleTarget::WebhookConfiguration(name) => self.publish_to_webhook_configuration(name, bundle).await,
+            BundleTarget::ConfigMap(name) => self.publish_to_config_map(name, bundle).await,
+        }
+    }
+
+    async fn publish_to_config_map(&self, name: &str, bundle: &str) -> anyhow::Result<()> {
+        let config_maps: Api<ConfigMap> = Api::namespaced(self.client.clone(), &self.namespace);
+        let Some(config_map) = config_maps.get_opt(name).await? else {
+            tracing::warn!(name, "CA ConfigMap not found; the CA is not published");
+            return Ok(());
+        };
+        if config_map
+            .data
+            .as_ref()
+            .and_then(|data| data.get(CONFIG_MAP_KEY))
+            .map(String::as_str)
+            == Some(bundle)
+        {
+            return Ok(());
+        }
+        config_maps
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"data": {CONFIG_MAP_KEY: bundle}})),
+            )
+            .await
+            .context("publishing the CA in its ConfigMap")?;
+        tracing::info!(name, "CA published in its ConfigMap");
+        Ok(())
+    }
+
+    async fn publish_to_webhook_configuration(&self, name: &str, bundle: &str) -> anyhow::Result<()> {
+        let configurations: Api<MutatingWebhookConfiguration> = Api::all(self.client.clone());
+        let Some(configuration) = configurations.get_opt(name).await? else {
+            tracing::warn!(name, "MutatingWebhookConfiguration not found; caBundle not published");
             return Ok(());
         };
         // Webhooks merge by name in a strategic merge patch, so only their caBundle changes.
@@ -200,15 +264,15 @@ impl ManagedCertificate {
         if stale.is_empty() {
             return Ok(());
         }
-        self.webhook_configurations
+        configurations
             .patch(
-                &self.webhook_configuration,
+                name,
                 &PatchParams::default(),
                 &Patch::Strategic(json!({"webhooks": stale})),
             )
             .await
             .context("publishing the caBundle")?;
-        tracing::info!(name = self.webhook_configuration, "caBundle published");
+        tracing::info!(name, "caBundle published");
         Ok(())
     }
 }
