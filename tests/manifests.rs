@@ -796,6 +796,27 @@ async fn the_local_overlay_runs_the_emulator_with_exactly_the_shipped_rights() {
     for container in [webhook_container, emulator_container] {
         assert_eq!(container["imagePullPolicy"], "IfNotPresent", "{container}");
     }
+    // The EKS Pod Identity agent: the same image on the node's network at the agent's address, in a
+    // namespace whose Pod Security level admits a host-network Pod.
+    let agent = get("daemonset", "workload-identity-emulator-pod-identity-agent");
+    let agent_pod = &agent["spec"]["template"]["spec"];
+    assert_eq!(agent_pod["hostNetwork"], true, "{agent}");
+    assert_eq!(
+        agent_pod["containers"][0]["image"], webhook_container["image"],
+        "{agent}"
+    );
+    assert!(
+        agent_pod["containers"][0]["args"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("--http-listen=169.254.170.23:80")),
+        "{agent}"
+    );
+    let namespace = kubectl.json(&["get", "namespace", SYSTEM_NAMESPACE]);
+    assert_eq!(
+        namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"], "privileged",
+        "{namespace}"
+    );
     let emulator_args: Vec<String> = serde_json::from_value(emulator_container["args"].clone()).unwrap();
     assert_eq!(emulator_args[0], "emulate");
     assert!(

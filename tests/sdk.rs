@@ -1343,16 +1343,21 @@ fn run_on_node_files(
 /// The emulator's Service names, as the local overlay's settings use them.
 const IN_CLUSTER_EMULATOR: &str = "workload-identity-emulator.workload-identity-system.svc";
 const NODE_EMULATED_ROLE: &str = "arn:aws:iam::111122223333:role/emulated";
+const NODE_EMULATED_POD_ROLE: &str = "arn:aws:iam::111122223333:role/emulated-pod-identity";
 
 /// The SDKs against the emulator the node suite runs in its cluster (manifests/overlays/local),
 /// with the env and files the kubelet gave the Pods `emulated` (trusted by the emulator's rules
-/// ConfigMap for every cloud) and `not-emulated` (the same identities, trusted by none). The node has
-/// no cluster DNS and no kube-proxy: the private /etc/hosts maps the Service names to the
-/// emulator Pod's IP (it listens on the Service's ports itself). Besides the node-suite variables
-/// of `sdks_get_credentials_from_the_kubelets_files`:
+/// ConfigMap for every cloud) and `not-emulated` (the same identities, trusted by none), and
+/// `emulated-podid` / `not-emulated-podid` (EKS Pod Identity mappings; only the first has an
+/// association), whose SDKs call the default agent URI http://169.254.170.23/v1/credentials, served
+/// on the node's network by the overlay's Pod Identity agent DaemonSet. The node has no cluster DNS
+/// and no kube-proxy: the private /etc/hosts maps the Service names to the emulator Pod's IP (it
+/// listens on the Service's ports itself). Besides the node-suite variables of
+/// `sdks_get_credentials_from_the_kubelets_files`:
 /// - `WIW_SDK_NODE_EMULATOR_IP`: the emulator Pod's IP;
 /// - `WIW_SDK_NODE_EMULATOR_CA`: the CA it published (ConfigMap workload-identity-emulator-ca);
-/// - `WIW_SDK_NODE_EMULATOR_LOG`: its container log as the kubelet writes it (the decisions).
+/// - `WIW_SDK_NODE_EMULATOR_LOG`: its container log as the kubelet writes it (the decisions);
+/// - `WIW_SDK_NODE_AGENT_LOG`: the same of the Pod Identity agent's container.
 #[test]
 #[ignore = "run by tests/node/run.sh inside the node's namespaces"]
 fn sdks_get_credentials_from_the_in_cluster_emulator() {
@@ -1370,12 +1375,14 @@ fn sdks_get_credentials_from_the_in_cluster_emulator() {
         &ca,
         &format!("{ip} {IN_CLUSTER_EMULATOR} {IN_CLUSTER_EMULATOR}.cluster.local\n"),
     );
-    let emulator = Emulator {
+    let in_cluster = |variable| Emulator {
         stdin: None,
         child: None,
-        log: PathBuf::from(node_var("WIW_SDK_NODE_EMULATOR_LOG")),
+        log: PathBuf::from(node_var(variable)),
         settle: Some(Duration::from_millis(300)),
     };
+    let emulator = in_cluster("WIW_SDK_NODE_EMULATOR_LOG");
+    let agent = in_cluster("WIW_SDK_NODE_AGENT_LOG");
     let runner = Runner {
         netns: None,
         netns_id,
@@ -1430,7 +1437,28 @@ fn sdks_get_credentials_from_the_in_cluster_emulator() {
             ],
         ),
     ];
-    let (checks, failures) = run_on_node_files(&runner, &sdks, &folder, &cases);
+    let (mut checks, mut failures) = run_on_node_files(&runner, &sdks, &folder, &cases);
+    let pod_identity = [
+        (
+            "emulated-podid",
+            vec![(
+                "aws",
+                Expect::Grant {
+                    service: "eks-pod-identity",
+                    identity: NODE_EMULATED_POD_ROLE,
+                    prefix: "access_key=ASIAEMULATED",
+                },
+            )],
+        ),
+        ("not-emulated-podid", vec![("aws", refused("eks-pod-identity"))]),
+    ];
+    let runner = Runner {
+        emulator: &agent,
+        ..runner
+    };
+    let (agent_checks, agent_failures) = run_on_node_files(&runner, &sdks, &folder, &pod_identity);
+    checks += agent_checks;
+    failures.extend(agent_failures);
     report(&sdks, checks, started, &failures);
 }
 

@@ -4,7 +4,8 @@
 # with a self-managed certificate, and the `emulate` token services it points the Pods at), checks
 # with kubectl what the API server stored, and that a Pod's AWS CLI gets (fake) credentials from
 # the in-cluster emulator for the role its trust rule names, and a refusal for another
-# ServiceAccount claiming the same role (the README's "Local clusters").
+# ServiceAccount claiming the same role, and the same for EKS Pod Identity through the overlay's
+# agent DaemonSet at 169.254.170.23 (the README's "Local clusters").
 # Prints PASS/FAIL per case and exits non-zero if any case failed.
 #
 #   tests/e2e/kind.sh
@@ -113,9 +114,12 @@ identities:
     gcp: {serviceAccount: "${gsa}"}
     azure: {clientId: "${client_id}"}
   - {namespace: ${ns_out}, serviceAccount: aws-sa, aws: {roleArn: "${role_arn}"}}
+  - {namespace: ${ns_in}, serviceAccount: podid-sa, aws: {mode: podIdentity}}
+  - {namespace: ${ns_in}, serviceAccount: podid-intruder-sa, aws: {mode: podIdentity}}
 CONFIG
 
-kc -n "${system_ns}" rollout status deployment/workload-identity-webhook deployment/workload-identity-emulator --timeout=180s
+kc -n "${system_ns}" rollout status deployment/workload-identity-webhook deployment/workload-identity-emulator \
+  daemonset/workload-identity-emulator-pod-identity-agent --timeout=180s
 # --- test objects -------------------------------------------------------------------------------
 for ns in "${ns_in}" "${ns_out}"; do
   kc delete namespace "${ns}" --ignore-not-found --wait=true >/dev/null
@@ -265,17 +269,24 @@ check "ConfigMap edit: ServiceAccount annotated on its next update" "${late_role
 # aws-sa is trusted with the role; intruder-sa claims the same role and is not.
 kc -n "${ns_in}" create serviceaccount intruder-sa
 kc -n "${ns_in}" annotate serviceaccount intruder-sa "eks.amazonaws.com/role-arn=${role_arn}"
+# EKS Pod Identity: podid-sa has an association, podid-intruder-sa (also mapped) has none.
+kc -n "${ns_in}" create serviceaccount podid-sa
+kc -n "${ns_in}" create serviceaccount podid-intruder-sa
 kc -n "${system_ns}" create configmap workload-identity-emulator-rules --from-file=rules.yaml=/dev/stdin \
   --dry-run=client -o yaml <<RULES | kc apply -f -
 aws:
   roles:
     - {arn: "${role_arn}", subjects: ["system:serviceaccount:${ns_in}:aws-sa"]}
+  podIdentity:
+    - {arn: "${role_arn}", subjects: ["system:serviceaccount:${ns_in}:podid-sa"]}
 RULES
 # The kubelet updates the mounted rules within about a minute; the emulator logs the reload.
 deadline=$((SECONDS + 120))
-until kc -n "${system_ns}" logs deploy/workload-identity-emulator | grep -q '"trust rules loaded"'; do
-  [[ ${SECONDS} -lt ${deadline} ]] || { echo "FAIL: the emulator did not load the edited rules"; failures=$((failures + 1)); break; }
-  sleep 2
+for emulator_workload in deploy/workload-identity-emulator ds/workload-identity-emulator-pod-identity-agent; do
+  until kc -n "${system_ns}" logs "${emulator_workload}" | grep -q '"trust rules loaded"'; do
+    [[ ${SECONDS} -lt ${deadline} ]] || { echo "FAIL: ${emulator_workload} did not load the edited rules"; failures=$((failures + 1)); break; }
+    sleep 2
+  done
 done
 aws_cli() { # NAME SERVICE_ACCOUNT: the AWS CLI's default credential chain in a Pod; prints its phase
   kc -n "${ns_in}" run "$1" --image=amazon/aws-cli:2.22.0 --restart=Never --labels=e2e=true \
@@ -299,6 +310,15 @@ check "emulator log: grant to aws-sa" yes \
   "$(grep '"outcome":"grant"' <<<"${decisions}" | grep -q "system:serviceaccount:${ns_in}:aws-sa" && echo yes || echo no)"
 check "emulator log: refusal of intruder-sa" yes \
   "$(grep '"outcome":"refusal"' <<<"${decisions}" | grep -q "system:serviceaccount:${ns_in}:intruder-sa" && echo yes || echo no)"
+check "Pod Identity agent: the associated ServiceAccount's Pod gets credentials" Succeeded "$(aws_cli cli-podid podid-sa)"
+check "Pod Identity agent: they are the emulator's fake ones" yes \
+  "$(kc -n "${ns_in}" logs cli-podid | grep -q '^export AWS_ACCESS_KEY_ID=ASIAEMULATED' && echo yes || echo no)"
+check "Pod Identity agent: a ServiceAccount without association is refused" Failed "$(aws_cli cli-podid-intruder podid-intruder-sa)"
+decisions="$(kc -n "${system_ns}" logs ds/workload-identity-emulator-pod-identity-agent | grep '"decision"' || true)"
+check "Pod Identity agent log: grant to podid-sa" yes \
+  "$(grep '"outcome":"grant"' <<<"${decisions}" | grep -q "system:serviceaccount:${ns_in}:podid-sa" && echo yes || echo no)"
+check "Pod Identity agent log: refusal of podid-intruder-sa" yes \
+  "$(grep '"outcome":"refusal"' <<<"${decisions}" | grep -q "system:serviceaccount:${ns_in}:podid-intruder-sa" && echo yes || echo no)"
 
 echo
 if [[ ${failures} -gt 0 ]]; then

@@ -17,8 +17,8 @@ expect_eq() {
   checks=$((checks + 1))
 }
 
-# --- install: the overlay as published, through a kustomization that patches only the image
-# (a locally imported one) and imagePullPolicy: Never.
+# --- install: the overlay as published, through a kustomization that patches only the images
+# (locally imported ones) and the Deployments' imagePullPolicy: Never.
 install_overlay() {
   local dir="$work/kustomize/$1"
   mkdir -p "$dir"
@@ -30,6 +30,9 @@ resources:
 images:
   - name: ghcr.io/workload-identity-webhook/workload-identity-webhook
     newName: localhost/wiw-node/workload-identity-webhook
+    newTag: test
+  - name: docker.io/library/busybox
+    newName: localhost/wiw-node/busybox
     newTag: test
 patches:
   - target: {kind: Deployment}
@@ -370,11 +373,30 @@ check_untouched "$plain" optout-2
 phase "cluster-wide overlay"
 
 # --- local overlay: the emulator in the cluster (components/emulator) and the webhook's settings
-# pointing at its Service. The SDKs then get credentials from it for the identity its rules
-# ConfigMap trusts, and a refusal for the same identities claimed by another ServiceAccount.
+# pointing at its Service, and its Pod Identity agent on the node's 169.254.170.23:80. The SDKs then
+# get credentials from them for the identities its rules ConfigMap trusts, and a refusal for the
+# same identities claimed by another ServiceAccount.
+# The agent's address leaves the node's loopback (the SDK runs above served it from the test's own
+# emulator, which has exited): the agent's init container must put it back, as on a kind node.
+nsx ip addr del "$pod_identity_ip/32" dev lo
 install_overlay local
 k -n "$system" wait --for=condition=Available deploy/workload-identity-emulator --timeout=180s >&2 \
   || fail "emulator Deployment not Available: $(k -n "$system" get pods -o wide 2>&1)"
+agent=workload-identity-emulator-pod-identity-agent
+k -n "$system" rollout status "ds/$agent" --timeout=180s >&2 \
+  || fail "Pod Identity agent DaemonSet not ready: $(k -n "$system" get pods -o wide 2>&1)"
+nsx ip -4 addr show dev lo | grep -qF "inet $pod_identity_ip/32" \
+  || fail "the Pod Identity agent did not put $pod_identity_ip on the node's loopback"
+checks=$((checks + 1))
+agent_pod="$(k -n "$system" get pods -l "app.kubernetes.io/name=$agent" -o jsonpath='{.items[0].metadata.name}')"
+# Why an agent on the node's network and not the emulator's Service: the API refuses the agent's
+# link-local address as an externalIP, so no kube-proxy could route it.
+if out="$(k -n "$system" patch service workload-identity-emulator --dry-run=server --type merge \
+  -p "{\"spec\": {\"externalIPs\": [\"$pod_identity_ip\"]}}" 2>&1)"; then
+  fail "the API took $pod_identity_ip as an externalIP of the emulator's Service: $out"
+fi
+[[ "$out" == *"link-local"* ]] || fail "externalIPs [$pod_identity_ip] refused, but not as link-local: $out"
+checks=$((checks + 1))
 emulator_pod="$(k -n "$system" get pods -l app.kubernetes.io/name=workload-identity-emulator \
   -o jsonpath='{.items[0].metadata.name}')"
 t0=$SECONDS
@@ -388,6 +410,7 @@ emulated_role="$role/emulated"
 subject="system:serviceaccount:$apps:emulated"
 rules="aws:
   roles: [{arn: \"$emulated_role\", subjects: [\"$subject\"]}]
+  podIdentity: [{arn: \"$role/emulated-pod-identity\", subjects: [\"system:serviceaccount:$apps:emulated-podid\"]}]
 azure: [{tenantId: \"$tenant\", clientId: \"$client\", subjects: [\"$subject\"]}]
 google:
   providers: [{name: \"$provider\", subjects: [\"$subject\"]}]
@@ -399,16 +422,30 @@ for name in emulated not-emulated; do
     "azure.workload.identity/client-id=$client" "azure.workload.identity/tenant-id=$tenant" \
     "iam.gke.io/gcp-service-account=$gsa" "$gcp_provider"
 done
+# EKS Pod Identity: mappings (an association is not an annotation), added to the overlay's settings.
+for name in emulated-podid not-emulated-podid; do sa "$apps" "$name"; done
+local_config="$(k -n "$system" get configmap workload-identity-webhook -o jsonpath='{.data.config\.yaml}')"
+[[ "$local_config" == *"identities: []"* ]] || fail "the local overlay's config.yaml has no 'identities: []': $local_config"
+podid_mappings="identities:
+  - {namespace: $apps, serviceAccount: emulated-podid, aws: {mode: podIdentity}}
+  - {namespace: $apps, serviceAccount: not-emulated-podid, aws: {mode: podIdentity}}"
+set_config "${local_config/"identities: []"/$podid_mappings}"
 emulator_url="http://workload-identity-emulator.$system.svc"
 wait_dry_run "local overlay settings reached new Pods" "$apps" emulated "AWS_ENDPOINT_URL_STS=$emulator_url"
-# The kubelet updates the mounted rules file within its sync period; the emulator logs the reload.
+wait_dry_run "local overlay Pod Identity mappings reached new Pods" "$apps" emulated-podid \
+  "AWS_CONTAINER_CREDENTIALS_FULL_URI=http://$pod_identity_ip/v1/credentials"
+# The kubelet updates the mounted rules file within its sync period; the emulator and the agent log
+# the reload.
 t0=$SECONDS
-until k -n "$system" logs "$emulator_pod" | grep -q '"trust rules loaded"'; do
-  ((SECONDS - t0 < 120)) || fail "the emulator did not reload its edited rules within 120 s"
-  sleep 1
+for pod in "$emulator_pod" "$agent_pod"; do
+  until k -n "$system" logs "$pod" | grep -q '"trust rules loaded"'; do
+    ((SECONDS - t0 < 120)) || fail "$pod did not reload its edited rules within 120 s"
+    sleep 1
+  done
 done
 log "emulator rules ConfigMap edit applied: $((SECONDS - t0)) s"
-create_pods "$apps" emulated=emulated not-emulated=not-emulated
+create_pods "$apps" emulated=emulated not-emulated=not-emulated \
+  emulated-podid=emulated-podid not-emulated-podid=not-emulated-podid
 env_of_emulated="$(identity_env "$apps" emulated)"
 for want in "AWS_ENDPOINT_URL_STS=$emulator_url" "AZURE_AUTHORITY_HOST=https://workload-identity-emulator.$system.svc/"; do
   [[ " $env_of_emulated " == *" $want "* ]] || fail "emulated env lacks $want: $env_of_emulated"
@@ -420,6 +457,27 @@ for pod in emulated not-emulated; do
   check_token "$apps" "$pod" gcp-workload-identity token /var/run/secrets/sts.googleapis.com/serviceaccount \
     "https://iam.googleapis.com/$provider" 3600 GOOGLE_APPLICATION_CREDENTIALS
 done
+for pod in emulated-podid not-emulated-podid; do
+  check_env "$apps" "$pod" AWS_DEFAULT_REGION=us-east-1 AWS_REGION=us-east-1 \
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI=http://$pod_identity_ip/v1/credentials" \
+    AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE=/var/run/secrets/pods.eks.amazonaws.com/serviceaccount/eks-pod-identity-token \
+    "AWS_ENDPOINT_URL_STS=$emulator_url"
+  check_token "$apps" "$pod" eks-pod-identity-token eks-pod-identity-token /var/run/secrets/pods.eks.amazonaws.com/serviceaccount \
+    pods.eks.amazonaws.com 86400 AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE
+done
+# From inside the Pods, as an SDK calls the agent: the Pod's own network namespace, its route to the
+# node, the agent on the node's network.
+# shellcheck disable=SC2016  # expanded by the container's shell
+agent_call='wget -q -O - --header "Authorization: $(cat "$AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE")" "$AWS_CONTAINER_CREDENTIALS_FULL_URI" 2>&1'
+answer="$(k -n "$apps" exec emulated-podid -c app -- sh -c "$agent_call")" \
+  || fail "emulated-podid could not call the Pod Identity agent: $answer"
+expect_eq "emulated-podid: the agent's credentials from inside the Pod" \
+  "$(jq -r '.AccessKeyId | startswith("ASIAEMULATED")' <<< "$answer")" true
+if answer="$(k -n "$apps" exec not-emulated-podid -c app -- sh -c "$agent_call")"; then
+  fail "not-emulated-podid got credentials from the Pod Identity agent: $answer"
+fi
+[[ "$answer" == *"403 Forbidden"* ]] || fail "not-emulated-podid: the agent did not refuse with 403: $answer"
+checks=$((checks + 1))
 google_file="$(cat "$work/tokens/$apps/emulated/gcp-workload-identity/credential-configuration.json")"
 expect_eq "emulated Google token_url" "$(jq -r .token_url <<< "$google_file")" "$emulator_url/v1/token"
 expect_eq "emulated Google impersonation URL" "$(jq -r .service_account_impersonation_url <<< "$google_file")" \
@@ -427,12 +485,18 @@ expect_eq "emulated Google impersonation URL" "$(jq -r .service_account_imperson
 phase "local overlay: rules edited, Pods of the emulated identities Running"
 # No kube-proxy and no cluster DNS on this node: the SDK runs' private /etc/hosts maps the Service
 # names to the emulator Pod's IP, where it listens on the Service's ports (443 and 80) itself.
-emulator_uid="$(k -n "$system" get pod "$emulator_pod" -o jsonpath='{.metadata.uid}')"
-emulator_log="$work/logs/pods/${system}_${emulator_pod}_${emulator_uid}/emulator/0.log"
-[[ -f "$emulator_log" ]] || fail "no container log of the emulator at $emulator_log"
+container_log() { # pod container: the file the kubelet writes the container's log to
+  local uid file
+  uid="$(k -n "$system" get pod "$1" -o jsonpath='{.metadata.uid}')"
+  file="$work/logs/pods/${system}_${1}_${uid}/$2/0.log"
+  [[ -f "$file" ]] || fail "no container log of $1/$2 at $file"
+  echo "$file"
+}
+emulator_log="$(container_log "$emulator_pod" emulator)"
 WIW_SDK_NODE_TOKENS="$work/tokens" WIW_SDK_NODE_NETNS="/run/netns/$netns" \
   WIW_SDK_NODE_EMULATOR_IP="$(k -n "$system" get pod "$emulator_pod" -o jsonpath='{.status.podIP}')" \
   WIW_SDK_NODE_EMULATOR_CA="$work/emulator-ca.crt" WIW_SDK_NODE_EMULATOR_LOG="$emulator_log" \
+  WIW_SDK_NODE_AGENT_LOG="$(container_log "$agent_pod" agent)" \
   nsx "$sdk_test" --ignored --exact sdks_get_credentials_from_the_in_cluster_emulator --nocapture -q >&2 \
   || fail "official SDKs against the in-cluster emulator"
 checks=$((checks + 1))

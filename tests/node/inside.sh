@@ -9,7 +9,8 @@ node_ip=10.244.0.1
 # the environment the kubelet gives them (KUBERNETES_SERVICE_HOST) without kube-proxy. The apiserver
 # listens there only: 127.0.0.1:443 stays free for the token services of the SDK runs.
 service_ip=10.96.0.1
-# The EKS Pod Identity agent address, also on loopback: nothing sent there can leave.
+# The EKS Pod Identity agent address, also on loopback: nothing sent there can leave. checks.sh
+# removes it before the local overlay, whose agent DaemonSet puts it back (as on a kind node).
 pod_identity_ip=169.254.170.23
 pids=()
 phase_start=$SECONDS

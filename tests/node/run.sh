@@ -22,8 +22,9 @@
 #   6. runs the SDK conformance runs (tests/sdk.rs, its ignored test
 #      sdks_get_credentials_from_the_kubelets_files) on the token files the kubelet wrote.
 #   7. installs the local overlay (manifests/overlays/local: the emulator in the cluster, the webhook's
-#      endpoints pointing at its Service) and runs the official SDKs of Pods it trusts and of Pods it
-#      does not against it (tests/sdk.rs, sdks_get_credentials_from_the_in_cluster_emulator).
+#      endpoints pointing at its Service, its EKS Pod Identity agent DaemonSet on the node's network
+#      at 169.254.170.23:80) and runs the official SDKs of Pods it trusts and of Pods it does not
+#      against them (tests/sdk.rs, sdks_get_credentials_from_the_in_cluster_emulator).
 #
 # The checks are in tests/node/checks.sh. Figures (phase times, Pods admitted without injection
 # during a rollout) are printed as "node suite: ..." lines.
