@@ -115,7 +115,7 @@ build_image() {
   cp -a packaging "${context}/"
   buildah_in "$store" bud --quiet --target package --platform "linux/${arch}" --timestamp 0 \
     --build-arg "VERSION=${v}" --build-arg "REVISION=${rev}" \
-    -f "${repo}/Dockerfile" "$context" 2>/dev/null | tail -n 1
+    -f "${repo}/Dockerfile" "$context" | tail -n 1
 }
 
 # Digest of the single image in an OCI archive (its manifest) and the archive's size.
