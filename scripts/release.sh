@@ -146,10 +146,14 @@ cyclonedx() {
   printf '%s\n' "${root}/bin/cargo-cyclonedx"
 }
 
-# sbom TARGET PLATFORM OUT: one CycloneDX JSON per binary, with the dependencies that are compiled for TARGET
-# (no dev-dependencies, no build-dependencies: what is linked into the binary).
+# sbom TARGET PLATFORM OUT: one CycloneDX JSON per binary, the crates compiled into it for TARGET.
+# cargo-cyclonedx writes the SBOM (purls, hashes, licenses, the dependency graph) from `cargo
+# metadata`, whose resolve also holds proc-macros (they run in the compiler, they are not in the
+# binary) and features that only dev-dependencies enable (e.g. ipnet, through reqwest's hyper-util
+# features). Its components are narrowed to what Cargo's own resolver links into the binary:
+# `cargo tree -e normal,no-proc-macro --target TARGET` of the binary's package.
 sbom() {
-  local target="$1" platform="$2" out="$3" tool tmp file name
+  local target="$1" platform="$2" out="$3" tool tmp file name package linked
   tool="$(cyclonedx)"
   tmp="$(mktemp -d)"
   # The tool writes next to each Cargo.toml; a copy of the sources keeps the work tree clean.
@@ -160,8 +164,19 @@ sbom() {
   while IFS= read -r file; do
     name="$(basename "$file" .cdx.json)"
     name="${name%_bin}"
-    jq . "$file" > "${out}/sbom-${name}-${platform}.cdx.json"
-  done < <(find "$tmp" -name '*.cdx.json' -not -path '*/fuzz/*')
+    package="$(cargo metadata --no-deps --format-version 1 --locked | jq -r --arg bin "$name" \
+      '.packages[] | select(any(.targets[]; .name == $bin and (.kind | index("bin")))) | .name')"
+    linked="$(cargo tree --locked -q -p "$package" --target "$target" -e normal,no-proc-macro --prefix none \
+      --format '{p}' | awk '{ sub(/^v/, "", $2); print $1 "@" $2 }' | sort -u | jq -R . | jq -sc .)"
+    # Paths of the copy become ".", the components those linked, the graph only between them.
+    jq --arg tmp "$tmp" --argjson linked "$linked" '
+      walk(if type == "string" then (split($tmp) | join(".")) else . end)
+      | .components |= map(select((.name + "@" + .version) as $c | $linked | index($c)))
+      | ([.metadata.component["bom-ref"]] + [.components[]["bom-ref"]]) as $refs
+      | .dependencies |= map(select(.ref as $r | $refs | index($r))
+          | if .dependsOn then .dependsOn |= map(select(. as $d | $refs | index($d))) else . end)' \
+      "$file" > "${out}/sbom-${name}-${platform}.cdx.json"
+  done < <(find "$tmp" -name '*_bin.cdx.json' -not -path '*/fuzz/*')
   rm -rf "$tmp"
 }
 
