@@ -407,6 +407,34 @@ mod dry_run {
     }
 
     #[test]
+    fn the_release_binaries_carry_their_commit_and_date() {
+        let dir = dir();
+        let v = version();
+        let (os, arch) = platform().split_once('-').unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let archive = dir.join(format!("workload-identity-webhook_v{v}_{os}_{arch}.tar.gz"));
+        run(
+            "tar",
+            &["-xzf", archive.to_str().unwrap(), "-C", tmp.path().to_str().unwrap()],
+        );
+        let webhook = tmp.path().join("workload-identity-webhook");
+        let json: Value = serde_json::from_str(&run(webhook.to_str().unwrap(), &["version", "-o", "json"])).unwrap();
+        assert_eq!(json["version"].as_str(), Some(v.as_str()));
+        assert_eq!(
+            json["revision"].as_str(),
+            Some(run("git", &["rev-parse", "HEAD"]).trim())
+        );
+        assert_eq!(
+            json["buildDate"].as_str(),
+            Some(run("git", &["show", "-s", "--format=%cI", "HEAD"]).trim())
+        );
+        assert_eq!(json["target"].as_str(), Some(rust_target()));
+        // Every binary of the workspace is in the archive.
+        let names: BTreeSet<String> = binaries().into_iter().map(|(bin, _)| bin).collect();
+        assert_eq!(tar_list(&archive), names);
+    }
+
+    #[test]
     fn the_krew_manifest_installs_the_plugin_archive() {
         let dir = dir();
         let v = version();

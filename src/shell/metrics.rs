@@ -68,9 +68,30 @@ pub struct SettingLabels {
     pub setting: &'static str,
 }
 
+/// `build_info`: which build runs (crate::build_info), as a gauge of 1 with these labels.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    pub version: &'static str,
+    /// The git commit, or `unknown` for a build without it.
+    pub revision: &'static str,
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("workload_identity_webhook");
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        let build = &crate::build_info::BUILD;
+        build_info
+            .get_or_create(&BuildLabels {
+                version: build.version,
+                revision: build.revision,
+            })
+            .set(1);
+        registry.register(
+            "build_info",
+            "The running build: always 1, its version and git commit as labels",
+            build_info,
+        );
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "admission_requests",
