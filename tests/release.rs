@@ -120,13 +120,15 @@ fn versions_agree() {
         read("CHANGELOG.md").contains(&format!("\n## [{v}] - ")),
         "CHANGELOG.md has no section for {v}"
     );
-    // docs/install.md's examples install this version.
-    let doc = read("docs/install.md");
-    for (what, prefix, end) in [
-        ("release URL", "releases/download/v", '/'),
-        ("chart --version", "--version ", ' '),
-        ("image tag", "workload-identity-webhook:", ' '),
+    // The docs install this version: release URLs, chart versions, image tags, Git refs.
+    for (file, what, prefix, end) in [
+        ("docs/install.md", "release URL", "releases/download/v", '/'),
+        ("docs/install.md", "chart --version", "--version ", ' '),
+        ("docs/install.md", "image tag", "workload-identity-webhook:", ' '),
+        ("README.md", "image tag", "workload-identity-webhook:", ' '),
+        ("manifests/README.md", "Git ref", "?ref=v", '\''),
     ] {
+        let doc = read(file);
         let found: BTreeSet<&str> = doc
             .match_indices(prefix)
             .map(|(i, _)| {
@@ -135,11 +137,7 @@ fn versions_agree() {
             })
             .filter(|found| found.starts_with(|c: char| c.is_ascii_digit()))
             .collect();
-        assert_eq!(
-            found,
-            BTreeSet::from([v.as_str()]),
-            "docs/install.md: versions in each {what}"
-        );
+        assert_eq!(found, BTreeSet::from([v.as_str()]), "{file}: versions in each {what}");
     }
     // A release tag on this commit names the same version.
     if let Ok(output) = Command::new("git")
