@@ -29,7 +29,10 @@ fn built_without_revision() -> bool {
 fn version_as_json_for_scripts() {
     let json: Value = serde_json::from_str(&run(&["version", "-o", "json"])).unwrap();
     let fields: BTreeSet<&str> = json.as_object().unwrap().keys().map(String::as_str).collect();
-    assert_eq!(fields, BTreeSet::from(["version", "revision", "buildDate", "rustc", "target"]));
+    assert_eq!(
+        fields,
+        BTreeSet::from(["version", "revision", "buildDate", "rustc", "target"])
+    );
     assert_eq!(json["version"], env!("CARGO_PKG_VERSION"));
     assert!(json["rustc"].as_str().unwrap().starts_with("rustc 1."), "{json}");
     let target = json["target"].as_str().unwrap();
