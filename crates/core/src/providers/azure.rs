@@ -280,6 +280,14 @@ impl CloudProvider for Azure {
         }
     }
 
+    fn skip_containers_annotation(&self) -> &'static str {
+        SKIP_CONTAINERS
+    }
+
+    fn is_in(&self, mapping: &Mapping) -> bool {
+        mapping.azure.is_some()
+    }
+
     fn volume_names(&self) -> &'static [&'static str] {
         &[VOLUME]
     }

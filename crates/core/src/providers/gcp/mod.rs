@@ -1,6 +1,8 @@
 //! Google Cloud: Workload Identity Federation with an `external_account` credential configuration,
 //! delivered through the Downward API so no Secret or init container is needed.
 
+pub mod formats;
+
 use serde::Deserialize;
 use serde_json::json;
 
@@ -104,7 +106,7 @@ impl CloudProvider for Gcp {
             &mut problems,
             "gcp.workloadIdentityProvider",
             settings.workload_identity_provider.as_deref(),
-            validate::is_workload_identity_provider,
+            formats::is_workload_identity_provider,
             "workload identity provider resource name",
         );
         check_field(
@@ -138,14 +140,14 @@ impl CloudProvider for Gcp {
                     &mut problems,
                     &format!("identities[{i}].gcp.serviceAccount"),
                     gcp.service_account.as_deref(),
-                    validate::is_google_service_account,
+                    formats::is_google_service_account,
                     "Google service account e-mail",
                 );
                 check_field(
                     &mut problems,
                     &format!("identities[{i}].gcp.project"),
                     gcp.project.as_deref(),
-                    validate::is_google_project_id,
+                    formats::is_google_project_id,
                     "Google Cloud project id",
                 );
                 for (name, value) in [
@@ -177,7 +179,7 @@ impl CloudProvider for Gcp {
             checked(
                 key,
                 Some(value),
-                validate::is_google_service_account,
+                formats::is_google_service_account,
                 "Google service account e-mail",
                 warnings,
             )
@@ -185,7 +187,7 @@ impl CloudProvider for Gcp {
         let annotated_provider = checked(
             WORKLOAD_IDENTITY_PROVIDER,
             ctx.service_account_annotation(WORKLOAD_IDENTITY_PROVIDER),
-            validate::is_workload_identity_provider,
+            formats::is_workload_identity_provider,
             "workload identity provider resource name",
             warnings,
         );
@@ -230,7 +232,7 @@ impl CloudProvider for Gcp {
         let annotated_project = checked(
             PROJECT_ID,
             ctx.service_account_annotation(PROJECT_ID),
-            validate::is_google_project_id,
+            formats::is_google_project_id,
             "Google Cloud project id",
             warnings,
         );
@@ -238,7 +240,7 @@ impl CloudProvider for Gcp {
         // a permission and may not be the workload's.
         let project = annotated_project
             .or_else(|| mapped?.project.as_deref())
-            .or_else(|| validate::google_project_of(email?));
+            .or_else(|| formats::google_project_of(email?));
         let mut env = vec![
             vec![("GOOGLE_APPLICATION_CREDENTIALS", CREDENTIAL_FILE.to_owned())],
             vec![("CLOUDSDK_AUTH_CREDENTIAL_FILE_OVERRIDE", CREDENTIAL_FILE.to_owned())],
@@ -287,6 +289,14 @@ impl CloudProvider for Gcp {
 
     fn annotation_prefixes(&self) -> &'static [&'static str] {
         &["iam.gke.io/", "cloud.google.com/"]
+    }
+
+    fn skip_containers_annotation(&self) -> &'static str {
+        SKIP_CONTAINERS
+    }
+
+    fn is_in(&self, mapping: &Mapping) -> bool {
+        mapping.gcp.is_some()
     }
 
     fn volume_names(&self) -> &'static [&'static str] {
