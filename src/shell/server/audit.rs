@@ -32,7 +32,10 @@ pub(super) fn record(state: &AppState, peer: PeerText, outcome: Outcome<'_>) {
                     result: "rejected",
                 })
                 .inc();
-            tracing::warn!(status = %refused.status, %peer, message = refused.message, "admission request rejected");
+            static REFUSAL_LINES: LogRateLimit = LogRateLimit::new(LOG_LINES_PER_SECOND);
+            log_limited(&REFUSAL_LINES, "admission requests rejected", || {
+                tracing::warn!(status = %refused.status, %peer, message = refused.message, "admission request rejected");
+            });
         }
         Outcome::Answered {
             review,
@@ -111,23 +114,32 @@ fn audit(review: &Review, mutation: &Mutation, mutated: bool, peer: PeerText) {
         ),
         _ => tracing::debug!(uid = review.uid, %peer, namespace, "request left untouched"),
     }
-    static WARNING_LINES: LogRateLimit = LogRateLimit::new(WARNING_LINES_PER_SECOND);
-    let second = std::time::SystemTime::UNIX_EPOCH
-        .elapsed()
-        .map_or(0, |since| since.as_secs());
+    static WARNING_LINES: LogRateLimit = LogRateLimit::new(LOG_LINES_PER_SECOND);
     for warning in &mutation.warnings {
-        let (allowed, left_out) = WARNING_LINES.allow(second);
-        if left_out > 0 {
-            tracing::warn!(
-                left_out,
-                "admission warnings not logged (more than {WARNING_LINES_PER_SECOND} a second)"
-            );
-        }
-        if allowed {
+        log_limited(&WARNING_LINES, "admission warnings", || {
             tracing::warn!(uid = review.uid, %peer, namespace, warning, "admission warning");
-        }
+        });
     }
 }
 
-/// Any tenant can make each create attempt warn; the log must not grow with such a flood.
-const WARNING_LINES_PER_SECOND: u32 = 50;
+/// Any tenant can make each create attempt warn, and any client that reaches the port can send
+/// refused requests; the log must not grow with such a flood.
+const LOG_LINES_PER_SECOND: u32 = 50;
+
+/// Writes a line with `line` unless `limit` has let [`LOG_LINES_PER_SECOND`] of its kind through
+/// this second; says once a second how many `what` were left out.
+fn log_limited(limit: &LogRateLimit, what: &str, line: impl FnOnce()) {
+    let second = std::time::SystemTime::UNIX_EPOCH
+        .elapsed()
+        .map_or(0, |since| since.as_secs());
+    let (allowed, left_out) = limit.allow(second);
+    if left_out > 0 {
+        tracing::warn!(
+            left_out,
+            "{what} not logged (more than {LOG_LINES_PER_SECOND} a second)"
+        );
+    }
+    if allowed {
+        line();
+    }
+}

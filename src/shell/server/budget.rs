@@ -1,5 +1,8 @@
-//! The in-flight budget: KiB of request bodies and answers held in memory at once.
+//! The in-flight budget: KiB of request bodies and answers held in memory at once. Every answer,
+//! refusals included, is charged until its last byte has been written out (or the connection that
+//! was to carry it is gone): a client that never reads must not hold memory the budget does not see.
 
+use axum::body::{Body, Bytes};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tokio::sync::OwnedSemaphorePermit;
@@ -18,6 +21,7 @@ impl AppState {
         self.in_flight.clone().try_acquire_many_owned(kib).ok()
     }
 
+    /// The answer when the budget is spent: a fixed text, which costs no allocation.
     pub(super) fn shed(&self) -> Response {
         self.metrics.requests_shed.inc();
         tracing::warn!(
@@ -31,15 +35,31 @@ impl AppState {
         )
             .into_response()
     }
+
+    /// `bytes` as a body charged to the budget until they are written out or dropped, or `None`
+    /// when the budget is spent.
+    pub(super) fn charged_body(&self, bytes: Vec<u8>) -> Option<Body> {
+        let permit = self.charge(bytes.len())?;
+        // The permit goes back when the last reference to the bytes does, once they are written.
+        Some(Body::from(Bytes::from_owner(Charged { bytes, _permit: permit })))
+    }
+
+    /// A plain-text refusal, charged like an answer (or shed when the budget is spent).
+    pub(super) fn refusal(&self, status: StatusCode, message: &str) -> Response {
+        match self.charged_body(format!("{message}\n").into_bytes()) {
+            Some(body) => (status, body).into_response(),
+            None => self.shed(),
+        }
+    }
 }
 
-pub(super) struct Charged {
-    pub(super) json: Vec<u8>,
-    pub(super) _permit: OwnedSemaphorePermit,
+struct Charged {
+    bytes: Vec<u8>,
+    _permit: OwnedSemaphorePermit,
 }
 
 impl AsRef<[u8]> for Charged {
     fn as_ref(&self) -> &[u8] {
-        &self.json
+        &self.bytes
     }
 }

@@ -17,7 +17,6 @@ use tower::ServiceBuilder;
 
 use super::AppState;
 use super::audit::{Outcome, count_limited, record};
-use super::budget::Charged;
 use crate::shell::connections::Peer;
 use crate::shell::watch::LookupError;
 use workload_identity_core::admission::{Review, Subject};
@@ -37,49 +36,50 @@ pub fn admission_router(
     } else {
         post(mutate)
     };
-    let budget = state.clone();
+    let (budget, timeouts) = (state.clone(), state.clone());
     Router::new()
         .route("/mutate", mutate)
         .layer(DefaultBodyLimit::max(max_body_bytes))
-        // Charged before the body is read: the declared length (the apiserver always sends one),
-        // else the largest body allowed.
         .route_layer(axum::middleware::from_fn(move |request: Request, next: Next| {
-            let state = budget.clone();
-            async move {
-                let declared = request
-                    .headers()
-                    .get(header::CONTENT_LENGTH)
-                    .and_then(|value| value.to_str().ok()?.parse::<usize>().ok());
-                let Some(permit) = state.charge(declared.unwrap_or(max_body_bytes).min(max_body_bytes)) else {
-                    return state.shed();
-                };
-                let (parts, body) = request.into_parts();
-                let body = match read_body(body, declared, max_body_bytes).await {
-                    Ok(body) => body,
-                    Err(refused) => return refused,
-                };
-                let response = next.run(Request::from_parts(parts, Body::from(body))).await;
-                drop(permit);
-                response
-            }
+            charge_and_read(budget.clone(), max_body_bytes, request, next)
         }))
         // Bounds a client that sends its body slowly, and a slow ServiceAccount look-up; the
         // apiserver itself gives up after the webhook's timeoutSeconds (at most 30 s).
         .layer(
             ServiceBuilder::new()
-                .layer(HandleErrorLayer::new(move |_: tower::BoxError| async move {
-                    (
-                        StatusCode::REQUEST_TIMEOUT,
-                        format!(
-                            "request not received and answered within {}\n",
-                            Seconds(request_timeout)
-                        ),
-                    )
+                .layer(HandleErrorLayer::new(move |_: tower::BoxError| {
+                    let state = timeouts.clone();
+                    async move {
+                        state.refusal(
+                            StatusCode::REQUEST_TIMEOUT,
+                            &format!("request not received and answered within {}", Seconds(request_timeout)),
+                        )
+                    }
                 }))
                 .timeout(request_timeout),
         )
         .merge(probe_router())
         .with_state(state)
+}
+
+/// Charges the request to the in-flight budget before its body is read: the declared length (the
+/// apiserver always sends one), else the largest body allowed; then reads it whole.
+async fn charge_and_read(state: Arc<AppState>, max_body_bytes: usize, request: Request, next: Next) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok()?.parse::<usize>().ok());
+    let Some(permit) = state.charge(declared.unwrap_or(max_body_bytes).min(max_body_bytes)) else {
+        return state.shed();
+    };
+    let (parts, body) = request.into_parts();
+    let body = match read_body(body, declared, max_body_bytes).await {
+        Ok(body) => body,
+        Err((status, message)) => return state.refusal(status, &message),
+    };
+    let response = next.run(Request::from_parts(parts, Body::from(body))).await;
+    drop(permit);
+    response
 }
 
 pub(super) const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -95,13 +95,12 @@ impl fmt::Display for Seconds {
 
 /// The whole body in one buffer of its declared length: collecting the frames and then joining
 /// them held each large body twice.
-async fn read_body(body: Body, declared: Option<usize>, max_bytes: usize) -> Result<Bytes, Response> {
+async fn read_body(body: Body, declared: Option<usize>, max_bytes: usize) -> Result<Bytes, (StatusCode, String)> {
     let too_large = || {
         (
             StatusCode::PAYLOAD_TOO_LARGE,
-            format!("request body larger than {max_bytes} bytes\n"),
+            format!("request body larger than {max_bytes} bytes"),
         )
-            .into_response()
     };
     if declared.is_some_and(|declared| declared > max_bytes) {
         return Err(too_large());
@@ -109,8 +108,7 @@ async fn read_body(body: Body, declared: Option<usize>, max_bytes: usize) -> Res
     let mut buffer = Vec::with_capacity(declared.unwrap_or(0));
     let mut frames = body.into_data_stream();
     while let Some(frame) = futures::StreamExt::next(&mut frames).await {
-        let frame =
-            frame.map_err(|err| (StatusCode::BAD_REQUEST, format!("reading the body: {err}\n")).into_response())?;
+        let frame = frame.map_err(|err| (StatusCode::BAD_REQUEST, format!("reading the body: {err}")))?;
         if buffer.len() + frame.len() > max_bytes {
             return Err(too_large());
         }
@@ -213,7 +211,7 @@ pub(super) struct Refused {
 impl Refused {
     fn into_response(self, state: &AppState, peer: PeerText) -> Response {
         record(state, peer, Outcome::Refused(&self));
-        (self.status, self.message + "\n").into_response()
+        state.refusal(self.status, &self.message)
     }
 }
 
@@ -227,7 +225,7 @@ fn check_media_type(headers: &HeaderMap) -> Result<(), Refused> {
     } else {
         Err(Refused {
             status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            message: format!("content type must be application/json, got {content_type:?}"),
+            message: format!("content type must be application/json, got {:?}", Echo(content_type)),
         })
     }
 }
@@ -312,20 +310,19 @@ fn respond(
     let answer = match review.response_within(&mutation, state.limits.max_patch_bytes) {
         Ok(answer) => answer,
         Err(err) => {
-            return (
+            return state.refusal(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                format!("cannot encode the response: {err}\n"),
-            )
-                .into_response();
+                &format!("cannot encode the response: {err}"),
+            );
         }
     };
     let limited = limited.or(answer.patch_dropped.then_some("patch_size"));
-    let Some(permit) = state.charge(answer.json.len()) else {
+    let mutated = !mutation.patch.is_empty() && !answer.patch_dropped;
+    let Some(body) = state.charged_body(answer.json) else {
         // A bound that left the patch out is counted even when the answer is shed.
         count_limited(state, limited);
         return state.shed();
     };
-    let mutated = !mutation.patch.is_empty() && !answer.patch_dropped;
     record(
         state,
         peer,
@@ -336,12 +333,7 @@ fn respond(
             limited,
         },
     );
-    // The permit goes back when the last reference to the bytes does, once they are written.
-    let body = Bytes::from_owner(Charged {
-        json: answer.json,
-        _permit: permit,
-    });
-    ([(header::CONTENT_TYPE, "application/json")], Body::from(body)).into_response()
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 async fn allow_without_reading(body: Bytes) -> Response {

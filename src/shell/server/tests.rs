@@ -314,3 +314,106 @@ async fn requests_beyond_the_in_flight_budget_are_shed_until_answers_are_written
     large.headers_mut().insert(header::CONTENT_LENGTH, (40 * 1024).into());
     assert_eq!(call(&state, large).await.status(), StatusCode::SERVICE_UNAVAILABLE);
 }
+
+#[tokio::test]
+async fn refusals_repeat_only_a_cut_of_their_input() {
+    let state = state(limits());
+    // A 3 MiB apiVersion (the body just under the 3 MiB limit): answered in under 1 KiB.
+    let long = "x".repeat(3 * 1024 * 1024 - 100);
+    let body = format!(r#"{{"apiVersion":"{long}","kind":"AdmissionReview","request":{{}}}}"#).into_bytes();
+    let (status, text) = text_of(call(&state, request("application/json", body)).await).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+    assert!(text.len() < 1024, "{} bytes", text.len());
+    assert!(text.contains(&format!("…({} bytes)", long.len())), "{text}");
+    // The content type is cut too.
+    let (status, text) = text_of(call(&state, request(&"t".repeat(60 * 1024), review(1))).await).await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{text}");
+    assert!(text.len() < 1024, "{} bytes", text.len());
+}
+
+#[tokio::test]
+async fn refusals_are_charged_to_the_in_flight_budget_until_written() {
+    // 64 KiB: three unread refusals (16 KiB each) leave too little for a review and its answer.
+    let state = state(ReviewLimits {
+        max_in_flight_bytes: 64 * 1024,
+        ..limits()
+    });
+    let stalled = || {
+        Request::post("/mutate")
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::CONTENT_LENGTH, 100)
+            .body(Body::from_stream(futures::stream::pending::<
+                Result<Bytes, std::io::Error>,
+            >()))
+            .expect("request")
+    };
+    let held = [
+        call(&state, request("application/json", b"{\"kind\": 3".to_vec())).await,
+        call(&state, request("text/plain", review(1))).await,
+        call_with(&state, Duration::from_millis(50), stalled()).await,
+    ];
+    let statuses: Vec<StatusCode> = held.iter().map(Response::status).collect();
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::BAD_REQUEST,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            StatusCode::REQUEST_TIMEOUT
+        ]
+    );
+    let shed = call(&state, request("application/json", review(1))).await;
+    assert_eq!(
+        shed.status(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unwritten refusals still count"
+    );
+    drop(held);
+    let again = call(&state, request("application/json", review(1))).await;
+    assert_eq!(again.status(), StatusCode::OK, "the budget came back with the refusals");
+}
+
+#[test]
+fn refusal_log_lines_are_rate_limited() {
+    use std::io::Write;
+
+    #[derive(Clone, Default)]
+    struct Lines(Arc<std::sync::Mutex<Vec<u8>>>);
+    impl Write for Lines {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("lock").extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let lines = Lines::default();
+    let writer = lines.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let state = state(limits());
+    tracing::subscriber::with_default(subscriber, || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            for _ in 0..200 {
+                call(&state, request("application/json", b"{".to_vec())).await;
+            }
+        });
+    });
+    let text = String::from_utf8(lines.0.lock().expect("lock").clone()).expect("UTF-8");
+    let logged = text.matches("admission request rejected").count();
+    // 50 a second; the 200 may straddle a second boundary.
+    assert!((50..=100).contains(&logged), "{logged} lines:\n{text}");
+    assert!(
+        state
+            .metrics
+            .encode()
+            .contains("requests_total{kind=\"invalid\",result=\"rejected\"} 200"),
+        "every refusal is still counted"
+    );
+}
