@@ -1767,7 +1767,16 @@ fn azure_custom_endpoint_settings_are_validated() {
         ),
         (
             &format!("{pair}, kubernetesTokenProxy: \"10.0.0.1\""),
-            "azure.kubernetesTokenProxy: \"10.0.0.1\" is not a valid http(s) URL",
+            "azure.kubernetesTokenProxy: \"10.0.0.1\" is not a valid endpoint URL",
+        ),
+        // Plain http only to a cluster-local host, as the other endpoint overrides.
+        (
+            &format!("{pair}, kubernetesTokenProxy: \"http://10.0.0.10/tokens\""),
+            "azure.kubernetesTokenProxy: \"http://10.0.0.10/tokens\" is not a valid endpoint URL",
+        ),
+        (
+            &format!("{pair}, kubernetesTokenProxy: \"http://proxy.svc.attacker.example/\""),
+            "is not a valid endpoint URL",
         ),
         (
             &format!("{pair}, kubernetesSniName: \"Bad Name\""),
