@@ -782,7 +782,16 @@ async fn the_advice_follows_the_cause_and_the_table_fits_80_columns() {
     .await;
     // Admitted without identity: the webhook fails open while its Service is missing.
     fixture.pod(&namespace, pod_json("web", "app", None, json!({}))).await;
-    let (status, json_text) = fixture.explain_status(&["pod", "web", "--webhook-configuration", &down, "-o", "json"]);
+    let (status, json_text) = fixture.explain_status(&[
+        "pod",
+        "web",
+        "-n",
+        &namespace,
+        "--webhook-configuration",
+        &down,
+        "-o",
+        "json",
+    ]);
     assert_eq!(status, 1);
     let report: Value = serde_json::from_str(&json_text).unwrap();
     assert!(
@@ -792,7 +801,7 @@ async fn the_advice_follows_the_cause_and_the_table_fits_80_columns() {
         ),
         "{report:#}"
     );
-    let (_, table) = fixture.explain_status(&["pod", "web", "--webhook-configuration", &down]);
+    let (_, table) = fixture.explain_status(&["pod", "web", "-n", &namespace, "--webhook-configuration", &down]);
     for line in table.lines() {
         assert!(
             line.chars().count() <= 80,
@@ -801,7 +810,16 @@ async fn the_advice_follows_the_cause_and_the_table_fits_80_columns() {
         );
     }
     assert!(table.contains("fix that first"), "{table}");
-    let (_, wide) = fixture.explain_status(&["pod", "web", "--webhook-configuration", &down, "-o", "wide"]);
+    let (_, wide) = fixture.explain_status(&[
+        "pod",
+        "web",
+        "-n",
+        &namespace,
+        "--webhook-configuration",
+        &down,
+        "-o",
+        "wide",
+    ]);
     assert!(wide.lines().any(|line| line.chars().count() > 80), "{wide}");
 
     let (status, stale) = fixture.explain_status(&["namespace", &namespace, "--webhook-configuration", &down]);

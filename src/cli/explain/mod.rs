@@ -153,7 +153,7 @@ pub async fn run(args: &ExplainArgs) -> anyhow::Result<Outcome> {
 const WIDTH: usize = 80;
 
 /// `text` after `prefix`, wrapped at word boundaries to `width` (if any), continued lines
-/// indented by `indent` spaces.
+/// indented by `indent` spaces; a word longer than a line (a path) is cut.
 fn line(out: &mut String, prefix: &str, indent: usize, text: &str, width: Option<usize>) {
     let Some(width) = width else {
         let _ = writeln!(out, "{prefix}{text}");
@@ -162,17 +162,29 @@ fn line(out: &mut String, prefix: &str, indent: usize, text: &str, width: Option
     let mut current = prefix.to_owned();
     let mut empty = true;
     for word in text.split(' ') {
-        let length = current.chars().count();
-        if !empty && length + 1 + word.chars().count() > width {
+        let mut word: Vec<char> = word.chars().collect();
+        loop {
+            let length = current.chars().count();
+            let space = usize::from(!empty);
+            if length + space + word.len() <= width {
+                current.extend(std::iter::repeat_n(' ', space).chain(word));
+                empty = false;
+                break;
+            }
+            if empty {
+                // Cut the word at the end of this line.
+                let fits = width.saturating_sub(length + space).max(1);
+                let rest = word.split_off(fits.min(word.len()));
+                current.extend(std::iter::repeat_n(' ', space).chain(word));
+                word = rest;
+            }
             let _ = writeln!(out, "{current}");
             current = " ".repeat(indent);
             empty = true;
+            if word.is_empty() {
+                break;
+            }
         }
-        if !empty {
-            current.push(' ');
-        }
-        current.push_str(word);
-        empty = false;
     }
     let _ = writeln!(out, "{current}");
 }
@@ -200,8 +212,10 @@ pub fn table(report: &Report, width: Option<usize>) -> String {
         );
         let _ = writeln!(out);
         line(&mut out, "", 2, &title, width);
-        let _ = writeln!(out, "  has:\n{}", identity_text(&pod.has));
-        let _ = writeln!(out, "  would get now:\n{}", identity_text(&pod.would_get));
+        let _ = writeln!(out, "  has:");
+        identity_text(&mut out, &pod.has, width);
+        let _ = writeln!(out, "  would get now:");
+        identity_text(&mut out, &pod.would_get, width);
         if pod.stale {
             let _ = writeln!(out, "  STALE, differences:");
             for difference in &pod.differences {
@@ -281,22 +295,22 @@ pub fn table(report: &Report, width: Option<usize>) -> String {
     out
 }
 
-fn identity_text(identity: &analysis::Identity) -> String {
-    let mut out = String::new();
+fn identity_text(out: &mut String, identity: &analysis::Identity, width: Option<usize>) {
     if identity.volumes.is_empty() && identity.containers.is_empty() {
-        return "    (no cloud identity)".to_owned();
+        let _ = writeln!(out, "    (no cloud identity)");
+        return;
     }
     for (name, volume) in &identity.volumes {
-        let _ = writeln!(out, "    volume {name}: token audience {}", volume.audiences.join(", "));
+        let text = format!("token audience {}", volume.audiences.join(", "));
+        line(out, &format!("    volume {name}: "), 6, &text, width);
     }
     for (name, container) in &identity.containers {
         let _ = writeln!(out, "    container {name}:");
         for (volume, path) in &container.mounts {
-            let _ = writeln!(out, "      mount {volume} at {path}");
+            line(out, "      ", 8, &format!("mount {volume} at {path}"), width);
         }
         for (key, value) in &container.env {
-            let _ = writeln!(out, "      {key}={value}");
+            line(out, "      ", 8, &format!("{key}={value}"), width);
         }
     }
-    out.trim_end().to_owned()
 }
