@@ -24,6 +24,8 @@ static ALLOCATOR: Allocator = Allocator;
 
 fn main() -> ExitCode {
     let cli = Cli::parse_from(arguments(std::env::args_os().collect()));
+    // A check that failed without an error (explain): exit status 1 after the report.
+    let mut failed = false;
     let result = match cli.command {
         Command::Serve(args) => args.log.init().and_then(|()| {
             tokio::runtime::Builder::new_multi_thread()
@@ -37,7 +39,12 @@ fn main() -> ExitCode {
             .build()
             .map_err(anyhow::Error::from)
             .and_then(|runtime| runtime.block_on(explain::run(&args)))
-            .map(|text| println!("{text}")),
+            .map(|outcome| {
+                println!("{}", outcome.text);
+                if outcome.failed {
+                    failed = true;
+                }
+            }),
         Command::Mutate(args) => mutate::run(&args).map(|(text, warnings)| {
             for warning in warnings {
                 eprintln!("warning: {warning}");
@@ -56,6 +63,7 @@ fn main() -> ExitCode {
         }
     };
     match result {
+        Ok(()) if failed => ExitCode::FAILURE,
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");

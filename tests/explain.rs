@@ -172,15 +172,26 @@ impl Fixture {
         args
     }
 
-    /// `explain ARGS` as the reader; panics unless it succeeds. Returns stdout.
+    /// `explain ARGS` as the reader; panics unless it ends with its report (exit status 0, or 1
+    /// for a failed check). Returns stdout.
     fn explain(&self, extra: &[&str]) -> String {
+        self.explain_status(extra).1
+    }
+
+    /// `explain ARGS` as the reader: its exit status and stdout.
+    fn explain_status(&self, extra: &[&str]) -> (i32, String) {
         let mut all = vec!["explain"];
         all.extend(self.args(extra));
-        run(
+        let (status, stdout, stderr) = run_status(
             Path::new(env!("CARGO_BIN_EXE_workload-identity-webhook")),
             &self.kubeconfig,
             &all,
-        )
+        );
+        assert!(
+            stderr.is_empty() && (status == 0 || status == 1),
+            "explain {all:?} did not report (exit {status}):\n{stderr}\n{stdout}"
+        );
+        (status, stdout)
     }
 
     fn explain_json(&self, extra: &[&str]) -> Value {
@@ -215,7 +226,19 @@ impl Fixture {
     }
 }
 
+/// Runs `program ARGS` with `KUBECONFIG`; panics unless it exits 0 or 1 with nothing on stderr
+/// (explain's exit status 1 is a failed check). Returns stdout.
 fn run(program: &Path, kubeconfig: &Path, args: &[&str]) -> String {
+    let (status, stdout, stderr) = run_status(program, kubeconfig, args);
+    assert!(
+        status == 0 || (status == 1 && stderr.is_empty()),
+        "{program:?} {args:?} failed (exit {status}):\n{stderr}\n{stdout}"
+    );
+    stdout
+}
+
+/// Runs `program ARGS` with `KUBECONFIG`: exit status, stdout, stderr.
+fn run_status(program: &Path, kubeconfig: &Path, args: &[&str]) -> (i32, String, String) {
     let output = tokio::task::block_in_place(|| {
         Command::new(program)
             .args(args)
@@ -223,15 +246,11 @@ fn run(program: &Path, kubeconfig: &Path, args: &[&str]) -> String {
             .output()
             .unwrap()
     });
-    let (stdout, stderr) = (
+    (
+        output.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
-    );
-    assert!(
-        output.status.success(),
-        "{program:?} {args:?} failed:\n{stderr}\n{stdout}"
-    );
-    stdout
+    )
 }
 
 fn pod_json(name: &str, service_account: &str, owner: Option<Value>, labels: Value) -> Value {
@@ -599,4 +618,215 @@ async fn the_tests_run_explain_as_a_user_who_cannot_write() {
         .await
         .unwrap_err();
     assert!(refused.to_string().contains("forbidden"), "{refused}");
+}
+
+/// A kubeconfig like `base` with one more context, `team`, whose namespace is `namespace` (the
+/// current context stays the first, without a namespace), and another user, `as`.
+fn team_kubeconfig(base: &Path, namespace: &str, user: &str, dir: &Path) -> PathBuf {
+    let mut config: Value = serde_json::from_str(&std::fs::read_to_string(base).unwrap()).unwrap();
+    let mut team = config["contexts"][0].clone();
+    team["name"] = json!("team");
+    team["context"]["namespace"] = json!(namespace);
+    config["contexts"].as_array_mut().unwrap().push(team);
+    config["users"][0]["user"]["as"] = json!(user);
+    let path = dir.join(format!("{user}.kubeconfig"));
+    std::fs::write(&path, config.to_string()).unwrap();
+    path
+}
+
+/// explain as kubectl's plugins behave: `--kubeconfig` and `--context` select the connection, the
+/// context's namespace is the default of `-n`; exit status 1 when the Pod lacks the identity it
+/// would get now, 0 when it has it; `-o yaml` is the JSON report; a missing Pod is one line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_follows_the_kubeconfig_context_and_fails_a_pipeline() {
+    let fixture = fixture("").await;
+    let namespace = fixture.selected.clone();
+    fixture
+        .service_account(&namespace, "app", json!({"eks.amazonaws.com/role-arn": ROLE}))
+        .await;
+    fixture.pod(&namespace, pod_json("web", "app", None, json!({}))).await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = team_kubeconfig(&fixture.kubeconfig, &namespace, READER, dir.path());
+    let kubeconfig = kubeconfig.to_str().unwrap();
+    let binary = Path::new(env!("CARGO_BIN_EXE_workload-identity-webhook"));
+    // KUBECONFIG names nothing: the flags alone select the connection.
+    let nowhere = dir.path().join("absent");
+    let explain = |extra: &[&str]| {
+        let mut args = vec!["explain", "--kubeconfig", kubeconfig, "--context", "team"];
+        args.extend(fixture.args(extra));
+        run_status(binary, &nowhere, &args)
+    };
+
+    let (status, stdout, stderr) = explain(&["pod", "web", "-o", "json"]);
+    assert_eq!(status, 1, "the Pod lacks its identity:\n{stderr}\n{stdout}");
+    assert!(stderr.is_empty(), "{stderr}");
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["pod"]["namespace"], namespace.as_str());
+    assert_eq!(report["pod"]["lacks_identity"], true, "{report:#}");
+    let (status, yaml, _) = explain(&["pod", "web", "-o", "yaml"]);
+    assert_eq!(status, 1);
+    assert_eq!(serde_yaml_ng::from_str::<Value>(&yaml).unwrap(), report);
+
+    // The same Pod with what the webhook gives (offline mutate): nothing lacks, exit 0.
+    let pod_file = dir.path().join("pod.json");
+    std::fs::write(&pod_file, pod_json("fresh", "app", None, json!({})).to_string()).unwrap();
+    let sa_file = dir.path().join("sa.json");
+    std::fs::write(
+        &sa_file,
+        json!({"metadata": {"name": "app", "annotations": {"eks.amazonaws.com/role-arn": ROLE}}}).to_string(),
+    )
+    .unwrap();
+    let mutated = run(
+        binary,
+        &nowhere,
+        &[
+            "mutate",
+            "--object",
+            pod_file.to_str().unwrap(),
+            "--service-account",
+            sa_file.to_str().unwrap(),
+            "--namespace",
+            &namespace,
+        ],
+    );
+    fixture.pod(&namespace, serde_json::from_str(&mutated).unwrap()).await;
+    let (status, stdout, stderr) = explain(&["pod", "fresh"]);
+    assert_eq!(status, 0, "{stderr}\n{stdout}");
+
+    // Without --context the current context has no namespace: `default`, where there is no web.
+    let mut args = vec!["explain", "--kubeconfig", kubeconfig, "pod", "web"];
+    args.extend(fixture.args(&[]));
+    let (status, stdout, stderr) = run_status(binary, &nowhere, &args);
+    assert_eq!(status, 1, "{stdout}");
+    assert_eq!(
+        stderr.trim(),
+        "error: Pod web not found in namespace default (name another with -n)"
+    );
+}
+
+/// A user without a right gets one line naming it and the shipped ClusterRole; bound to that
+/// ClusterRole (manifests/base/rbac-explain.yaml, its resourceNames set to this test's webhook
+/// configuration), explain reads all it needs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_without_rights_is_told_which_and_the_shipped_role_suffices() {
+    let fixture = fixture("").await;
+    let namespace = fixture.selected.clone();
+    fixture.service_account(&namespace, "app", json!({})).await;
+    fixture.pod(&namespace, pod_json("web", "app", None, json!({}))).await;
+    let dir = tempfile::tempdir().unwrap();
+    let user = unique("explain-user");
+    let kubeconfig = team_kubeconfig(&fixture.kubeconfig, &namespace, &user, dir.path());
+    let binary = Path::new(env!("CARGO_BIN_EXE_workload-identity-webhook"));
+    let explain = || {
+        let mut args = vec!["explain", "--context", "team", "pod", "web"];
+        args.extend(fixture.args(&[]));
+        run_status(binary, &kubeconfig, &args)
+    };
+    let (status, stdout, stderr) = explain();
+    assert_eq!(status, 1, "{stdout}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with(&format!(
+            "error: you may not get configmaps in namespace {} (403 Forbidden): explain needs the ClusterRole workload-identity-webhook-explain",
+            fixture.system
+        )),
+        "{stderr}"
+    );
+
+    let shipped =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/manifests/base/rbac-explain.yaml")).unwrap();
+    let mut role: Value = serde_yaml_ng::from_str(&shipped).unwrap();
+    role["metadata"]["name"] = json!(user);
+    for rule in role["rules"].as_array_mut().unwrap() {
+        if rule["resources"] == json!(["mutatingwebhookconfigurations"]) {
+            rule["resourceNames"] = json!([fixture.configuration]);
+        }
+    }
+    let apply = PatchParams::apply("explain-tests").force();
+    Api::<ClusterRole>::all(fixture.client.clone())
+        .patch(&user, &apply, &Patch::Apply(role))
+        .await
+        .unwrap();
+    let binding = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": user},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": user},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]});
+    Api::<ClusterRoleBinding>::all(fixture.client.clone())
+        .patch(&user, &apply, &Patch::Apply(binding))
+        .await
+        .unwrap();
+    let (status, stdout, stderr) = explain();
+    assert_eq!(status, 0, "{stderr}\n{stdout}");
+    assert!(stdout.contains(&format!("POD {namespace}/web")), "{stdout}");
+}
+
+/// While the API server cannot call the webhook (its Service has no endpoints), a Pod lacking its
+/// identity is told to fix that first, not only to be re-created; the table fits 80 columns and
+/// counts Pods by kubectl's phase names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_advice_follows_the_cause_and_the_table_fits_80_columns() {
+    let fixture = fixture("").await;
+    let namespace = fixture.selected.clone();
+    fixture
+        .service_account(&namespace, "app", json!({"eks.amazonaws.com/role-arn": ROLE}))
+        .await;
+    let down = format!("{}-down", fixture.system);
+    create_cluster::<MutatingWebhookConfiguration>(
+        &fixture.client,
+        pod_webhook(
+            &down,
+            &[&namespace],
+            json!({"service": {"namespace": fixture.system, "name": "wiw", "path": "/mutate", "port": 443}}),
+            true,
+        ),
+    )
+    .await;
+    // Admitted without identity: the webhook fails open while its Service is missing.
+    fixture.pod(&namespace, pod_json("web", "app", None, json!({}))).await;
+    let (status, json_text) = fixture.explain_status(&[
+        "pod",
+        "web",
+        "-n",
+        &namespace,
+        "--webhook-configuration",
+        &down,
+        "-o",
+        "json",
+    ]);
+    assert_eq!(status, 1);
+    let report: Value = serde_json::from_str(&json_text).unwrap();
+    assert!(
+        contains(
+            &report["pod"]["reasons"],
+            "a Pod re-created now would again get no identity, so fix that first"
+        ),
+        "{report:#}"
+    );
+    let (_, table) = fixture.explain_status(&["pod", "web", "-n", &namespace, "--webhook-configuration", &down]);
+    for line in table.lines() {
+        assert!(
+            line.chars().count() <= 80,
+            "{} columns: {line}\n{table}",
+            line.chars().count()
+        );
+    }
+    assert!(table.contains("fix that first"), "{table}");
+    let (_, wide) = fixture.explain_status(&[
+        "pod",
+        "web",
+        "-n",
+        &namespace,
+        "--webhook-configuration",
+        &down,
+        "-o",
+        "wide",
+    ]);
+    assert!(wide.lines().any(|line| line.chars().count() > 80), "{wide}");
+
+    let (status, stale) = fixture.explain_status(&["namespace", &namespace, "--webhook-configuration", &down]);
+    assert_eq!(status, 1, "{stale}");
+    assert!(stale.contains("STALE PODS (1 of 1 Pods (1 Pending))"), "{stale}");
+    assert!(stale.contains("Fix the INSTALLATION errors above first"), "{stale}");
+    for line in stale.lines() {
+        assert!(line.chars().count() <= 80, "{line}\n{stale}");
+    }
 }

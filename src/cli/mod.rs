@@ -278,7 +278,7 @@ pub struct MutateArgs {
 
 #[derive(Args, Debug)]
 #[command(
-    after_help = "Examples:\n  workload-identity-webhook explain pod web-7d4b9 -n team-a\n  workload-identity-webhook explain namespace team-a\n  workload-identity-webhook explain --all-namespaces -o json\n  kubectl workload-identity pod web-7d4b9 -n team-a"
+    after_help = "Exit status: 0 when every installation check passes and no Pod explained lacks the identity the\nwebhook would give it now; 1 otherwise, or on an error; 2 on a usage error.\n\nExamples:\n  workload-identity-webhook explain pod web-7d4b9 -n team-a\n  workload-identity-webhook explain namespace team-a\n  workload-identity-webhook explain --all-namespaces -o json\n  kubectl workload-identity pod web-7d4b9 -n team-a"
 )]
 pub struct ExplainArgs {
     /// What to explain: one Pod, or the running Pods of a namespace (with --all-namespaces: of all).
@@ -288,17 +288,25 @@ pub struct ExplainArgs {
     /// The Pod's or the namespace's name.
     pub name: Option<String>,
 
-    /// The Pod's namespace (default: `default`).
+    /// The Pod's namespace (default: the kubeconfig context's namespace, else `default`).
     #[arg(short = 'n', long)]
     pub namespace: Option<String>,
 
-    /// Every namespace's running Pods.
+    /// Every namespace's Pods.
     #[arg(short = 'A', long, conflicts_with = "name")]
     pub all_namespaces: bool,
 
-    /// `table` for people, `json` for scripts.
+    /// `table` for people (fits 80 columns), `wide` (one line per row), `json` or `yaml` for scripts.
     #[arg(short = 'o', long, value_enum, default_value_t = ExplainOutput::Table)]
     pub output: ExplainOutput,
+
+    /// The kubeconfig file to use (default: $KUBECONFIG, else ~/.kube/config, else in-cluster).
+    #[arg(long, value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// The kubeconfig context to use (default: its current context).
+    #[arg(long, value_name = "NAME")]
+    pub context: Option<String>,
 
     /// The namespace the webhook is installed in (its ConfigMap and serving Secret).
     #[arg(long, default_value = "workload-identity-system")]
@@ -330,7 +338,9 @@ pub enum ExplainTarget {
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExplainOutput {
     Table,
+    Wide,
     Json,
+    Yaml,
 }
 
 /// The file name under which the binary is a kubectl plugin (`kubectl workload-identity ...`).

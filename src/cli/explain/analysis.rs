@@ -25,6 +25,8 @@ pub struct PodInputs<'a> {
     pub webhook: Option<&'a MutatingWebhook>,
     /// When the ConfigMap's content last changed, if known.
     pub config_changed: Option<&'a Time>,
+    /// The installation error that keeps the API server from calling the webhook, if any.
+    pub blocker: Option<&'a str>,
 }
 
 /// One Pod: what it has, what it would get now, and why.
@@ -41,6 +43,8 @@ pub struct PodReport {
     /// Each difference between the two; a Pod with any is stale.
     pub differences: Vec<String>,
     pub stale: bool,
+    /// The Pod lacks (part of) the identity the webhook would give it now.
+    pub lacks_identity: bool,
     /// Why the Pod gets (or got) what it does, in the order the API server and the webhook decide.
     pub reasons: Vec<String>,
     /// The warnings the webhook gives for this Pod (as `kubectl` shows them on create).
@@ -129,6 +133,7 @@ pub fn explain_pod(inputs: &PodInputs<'_>) -> PodReport {
             .as_ref()
             .map(|time| time.0.to_string()),
         stale: !differences.is_empty(),
+        lacks_identity: lacks(&has, &would_get),
         has,
         would_get,
         differences,
@@ -498,8 +503,32 @@ fn skipped_containers(pod: &model::Pod, reasons: &mut Vec<String>) {
     }
 }
 
-/// Why a Pod differs from what it would get: identities are given at creation only.
+/// Whether `has` misses a token volume, mount or environment variable of `would_get` (or has
+/// another value).
+fn lacks(has: &Identity, would_get: &Identity) -> bool {
+    let volumes = would_get
+        .volumes
+        .iter()
+        .any(|(name, volume)| has.volumes.get(name) != Some(volume));
+    volumes
+        || would_get.containers.iter().any(|(name, wanted)| {
+            has.containers.get(name).is_none_or(|container| {
+                let differs = |wanted: &BTreeMap<String, String>, has: &BTreeMap<String, String>| {
+                    wanted.iter().any(|(key, value)| has.get(key) != Some(value))
+                };
+                differs(&wanted.mounts, &container.mounts) || differs(&wanted.env, &container.env)
+            })
+        })
+}
+
+/// Why a Pod differs from what it would get: identities are given at creation only, so the
+/// advice is to re-create it, once the webhook can be called.
 fn age_reason(inputs: &PodInputs<'_>) -> String {
+    if let Some(blocker) = inputs.blocker {
+        return format!(
+            "the API server cannot call the webhook now ({blocker}): a Pod re-created now would again get no identity, so fix that first, then re-create the Pod"
+        );
+    }
     let created = inputs.pod.metadata.creation_timestamp.as_ref();
     let changed = inputs
         .service_account
@@ -608,6 +637,7 @@ mod tests {
             config,
             webhook: Some(&webhook),
             config_changed: None,
+            blocker: None,
         })
     }
 

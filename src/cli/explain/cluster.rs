@@ -5,7 +5,6 @@ use std::collections::{BTreeMap, HashMap};
 
 use super::analysis::{self, PodInputs, PodReport};
 use crate::cli::ExplainArgs;
-use anyhow::Context;
 use k8s_openapi::api::admissionregistration::v1::{MutatingWebhook, MutatingWebhookConfiguration};
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, Service, ServiceAccount};
@@ -34,7 +33,7 @@ impl Installation {
         let config_map = config_maps
             .get_opt(&args.config_map)
             .await
-            .with_context(|| format!("reading {source}"))?;
+            .map_err(|err| refused(&err, "get", "configmaps", Some(&args.webhook_namespace)))?;
         let text = config_map
             .as_ref()
             .and_then(|config_map| config_map.data.as_ref()?.get(CONFIG_KEY).cloned());
@@ -72,7 +71,7 @@ impl Installation {
         let webhook_configuration = Api::<MutatingWebhookConfiguration>::all(client.clone())
             .get_opt(&args.webhook_configuration)
             .await
-            .with_context(|| format!("reading MutatingWebhookConfiguration {}", args.webhook_configuration))?;
+            .map_err(|err| refused(&err, "get", "mutatingwebhookconfigurations", None))?;
         Ok(Installation {
             config,
             config_check,
@@ -178,7 +177,12 @@ async fn read_serving_certificate(client: &Client, namespace: &str, name: &str) 
     let secret = Api::<Secret>::namespaced(client.clone(), namespace)
         .get_opt(name)
         .await
-        .map_err(|err| format!("Secret {namespace}/{name} not readable: {err}"))?
+        .map_err(|err| {
+            format!(
+                "Secret {namespace}/{name} not readable: {}",
+                refused(&err, "get", "secrets", Some(namespace))
+            )
+        })?
         .ok_or_else(|| format!("no Secret {namespace}/{name}"))?;
     secret
         .data
@@ -189,8 +193,18 @@ async fn read_serving_certificate(client: &Client, namespace: &str, name: &str) 
 
 /// The ready endpoints of a Service, from its EndpointSlices.
 async fn endpoints(client: &Client, namespace: &str, service: &str) -> (&'static str, String) {
-    if let Err(err) = Api::<Service>::namespaced(client.clone(), namespace).get(service).await {
-        return ("error", format!("Service {namespace}/{service}: {err}"));
+    match Api::<Service>::namespaced(client.clone(), namespace)
+        .get_opt(service)
+        .await
+    {
+        Ok(Some(_)) => {}
+        Ok(None) => {
+            return (
+                "error",
+                format!("Service {namespace}/{service} not found: the API server cannot reach the webhook"),
+            );
+        }
+        Err(err) => return ("warning", refused(&err, "get", "services", Some(namespace)).to_string()),
     }
     let slices = Api::<EndpointSlice>::namespaced(client.clone(), namespace)
         .list(&ListParams::default().labels(&format!("kubernetes.io/service-name={service}")))
@@ -198,7 +212,7 @@ async fn endpoints(client: &Client, namespace: &str, service: &str) -> (&'static
     match slices {
         Err(err) => (
             "warning",
-            format!("EndpointSlices of {namespace}/{service} not readable: {err}"),
+            refused(&err, "list", "endpointslices.discovery.k8s.io", Some(namespace)).to_string(),
         ),
         Ok(slices) => {
             let all: Vec<_> = slices.items.iter().flat_map(|slice| &slice.endpoints).collect();
@@ -232,6 +246,8 @@ async fn endpoints(client: &Client, namespace: &str, service: &str) -> (&'static
 pub(super) struct Cluster<'a> {
     client: Client,
     installation: &'a Installation,
+    /// The installation error that keeps the API server from calling the webhook, if any.
+    blocker: Option<String>,
     namespaces: HashMap<String, BTreeMap<String, String>>,
     service_accounts: HashMap<(String, String), Option<ServiceAccount>>,
     replica_sets: HashMap<(String, String), Option<ReplicaSet>>,
@@ -241,15 +257,17 @@ impl<'a> Cluster<'a> {
     /// One Pod, by namespace and name.
     pub(super) async fn pod(&self, namespace: &str, name: &str) -> anyhow::Result<Pod> {
         Api::<Pod>::namespaced(self.client.clone(), namespace)
-            .get(name)
+            .get_opt(name)
             .await
-            .with_context(|| format!("reading Pod {namespace}/{name}"))
+            .map_err(|err| refused(&err, "get", "pods", Some(namespace)))?
+            .ok_or_else(|| anyhow::anyhow!("Pod {name} not found in namespace {namespace} (name another with -n)"))
     }
 
-    pub(super) fn new(client: Client, installation: &'a Installation) -> Self {
+    pub(super) fn new(client: Client, installation: &'a Installation, blocker: Option<String>) -> Self {
         Cluster {
             client,
             installation,
+            blocker,
             namespaces: HashMap::new(),
             service_accounts: HashMap::new(),
             replica_sets: HashMap::new(),
@@ -262,7 +280,7 @@ impl<'a> Cluster<'a> {
             let found = Api::<Namespace>::all(self.client.clone())
                 .get(&namespace)
                 .await
-                .with_context(|| format!("reading Namespace {namespace}"))?;
+                .map_err(|err| refused(&err, "get", "namespaces", None))?;
             self.namespaces
                 .insert(namespace.clone(), found.metadata.labels.unwrap_or_default());
         }
@@ -277,7 +295,7 @@ impl<'a> Cluster<'a> {
             let found = Api::<ServiceAccount>::namespaced(self.client.clone(), &namespace)
                 .get_opt(&key.1)
                 .await
-                .with_context(|| format!("reading ServiceAccount {namespace}/{}", key.1))?;
+                .map_err(|err| refused(&err, "get", "serviceaccounts", Some(&namespace)))?;
             self.service_accounts.insert(key.clone(), found);
         }
         Ok(analysis::explain_pod(&PodInputs {
@@ -287,6 +305,7 @@ impl<'a> Cluster<'a> {
             config: &self.installation.config,
             webhook: self.installation.pod_webhook(),
             config_changed: self.installation.config_changed.as_ref(),
+            blocker: self.blocker.as_deref(),
         }))
     }
 
@@ -296,22 +315,30 @@ impl<'a> Cluster<'a> {
             Some(namespace) => Api::namespaced(self.client.clone(), namespace),
             None => Api::all(self.client.clone()),
         };
-        let pods = pods.list(&ListParams::default()).await.context("listing Pods")?;
+        let pods = pods
+            .list(&ListParams::default())
+            .await
+            .map_err(|err| refused(&err, "list", "pods", namespace))?;
         let mut groups: BTreeMap<(String, String), Workload> = BTreeMap::new();
-        let mut checked = 0;
+        let mut phases: BTreeMap<String, usize> = BTreeMap::new();
         for pod in &pods.items {
-            let phase = pod.status.as_ref().and_then(|status| status.phase.as_deref());
-            if matches!(phase, Some("Succeeded" | "Failed")) || pod.metadata.deletion_timestamp.is_some() {
+            // A Pod without a phase yet is Pending, as kubectl shows it.
+            let phase = pod
+                .status
+                .as_ref()
+                .and_then(|status| status.phase.as_deref())
+                .unwrap_or("Pending");
+            if matches!(phase, "Succeeded" | "Failed") || pod.metadata.deletion_timestamp.is_some() {
                 continue;
             }
-            checked += 1;
+            *phases.entry(phase.to_owned()).or_default() += 1;
             let explained = self.explain(pod).await?;
             if !explained.stale {
                 continue;
             }
             let (owner, fix) = self.owner(pod).await;
             let namespace = explained.namespace.clone();
-            groups
+            let workload = groups
                 .entry((namespace.clone(), owner.clone()))
                 .or_insert_with(|| Workload {
                     namespace,
@@ -320,11 +347,13 @@ impl<'a> Cluster<'a> {
                     pods: Vec::new(),
                     differences: explained.differences.clone(),
                     reasons: explained.reasons.clone(),
-                })
-                .pods
-                .push(explained.name);
+                    lacks_identity: false,
+                });
+            workload.lacks_identity |= explained.lacks_identity;
+            workload.pods.push(explained.name);
         }
-        report.pods_checked = Some(checked);
+        report.pods_checked = Some(phases.values().sum());
+        report.phases = Some(phases);
         report.stale = Some(groups.into_values().collect());
         Ok(())
     }
@@ -393,3 +422,30 @@ fn last_write(metadata: &ObjectMeta) -> Option<Time> {
         .max()
         .or_else(|| metadata.creation_timestamp.clone())
 }
+
+/// A read the API server refused, in one line: for 401 and 403 the credentials or the right
+/// that is missing (and the ClusterRole that grants explain's reads), else its status and message.
+fn refused(err: &kube::Error, verb: &str, resource: &str, namespace: Option<&str>) -> anyhow::Error {
+    let scope = namespace.map_or_else(String::new, |namespace| format!(" -n {namespace}"));
+    let message = match err {
+        kube::Error::Api(status) if status.code == 401 => {
+            "the API server does not accept your credentials (401 Unauthorized): check the kubeconfig's user".to_owned()
+        }
+        kube::Error::Api(status) if status.code == 403 => format!(
+            "you may not {verb} {resource}{} (403 Forbidden): explain needs the ClusterRole {EXPLAIN_ROLE} (check with kubectl auth can-i {verb} {resource}{scope})",
+            namespace.map_or_else(
+                || " (cluster-wide)".to_owned(),
+                |namespace| format!(" in namespace {namespace}")
+            )
+        ),
+        kube::Error::Api(status) => format!(
+            "{verb} {resource}{scope}: {} ({} {})",
+            status.message, status.code, status.reason
+        ),
+        other => format!("{verb} {resource}{scope}: {other}"),
+    };
+    anyhow::anyhow!(message)
+}
+
+/// The read-only ClusterRole shipped for the users of explain (manifests/base/rbac-explain.yaml).
+const EXPLAIN_ROLE: &str = "workload-identity-webhook-explain";

@@ -8,6 +8,7 @@ pub mod analysis;
 pub mod certificate;
 mod cluster;
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use crate::cli::{ExplainArgs, ExplainOutput, ExplainTarget};
@@ -15,6 +16,7 @@ use analysis::PodReport;
 use anyhow::Context;
 use cluster::{Cluster, Installation};
 use kube::Client;
+use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde::Serialize;
 
 /// What `explain` prints, as JSON with `-o json`.
@@ -28,9 +30,13 @@ pub struct Report {
     /// `explain namespace` / `--all-namespaces`: stale Pods grouped by what owns them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stale: Option<Vec<Workload>>,
-    /// `explain namespace` / `--all-namespaces`: running Pods looked at.
+    /// `explain namespace` / `--all-namespaces`: Pods looked at (all but Succeeded, Failed and
+    /// terminating ones).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pods_checked: Option<usize>,
+    /// Those Pods by phase, as kubectl names them (`Pending`, `Running`, `Unknown`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phases: Option<BTreeMap<String, usize>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -53,6 +59,8 @@ pub struct Workload {
     /// The differences of its first Pod.
     pub differences: Vec<String>,
     pub reasons: Vec<String>,
+    /// A Pod of it lacks (part of) the identity the webhook would give it now.
+    pub lacks_identity: bool,
 }
 
 fn check(name: &str, status: &'static str, detail: impl Into<String>) -> Check {
@@ -63,98 +71,223 @@ fn check(name: &str, status: &'static str, detail: impl Into<String>) -> Check {
     }
 }
 
+/// What `explain` prints, and whether it found a failure (exit status 1).
+pub struct Outcome {
+    pub text: String,
+    /// An installation check failed, or a Pod explained lacks the identity it would get now.
+    pub failed: bool,
+}
+
+/// A client from the kubeconfig (`--kubeconfig`, `--context`, as kubectl reads them), and the
+/// context's namespace.
+async fn connect(args: &ExplainArgs) -> anyhow::Result<(Client, String)> {
+    let options = KubeConfigOptions {
+        context: args.context.clone(),
+        ..KubeConfigOptions::default()
+    };
+    let config = match &args.kubeconfig {
+        Some(path) => {
+            let kubeconfig = Kubeconfig::read_from(path)
+                .map_err(|err| anyhow::anyhow!("reading --kubeconfig {}: {err}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+                .await
+                .map_err(|err| anyhow::anyhow!("--kubeconfig {}: {err}", path.display()))?
+        }
+        None if args.context.is_some() => kube::Config::from_kubeconfig(&options)
+            .await
+            .map_err(|err| anyhow::anyhow!("--context: {err}"))?,
+        None => kube::Config::infer().await.map_err(|err| {
+            anyhow::anyhow!("no kubeconfig ($KUBECONFIG, ~/.kube/config or --kubeconfig) and not in a cluster: {err}")
+        })?,
+    };
+    let namespace = config.default_namespace.clone();
+    let client = Client::try_from(config).context("connecting to the Kubernetes API")?;
+    Ok((client, namespace))
+}
+
 /// Runs `explain` and returns the text to print.
-pub async fn run(args: &ExplainArgs) -> anyhow::Result<String> {
-    let client = Client::try_default()
-        .await
-        .context("connecting to the Kubernetes API with your kubeconfig")?;
+pub async fn run(args: &ExplainArgs) -> anyhow::Result<Outcome> {
+    let (client, context_namespace) = connect(args).await?;
+    let namespace = args.namespace.clone().unwrap_or(context_namespace);
     let installation = Installation::read(&client, args).await?;
     let mut report = Report {
         checks: installation.checks(&client, args).await,
         pod: None,
         stale: None,
         pods_checked: None,
+        phases: None,
     };
-    let mut cluster = Cluster::new(client, &installation);
+    // An installation error that keeps the API server from calling the webhook: re-created Pods
+    // would get no identity either, so it is fixed first.
+    let blocker = report
+        .checks
+        .iter()
+        .find(|check| check.status == "error" && check.name != "configuration")
+        .map(|check| format!("{}: {}", check.name, check.detail));
+    let mut cluster = Cluster::new(client, &installation, blocker);
     match (&args.target, args.all_namespaces) {
         (Some(ExplainTarget::Pod), _) => {
             let name = args.name.as_deref().context("explain pod needs a Pod name")?;
-            let namespace = args.namespace.as_deref().unwrap_or("default");
-            let pod = cluster.pod(namespace, name).await?;
+            let pod = cluster.pod(&namespace, name).await?;
             report.pod = Some(cluster.explain(&pod).await?);
         }
         (Some(ExplainTarget::Namespace), false) | (None, false) => {
-            let namespace = args
-                .name
-                .as_deref()
-                .or(args.namespace.as_deref())
-                .context("name a namespace (explain namespace NAME), a Pod (explain pod NAME -n NAMESPACE) or use --all-namespaces")?;
+            let namespace = args.name.as_deref().unwrap_or(&namespace);
             cluster.stale(Some(namespace), &mut report).await?;
         }
         (_, true) => cluster.stale(None, &mut report).await?,
     }
-    Ok(match args.output {
+    let failed = report.checks.iter().any(|check| check.status == "error")
+        || report.pod.as_ref().is_some_and(|pod| pod.lacks_identity)
+        || report.stale.iter().flatten().any(|workload| workload.lacks_identity);
+    let text = match args.output {
         ExplainOutput::Json => serde_json::to_string_pretty(&report)?,
-        ExplainOutput::Table => table(&report),
-    })
+        ExplainOutput::Yaml => serde_yaml_ng::to_string(&report)?,
+        ExplainOutput::Table => table(&report, Some(WIDTH)),
+        ExplainOutput::Wide => table(&report, None),
+    };
+    Ok(Outcome { text, failed })
 }
 
-/// The report as text for people.
-pub fn table(report: &Report) -> String {
+/// The width of the table: a terminal's default.
+const WIDTH: usize = 80;
+
+/// `text` after `prefix`, wrapped at word boundaries to `width` (if any), continued lines
+/// indented by `indent` spaces; a word longer than a line (a path) is cut.
+fn line(out: &mut String, prefix: &str, indent: usize, text: &str, width: Option<usize>) {
+    let Some(width) = width else {
+        let _ = writeln!(out, "{prefix}{text}");
+        return;
+    };
+    let mut current = prefix.to_owned();
+    let mut empty = true;
+    for word in text.split(' ') {
+        let mut word: Vec<char> = word.chars().collect();
+        loop {
+            let length = current.chars().count();
+            let space = usize::from(!empty);
+            if length + space + word.len() <= width {
+                current.extend(std::iter::repeat_n(' ', space).chain(word));
+                empty = false;
+                break;
+            }
+            if empty {
+                // Cut the word at the end of this line.
+                let fits = width.saturating_sub(length + space).max(1);
+                let rest = word.split_off(fits.min(word.len()));
+                current.extend(std::iter::repeat_n(' ', space).chain(word));
+                word = rest;
+            }
+            let _ = writeln!(out, "{current}");
+            current = " ".repeat(indent);
+            empty = true;
+            if word.is_empty() {
+                break;
+            }
+        }
+    }
+    let _ = writeln!(out, "{current}");
+}
+
+/// The report as text for people: wrapped to `width` columns, or one line per row (`wide`).
+pub fn table(report: &Report, width: Option<usize>) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "INSTALLATION");
     for check in &report.checks {
-        let _ = writeln!(
-            out,
-            "  {:<8} {:<48} {}",
-            check.status.to_uppercase(),
-            check.name,
-            check.detail
-        );
+        let status = check.status.to_uppercase();
+        match width {
+            Some(_) => {
+                let _ = writeln!(out, "  {status:<8} {}", check.name);
+                line(&mut out, "           ", 11, &check.detail, width);
+            }
+            None => {
+                let _ = writeln!(out, "  {status:<8} {:<48} {}", check.name, check.detail);
+            }
+        }
     }
     if let Some(pod) = &report.pod {
-        let _ = writeln!(
-            out,
-            "\nPOD {}/{} (ServiceAccount {})",
+        let title = format!(
+            "POD {}/{} (ServiceAccount {})",
             pod.namespace, pod.name, pod.service_account
         );
-        let _ = writeln!(out, "  has:\n{}", identity_text(&pod.has));
-        let _ = writeln!(out, "  would get now:\n{}", identity_text(&pod.would_get));
+        let _ = writeln!(out);
+        line(&mut out, "", 2, &title, width);
+        let _ = writeln!(out, "  has:");
+        identity_text(&mut out, &pod.has, width);
+        let _ = writeln!(out, "  would get now:");
+        identity_text(&mut out, &pod.would_get, width);
         if pod.stale {
             let _ = writeln!(out, "  STALE, differences:");
             for difference in &pod.differences {
-                let _ = writeln!(out, "    - {difference}");
+                line(&mut out, "    - ", 6, difference, width);
             }
         } else {
             let _ = writeln!(out, "  up to date: the Pod has what the webhook would give it now");
         }
         let _ = writeln!(out, "  why:");
         for reason in &pod.reasons {
-            let _ = writeln!(out, "    - {reason}");
+            line(&mut out, "    - ", 6, reason, width);
         }
         for warning in &pod.warnings {
-            let _ = writeln!(out, "    - webhook warning: {warning}");
+            line(&mut out, "    - webhook warning: ", 6, warning, width);
         }
     }
     if let Some(stale) = &report.stale {
         let checked = report.pods_checked.unwrap_or_default();
+        let phases = report
+            .phases
+            .iter()
+            .flatten()
+            .map(|(phase, count)| format!("{count} {phase}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let among = format!("{checked} Pods ({phases})");
         if stale.is_empty() {
-            let _ = writeln!(out, "\nNo stale Pods among {checked} running Pods.");
+            let _ = writeln!(out);
+            line(&mut out, "", 0, &format!("No stale Pods among {among}."), width);
         } else {
             let pods: usize = stale.iter().map(|workload| workload.pods.len()).sum();
-            let _ = writeln!(out, "\nSTALE PODS ({pods} of {checked} running Pods)");
-            let _ = writeln!(out, "  {:<20} {:<40} {:>4}  FIX", "NAMESPACE", "OWNER", "PODS");
-            for workload in stale {
-                let _ = writeln!(
-                    out,
-                    "  {:<20} {:<40} {:>4}  {}",
-                    workload.namespace,
-                    workload.owner,
-                    workload.pods.len(),
-                    workload.fix
+            let _ = writeln!(out, "\nSTALE PODS ({pods} of {among})");
+            if report.checks.iter().any(|check| check.status == "error") {
+                line(
+                    &mut out,
+                    "  ",
+                    2,
+                    "Fix the INSTALLATION errors above first: Pods re-created before that get no identity either.",
+                    width,
                 );
-                for difference in &workload.differences {
-                    let _ = writeln!(out, "      - {difference}");
+            }
+            match width {
+                Some(_) => {
+                    for workload in stale {
+                        let title = format!(
+                            "{} -n {} ({} Pods)",
+                            workload.owner,
+                            workload.namespace,
+                            workload.pods.len()
+                        );
+                        line(&mut out, "  ", 4, &title, width);
+                        line(&mut out, "    fix: ", 6, &workload.fix, width);
+                        for difference in &workload.differences {
+                            line(&mut out, "    - ", 6, difference, width);
+                        }
+                    }
+                }
+                None => {
+                    let _ = writeln!(out, "  {:<20} {:<40} {:>4}  FIX", "NAMESPACE", "OWNER", "PODS");
+                    for workload in stale {
+                        let _ = writeln!(
+                            out,
+                            "  {:<20} {:<40} {:>4}  {}",
+                            workload.namespace,
+                            workload.owner,
+                            workload.pods.len(),
+                            workload.fix
+                        );
+                        for difference in &workload.differences {
+                            let _ = writeln!(out, "      - {difference}");
+                        }
+                    }
                 }
             }
         }
@@ -162,22 +295,22 @@ pub fn table(report: &Report) -> String {
     out
 }
 
-fn identity_text(identity: &analysis::Identity) -> String {
-    let mut out = String::new();
+fn identity_text(out: &mut String, identity: &analysis::Identity, width: Option<usize>) {
     if identity.volumes.is_empty() && identity.containers.is_empty() {
-        return "    (no cloud identity)".to_owned();
+        let _ = writeln!(out, "    (no cloud identity)");
+        return;
     }
     for (name, volume) in &identity.volumes {
-        let _ = writeln!(out, "    volume {name}: token audience {}", volume.audiences.join(", "));
+        let text = format!("token audience {}", volume.audiences.join(", "));
+        line(out, &format!("    volume {name}: "), 6, &text, width);
     }
     for (name, container) in &identity.containers {
         let _ = writeln!(out, "    container {name}:");
         for (volume, path) in &container.mounts {
-            let _ = writeln!(out, "      mount {volume} at {path}");
+            line(out, "      ", 8, &format!("mount {volume} at {path}"), width);
         }
         for (key, value) in &container.env {
-            let _ = writeln!(out, "      {key}={value}");
+            line(out, "      ", 8, &format!("{key}={value}"), width);
         }
     }
-    out.trim_end().to_owned()
 }
