@@ -65,19 +65,24 @@ pub fn supported_kubernetes_versions() -> Vec<String> {
 }
 
 fn versions_sh(args: &[&str]) -> String {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/control-plane/versions.sh");
-    let output = Command::new("bash")
-        .arg(&script)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
+    let output = run_versions_sh(args);
     assert!(
         output.status.success(),
         "{}",
         String::from_utf8_lossy(&output.stderr).trim()
     );
     String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+/// Runs `tests/control-plane/versions.sh` with `args`.
+pub fn run_versions_sh(args: &[&str]) -> std::process::Output {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/control-plane/versions.sh");
+    Command::new("bash")
+        .arg(&script)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", script.display()))
 }
 
 /// Creates an object of kind `K` from its JSON, sent as it is, and returns what the apiserver
