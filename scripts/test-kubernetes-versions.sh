@@ -23,10 +23,10 @@ else
   mapfile -t versions < <(bash "$versions_sh" list)
 fi
 
-# The test files that start the control plane; scale.rs is a benchmark (scripts/bench.sh) and sdk.rs
-# runs in a phase of its own, as in the test command.
+# The test files that start the control plane, in every crate of the workspace; scale.rs is a
+# benchmark (scripts/bench.sh) and sdk.rs runs in a phase of its own, as in the test command.
 tests=()
-for file in tests/*.rs; do
+for file in tests/*.rs crates/*/tests/*.rs; do
   name="$(basename "$file" .rs)"
   if grep -q 'support/control_plane.rs' "$file" && [[ "$name" != scale && "$name" != sdk ]]; then
     tests+=(--test "$name")
@@ -37,6 +37,8 @@ extra=(${WIW_CARGO_TEST_ARGS:-})
 
 kubectl_bin="$(bash tests/control-plane/build.sh node)"
 export PATH="${kubectl_bin}:${PATH}"
+# The tests start the emulator binary, another crate's (tests/support/webhook.rs).
+cargo build --locked -p workload-identity-emulator
 
 summary=()
 failed=0
@@ -48,7 +50,7 @@ for version in "${versions[@]}"; do
   built=$((SECONDS - started))
   if ((${#problems[@]} == 0)); then
     echo "==> Kubernetes ${version}: apiserver-backed tests (${tests[*]//--test /})"
-    WIW_KUBERNETES_VERSION="$version" cargo test --locked "${tests[@]}" -- \
+    WIW_KUBERNETES_VERSION="$version" cargo test --locked --workspace "${tests[@]}" -- \
       --skip sdks_get_credentials_from_what_the_webhook_injects "${extra[@]}" || problems+=(tests)
     echo "==> Kubernetes ${version}: SDK conformance (tests/sdk.rs)"
     WIW_KUBERNETES_VERSION="$version" cargo test --locked --test sdk -- --nocapture "${extra[@]}" \

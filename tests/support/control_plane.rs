@@ -76,13 +76,24 @@ fn versions_sh(args: &[&str]) -> String {
 
 /// Runs `tests/control-plane/versions.sh` with `args`.
 pub fn run_versions_sh(args: &[&str]) -> std::process::Output {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/control-plane/versions.sh");
+    let script = script("versions.sh");
     Command::new("bash")
         .arg(&script)
         .args(args)
         .stdin(Stdio::null())
         .output()
         .unwrap_or_else(|e| panic!("running {}: {e}", script.display()))
+}
+
+/// `tests/control-plane/<name>` at the repository root: this file is shared by the crates of the
+/// workspace.
+fn script(name: &str) -> PathBuf {
+    let path = format!("tests/control-plane/{name}");
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .map(|dir| dir.join(&path))
+        .find(|script| script.exists())
+        .unwrap_or_else(|| panic!("{path} not found above {}", env!("CARGO_MANIFEST_DIR")))
 }
 
 /// Creates an object of kind `K` from its JSON, sent as it is, and returns what the apiserver
@@ -202,12 +213,7 @@ fn build_binaries() -> Result<PathBuf> {
     if let Some(dir) = std::env::var_os("WIW_CONTROL_PLANE_BIN_DIR") {
         return Ok(PathBuf::from(dir));
     }
-    // The repository root: this file is shared by the crates of the workspace.
-    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .map(|dir| dir.join("tests/control-plane/build.sh"))
-        .find(|script| script.exists())
-        .context("tests/control-plane/build.sh not found above the crate")?;
+    let script = script("build.sh");
     eprintln!(
         "control plane: running {} (the first build takes several minutes)",
         script.display()
