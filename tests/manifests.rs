@@ -1026,7 +1026,9 @@ async fn the_cabundle_policy_compares_every_field_of_this_kubernetes_version() {
     .unwrap();
     let fields = |kind: &str| -> Vec<String> {
         let schema = &openapi["components"]["schemas"][format!("io.k8s.api.admissionregistration.v1.{kind}")];
-        let properties = schema["properties"].as_object().unwrap_or_else(|| panic!("{kind}: {schema}"));
+        let properties = schema["properties"]
+            .as_object()
+            .unwrap_or_else(|| panic!("{kind}: {schema}"));
         properties.keys().cloned().collect()
     };
     let policy = std::fs::read_to_string(concat!(
