@@ -15,7 +15,13 @@ echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
-echo "==> control plane (kube-apiserver + etcd) and node components (kubelet, controllers, kubectl)"
+# Kubernetes: every phase runs against the newest supported version (the default of
+# tests/control-plane/build.sh), the apiserver-backed tests also against the oldest
+# (docs/kubernetes-versions.md; scripts/test-kubernetes-versions.sh runs them against every one).
+newest="$(bash tests/control-plane/versions.sh newest)"
+oldest="$(bash tests/control-plane/versions.sh oldest)"
+echo "==> Kubernetes versions: ${newest} (every phase), ${oldest} (apiserver-backed tests)"
+echo "==> control plane (kube-apiserver + etcd) and node components (kubelet, controllers, kubectl), ${newest}"
 bin="$(bash tests/control-plane/build.sh node)"
 # tests/manifests.rs calls kubectl: use the one built from the same Kubernetes version.
 export PATH="${bin}:${PATH}"
@@ -50,5 +56,10 @@ release_started=$SECONDS
 bash scripts/release.sh --dry-run
 cargo test --test release --locked -- dry_run::
 echo "==> release dry run took $((SECONDS - release_started)) s"
+echo "==> apiserver-backed tests against the oldest supported Kubernetes, ${oldest}"
+oldest_started=$SECONDS
+bash scripts/test-kubernetes-versions.sh "$oldest"
+echo "==> Kubernetes ${oldest} took $((SECONDS - oldest_started)) s"
+echo "==> passed against Kubernetes ${newest} (every phase) and ${oldest} (apiserver-backed tests)"
 # Fuzzing itself runs from scripts/fuzz.sh: its nightly build recompiles every dependency, too long
 # for a cold CI run. The committed corpus is replayed by cargo test above.

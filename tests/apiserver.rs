@@ -409,10 +409,18 @@ async fn a_stopped_webhook_with_ignore_admits_and_with_fail_refuses() {
             ["aws-iam-token"]
         );
         cluster.webhook.terminate();
-        let pod: Pod = serde_json::from_value(pod_json("while-down", "app")).unwrap();
-        let result = cluster.pods().create(&PostParams::default(), &pod).await;
+        let result = control_plane::create_json::<Pod>(
+            &cluster.client,
+            Some(&cluster.namespace),
+            &PostParams::default(),
+            &pod_json("while-down", "app"),
+        )
+        .await;
         match policy {
-            "Ignore" => assert!(volume_names(&result.unwrap()).is_empty(), "admitted unmutated"),
+            "Ignore" => {
+                let pod: Pod = serde_json::from_value(result.unwrap()).unwrap();
+                assert!(volume_names(&pod).is_empty(), "admitted unmutated")
+            }
             _ => {
                 let err = result.unwrap_err().to_string();
                 assert!(
@@ -451,5 +459,47 @@ async fn every_mutation_is_audited_and_credentials_never_logged() {
     }
     let token = control_plane::shared().await.admin_token();
     assert!(!log.contains(token), "the webhook's API credential appears in its log");
+    cluster.uninstall().await;
+}
+
+/// A Pod with fields newer than the compiled k8s-openapi types (`v1_33`, see Cargo.toml), on by
+/// default from Kubernetes 1.35: `spec.hostnameOverride` and, on the very container the webhook
+/// injects into, `restartPolicy` with `restartPolicyRules`. The Pod is sent as JSON, goes through
+/// the real webhook and is stored with every one of them. Older apiservers do not know these
+/// fields, so there the test only checks that they are newer than the compiled types.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fields_newer_than_the_compiled_types_survive_the_webhook() {
+    let mut pod = pod_json("newer-fields", "app");
+    pod["spec"]["hostnameOverride"] = json!("custom-host");
+    let rules = json!([{"action": "Restart", "exitCodes": {"operator": "In", "values": [42]}}]);
+    pod["spec"]["containers"][0]["restartPolicy"] = json!("Never");
+    pod["spec"]["containers"][0]["restartPolicyRules"] = rules.clone();
+    // What a test helper that converts to the typed Pod would send: without them.
+    let typed = serde_json::to_value(serde_json::from_value::<Pod>(pod.clone()).unwrap()).unwrap();
+    assert!(
+        typed["spec"].get("hostnameOverride").is_none()
+            && typed["spec"]["containers"][0].get("restartPolicyRules").is_none(),
+        "the compiled types know these fields now: pick fields newer than k8s-openapi's feature"
+    );
+    let version = control_plane::kubernetes_version();
+    let minor: u32 = version.split('.').nth(1).unwrap().parse().unwrap();
+    if minor < 35 {
+        eprintln!("Kubernetes {version} does not have these fields (1.35 and later): not sent");
+        return;
+    }
+
+    let cluster = with_settings().await;
+    cluster
+        .create_service_account("app", json!({"eks.amazonaws.com/role-arn": ROLE}))
+        .await;
+    let stored = cluster.create_pod_json_in(&cluster.namespace, &pod).await;
+    let container = &stored["spec"]["containers"][0];
+    assert_eq!(stored["spec"]["hostnameOverride"], "custom-host", "{stored:#}");
+    assert_eq!(container["restartPolicy"], "Never", "{stored:#}");
+    assert_eq!(container["restartPolicyRules"], rules, "{stored:#}");
+    // And the webhook did inject into that container.
+    let typed: Pod = serde_json::from_value(stored.clone()).unwrap();
+    assert_eq!(volume_names(&typed), ["aws-iam-token"]);
+    assert_eq!(env_value(containers(&typed)[0], "AWS_ROLE_ARN").as_deref(), Some(ROLE));
     cluster.uninstall().await;
 }

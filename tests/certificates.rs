@@ -108,16 +108,19 @@ async fn replicas_share_one_managed_certificate_and_publish_its_ca() {
             n += 1;
             let name = format!("managed-{n}");
             async move {
-                let pods = install_ref.pods();
-                let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(pod_json(&name, "app")).unwrap();
-                match pods.create(&Default::default(), &pod).await {
-                    Ok(created) => created
-                        .spec
-                        .unwrap()
-                        .volumes
-                        .iter()
+                let created = control_plane::create_json::<k8s_openapi::api::core::v1::Pod>(
+                    &install_ref.client,
+                    Some(&install_ref.namespace),
+                    &Default::default(),
+                    &pod_json(&name, "app"),
+                )
+                .await;
+                match created {
+                    Ok(created) => created["spec"]["volumes"]
+                        .as_array()
+                        .into_iter()
                         .flatten()
-                        .any(|v| v.name == "azure-identity-token"),
+                        .any(|v| v["name"] == "azure-identity-token"),
                     Err(_) => false,
                 }
             }

@@ -16,8 +16,6 @@ use serde_json::{Value, json};
 
 const CHART: &str = "charts/workload-identity-webhook";
 const NAMESPACE: &str = "workload-identity-system";
-/// The version of the test control plane (tests/control-plane/build.sh).
-const KUBE_VERSION: &str = "v1.34.4";
 
 /// Bare CRDs of the optional kinds (cert-manager, Prometheus Operator): enough for the API server
 /// to accept the chart's objects; their schemas are those projects' business.
@@ -98,8 +96,8 @@ fn template(values: &[&str]) -> String {
         CHART.to_owned(),
         "--namespace".to_owned(),
         NAMESPACE.to_owned(),
-        // Offline, helm assumes an old Kubernetes; the chart needs 1.30 (kubeVersion).
-        format!("--kube-version={KUBE_VERSION}"),
+        // Offline, helm assumes an old Kubernetes: render for the test control plane's.
+        format!("--kube-version={}", control_plane::kubernetes_version()),
     ];
     args.extend(set_args(values));
     helm(&args)
@@ -183,7 +181,7 @@ mod operations {
             let mut args = vec![
                 "lint".to_owned(),
                 "--strict".to_owned(),
-                format!("--kube-version={KUBE_VERSION}"),
+                format!("--kube-version={}", control_plane::kubernetes_version()),
                 CHART.to_owned(),
             ];
             args.extend(set_args(values));
@@ -198,7 +196,7 @@ mod operations {
                 "template",
                 CHART,
                 "--kube-version",
-                KUBE_VERSION,
+                control_plane::kubernetes_version(),
                 "--set",
                 "installMode=everywhere",
             ],
@@ -206,6 +204,26 @@ mod operations {
         assert!(
             !ok && text.contains("installMode must be cluster-wide or namespace-opt-in"),
             "{text}"
+        );
+    }
+
+    /// The chart's `kubeVersion` admits the supported minors (docs/kubernetes-versions.md: a
+    /// folder each under tests/control-plane/versions/) and refuses the minor before the oldest.
+    #[test]
+    fn the_chart_installs_on_the_supported_kubernetes_minors_only() {
+        let helm_path = tools::tool("helm");
+        let render = |version: &str| tools::run(&helm_path, &["template", CHART, "--kube-version", version]);
+        let supported = control_plane::supported_kubernetes_versions();
+        for version in &supported {
+            let (ok, _, text) = render(version);
+            assert!(ok, "helm template --kube-version {version}: {text}");
+        }
+        let oldest_minor: u32 = supported[0].split('.').nth(1).unwrap().parse().unwrap();
+        let older = format!("v1.{}.99", oldest_minor - 1);
+        let (ok, _, text) = render(&older);
+        assert!(
+            !ok && text.contains("incompatible with Kubernetes"),
+            "helm template --kube-version {older}: {text}"
         );
     }
 

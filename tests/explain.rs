@@ -48,34 +48,27 @@ struct Fixture {
     _dir: tempfile::TempDir,
 }
 
+/// Creates an object from its JSON, sent as it is (`control_plane::create_json`), and returns it
+/// as the apiserver stored it.
 async fn create<K>(client: &Client, namespace: Option<&str>, value: Value) -> K
 where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + serde::de::DeserializeOwned
-        + serde::Serialize
-        + std::fmt::Debug,
-    K::DynamicType: Default,
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()> + serde::de::DeserializeOwned,
 {
-    let api: Api<K> = Api::namespaced(client.clone(), namespace.unwrap_or("default"));
-    api.create(&PostParams::default(), &serde_json::from_value(value).unwrap())
+    let namespace = Some(namespace.unwrap_or("default"));
+    let created = control_plane::create_json::<K>(client, namespace, &PostParams::default(), &value)
         .await
-        .unwrap()
+        .unwrap();
+    serde_json::from_value(created).unwrap()
 }
 
 async fn create_cluster<K>(client: &Client, value: Value) -> K
 where
-    K: Resource<Scope = k8s_openapi::ClusterResourceScope>
-        + Clone
-        + serde::de::DeserializeOwned
-        + serde::Serialize
-        + std::fmt::Debug,
-    K::DynamicType: Default,
+    K: Resource<Scope = k8s_openapi::ClusterResourceScope, DynamicType = ()> + serde::de::DeserializeOwned,
 {
-    Api::<K>::all(client.clone())
-        .create(&PostParams::default(), &serde_json::from_value(value).unwrap())
+    let created = control_plane::create_json::<K>(client, None, &PostParams::default(), &value)
         .await
-        .unwrap()
+        .unwrap();
+    serde_json::from_value(created).unwrap()
 }
 
 fn pod_webhook(name: &str, namespaces: &[&str], client_config: Value, object_selector: bool) -> Value {

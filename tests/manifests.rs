@@ -1135,3 +1135,50 @@ async fn the_local_overlay_runs_the_emulator_with_exactly_the_shipped_rights() {
     assert!(!log.to_lowercase().contains("forbidden"), "{log}");
     assert!(log.contains("CA published in its ConfigMap"), "{log}");
 }
+
+/// The caBundle-only policy compares every field a MutatingWebhook has in the running Kubernetes
+/// version (its OpenAPI schema): a field a newer version adds fails this test on that version
+/// (scripts/test-kubernetes-versions.sh) until the policy compares it too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cabundle_policy_compares_every_field_of_this_kubernetes_version() {
+    let kubectl = Kubectl::new().await;
+    let openapi: Value = serde_json::from_str(&kubectl.ok(
+        &["get", "--raw", "/openapi/v3/apis/admissionregistration.k8s.io/v1"],
+        None,
+    ))
+    .unwrap();
+    let fields = |kind: &str| -> Vec<String> {
+        let schema = &openapi["components"]["schemas"][format!("io.k8s.api.admissionregistration.v1.{kind}")];
+        let properties = schema["properties"]
+            .as_object()
+            .unwrap_or_else(|| panic!("{kind}: {schema}"));
+        properties.keys().cloned().collect()
+    };
+    let policy = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/manifests/base/admission-policies.yaml"
+    ))
+    .unwrap();
+    let compared = |field: &str| policy.contains(&format!("o.?{field} == w.?{field}"));
+    let mut missing = Vec::new();
+    for field in fields("MutatingWebhook") {
+        match field.as_str() {
+            // The name identifies the webhook (`o.name == w.name`); the clientConfig is compared
+            // field by field below.
+            "name" => assert!(policy.contains("o.name == w.name")),
+            "clientConfig" => {}
+            _ if compared(&field) => {}
+            _ => missing.push(field),
+        }
+    }
+    for field in fields("WebhookClientConfig") {
+        if field != "caBundle" && !policy.contains(&format!("o.clientConfig.?{field} == w.clientConfig.?{field}")) {
+            missing.push(format!("clientConfig.{field}"));
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "Kubernetes {} has MutatingWebhook fields the policy does not compare: {missing:?}",
+        control_plane::kubernetes_version()
+    );
+}

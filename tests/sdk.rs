@@ -1083,7 +1083,6 @@ async fn sdks_get_credentials_from_what_the_webhook_injects() {
         .create(&PostParams::default(), &ns)
         .await;
     let service_accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), &namespace);
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
 
     // The issuer and keys, as a cloud reads them: the apiserver's OIDC discovery and JWKS.
     let http = reqwest::Client::builder()
@@ -1155,10 +1154,10 @@ async fn sdks_get_credentials_from_what_the_webhook_injects() {
         let case_dir = d.join(case.name);
         std::fs::create_dir(&case_dir).unwrap();
         let mutated = mutated_pod(&case_dir, &namespace, &case);
-        let pod = pods
-            .create(&PostParams::default(), &serde_json::from_value(mutated).unwrap())
+        let created = control_plane::create_json::<Pod>(&client, Some(&namespace), &PostParams::default(), &mutated)
             .await
             .unwrap();
+        let pod: Pod = serde_json::from_value(created).unwrap();
         let mounts = kubelet_files(&service_accounts, &pod, &case_dir).await;
         let runner = if case.overrides { &service_runner } else { &runner };
         runner.run(

@@ -131,7 +131,7 @@ rm "$work/images/webhook-again.tar"
 log "webhook image: $(tar -xOf "$work/images/webhook.tar" index.json | jq -r '.manifests[0].annotations["org.opencontainers.image.ref.name"]')@${digest}, reproducible, $(stat -c %s "$work/images/webhook.tar") bytes"
 bash "${here}/oci-image.sh" busybox "$(command -v busybox)" "$work/images/busybox.tar"
 # pause.c from the same k8s.io/kubernetes module (downloaded if the module cache lacks it).
-k8s_version="$(sed -n 's/^K8S_VERSION="\(v[^"]*\)".*/\1/p' "${repo}/tests/control-plane/build.sh")"
+k8s_version="$(bash "${repo}/tests/control-plane/versions.sh" resolve "${WIW_KUBERNETES_VERSION:-}")"
 k8s_dir="$(go mod download -json "k8s.io/kubernetes@${k8s_version}" | jq -r .Dir)"
 bash "${here}/oci-image.sh" pause "${k8s_dir}/build/pause/linux/pause.c" "$work/images/pause.tar"
 phase "OCI images"

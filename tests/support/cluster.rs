@@ -210,10 +210,14 @@ impl Install {
     }
 
     pub async fn create_pod_in(&self, namespace: &str, pod: Value) -> Pod {
-        let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
-        let pod: Pod = serde_json::from_value(pod).unwrap();
-        let created = pods.create(&PostParams::default(), &pod).await.unwrap();
-        pods.get(created.metadata.name.as_deref().unwrap()).await.unwrap()
+        serde_json::from_value(self.create_pod_json_in(namespace, &pod).await).unwrap()
+    }
+
+    /// [`Install::create_pod_in`], the Pod sent and returned as JSON, every field kept.
+    pub async fn create_pod_json_in(&self, namespace: &str, pod: &Value) -> Value {
+        control_plane::create_json::<Pod>(&self.client, Some(namespace), &PostParams::default(), pod)
+            .await
+            .unwrap()
     }
 
     /// The webhook's URL and, unless it manages its own certificate (and publishes it), its CA.
@@ -240,13 +244,13 @@ impl Install {
 
     /// The apiserver picks webhook configurations up asynchronously: wait until it calls ours.
     async fn wait_until_called(&self) {
-        let probe: Pod = serde_json::from_value(pod_json("probe", "probe")).unwrap();
+        let probe = pod_json("probe", "probe");
         let dry_run = PostParams {
             dry_run: true,
             ..PostParams::default()
         };
         eventually(Duration::from_secs(30), "the apiserver to call the webhook", || async {
-            let _ = self.pods().create(&dry_run, &probe).await;
+            let _ = control_plane::create_json::<Pod>(&self.client, Some(&self.namespace), &dry_run, &probe).await;
             self.metrics().await.contains("admission_requests_total{kind=\"Pod\"")
         })
         .await;

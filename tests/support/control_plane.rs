@@ -15,9 +15,10 @@
 //! ```
 //!
 //! The binaries are built from source by `tests/control-plane/build.sh` (once per test
-//! process; the script itself caches them outside the clone). Set
-//! `WIW_CONTROL_PLANE_BIN_DIR` to a folder holding `etcd` and `kube-apiserver` to skip the
-//! build.
+//! process; the script itself caches them outside the clone), for the Kubernetes version
+//! `WIW_KUBERNETES_VERSION` names (`v1.33.13` or `1.33`; by default the newest supported one,
+//! see [`kubernetes_version`]). Set `WIW_CONTROL_PLANE_BIN_DIR` to a folder holding `etcd` and
+//! `kube-apiserver` of that version to skip the build.
 //!
 //! Both servers are started with `EXIT_ON_STDIN_EOF=1` and a piped stdin whose write end is
 //! held by this process: when the test binary exits (even on SIGKILL) the pipe closes and
@@ -46,9 +47,82 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 
-/// Kubernetes version the binaries are built from; keep in step with `k8s-openapi`'s `v1_34`
-/// feature and `K8S_VERSION` in `tests/control-plane/build.sh`.
-pub const KUBERNETES_VERSION: &str = "v1.34.4";
+/// The Kubernetes version the control plane is built from (`v1.37.2`): the supported version
+/// that `WIW_KUBERNETES_VERSION` names, by default the newest (`tests/control-plane/versions.sh`,
+/// which `build.sh` uses too). Panics with that script's message on an unsupported version.
+pub fn kubernetes_version() -> &'static str {
+    static VERSION: OnceLock<String> = OnceLock::new();
+    VERSION.get_or_init(|| {
+        let spec = std::env::var("WIW_KUBERNETES_VERSION").unwrap_or_default();
+        versions_sh(&["resolve", &spec])
+    })
+}
+
+/// Every supported Kubernetes version, oldest first (a folder each under
+/// `tests/control-plane/versions/`).
+pub fn supported_kubernetes_versions() -> Vec<String> {
+    versions_sh(&["list"]).lines().map(str::to_owned).collect()
+}
+
+fn versions_sh(args: &[&str]) -> String {
+    let output = run_versions_sh(args);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr).trim()
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+/// Runs `tests/control-plane/versions.sh` with `args`.
+pub fn run_versions_sh(args: &[&str]) -> std::process::Output {
+    let script = script("versions.sh");
+    Command::new("bash")
+        .arg(&script)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", script.display()))
+}
+
+/// `tests/control-plane/<name>` at the repository root: this file is shared by the crates of the
+/// workspace.
+fn script(name: &str) -> PathBuf {
+    let path = format!("tests/control-plane/{name}");
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .map(|dir| dir.join(&path))
+        .find(|script| script.exists())
+        .unwrap_or_else(|| panic!("{path} not found above {}", env!("CARGO_MANIFEST_DIR")))
+}
+
+/// Creates an object of kind `K` from its JSON, sent as it is, and returns what the apiserver
+/// stored, as JSON. No typed k8s-openapi struct sits in between: one would silently drop every
+/// field newer than the Kubernetes version the types are compiled for (k8s-openapi's feature in
+/// Cargo.toml), so a test would not send what it wrote.
+pub async fn create_json<K>(
+    client: &kube::Client,
+    namespace: Option<&str>,
+    params: &kube::api::PostParams,
+    object: &serde_json::Value,
+) -> kube::Result<serde_json::Value>
+where
+    K: kube::Resource<DynamicType = ()>,
+{
+    use kube::api::{Api, ApiResource, DynamicObject, TypeMeta};
+    let resource = ApiResource::erase::<K>(&());
+    let api: Api<DynamicObject> = match namespace {
+        Some(namespace) => Api::namespaced_with(client.clone(), namespace, &resource),
+        None => Api::all_with(client.clone(), &resource),
+    };
+    let mut object: DynamicObject = serde_json::from_value(object.clone()).map_err(kube::Error::SerdeError)?;
+    object.types.get_or_insert(TypeMeta {
+        api_version: resource.api_version,
+        kind: resource.kind,
+    });
+    let created = api.create(params, &object).await?;
+    serde_json::to_value(created).map_err(kube::Error::SerdeError)
+}
 
 /// Issuer of the service-account tokens minted by the apiserver.
 pub const SERVICE_ACCOUNT_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
@@ -139,18 +213,14 @@ fn build_binaries() -> Result<PathBuf> {
     if let Some(dir) = std::env::var_os("WIW_CONTROL_PLANE_BIN_DIR") {
         return Ok(PathBuf::from(dir));
     }
-    // The repository root: this file is shared by the crates of the workspace.
-    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .map(|dir| dir.join("tests/control-plane/build.sh"))
-        .find(|script| script.exists())
-        .context("tests/control-plane/build.sh not found above the crate")?;
+    let script = script("build.sh");
     eprintln!(
         "control plane: running {} (the first build takes several minutes)",
         script.display()
     );
     let output = Command::new("bash")
         .arg(&script)
+        .env("WIW_KUBERNETES_VERSION", kubernetes_version())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -310,8 +380,9 @@ impl ControlPlane {
         config.read_timeout = Some(Duration::from_secs(60));
 
         eprintln!(
-            "control plane: kube-apiserver {KUBERNETES_VERSION} ready at {url} (etcd {etcd_url}); \
+            "control plane: kube-apiserver {} ready at {url} (etcd {etcd_url}); \
              logs: {} {}; KUBECONFIG={}",
+            kubernetes_version(),
             apiserver_log.display(),
             etcd_log.display(),
             kubeconfig.display()
