@@ -101,7 +101,8 @@ phase "control plane and node components (build.sh node)"
 webhook="${CARGO_TARGET_DIR:-${repo}/target}/${target}/release/workload-identity-webhook"
 phase "webhook musl release build"
 # The SDK conformance test binary (tests/sdk.rs): checks.sh runs its SDKs on the files the kubelet
-# wrote. Its SDKs (venv, Go probe) are installed here: the namespaces have no route out.
+# wrote. Its SDKs (Python venv, Go probe, Java classpaths, Node modules) are installed here: the
+# namespaces have no route out.
 sdk_test="$(cd "$repo" && cargo test -q --locked --test sdk --no-run --message-format=json \
   | jq -r 'select(.target.name == "sdk" and .executable != null) | .executable')"
 "$sdk_test" --ignored --exact install_sdks -q >&2
