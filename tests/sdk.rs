@@ -123,6 +123,20 @@ fn require(tool: &str) -> PathBuf {
         .unwrap_or_else(|| panic!("SDK conformance needs `{tool}` on PATH (network namespaces, SDK installs)"))
 }
 
+/// Runs `install` in a new `dir` unless an earlier run finished it (its `installed` marker), and
+/// says how long it took.
+fn install_once(dir: &Path, what: &str, install: impl FnOnce()) {
+    if dir.join("installed").exists() {
+        return;
+    }
+    let started = Instant::now();
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).unwrap();
+    install();
+    std::fs::write(dir.join("installed"), "").unwrap();
+    eprintln!("sdk: {what} installed in {:.1} s", started.elapsed().as_secs_f64());
+}
+
 /// An SDK runner: the command that runs one probe, and the versions it pins.
 struct Sdk {
     name: &'static str,
@@ -135,9 +149,7 @@ fn python_sdks() -> Sdk {
     let requirements = manifest_dir().join("tests/sdk/python/requirements.txt");
     let venv = cache_dir().join(format!("python-{}", digest(std::slice::from_ref(&requirements))));
     let python = venv.join("bin/python");
-    if !venv.join("installed").exists() {
-        let started = Instant::now();
-        let _ = std::fs::remove_dir_all(&venv);
+    install_once(&venv, "Python SDKs", || {
         run_ok(
             Command::new(require("python3")).args(["-m", "venv"]).arg(&venv),
             "python3 -m venv",
@@ -156,9 +168,7 @@ fn python_sdks() -> Sdk {
                 .arg(&requirements),
             "pip install -r tests/sdk/python/requirements.txt",
         );
-        std::fs::write(venv.join("installed"), "").unwrap();
-        eprintln!("sdk: Python SDKs installed in {:.1} s", started.elapsed().as_secs_f64());
-    }
+    });
     let text = std::fs::read_to_string(&requirements).unwrap();
     let pin = |name: &str| {
         text.lines()
@@ -240,10 +250,7 @@ fn java_sdks() -> JavaSdks {
     let dir = cache_dir().join(format!("java-{}", digest(&sources)));
     let repository = cache_dir().join("maven");
     let classpaths = [("classpath", None), ("classpath-aws-before-ipv6-fix", Some(JAVA_AWS_BEFORE_IPV6_FIX))];
-    if !dir.join("installed").exists() {
-        let started = Instant::now();
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+    install_once(&dir, "Java SDKs (Maven) and probe", || {
         let mvn = require("mvn");
         for (file, aws_version) in classpaths {
             let mut command = Command::new(&mvn);
@@ -265,9 +272,7 @@ fn java_sdks() -> JavaSdks {
                 .arg(module.join("Probe.java")),
             "javac tests/sdk/java/Probe.java",
         );
-        std::fs::write(dir.join("installed"), "").unwrap();
-        eprintln!("sdk: Java SDKs resolved and probe compiled in {:.1} s", started.elapsed().as_secs_f64());
-    }
+    });
     let [current, before_fix] = classpaths.map(|(file, _)| {
         std::fs::read_to_string(dir.join(file))
             .unwrap()
@@ -362,10 +367,7 @@ fn node_sdks() -> Sdk {
         "node-{}",
         digest(&files.iter().map(|f| module.join(f)).collect::<Vec<_>>())
     ));
-    if !dir.join("installed").exists() {
-        let started = Instant::now();
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+    install_once(&dir, "Node SDKs (npm)", || {
         for file in files {
             std::fs::copy(module.join(file), dir.join(file)).unwrap();
         }
@@ -376,9 +378,7 @@ fn node_sdks() -> Sdk {
                 .arg(cache_dir().join("npm")),
             "npm ci (tests/sdk/node/package-lock.json)",
         );
-        std::fs::write(dir.join("installed"), "").unwrap();
-        eprintln!("sdk: Node SDKs installed in {:.1} s", started.elapsed().as_secs_f64());
-    }
+    });
     let manifest: Value = serde_json::from_str(&std::fs::read_to_string(module.join("package.json")).unwrap()).unwrap();
     let pin = |name: &str| manifest["dependencies"][name].as_str().unwrap_or("?").to_owned();
     Sdk {
