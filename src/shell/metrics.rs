@@ -54,6 +54,15 @@ pub struct Metrics {
     pub warnings: Family<CloudLabels, Counter>,
     pub watch_connected: Family<WatchLabels, Gauge>,
     pub service_account_cache_size: Gauge,
+    pub aws_region_detected: Family<DetectedRegionLabels, Gauge>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DetectedRegionLabels {
+    /// The AWS region the issuer names.
+    pub region: String,
+    /// Where it comes from: the cluster's service-account issuer (its URL).
+    pub issuer: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -154,6 +163,12 @@ impl Default for Metrics {
             "ServiceAccounts held in the cache of the ServiceAccount watch",
             service_account_cache_size.clone(),
         );
+        let aws_region_detected = Family::<DetectedRegionLabels, Gauge>::default();
+        registry.register(
+            "aws_region_detected",
+            "1 for the AWS region the cluster's service-account issuer names (EKS), with that issuer: the default region where aws.region is not set",
+            aws_region_detected.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -171,6 +186,7 @@ impl Default for Metrics {
             warnings,
             watch_connected,
             service_account_cache_size,
+            aws_region_detected,
         }
     }
 }
@@ -188,6 +204,19 @@ impl Metrics {
         self.watch_connected
             .get_or_create(&WatchLabels { watch })
             .set(i64::from(connected));
+    }
+
+    /// The region the cluster's issuer names, if any (the one series there is).
+    pub fn set_detected_region(&self, region: Option<&str>, issuer: &str) {
+        self.aws_region_detected.clear();
+        if let Some(region) = region {
+            self.aws_region_detected
+                .get_or_create(&DetectedRegionLabels {
+                    region: region.to_owned(),
+                    issuer: issuer.to_owned(),
+                })
+                .set(1);
+        }
     }
 
     pub fn record_reload(family: &Family<ResultLabels, Counter>, success: bool) {

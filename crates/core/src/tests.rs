@@ -1137,6 +1137,51 @@ fn aws_mapping_endpoints_win_over_the_cluster_settings() {
 }
 
 #[test]
+fn an_ipv6_agent_comes_with_the_ipv6_endpoint_mode() {
+    // The AWS SDK for Java v2 before 2.57 takes an IPv6 agent only in that mode (issue 26).
+    for (uri, mode) in [
+        ("http://[fd00:ec2::23]/v1/credentials", Some("IPv6")),
+        ("https://[2001:db8::1]:2703/v1/credentials", Some("IPv6")),
+        ("http://[::1]:2703/v1/credentials", Some("IPv6")),
+        ("http://169.254.170.23/v1/credentials", None),
+        ("http://127.0.0.1:2703/v1/credentials", None),
+        ("https://agent.example.com/v1/credentials", None),
+    ] {
+        let out = run(
+            &pod(json!({})),
+            &sa(Value::Null),
+            &pod_identity_config(&format!("aws: {{containerCredentialsFullUri: \"{uri}\"}}")),
+        );
+        assert_eq!(
+            env_var(&out.pod, "app", "AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE").as_deref(),
+            mode,
+            "{uri}"
+        );
+    }
+    // The default agent is IPv4; IRSA has no agent.
+    let out = run(&pod(json!({})), &sa(Value::Null), &pod_identity_config(""));
+    assert_eq!(env_var(&out.pod, "app", "AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE"), None);
+    let out = run(
+        &pod(json!({})),
+        &irsa_sa(),
+        &config("aws: {containerCredentialsFullUri: \"http://[fd00:ec2::23]/v1/credentials\"}"),
+    );
+    assert_eq!(env_var(&out.pod, "app", "AWS_ROLE_ARN").as_deref(), Some(ROLE));
+    assert_eq!(env_var(&out.pod, "app", "AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE"), None);
+    // A container's own mode is kept, and the agent variables still come.
+    let own = pod(json!({"spec": {"containers": [{"name": "app", "image": "busybox",
+        "env": [{"name": "AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE", "value": "IPv4"}]}]}}));
+    let out = run(
+        &own,
+        &sa(Value::Null),
+        &pod_identity_config("aws: {containerCredentialsFullUri: \"http://[fd00:ec2::23]/v1/credentials\"}"),
+    );
+    let env = env(&out.pod, "app");
+    assert_eq!(env["AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE"], "IPv4");
+    assert_eq!(env["AWS_CONTAINER_CREDENTIALS_FULL_URI"], "http://[fd00:ec2::23]/v1/credentials");
+}
+
+#[test]
 fn the_eks_agent_addresses_are_no_override_worth_a_warning() {
     for uri in [
         "http://169.254.170.23/v1/credentials",
@@ -3305,4 +3350,79 @@ fn warnings_are_tagged_with_their_cloud() {
     ));
     let out = webhook(&pod(json!({})), NS, None, &mapped);
     assert_eq!(out.warning_clouds, ["none"], "{:?}", out.warnings);
+}
+
+#[test]
+fn the_region_of_an_eks_issuer_in_every_partition() {
+    use crate::providers::aws::eks_issuer_region;
+    let id = "EXAMPLED539D4633E53DE1B71EXAMPLE";
+    for (host, region) in [
+        ("oidc.eks.us-west-2.amazonaws.com", "us-west-2"),
+        ("oidc.eks.eu-central-1.amazonaws.com", "eu-central-1"),
+        ("oidc.eks.ap-southeast-4.amazonaws.com", "ap-southeast-4"),
+        ("oidc.eks.il-central-1.amazonaws.com", "il-central-1"),
+        ("oidc.eks.mx-central-1.amazonaws.com", "mx-central-1"),
+        ("oidc.eks.us-gov-west-1.amazonaws.com", "us-gov-west-1"),
+        ("oidc.eks.cn-north-1.amazonaws.com.cn", "cn-north-1"),
+        ("oidc.eks.cn-northwest-1.amazonaws.com.cn", "cn-northwest-1"),
+        ("oidc.eks.eusc-de-east-1.amazonaws.eu", "eusc-de-east-1"),
+        ("oidc.eks.us-iso-east-1.c2s.ic.gov", "us-iso-east-1"),
+        ("oidc.eks.us-isob-east-1.sc2s.sgov.gov", "us-isob-east-1"),
+        ("oidc.eks.eu-isoe-west-1.cloud.adc-e.uk", "eu-isoe-west-1"),
+        ("oidc.eks.us-isof-south-1.csp.hci.ic.gov", "us-isof-south-1"),
+        // Dual-stack issuers.
+        ("oidc-eks.us-west-2.api.aws", "us-west-2"),
+        ("oidc-eks.us-gov-east-1.api.aws", "us-gov-east-1"),
+        ("oidc-eks.cn-north-1.api.amazonwebservices.com.cn", "cn-north-1"),
+        ("oidc-eks.eusc-de-east-1.api.amazonwebservices.eu", "eusc-de-east-1"),
+        ("oidc-eks.us-iso-east-1.api.aws.ic.gov", "us-iso-east-1"),
+        ("oidc-eks.us-isob-east-1.api.aws.scloud", "us-isob-east-1"),
+        ("oidc-eks.eu-isoe-west-1.api.cloud-aws.adc-e.uk", "eu-isoe-west-1"),
+        ("oidc-eks.us-isof-south-1.api.aws.hci.ic.gov", "us-isof-south-1"),
+        // Host names have no case, and may end with the root's dot.
+        ("OIDC.EKS.US-WEST-2.AMAZONAWS.COM", "us-west-2"),
+        ("oidc.eks.us-west-2.amazonaws.com.", "us-west-2"),
+    ] {
+        assert_eq!(
+            eks_issuer_region(&format!("https://{host}/id/{id}")).as_deref(),
+            Some(region),
+            "{host}"
+        );
+    }
+    for issuer in [
+        // Not EKS: the test apiserver's, a self-hosted S3 issuer, AKS, GKE.
+        "https://kubernetes.default.svc.cluster.local".to_owned(),
+        "https://my-bucket.s3.us-west-2.amazonaws.com".to_owned(),
+        "https://eastus.oic.prod-aks.azure.com/11111111-2222-3333-4444-555555555555/66666666-7777/".to_owned(),
+        "https://container.googleapis.com/v1/projects/p/locations/us-central1/clusters/c".to_owned(),
+        // EKS's shape, but wrong in one part.
+        format!("http://oidc.eks.us-west-2.amazonaws.com/id/{id}"),
+        format!("https://oidc.eks.us-west-2.amazonaws.com/{id}"),
+        format!("https://oidc.eks.us-west-2.amazonaws.com/id/{id}/"),
+        "https://oidc.eks.us-west-2.amazonaws.com/id/".to_owned(),
+        "https://oidc.eks.us-west-2.amazonaws.com".to_owned(),
+        format!("https://oidc.eks.us-west-2.amazonaws.com:443/id/{id}"),
+        format!("https://oidc.eks.amazonaws.com/id/{id}"),
+        format!("https://oidc.eks.us-west.amazonaws.com/id/{id}"),
+        format!("https://oidc.eks.us-west-2a.amazonaws.com/id/{id}"),
+        format!("https://oidc.eks.xx-west-2.amazonaws.com/id/{id}"),
+        format!("https://eks.us-west-2.amazonaws.com/id/{id}"),
+        format!("https://oidc.eks.us-west-2.example.amazonaws.com/id/{id}"),
+        format!("https://oidc.eks.us-west-2.amazonaws.com.example.com/id/{id}"),
+        format!("https://oidc-eks.us-west-2.api.aws.example.com/id/{id}"),
+        // A region with another partition's suffix, or the other stack's suffix.
+        format!("https://oidc.eks.cn-north-1.amazonaws.com/id/{id}"),
+        format!("https://oidc.eks.us-west-2.amazonaws.com.cn/id/{id}"),
+        format!("https://oidc.eks.us-iso-east-1.amazonaws.com/id/{id}"),
+        format!("https://oidc.eks.us-west-2.api.aws/id/{id}"),
+        format!("https://oidc-eks.us-west-2.amazonaws.com/id/{id}"),
+        // Not a plain id, and not text a region could come from.
+        format!("https://oidc.eks.us-west-2.amazonaws.com/id/{id}?x=1"),
+        "https://oidc.eks.us-west-2.amazonaws.com/id/EX AMPLE".to_owned(),
+        "https://oidc.eks.ünïcode-1.amazonaws.com/id/X".to_owned(),
+        String::new(),
+        "oidc.eks.us-west-2.amazonaws.com/id/X".to_owned(),
+    ] {
+        assert_eq!(eks_issuer_region(&issuer), None, "{issuer}");
+    }
 }

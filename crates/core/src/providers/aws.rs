@@ -36,6 +36,52 @@ const EKS_AGENT_URIS: [&str; 2] = [
     "http://[fd00:ec2::23]/v1/credentials",
 ];
 
+/// The AWS partitions as the SDKs' endpoint rules (partitions.json) describe them: the prefixes of
+/// their region names, and the DNS suffix of their hosts, IPv4 and dual-stack. Longer prefixes
+/// first, so that `us-gov-`, `us-iso-`... are not taken for `us-`.
+const PARTITIONS: &[(&[&str], &str, &str)] = &[
+    (&["us-gov-"], "amazonaws.com", "api.aws"),
+    (&["us-isob-"], "sc2s.sgov.gov", "api.aws.scloud"),
+    (&["us-isof-"], "csp.hci.ic.gov", "api.aws.hci.ic.gov"),
+    (&["us-iso-"], "c2s.ic.gov", "api.aws.ic.gov"),
+    (&["eu-isoe-"], "cloud.adc-e.uk", "api.cloud-aws.adc-e.uk"),
+    (&["eusc-de-"], "amazonaws.eu", "api.amazonwebservices.eu"),
+    (&["cn-"], "amazonaws.com.cn", "api.amazonwebservices.com.cn"),
+    (
+        &["af-", "ap-", "ca-", "eu-", "il-", "me-", "mx-", "sa-", "us-"],
+        "amazonaws.com",
+        "api.aws",
+    ),
+];
+
+/// The region of an EKS cluster's service-account issuer, `https://oidc.eks.<region>.<suffix>/id/<ID>`
+/// or, dual-stack, `https://oidc-eks.<region>.<dual-stack suffix>/id/<ID>`, where the suffix is the
+/// DNS suffix of the region's own partition (`amazonaws.com`, `amazonaws.com.cn`, `api.aws`, ...).
+/// The host compares without case and without a final dot. None for every other issuer.
+pub fn eks_issuer_region(issuer: &str) -> Option<String> {
+    let (host, path) = issuer.strip_prefix("https://")?.split_once('/')?;
+    let id = path.strip_prefix("id/")?;
+    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return None;
+    }
+    let host = host.to_ascii_lowercase();
+    let host = host.strip_suffix('.').unwrap_or(&host);
+    let (dual_stack, rest) = match (host.strip_prefix("oidc.eks."), host.strip_prefix("oidc-eks.")) {
+        (Some(rest), _) => (false, rest),
+        (None, Some(rest)) => (true, rest),
+        (None, None) => return None,
+    };
+    let (region, suffix) = rest.split_once('.')?;
+    let numbered = region
+        .rsplit_once('-')
+        .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    let (_, dns, dual) = PARTITIONS
+        .iter()
+        .find(|(prefixes, _, _)| prefixes.iter().any(|prefix| region.starts_with(prefix)))?;
+    let expected = if dual_stack { dual } else { dns };
+    (numbered && validate::is_aws_region(region) && suffix == *expected).then(|| region.to_owned())
+}
+
 cloud_settings! {
     /// `aws:` at the top of `config.yaml`, and the `--aws-*` flags.
     #[cfg_attr(feature = "clap", group(id = "aws"))]
@@ -353,6 +399,7 @@ impl Aws {
         ]];
         let (region, gaps) = region_env(ctx);
         env.extend(region);
+        env.extend(endpoint_mode_env(agent_uri));
         // As the AWS webhook does: SDKs that also call STS themselves use the regional endpoint.
         env.extend(sts_regional_env(ctx, warnings));
         let (mut endpoints, endpoint_env) = service_endpoints(ctx);
@@ -376,6 +423,18 @@ impl Aws {
             endpoints,
         }
     }
+}
+
+/// `AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE=IPv6` with an agent URI whose host is an IPv6 address:
+/// the AWS SDK for Java v2 before 2.57 (2.40.2 checked: `ContainerCredentialsEndpointProvider`)
+/// allows the IPv6 agent `[fd00:ec2::23]` only when that variable (or the system property
+/// `aws.ec2MetadataServiceEndpointMode`) says IPv6, and refuses it otherwise. The other SDKs take
+/// the agent as it is; for them the variable only points instance metadata at its IPv6 address,
+/// which is where an IPv6 node serves it. A container that sets the variable keeps its value.
+fn endpoint_mode_env(agent_uri: &str) -> Option<EnvGroup> {
+    let (_, rest) = agent_uri.split_once("://")?;
+    rest.starts_with('[')
+        .then(|| vec![("AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE", "IPv6".to_owned())])
 }
 
 /// The STS and all-services endpoint overrides and their env vars (a container's own win). With
