@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use kube::Client;
 use serde_json::Value;
-use workload_identity_core::providers::aws::eks_issuer_region;
+use workload_identity_core::providers::aws::formats::eks_issuer_region;
 
 use crate::shell::metrics::Metrics;
 use crate::shell::watch::LiveConfig;

@@ -38,52 +38,6 @@ const EKS_AGENT_URIS: [&str; 2] = [
     "http://[fd00:ec2::23]/v1/credentials",
 ];
 
-/// The AWS partitions as the SDKs' endpoint rules (partitions.json) describe them: the prefixes of
-/// their region names, and the DNS suffix of their hosts, IPv4 and dual-stack. Longer prefixes
-/// first, so that `us-gov-`, `us-iso-`... are not taken for `us-`.
-const PARTITIONS: &[(&[&str], &str, &str)] = &[
-    (&["us-gov-"], "amazonaws.com", "api.aws"),
-    (&["us-isob-"], "sc2s.sgov.gov", "api.aws.scloud"),
-    (&["us-isof-"], "csp.hci.ic.gov", "api.aws.hci.ic.gov"),
-    (&["us-iso-"], "c2s.ic.gov", "api.aws.ic.gov"),
-    (&["eu-isoe-"], "cloud.adc-e.uk", "api.cloud-aws.adc-e.uk"),
-    (&["eusc-de-"], "amazonaws.eu", "api.amazonwebservices.eu"),
-    (&["cn-"], "amazonaws.com.cn", "api.amazonwebservices.com.cn"),
-    (
-        &["af-", "ap-", "ca-", "eu-", "il-", "me-", "mx-", "sa-", "us-"],
-        "amazonaws.com",
-        "api.aws",
-    ),
-];
-
-/// The region of an EKS cluster's service-account issuer, `https://oidc.eks.<region>.<suffix>/id/<ID>`
-/// or, dual-stack, `https://oidc-eks.<region>.<dual-stack suffix>/id/<ID>`, where the suffix is the
-/// DNS suffix of the region's own partition (`amazonaws.com`, `amazonaws.com.cn`, `api.aws`, ...).
-/// The host compares without case and without a final dot. None for every other issuer.
-pub fn eks_issuer_region(issuer: &str) -> Option<String> {
-    let (host, path) = issuer.strip_prefix("https://")?.split_once('/')?;
-    let id = path.strip_prefix("id/")?;
-    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
-        return None;
-    }
-    let host = host.to_ascii_lowercase();
-    let host = host.strip_suffix('.').unwrap_or(&host);
-    let (dual_stack, rest) = match (host.strip_prefix("oidc.eks."), host.strip_prefix("oidc-eks.")) {
-        (Some(rest), _) => (false, rest),
-        (None, Some(rest)) => (true, rest),
-        (None, None) => return None,
-    };
-    let (region, suffix) = rest.split_once('.')?;
-    let numbered = region
-        .rsplit_once('-')
-        .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
-    let (_, dns, dual) = PARTITIONS
-        .iter()
-        .find(|(prefixes, _, _)| prefixes.iter().any(|prefix| region.starts_with(prefix)))?;
-    let expected = if dual_stack { dual } else { dns };
-    (numbered && validate::is_aws_region(region) && suffix == *expected).then(|| region.to_owned())
-}
-
 cloud_settings! {
     /// `aws:` at the top of `config.yaml`, and the `--aws-*` flags.
     #[cfg_attr(feature = "clap", group(id = "aws"))]
