@@ -28,7 +28,10 @@ async fn service_accounts(client: &kube::Client) -> Api<ServiceAccount> {
         .create(&PostParams::default(), &namespace)
         .await;
     let api: Api<ServiceAccount> = Api::namespaced(client.clone(), "team-a");
-    for (name, annotations) in [("app", json!({"eks.amazonaws.com/role-arn": ROLE})), ("plain", json!({}))] {
+    for (name, annotations) in [
+        ("app", json!({"eks.amazonaws.com/role-arn": ROLE})),
+        ("plain", json!({})),
+    ] {
         let sa: ServiceAccount =
             serde_json::from_value(json!({"metadata": {"name": name, "annotations": annotations}})).unwrap();
         let _ = api.create(&PostParams::default(), &sa).await;
@@ -102,11 +105,7 @@ async fn the_region_of_an_eks_issuer_is_the_default() {
         .unwrap()
         .token;
     let http = webhook::client_trusting(cp.ca_pem(), false);
-    let get = |path: &str| {
-        http.get(format!("{}{path}", cp.url()))
-            .bearer_auth(&token)
-            .send()
-    };
+    let get = |path: &str| http.get(format!("{}{path}", cp.url())).bearer_auth(&token).send();
     let discovery = get("/.well-known/openid-configuration").await.unwrap();
     assert_eq!(discovery.status(), 200);
     assert_eq!(discovery.json::<Value>().await.unwrap()["issuer"], ISSUER);

@@ -251,7 +251,10 @@ fn java_sdks() -> JavaSdks {
     let sources: Vec<PathBuf> = ["pom.xml", "Probe.java"].iter().map(|f| module.join(f)).collect();
     let dir = cache_dir().join(format!("java-{}", digest(&sources)));
     let repository = cache_dir().join("maven");
-    let classpaths = [("classpath", None), ("classpath-aws-before-ipv6-fix", Some(JAVA_AWS_BEFORE_IPV6_FIX))];
+    let classpaths = [
+        ("classpath", None),
+        ("classpath-aws-before-ipv6-fix", Some(JAVA_AWS_BEFORE_IPV6_FIX)),
+    ];
     install_once(&dir, "Java SDKs (Maven) and probe", || {
         let mvn = require("mvn");
         for (file, aws_version) in classpaths {
@@ -283,10 +286,20 @@ fn java_sdks() -> JavaSdks {
             .map(PathBuf::from)
             .collect::<Vec<_>>()
     });
-    check_java_lock(&module.join("dependencies.lock"), &repository, &[&current, &before_fix], &dir);
+    check_java_lock(
+        &module.join("dependencies.lock"),
+        &repository,
+        &[&current, &before_fix],
+        &dir,
+    );
     let version = |jars: &[PathBuf], artifact: &str| {
         jars.iter()
-            .filter_map(|jar| jar.file_name()?.to_str()?.strip_prefix(&format!("{artifact}-"))?.strip_suffix(".jar"))
+            .filter_map(|jar| {
+                jar.file_name()?
+                    .to_str()?
+                    .strip_prefix(&format!("{artifact}-"))?
+                    .strip_suffix(".jar")
+            })
             .next()
             .unwrap_or("?")
             .to_owned()
@@ -301,7 +314,11 @@ fn java_sdks() -> JavaSdks {
         let versions = format!(
             "aws-sdk-java-v2 {} ({}) azure-identity {} google-auth-library {}",
             version(&jars, "auth"),
-            if jars.iter().any(is_sts) { "with sts" } else { "without sts" },
+            if jars.iter().any(is_sts) {
+                "with sts"
+            } else {
+                "without sts"
+            },
             version(&jars, "azure-identity"),
             version(&jars, "google-auth-library-oauth2-http"),
         );
@@ -313,7 +330,10 @@ fn java_sdks() -> JavaSdks {
         }
     };
     JavaSdks {
-        without_sts: probe("java-no-sts", current.iter().filter(|jar| !is_sts(jar)).cloned().collect()),
+        without_sts: probe(
+            "java-no-sts",
+            current.iter().filter(|jar| !is_sts(jar)).cloned().collect(),
+        ),
         sdk: probe("java", current),
         aws_before_ipv6_fix: probe("java-aws-2.40", before_fix),
     }
@@ -329,9 +349,13 @@ fn check_java_lock(lock: &Path, repository: &Path, classpaths: &[&[PathBuf]], di
         .iter()
         .flat_map(|jars| jars.iter())
         .map(|jar| {
-            let relative = jar
-                .strip_prefix(repository)
-                .unwrap_or_else(|_| panic!("{} is outside the Maven repository {}", jar.display(), repository.display()));
+            let relative = jar.strip_prefix(repository).unwrap_or_else(|_| {
+                panic!(
+                    "{} is outside the Maven repository {}",
+                    jar.display(),
+                    repository.display()
+                )
+            });
             let line = format!("{}  {}", sha256_hex(&std::fs::read(jar).unwrap()), relative.display());
             (relative.display().to_string(), line)
         })
@@ -342,11 +366,21 @@ fn check_java_lock(lock: &Path, repository: &Path, classpaths: &[&[PathBuf]], di
         .lines()
         .filter(|line| !line.is_empty() && !line.starts_with('#'))
         .collect();
-    let unpinned: Vec<&&String> = resolved.iter().filter(|line| !pinned.contains(&line.as_str())).collect();
-    let unused: Vec<&&str> = pinned.iter().filter(|line| !resolved.iter().any(|r| r == *line)).collect();
+    let unpinned: Vec<&&String> = resolved
+        .iter()
+        .filter(|line| !pinned.contains(&line.as_str()))
+        .collect();
+    let unused: Vec<&&str> = pinned
+        .iter()
+        .filter(|line| !resolved.iter().any(|r| r == *line))
+        .collect();
     if !unpinned.is_empty() || !unused.is_empty() {
         let written = dir.join("dependencies.lock");
-        let header: String = text.lines().take_while(|line| line.starts_with('#')).map(|line| format!("{line}\n")).collect();
+        let header: String = text
+            .lines()
+            .take_while(|line| line.starts_with('#'))
+            .map(|line| format!("{line}\n"))
+            .collect();
         let body: String = resolved.iter().map(|line| format!("{line}\n")).collect();
         std::fs::write(&written, header + &body).unwrap();
         panic!(
@@ -376,7 +410,14 @@ fn node_sdks() -> Sdk {
         run_ok(
             Command::new(require("npm"))
                 .current_dir(&dir)
-                .args(["ci", "--ignore-scripts", "--no-audit", "--no-fund", "--loglevel=error", "--cache"])
+                .args([
+                    "ci",
+                    "--ignore-scripts",
+                    "--no-audit",
+                    "--no-fund",
+                    "--loglevel=error",
+                    "--cache",
+                ])
                 .arg(cache_dir().join("npm")),
             "npm ci (tests/sdk/node/package-lock.json)",
         );
@@ -643,7 +684,9 @@ fn cases() -> Vec<Case> {
             service_account: "pod-identity-ipv6",
             annotations: json!({}),
             cluster_flags: &[],
-            mapping: Some("aws: {mode: podIdentity, containerCredentialsFullUri: 'http://[fd00:ec2::23]/v1/credentials'}"),
+            mapping: Some(
+                "aws: {mode: podIdentity, containerCredentialsFullUri: 'http://[fd00:ec2::23]/v1/credentials'}",
+            ),
             overrides: false,
             sdks: &["python", "go", "java", "node", "java-aws-2.40"],
             clouds: vec![(
@@ -1109,7 +1152,14 @@ fn write_isolation_files(d: &Path, ca_pem: &str, extra_hosts: &str) {
     }
     run_ok(
         Command::new(require("keytool"))
-            .args(["-importcert", "-noprompt", "-alias", "wiw-sdk-test-ca", "-storetype", "PKCS12"])
+            .args([
+                "-importcert",
+                "-noprompt",
+                "-alias",
+                "wiw-sdk-test-ca",
+                "-storetype",
+                "PKCS12",
+            ])
             .args(["-storepass", TRUSTSTORE_PASSWORD, "-file"])
             .arg(d.join("ca.pem"))
             .arg("-keystore")
@@ -1210,7 +1260,12 @@ fn sdk_env(pod: &Pod, d: &Path) -> BTreeMap<String, String> {
         assert!(var.value_from.is_none(), "{}: valueFrom is not laid out here", var.name);
         env.insert(var.name.clone(), var.value.clone().unwrap_or_default());
     }
-    for name in ["AWS_CA_BUNDLE", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "NODE_EXTRA_CA_CERTS"] {
+    for name in [
+        "AWS_CA_BUNDLE",
+        "REQUESTS_CA_BUNDLE",
+        "SSL_CERT_FILE",
+        "NODE_EXTRA_CA_CERTS",
+    ] {
         env.insert(name.to_owned(), d.join("ca.pem").display().to_string());
     }
     // As a Java Pod gets a private CA: a truststore named on the JVM's command line, no code.
@@ -1417,7 +1472,11 @@ async fn sdks_get_credentials_from_what_the_webhook_injects() {
     let d = dir.path();
     write_run_files(d, &jwks, &rules(&namespace));
     let netns = NetworkNamespace::create(ip.clone());
-    let listen = [cloud_listeners(), vec![format!("--http-listen=[{POD_IDENTITY_AGENT_IPV6}]:80")]].concat();
+    let listen = [
+        cloud_listeners(),
+        vec![format!("--http-listen=[{POD_IDENTITY_AGENT_IPV6}]:80")],
+    ]
+    .concat();
     let emulator = start_emulator(Some(&netns), &bash, d, &issuer, "emulator", &listen);
     // The endpoint-override cases get their own emulator, as a local cluster's Service (and a
     // node-local Pod Identity agent on loopback): a grant logged by it can only come through an

@@ -1178,7 +1178,10 @@ fn an_ipv6_agent_comes_with_the_ipv6_endpoint_mode() {
     );
     let env = env(&out.pod, "app");
     assert_eq!(env["AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE"], "IPv4");
-    assert_eq!(env["AWS_CONTAINER_CREDENTIALS_FULL_URI"], "http://[fd00:ec2::23]/v1/credentials");
+    assert_eq!(
+        env["AWS_CONTAINER_CREDENTIALS_FULL_URI"],
+        "http://[fd00:ec2::23]/v1/credentials"
+    );
 }
 
 #[test]
