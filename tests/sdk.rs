@@ -1125,8 +1125,8 @@ fn write_run_files(d: &Path, jwks: &str, rules: &str) {
     write_isolation_files(d, &ca.cert_pem, "");
 }
 
-/// The CA the SDKs trust (PEM, and a PKCS#12 truststore for Java), the private /etc/hosts (cloud names on loopback, plus `extra_hosts`
-/// lines) and /etc/resolv.conf, and an empty HOME.
+/// The CA the SDKs trust (PEM, and a PKCS#12 truststore for Java), the private /etc/hosts (cloud
+/// names on loopback, plus `extra_hosts` lines) and /etc/resolv.conf, and an empty HOME.
 fn write_isolation_files(d: &Path, ca_pem: &str, extra_hosts: &str) {
     for (name, text) in [
         ("ca.pem", ca_pem.to_owned()),
