@@ -60,6 +60,8 @@ macro_rules! metrics {
 }
 
 metrics! {
+    /// The running build: always 1, its version and git commit as labels
+    build_info: Family<BuildLabels, Gauge> = ("build_info", build_info()),
     /// Admission requests by object kind and result
     requests: Family<RequestLabels, Counter> = ("admission_requests", Default::default()),
     /// Time from request body received to response encoded
@@ -93,6 +95,27 @@ metrics! {
     service_account_cache_size: Gauge = ("service_account_cache_size", Default::default()),
     /// 1 for the AWS region the cluster's service-account issuer names (EKS), with that issuer: the default region where aws.region is not set
     aws_region_detected: Family<DetectedRegionLabels, Gauge> = ("aws_region_detected", Default::default()),
+}
+
+/// `build_info`: which build runs ([`crate::build_info`]).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    pub version: &'static str,
+    /// The git commit, or `unknown` for a build without it.
+    pub revision: &'static str,
+}
+
+/// The one series of `build_info`, set to 1.
+fn build_info() -> Family<BuildLabels, Gauge> {
+    let family = Family::<BuildLabels, Gauge>::default();
+    let build = &crate::build_info::BUILD;
+    family
+        .get_or_create(&BuildLabels {
+            version: build.version,
+            revision: build.revision,
+        })
+        .set(1);
+    family
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
