@@ -37,9 +37,9 @@ cargo test --test chart --test monitoring --locked -- operations::
 echo "==> Helm chart, alerts and dashboard took $((SECONDS - operations_started)) s"
 echo "==> workflows (actionlint .github/workflows/*)"
 "${tools}/actionlint"
-# Its own phase so that its one line per SDK and case is printed: official Python and Go SDKs
-# (installed by the test into ~/.cache/workload-identity-webhook/sdk) against `emulate`, inside a
-# network namespace (needs root).
+# Its own phase so that its one line per SDK and case is printed: official Python, Go, Java and
+# Node SDKs (installed by the test into ~/.cache/workload-identity-webhook/sdk; it needs python3,
+# go, a JDK, mvn, node and npm) against `emulate`, inside a network namespace (needs root).
 echo "==> SDK conformance (tests/sdk.rs)"
 sdk_started=$SECONDS
 cargo build --locked -p workload-identity-emulator

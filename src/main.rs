@@ -11,6 +11,7 @@ use workload_identity_webhook::cli::{convert, explain, mutate};
 use workload_identity_webhook::shell::allocator::Allocator;
 use workload_identity_webhook::shell::certificates::{self, BundleTarget};
 use workload_identity_webhook::shell::connections::ConnectionLimits;
+use workload_identity_webhook::shell::issuer;
 use workload_identity_webhook::shell::metrics::Metrics;
 use workload_identity_webhook::shell::server::{self, AppState, ReviewLimits, ServerOptions};
 use workload_identity_webhook::shell::supervisor::Supervisor;
@@ -90,6 +91,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let service_accounts = match client {
         None => ServiceAccounts::Standalone,
         Some(client) => {
+            tasks.spawn(
+                "issuer discovery",
+                issuer::watch(config.clone(), client.clone(), metrics.clone(), ISSUER_INTERVAL),
+            );
             let (service_accounts, watch) = ServiceAccounts::start_cluster(client, metrics.clone());
             tasks.spawn("ServiceAccount watch", watch);
             service_accounts
@@ -226,6 +231,10 @@ fn server_options(args: &ServeArgs, open_files: Option<u64>) -> ServerOptions {
 
 /// Open files other than connections: the API client, watches, certificate and config reads.
 const OTHER_FILES: u64 = 64;
+
+/// How often the cluster's service-account issuer is read again (it changes only with the API
+/// server's flags; the first read is at start).
+const ISSUER_INTERVAL: Duration = Duration::from_secs(300);
 
 /// Raises the soft limit of open files to the hard one: containerd 2.x starts containers with a
 /// soft limit of 1024, which the connection caps of both ports together would exceed. Returns

@@ -1,5 +1,5 @@
-//! SDK conformance: official Python and Go SDKs run their default credential chains with exactly the
-//! env and files the webhook injects, and must end with credentials from `emulate`, whose token
+//! SDK conformance: official Python, Go, Java and Node SDKs run their default credential chains with
+//! exactly the env and files the webhook injects, and must end with credentials from `emulate`, whose token
 //! services verify the tokens as the clouds do. Tokens come from the real test apiserver
 //! (TokenRequest for the mutated Pod's ServiceAccount, audience and lifetime, bound to the Pod),
 //! laid out as the kubelet lays them out at the Pod's mount paths.
@@ -7,7 +7,14 @@
 //! Isolation: the emulator and every SDK process run in a network namespace of this test with only
 //! loopback (and 169.254.170.23, the Pod Identity agent), each SDK in a private mount namespace with
 //! its own /etc/hosts (cloud names -> 127.0.0.1) and /etc/resolv.conf (no reachable DNS server), so a
-//! stray request fails closed. Needs root (network namespaces), `ip`, `unshare`, python3 and go.
+//! stray request fails closed. Needs root (network namespaces), `ip`, `unshare`, python3, go, a JDK
+//! (java, javac, keytool), mvn, node and npm; the SDKs are installed into
+//! ~/.cache/workload-identity-webhook/sdk on first use (pinned: requirements.txt, go.sum,
+//! dependencies.lock, package-lock.json under tests/sdk).
+//!
+//! Java (issue 26): the AWS SDK for Java v2 also runs without its `sts` module (the web-identity
+//! provider is skipped: the error says so) and at 2.40.2 on the IPv6 Pod Identity agent address,
+//! which it takes only with the `AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE=IPv6` the webhook injects.
 //!
 //! Beyond the grant, a case may check the hosts an SDK called (the emulator logs each request's host
 //! at debug) and its answer: the regional STS of a mapping's region, and google-auth taking the
@@ -44,6 +51,8 @@ const CLIENT: &str = "00000000-1111-2222-3333-444444444444";
 const PROVIDER: &str = "projects/123456789/locations/global/workloadIdentityPools/pool/providers/provider";
 const GOOGLE_SA: &str = "reader@my-project.iam.gserviceaccount.com";
 const POD_IDENTITY_AGENT: &str = "169.254.170.23";
+/// The agent's address on an IPv6 cluster.
+const POD_IDENTITY_AGENT_IPV6: &str = "fd00:ec2::23";
 /// The emulator as a local cluster's Service, the host of the endpoint-override cases: only their
 /// /etc/hosts resolves it (to an address of the test's namespace), and no cloud name resolves there,
 /// so an SDK that gets credentials has used the override.
@@ -53,6 +62,8 @@ const EMULATOR_SERVICE_IP: &str = "10.96.0.10";
 /// since azure-identity and azidentity refuse an http authority host.
 const EMULATOR_HTTP: &str = "http://emulator.wiw-system.svc:8080";
 const EMULATOR_HTTPS: &str = "https://emulator.wiw-system.svc:8443";
+/// A mapping that sends Google's token exchange and impersonation to the emulator's Service.
+const GOOGLE_OVERRIDE_MAPPING: &str = "gcp: {serviceAccount: 'reader@my-project.iam.gserviceaccount.com', tokenUrl: 'http://emulator.wiw-system.svc:8080/v1/token', impersonationEndpoint: 'http://emulator.wiw-system.svc:8080'}";
 /// Every host name the SDKs call; all resolve to the emulator and are SANs of its certificate.
 const CLOUD_HOSTS: &[&str] = &[
     "sts.amazonaws.com",
@@ -80,15 +91,19 @@ fn cache_dir() -> PathBuf {
         .join("workload-identity-webhook/sdk")
 }
 
-fn digest(files: &[PathBuf]) -> String {
-    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
-    for file in files {
-        context.update(&std::fs::read(file).unwrap());
-    }
-    context.finish().as_ref()[..8]
+/// The SHA-256 of `bytes`, in hex.
+fn sha256_hex(bytes: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, bytes)
+        .as_ref()
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// A short digest of the files' contents, naming the cache folder built from them.
+fn digest(files: &[PathBuf]) -> String {
+    let contents: Vec<u8> = files.iter().flat_map(|file| std::fs::read(file).unwrap()).collect();
+    sha256_hex(&contents)[..16].to_owned()
 }
 
 fn run_ok(command: &mut Command, what: &str) {
@@ -112,6 +127,20 @@ fn require(tool: &str) -> PathBuf {
         .unwrap_or_else(|| panic!("SDK conformance needs `{tool}` on PATH (network namespaces, SDK installs)"))
 }
 
+/// Runs `install` in a new `dir` unless an earlier run finished it (its `installed` marker), and
+/// says how long it took.
+fn install_once(dir: &Path, what: &str, install: impl FnOnce()) {
+    if dir.join("installed").exists() {
+        return;
+    }
+    let started = Instant::now();
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).unwrap();
+    install();
+    std::fs::write(dir.join("installed"), "").unwrap();
+    eprintln!("sdk: {what} installed in {:.1} s", started.elapsed().as_secs_f64());
+}
+
 /// An SDK runner: the command that runs one probe, and the versions it pins.
 struct Sdk {
     name: &'static str,
@@ -124,9 +153,7 @@ fn python_sdks() -> Sdk {
     let requirements = manifest_dir().join("tests/sdk/python/requirements.txt");
     let venv = cache_dir().join(format!("python-{}", digest(std::slice::from_ref(&requirements))));
     let python = venv.join("bin/python");
-    if !venv.join("installed").exists() {
-        let started = Instant::now();
-        let _ = std::fs::remove_dir_all(&venv);
+    install_once(&venv, "Python SDKs", || {
         run_ok(
             Command::new(require("python3")).args(["-m", "venv"]).arg(&venv),
             "python3 -m venv",
@@ -145,9 +172,7 @@ fn python_sdks() -> Sdk {
                 .arg(&requirements),
             "pip install -r tests/sdk/python/requirements.txt",
         );
-        std::fs::write(venv.join("installed"), "").unwrap();
-        eprintln!("sdk: Python SDKs installed in {:.1} s", started.elapsed().as_secs_f64());
-    }
+    });
     let text = std::fs::read_to_string(&requirements).unwrap();
     let pin = |name: &str| {
         text.lines()
@@ -203,7 +228,225 @@ fn go_sdks() -> Sdk {
     }
 }
 
-/// A network namespace with only loopback and the Pod Identity agent address; deleted on drop.
+/// The AWS SDK for Java v2 release the IPv6 case also runs: the last one resolved here whose
+/// container credentials provider refuses the IPv6 Pod Identity agent `[fd00:ec2::23]` unless
+/// `AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE` is `IPv6` (2.57.8 and later accept it without).
+const JAVA_AWS_BEFORE_IPV6_FIX: &str = "2.40.2";
+
+/// The Java probes, all from tests/sdk/java.
+struct JavaSdks {
+    /// AWS SDK v2 (with `sts`), azure-identity and google-auth-library at the pom's versions.
+    sdk: Sdk,
+    /// The same without the `sts` jar: an application that has only its service's module.
+    without_sts: Sdk,
+    /// The same with AWS SDK `JAVA_AWS_BEFORE_IPV6_FIX`.
+    aws_before_ipv6_fix: Sdk,
+}
+
+/// The Java probe: Maven resolves tests/sdk/java/pom.xml (the clouds' BOMs) into a local repository
+/// under the cache, every resolved jar is checked against tests/sdk/java/dependencies.lock, and
+/// Probe.java is compiled once per source digest. The private CA reaches the JVM through a
+/// truststore (`JAVA_TOOL_OPTIONS`, see `sdk_env`).
+fn java_sdks() -> JavaSdks {
+    let module = manifest_dir().join("tests/sdk/java");
+    let java = require("java");
+    let sources: Vec<PathBuf> = ["pom.xml", "Probe.java"].iter().map(|f| module.join(f)).collect();
+    let dir = cache_dir().join(format!("java-{}", digest(&sources)));
+    let repository = cache_dir().join("maven");
+    let classpaths = [
+        ("classpath", None),
+        ("classpath-aws-before-ipv6-fix", Some(JAVA_AWS_BEFORE_IPV6_FIX)),
+    ];
+    install_once(&dir, "Java SDKs (Maven) and probe", || {
+        let mvn = require("mvn");
+        for (file, aws_version) in classpaths {
+            let mut command = Command::new(&mvn);
+            command
+                .current_dir(&module)
+                .args(["--batch-mode", "--quiet", "--strict-checksums", "-Dstyle.color=never"])
+                .arg(format!("-Dmaven.repo.local={}", repository.display()))
+                .args(aws_version.map(|version| format!("-Daws.sdk.version={version}")))
+                .arg("dependency:build-classpath")
+                .arg(format!("-Dmdep.outputFile={}", dir.join(file).display()));
+            run_ok(&mut command, "mvn dependency:build-classpath (tests/sdk/java/pom.xml)");
+        }
+        run_ok(
+            Command::new(require("javac"))
+                .args(["-nowarn", "-d"])
+                .arg(dir.join("classes"))
+                .arg("-cp")
+                .arg(std::fs::read_to_string(dir.join("classpath")).unwrap().trim())
+                .arg(module.join("Probe.java")),
+            "javac tests/sdk/java/Probe.java",
+        );
+    });
+    let [current, before_fix] = classpaths.map(|(file, _)| {
+        std::fs::read_to_string(dir.join(file))
+            .unwrap()
+            .trim()
+            .split(':')
+            .map(PathBuf::from)
+            .collect::<Vec<_>>()
+    });
+    check_java_lock(
+        &module.join("dependencies.lock"),
+        &repository,
+        &[&current, &before_fix],
+        &dir,
+    );
+    let version = |jars: &[PathBuf], artifact: &str| {
+        jars.iter()
+            .filter_map(|jar| {
+                jar.file_name()?
+                    .to_str()?
+                    .strip_prefix(&format!("{artifact}-"))?
+                    .strip_suffix(".jar")
+            })
+            .next()
+            .unwrap_or("?")
+            .to_owned()
+    };
+    // <repository>/software/amazon/awssdk/sts/<version>/sts-<version>.jar
+    let is_sts = |jar: &PathBuf| {
+        jar.parent()
+            .and_then(Path::parent)
+            .is_some_and(|dir| dir.ends_with("software/amazon/awssdk/sts"))
+    };
+    let probe = |name, jars: Vec<PathBuf>| {
+        let versions = format!(
+            "aws-sdk-java-v2 {} ({}) azure-identity {} google-auth-library {}",
+            version(&jars, "auth"),
+            if jars.iter().any(is_sts) {
+                "with sts"
+            } else {
+                "without sts"
+            },
+            version(&jars, "azure-identity"),
+            version(&jars, "google-auth-library-oauth2-http"),
+        );
+        let classpath = std::env::join_paths(std::iter::once(dir.join("classes")).chain(jars)).unwrap();
+        Sdk {
+            name,
+            versions,
+            command: vec![java.clone(), "-cp".into(), classpath.into(), "Probe".into()],
+        }
+    };
+    JavaSdks {
+        without_sts: probe(
+            "java-no-sts",
+            current.iter().filter(|jar| !is_sts(jar)).cloned().collect(),
+        ),
+        sdk: probe("java", current),
+        aws_before_ipv6_fix: probe("java-aws-2.40", before_fix),
+    }
+}
+
+/// Every jar of the Java classpaths, as `sha256sum` prints it run in the Maven repository, must be
+/// a line of the lock file, and every line of the lock file such a jar. When they differ, the
+/// resolved list is written beside the classpaths in `dir` (to review and copy after a deliberate
+/// change of tests/sdk/java/pom.xml).
+fn check_java_lock(lock: &Path, repository: &Path, classpaths: &[&[PathBuf]], dir: &Path) {
+    // By path, as the lock file lists them.
+    let resolved: BTreeMap<String, String> = classpaths
+        .iter()
+        .flat_map(|jars| jars.iter())
+        .map(|jar| {
+            let relative = jar.strip_prefix(repository).unwrap_or_else(|_| {
+                panic!(
+                    "{} is outside the Maven repository {}",
+                    jar.display(),
+                    repository.display()
+                )
+            });
+            let line = format!("{}  {}", sha256_hex(&std::fs::read(jar).unwrap()), relative.display());
+            (relative.display().to_string(), line)
+        })
+        .collect();
+    let resolved: Vec<&String> = resolved.values().collect();
+    let text = std::fs::read_to_string(lock).unwrap_or_else(|err| panic!("{}: {err}", lock.display()));
+    let pinned: Vec<&str> = text
+        .lines()
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .collect();
+    let unpinned: Vec<&&String> = resolved
+        .iter()
+        .filter(|line| !pinned.contains(&line.as_str()))
+        .collect();
+    let unused: Vec<&&str> = pinned
+        .iter()
+        .filter(|line| !resolved.iter().any(|r| r == *line))
+        .collect();
+    if !unpinned.is_empty() || !unused.is_empty() {
+        let written = dir.join("dependencies.lock");
+        let header: String = text
+            .lines()
+            .take_while(|line| line.starts_with('#'))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        let body: String = resolved.iter().map(|line| format!("{line}\n")).collect();
+        std::fs::write(&written, header + &body).unwrap();
+        panic!(
+            "the Java SDKs resolved from tests/sdk/java/pom.xml differ from {} (resolved list: {}):\n  resolved, not pinned: {unpinned:#?}\n  pinned, not resolved: {unused:#?}",
+            lock.display(),
+            written.display()
+        );
+    }
+}
+
+/// The Node probe (@aws-sdk/credential-providers, @azure/identity, google-auth-library): `npm ci`
+/// installs tests/sdk/node/package-lock.json (its integrity hashes checked) into a folder of the
+/// cache with the probe, once per source digest. The private CA reaches Node through
+/// `NODE_EXTRA_CA_CERTS` (see `sdk_env`).
+fn node_sdks() -> Sdk {
+    let module = manifest_dir().join("tests/sdk/node");
+    let node = require("node");
+    let files = ["package.json", "package-lock.json", "probe.js"];
+    let dir = cache_dir().join(format!(
+        "node-{}",
+        digest(&files.iter().map(|f| module.join(f)).collect::<Vec<_>>())
+    ));
+    install_once(&dir, "Node SDKs (npm)", || {
+        for file in files {
+            std::fs::copy(module.join(file), dir.join(file)).unwrap();
+        }
+        run_ok(
+            Command::new(require("npm"))
+                .current_dir(&dir)
+                .args([
+                    "ci",
+                    "--ignore-scripts",
+                    "--no-audit",
+                    "--no-fund",
+                    "--loglevel=error",
+                    "--cache",
+                ])
+                .arg(cache_dir().join("npm")),
+            "npm ci (tests/sdk/node/package-lock.json)",
+        );
+    });
+    let manifest: Value = serde_json::from_str(&std::fs::read_to_string(module.join("package.json")).unwrap()).unwrap();
+    let pin = |name: &str| manifest["dependencies"][name].as_str().unwrap_or("?").to_owned();
+    Sdk {
+        name: "node",
+        versions: format!(
+            "@aws-sdk/credential-providers {} @azure/identity {} google-auth-library {}",
+            pin("@aws-sdk/credential-providers"),
+            pin("@azure/identity"),
+            pin("google-auth-library")
+        ),
+        command: vec![node, dir.join("probe.js")],
+    }
+}
+
+/// The SDKs every case runs.
+const OFFICIAL: &[&str] = &["python", "go", "java", "node"];
+
+/// The official SDKs: Python, Go, Java and Node.
+fn official_sdks() -> [Sdk; 4] {
+    [python_sdks(), go_sdks(), java_sdks().sdk, node_sdks()]
+}
+
+/// A network namespace with only loopback and the Pod Identity agent addresses; deleted on drop.
 struct NetworkNamespace {
     name: String,
     ip: PathBuf,
@@ -223,6 +466,7 @@ impl NetworkNamespace {
         let namespace = NetworkNamespace { name, ip };
         namespace.ip_in(&["link", "set", "lo", "up"]);
         namespace.ip_in(&["addr", "add", &format!("{POD_IDENTITY_AGENT}/32"), "dev", "lo"]);
+        namespace.ip_in(&["addr", "add", &format!("{POD_IDENTITY_AGENT_IPV6}/128"), "dev", "lo"]);
         namespace.ip_in(&["addr", "add", &format!("{EMULATOR_SERVICE_IP}/32"), "dev", "lo"]);
         namespace
     }
@@ -342,6 +586,8 @@ enum Expect {
         service: &'static str,
         reason: &'static str,
     },
+    /// The SDK ends without credentials, its error saying `says`, before asking any token service.
+    FailsBeforeAsking { says: &'static str },
 }
 
 struct Case {
@@ -353,6 +599,8 @@ struct Case {
     mapping: Option<&'static str>,
     /// Endpoint-override case: only `EMULATOR_SERVICE` resolves, no cloud name.
     overrides: bool,
+    /// The SDKs that run the case (`OFFICIAL`, or special builds of one).
+    sdks: &'static [&'static str],
     clouds: Vec<(&'static str, Expect)>,
     /// More checks of the SDK runs of a cloud, beyond its expectation.
     also: Vec<(&'static str, Also)>,
@@ -394,6 +642,7 @@ fn cases() -> Vec<Case> {
             cluster_flags: &[],
             mapping: None,
             overrides: false,
+            sdks: OFFICIAL,
             clouds: vec![("aws", irsa)],
             also: vec![],
         },
@@ -408,6 +657,7 @@ fn cases() -> Vec<Case> {
                 "aws: {roleArn: 'arn:aws:iam::111122223333:role/app', region: eu-west-1, stsRegionalEndpoints: true}",
             ),
             overrides: false,
+            sdks: OFFICIAL,
             clouds: vec![("aws", irsa)],
             also: vec![("aws", Also::Host("sts.eu-west-1.amazonaws.com"))],
         },
@@ -418,12 +668,53 @@ fn cases() -> Vec<Case> {
             cluster_flags: &[],
             mapping: None,
             overrides: false,
+            sdks: OFFICIAL,
             clouds: vec![(
                 "aws",
                 Expect::Grant {
                     service: "eks-pod-identity",
                     identity: POD_ROLE,
                     prefix: "access_key=ASIAEMULATED",
+                },
+            )],
+            also: vec![],
+        },
+        // An IPv6 cluster's agent address: every SDK takes it, the AWS SDK for Java v2 before 2.57
+        // only with AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE=IPv6, which the webhook injects with it.
+        Case {
+            name: "aws-pod-identity-ipv6-agent",
+            service_account: "pod-identity-ipv6",
+            annotations: json!({}),
+            cluster_flags: &[],
+            mapping: Some(
+                "aws: {mode: podIdentity, containerCredentialsFullUri: 'http://[fd00:ec2::23]/v1/credentials'}",
+            ),
+            overrides: false,
+            sdks: &["python", "go", "java", "node", "java-aws-2.40"],
+            clouds: vec![(
+                "aws",
+                Expect::Grant {
+                    service: "eks-pod-identity",
+                    identity: POD_ROLE,
+                    prefix: "access_key=ASIAEMULATED",
+                },
+            )],
+            also: vec![],
+        },
+        // The Java trap the webhook cannot fix: without the `sts` module on the class path the AWS
+        // SDK for Java v2 skips the web-identity provider (docs/sdk-compatibility.md).
+        Case {
+            name: "aws-irsa-java-without-sts",
+            service_account: "irsa",
+            annotations: json!({"eks.amazonaws.com/role-arn": ROLE}),
+            cluster_flags: &[],
+            mapping: None,
+            overrides: false,
+            sdks: &["java-no-sts"],
+            clouds: vec![(
+                "aws",
+                Expect::FailsBeforeAsking {
+                    says: "the 'sts' service module must be on the class path",
                 },
             )],
             also: vec![],
@@ -435,6 +726,7 @@ fn cases() -> Vec<Case> {
             cluster_flags: &[],
             mapping: None,
             overrides: false,
+            sdks: OFFICIAL,
             clouds: vec![("azure", azure("login.microsoftonline.com"))],
             also: vec![],
         },
@@ -445,6 +737,7 @@ fn cases() -> Vec<Case> {
             cluster_flags: &["--azure-cloud", "AzureChinaCloud"],
             mapping: None,
             overrides: false,
+            sdks: OFFICIAL,
             clouds: vec![("azure", azure("login.chinacloudapi.cn"))],
             also: vec![],
         },
@@ -455,6 +748,7 @@ fn cases() -> Vec<Case> {
             cluster_flags: &["--azure-cloud", "AzureUSGovernmentCloud"],
             mapping: None,
             overrides: false,
+            sdks: OFFICIAL,
             clouds: vec![("azure", azure("login.microsoftonline.us"))],
             also: vec![],
         },
@@ -465,6 +759,7 @@ fn cases() -> Vec<Case> {
             cluster_flags: &[],
             mapping: None,
             overrides: false,
+            sdks: OFFICIAL,
             clouds: vec![("google", impersonation)],
             // The project of the service account's e-mail, injected (issue 13 item 3): google-auth
             // returns it without asking Cloud Resource Manager (x/oauth2 has no project look-up).
@@ -480,6 +775,10 @@ fn cases() -> Vec<Case> {
             cluster_flags: &[],
             mapping: None,
             overrides: false,
+            // Node: google-auth-library 10.9.1 gets the federated token, then (looking the project up)
+            // sends POST sts.googleapis.com/v1/introspect, which the emulator does not serve: not
+            // yet explained (issue 26, open), so Node is left out of this case for now.
+            sdks: &["python", "go", "java"],
             clouds: vec![(
                 "google",
                 Expect::Grant {
@@ -503,6 +802,7 @@ fn cases() -> Vec<Case> {
             cluster_flags: &[],
             mapping: None,
             overrides: false,
+            sdks: OFFICIAL,
             clouds: vec![
                 ("aws", irsa),
                 ("azure", azure("login.microsoftonline.com")),
@@ -521,6 +821,7 @@ fn cases() -> Vec<Case> {
             cluster_flags: &[],
             mapping: None,
             overrides: false,
+            sdks: OFFICIAL,
             clouds: ["aws-sts", "entra-id", "google-sts"]
                 .into_iter()
                 .zip(["aws", "azure", "google"])
@@ -543,6 +844,7 @@ fn cases() -> Vec<Case> {
             cluster_flags: &[],
             mapping: None,
             overrides: false,
+            sdks: OFFICIAL,
             clouds: vec![(
                 "aws",
                 Expect::Refuse {
@@ -560,6 +862,7 @@ fn cases() -> Vec<Case> {
             cluster_flags: &["--aws-sts-endpoint", EMULATOR_HTTP],
             mapping: None,
             overrides: true,
+            sdks: OFFICIAL,
             clouds: vec![("aws", irsa)],
             also: vec![],
         },
@@ -570,6 +873,7 @@ fn cases() -> Vec<Case> {
             cluster_flags: &["--aws-endpoint", EMULATOR_HTTP],
             mapping: None,
             overrides: true,
+            sdks: OFFICIAL,
             clouds: vec![("aws", irsa)],
             also: vec![],
         },
@@ -585,6 +889,7 @@ fn cases() -> Vec<Case> {
                 "aws: {mode: podIdentity, containerCredentialsFullUri: 'http://127.0.0.1:2703/v1/credentials'}",
             ),
             overrides: true,
+            sdks: OFFICIAL,
             clouds: vec![(
                 "aws",
                 Expect::Grant {
@@ -602,19 +907,36 @@ fn cases() -> Vec<Case> {
             cluster_flags: &["--azure-authority-host", EMULATOR_HTTPS],
             mapping: None,
             overrides: true,
+            sdks: OFFICIAL,
             clouds: vec![("azure", azure("emulator.wiw-system.svc:8443/"))],
             also: vec![],
         },
+        // google-auth-library for Java takes only Google's own token URLs (docs/sdk-compatibility.md).
         Case {
             name: "override-google-mapping",
             service_account: "google-impersonation",
             annotations: json!({"iam.gke.io/gcp-service-account": GOOGLE_SA}),
             cluster_flags: &[],
-            mapping: Some(
-                "gcp: {serviceAccount: 'reader@my-project.iam.gserviceaccount.com', tokenUrl: 'http://emulator.wiw-system.svc:8080/v1/token', impersonationEndpoint: 'http://emulator.wiw-system.svc:8080'}",
-            ),
+            mapping: Some(GOOGLE_OVERRIDE_MAPPING),
             overrides: true,
+            sdks: &["python", "go", "node"],
             clouds: vec![("google", impersonation)],
+            also: vec![],
+        },
+        Case {
+            name: "override-google-mapping-java",
+            service_account: "google-impersonation",
+            annotations: json!({"iam.gke.io/gcp-service-account": GOOGLE_SA}),
+            cluster_flags: &[],
+            mapping: Some(GOOGLE_OVERRIDE_MAPPING),
+            overrides: true,
+            sdks: &["java"],
+            clouds: vec![(
+                "google",
+                Expect::FailsBeforeAsking {
+                    says: "The provided token URL is invalid",
+                },
+            )],
             also: vec![],
         },
     ]
@@ -665,7 +987,7 @@ impl Rules {
 fn rules(namespace: &str) -> String {
     Rules {
         roles: vec![(ROLE, trusted(namespace, &["irsa", "regional", "all", "wrong-audience"]))],
-        pod_identity: trusted(namespace, &["pod-identity"]),
+        pod_identity: trusted(namespace, &["pod-identity", "pod-identity-ipv6"]),
         azure: trusted(namespace, &["azure", "all"]),
         providers: trusted(namespace, &["google-impersonation", "google-direct", "all"]),
         google_service_account: trusted(namespace, &["google-impersonation", "all"]),
@@ -823,8 +1145,8 @@ fn write_run_files(d: &Path, jwks: &str, rules: &str) {
     write_isolation_files(d, &ca.cert_pem, "");
 }
 
-/// The CA the SDKs trust, the private /etc/hosts (cloud names on loopback, plus `extra_hosts`
-/// lines) and /etc/resolv.conf, and an empty HOME.
+/// The CA the SDKs trust (PEM, and a PKCS#12 truststore for Java), the private /etc/hosts (cloud
+/// names on loopback, plus `extra_hosts` lines) and /etc/resolv.conf, and an empty HOME.
 fn write_isolation_files(d: &Path, ca_pem: &str, extra_hosts: &str) {
     for (name, text) in [
         ("ca.pem", ca_pem.to_owned()),
@@ -848,6 +1170,22 @@ fn write_isolation_files(d: &Path, ca_pem: &str, extra_hosts: &str) {
     ] {
         std::fs::write(d.join(name), text).unwrap();
     }
+    run_ok(
+        Command::new(require("keytool"))
+            .args([
+                "-importcert",
+                "-noprompt",
+                "-alias",
+                "wiw-sdk-test-ca",
+                "-storetype",
+                "PKCS12",
+            ])
+            .args(["-storepass", TRUSTSTORE_PASSWORD, "-file"])
+            .arg(d.join("ca.pem"))
+            .arg("-keystore")
+            .arg(d.join("truststore.p12")),
+        "keytool -importcert (the Java truststore)",
+    );
     std::fs::create_dir(d.join("home")).unwrap();
 }
 
@@ -931,6 +1269,9 @@ fn start_emulator(
     emulator
 }
 
+/// The password of the Java truststore holding the test CA (keytool requires one).
+const TRUSTSTORE_PASSWORD: &str = "changeit";
+
 /// Exactly the container's env as the webhook wrote it, plus the test CA and an empty HOME.
 fn sdk_env(pod: &Pod, d: &Path) -> BTreeMap<String, String> {
     let container = &pod.spec.as_ref().unwrap().containers[0];
@@ -939,9 +1280,22 @@ fn sdk_env(pod: &Pod, d: &Path) -> BTreeMap<String, String> {
         assert!(var.value_from.is_none(), "{}: valueFrom is not laid out here", var.name);
         env.insert(var.name.clone(), var.value.clone().unwrap_or_default());
     }
-    for name in ["AWS_CA_BUNDLE", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"] {
+    for name in [
+        "AWS_CA_BUNDLE",
+        "REQUESTS_CA_BUNDLE",
+        "SSL_CERT_FILE",
+        "NODE_EXTRA_CA_CERTS",
+    ] {
         env.insert(name.to_owned(), d.join("ca.pem").display().to_string());
     }
+    // As a Java Pod gets a private CA: a truststore named on the JVM's command line, no code.
+    env.insert(
+        "JAVA_TOOL_OPTIONS".to_owned(),
+        format!(
+            "-Djavax.net.ssl.trustStore={} -Djavax.net.ssl.trustStorePassword={TRUSTSTORE_PASSWORD}",
+            d.join("truststore.p12").display()
+        ),
+    );
     env.insert("HOME".to_owned(), d.join("home").display().to_string());
     env
 }
@@ -967,12 +1321,12 @@ impl Runner<'_> {
     /// the emulator's Service name resolves.
     fn run(
         &self,
-        sdks: &[Sdk],
+        sdks: &[&Sdk],
         (case, overrides): (&str, bool),
         pod: &Pod,
         mounts: &[(PathBuf, String)],
         (clouds, also): Expectations<'_>,
-        failures: &mut Vec<String>,
+        tally: &mut Tally,
     ) {
         let mounts_file = self.dir.join(format!("{case}.mounts"));
         std::fs::write(
@@ -1029,16 +1383,17 @@ impl Runner<'_> {
                     let checks = also.iter().filter(|(of, _)| *of == cloud).map(|(_, check)| *check);
                     judge_also(checks, sdk.name, &answer, &self.emulator.hosts_since(offset))
                 });
+                *tally.checks.entry(sdk.name).or_default() += 1;
                 let shown: String = answer.chars().take(90).collect();
                 println!(
-                    "sdk {:<6} {:<30} {:<6} {} {shown}",
+                    "sdk {:<13} {:<30} {:<6} {} {shown}",
                     sdk.name,
                     case,
                     cloud,
                     if verdict.is_ok() { "PASS" } else { "FAIL" }
                 );
                 if let Err(problem) = verdict {
-                    failures.push(format!(
+                    tally.failures.push(format!(
                         "{} {case} {cloud}: {problem}\n  stderr: {}",
                         sdk.name,
                         String::from_utf8_lossy(&output.stderr)
@@ -1054,17 +1409,30 @@ impl Runner<'_> {
     }
 }
 
-/// The closing lines: versions, count and time; fails with every failed check.
-fn report(sdks: &[Sdk], checks: usize, started: Instant, failures: &[String]) {
+/// What the SDK runs of a test came to: checks per SDK, and the failures.
+#[derive(Default)]
+struct Tally {
+    checks: BTreeMap<&'static str, usize>,
+    failures: Vec<String>,
+}
+
+/// The closing lines: versions, checks per SDK, total and time; fails with every failed check.
+fn report(sdks: &[&Sdk], started: Instant, tally: &Tally) {
     for sdk in sdks {
-        println!("sdk {:<6} versions: {}", sdk.name, sdk.versions);
+        println!("sdk {:<13} versions: {}", sdk.name, sdk.versions);
     }
-    println!("sdk: {checks} checks in {:.1} s", started.elapsed().as_secs_f64());
+    let per_sdk: Vec<String> = tally.checks.iter().map(|(sdk, n)| format!("{sdk} {n}")).collect();
+    println!(
+        "sdk: {} checks in {:.1} s ({})",
+        tally.checks.values().sum::<usize>(),
+        started.elapsed().as_secs_f64(),
+        per_sdk.join(", ")
+    );
     assert!(
-        failures.is_empty(),
+        tally.failures.is_empty(),
         "{} SDK checks failed:\n{}",
-        failures.len(),
-        failures.join("\n")
+        tally.failures.len(),
+        tally.failures.join("\n")
     );
 }
 
@@ -1072,7 +1440,15 @@ fn report(sdks: &[Sdk], checks: usize, started: Instant, failures: &[String]) {
 async fn sdks_get_credentials_from_what_the_webhook_injects() {
     let (ip, unshare, bash) = require_root_tools();
     let started = Instant::now();
-    let sdks = [python_sdks(), go_sdks()];
+    let java = java_sdks();
+    let sdks = [
+        python_sdks(),
+        go_sdks(),
+        java.sdk,
+        node_sdks(),
+        java.aws_before_ipv6_fix,
+        java.without_sts,
+    ];
     eprintln!("sdk: SDKs ready in {:.1} s", started.elapsed().as_secs_f64());
 
     let cp = control_plane::shared().await;
@@ -1115,7 +1491,12 @@ async fn sdks_get_credentials_from_what_the_webhook_injects() {
     let d = dir.path();
     write_run_files(d, &jwks, &rules(&namespace));
     let netns = NetworkNamespace::create(ip.clone());
-    let emulator = start_emulator(Some(&netns), &bash, d, &issuer, "emulator", &cloud_listeners());
+    let listen = [
+        cloud_listeners(),
+        vec![format!("--http-listen=[{POD_IDENTITY_AGENT_IPV6}]:80")],
+    ]
+    .concat();
+    let emulator = start_emulator(Some(&netns), &bash, d, &issuer, "emulator", &listen);
     // The endpoint-override cases get their own emulator, as a local cluster's Service (and a
     // node-local Pod Identity agent on loopback): a grant logged by it can only come through an
     // override, never through a cloud's default address.
@@ -1142,7 +1523,7 @@ async fn sdks_get_credentials_from_what_the_webhook_injects() {
         ..runner
     };
 
-    let mut failures = Vec::new();
+    let mut tally = Tally::default();
     let mut created = std::collections::HashSet::new();
     for case in cases() {
         if created.insert(case.service_account) {
@@ -1160,17 +1541,17 @@ async fn sdks_get_credentials_from_what_the_webhook_injects() {
         let pod: Pod = serde_json::from_value(created).unwrap();
         let mounts = kubelet_files(&service_accounts, &pod, &case_dir).await;
         let runner = if case.overrides { &service_runner } else { &runner };
+        let case_sdks: Vec<&Sdk> = sdks.iter().filter(|sdk| case.sdks.contains(&sdk.name)).collect();
         runner.run(
-            &sdks,
+            &case_sdks,
             (case.name, case.overrides),
             &pod,
             &mounts,
             (&case.clouds, &case.also),
-            &mut failures,
+            &mut tally,
         );
     }
-    let checks = cases().iter().map(|c| c.clouds.len() * sdks.len()).sum();
-    report(&sdks, checks, started, &failures);
+    report(&sdks.iter().collect::<Vec<_>>(), started, &tally);
     drop(emulator);
     drop(service_emulator);
     drop(netns);
@@ -1264,7 +1645,7 @@ fn sdks_get_credentials_from_the_kubelets_files() {
     let issuer = node_var("WIW_SDK_NODE_ISSUER");
     let netns_id = node_netns_id();
     let started = Instant::now();
-    let sdks = [python_sdks(), go_sdks()];
+    let sdks = official_sdks();
 
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
@@ -1290,8 +1671,10 @@ fn sdks_get_credentials_from_the_kubelets_files() {
         emulator: &emulator,
         app_env: &[],
     };
-    let (checks, failures) = run_on_node_files(&runner, &sdks, &folder, &node_cases());
-    report(&sdks, checks, started, &failures);
+    let sdks: Vec<&Sdk> = sdks.iter().collect();
+    let mut tally = Tally::default();
+    run_on_node_files(&runner, &sdks, &folder, &node_cases(), &mut tally);
+    report(&sdks, started, &tally);
     drop(emulator);
 }
 
@@ -1313,14 +1696,14 @@ fn node_netns_id() -> String {
 }
 
 /// Runs `cases` on the files the node suite copied for each Pod of `NODE_NAMESPACE`; returns the
-/// number of checks and the failures.
+/// checks in `tally`.
 fn run_on_node_files(
     runner: &Runner,
-    sdks: &[Sdk],
+    sdks: &[&Sdk],
     folder: &Path,
     cases: &[(&str, Vec<(&str, Expect)>)],
-) -> (usize, Vec<String>) {
-    let mut failures = Vec::new();
+    tally: &mut Tally,
+) {
     for (name, clouds) in cases {
         let pod_dir = folder.join(NODE_NAMESPACE).join(name);
         let text = std::fs::read_to_string(pod_dir.join("pod.json"))
@@ -1335,10 +1718,8 @@ fn run_on_node_files(
             .filter(|(source, _)| source.is_dir())
             .collect();
         assert!(!mounts.is_empty(), "{name}: no volume files in {}", pod_dir.display());
-        runner.run(sdks, (name, false), &pod, &mounts, (clouds, &[]), &mut failures);
+        runner.run(sdks, (name, false), &pod, &mounts, (clouds, &[]), tally);
     }
-    let checks = cases.iter().map(|(_, clouds)| clouds.len() * sdks.len()).sum();
-    (checks, failures)
 }
 
 /// The emulator's Service names, as the local overlay's settings use them.
@@ -1368,7 +1749,7 @@ fn sdks_get_credentials_from_the_in_cluster_emulator() {
     let ip = node_var("WIW_SDK_NODE_EMULATOR_IP");
     let ca = std::fs::read_to_string(node_var("WIW_SDK_NODE_EMULATOR_CA")).unwrap();
     let started = Instant::now();
-    let sdks = [python_sdks(), go_sdks()];
+    let sdks = official_sdks();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     write_isolation_files(
@@ -1438,7 +1819,9 @@ fn sdks_get_credentials_from_the_in_cluster_emulator() {
             ],
         ),
     ];
-    let (mut checks, mut failures) = run_on_node_files(&runner, &sdks, &folder, &cases);
+    let sdks: Vec<&Sdk> = sdks.iter().collect();
+    let mut tally = Tally::default();
+    run_on_node_files(&runner, &sdks, &folder, &cases, &mut tally);
     let pod_identity = [
         (
             "emulated-podid",
@@ -1457,19 +1840,16 @@ fn sdks_get_credentials_from_the_in_cluster_emulator() {
         emulator: &agent,
         ..runner
     };
-    let (agent_checks, agent_failures) = run_on_node_files(&runner, &sdks, &folder, &pod_identity);
-    checks += agent_checks;
-    failures.extend(agent_failures);
-    report(&sdks, checks, started, &failures);
+    run_on_node_files(&runner, &sdks, &folder, &pod_identity, &mut tally);
+    report(&sdks, started, &tally);
 }
 
-/// Builds the Python venv and the Go probe outside any namespace, so that the node suite's run
-/// (no route out) finds them ready.
+/// Installs the SDKs (Python venv, Go probe, Java classpaths, Node modules) outside any namespace,
+/// so that the node suite's runs (no route out) find them ready.
 #[test]
 #[ignore = "run by tests/node/run.sh before it enters its namespaces"]
 fn install_sdks() {
-    python_sdks();
-    go_sdks();
+    official_sdks();
 }
 
 /// Checks one SDK run of `sdk` against a case's further checks and the hosts it called.
@@ -1525,6 +1905,14 @@ fn judge(expect: Expect, answer: &str, decisions: &[Value], subject: &str) -> Re
                 .any(|d| d["subject"] == subject && d["identity"].as_str().is_some_and(|i| i.starts_with(identity)))
             {
                 return Err(format!("no {service} grant of {identity} to {subject}: {decisions:?}"));
+            }
+        }
+        Expect::FailsBeforeAsking { says } => {
+            if !answer.starts_with("error ") || !answer.contains(says) {
+                return Err(format!("expected an error saying {says:?}, got: {answer}"));
+            }
+            if !decisions.is_empty() {
+                return Err(format!("a token service was asked: {decisions:?}"));
             }
         }
         Expect::Refuse { service, reason } => {

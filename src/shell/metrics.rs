@@ -93,6 +93,8 @@ metrics! {
     watch_connected: Family<WatchLabels, Gauge> = ("watch_connected", Default::default()),
     /// ServiceAccounts held in the cache of the ServiceAccount watch
     service_account_cache_size: Gauge = ("service_account_cache_size", Default::default()),
+    /// 1 for the AWS region the cluster's service-account issuer names (EKS), with that issuer: the default region where aws.region is not set
+    aws_region_detected: Family<DetectedRegionLabels, Gauge> = ("aws_region_detected", Default::default()),
 }
 
 /// `build_info`: which build runs ([`crate::build_info`]).
@@ -123,6 +125,14 @@ pub struct WatchLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DetectedRegionLabels {
+    /// The AWS region the issuer names.
+    pub region: String,
+    /// Where it comes from: the cluster's service-account issuer (its URL).
+    pub issuer: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SettingLabels {
     /// A setting SDKs need that the Pod's injection lacked: `aws_region`, `azure_kubernetes_token_proxy`.
     pub setting: &'static str,
@@ -141,6 +151,19 @@ impl Metrics {
         self.watch_connected
             .get_or_create(&WatchLabels { watch })
             .set(i64::from(connected));
+    }
+
+    /// The region the cluster's issuer names, if any (the one series there is).
+    pub fn set_detected_region(&self, region: Option<&str>, issuer: &str) {
+        self.aws_region_detected.clear();
+        if let Some(region) = region {
+            self.aws_region_detected
+                .get_or_create(&DetectedRegionLabels {
+                    region: region.to_owned(),
+                    issuer: issuer.to_owned(),
+                })
+                .set(1);
+        }
     }
 
     pub fn record_reload(family: &Family<ResultLabels, Counter>, success: bool) {

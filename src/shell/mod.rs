@@ -7,6 +7,7 @@ pub mod allocator;
 pub mod certificates;
 pub mod connections;
 pub mod duration;
+pub mod issuer;
 pub mod logging;
 pub mod metrics;
 pub mod server;

@@ -21,6 +21,11 @@ use workload_identity_core::model;
 use workload_identity_core::mutation::MANAGED_ANNOTATIONS;
 use workload_identity_core::providers;
 
+/// A mutex's value, also after a panic elsewhere poisoned it.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// The `watch` label of each watch's metrics.
 const SERVICE_ACCOUNT_WATCH: &str = "service_accounts";
 const CONFIG_MAP_WATCH: &str = "config_map";
@@ -30,6 +35,11 @@ pub struct LiveConfig {
     current: ArcSwap<Config>,
     /// Cluster settings from flags, under every configuration that is loaded.
     defaults: Settings,
+    /// The AWS region the cluster's service-account issuer names (EKS), under the flags'.
+    detected_region: Mutex<Option<String>>,
+    /// The last configuration read (source, text; no text: none exists), put in force again when
+    /// the detected region changes.
+    last: Mutex<Option<(String, Option<String>)>>,
     loaded: AtomicBool,
     metrics: Arc<Metrics>,
 }
@@ -40,9 +50,37 @@ impl LiveConfig {
         Ok(Arc::new(LiveConfig {
             current: ArcSwap::from_pointee(initial),
             defaults,
+            detected_region: Mutex::new(None),
+            last: Mutex::new(None),
             loaded: AtomicBool::new(false),
             metrics,
         }))
+    }
+
+    /// The flags' settings, with the detected AWS region where no `--aws-region` is given (a
+    /// `config.yaml` region is laid over both).
+    fn defaults(&self) -> Settings {
+        let mut defaults = self.defaults.clone();
+        if defaults.aws.region.is_none() {
+            defaults.aws.region = lock(&self.detected_region).clone();
+        }
+        defaults
+    }
+
+    /// Takes `region` (detected from the cluster's issuer) as the default AWS region and puts the
+    /// last configuration in force again over it.
+    pub fn set_detected_region(&self, region: Option<String>) {
+        *lock(&self.detected_region) = region;
+        let last = lock(&self.last).clone();
+        match last {
+            Some((source, Some(text))) => self.apply(&source, &text),
+            Some((source, None)) => self.clear(&source),
+            None => {
+                if let Ok(config) = Config::from_defaults(&self.defaults()) {
+                    self.install(config);
+                }
+            }
+        }
     }
 
     pub fn current(&self) -> Arc<Config> {
@@ -55,7 +93,8 @@ impl LiveConfig {
 
     /// Puts a new `config.yaml` in force, or keeps the last good one if it is invalid.
     pub fn apply(&self, source: &str, text: &str) {
-        match Config::parse(text, &self.defaults) {
+        *lock(&self.last) = Some((source.to_owned(), Some(text.to_owned())));
+        match Config::parse(text, &self.defaults()) {
             Ok(config) => {
                 tracing::info!(
                     source,
@@ -75,7 +114,8 @@ impl LiveConfig {
 
     /// No configuration exists: the flags' settings and no mappings.
     pub fn clear(&self, source: &str) {
-        if let Ok(config) = Config::from_defaults(&self.defaults) {
+        *lock(&self.last) = Some((source.to_owned(), None));
+        if let Ok(config) = Config::from_defaults(&self.defaults()) {
             tracing::info!(source, "no identity configuration; no mappings in force");
             self.install(config);
         }

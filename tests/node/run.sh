@@ -102,7 +102,8 @@ rm -rf "$dist"
 bash "${repo}/scripts/release.sh" binaries "$target" "$dist"
 phase "webhook musl release build (scripts/release.sh binaries)"
 # The SDK conformance test binary (tests/sdk.rs): checks.sh runs its SDKs on the files the kubelet
-# wrote. Its SDKs (venv, Go probe) are installed here: the namespaces have no route out.
+# wrote. Its SDKs (Python venv, Go probe, Java classpaths, Node modules) are installed here: the
+# namespaces have no route out.
 (cd "$repo" && cargo build -q --locked -p workload-identity-emulator)
 sdk_test="$(cd "$repo" && cargo test -q --locked --test sdk --no-run --message-format=json \
   | jq -r 'select(.target.name == "sdk" and .executable != null) | .executable')"

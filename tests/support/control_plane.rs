@@ -248,13 +248,18 @@ impl ControlPlane {
     /// Starts a new, private control plane (a few seconds with cached binaries). Most tests
     /// should use [`shared`] instead.
     pub fn start() -> Result<ControlPlane> {
+        Self::start_with_issuer(SERVICE_ACCOUNT_ISSUER)
+    }
+
+    /// [`start`](Self::start) with another `--service-account-issuer` (an EKS one, say).
+    pub fn start_with_issuer(issuer: &str) -> Result<ControlPlane> {
         let bin = bin_dir()?;
         sweep_stale_dirs();
         // A port picked by binding to :0 could be taken by someone else before the server
         // binds it; retry with new ports in that (rare) case.
         let mut last_err = None;
         for attempt in 1..=3 {
-            match Self::start_once(&bin) {
+            match Self::start_once(&bin, issuer) {
                 Ok(cp) => return Ok(cp),
                 Err(e) => {
                     eprintln!("control plane: start attempt {attempt} failed: {e:#}");
@@ -265,7 +270,7 @@ impl ControlPlane {
         Err(last_err.unwrap())
     }
 
-    fn start_once(bin: &Path) -> Result<ControlPlane> {
+    fn start_once(bin: &Path, issuer: &str) -> Result<ControlPlane> {
         let dir = tempfile::Builder::new()
             .prefix(TEMP_PREFIX)
             .tempdir()
@@ -342,7 +347,7 @@ impl ControlPlane {
             format!("--tls-private-key-file={}", serving_key.display()),
             format!("--client-ca-file={}", ca_file.display()),
             format!("--token-auth-file={}", token_file.display()),
-            format!("--service-account-issuer={SERVICE_ACCOUNT_ISSUER}"),
+            format!("--service-account-issuer={issuer}"),
             format!("--service-account-key-file={}", sa_pub.display()),
             format!("--service-account-signing-key-file={}", sa_key.display()),
             "--service-cluster-ip-range=10.0.0.0/24".to_owned(),

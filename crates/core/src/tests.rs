@@ -1137,6 +1137,54 @@ fn aws_mapping_endpoints_win_over_the_cluster_settings() {
 }
 
 #[test]
+fn an_ipv6_agent_comes_with_the_ipv6_endpoint_mode() {
+    // The AWS SDK for Java v2 before 2.57 takes an IPv6 agent only in that mode (issue 26).
+    for (uri, mode) in [
+        ("http://[fd00:ec2::23]/v1/credentials", Some("IPv6")),
+        ("https://[2001:db8::1]:2703/v1/credentials", Some("IPv6")),
+        ("http://[::1]:2703/v1/credentials", Some("IPv6")),
+        ("http://169.254.170.23/v1/credentials", None),
+        ("http://127.0.0.1:2703/v1/credentials", None),
+        ("https://agent.example.com/v1/credentials", None),
+    ] {
+        let out = run(
+            &pod(json!({})),
+            &sa(Value::Null),
+            &pod_identity_config(&format!("aws: {{containerCredentialsFullUri: \"{uri}\"}}")),
+        );
+        assert_eq!(
+            env_var(&out.pod, "app", "AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE").as_deref(),
+            mode,
+            "{uri}"
+        );
+    }
+    // The default agent is IPv4; IRSA has no agent.
+    let out = run(&pod(json!({})), &sa(Value::Null), &pod_identity_config(""));
+    assert_eq!(env_var(&out.pod, "app", "AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE"), None);
+    let out = run(
+        &pod(json!({})),
+        &irsa_sa(),
+        &config("aws: {containerCredentialsFullUri: \"http://[fd00:ec2::23]/v1/credentials\"}"),
+    );
+    assert_eq!(env_var(&out.pod, "app", "AWS_ROLE_ARN").as_deref(), Some(ROLE));
+    assert_eq!(env_var(&out.pod, "app", "AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE"), None);
+    // A container's own mode is kept, and the agent variables still come.
+    let own = pod(json!({"spec": {"containers": [{"name": "app", "image": "busybox",
+        "env": [{"name": "AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE", "value": "IPv4"}]}]}}));
+    let out = run(
+        &own,
+        &sa(Value::Null),
+        &pod_identity_config("aws: {containerCredentialsFullUri: \"http://[fd00:ec2::23]/v1/credentials\"}"),
+    );
+    let env = env(&out.pod, "app");
+    assert_eq!(env["AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE"], "IPv4");
+    assert_eq!(
+        env["AWS_CONTAINER_CREDENTIALS_FULL_URI"],
+        "http://[fd00:ec2::23]/v1/credentials"
+    );
+}
+
+#[test]
 fn the_eks_agent_addresses_are_no_override_worth_a_warning() {
     for uri in [
         "http://169.254.170.23/v1/credentials",

@@ -1,5 +1,5 @@
 //! AWS's formats: role ARNs, account ids, partitions, regions, the Pod Identity agent URI, and
-//! booleans as the AWS webhook reads them.
+//! booleans as the AWS webhook reads them, and the region in an EKS cluster's issuer.
 
 use crate::validate::{is_endpoint_url, url_host};
 
@@ -80,6 +80,52 @@ pub fn parse_go_bool(value: &str) -> Option<bool> {
     }
 }
 
+/// The AWS partitions as the SDKs' endpoint rules (partitions.json) describe them: the prefixes of
+/// their region names, and the DNS suffix of their hosts, IPv4 and dual-stack. Longer prefixes
+/// first, so that `us-gov-`, `us-iso-`... are not taken for `us-`.
+const PARTITIONS: &[(&[&str], &str, &str)] = &[
+    (&["us-gov-"], "amazonaws.com", "api.aws"),
+    (&["us-isob-"], "sc2s.sgov.gov", "api.aws.scloud"),
+    (&["us-isof-"], "csp.hci.ic.gov", "api.aws.hci.ic.gov"),
+    (&["us-iso-"], "c2s.ic.gov", "api.aws.ic.gov"),
+    (&["eu-isoe-"], "cloud.adc-e.uk", "api.cloud-aws.adc-e.uk"),
+    (&["eusc-de-"], "amazonaws.eu", "api.amazonwebservices.eu"),
+    (&["cn-"], "amazonaws.com.cn", "api.amazonwebservices.com.cn"),
+    (
+        &["af-", "ap-", "ca-", "eu-", "il-", "me-", "mx-", "sa-", "us-"],
+        "amazonaws.com",
+        "api.aws",
+    ),
+];
+
+/// The region of an EKS cluster's service-account issuer, `https://oidc.eks.<region>.<suffix>/id/<ID>`
+/// or, dual-stack, `https://oidc-eks.<region>.<dual-stack suffix>/id/<ID>`, where the suffix is the
+/// DNS suffix of the region's own partition (`amazonaws.com`, `amazonaws.com.cn`, `api.aws`, ...).
+/// The host compares without case and without a final dot. None for every other issuer.
+pub fn eks_issuer_region(issuer: &str) -> Option<String> {
+    let (host, path) = issuer.strip_prefix("https://")?.split_once('/')?;
+    let id = path.strip_prefix("id/")?;
+    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return None;
+    }
+    let host = host.to_ascii_lowercase();
+    let host = host.strip_suffix('.').unwrap_or(&host);
+    let (dual_stack, rest) = match (host.strip_prefix("oidc.eks."), host.strip_prefix("oidc-eks.")) {
+        (Some(rest), _) => (false, rest),
+        (None, Some(rest)) => (true, rest),
+        (None, None) => return None,
+    };
+    let (region, suffix) = rest.split_once('.')?;
+    let numbered = region
+        .rsplit_once('-')
+        .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    let (_, dns, dual) = PARTITIONS
+        .iter()
+        .find(|(prefixes, _, _)| prefixes.iter().any(|prefix| region.starts_with(prefix)))?;
+    let expected = if dual_stack { dual } else { dns };
+    (numbered && is_aws_region(region) && suffix == *expected).then(|| region.to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,6 +180,80 @@ mod tests {
             "ftp://127.0.0.1/v1/credentials",
         ] {
             assert!(!is_agent_url(bad), "{bad:?} must be refused");
+        }
+    }
+
+    #[test]
+    fn the_region_of_an_eks_issuer_in_every_partition() {
+        let id = "EXAMPLED539D4633E53DE1B71EXAMPLE";
+        for (host, region) in [
+            ("oidc.eks.us-west-2.amazonaws.com", "us-west-2"),
+            ("oidc.eks.eu-central-1.amazonaws.com", "eu-central-1"),
+            ("oidc.eks.ap-southeast-4.amazonaws.com", "ap-southeast-4"),
+            ("oidc.eks.il-central-1.amazonaws.com", "il-central-1"),
+            ("oidc.eks.mx-central-1.amazonaws.com", "mx-central-1"),
+            ("oidc.eks.us-gov-west-1.amazonaws.com", "us-gov-west-1"),
+            ("oidc.eks.cn-north-1.amazonaws.com.cn", "cn-north-1"),
+            ("oidc.eks.cn-northwest-1.amazonaws.com.cn", "cn-northwest-1"),
+            ("oidc.eks.eusc-de-east-1.amazonaws.eu", "eusc-de-east-1"),
+            ("oidc.eks.us-iso-east-1.c2s.ic.gov", "us-iso-east-1"),
+            ("oidc.eks.us-isob-east-1.sc2s.sgov.gov", "us-isob-east-1"),
+            ("oidc.eks.eu-isoe-west-1.cloud.adc-e.uk", "eu-isoe-west-1"),
+            ("oidc.eks.us-isof-south-1.csp.hci.ic.gov", "us-isof-south-1"),
+            // Dual-stack issuers.
+            ("oidc-eks.us-west-2.api.aws", "us-west-2"),
+            ("oidc-eks.us-gov-east-1.api.aws", "us-gov-east-1"),
+            ("oidc-eks.cn-north-1.api.amazonwebservices.com.cn", "cn-north-1"),
+            ("oidc-eks.eusc-de-east-1.api.amazonwebservices.eu", "eusc-de-east-1"),
+            ("oidc-eks.us-iso-east-1.api.aws.ic.gov", "us-iso-east-1"),
+            ("oidc-eks.us-isob-east-1.api.aws.scloud", "us-isob-east-1"),
+            ("oidc-eks.eu-isoe-west-1.api.cloud-aws.adc-e.uk", "eu-isoe-west-1"),
+            ("oidc-eks.us-isof-south-1.api.aws.hci.ic.gov", "us-isof-south-1"),
+            // Host names have no case, and may end with the root's dot.
+            ("OIDC.EKS.US-WEST-2.AMAZONAWS.COM", "us-west-2"),
+            ("oidc.eks.us-west-2.amazonaws.com.", "us-west-2"),
+        ] {
+            assert_eq!(
+                eks_issuer_region(&format!("https://{host}/id/{id}")).as_deref(),
+                Some(region),
+                "{host}"
+            );
+        }
+        for issuer in [
+            // Not EKS: the test apiserver's, a self-hosted S3 issuer, AKS, GKE.
+            "https://kubernetes.default.svc.cluster.local".to_owned(),
+            "https://my-bucket.s3.us-west-2.amazonaws.com".to_owned(),
+            "https://eastus.oic.prod-aks.azure.com/11111111-2222-3333-4444-555555555555/66666666-7777/".to_owned(),
+            "https://container.googleapis.com/v1/projects/p/locations/us-central1/clusters/c".to_owned(),
+            // EKS's shape, but wrong in one part.
+            format!("http://oidc.eks.us-west-2.amazonaws.com/id/{id}"),
+            format!("https://oidc.eks.us-west-2.amazonaws.com/{id}"),
+            format!("https://oidc.eks.us-west-2.amazonaws.com/id/{id}/"),
+            "https://oidc.eks.us-west-2.amazonaws.com/id/".to_owned(),
+            "https://oidc.eks.us-west-2.amazonaws.com".to_owned(),
+            format!("https://oidc.eks.us-west-2.amazonaws.com:443/id/{id}"),
+            format!("https://oidc.eks.amazonaws.com/id/{id}"),
+            format!("https://oidc.eks.us-west.amazonaws.com/id/{id}"),
+            format!("https://oidc.eks.us-west-2a.amazonaws.com/id/{id}"),
+            format!("https://oidc.eks.xx-west-2.amazonaws.com/id/{id}"),
+            format!("https://eks.us-west-2.amazonaws.com/id/{id}"),
+            format!("https://oidc.eks.us-west-2.example.amazonaws.com/id/{id}"),
+            format!("https://oidc.eks.us-west-2.amazonaws.com.example.com/id/{id}"),
+            format!("https://oidc-eks.us-west-2.api.aws.example.com/id/{id}"),
+            // A region with another partition's suffix, or the other stack's suffix.
+            format!("https://oidc.eks.cn-north-1.amazonaws.com/id/{id}"),
+            format!("https://oidc.eks.us-west-2.amazonaws.com.cn/id/{id}"),
+            format!("https://oidc.eks.us-iso-east-1.amazonaws.com/id/{id}"),
+            format!("https://oidc.eks.us-west-2.api.aws/id/{id}"),
+            format!("https://oidc-eks.us-west-2.amazonaws.com/id/{id}"),
+            // Not a plain id, and not text a region could come from.
+            format!("https://oidc.eks.us-west-2.amazonaws.com/id/{id}?x=1"),
+            "https://oidc.eks.us-west-2.amazonaws.com/id/EX AMPLE".to_owned(),
+            "https://oidc.eks.ünïcode-1.amazonaws.com/id/X".to_owned(),
+            String::new(),
+            "oidc.eks.us-west-2.amazonaws.com/id/X".to_owned(),
+        ] {
+            assert_eq!(eks_issuer_region(&issuer), None, "{issuer}");
         }
     }
 }

@@ -363,6 +363,7 @@ impl Aws {
         ]];
         let (region, gaps) = region_env(ctx);
         env.extend(region);
+        env.extend(endpoint_mode_env(agent_uri));
         // As the AWS webhook does: SDKs that also call STS themselves use the regional endpoint.
         env.extend(sts_regional_env(ctx, warnings));
         let (mut endpoints, endpoint_env) = service_endpoints(ctx);
@@ -386,6 +387,18 @@ impl Aws {
             endpoints,
         }
     }
+}
+
+/// `AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE=IPv6` with an agent URI whose host is an IPv6 address:
+/// the AWS SDK for Java v2 before 2.57 (2.40.2 checked: `ContainerCredentialsEndpointProvider`)
+/// allows the IPv6 agent `[fd00:ec2::23]` only when that variable (or the system property
+/// `aws.ec2MetadataServiceEndpointMode`) says IPv6, and refuses it otherwise. The other SDKs take
+/// the agent as it is; for them the variable only points instance metadata at its IPv6 address,
+/// which is where an IPv6 node serves it. A container that sets the variable keeps its value.
+fn endpoint_mode_env(agent_uri: &str) -> Option<EnvGroup> {
+    let (_, rest) = agent_uri.split_once("://")?;
+    rest.starts_with('[')
+        .then(|| vec![("AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE", "IPv6".to_owned())])
 }
 
 /// The STS and all-services endpoint overrides and their env vars (a container's own win). With
