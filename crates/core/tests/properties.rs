@@ -483,7 +483,7 @@ fn review_bytes(namespace: &str, pod: &Value) -> Vec<u8> {
     });
     // Half the bodies leave out what the webhook never reads (the apiserver always sends it), so
     // the comparison with kube-rs's types also covers bodies those types would refuse alone.
-    if namespace.len() % 2 == 0 {
+    if namespace.len().is_multiple_of(2) {
         let request = review["request"].as_object_mut().unwrap();
         request.remove("userInfo");
         request.remove("resource");
