@@ -69,6 +69,12 @@ pub struct EmulateArgs {
     #[arg(long, env = "WIW_EMULATE_ISSUER")]
     pub issuer: Option<String>,
 
+    /// Start even when the issuer is a managed cloud's (EKS, GKE, AKS). Without it the emulator
+    /// refuses: in such a cluster it would compete with the real services (EKS Pod Identity's
+    /// 169.254.170.23:80) and receive real tokens over plain http.
+    #[arg(long, env = "WIW_EMULATE_ALLOW_MANAGED_CLOUD_ISSUER")]
+    pub allow_managed_cloud_issuer: bool,
+
     /// HTTPS listen addresses (repeatable): the cloud host names resolve here.
     #[arg(
         long = "https-listen",
@@ -445,6 +451,24 @@ async fn discover(client: kube::Client, issuer: Option<String>) -> anyhow::Resul
     Ok((issuer, keys))
 }
 
+/// The managed cloud whose clusters have `issuer` as their ServiceAccount token issuer: EKS
+/// (`https://oidc.eks.<region>.amazonaws.com[.cn]/id/...`), GKE
+/// (`https://container.googleapis.com/v1/projects/...`), AKS (`https://*.oic.prod-aks.azure.com/...`).
+pub fn managed_cloud(issuer: &str) -> Option<&'static str> {
+    let rest = issuer.strip_prefix("https://")?;
+    let host = rest.split(['/', ':']).next()?.to_ascii_lowercase();
+    let host = host.trim_end_matches('.');
+    if host.starts_with("oidc.eks.") && (host.ends_with(".amazonaws.com") || host.ends_with(".amazonaws.com.cn")) {
+        Some("EKS")
+    } else if host == "container.googleapis.com" {
+        Some("GKE")
+    } else if host.ends_with(".oic.prod-aks.azure.com") {
+        Some("AKS")
+    } else {
+        None
+    }
+}
+
 /// Serves every emulated service until SIGTERM or Ctrl-C, then drains; the rules watch, the
 /// certificate and the signal handler run under a [`Supervisor`].
 pub async fn run(args: EmulateArgs) -> anyhow::Result<()> {
@@ -468,6 +492,13 @@ pub async fn run(args: EmulateArgs) -> anyhow::Result<()> {
         }
         _ => discover(client.clone().context("no Kubernetes client")?, args.issuer.clone()).await?,
     };
+    if let Some(cloud) = managed_cloud(&issuer)
+        && !args.allow_managed_cloud_issuer
+    {
+        anyhow::bail!(
+            "the cluster's token issuer {issuer:?} is {cloud}'s: the emulator is for local clusters only (it would compete with the real token services and receive real tokens); pass --allow-managed-cloud-issuer to start anyway"
+        );
+    }
     tracing::info!(%issuer, keys = keys.len(), "trusting the issuer");
     let emulator = Arc::new(Emulator::new(Trusts { issuer, keys, rules }));
     let mut tasks = Supervisor::default();

@@ -358,3 +358,64 @@ fn google_grants_are_pruned_and_bounded() {
     assert_eq!(tokens.len(), MAX_LIVE_TOKENS);
     assert!(!tokens.contains_key("soon") && tokens.contains_key("last"));
 }
+
+/// S3 (issue 21): a managed cloud's issuer is recognised, so `emulate` refuses to start there.
+#[test]
+fn managed_cloud_issuers_are_recognised() {
+    for (issuer, cloud) in [
+        (
+            "https://oidc.eks.eu-west-1.amazonaws.com/id/EXAMPLED539D4633E53DE1B71EXAMPLE",
+            "EKS",
+        ),
+        ("https://oidc.eks.cn-north-1.amazonaws.com.cn/id/EXAMPLE", "EKS"),
+        (
+            "https://container.googleapis.com/v1/projects/p/locations/europe-west1/clusters/c",
+            "GKE",
+        ),
+        (
+            "https://westeurope.oic.prod-aks.azure.com/00000000-0000-0000-0000-000000000000/11111111-1111-1111-1111-111111111111/",
+            "AKS",
+        ),
+    ] {
+        assert_eq!(managed_cloud(issuer), Some(cloud), "{issuer}");
+    }
+    for local in [
+        "https://kubernetes.default.svc.cluster.local",
+        "https://127.0.0.1:6443",
+        "https://oidc.eks.example.com/id/x",
+        "https://container.googleapis.com.attacker.example/v1",
+        "http://oidc.eks.eu-west-1.amazonaws.com/id/x",
+    ] {
+        assert_eq!(managed_cloud(local), None, "{local}");
+    }
+}
+
+#[tokio::test]
+async fn emulate_refuses_a_managed_cloud_issuer_unless_told() {
+    use clap::Parser;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let rules = dir.path().join("rules.yaml");
+    std::fs::write(
+        &rules,
+        format!("aws:\n  roles: [{{arn: '{ROLE}', subjects: ['{APP}']}}]\n"),
+    )
+    .expect("rules");
+    let jwks = dir.path().join("jwks.json");
+    std::fs::write(
+        &jwks,
+        serde_json::to_vec(&json!({"keys": [Issuer::ec("k1").jwk()]})).expect("json"),
+    )
+    .expect("jwks");
+    let args = EmulateArgs::try_parse_from([
+        "workload-identity-emulator",
+        "--rules",
+        rules.to_str().expect("path"),
+        "--jwks-file",
+        jwks.to_str().expect("path"),
+        "--issuer",
+        "https://oidc.eks.eu-west-1.amazonaws.com/id/EXAMPLE",
+    ])
+    .expect("arguments");
+    let err = run(args).await.expect_err("must refuse to start");
+    assert!(err.to_string().contains("is EKS's"), "{err}");
+}
