@@ -322,12 +322,27 @@ mod operations {
         assert_eq!(configuration["metadata"]["labels"]["team"], "platform");
     }
 
+    /// The chart's labels on every object and Pod that Kustomize's overlays do not set.
+    const BOOKKEEPING_LABELS: &[&str] = &[
+        "app.kubernetes.io/instance",
+        "app.kubernetes.io/version",
+        "app.kubernetes.io/part-of",
+        "app.kubernetes.io/managed-by",
+        "helm.sh/chart",
+    ];
+
     /// Removes what legitimately differs between the chart and Kustomize: their bookkeeping labels
     /// (`helm.sh/chart`, `app.kubernetes.io/managed-by`, ...), the comments of config.yaml, and
     /// white space in CEL expressions (Kustomize re-folds a `>-` block with indented lines into a
     /// different, equivalent run of spaces and line breaks).
     fn normalise(mut object: Value) -> Value {
         object["metadata"].as_object_mut().unwrap().remove("labels");
+        if let Some(labels) = object
+            .pointer_mut("/spec/template/metadata/labels")
+            .and_then(Value::as_object_mut)
+        {
+            labels.retain(|key, _| !BOOKKEEPING_LABELS.contains(&key.as_str()));
+        }
         if object["kind"] == "ValidatingAdmissionPolicy" {
             for list in ["validations", "matchConditions"] {
                 for entry in object["spec"][list].as_array_mut().into_iter().flatten() {
