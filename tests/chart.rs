@@ -51,6 +51,10 @@ const MODES: &[(&str, &[&str])] = &[
         &["installMode=namespace-opt-in", "certificate.mode=cert-manager"],
     ),
     (
+        "renamed, self-managed certificate, no scrape annotations",
+        &["fullnameOverride=wiw", "nameOverride=identity", "prometheusScrapeAnnotations=false"],
+    ),
+    (
         "existing Secret, every option",
         &[
             "certificate.mode=existing-secret",
@@ -74,6 +78,17 @@ const MODES: &[(&str, &[&str])] = &[
             "config.identities[0].namespace=team-a,config.identities[0].serviceAccount=app,config.identities[0].aws.roleArn=arn:aws:iam::111122223333:role/app",
         ],
     ),
+];
+
+/// The labels every object and the Pod template carry (Helm's and Kubernetes' recommended ones).
+const RECOMMENDED_LABELS: &[&str] = &[
+    "app.kubernetes.io/name",
+    "app.kubernetes.io/instance",
+    "app.kubernetes.io/version",
+    "app.kubernetes.io/component",
+    "app.kubernetes.io/part-of",
+    "app.kubernetes.io/managed-by",
+    "helm.sh/chart",
 ];
 
 fn set_args(values: &[&str]) -> Vec<String> {
@@ -209,6 +224,90 @@ mod operations {
         );
     }
 
+    /// The typos of issue 23, each refused by values.schema.json with a message naming the key
+    /// (before the schema, each rendered: a crash-looping flag, a string replica count, an unknown
+    /// key in the ConfigMap, a silently ignored value).
+    #[test]
+    fn the_chart_refuses_typos_naming_the_key() {
+        let helm_path = tools::tool("helm");
+        let cases: &[(&str, &[&str])] = &[
+            ("clusterSettings.aws-regoin=us-west-2", &["aws-regoin"]),
+            ("replicas=two", &["replicas", "integer"]),
+            (
+                "config.identities[0].namespace=a,config.identities[0].aws.roleArnn=arn:aws:iam::111122223333:role/app",
+                &["roleArnn"],
+            ),
+            ("replicaCount=2", &["replicaCount"]),
+            ("config.aws.regoin=us-west-2", &["regoin"]),
+            ("clusterSettings.aws-sts-regional-endpoints=yes", &["aws-sts-regional-endpoints", "boolean"]),
+            ("clusterSettings.gcp-mode=gkee", &["gcp-mode"]),
+        ];
+        for (value, named) in cases {
+            let (ok, _, text) = tools::run(
+                &helm_path,
+                &["template", CHART, "--kube-version", KUBE_VERSION, "--set", value],
+            );
+            assert!(!ok, "{value} was rendered");
+            for word in *named {
+                assert!(text.contains(word), "{value}: the error does not name {word}:\n{text}");
+            }
+        }
+        // What they meant is accepted, and each setting becomes its flag.
+        let rendered = template(&[
+            "clusterSettings.aws-region=us-west-2",
+            "clusterSettings.aws-sts-regional-endpoints=true",
+            "clusterSettings.gcp-mode=gke",
+            "replicas=3",
+        ]);
+        for flag in ["--aws-region=us-west-2", "--aws-sts-regional-endpoints=true", "--gcp-mode=gke"] {
+            assert!(rendered.contains(flag), "{flag} not rendered:\n{rendered}");
+        }
+    }
+
+    #[test]
+    fn every_object_and_the_pods_carry_the_recommended_labels() {
+        for (what, values) in MODES {
+            let mut values = values.to_vec();
+            values.push("commonLabels.team=platform");
+            for (key, object) in objects(&template(&values)) {
+                let mut label_sets = vec![("metadata", &object["metadata"]["labels"])];
+                if let Some(template) = object.pointer("/spec/template/metadata/labels") {
+                    label_sets.push(("Pod template", template));
+                }
+                for (place, labels) in label_sets {
+                    for label in RECOMMENDED_LABELS.iter().chain(&["team"]) {
+                        assert!(
+                            labels[*label].is_string(),
+                            "{what}: {key} {place} lacks {label}: {labels}"
+                        );
+                    }
+                }
+            }
+        }
+        // nameOverride names the app, fullnameOverride the objects; the webhook is told the names.
+        let renamed = objects(&template(&["fullnameOverride=wiw", "nameOverride=identity"]));
+        for (key, object) in &renamed {
+            let name = object["metadata"]["name"].as_str().unwrap();
+            assert!(name.starts_with("wiw"), "{key} is not renamed");
+            assert_eq!(object["metadata"]["labels"]["app.kubernetes.io/name"], "identity", "{key}");
+        }
+        let deployment = &renamed[&format!("Deployment {NAMESPACE}/wiw")];
+        let args = deployment["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
+        for flag in [
+            "--config-map=wiw",
+            "--certificate-secret=wiw-tls",
+            "--webhook-configuration=wiw",
+            "--service-name=wiw",
+        ] {
+            assert!(args.contains(flag), "{flag} missing: {args}");
+        }
+        let annotations = &deployment["spec"]["template"]["metadata"]["annotations"];
+        assert_eq!(annotations["prometheus.io/scrape"], "true");
+        let unscraped = objects(&template(&["prometheusScrapeAnnotations=false"]));
+        let pod = &unscraped[&format!("Deployment {NAMESPACE}/workload-identity-webhook")]["spec"]["template"];
+        assert!(pod["metadata"]["annotations"].is_null(), "{pod}");
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn every_chart_mode_is_accepted_by_the_apiserver() {
         let cp = control_plane::shared().await;
@@ -248,8 +347,13 @@ mod operations {
             ],
             None,
         );
-        release("upgrade", &["installMode=namespace-opt-in"]);
+        let notes = release("upgrade", &["installMode=namespace-opt-in"]);
         assert!(selector(kubeconfig).contains(r#""values":["enabled"]"#));
+        // NOTES.txt says what namespace opt-in needs.
+        assert!(
+            notes.contains("kubectl label namespace <namespace> workload-identity.dev/inject=enabled"),
+            "{notes}"
+        );
         let published = kubectl(
             kubeconfig,
             &[
