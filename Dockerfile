@@ -30,8 +30,8 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,target=/usr/local/cargo/git,sharing=locked \
     --mount=type=cache,target=/build/target,sharing=locked \
     target="$(cat /rust-target)" \
- && cargo build --release --locked --target "${target}" \
- && cp "target/${target}/release/workload-identity-webhook" /workload-identity-webhook
+ && cargo build --release --locked --target "${target}" -p workload-identity-webhook -p workload-identity-emulator \
+ && cp "target/${target}/release/workload-identity-webhook" "target/${target}/release/workload-identity-emulator" /
 
 FROM gcr.io/distroless/static-debian12:nonroot
 ARG VERSION=0.1.0
@@ -44,6 +44,8 @@ LABEL org.opencontainers.image.title="workload-identity-webhook" \
       org.opencontainers.image.revision="${REVISION}" \
       org.opencontainers.image.licenses="Apache-2.0"
 COPY --from=build /workload-identity-webhook /workload-identity-webhook
+# The token-service emulator for local clusters (manifests/components/emulator); never started here.
+COPY --from=build /workload-identity-emulator /workload-identity-emulator
 USER 65532:65532
 EXPOSE 8443 9090
 ENTRYPOINT ["/workload-identity-webhook"]

@@ -14,14 +14,14 @@ fi
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy"
-cargo clippy --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "==> control plane (kube-apiserver + etcd) and node components (kubelet, controllers, kubectl)"
 bin="$(bash tests/control-plane/build.sh node)"
 # tests/manifests.rs calls kubectl: use the one built from the same Kubernetes version.
 export PATH="${bin}:${PATH}"
 echo "==> cargo test"
 # Benches are compiled by clippy above and run by scripts/bench.sh (they need a release build).
-cargo test --lib --bins --tests --locked -- --skip sdks_get_credentials_from_what_the_webhook_injects --skip operations:: "$@"
+cargo test --workspace --lib --bins --tests --locked -- --skip sdks_get_credentials_from_what_the_webhook_injects --skip operations:: "$@"
 # The Helm chart and the alerts/dashboard (tests/chart.rs, tests/monitoring.rs): helm and promtool
 # are built from their Go modules into ~/.cache/workload-identity-webhook/tools on first use.
 echo "==> Helm chart, alerts and dashboard (helm, promtool)"
@@ -34,6 +34,7 @@ echo "==> Helm chart, alerts and dashboard took $((SECONDS - operations_started)
 # network namespace (needs root).
 echo "==> SDK conformance (tests/sdk.rs)"
 sdk_started=$SECONDS
+cargo build --locked -p workload-identity-emulator
 cargo test --test sdk --locked -- --nocapture
 echo "==> SDK conformance took $((SECONDS - sdk_started)) s"
 echo "==> node suite (kubelet + containerd + runc in a network namespace; tests/node/run.sh)"

@@ -1,141 +1,34 @@
-use std::alloc::{GlobalAlloc, Layout};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
 
 use workload_identity_webhook::cli::{Cli, Command, ConfigSourceArgs, ServeArgs, arguments};
 use workload_identity_webhook::cli::{convert, explain, mutate};
-use workload_identity_webhook::emulate;
-use workload_identity_webhook::shell::certificates::{self, BundleTarget, ManagedCertificate, ca};
+use workload_identity_webhook::shell::allocator::Allocator;
+use workload_identity_webhook::shell::certificates::{self, BundleTarget};
 use workload_identity_webhook::shell::connections::ConnectionLimits;
-use workload_identity_webhook::shell::logging::{LogArgs, LogFormat};
 use workload_identity_webhook::shell::metrics::Metrics;
 use workload_identity_webhook::shell::server::{self, AppState, ReviewLimits, ServerOptions};
 use workload_identity_webhook::shell::supervisor::Supervisor;
 use workload_identity_webhook::shell::tls::{self, CertificateFiles, ReloadingCertificate};
 use workload_identity_webhook::shell::watch::{LiveConfig, ServiceAccounts};
 
-// glibc malloc took ~18% of the server's CPU under load (perf); mimalloc's thread-local free lists
-// make the many small per-request allocations cheap, and musl's malloc (the static image) is slower still.
-// Its `no_thp` feature keeps RSS where it was: with transparent huge pages it doubled (13 -> 27 MiB).
 #[global_allocator]
 static ALLOCATOR: Allocator = Allocator;
-
-/// mimalloc, except for blocks of 1 MiB and more (large request bodies and answers), which are
-/// mapped and unmapped directly: mimalloc kept freed large blocks for its purge delay, and the
-/// worst-case benchmark of 3 MiB reviews peaked at 103 MiB instead of 45 MiB.
-struct Allocator;
-
-const MAPPED_FROM: usize = 1 << 20;
-const PAGE: usize = 4096;
-
-fn mapped(layout: Layout) -> bool {
-    layout.size() >= MAPPED_FROM && layout.align() <= PAGE
-}
-
-// SAFETY: every block is freed by the allocator that made it, told apart by its layout, which
-// `dealloc` and `realloc` receive as it was allocated; mmap gives page-aligned, zeroed memory.
-unsafe impl GlobalAlloc for Allocator {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if mapped(layout) {
-            map(layout.size())
-        } else {
-            // SAFETY: forwarded as received.
-            unsafe { mimalloc::MiMalloc.alloc(layout) }
-        }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if mapped(layout) {
-            map(layout.size())
-        } else {
-            // SAFETY: forwarded as received.
-            unsafe { mimalloc::MiMalloc.alloc_zeroed(layout) }
-        }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        if mapped(layout) {
-            // SAFETY: mapped by `map` with this size.
-            unsafe { libc::munmap(ptr.cast(), layout.size()) };
-        } else {
-            // SAFETY: forwarded as received.
-            unsafe { mimalloc::MiMalloc.dealloc(ptr, layout) }
-        }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: the caller guarantees a valid layout for new_size with the same alignment.
-        let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
-        match (mapped(layout), mapped(new_layout)) {
-            // SAFETY: forwarded as received.
-            (false, false) => unsafe { mimalloc::MiMalloc.realloc(ptr, layout, new_size) },
-            (true, true) => {
-                // SAFETY: `ptr` was mapped with `layout.size()`; the kernel moves it if needed.
-                let moved = unsafe { libc::mremap(ptr.cast(), layout.size(), new_size, libc::MREMAP_MAYMOVE) };
-                if moved == libc::MAP_FAILED {
-                    std::ptr::null_mut()
-                } else {
-                    moved.cast()
-                }
-            }
-            _ => {
-                // SAFETY: a fresh block of the new layout, the old one copied and freed.
-                unsafe {
-                    let new = self.alloc(new_layout);
-                    if !new.is_null() {
-                        std::ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size));
-                        self.dealloc(ptr, layout);
-                    }
-                    new
-                }
-            }
-        }
-    }
-}
-
-fn map(size: usize) -> *mut u8 {
-    // SAFETY: an anonymous private mapping touches no existing memory.
-    let block = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            size,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    if block == libc::MAP_FAILED {
-        std::ptr::null_mut()
-    } else {
-        block.cast()
-    }
-}
 
 fn main() -> ExitCode {
     let cli = Cli::parse_from(arguments(std::env::args_os().collect()));
     let result = match cli.command {
-        Command::Serve(args) => {
-            init_logging(&args.log);
+        Command::Serve(args) => args.log.init().and_then(|()| {
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
                 .map_err(anyhow::Error::from)
                 .and_then(|runtime| runtime.block_on(serve(*args)))
-        }
-        Command::Emulate(args) => {
-            init_logging(&args.log);
-            tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .map_err(anyhow::Error::from)
-                .and_then(|runtime| runtime.block_on(emulate::run(*args)))
-        }
+        }),
         Command::Explain(args) => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -161,21 +54,6 @@ fn main() -> ExitCode {
             eprintln!("error: {err:#}");
             ExitCode::FAILURE
         }
-    }
-}
-
-fn init_logging(args: &LogArgs) {
-    let filter = EnvFilter::try_new(&args.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
-    // Written in place, one write(2) per line: a writer thread (tracing-appender) cost more than it
-    // saved on 2 cores, 65-67% of the no-parse ceiling over HTTP/1.1 against 81% without it.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        // Colour codes only for a terminal, never in files or log collectors.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    match args.log_format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-        LogFormat::Text => builder.init(),
     }
 }
 
@@ -214,8 +92,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         None => None,
     };
     let tls = tls::server_config(certificate, client_ca.as_deref()).context("--client-ca-file")?;
+    let admission = server::start(state, tls, options, &mut tasks).await?;
     tokio::select! {
-        served = server::serve(state, tls, options) => served,
+        () = admission => Ok(()),
         failure = tasks.failed() => Err(failure),
     }
 }
@@ -241,44 +120,30 @@ async fn start_certificate(
     tasks: &mut Supervisor,
 ) -> anyhow::Result<Arc<ReloadingCertificate>> {
     let managed = &args.managed_certificate;
-    match (client, &args.tls.tls_cert_file, &args.tls.tls_key_file) {
+    let source = match (client, &args.tls.tls_cert_file, &args.tls.tls_key_file) {
         (Some(client), _, _) if managed.manage_certificate => {
             let mut names = certificates::service_names(&managed.service_name, namespace);
             names.extend(managed.certificate_sans.iter().cloned());
-            let certificate = ManagedCertificate::new(
-                client.clone(),
-                namespace,
-                managed.certificate_secret.clone(),
-                BundleTarget::WebhookConfiguration(managed.webhook_configuration.clone()),
+            certificates::Source::Managed {
+                client: client.clone(),
+                namespace: namespace.to_owned(),
+                secret: managed.certificate_secret.clone(),
+                bundle: BundleTarget::WebhookConfiguration(managed.webhook_configuration.clone()),
                 names,
-                metrics.clone(),
-            )?;
-            let stored = certificate.first_reconcile().await;
-            let current = certificate.current();
-            tasks.spawn(
-                "certificate reconcile",
-                certificate.run(stored, managed.certificate_check_interval),
-            );
-            Ok(current)
+                check_interval: managed.certificate_check_interval,
+            }
         }
-        (_, Some(cert), Some(key)) => {
-            let files = CertificateFiles {
+        (_, Some(cert), Some(key)) => certificates::Source::Files {
+            files: CertificateFiles {
                 cert: cert.clone(),
                 key: key.clone(),
                 expected_names: vec![format!("{}.{namespace}.svc", managed.service_name)],
-            };
-            let current = ReloadingCertificate::new(files.load().await?, metrics);
-            tasks.spawn(
-                "certificate file reload",
-                files.watch(current.clone(), metrics.clone(), args.reload_interval),
-            );
-            Ok(current)
-        }
-        _ => {
-            tracing::warn!("no --tls-cert-file given: serving a self-signed certificate for localhost");
-            Ok(ReloadingCertificate::new(ca::self_signed()?, metrics))
-        }
-    }
+            },
+            reload_interval: args.reload_interval,
+        },
+        _ => certificates::Source::SelfSigned,
+    };
+    certificates::start(source, metrics, tasks).await
 }
 
 /// Keeps the identity configuration current: from --config-file, else the ConfigMap, else
@@ -373,25 +238,4 @@ fn raise_open_file_limit() -> Option<u64> {
         "open file limit raised to the hard limit"
     );
     Some(limit.rlim_max)
-}
-
-#[cfg(test)]
-mod tests {
-    /// The binary's allocator across the mapped threshold, both ways, keeps every byte.
-    #[test]
-    fn blocks_move_between_mimalloc_and_mappings_intact() {
-        let pattern = |index: usize| (index % 251) as u8;
-        let mut bytes: Vec<u8> = Vec::with_capacity(512 * 1024);
-        for index in 0..3 * 1024 * 1024 + 17 {
-            bytes.push(pattern(index));
-        }
-        assert!(bytes.capacity() >= super::MAPPED_FROM);
-        bytes.extend((0..5 * 1024 * 1024).map(pattern));
-        bytes.truncate(100 * 1024);
-        bytes.shrink_to_fit();
-        assert!(bytes.capacity() < super::MAPPED_FROM);
-        assert!(bytes.iter().enumerate().all(|(index, byte)| *byte == pattern(index)));
-        let zeroed = vec![0u64; 512 * 1024];
-        assert!(zeroed.iter().all(|word| *word == 0));
-    }
 }

@@ -818,7 +818,7 @@ async fn the_local_overlay_runs_the_emulator_with_exactly_the_shipped_rights() {
         "{namespace}"
     );
     let emulator_args: Vec<String> = serde_json::from_value(emulator_container["args"].clone()).unwrap();
-    assert_eq!(emulator_args[0], "emulate");
+    assert_eq!(emulator_container["command"], json!(["/workload-identity-emulator"]));
     assert!(
         emulator_args.contains(&"--manage-certificate".to_owned()),
         "{emulator_args:?}"
@@ -908,7 +908,7 @@ async fn the_local_overlay_runs_the_emulator_with_exactly_the_shipped_rights() {
     let log = dir.path().join("emulate.log");
     // The overlay's arguments, with the test's rules file and loopback ports.
     let local = ["--rules=", "--https-listen=", "--http-listen="];
-    let mut child = Command::new(env!("CARGO_BIN_EXE_workload-identity-webhook"))
+    let mut child = Command::new(webhook::emulator_binary())
         .args(
             emulator_args
                 .iter()

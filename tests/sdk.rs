@@ -22,6 +22,8 @@
 
 #[path = "support/control_plane.rs"]
 mod control_plane;
+#[path = "support/webhook.rs"]
+mod webhook;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
@@ -890,10 +892,10 @@ fn start_emulator(
             r#""$@" & emulator=$!; read -r _ || true; kill "$emulator""#,
             "emulate",
         ])
-        .arg(env!("CARGO_BIN_EXE_workload-identity-webhook"))
-        .args(["emulate", "--log-format", "json", "--issuer", issuer])
-        // Debug for the emulator's own module: one "request" line (host, uri) per request.
-        .args(["--log-level", "info,workload_identity_webhook::emulate=debug"])
+        .arg(webhook::emulator_binary())
+        .args(["--log-format", "json", "--issuer", issuer])
+        // Debug for the emulator's own crate: one "request" line (host, uri) per request.
+        .args(["--log-level", "info,workload_identity_emulator=debug"])
         .args(listen)
         .arg("--rules")
         .arg(d.join("rules.yaml"))

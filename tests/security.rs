@@ -11,12 +11,12 @@
 //! - A ServiceAccount's list of managed annotations cannot make the webhook delete other ones.
 
 use serde_json::{Value, json};
-use workload_identity_webhook::core::admission::Review;
-use workload_identity_webhook::core::config::Config;
-use workload_identity_webhook::core::model::ServiceAccount;
-use workload_identity_webhook::core::mutation::Mutation;
-use workload_identity_webhook::core::patch;
-use workload_identity_webhook::providers::{aws, azure, gcp};
+use workload_identity_core::admission::Review;
+use workload_identity_core::config::Config;
+use workload_identity_core::model::ServiceAccount;
+use workload_identity_core::mutation::Mutation;
+use workload_identity_core::patch;
+use workload_identity_core::providers::{aws, azure, gcp};
 
 const ROLE: &str = "arn:aws:iam::111122223333:role/granted";
 const POD_ROLE: &str = "arn:aws:iam::999999999999:role/pod-chosen";

@@ -2,5 +2,5 @@
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    workload_identity_webhook_fuzz::review(data);
+    workload_identity_core_fuzz::review(data);
 });

@@ -8,10 +8,10 @@ pub mod plain;
 use std::sync::OnceLock;
 
 use serde_json::{Value, json};
-use workload_identity_webhook::core::admission::{Review, Subject};
-use workload_identity_webhook::core::config::{Config, Settings};
-use workload_identity_webhook::core::model::ServiceAccount;
-use workload_identity_webhook::core::patch::to_json_patch;
+use workload_identity_core::admission::{Review, Subject};
+use workload_identity_core::config::{Config, Settings};
+use workload_identity_core::model::ServiceAccount;
+use workload_identity_core::patch::to_json_patch;
 
 /// Mappings and settings for every cloud, so any Pod or ServiceAccount gets the most patching.
 pub const CONFIG: &str = r#"

@@ -6,10 +6,10 @@ use base64::Engine;
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 use serde_json::Value;
-use workload_identity_webhook::core::admission::{Review, Subject};
-use workload_identity_webhook::core::config::Config;
-use workload_identity_webhook::core::model::ServiceAccount;
-use workload_identity_webhook::core::mutation::{self, Mutation};
+use workload_identity_core::admission::{Review, Subject};
+use workload_identity_core::config::Config;
+use workload_identity_core::model::ServiceAccount;
+use workload_identity_core::mutation::{self, Mutation};
 
 /// What both paths must agree on: the uid, what the request is about, and the patch (JSON).
 #[derive(Debug, PartialEq)]

@@ -7,9 +7,9 @@ use anyhow::Context;
 use serde_json::Value;
 
 use crate::cli::{ConvertArgs, ConvertFrom};
-use crate::core::config::check_flow_depth;
-use crate::core::validate;
-use crate::providers::{ANY, SETTING_EXPIRATION_SECONDS, check_expiration, check_field};
+use workload_identity_core::config::check_flow_depth;
+use workload_identity_core::providers::{ANY, SETTING_EXPIRATION_SECONDS, check_expiration, check_field};
+use workload_identity_core::validate;
 
 /// The ConfigMap the AWS pod-identity-webhook reads (`pkg/cache/cache.go`: any other name is ignored).
 pub const AWS_CONFIG_MAP: &str = "pod-identity-webhook";
@@ -240,7 +240,7 @@ fn quoted(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::config::{Config, Settings};
+    use workload_identity_core::config::{Config, Settings};
 
     const ARN: &str = "arn:aws:iam::111122223333:role/s3-reader";
 

@@ -23,8 +23,8 @@ use serde::Serialize;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::cli::{ExplainArgs, ExplainOutput, ExplainTarget};
-use crate::core::config::{CONFIG_KEY, Config};
 use analysis::{PodInputs, PodReport};
+use workload_identity_core::config::{CONFIG_KEY, Config};
 
 /// What `explain` prints, as JSON with `-o json`.
 #[derive(Debug, Serialize)]

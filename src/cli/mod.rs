@@ -1,6 +1,5 @@
 //! Command-line interface: `serve` runs the webhook, `mutate` ([`mutate`]) previews it offline,
-//! `explain` ([`explain`]) says why a Pod has or lacks its identity, `emulate` runs local token
-//! services, `convert` ([`convert`]) reads other webhooks' configuration.
+//! `explain` ([`explain`]) says why a Pod has or lacks its identity, `convert` ([`convert`]) reads other webhooks' configuration.
 
 pub mod convert;
 pub mod explain;
@@ -11,6 +10,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::shell::duration;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -34,9 +35,6 @@ pub enum Command {
     /// Also runs as the kubectl plugin `kubectl workload-identity` (installed as
     /// `kubectl-workload_identity` on the PATH).
     Explain(Box<ExplainArgs>),
-    /// Local token services (AWS STS, EKS Pod Identity, Entra ID, Google STS and IAM Credentials)
-    /// that verify ServiceAccount tokens as the clouds do and hand out fake credentials.
-    Emulate(Box<crate::emulate::EmulateArgs>),
     /// Print our config.yaml from another webhook's configuration (warnings on stderr).
     Convert(ConvertArgs),
 }
@@ -75,7 +73,7 @@ pub struct ServeArgs {
     pub managed_certificate: ManagedCertificateArgs,
 
     /// How often the certificate and configuration files are checked for changes.
-    #[arg(long, env = "WIW_RELOAD_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, env = "WIW_RELOAD_INTERVAL", default_value = "5s", value_parser = duration::parse)]
     pub reload_interval: Duration,
 
     #[command(flatten)]
@@ -95,7 +93,7 @@ pub struct ServeArgs {
     pub log: crate::shell::logging::LogArgs,
 
     #[command(flatten)]
-    pub cluster: crate::providers::Settings,
+    pub cluster: workload_identity_core::providers::Settings,
 }
 
 /// The serving certificate from files, and the client CA.
@@ -145,7 +143,7 @@ pub struct ManagedCertificateArgs {
     pub certificate_sans: Vec<String>,
 
     /// How often every replica reconciles the managed certificate.
-    #[arg(long, env = "WIW_CERTIFICATE_CHECK_INTERVAL", default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, env = "WIW_CERTIFICATE_CHECK_INTERVAL", default_value = "60s", value_parser = duration::parse)]
     pub certificate_check_interval: Duration,
 }
 
@@ -202,12 +200,12 @@ pub struct LimitArgs {
 
     /// A connection with no request in flight for this long is closed (HTTP/2 with GOAWAY), on
     /// both ports; the first request must come within 10 s of connecting.
-    #[arg(long, env = "WIW_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, env = "WIW_IDLE_TIMEOUT", default_value = "60s", value_parser = duration::parse)]
     pub idle_timeout: Duration,
 
     /// A connection whose peer accepts no data for this long while an answer waits to be written
     /// is closed, on both ports.
-    #[arg(long, env = "WIW_WRITE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "WIW_WRITE_TIMEOUT", default_value = "10s", value_parser = duration::parse)]
     pub write_timeout: Duration,
 }
 
@@ -216,11 +214,11 @@ pub struct LimitArgs {
 pub struct ShutdownArgs {
     /// How long to keep accepting requests after SIGTERM (not ready meanwhile), so that the
     /// Service's endpoints drop this Pod before its listener closes.
-    #[arg(long, env = "WIW_SHUTDOWN_DELAY", default_value = "3s", value_parser = parse_duration)]
+    #[arg(long, env = "WIW_SHUTDOWN_DELAY", default_value = "3s", value_parser = duration::parse)]
     pub shutdown_delay: Duration,
 
     /// How long in-flight requests may take to finish after SIGTERM (after the shutdown delay).
-    #[arg(long, env = "WIW_SHUTDOWN_TIMEOUT", default_value = "25s", value_parser = parse_duration)]
+    #[arg(long, env = "WIW_SHUTDOWN_TIMEOUT", default_value = "25s", value_parser = duration::parse)]
     pub shutdown_timeout: Duration,
 }
 
@@ -247,7 +245,7 @@ pub struct MutateArgs {
     pub output: Output,
 
     #[command(flatten)]
-    pub cluster: crate::providers::Settings,
+    pub cluster: workload_identity_core::providers::Settings,
 }
 
 #[derive(Args, Debug)]
@@ -292,7 +290,7 @@ pub struct ExplainArgs {
 
     /// Cluster settings the webhook runs with as flags (the ConfigMap's win, as in the webhook).
     #[command(flatten)]
-    pub cluster: crate::providers::Settings,
+    pub cluster: workload_identity_core::providers::Settings,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -330,24 +328,6 @@ pub enum Output {
     Patch,
     /// The AdmissionReview response.
     Review,
-}
-
-/// `500ms`, `5s`, `2m`, `1h`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let (number, unit) = text.trim().split_at(
-        text.trim()
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.trim().len()),
-    );
-    let value: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration such as 500ms, 5s or 2m"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(value)),
-        "s" | "" => Ok(Duration::from_secs(value)),
-        "m" => Ok(Duration::from_secs(value * 60)),
-        _ => Err(format!("{text:?} is not a duration such as 500ms, 5s or 2m")),
-    }
 }
 
 /// A listen address, or none for "off".
@@ -397,11 +377,7 @@ mod tests {
     }
 
     #[test]
-    fn durations_and_addresses() {
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert!(parse_duration("soon").is_err());
+    fn listen_addresses() {
         assert!(parse_optional_address("off").unwrap().0.is_none());
         assert!(parse_optional_address("127.0.0.1:9090").unwrap().0.is_some());
         assert!(parse_optional_address("nowhere").is_err());
@@ -429,7 +405,7 @@ mod tests {
         assert_eq!(args.cluster.azure.require_pod_label, Some(true));
         assert_eq!(
             args.cluster.azure.cloud,
-            Some(crate::providers::azure::Cloud::AzureChinaCloud)
+            Some(workload_identity_core::providers::azure::Cloud::AzureChinaCloud)
         );
         assert_eq!(args.cluster.gcp.mode, None);
         let err = Cli::try_parse_from(["wiw", "mutate", "--object", "p", "--gcp-mode", "gkee"]).unwrap_err();

@@ -6,10 +6,10 @@ use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
 use crate::cli::{MutateArgs, Output};
-use crate::core::admission::Review;
-use crate::core::config::{CONFIG_KEY, Config, check_flow_depth};
-use crate::core::model;
-use crate::core::patch;
+use workload_identity_core::admission::Review;
+use workload_identity_core::config::{CONFIG_KEY, Config, check_flow_depth};
+use workload_identity_core::model;
+use workload_identity_core::patch;
 
 /// Returns the text to print on stdout and the warnings for stderr.
 pub fn run(args: &MutateArgs) -> anyhow::Result<(String, Vec<String>)> {
@@ -89,7 +89,7 @@ fn review_for(object: &Value, namespace: Option<&str>) -> anyhow::Result<Value> 
         .or_else(|| object.pointer("/metadata/namespace").and_then(Value::as_str))
         .unwrap_or("default");
     Ok(json!({
-        "apiVersion": crate::core::admission::API_VERSION,
+        "apiVersion": workload_identity_core::admission::API_VERSION,
         "kind": "AdmissionReview",
         "request": {
             "uid": "00000000-0000-0000-0000-000000000000",

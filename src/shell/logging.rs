@@ -1,6 +1,8 @@
-//! The log flags, shared by `serve` and `emulate`.
+//! The log flags and the log set-up, shared by the webhook and the emulator.
 
+use anyhow::Context;
 use clap::{Args, ValueEnum};
+use tracing_subscriber::EnvFilter;
 
 #[derive(Args, Debug)]
 pub struct LogArgs {
@@ -17,4 +19,24 @@ pub struct LogArgs {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+impl LogArgs {
+    /// Installs the process's log subscriber; a filter that does not parse is an error, not `info`.
+    pub fn init(&self) -> anyhow::Result<()> {
+        let filter =
+            EnvFilter::try_new(&self.log_level).with_context(|| format!("--log-level {:?}", self.log_level))?;
+        // Written in place, one write(2) per line: a writer thread (tracing-appender) cost more than it
+        // saved on 2 cores, 65-67% of the no-parse ceiling over HTTP/1.1 against 81% without it.
+        let builder = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            // Colour codes only for a terminal, never in files or log collectors.
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_writer(std::io::stderr);
+        match self.log_format {
+            LogFormat::Json => builder.json().flatten_event(true).init(),
+            LogFormat::Text => builder.init(),
+        }
+        Ok(())
+    }
 }

@@ -1,8 +1,11 @@
 //! The shell: serves the core over HTTPS and keeps its inputs (configuration, ServiceAccounts,
-//! certificates) current.
+//! certificates) current. Its public API is also what the emulator (`crates/emulator`) builds on:
+//! [`connections`], [`tls`], [`certificates`], [`logging`], [`supervisor`], [`allocator`].
 
+pub mod allocator;
 pub mod certificates;
 pub mod connections;
+pub mod duration;
 pub mod logging;
 pub mod metrics;
 pub mod server;

@@ -14,16 +14,17 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Router};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tower::ServiceBuilder;
 
-use crate::core::admission::{Review, Subject};
-use crate::core::echo::{Echo, LogRateLimit};
-use crate::core::model::ServiceAccount;
-use crate::core::mutation::Mutation;
 use crate::shell::connections::{self, ConnectionLimits, Peer, Port};
 use crate::shell::metrics::{CloudLabels, Metrics, ReasonLabels, RequestLabels, SettingLabels};
+use crate::shell::supervisor::{self, Supervisor};
 use crate::shell::watch::{LiveConfig, LookupError, ServiceAccounts};
+use workload_identity_core::admission::{Review, Subject};
+use workload_identity_core::echo::{Echo, LogRateLimit};
+use workload_identity_core::model::ServiceAccount;
+use workload_identity_core::mutation::Mutation;
 
 pub struct AppState {
     pub config: Arc<LiveConfig>,
@@ -519,7 +520,7 @@ async fn allow_without_reading(body: Bytes) -> Response {
         .ok()
         .and_then(|review| review.request)
         .map_or("", |request| request.uid);
-    let json = serde_json::json!({"apiVersion": crate::core::admission::API_VERSION, "kind": "AdmissionReview", "response": {"uid": uid, "allowed": true}});
+    let json = serde_json::json!({"apiVersion": workload_identity_core::admission::API_VERSION, "kind": "AdmissionReview", "response": {"uid": uid, "allowed": true}});
     ([(header::CONTENT_TYPE, "application/json")], json.to_string()).into_response()
 }
 
@@ -581,9 +582,15 @@ fn audit(review: &Review, mutation: &Mutation, mutated: bool, peer: PeerText) {
 /// Any tenant can make each create attempt warn; the log must not grow with such a flood.
 const WARNING_LINES_PER_SECOND: u32 = 50;
 
-/// Serves until SIGTERM or Ctrl-C, then drains in-flight requests.
-pub async fn serve(state: Arc<AppState>, tls: rustls::ServerConfig, options: ServerOptions) -> anyhow::Result<()> {
-    let (stop, stopped) = tokio::sync::watch::channel(false);
+/// Binds both ports; the metrics listener and the signal handler run under `tasks`. The future
+/// returned serves the admission port until SIGTERM or Ctrl-C, then drains in-flight requests.
+pub async fn start(
+    state: Arc<AppState>,
+    tls: rustls::ServerConfig,
+    options: ServerOptions,
+    tasks: &mut Supervisor,
+) -> anyhow::Result<impl Future<Output = ()> + use<>> {
+    let stopping = tasks.stopping();
     let listener = tokio::net::TcpListener::bind(options.listen).await?;
     tracing::info!(address = %listener.local_addr()?, "admission server listening (HTTPS)");
     if let Some(metrics_listen) = options.metrics_listen {
@@ -600,24 +607,20 @@ pub async fn serve(state: Arc<AppState>, tls: rustls::ServerConfig, options: Ser
             router,
             limits: options.metrics_connections,
         };
-        tokio::spawn(connections::serve(
-            port,
-            state.metrics.clone(),
-            stopped.clone(),
-            options.shutdown_timeout,
-        ));
+        tasks.spawn(
+            "metrics listener",
+            connections::serve(port, state.metrics.clone(), stopping.clone(), options.shutdown_timeout),
+        );
     }
-    let shutdown_state = state.clone();
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        // Report not-ready first and keep serving while the Service's endpoints catch up, so the
-        // apiserver stops sending new requests here before the listener closes.
-        shutdown_state.shutting_down.store(true, Ordering::Release);
-        tracing::info!(delay = ?options.shutdown_delay, "SIGTERM: not ready; still serving until endpoints update");
-        tokio::time::sleep(options.shutdown_delay).await;
-        tracing::info!(timeout = ?options.shutdown_timeout, "shutting down: draining in-flight requests");
-        let _ = stop.send(true);
-    });
+    tasks.spawn(
+        "signal handler",
+        stop_on_termination(
+            state.clone(),
+            tasks.stopper(),
+            options.shutdown_delay,
+            options.shutdown_timeout,
+        ),
+    );
     let port = Port {
         name: "admission",
         listener,
@@ -630,27 +633,21 @@ pub async fn serve(state: Arc<AppState>, tls: rustls::ServerConfig, options: Ser
         ),
         limits: options.admission_connections,
     };
-    connections::serve(port, state.metrics.clone(), stopped, options.shutdown_timeout).await;
-    tracing::info!("admission server stopped");
-    Ok(())
+    Ok(async move {
+        connections::serve(port, state.metrics.clone(), stopping, options.shutdown_timeout).await;
+        tracing::info!("admission server stopped");
+    })
 }
 
-async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(err) => {
-                tracing::error!(error = %err, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    tokio::select! {
-        _ = terminate => {},
-        _ = tokio::signal::ctrl_c() => {},
-    }
+/// On SIGTERM: reports not-ready first and keeps serving while the Service's endpoints catch up,
+/// so the apiserver stops sending new requests here before the listeners close; then stops them.
+async fn stop_on_termination(state: Arc<AppState>, stop: watch::Sender<bool>, delay: Duration, timeout: Duration) {
+    supervisor::termination().await;
+    state.shutting_down.store(true, Ordering::Release);
+    tracing::info!(?delay, "SIGTERM: not ready; still serving until endpoints update");
+    tokio::time::sleep(delay).await;
+    tracing::info!(?timeout, "shutting down: draining in-flight requests");
+    stop.send_replace(true);
 }
 
 #[cfg(test)]
@@ -852,8 +849,8 @@ mod tests {
     #[tokio::test]
     async fn objects_with_more_list_and_map_entries_than_the_bound_are_left_untouched() {
         let state = state(limits());
-        let empty_containers = vec![json!({}); crate::core::admission::MAX_ENTRIES + 1];
-        let annotations: serde_json::Map<String, Value> = (0..=crate::core::admission::MAX_ENTRIES)
+        let empty_containers = vec![json!({}); workload_identity_core::admission::MAX_ENTRIES + 1];
+        let annotations: serde_json::Map<String, Value> = (0..=workload_identity_core::admission::MAX_ENTRIES)
             .map(|index| (format!("a{index}"), json!("")))
             .collect();
         for (what, metadata, containers) in [

@@ -15,11 +15,11 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 
-use crate::core::config::{CONFIG_KEY, Config, Settings};
-use crate::core::model;
-use crate::core::mutation::MANAGED_ANNOTATIONS;
-use crate::providers;
 use crate::shell::metrics::{Metrics, ReasonLabels};
+use workload_identity_core::config::{CONFIG_KEY, Config, Settings};
+use workload_identity_core::model;
+use workload_identity_core::mutation::MANAGED_ANNOTATIONS;
+use workload_identity_core::providers;
 
 /// The `watch` label of each watch's metrics.
 const SERVICE_ACCOUNT_WATCH: &str = "service_accounts";

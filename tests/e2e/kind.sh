@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end test in a kind cluster, for machines with a Docker engine:
 # builds the image, loads it into kind, installs manifests/overlays/local (the webhook cluster-wide
-# with a self-managed certificate, and the `emulate` token services it points the Pods at), checks
+# with a self-managed certificate, and the emulator's token services it points the Pods at), checks
 # with kubectl what the API server stored, and that a Pod's AWS CLI gets (fake) credentials from
 # the in-cluster emulator for the role its trust rule names, and a refusal for another
 # ServiceAccount claiming the same role, and the same for EKS Pod Identity through the overlay's

@@ -3,7 +3,8 @@
 # registry, for `ctr -n k8s.io images import`:
 #
 #   oci-image.sh webhook <static workload-identity-webhook binary> <out.tar>
-#       the Dockerfile's runtime stage built another way: the binary at /, user 65532, no shell,
+#       the Dockerfile's runtime stage built another way: the binary and the
+#       workload-identity-emulator beside it at /, user 65532, no shell,
 #       the nonroot user and /tmp of distroless/static, the same entrypoint, command and ports
 #   oci-image.sh busybox <static busybox binary> <out.tar>      workload image, applets as symlinks
 #   oci-image.sh pause <pause.c from k8s.io/kubernetes> <out.tar>   the sandbox image (musl-gcc)
@@ -27,6 +28,7 @@ esac
 case "$kind" in
   webhook)
     install -m 0755 "$source" "$root/workload-identity-webhook"
+    install -m 0755 "$(dirname "$source")/workload-identity-emulator" "$root/workload-identity-emulator"
     mkdir -p "$root/etc" "$root/home/nonroot" "$root/tmp"
     chmod 1777 "$root/tmp"
     # As in distroless/static:nonroot.

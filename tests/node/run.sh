@@ -96,12 +96,14 @@ phase "packages"
 
 bin="$(bash "${repo}/tests/control-plane/build.sh" node)"
 phase "control plane and node components (build.sh node)"
-# The Dockerfile's build: a stripped static musl release binary.
-(cd "$repo" && CARGO_PROFILE_RELEASE_STRIP=symbols cargo build -q --release --locked --target "$target")
+# The Dockerfile's build: stripped static musl release binaries, the webhook and the emulator.
+(cd "$repo" && CARGO_PROFILE_RELEASE_STRIP=symbols cargo build -q --release --locked --target "$target" \
+  -p workload-identity-webhook -p workload-identity-emulator)
 webhook="${CARGO_TARGET_DIR:-${repo}/target}/${target}/release/workload-identity-webhook"
-phase "webhook musl release build"
+phase "webhook and emulator musl release build"
 # The SDK conformance test binary (tests/sdk.rs): checks.sh runs its SDKs on the files the kubelet
 # wrote. Its SDKs (venv, Go probe) are installed here: the namespaces have no route out.
+(cd "$repo" && cargo build -q --locked -p workload-identity-emulator)
 sdk_test="$(cd "$repo" && cargo test -q --locked --test sdk --no-run --message-format=json \
   | jq -r 'select(.target.name == "sdk" and .executable != null) | .executable')"
 "$sdk_test" --ignored --exact install_sdks -q >&2

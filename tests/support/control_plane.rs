@@ -139,7 +139,12 @@ fn build_binaries() -> Result<PathBuf> {
     if let Some(dir) = std::env::var_os("WIW_CONTROL_PLANE_BIN_DIR") {
         return Ok(PathBuf::from(dir));
     }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/control-plane/build.sh");
+    // The repository root: this file is shared by the crates of the workspace.
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .map(|dir| dir.join("tests/control-plane/build.sh"))
+        .find(|script| script.exists())
+        .context("tests/control-plane/build.sh not found above the crate")?;
     eprintln!(
         "control plane: running {} (the first build takes several minutes)",
         script.display()

@@ -20,6 +20,19 @@ pub struct Webhook {
     pub dir: tempfile::TempDir,
 }
 
+/// The `workload-identity-emulator` binary of the same build: a binary of another crate of the
+/// workspace, beside this crate's (`cargo test --workspace` builds both).
+pub fn emulator_binary() -> PathBuf {
+    let binary =
+        Path::new(env!("CARGO_BIN_EXE_workload-identity-webhook")).with_file_name("workload-identity-emulator");
+    assert!(
+        binary.exists(),
+        "{} is missing: build it with `cargo build -p workload-identity-emulator` (scripts/test.sh does)",
+        binary.display()
+    );
+    binary
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }

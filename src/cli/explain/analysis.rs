@@ -10,9 +10,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ManagedField
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::core::config::Config;
-use crate::core::{model, mutation, patch};
-use crate::providers;
+use workload_identity_core::config::Config;
+use workload_identity_core::providers;
+use workload_identity_core::{model, mutation, patch};
 
 /// The objects one Pod's explanation reads.
 pub struct PodInputs<'a> {
@@ -561,7 +561,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::core::config::Config;
+    use workload_identity_core::config::Config;
 
     const ROLE: &str = "arn:aws:iam::111122223333:role/app";
     const NEW_ROLE: &str = "arn:aws:iam::111122223333:role/new";

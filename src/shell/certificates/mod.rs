@@ -30,7 +30,8 @@ pub mod plan;
 use plan::{Renewal, Stored, renew, renewal};
 
 use crate::shell::metrics::Metrics;
-use crate::shell::tls::{ReloadingCertificate, certified_key};
+use crate::shell::supervisor::Supervisor;
+use crate::shell::tls::{CertificateFiles, ReloadingCertificate, certified_key};
 
 /// Where the CA bundle is published, so that clients trust the managed certificate.
 #[derive(Debug, Clone)]
@@ -59,6 +60,62 @@ pub fn own_namespace() -> Option<String> {
         .ok()
         .map(|text| text.trim().to_owned())
         .filter(|text| !text.is_empty())
+}
+
+/// Where a server's certificate comes from.
+pub enum Source {
+    /// Kept in a Secret by every replica ([`ManagedCertificate`]).
+    Managed {
+        client: Client,
+        namespace: String,
+        secret: String,
+        bundle: BundleTarget,
+        names: Vec<String>,
+        check_interval: Duration,
+    },
+    /// PEM files, re-read every `reload_interval` (cert-manager or a mounted Secret).
+    Files {
+        files: CertificateFiles,
+        reload_interval: Duration,
+    },
+    /// Made at start for `localhost`, for local runs.
+    SelfSigned,
+}
+
+/// The serving certificate at start, with the task that keeps it current under `tasks`.
+pub async fn start(
+    source: Source,
+    metrics: &Arc<Metrics>,
+    tasks: &mut Supervisor,
+) -> anyhow::Result<Arc<ReloadingCertificate>> {
+    match source {
+        Source::Managed {
+            client,
+            namespace,
+            secret,
+            bundle,
+            names,
+            check_interval,
+        } => {
+            let certificate = ManagedCertificate::new(client, &namespace, secret, bundle, names, metrics.clone())?;
+            let stored = certificate.first_reconcile().await;
+            let current = certificate.current();
+            tasks.spawn("certificate reconcile", certificate.run(stored, check_interval));
+            Ok(current)
+        }
+        Source::Files { files, reload_interval } => {
+            let current = ReloadingCertificate::new(files.load().await?, metrics);
+            tasks.spawn(
+                "certificate file reload",
+                files.watch(current.clone(), metrics.clone(), reload_interval),
+            );
+            Ok(current)
+        }
+        Source::SelfSigned => {
+            tracing::warn!("no --tls-cert-file given: serving a self-signed certificate for localhost");
+            Ok(ReloadingCertificate::new(ca::self_signed()?, metrics))
+        }
+    }
 }
 
 /// Keeps the Secret, the TLS resolver and the published CA bundle in step.

@@ -7,9 +7,9 @@ use serde_json::json;
 use super::{
     CLAMPED_EXPIRATION_SECONDS, CloudProvider, ENDPOINT_URL, EndpointOverride, Mapping, PodContext, PodInjection,
     SETTING_EXPIRATION_SECONDS, ScratchDir, Settings as AllSettings, check_expiration, check_field, checked,
-    cloud_settings, parse_name, projected_volume, token_source,
+    cloud_settings, projected_volume, token_source,
 };
-use crate::core::validate;
+use crate::validate;
 
 /// GKE's own annotation: impersonate this Google service account.
 pub const GKE_SERVICE_ACCOUNT: &str = "iam.gke.io/gcp-service-account";
@@ -41,28 +41,28 @@ const GCLOUD_CONFIG: ScratchDir = ScratchDir {
 
 cloud_settings! {
     /// `gcp:` at the top of `config.yaml`, and the `--gcp-*` flags.
-    #[group(id = "gcp")]
+    #[cfg_attr(feature = "clap", group(id = "gcp"))]
     pub struct Settings {
         /// Google workload identity provider: projects/N/locations/global/workloadIdentityPools/P/providers/R.
-        #[arg(id = "gcp_workload_identity_provider", value_name = "GCP_WORKLOAD_IDENTITY_PROVIDER", long = "gcp-workload-identity-provider", env = "WIW_GCP_WORKLOAD_IDENTITY_PROVIDER")]
+        #[cfg_attr(feature = "clap", arg(id = "gcp_workload_identity_provider", value_name = "GCP_WORKLOAD_IDENTITY_PROVIDER", long = "gcp-workload-identity-provider", env = "WIW_GCP_WORKLOAD_IDENTITY_PROVIDER"))]
         pub workload_identity_provider: Option<String>,
         /// Audience of Google tokens (default https://iam.googleapis.com/<provider>).
-        #[arg(id = "gcp_audience", value_name = "GCP_AUDIENCE", long = "gcp-audience", env = "WIW_GCP_AUDIENCE")]
+        #[cfg_attr(feature = "clap", arg(id = "gcp_audience", value_name = "GCP_AUDIENCE", long = "gcp-audience", env = "WIW_GCP_AUDIENCE"))]
         pub audience: Option<String>,
         /// Lifetime of Google tokens in seconds (default 3600).
-        #[arg(id = "gcp_token_expiration", value_name = "GCP_TOKEN_EXPIRATION", long = "gcp-token-expiration", env = "WIW_GCP_TOKEN_EXPIRATION")]
+        #[cfg_attr(feature = "clap", arg(id = "gcp_token_expiration", value_name = "GCP_TOKEN_EXPIRATION", long = "gcp-token-expiration", env = "WIW_GCP_TOKEN_EXPIRATION"))]
         pub token_expiration_seconds: Option<i64>,
         /// Give Google Pods a writable CLOUDSDK_CONFIG (an emptyDir) for gcloud (default true).
-        #[arg(id = "gcp_gcloud_config_volume", value_name = "GCP_GCLOUD_CONFIG_VOLUME", long = "gcp-gcloud-config-volume", env = "WIW_GCP_GCLOUD_CONFIG_VOLUME")]
+        #[cfg_attr(feature = "clap", arg(id = "gcp_gcloud_config_volume", value_name = "GCP_GCLOUD_CONFIG_VOLUME", long = "gcp-gcloud-config-volume", env = "WIW_GCP_GCLOUD_CONFIG_VOLUME"))]
         pub gcloud_config_volume: Option<bool>,
         /// Google STS token URL (token_url of the credential configuration, default https://sts.googleapis.com/v1/token): an https URL, or http to a cluster-local host.
-        #[arg(id = "gcp_token_url", value_name = "GCP_TOKEN_URL", long = "gcp-token-url", env = "WIW_GCP_TOKEN_URL")]
+        #[cfg_attr(feature = "clap", arg(id = "gcp_token_url", value_name = "GCP_TOKEN_URL", long = "gcp-token-url", env = "WIW_GCP_TOKEN_URL"))]
         pub token_url: Option<String>,
         /// Base URL of IAM Credentials for service account impersonation (default https://iamcredentials.googleapis.com): an https URL, or http to a cluster-local host.
-        #[arg(id = "gcp_impersonation_endpoint", value_name = "GCP_IMPERSONATION_ENDPOINT", long = "gcp-impersonation-endpoint", env = "WIW_GCP_IMPERSONATION_ENDPOINT")]
+        #[cfg_attr(feature = "clap", arg(id = "gcp_impersonation_endpoint", value_name = "GCP_IMPERSONATION_ENDPOINT", long = "gcp-impersonation-endpoint", env = "WIW_GCP_IMPERSONATION_ENDPOINT"))]
         pub impersonation_endpoint: Option<String>,
         /// Google mode: federation (inject credentials) or gke (annotate ServiceAccounts only).
-        #[arg(id = "gcp_mode", value_name = "GCP_MODE", long = "gcp-mode", env = "WIW_GCP_MODE", value_parser = parse_name::<Mode>)]
+        #[cfg_attr(feature = "clap", arg(id = "gcp_mode", value_name = "GCP_MODE", long = "gcp-mode", env = "WIW_GCP_MODE", value_parser = super::parse_name::<Mode>))]
         pub mode: Option<Mode>,
     }
 }

@@ -12,11 +12,10 @@ use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
 
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use crate::core::echo::Echo;
-use crate::core::model::Pod;
+use crate::echo::Echo;
+use crate::model::Pod;
 
 /// Every cloud the webhook knows, in the order their injections appear in a Pod.
 pub static ALL: &[&dyn CloudProvider] = &[&aws::Aws, &gcp::Gcp, &azure::Azure];
@@ -39,17 +38,18 @@ pub const CLAMPED_EXPIRATION_SECONDS: RangeInclusive<i64> = i64::MIN..=MAX_TOKEN
 pub const ANY: &str = "*";
 
 /// The cluster settings of every cloud: the top-level sections of `config.yaml`, and the flags.
-#[derive(Debug, Clone, Default, Deserialize, clap::Args)]
+#[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::Args))]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     #[serde(default)]
-    #[command(flatten)]
+    #[cfg_attr(feature = "clap", command(flatten))]
     pub aws: aws::Settings,
     #[serde(default)]
-    #[command(flatten)]
+    #[cfg_attr(feature = "clap", command(flatten))]
     pub azure: azure::Settings,
     #[serde(default)]
-    #[command(flatten)]
+    #[cfg_attr(feature = "clap", command(flatten))]
     pub gcp: gcp::Settings,
 }
 
@@ -80,7 +80,8 @@ macro_rules! cloud_settings {
     ($(#[$meta:meta])* pub struct $name:ident {
         $($(#[$field_meta:meta])* pub $field:ident: Option<$ty:ty>,)*
     }) => {
-        #[derive(Debug, Clone, Default, serde::Deserialize, clap::Args)]
+        #[derive(Debug, Clone, Default, serde::Deserialize)]
+        #[cfg_attr(feature = "clap", derive(clap::Args))]
         #[serde(deny_unknown_fields, rename_all = "camelCase")]
         $(#[$meta])*
         pub struct $name {
@@ -109,7 +110,8 @@ impl Settings {
 }
 
 /// Reads a flag's value as `config.yaml` spells it, so that both accept the same names.
-pub fn parse_name<T: DeserializeOwned>(text: &str) -> Result<T, String> {
+#[cfg(feature = "clap")]
+pub fn parse_name<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
     T::deserialize(serde::de::value::StrDeserializer::<serde::de::value::Error>::new(text))
         .map_err(|err| err.to_string())
 }
@@ -202,7 +204,7 @@ impl PodContext<'_> {
         checked(
             key,
             self.service_account_annotation(key),
-            crate::core::validate::is_audience,
+            crate::validate::is_audience,
             "audience",
             warnings,
         )

@@ -1,8 +1,8 @@
-//! `emulate`'s verification on tokens the real test apiserver issues through TokenRequest, and the
+//! The emulator's verification on tokens the real test apiserver issues through TokenRequest, and the
 //! binary reading issuer and JWKS from that apiserver's OIDC discovery (no network namespace
 //! needed: everything is on loopback).
 
-#[path = "support/control_plane.rs"]
+#[path = "../../../tests/support/control_plane.rs"]
 mod control_plane;
 
 use std::process::{Command, Stdio};
@@ -12,8 +12,8 @@ use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use kube::api::{Api, PostParams};
 use serde_json::{Value, json};
-use workload_identity_webhook::emulate::jwt::{KeySet, Refusal};
-use workload_identity_webhook::emulate::rules::{Rules, Trusts};
+use workload_identity_emulator::jwt::{KeySet, Refusal};
+use workload_identity_emulator::rules::{Rules, Trusts};
 
 const ROLE: &str = "arn:aws:iam::111122223333:role/app";
 
@@ -155,8 +155,8 @@ async fn emulate_reads_discovery_from_the_apiserver() {
         .unwrap()
         .port();
     let log = dir.path().join("emulate.log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_workload-identity-webhook"))
-        .args(["emulate", "--https-listen", "127.0.0.1:0", "--http-listen"])
+    let mut child = Command::new(env!("CARGO_BIN_EXE_workload-identity-emulator"))
+        .args(["--https-listen", "127.0.0.1:0", "--http-listen"])
         .arg(format!("127.0.0.1:{port}"))
         .arg("--rules")
         .arg(dir.path().join("rules.yaml"))

@@ -25,14 +25,14 @@ use proptest::option;
 use proptest::prelude::*;
 use proptest::sample::{select, subsequence};
 use serde_json::{Value, json};
-use workload_identity_webhook::core::admission::{Review, Subject};
-use workload_identity_webhook::core::config::Config;
-use workload_identity_webhook::core::model::ServiceAccount;
-use workload_identity_webhook::core::mutation::Mutation;
-use workload_identity_webhook::core::patch::to_json_patch;
-use workload_identity_webhook::providers::{aws, azure, gcp};
+use workload_identity_core::admission::{Review, Subject};
+use workload_identity_core::config::Config;
+use workload_identity_core::model::ServiceAccount;
+use workload_identity_core::mutation::Mutation;
+use workload_identity_core::patch::to_json_patch;
+use workload_identity_core::providers::{aws, azure, gcp};
 
-#[path = "../fuzz/src/plain.rs"]
+#[path = "../../../fuzz/src/plain.rs"]
 mod plain;
 
 /// In every junk ServiceAccount annotation value; must never reach the Pod.

@@ -2,13 +2,15 @@
 //! checks on stable Rust, so every input the fuzzer kept, and every crash it once found, is a
 //! regression test in CI. `scripts/fuzz.sh` runs the fuzzer itself (nightly).
 
-#[path = "../fuzz/src/lib.rs"]
+#[path = "../../../fuzz/src/lib.rs"]
 mod fuzz_checks;
 
 use std::path::Path;
 
 fn replay(target: &str, check: fn(&[u8])) {
-    let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus").join(target);
+    let folder = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fuzz/corpus")
+        .join(target);
     let mut files: Vec<_> = std::fs::read_dir(&folder)
         .unwrap_or_else(|err| panic!("{}: {err}", folder.display()))
         .map(|entry| entry.unwrap().path())

@@ -11,19 +11,19 @@
 //! admission-<N> (pod-1-container with N mappings), config-parse-<N>.
 //! Without valgrind it prints the wall time per iteration.
 
-/// The allocator of the `serve` binary, so the figures are those of production.
+/// mimalloc, as in the binaries, so the figures are those of production.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[path = "support/fixtures.rs"]
+#[path = "../../../benches/support/fixtures.rs"]
 mod fixtures;
 
 use std::hint::black_box;
 use std::time::Instant;
 
-use workload_identity_webhook::core::admission::Review;
-use workload_identity_webhook::core::config::Config;
-use workload_identity_webhook::core::model::ServiceAccount;
+use workload_identity_core::admission::Review;
+use workload_identity_core::config::Config;
+use workload_identity_core::model::ServiceAccount;
 
 enum Work {
     Admit {

@@ -11,10 +11,10 @@ mod tuned;
 
 use serde::Deserialize;
 
-use crate::core::config::Config;
-use crate::core::echo;
-use crate::core::model::{self, Pod, ServiceAccount};
-use crate::core::mutation::{self, Mutation};
+use crate::config::Config;
+use crate::echo;
+use crate::model::{self, Pod, ServiceAccount};
+use crate::mutation::{self, Mutation};
 
 pub const API_VERSION: &str = "admission.k8s.io/v1";
 

@@ -1,4 +1,4 @@
-//! `emulate`: local token services that verify ServiceAccount tokens as the clouds do and answer
+//! workload-identity-emulator: local token services that verify ServiceAccount tokens as the clouds do and answer
 //! with short-lived, clearly fake credentials: AWS STS `AssumeRoleWithWebIdentity`, the EKS Pod
 //! Identity agent, the Entra ID token endpoint and Google STS + IAM Credentials (+ the project
 //! look-up google-auth makes). For SDK tests and
@@ -32,21 +32,29 @@ use axum::extract::State;
 use axum::http::{Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use clap::Args;
+use clap::{Args, Parser};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use ring::rand::{SecureRandom, SystemRandom};
 
-use crate::shell::certificates::{self, BundleTarget, ManagedCertificate};
-use crate::shell::connections::{self, ConnectionLimits, Port};
-use crate::shell::logging::LogArgs;
-use crate::shell::tls::ReloadingCertificate;
 use jwt::{Claims, KeySet, Refusal};
 use rules::{Rules, Trusts};
+use workload_identity_webhook::shell::certificates::{self, BundleTarget};
+use workload_identity_webhook::shell::connections::{self, ConnectionLimits, Port};
+use workload_identity_webhook::shell::duration;
+use workload_identity_webhook::shell::logging::LogArgs;
+use workload_identity_webhook::shell::metrics::Metrics;
+use workload_identity_webhook::shell::supervisor::Supervisor;
+use workload_identity_webhook::shell::tls;
 
-#[derive(Args, Debug)]
+#[derive(Parser, Debug)]
+#[command(
+    name = "workload-identity-emulator",
+    version,
+    about = "Local token services (AWS STS, EKS Pod Identity, Entra ID, Google STS and IAM Credentials) that verify ServiceAccount tokens as the clouds do and hand out fake credentials. For tests and local clusters only."
+)]
 pub struct EmulateArgs {
     /// Trust rules (YAML): which ServiceAccounts may become which role, app or service account.
     #[arg(long, env = "WIW_EMULATE_RULES")]
@@ -88,7 +96,7 @@ pub struct EmulateArgs {
     pub tls_key_file: Option<PathBuf>,
 
     /// How often the rules file is checked for changes (a broken edit keeps the last good rules).
-    #[arg(long, env = "WIW_EMULATE_RULES_RELOAD_INTERVAL", default_value = "2s", value_parser = crate::cli::parse_duration)]
+    #[arg(long, env = "WIW_EMULATE_RULES_RELOAD_INTERVAL", default_value = "2s", value_parser = duration::parse)]
     pub rules_reload_interval: Duration,
 
     #[command(flatten)]
@@ -140,7 +148,7 @@ pub struct EmulateCertificateArgs {
     pub namespace: Option<String>,
 
     /// How often the managed certificate is reconciled.
-    #[arg(long, env = "WIW_EMULATE_CERTIFICATE_CHECK_INTERVAL", default_value = "60s", value_parser = crate::cli::parse_duration)]
+    #[arg(long, env = "WIW_EMULATE_CERTIFICATE_CHECK_INTERVAL", default_value = "60s", value_parser = duration::parse)]
     pub certificate_check_interval: Duration,
 }
 
@@ -437,6 +445,8 @@ async fn discover(client: kube::Client, issuer: Option<String>) -> anyhow::Resul
     Ok((issuer, keys))
 }
 
+/// Serves every emulated service until SIGTERM or Ctrl-C, then drains; the rules watch, the
+/// certificate and the signal handler run under a [`Supervisor`].
 pub async fn run(args: EmulateArgs) -> anyhow::Result<()> {
     let rules_text =
         std::fs::read_to_string(&args.rules).with_context(|| format!("reading {}", args.rules.display()))?;
@@ -460,26 +470,50 @@ pub async fn run(args: EmulateArgs) -> anyhow::Result<()> {
     };
     tracing::info!(%issuer, keys = keys.len(), "trusting the issuer");
     let emulator = Arc::new(Emulator::new(Trusts { issuer, keys, rules }));
-    let app = router(emulator.clone());
-    let mut background = tokio::task::JoinSet::new();
-    background.spawn(
+    let mut tasks = Supervisor::default();
+    tasks.spawn(
+        "rules reload",
         emulator
             .clone()
             .watch_rules(args.rules.clone(), rules_text, args.rules_reload_interval),
     );
-
     // The emulator's own /metrics counts decisions; these hold only the connection counters.
-    let connection_metrics = Arc::new(crate::shell::metrics::Metrics::default());
-    let certificate = match (&args.tls_cert_file, &args.tls_key_file, client) {
-        (Some(cert), Some(key), _) => ReloadingCertificate::new(
-            crate::shell::tls::certified_key(
-                &std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?,
-                &std::fs::read(key).with_context(|| format!("reading {}", key.display()))?,
-            )?,
-            &connection_metrics,
-        ),
-        (_, _, Some(client)) if args.certificate.manage_certificate => {
-            let managed = &args.certificate;
+    let connection_metrics = Arc::new(Metrics::default());
+    let certificate = certificates::start(certificate_source(&args, client)?, &connection_metrics, &mut tasks).await?;
+    let tls = tokio_rustls::TlsAcceptor::from(Arc::new(tls::server_config(certificate, None)?));
+    let ports = bind(&args, &tls, &router(emulator)).await?;
+    let stopper = tasks.stopper();
+    tasks.spawn("signal handler", async move {
+        workload_identity_webhook::shell::supervisor::termination().await;
+        tracing::info!("shutting down: draining open requests");
+        stopper.send_replace(true);
+    });
+    let stopping = tasks.stopping();
+    let servers = futures::future::join_all(
+        ports
+            .into_iter()
+            .map(|port| connections::serve(port, connection_metrics.clone(), stopping.clone(), DRAIN_TIMEOUT)),
+    );
+    tracing::info!(https = ?args.https_listen, http = ?args.http_listen, "emulator ready");
+    tokio::select! {
+        _ = servers => Ok(()),
+        failure = tasks.failed() => Err(failure),
+    }
+}
+
+/// Files, a Secret kept like the webhook's (its CA in a ConfigMap), or self-signed.
+fn certificate_source(args: &EmulateArgs, client: Option<kube::Client>) -> anyhow::Result<certificates::Source> {
+    let managed = &args.certificate;
+    Ok(match (&args.tls_cert_file, &args.tls_key_file, client) {
+        (Some(cert), Some(key), _) => certificates::Source::Files {
+            files: tls::CertificateFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                expected_names: Vec::new(),
+            },
+            reload_interval: args.rules_reload_interval,
+        },
+        (_, _, Some(client)) if managed.manage_certificate => {
             let namespace = managed
                 .namespace
                 .clone()
@@ -487,28 +521,21 @@ pub async fn run(args: EmulateArgs) -> anyhow::Result<()> {
                 .context("--manage-certificate needs --namespace outside a Pod")?;
             let mut names = certificates::service_names(&managed.service_name, &namespace);
             names.extend(managed.certificate_sans.iter().cloned());
-            let certificate = ManagedCertificate::new(
+            certificates::Source::Managed {
                 client,
-                &namespace,
-                managed.certificate_secret.clone(),
-                BundleTarget::ConfigMap(managed.ca_config_map.clone()),
+                namespace,
+                secret: managed.certificate_secret.clone(),
+                bundle: BundleTarget::ConfigMap(managed.ca_config_map.clone()),
                 names,
-                connection_metrics.clone(),
-            )?;
-            let stored = certificate.first_reconcile().await;
-            let current = certificate.current();
-            background.spawn(certificate.run(stored, managed.certificate_check_interval));
-            current
+                check_interval: managed.certificate_check_interval,
+            }
         }
-        _ => {
-            tracing::warn!("no --tls-cert-file given: serving a self-signed certificate for localhost");
-            ReloadingCertificate::new(certificates::ca::self_signed()?, &connection_metrics)
-        }
-    };
-    let tls = crate::shell::tls::server_config(certificate, None)?;
-    let tls = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+        _ => certificates::Source::SelfSigned,
+    })
+}
 
-    // Bind everything first, so that "ready" means every address accepts connections.
+/// Binds every address first, so that "ready" means every address accepts connections.
+async fn bind(args: &EmulateArgs, tls: &tokio_rustls::TlsAcceptor, app: &Router) -> anyhow::Result<Vec<Port>> {
     let mut ports = Vec::new();
     for (address, tls) in args
         .https_listen
@@ -527,28 +554,11 @@ pub async fn run(args: EmulateArgs) -> anyhow::Result<()> {
             limits: EMULATOR_CONNECTIONS,
         });
     }
-    // Never sent: the emulator runs until it is killed.
-    let (_never_stop, running) = tokio::sync::watch::channel(false);
-    let servers: Vec<_> = ports
-        .into_iter()
-        .map(|port| {
-            tokio::spawn(connections::serve(
-                port,
-                connection_metrics.clone(),
-                running.clone(),
-                Duration::ZERO,
-            ))
-        })
-        .collect();
-    tracing::info!(https = ?args.https_listen, http = ?args.http_listen, "emulator ready");
-    tokio::select! {
-        (result, _, _) = futures::future::select_all(servers) => {
-            result.context("listener task failed")?;
-            anyhow::bail!("a listener stopped")
-        }
-        _ = background.join_next() => anyhow::bail!("the rules or certificate task stopped"),
-    }
+    Ok(ports)
 }
+
+/// How long open requests may take to finish after SIGTERM.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 const EMULATOR_CONNECTIONS: ConnectionLimits = ConnectionLimits {
     max_connections: 256,

@@ -11,10 +11,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use base64::Engine;
 use serde_json::{Value, json};
 
-use crate::core::admission::{Review, ReviewError, Subject};
-use crate::core::config::{Config, ConfigError};
-use crate::core::model::{Pod, ServiceAccount};
-use crate::core::mutation::{MANAGED_ANNOTATIONS, Mutation, mutate_pod, mutate_service_account};
+use crate::admission::{Review, ReviewError, Subject};
+use crate::config::{Config, ConfigError};
+use crate::model::{Pod, ServiceAccount};
+use crate::mutation::{MANAGED_ANNOTATIONS, Mutation, mutate_pod, mutate_service_account};
 
 const NS: &str = "team-a";
 const ROLE: &str = "arn:aws:iam::111122223333:role/s3-reader";
@@ -167,7 +167,7 @@ fn typed<T: serde::de::DeserializeOwned>(value: &Value) -> T {
 /// Applies a mutation's patch to a copy of `original`.
 fn apply(original: &Value, mutation: &Mutation) -> Value {
     let mut doc = original.clone();
-    let patch = crate::core::patch::to_json_patch(&mutation.patch).expect("our patch reads as a JSON patch");
+    let patch = crate::patch::to_json_patch(&mutation.patch).expect("our patch reads as a JSON patch");
     json_patch::patch(&mut doc, &patch).unwrap_or_else(|err| {
         panic!(
             "patch does not apply: {err}\npatch: {}\nobject: {original:#}",
@@ -1381,7 +1381,7 @@ fn invalid_endpoint_overrides_are_config_errors_naming_the_field() {
         "{err}"
     );
     // The flags are checked alike (a flag without a ConfigMap still goes through validation).
-    let mut flags = crate::core::config::Settings::default();
+    let mut flags = crate::config::Settings::default();
     flags.gcp.token_url = Some("http://sts.example.com/v1/token".into());
     let err = Config::from_defaults(&flags).unwrap_err().to_string();
     assert!(err.contains("gcp.tokenUrl"), "{err}");
@@ -2838,9 +2838,7 @@ fn a_pod_create_review_is_parsed_and_answered_with_the_patch() {
     .expect("JSON patch");
     assert_eq!(
         decoded,
-        crate::core::patch::to_json_patch(&mutation.patch)
-            .expect("JSON patch")
-            .0
+        crate::patch::to_json_patch(&mutation.patch).expect("JSON patch").0
     );
     let mut object = pod(json!({}));
     json_patch::patch(&mut object, &decoded).expect("decoded patch applies");

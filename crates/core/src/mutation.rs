@@ -5,10 +5,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 
-use crate::core::config::Config;
-use crate::core::echo::Echo;
-use crate::core::model::{Container, Mount, Pod, ServiceAccount, Volume};
-use crate::core::patch::{EnvVar, Operation, VolumeMount, add, annotation_path, append};
+use crate::config::Config;
+use crate::echo::Echo;
+use crate::model::{Container, Mount, Pod, ServiceAccount, Volume};
+use crate::patch::{EnvVar, Operation, VolumeMount, add, annotation_path, append};
 use crate::providers::{self, EndpointOverride, PodContext, PodInjection, ScratchDir};
 
 /// A patch with what it means: the identities it gives and the warnings for the user.

@@ -10,8 +10,8 @@ use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
 use super::{API_VERSION, Answer, GroupVersionKind, Wanted};
-use crate::core::model::{Pod, ServiceAccount};
-use crate::core::mutation::Mutation;
+use crate::model::{Pod, ServiceAccount};
+use crate::mutation::Mutation;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -212,7 +212,7 @@ enum PatchError {
 }
 
 /// Serializes the patch as base64 onto `out`, failing once its JSON passes `max_bytes`.
-fn write_patch(out: &mut Vec<u8>, patch: &[crate::core::patch::Operation], max_bytes: usize) -> Result<(), PatchError> {
+fn write_patch(out: &mut Vec<u8>, patch: &[crate::patch::Operation], max_bytes: usize) -> Result<(), PatchError> {
     let encoder = base64::write::EncoderWriter::new(out, &base64::engine::general_purpose::STANDARD);
     let mut limited = Limited {
         inner: encoder,

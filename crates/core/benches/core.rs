@@ -6,11 +6,11 @@
 //!     cargo bench --bench core                 # everything
 //!     cargo bench --bench core -- admission/   # a subset (criterion filter)
 
-/// The allocator of the `serve` binary, so the figures are those of production.
+/// mimalloc, as in the binaries, so the figures are those of production.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[path = "support/fixtures.rs"]
+#[path = "../../../benches/support/fixtures.rs"]
 mod fixtures;
 
 use std::cell::RefCell;
@@ -20,9 +20,9 @@ use std::time::Duration;
 
 use criterion::{BatchSize, Criterion};
 use serde_json::Value;
-use workload_identity_webhook::core::admission::Review;
-use workload_identity_webhook::core::config::Config;
-use workload_identity_webhook::core::model::ServiceAccount;
+use workload_identity_core::admission::Review;
+use workload_identity_core::config::Config;
+use workload_identity_core::model::ServiceAccount;
 
 use fixtures::Scenario;
 
