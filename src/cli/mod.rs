@@ -1,7 +1,9 @@
 //! Command-line interface: `serve` runs the webhook, `mutate` ([`mutate`]) previews it offline,
-//! `explain` ([`explain`]) says why a Pod has or lacks its identity, `convert` ([`convert`]) reads other webhooks' configuration.
+//! `explain` ([`explain`]) says why a Pod has or lacks its identity, `convert` ([`convert`]) reads other webhooks' configuration,
+//! the hidden `docs` ([`docs`]) prints the documentation generated from the code.
 
 pub mod convert;
+pub mod docs;
 pub mod explain;
 pub mod mutate;
 
@@ -37,6 +39,9 @@ pub enum Command {
     Explain(Box<ExplainArgs>),
     /// Print our config.yaml from another webhook's configuration (warnings on stderr).
     Convert(ConvertArgs),
+    /// The project's reference documentation, generated from the code (docs/development.md).
+    #[command(hide = true)]
+    Docs(docs::DocsArgs),
 }
 
 #[derive(Args, Debug)]
