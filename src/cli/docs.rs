@@ -379,11 +379,21 @@ fn flags_tables() -> String {
                     .iter()
                     .map(|value| value.to_string_lossy().into_owned())
                     .collect();
+                let mut meaning = cell(&help(arg));
+                let values: Vec<String> = arg
+                    .get_possible_values()
+                    .iter()
+                    .filter(|value| !value.is_hide_set())
+                    .map(|value| format!("`{}`", value.get_name()))
+                    .collect();
+                if !values.is_empty() && arg.get_action().takes_values() {
+                    meaning.push_str(&format!(" (one of {})", values.join(", ")));
+                }
                 vec![
                     name,
                     env(arg).map(|name| format!("`{name}`")).unwrap_or_default(),
                     if default.is_empty() { String::new() } else { format!("`{}`", default.join(",")) },
-                    cell(&help(arg)),
+                    meaning,
                 ]
             })
             .collect();
