@@ -1,20 +1,13 @@
 //! The documentation agrees with the code: the generated reference tables, the chart's schema and
-//! values table (`docs check`), the cloud-side examples against the emulator's trust rules, the
-//! alert table, the commands of the README and docs/ that run offline, and the README's length.
-
-#[path = "support/control_plane.rs"]
-mod control_plane;
+//! values table (`docs check`), the alert table, the commands of the README and docs/ that run
+//! offline, relative links, and the README's length. The cloud-side examples are checked against
+//! the emulator in crates/emulator/tests/cloud_setup.rs.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use k8s_openapi::api::authentication::v1::TokenRequest;
-use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
-use kube::api::{Api, PostParams};
 use serde_json::{Value, json};
-use workload_identity_webhook::emulate::jwt::{KeySet, Refusal};
-use workload_identity_webhook::emulate::rules::{Rules, Trusts};
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -30,16 +23,6 @@ fn webhook(dir: &Path, args: &[&str]) -> Output {
         .args(args)
         .output()
         .unwrap()
-}
-
-/// The fenced block that follows `<!-- docs-test: NAME -->` in a Markdown text.
-fn marked_block(text: &str, name: &str) -> String {
-    let marker = format!("<!-- docs-test: {name} -->");
-    let after = &text[text.find(&marker).unwrap_or_else(|| panic!("no block {name}")) + marker.len()..];
-    let start = after.find("```").unwrap();
-    let body = &after[start..];
-    let body = &body[body.find('\n').unwrap() + 1..];
-    body[..body.find("```").unwrap()].to_owned()
 }
 
 /// The shell commands of a Markdown text's `sh` blocks, with continuation lines joined.
@@ -190,102 +173,33 @@ fn relative_links_point_at_files() {
     assert!(broken.is_empty(), "broken links: {broken:#?}");
 }
 
-/// The cloud-side examples of docs/cloud-setup.md say what the emulator's rules say: the AWS trust
-/// policy's `sub` and `aud`, the gcloud attribute condition and binding member, and the az
-/// federated credential's issuer, subject and audience are those of the rules blocks, which parse
-/// as the emulator's rules file; and the emulator, given those rules, grants a real token of the
-/// named ServiceAccount and refuses one of another.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_cloud_setup_matches_the_emulators_rules() {
-    const SUBJECT: &str = "system:serviceaccount:team-a:app";
-    const ISSUER: &str = "https://oidc.example.com/cluster";
-    let page = read("docs/cloud-setup.md");
-
-    // AWS IRSA: the trust policy's conditions are the rule's subject and the default audience.
-    let policy: Value = serde_json::from_str(&marked_block(&page, "aws-trust-policy")).unwrap();
-    let statement = &policy["Statement"][0];
-    let provider = ISSUER.trim_start_matches("https://");
-    assert_eq!(statement["Action"], "sts:AssumeRoleWithWebIdentity");
-    assert!(statement["Principal"]["Federated"].as_str().unwrap().ends_with(&format!(":oidc-provider/{provider}")));
-    let conditions = &statement["Condition"]["StringEquals"];
-    assert_eq!(conditions[format!("{provider}:sub")], SUBJECT);
-    assert_eq!(conditions[format!("{provider}:aud")], "sts.amazonaws.com");
-    let aws = Rules::parse(&marked_block(&page, "aws-rules")).unwrap();
-    assert_eq!(aws.aws.roles[0].subjects, [SUBJECT]);
-    assert!(aws.aws.roles[0].audiences.is_empty(), "the rule keeps the default audience, as the policy");
-
-    // EKS Pod Identity: the association's role and ServiceAccount are the rule's.
-    let pod_identity: Value = serde_json::from_str(&marked_block(&page, "aws-pod-identity-trust-policy")).unwrap();
-    assert_eq!(pod_identity["Statement"][0]["Principal"]["Service"], "pods.eks.amazonaws.com");
-    let pods = Rules::parse(&marked_block(&page, "aws-pod-identity-rules")).unwrap();
-    let association = "--namespace team-a --service-account worker --role-arn arn:aws:iam::111122223333:role/pods";
-    let commands = shell_commands(&page).join("\n");
-    assert!(commands.contains(association), "{commands}");
-    assert_eq!(pods.aws.pod_identity[0].name, "arn:aws:iam::111122223333:role/pods");
-    assert_eq!(pods.aws.pod_identity[0].subjects, ["system:serviceaccount:team-a:worker"]);
-
-    // Google: the attribute condition and the binding's principal name the rules' subject.
-    let google = Rules::parse(&marked_block(&page, "google-rules")).unwrap();
-    assert!(commands.contains(&format!("--issuer-uri={ISSUER}")), "{commands}");
-    assert!(commands.contains(&format!("--attribute-condition=\"assertion.sub in ['{SUBJECT}']\"")));
-    assert!(commands.contains(&format!("workloadIdentityPools/pool/subject/{SUBJECT}\"")));
-    assert!(google.google.providers[0].name.ends_with("/workloadIdentityPools/pool/providers/provider"));
-    assert_eq!(google.google.providers[0].subjects, [SUBJECT]);
-    assert_eq!(google.google.service_accounts[0].subjects, [SUBJECT]);
-    assert!(commands.contains(&format!("add-iam-policy-binding {}", google.google.service_accounts[0].name)));
-
-    // Azure: the federated credential's issuer, subject and audience.
-    let azure = Rules::parse(&marked_block(&page, "azure-rules")).unwrap();
-    for flag in [format!("--issuer {ISSUER}"), format!("--subject {SUBJECT}"), "--audiences api://AzureADTokenExchange".to_owned()] {
-        assert!(commands.contains(&flag), "{flag}: {commands}");
-    }
-    assert_eq!(azure.azure[0].subjects, [SUBJECT]);
-    assert!(azure.azure[0].audiences.is_empty(), "the rule keeps the default audience, as the credential");
-
-    // The emulator with these rules, on tokens of the real apiserver for team-a/app and team-a/other.
-    let cp = control_plane::shared().await;
-    let client = cp.client();
-    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "team-a"}})).unwrap();
-    let _ = Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await;
-    let service_accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), "team-a");
-    for name in ["app", "other"] {
-        let sa: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
-        let _ = service_accounts.create(&PostParams::default(), &sa).await;
-    }
-    let get = |path: &str| axum::http::Request::get(path).body(Vec::new()).unwrap();
-    let discovery: Value =
-        serde_json::from_str(&client.request_text(get("/.well-known/openid-configuration")).await.unwrap()).unwrap();
-    let jwks = client.request_text(get("/openid/v1/jwks")).await.unwrap();
-    let token = |name: &'static str, audience: &'static str| {
-        let service_accounts = service_accounts.clone();
-        async move {
-            let request: TokenRequest =
-                serde_json::from_value(json!({"spec": {"audiences": [audience], "expirationSeconds": 600}})).unwrap();
-            service_accounts
-                .create_token_request(name, &PostParams::default(), &request)
-                .await
-                .unwrap()
-                .status
-                .unwrap()
-                .token
+/// Every generated table, the chart's schema and its values table are what the code generates.
+#[test]
+fn the_generated_documentation_is_current() {
+    let output = webhook(root(), &["docs", "check"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    // And the check sees a change: a copy with one table row edited fails, naming the file.
+    let copy = tempfile::tempdir().unwrap();
+    for path in [
+        "docs/reference.md",
+        "charts/workload-identity-webhook/values.schema.json",
+        "charts/workload-identity-webhook/values.yaml",
+        "charts/workload-identity-webhook/README.md",
+    ] {
+        let target = copy.path().join(path);
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        let mut text = read(path);
+        if path == "docs/reference.md" {
+            text = text.replacen("| `aws.region` |", "| `aws.regoin` |", 1);
         }
-    };
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
-    let trusts = |rules: Rules| Trusts {
-        issuer: discovery["issuer"].as_str().unwrap().to_owned(),
-        keys: KeySet::from_json(jwks.as_bytes()).unwrap(),
-        rules,
-    };
-    let untrusted = |result: Result<_, Refusal>| matches!(result, Err(Refusal::UntrustedSubject { .. }));
-
-    let aws = trusts(aws);
-    let role = aws.rules.aws.roles[0].name.clone();
-    let sts = ["sts.amazonaws.com".to_owned()];
-    assert!(aws.decide(&token("app", "sts.amazonaws.com").await, &aws.rules.aws.roles, &role, &sts, now).is_ok());
-    assert!(untrusted(aws.decide(&token("other", "sts.amazonaws.com").await, &aws.rules.aws.roles, &role, &sts, now)));
-
-    let azure = trusts(azure);
-    let (tenant, client_id) = (azure.rules.azure[0].tenant_id.clone(), azure.rules.azure[0].client_id.clone());
-    assert!(azure.azure(&token("app", "api://AzureADTokenExchange").await, &tenant, &client_id, now).is_ok());
-    assert!(untrusted(azure.azure(&token("other", "api://AzureADTokenExchange").await, &tenant, &client_id, now)));
+        std::fs::write(target, text).unwrap();
+    }
+    let root = copy.path().to_str().unwrap();
+    let output = webhook(Path::new("/"), &["docs", "check", "--root", root]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success() && stderr.contains("docs/reference.md"), "{stderr}");
+    assert!(!stderr.contains("values.schema.json"), "{stderr}");
+    // `docs update` puts it right.
+    assert!(webhook(Path::new("/"), &["docs", "update", "--root", root]).status.success());
+    assert!(webhook(Path::new("/"), &["docs", "check", "--root", root]).status.success());
 }
