@@ -205,7 +205,7 @@ mod operations {
             let out = helm(&args);
             assert!(out.contains("0 chart(s) failed"), "{what}: {out}");
         }
-        // A wrong mode is refused with a message, not rendered.
+        // A wrong mode is refused by values.schema.json, naming the key and the modes.
         let helm_path = tools::tool("helm");
         let (ok, _, text) = tools::run(
             &helm_path,
@@ -219,7 +219,7 @@ mod operations {
             ],
         );
         assert!(
-            !ok && text.contains("installMode must be cluster-wide or namespace-opt-in"),
+            !ok && text.contains("/installMode") && text.contains("'cluster-wide', 'namespace-opt-in'"),
             "{text}"
         );
     }

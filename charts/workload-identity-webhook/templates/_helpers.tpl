@@ -49,13 +49,8 @@ annotations:
 {{- if eq .Values.certificate.mode "self-managed" }}true{{ end -}}
 {{- end -}}
 
+{{/* What values.schema.json cannot say: a value that only one mode reads. */}}
 {{- define "wiw.validate" -}}
-{{- if not (has .Values.installMode (list "cluster-wide" "namespace-opt-in")) }}
-{{- fail (printf "installMode must be cluster-wide or namespace-opt-in, not %q" .Values.installMode) }}
-{{- end }}
-{{- if not (has .Values.certificate.mode (list "self-managed" "cert-manager" "existing-secret")) }}
-{{- fail (printf "certificate.mode must be self-managed, cert-manager or existing-secret, not %q" .Values.certificate.mode) }}
-{{- end }}
 {{- if and .Values.certificate.caBundle (ne .Values.certificate.mode "existing-secret") }}
 {{- fail "certificate.caBundle is only used with certificate.mode existing-secret" }}
 {{- end }}
