@@ -52,7 +52,11 @@ const MODES: &[(&str, &[&str])] = &[
     ),
     (
         "renamed, self-managed certificate, no scrape annotations",
-        &["fullnameOverride=wiw", "nameOverride=identity", "prometheusScrapeAnnotations=false"],
+        &[
+            "fullnameOverride=wiw",
+            "nameOverride=identity",
+            "prometheusScrapeAnnotations=false",
+        ],
     ),
     (
         "existing Secret, every option",
@@ -239,7 +243,10 @@ mod operations {
             ),
             ("replicaCount=2", &["replicaCount"]),
             ("config.aws.regoin=us-west-2", &["regoin"]),
-            ("clusterSettings.aws-sts-regional-endpoints=yes", &["aws-sts-regional-endpoints", "boolean"]),
+            (
+                "clusterSettings.aws-sts-regional-endpoints=yes",
+                &["aws-sts-regional-endpoints", "boolean"],
+            ),
             ("clusterSettings.gcp-mode=gkee", &["gcp-mode"]),
         ];
         for (value, named) in cases {
@@ -259,7 +266,11 @@ mod operations {
             "clusterSettings.gcp-mode=gke",
             "replicas=3",
         ]);
-        for flag in ["--aws-region=us-west-2", "--aws-sts-regional-endpoints=true", "--gcp-mode=gke"] {
+        for flag in [
+            "--aws-region=us-west-2",
+            "--aws-sts-regional-endpoints=true",
+            "--gcp-mode=gke",
+        ] {
             assert!(rendered.contains(flag), "{flag} not rendered:\n{rendered}");
         }
     }
@@ -289,7 +300,10 @@ mod operations {
         for (key, object) in &renamed {
             let name = object["metadata"]["name"].as_str().unwrap();
             assert!(name.starts_with("wiw"), "{key} is not renamed");
-            assert_eq!(object["metadata"]["labels"]["app.kubernetes.io/name"], "identity", "{key}");
+            assert_eq!(
+                object["metadata"]["labels"]["app.kubernetes.io/name"], "identity",
+                "{key}"
+            );
         }
         let deployment = &renamed[&format!("Deployment {NAMESPACE}/wiw")];
         let args = deployment["spec"]["template"]["spec"]["containers"][0]["args"].to_string();

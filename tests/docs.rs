@@ -111,12 +111,24 @@ fn the_readme_mapping_per_cloud_is_valid() {
         std::fs::write(dir.path().join("pod.json"), pod.to_string()).unwrap();
         let output = webhook(
             dir.path(),
-            &["mutate", "--object", "pod.json", "--config", "config.yaml", "--namespace", namespace],
+            &[
+                "mutate",
+                "--object",
+                "pod.json",
+                "--config",
+                "config.yaml",
+                "--namespace",
+                namespace,
+            ],
         );
         let stdout = String::from_utf8_lossy(&output.stdout);
         assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
         assert!(stdout.contains(expected), "{namespace}/{service_account}: {stdout}");
-        assert!(output.stderr.is_empty(), "{namespace}/{service_account}: warnings {}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.stderr.is_empty(),
+            "{namespace}/{service_account}: warnings {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
 }
 
@@ -138,16 +150,27 @@ fn the_alert_table_lists_every_alert() {
     let page = read("docs/monitoring.md");
     let begin = "<!-- BEGIN GENERATED: alerts (monitoring/alerts.yaml; tests/docs.rs checks it) -->\n";
     let table = &page[page.find(begin).unwrap() + begin.len()..page.find("\n<!-- END GENERATED: alerts -->").unwrap()];
-    assert_eq!(table, rows.join("\n"), "docs/monitoring.md: the alert table differs from monitoring/alerts.yaml");
+    assert_eq!(
+        table,
+        rows.join("\n"),
+        "docs/monitoring.md: the alert table differs from monitoring/alerts.yaml"
+    );
 }
 
 /// Pages written on other branches (issue 22, 25, 26); remove a name once its page is merged.
-const PAGES_OF_OTHER_BRANCHES: &[&str] = &["docs/install.md", "docs/kubernetes-versions.md", "docs/sdk-compatibility.md"];
+const PAGES_OF_OTHER_BRANCHES: &[&str] = &[
+    "docs/install.md",
+    "docs/kubernetes-versions.md",
+    "docs/sdk-compatibility.md",
+];
 
 /// Every relative link of the README, docs/ and the chart README names a file that exists.
 #[test]
 fn relative_links_point_at_files() {
-    let mut pages: Vec<PathBuf> = vec![root().join("README.md"), root().join("charts/workload-identity-webhook/README.md")];
+    let mut pages: Vec<PathBuf> = vec![
+        root().join("README.md"),
+        root().join("charts/workload-identity-webhook/README.md"),
+    ];
     for entry in std::fs::read_dir(root().join("docs")).unwrap() {
         pages.push(entry.unwrap().path());
     }
@@ -162,9 +185,9 @@ fn relative_links_point_at_files() {
             }
             let resolved = page.parent().unwrap().join(file);
             let relative = resolved.canonicalize().ok();
-            let pending = PAGES_OF_OTHER_BRANCHES
-                .iter()
-                .any(|other| resolved.ends_with(other.trim_start_matches("docs/")) && resolved.parent().unwrap().ends_with("docs"));
+            let pending = PAGES_OF_OTHER_BRANCHES.iter().any(|other| {
+                resolved.ends_with(other.trim_start_matches("docs/")) && resolved.parent().unwrap().ends_with("docs")
+            });
             if relative.is_none() && !pending {
                 broken.insert(format!("{}: {target}", page.strip_prefix(root()).unwrap().display()));
             }
@@ -197,9 +220,20 @@ fn the_generated_documentation_is_current() {
     let root = copy.path().to_str().unwrap();
     let output = webhook(Path::new("/"), &["docs", "check", "--root", root]);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success() && stderr.contains("docs/reference.md"), "{stderr}");
+    assert!(
+        !output.status.success() && stderr.contains("docs/reference.md"),
+        "{stderr}"
+    );
     assert!(!stderr.contains("values.schema.json"), "{stderr}");
     // `docs update` puts it right.
-    assert!(webhook(Path::new("/"), &["docs", "update", "--root", root]).status.success());
-    assert!(webhook(Path::new("/"), &["docs", "check", "--root", root]).status.success());
+    assert!(
+        webhook(Path::new("/"), &["docs", "update", "--root", root])
+            .status
+            .success()
+    );
+    assert!(
+        webhook(Path::new("/"), &["docs", "check", "--root", root])
+            .status
+            .success()
+    );
 }

@@ -141,14 +141,20 @@ fn generate(part: Part) -> String {
         Part::Metrics => metrics_table(),
         Part::ConfigSchema => format!("{}\n", serde_json::to_string_pretty(&config_schema()).unwrap()),
         Part::ClusterSettingsSchema => {
-            format!("{}\n", serde_json::to_string_pretty(&cluster_settings_schema()).unwrap())
+            format!(
+                "{}\n",
+                serde_json::to_string_pretty(&cluster_settings_schema()).unwrap()
+            )
         }
     }
 }
 
 /// A table cell: one line, no unescaped `|`.
 fn cell(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ").replace('|', "\\|")
+    text.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .replace('|', "\\|")
 }
 
 fn table(header: &[&str], rows: impl IntoIterator<Item = Vec<String>>) -> String {
@@ -215,7 +221,10 @@ fn type_name(schema: &Value) -> String {
         return format!("`{}`", value.as_str().unwrap_or_default());
     }
     if let Some(values) = schema["enum"].as_array() {
-        let values: Vec<String> = values.iter().map(|value| format!("`{}`", value.as_str().unwrap_or_default())).collect();
+        let values: Vec<String> = values
+            .iter()
+            .map(|value| format!("`{}`", value.as_str().unwrap_or_default()))
+            .collect();
         return format!("one of {}", values.join(", "));
     }
     match &schema["type"] {
@@ -246,11 +255,19 @@ fn without_null(schema: &Value) -> Value {
     let mut schema = schema.clone();
     if let Some(types) = schema["type"].as_array() {
         let types: Vec<Value> = types.iter().filter(|name| *name != "null").cloned().collect();
-        schema["type"] = if types.len() == 1 { types[0].clone() } else { Value::Array(types) };
+        schema["type"] = if types.len() == 1 {
+            types[0].clone()
+        } else {
+            Value::Array(types)
+        };
     }
     for key in ["anyOf", "oneOf"] {
         if let Some(alternatives) = schema[key].as_array() {
-            let alternatives: Vec<Value> = alternatives.iter().filter(|alternative| alternative["type"] != "null").cloned().collect();
+            let alternatives: Vec<Value> = alternatives
+                .iter()
+                .filter(|alternative| alternative["type"] != "null")
+                .cloned()
+                .collect();
             if alternatives.len() == 1 {
                 let description = schema.get("description").cloned();
                 schema = alternatives[0].clone();
@@ -360,7 +377,10 @@ fn annotations_table() -> String {
 
 /// The flags of each command, without the cluster settings (their own table).
 fn flags_tables() -> String {
-    let settings: Vec<String> = settings().iter().map(|setting| setting.arg.get_id().to_string()).collect();
+    let settings: Vec<String> = settings()
+        .iter()
+        .map(|setting| setting.arg.get_id().to_string())
+        .collect();
     let command = super::Cli::command();
     let mut out = String::new();
     for subcommand in command.get_subcommands().filter(|subcommand| !subcommand.is_hide_set()) {
@@ -392,7 +412,11 @@ fn flags_tables() -> String {
                 vec![
                     name,
                     env(arg).map(|name| format!("`{name}`")).unwrap_or_default(),
-                    if default.is_empty() { String::new() } else { format!("`{}`", default.join(",")) },
+                    if default.is_empty() {
+                        String::new()
+                    } else {
+                        format!("`{}`", default.join(","))
+                    },
                     meaning,
                 ]
             })
@@ -423,10 +447,17 @@ fn metrics_table() -> String {
     let mut help = String::new();
     for line in text.lines() {
         if let Some(rest) = line.strip_prefix("# HELP ") {
-            help = rest.split_once(' ').map(|(_, help)| help.to_owned()).unwrap_or_default();
+            help = rest
+                .split_once(' ')
+                .map(|(_, help)| help.to_owned())
+                .unwrap_or_default();
         } else if let Some(rest) = line.strip_prefix("# TYPE ") {
             let (name, kind) = rest.split_once(' ').unwrap_or((rest, ""));
-            let name = if kind == "counter" { format!("{name}_total") } else { name.to_owned() };
+            let name = if kind == "counter" {
+                format!("{name}_total")
+            } else {
+                name.to_owned()
+            };
             rows.push(vec![format!("`{name}`"), kind.to_owned(), cell(&help)]);
         }
     }
@@ -448,13 +479,24 @@ fn value_rows(prefix: &str, schema: &Value, values: Option<&serde_yaml_ng::Value
     // values.yaml's order first, then what only the schema names.
     let mut names: Vec<String> = values
         .and_then(serde_yaml_ng::Value::as_mapping)
-        .map(|mapping| mapping.keys().filter_map(|key| key.as_str().map(str::to_owned)).collect())
+        .map(|mapping| {
+            mapping
+                .keys()
+                .filter_map(|key| key.as_str().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default();
     let only_in_schema: Vec<String> = properties.keys().filter(|key| !names.contains(key)).cloned().collect();
     names.extend(only_in_schema);
     for name in names {
-        let Some(property) = properties.get(&name) else { continue };
-        let path = if prefix.is_empty() { name.clone() } else { format!("{prefix}.{name}") };
+        let Some(property) = properties.get(&name) else {
+            continue;
+        };
+        let path = if prefix.is_empty() {
+            name.clone()
+        } else {
+            format!("{prefix}.{name}")
+        };
         let value = values.and_then(|values| values.get(name.as_str()));
         // The generated parts are documented where they are generated; nested chart values get a
         // row each.

@@ -74,55 +74,90 @@ async fn the_cloud_setup_matches_the_emulators_rules() {
     let statement = &policy["Statement"][0];
     let provider = ISSUER.trim_start_matches("https://");
     assert_eq!(statement["Action"], "sts:AssumeRoleWithWebIdentity");
-    assert!(statement["Principal"]["Federated"].as_str().unwrap().ends_with(&format!(":oidc-provider/{provider}")));
+    assert!(
+        statement["Principal"]["Federated"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!(":oidc-provider/{provider}"))
+    );
     let conditions = &statement["Condition"]["StringEquals"];
     assert_eq!(conditions[format!("{provider}:sub")], SUBJECT);
     assert_eq!(conditions[format!("{provider}:aud")], "sts.amazonaws.com");
     let aws = Rules::parse(&marked_block(&page, "aws-rules")).unwrap();
     assert_eq!(aws.aws.roles[0].subjects, [SUBJECT]);
-    assert!(aws.aws.roles[0].audiences.is_empty(), "the rule keeps the default audience, as the policy");
+    assert!(
+        aws.aws.roles[0].audiences.is_empty(),
+        "the rule keeps the default audience, as the policy"
+    );
 
     // EKS Pod Identity: the association's role and ServiceAccount are the rule's.
     let pod_identity: Value = serde_json::from_str(&marked_block(&page, "aws-pod-identity-trust-policy")).unwrap();
-    assert_eq!(pod_identity["Statement"][0]["Principal"]["Service"], "pods.eks.amazonaws.com");
+    assert_eq!(
+        pod_identity["Statement"][0]["Principal"]["Service"],
+        "pods.eks.amazonaws.com"
+    );
     let pods = Rules::parse(&marked_block(&page, "aws-pod-identity-rules")).unwrap();
     let association = "--namespace team-a --service-account worker --role-arn arn:aws:iam::111122223333:role/pods";
     let commands = commands(&page);
     assert!(commands.contains(association), "{commands}");
     assert_eq!(pods.aws.pod_identity[0].name, "arn:aws:iam::111122223333:role/pods");
-    assert_eq!(pods.aws.pod_identity[0].subjects, ["system:serviceaccount:team-a:worker"]);
+    assert_eq!(
+        pods.aws.pod_identity[0].subjects,
+        ["system:serviceaccount:team-a:worker"]
+    );
 
     // Google: the attribute condition and the binding's principal name the rules' subject.
     let google = Rules::parse(&marked_block(&page, "google-rules")).unwrap();
     assert!(commands.contains(&format!("--issuer-uri={ISSUER}")), "{commands}");
     assert!(commands.contains(&format!("--attribute-condition=\"assertion.sub in ['{SUBJECT}']\"")));
     assert!(commands.contains(&format!("workloadIdentityPools/pool/subject/{SUBJECT}\"")));
-    assert!(google.google.providers[0].name.ends_with("/workloadIdentityPools/pool/providers/provider"));
+    assert!(
+        google.google.providers[0]
+            .name
+            .ends_with("/workloadIdentityPools/pool/providers/provider")
+    );
     assert_eq!(google.google.providers[0].subjects, [SUBJECT]);
     assert_eq!(google.google.service_accounts[0].subjects, [SUBJECT]);
-    assert!(commands.contains(&format!("add-iam-policy-binding {}", google.google.service_accounts[0].name)));
+    assert!(commands.contains(&format!(
+        "add-iam-policy-binding {}",
+        google.google.service_accounts[0].name
+    )));
 
     // Azure: the federated credential's issuer, subject and audience.
     let azure = Rules::parse(&marked_block(&page, "azure-rules")).unwrap();
-    for flag in [format!("--issuer {ISSUER}"), format!("--subject {SUBJECT}"), "--audiences api://AzureADTokenExchange".to_owned()] {
+    for flag in [
+        format!("--issuer {ISSUER}"),
+        format!("--subject {SUBJECT}"),
+        "--audiences api://AzureADTokenExchange".to_owned(),
+    ] {
         assert!(commands.contains(&flag), "{flag}: {commands}");
     }
     assert_eq!(azure.azure[0].subjects, [SUBJECT]);
-    assert!(azure.azure[0].audiences.is_empty(), "the rule keeps the default audience, as the credential");
+    assert!(
+        azure.azure[0].audiences.is_empty(),
+        "the rule keeps the default audience, as the credential"
+    );
 
     // The emulator with these rules, on tokens of the real apiserver for team-a/app and team-a/other.
     let cp = control_plane::shared().await;
     let client = cp.client();
     let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "team-a"}})).unwrap();
-    let _ = Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await;
+    let _ = Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await;
     let service_accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), "team-a");
     for name in ["app", "other"] {
         let sa: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
         let _ = service_accounts.create(&PostParams::default(), &sa).await;
     }
     let get = |path: &str| axum::http::Request::get(path).body(Vec::new()).unwrap();
-    let discovery: Value =
-        serde_json::from_str(&client.request_text(get("/.well-known/openid-configuration")).await.unwrap()).unwrap();
+    let discovery: Value = serde_json::from_str(
+        &client
+            .request_text(get("/.well-known/openid-configuration"))
+            .await
+            .unwrap(),
+    )
+    .unwrap();
     let jwks = client.request_text(get("/openid/v1/jwks")).await.unwrap();
     let token = |name: &'static str, audience: &'static str| {
         let service_accounts = service_accounts.clone();
@@ -138,7 +173,10 @@ async fn the_cloud_setup_matches_the_emulators_rules() {
                 .token
         }
     };
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
     let trusts = |rules: Rules| Trusts {
         issuer: discovery["issuer"].as_str().unwrap().to_owned(),
         keys: KeySet::from_json(jwks.as_bytes()).unwrap(),
@@ -149,11 +187,43 @@ async fn the_cloud_setup_matches_the_emulators_rules() {
     let aws = trusts(aws);
     let role = aws.rules.aws.roles[0].name.clone();
     let sts = ["sts.amazonaws.com".to_owned()];
-    assert!(aws.decide(&token("app", "sts.amazonaws.com").await, &aws.rules.aws.roles, &role, &sts, now).is_ok());
-    assert!(untrusted(aws.decide(&token("other", "sts.amazonaws.com").await, &aws.rules.aws.roles, &role, &sts, now)));
+    assert!(
+        aws.decide(
+            &token("app", "sts.amazonaws.com").await,
+            &aws.rules.aws.roles,
+            &role,
+            &sts,
+            now
+        )
+        .is_ok()
+    );
+    assert!(untrusted(aws.decide(
+        &token("other", "sts.amazonaws.com").await,
+        &aws.rules.aws.roles,
+        &role,
+        &sts,
+        now
+    )));
 
     let azure = trusts(azure);
-    let (tenant, client_id) = (azure.rules.azure[0].tenant_id.clone(), azure.rules.azure[0].client_id.clone());
-    assert!(azure.azure(&token("app", "api://AzureADTokenExchange").await, &tenant, &client_id, now).is_ok());
-    assert!(untrusted(azure.azure(&token("other", "api://AzureADTokenExchange").await, &tenant, &client_id, now)));
+    let (tenant, client_id) = (
+        azure.rules.azure[0].tenant_id.clone(),
+        azure.rules.azure[0].client_id.clone(),
+    );
+    assert!(
+        azure
+            .azure(
+                &token("app", "api://AzureADTokenExchange").await,
+                &tenant,
+                &client_id,
+                now
+            )
+            .is_ok()
+    );
+    assert!(untrusted(azure.azure(
+        &token("other", "api://AzureADTokenExchange").await,
+        &tenant,
+        &client_id,
+        now
+    )));
 }

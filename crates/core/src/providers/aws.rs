@@ -3,10 +3,9 @@
 use serde::Deserialize;
 
 use super::{
-    Annotation,
-    AGENT_URL, CLAMPED_EXPIRATION_SECONDS, CloudProvider, ENDPOINT_URL, EndpointOverride, Mapping, PodContext,
-    PodInjection, SETTING_EXPIRATION_SECONDS, Settings as AllSettings, check_expiration, check_field, checked,
-    cloud_settings, projected_volume, token_source,
+    AGENT_URL, Annotation, CLAMPED_EXPIRATION_SECONDS, CloudProvider, ENDPOINT_URL, EndpointOverride, Mapping,
+    PodContext, PodInjection, SETTING_EXPIRATION_SECONDS, Settings as AllSettings, check_expiration, check_field,
+    checked, cloud_settings, projected_volume, token_source,
 };
 use crate::echo::Echo;
 use crate::validate;

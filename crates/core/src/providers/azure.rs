@@ -3,8 +3,7 @@
 use serde::Deserialize;
 
 use super::{
-    Annotation,
-    CloudProvider, HTTPS_URL, Mapping, PodContext, PodInjection, Settings as AllSettings, check_expiration,
+    Annotation, CloudProvider, HTTPS_URL, Mapping, PodContext, PodInjection, Settings as AllSettings, check_expiration,
     check_field, checked, cloud_settings, projected_volume, token_source,
 };
 use crate::echo::Echo;

@@ -5,10 +5,9 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{
-    Annotation,
-    CLAMPED_EXPIRATION_SECONDS, CloudProvider, ENDPOINT_URL, EndpointOverride, Mapping, PodContext, PodInjection,
-    SETTING_EXPIRATION_SECONDS, ScratchDir, Settings as AllSettings, check_expiration, check_field, checked,
-    cloud_settings, projected_volume, token_source,
+    Annotation, CLAMPED_EXPIRATION_SECONDS, CloudProvider, ENDPOINT_URL, EndpointOverride, Mapping, PodContext,
+    PodInjection, SETTING_EXPIRATION_SECONDS, ScratchDir, Settings as AllSettings, check_expiration, check_field,
+    checked, cloud_settings, projected_volume, token_source,
 };
 use crate::validate;
 
