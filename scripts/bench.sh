@@ -35,7 +35,7 @@ cargo build --release --locked --bin workload-identity-webhook >&2
 export WIW_BIN="${WIW_BIN:-$target_dir/release/workload-identity-webhook}"
 
 echo "==> cargo bench --no-run" >&2
-cargo bench --locked --no-run >&2
+cargo bench --locked --workspace --no-run >&2
 
 criterion_args=()
 if [ "$quick" = 1 ]; then
@@ -54,9 +54,9 @@ fi
   echo "Machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')), $(free -h | awk '/^Mem:/ {print $2}') RAM, $(uname -sr), $(rustc --version)"
 } | tee "$report"
 
-echo "==> cargo bench --bench core" >&2
+echo "==> cargo bench -p workload-identity-core --bench core" >&2
 # Criterion's own per-benchmark lines go to stderr; the summary table to the report.
-cargo bench --locked --bench core -- "${criterion_args[@]}" 2>&1 \
+cargo bench --locked -p workload-identity-core --bench core -- "${criterion_args[@]}" 2>&1 \
   | awk '/^### Core/ {table=1} table {print; next} {print > "/dev/stderr"}' | tee -a "$report"
 
 if [ "$instructions" = 1 ]; then

@@ -32,9 +32,18 @@ pub fn tuned(body: &[u8], service_account: Option<&ServiceAccount>, config: &Con
     Some(answered(&review.response(&mutation).ok()?, subject))
 }
 
-/// The same request through kube-rs's types; `None` when they refuse the body (they require
-/// fields the webhook does not read, such as `userInfo`).
+/// The same request through kube-rs's types; `None` when they refuse the body. The fields they
+/// require and the webhook never reads (`userInfo`, `resource`) are filled in when absent, so the
+/// comparison also reaches bodies without them.
 pub fn plain(body: &[u8], service_account: Option<&ServiceAccount>, config: &Config) -> Option<Answered> {
+    let filled = with_unread_fields(body);
+    let body = filled.as_deref().unwrap_or(body);
+    // DynamicObject makes up an empty `metadata` where the object has none: it cannot stand for such
+    // an object (the apiserver never sends one).
+    let raw: Value = serde_json::from_slice(body).ok()?;
+    if raw["request"]["object"].is_object() && raw["request"]["object"].get("metadata").is_none() {
+        return None;
+    }
     let review: AdmissionReview<DynamicObject> = serde_json::from_slice(body).ok()?;
     let request: AdmissionRequest<DynamicObject> = review.try_into().ok()?;
     let core_v1 = request.kind.group.is_empty() && request.kind.version == "v1";
@@ -72,6 +81,83 @@ pub fn plain(body: &[u8], service_account: Option<&ServiceAccount>, config: &Con
         response = response.with_patch(patch).ok()?;
     }
     Some(answered(&serde_json::to_vec(&response.into_review()).ok()?, subject))
+}
+
+/// The body with `request.userInfo` and `request.resource` added where absent; `None` when it is not
+/// a JSON object with unique keys (re-encoding would change what a duplicate key means) or has
+/// both already.
+fn with_unread_fields(body: &[u8]) -> Option<Vec<u8>> {
+    serde_json::from_slice::<UniqueKeys>(body).ok()?;
+    let mut review: Value = serde_json::from_slice(body).ok()?;
+    let request = review.get_mut("request")?.as_object_mut()?;
+    let mut changed = false;
+    for (key, absent) in [
+        ("userInfo", serde_json::json!({})),
+        (
+            "resource",
+            serde_json::json!({"group": "", "version": "", "resource": ""}),
+        ),
+    ] {
+        if !request.contains_key(key) {
+            request.insert(key.to_owned(), absent);
+            changed = true;
+        }
+    }
+    changed.then(|| serde_json::to_vec(&review).ok()).flatten()
+}
+
+/// Any JSON in which no object repeats a key.
+struct UniqueKeys;
+
+impl<'de> serde::Deserialize<'de> for UniqueKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(UniqueKeysVisitor)
+    }
+}
+
+struct UniqueKeysVisitor;
+
+impl<'de> serde::de::Visitor<'de> for UniqueKeysVisitor {
+    type Value = UniqueKeys;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+        formatter.write_str("JSON without repeated keys")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+    fn visit_unit<E>(self) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut items: A) -> Result<UniqueKeys, A::Error> {
+        while items.next_element::<UniqueKeys>()?.is_some() {}
+        Ok(UniqueKeys)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut entries: A) -> Result<UniqueKeys, A::Error> {
+        let mut keys = std::collections::HashSet::new();
+        while let Some(key) = entries.next_key::<String>()? {
+            if !keys.insert(key) {
+                return Err(serde::de::Error::custom("repeated key"));
+            }
+            entries.next_value::<UniqueKeys>()?;
+        }
+        Ok(UniqueKeys)
+    }
 }
 
 fn answered(answer: &[u8], subject: &'static str) -> Answered {

@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use crate::cli::{ConvertArgs, ConvertFrom};
 use workload_identity_core::config::check_flow_depth;
+use workload_identity_core::providers::aws;
 use workload_identity_core::providers::{ANY, SETTING_EXPIRATION_SECONDS, check_expiration, check_field};
 use workload_identity_core::validate;
 
@@ -184,7 +185,7 @@ fn left_out(key: &str, service_account: &str, entry: &AwsEntry) -> Option<String
             "{key:?} left out: it has no RoleARN, so the AWS webhook injects nothing for it"
         ));
     }
-    if !validate::is_role_arn(&entry.role_arn) {
+    if !aws::formats::is_role_arn(&entry.role_arn) {
         return Some(format!(
             "{key:?} left out: RoleARN {:?} is not an IAM role ARN (a bare role name needs eks.amazonaws.com/role-arn on the ServiceAccount and aws.accountId)",
             entry.role_arn

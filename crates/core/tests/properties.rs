@@ -468,7 +468,7 @@ fn without_nulls(value: Value) -> Value {
 // ---------------------------------------------------------------------------------------------
 
 fn review_bytes(namespace: &str, pod: &Value) -> Vec<u8> {
-    serde_json::to_vec(&json!({
+    let mut review = json!({
         "apiVersion": "admission.k8s.io/v1",
         "kind": "AdmissionReview",
         "request": {
@@ -480,8 +480,15 @@ fn review_bytes(namespace: &str, pod: &Value) -> Vec<u8> {
             "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller"},
             "object": pod,
         }
-    }))
-    .unwrap()
+    });
+    // Half the bodies leave out what the webhook never reads (the apiserver always sends it), so
+    // the comparison with kube-rs's types also covers bodies those types would refuse alone.
+    if namespace.len() % 2 == 0 {
+        let request = review["request"].as_object_mut().unwrap();
+        request.remove("userInfo");
+        request.remove("resource");
+    }
+    serde_json::to_vec(&review).unwrap()
 }
 
 /// Runs the webhook as the server does (parse, mutate, encode the response) and returns the

@@ -425,14 +425,11 @@ fn identity_sources(
                 .iter()
                 .position(|candidate| std::ptr::eq(candidate, mapping))
                 .unwrap_or_default();
-            let clouds: Vec<&str> = [
-                ("aws", mapping.aws.is_some()),
-                ("gcp", mapping.gcp.is_some()),
-                ("azure", mapping.azure.is_some()),
-            ]
-            .into_iter()
-            .filter_map(|(cloud, set)| set.then_some(cloud))
-            .collect();
+            let clouds: Vec<&str> = providers::ALL
+                .iter()
+                .filter(|provider| provider.is_in(mapping))
+                .map(|provider| provider.name())
+                .collect();
             reasons.push(format!(
                 "mapping identities[{index}] (namespace {}, serviceAccount {}) matches, for {}; the ServiceAccount's own annotations outrank it",
                 mapping.namespace,
@@ -489,12 +486,10 @@ fn is_identity_annotation(key: &str) -> bool {
 
 /// Containers a skip-containers annotation of the Pod leaves out.
 fn skipped_containers(pod: &model::Pod, reasons: &mut Vec<String>) {
-    let keys = [
-        providers::aws::SKIP_CONTAINERS,
-        providers::gcp::SKIP_CONTAINERS,
-        providers::azure::SKIP_CONTAINERS,
-    ];
-    for key in keys {
+    for key in providers::ALL
+        .iter()
+        .map(|provider| provider.skip_containers_annotation())
+    {
         if let Some(list) = pod.metadata.annotation(key) {
             reasons.push(format!(
                 "the Pod's annotation {key}={list:?} leaves those containers out of that cloud's identity"

@@ -221,35 +221,7 @@ impl CloudProvider for Azure {
             return None;
         }
         let mapped = ctx.mapping.and_then(|mapping| mapping.azure.as_ref());
-        let annotated_client = ctx.service_account_annotation(CLIENT_ID);
-        let client_id = checked(
-            CLIENT_ID,
-            annotated_client,
-            validate::is_uuid,
-            "client id (UUID)",
-            warnings,
-        )
-        .or_else(|| mapped?.client_id.as_deref());
-        // As with the Azure webhook, the `use: "true"` label asks for injection even without a client id.
-        let meant = annotated_client.is_some() || mapped.is_some() || label == Some("true");
-        if !meant || (annotated_client.is_some() && client_id.is_none() && mapped.is_none()) {
-            return None;
-        }
-        let tenant_id = checked(
-            TENANT_ID,
-            ctx.service_account_annotation(TENANT_ID),
-            validate::is_uuid,
-            "tenant id (UUID)",
-            warnings,
-        )
-        .or_else(|| mapped?.tenant_id.as_deref())
-        .or(settings.tenant_id.as_deref());
-        let Some(tenant_id) = tenant_id else {
-            warnings.push(format!(
-                "no Azure tenant id is configured (cluster setting azure.tenantId or annotation {TENANT_ID}); no Azure credentials injected"
-            ));
-            return None;
-        };
+        let (client_id, tenant_id) = identity(ctx, label, mapped, warnings)?;
         let custom = custom_endpoint(ctx, warnings);
         let expiration = ctx.token_expiration(
             TOKEN_EXPIRATION,
@@ -323,6 +295,14 @@ impl CloudProvider for Azure {
         }
     }
 
+    fn skip_containers_annotation(&self) -> &'static str {
+        SKIP_CONTAINERS
+    }
+
+    fn is_in(&self, mapping: &Mapping) -> bool {
+        mapping.azure.is_some()
+    }
+
     fn volume_names(&self) -> &'static [&'static str] {
         &[VOLUME]
     }
@@ -344,6 +324,47 @@ impl CloudProvider for Azure {
             .filter_map(|(key, value)| Some((key, value.clone()?)))
             .collect()
     }
+}
+
+/// The client id (none when only the `use` label asks for injection) and the tenant id, from the
+/// ServiceAccount's annotations, then the mapping, then the cluster setting; none when no
+/// identity is meant or it cannot be used (warnings say why).
+fn identity<'c>(
+    ctx: &'c PodContext<'_>,
+    label: Option<&str>,
+    mapped: Option<&'c MappedIdentity>,
+    warnings: &mut Vec<String>,
+) -> Option<(Option<&'c str>, &'c str)> {
+    let annotated_client = ctx.service_account_annotation(CLIENT_ID);
+    let client_id = checked(
+        CLIENT_ID,
+        annotated_client,
+        validate::is_uuid,
+        "client id (UUID)",
+        warnings,
+    )
+    .or_else(|| mapped?.client_id.as_deref());
+    // As with the Azure webhook, the `use: "true"` label asks for injection even without a client id.
+    let meant = annotated_client.is_some() || mapped.is_some() || label == Some("true");
+    if !meant || (annotated_client.is_some() && client_id.is_none() && mapped.is_none()) {
+        return None;
+    }
+    let tenant_id = checked(
+        TENANT_ID,
+        ctx.service_account_annotation(TENANT_ID),
+        validate::is_uuid,
+        "tenant id (UUID)",
+        warnings,
+    )
+    .or_else(|| mapped?.tenant_id.as_deref())
+    .or(ctx.settings.azure.tenant_id.as_deref());
+    let Some(tenant_id) = tenant_id else {
+        warnings.push(format!(
+            "no Azure tenant id is configured (cluster setting azure.tenantId or annotation {TENANT_ID}); no Azure credentials injected"
+        ));
+        return None;
+    };
+    Some((client_id, tenant_id))
 }
 
 /// As Azure WI v1.6.0 refuses to start: suffix and audience go together, the audience is not the

@@ -180,6 +180,12 @@ pub trait CloudProvider: Sync {
     /// so that `explain` can tell what the webhook put into a running Pod.
     fn volume_names(&self) -> &'static [&'static str];
 
+    /// The Pod annotation that leaves containers out of this cloud's identity.
+    fn skip_containers_annotation(&self) -> &'static str;
+
+    /// Whether `mapping` gives an identity of this cloud.
+    fn is_in(&self, mapping: &Mapping) -> bool;
+
     /// Every key [`CloudProvider::service_account_annotations`] can write.
     fn service_account_annotation_keys(&self) -> &'static [&'static str];
 

@@ -1,13 +1,10 @@
-//! `explain`: why a Pod has (or lacks) its cloud identity, which running Pods are stale, and
-//! whether the webhook is installed so that the API server can call it. Reads the cluster with
-//! the user's kubeconfig (get and list only, never a write); the reasoning is in [`analysis`].
-
-pub mod analysis;
+//! `explain`'s reads of the cluster: the installation (ConfigMap, webhook configuration, Service,
+//! endpoints, serving certificate) and the Pods with what owns them and their ServiceAccounts.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt::Write as _;
-use std::sync::Arc;
 
+use super::analysis::{self, PodInputs, PodReport};
+use crate::cli::ExplainArgs;
 use anyhow::Context;
 use k8s_openapi::api::admissionregistration::v1::{MutatingWebhook, MutatingWebhookConfiguration};
 use k8s_openapi::api::apps::v1::ReplicaSet;
@@ -16,103 +13,14 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::ListParams;
 use kube::{Api, Client};
-use rustls::client::danger::ServerCertVerifier;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
-use serde::Serialize;
-use x509_parser::prelude::{FromDer, X509Certificate};
-
-use crate::cli::{ExplainArgs, ExplainOutput, ExplainTarget};
-use analysis::{PodInputs, PodReport};
+use rustls_pki_types::UnixTime;
 use workload_identity_core::config::{CONFIG_KEY, Config};
 
-/// What `explain` prints, as JSON with `-o json`.
-#[derive(Debug, Serialize)]
-pub struct Report {
-    /// The installation checks.
-    pub checks: Vec<Check>,
-    /// `explain pod`: the one Pod.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pod: Option<PodReport>,
-    /// `explain namespace` / `--all-namespaces`: stale Pods grouped by what owns them.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub stale: Option<Vec<Workload>>,
-    /// `explain namespace` / `--all-namespaces`: running Pods looked at.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pods_checked: Option<usize>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct Check {
-    pub name: String,
-    /// `ok`, `warning` or `error`.
-    pub status: &'static str,
-    pub detail: String,
-}
-
-/// Stale Pods of one owner (Deployment, StatefulSet, DaemonSet, or the Pod itself).
-#[derive(Debug, Serialize)]
-pub struct Workload {
-    pub namespace: String,
-    /// `kind/name`, as kubectl spells it (`deployment/web`, `pod/debug`).
-    pub owner: String,
-    /// The command that re-creates its Pods.
-    pub fix: String,
-    pub pods: Vec<String>,
-    /// The differences of its first Pod.
-    pub differences: Vec<String>,
-    pub reasons: Vec<String>,
-}
-
-fn check(name: &str, status: &'static str, detail: impl Into<String>) -> Check {
-    Check {
-        name: name.to_owned(),
-        status,
-        detail: detail.into(),
-    }
-}
-
-/// Runs `explain` and returns the text to print.
-pub async fn run(args: &ExplainArgs) -> anyhow::Result<String> {
-    let client = Client::try_default()
-        .await
-        .context("connecting to the Kubernetes API with your kubeconfig")?;
-    let installation = Installation::read(&client, args).await?;
-    let mut report = Report {
-        checks: installation.checks(&client, args).await,
-        pod: None,
-        stale: None,
-        pods_checked: None,
-    };
-    let mut cluster = Cluster::new(client, &installation);
-    match (&args.target, args.all_namespaces) {
-        (Some(ExplainTarget::Pod), _) => {
-            let name = args.name.as_deref().context("explain pod needs a Pod name")?;
-            let namespace = args.namespace.as_deref().unwrap_or("default");
-            let pod = Api::<Pod>::namespaced(cluster.client.clone(), namespace)
-                .get(name)
-                .await
-                .with_context(|| format!("reading Pod {namespace}/{name}"))?;
-            report.pod = Some(cluster.explain(&pod).await?);
-        }
-        (Some(ExplainTarget::Namespace), false) | (None, false) => {
-            let namespace = args
-                .name
-                .as_deref()
-                .or(args.namespace.as_deref())
-                .context("name a namespace (explain namespace NAME), a Pod (explain pod NAME -n NAMESPACE) or use --all-namespaces")?;
-            cluster.stale(Some(namespace), &mut report).await?;
-        }
-        (_, true) => cluster.stale(None, &mut report).await?,
-    }
-    Ok(match args.output {
-        ExplainOutput::Json => serde_json::to_string_pretty(&report)?,
-        ExplainOutput::Table => table(&report),
-    })
-}
+use super::certificate::ca_bundle_check;
+use super::{Check, Report, Workload, check};
 
 /// The webhook's configuration as installed: its ConfigMap and MutatingWebhookConfiguration.
-struct Installation {
+pub(super) struct Installation {
     config: Config,
     config_check: Check,
     config_changed: Option<Time>,
@@ -120,7 +28,7 @@ struct Installation {
 }
 
 impl Installation {
-    async fn read(client: &Client, args: &ExplainArgs) -> anyhow::Result<Self> {
+    pub(super) async fn read(client: &Client, args: &ExplainArgs) -> anyhow::Result<Self> {
         let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &args.webhook_namespace);
         let source = format!("ConfigMap {}/{}", args.webhook_namespace, args.config_map);
         let config_map = config_maps
@@ -190,7 +98,7 @@ impl Installation {
             })
     }
 
-    async fn checks(&self, client: &Client, args: &ExplainArgs) -> Vec<Check> {
+    pub(super) async fn checks(&self, client: &Client, args: &ExplainArgs) -> Vec<Check> {
         let mut checks = vec![check(
             "configuration",
             self.config_check.status,
@@ -279,95 +187,6 @@ async fn read_serving_certificate(client: &Client, namespace: &str, name: &str) 
         .ok_or_else(|| format!("Secret {namespace}/{name} has no tls.crt"))
 }
 
-/// Whether a caBundle holds certificates valid at `now` and, given the serving certificate (PEM)
-/// and the host the API server calls, whether that certificate chains to the bundle for the host.
-pub fn ca_bundle_check(
-    ca_bundle: Option<&[u8]>,
-    serving: Option<&[u8]>,
-    host: Option<&str>,
-    now: UnixTime,
-) -> (&'static str, String) {
-    let Some(bundle) = ca_bundle.filter(|bundle| !bundle.is_empty()) else {
-        return (
-            "warning",
-            "no caBundle: the API server verifies the webhook with its own trust store (cert-manager's CA injector or --manage-certificate fill it in)".to_owned(),
-        );
-    };
-    let certificates: Vec<CertificateDer<'static>> = match CertificateDer::pem_slice_iter(bundle).collect() {
-        Ok(certificates) => certificates,
-        Err(err) => return ("error", format!("the caBundle is not PEM: {err}")),
-    };
-    if certificates.is_empty() {
-        return ("error", "the caBundle holds no certificate".to_owned());
-    }
-    let seconds = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
-    let mut expiries = Vec::new();
-    for der in &certificates {
-        let Ok((_, certificate)) = X509Certificate::from_der(der) else {
-            return ("error", "a certificate of the caBundle cannot be read".to_owned());
-        };
-        let validity = certificate.validity();
-        if validity.not_after.timestamp() < seconds {
-            return (
-                "error",
-                format!(
-                    "the caBundle certificate {} expired on {}",
-                    certificate.subject(),
-                    validity.not_after
-                ),
-            );
-        }
-        if validity.not_before.timestamp() > seconds {
-            return (
-                "error",
-                format!(
-                    "the caBundle certificate {} is valid only from {}",
-                    certificate.subject(),
-                    validity.not_before
-                ),
-            );
-        }
-        expiries.push(validity.not_after.to_string());
-    }
-    let summary = format!(
-        "{} CA certificate(s), valid until {}",
-        certificates.len(),
-        expiries.join(", ")
-    );
-    let (Some(serving), Some(host)) = (serving, host) else {
-        return ("ok", summary);
-    };
-    match verify_serving(&certificates, serving, host, now) {
-        Ok(()) => (
-            "ok",
-            format!("{summary}; the serving certificate chains to it for {host}"),
-        ),
-        Err(err) => (
-            "error",
-            format!("{summary}; but the serving certificate does not verify against it for {host}: {err}"),
-        ),
-    }
-}
-
-/// Verifies a serving certificate chain (PEM) against CA certificates, as the API server does.
-fn verify_serving(roots: &[CertificateDer<'static>], serving: &[u8], host: &str, now: UnixTime) -> anyhow::Result<()> {
-    let mut store = rustls::RootCertStore::empty();
-    for root in roots {
-        store.add(root.clone())?;
-    }
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(serving).collect::<Result<_, _>>()?;
-    let (leaf, intermediates) = chain
-        .split_first()
-        .context("the Secret's tls.crt holds no certificate")?;
-    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
-        Arc::new(store),
-        Arc::new(rustls::crypto::ring::default_provider()),
-    )
-    .build()?;
-    verifier.verify_server_cert(leaf, intermediates, &ServerName::try_from(host.to_owned())?, &[], now)?;
-    Ok(())
-}
-
 /// The ready endpoints of a Service, from its EndpointSlices.
 async fn endpoints(client: &Client, namespace: &str, service: &str) -> (&'static str, String) {
     if let Err(err) = Api::<Service>::namespaced(client.clone(), namespace).get(service).await {
@@ -410,7 +229,7 @@ async fn endpoints(client: &Client, namespace: &str, service: &str) -> (&'static
 }
 
 /// The cluster's objects, read once per run and shared by the Pods explained.
-struct Cluster<'a> {
+pub(super) struct Cluster<'a> {
     client: Client,
     installation: &'a Installation,
     namespaces: HashMap<String, BTreeMap<String, String>>,
@@ -419,7 +238,15 @@ struct Cluster<'a> {
 }
 
 impl<'a> Cluster<'a> {
-    fn new(client: Client, installation: &'a Installation) -> Self {
+    /// One Pod, by namespace and name.
+    pub(super) async fn pod(&self, namespace: &str, name: &str) -> anyhow::Result<Pod> {
+        Api::<Pod>::namespaced(self.client.clone(), namespace)
+            .get(name)
+            .await
+            .with_context(|| format!("reading Pod {namespace}/{name}"))
+    }
+
+    pub(super) fn new(client: Client, installation: &'a Installation) -> Self {
         Cluster {
             client,
             installation,
@@ -429,7 +256,7 @@ impl<'a> Cluster<'a> {
         }
     }
 
-    async fn explain(&mut self, pod: &Pod) -> anyhow::Result<PodReport> {
+    pub(super) async fn explain(&mut self, pod: &Pod) -> anyhow::Result<PodReport> {
         let namespace = pod.metadata.namespace.clone().unwrap_or_default();
         if !self.namespaces.contains_key(&namespace) {
             let found = Api::<Namespace>::all(self.client.clone())
@@ -464,7 +291,7 @@ impl<'a> Cluster<'a> {
     }
 
     /// The stale running Pods of one namespace or all, grouped by owner.
-    async fn stale(&mut self, namespace: Option<&str>, report: &mut Report) -> anyhow::Result<()> {
+    pub(super) async fn stale(&mut self, namespace: Option<&str>, report: &mut Report) -> anyhow::Result<()> {
         let pods: Api<Pod> = match namespace {
             Some(namespace) => Api::namespaced(self.client.clone(), namespace),
             None => Api::all(self.client.clone()),
@@ -565,131 +392,4 @@ fn last_write(metadata: &ObjectMeta) -> Option<Time> {
         .filter_map(|entry| entry.time.clone())
         .max()
         .or_else(|| metadata.creation_timestamp.clone())
-}
-
-/// The report as text for people.
-pub fn table(report: &Report) -> String {
-    let mut out = String::new();
-    let _ = writeln!(out, "INSTALLATION");
-    for check in &report.checks {
-        let _ = writeln!(
-            out,
-            "  {:<8} {:<48} {}",
-            check.status.to_uppercase(),
-            check.name,
-            check.detail
-        );
-    }
-    if let Some(pod) = &report.pod {
-        let _ = writeln!(
-            out,
-            "\nPOD {}/{} (ServiceAccount {})",
-            pod.namespace, pod.name, pod.service_account
-        );
-        let _ = writeln!(out, "  has:\n{}", identity_text(&pod.has));
-        let _ = writeln!(out, "  would get now:\n{}", identity_text(&pod.would_get));
-        if pod.stale {
-            let _ = writeln!(out, "  STALE, differences:");
-            for difference in &pod.differences {
-                let _ = writeln!(out, "    - {difference}");
-            }
-        } else {
-            let _ = writeln!(out, "  up to date: the Pod has what the webhook would give it now");
-        }
-        let _ = writeln!(out, "  why:");
-        for reason in &pod.reasons {
-            let _ = writeln!(out, "    - {reason}");
-        }
-        for warning in &pod.warnings {
-            let _ = writeln!(out, "    - webhook warning: {warning}");
-        }
-    }
-    if let Some(stale) = &report.stale {
-        let checked = report.pods_checked.unwrap_or_default();
-        if stale.is_empty() {
-            let _ = writeln!(out, "\nNo stale Pods among {checked} running Pods.");
-        } else {
-            let pods: usize = stale.iter().map(|workload| workload.pods.len()).sum();
-            let _ = writeln!(out, "\nSTALE PODS ({pods} of {checked} running Pods)");
-            let _ = writeln!(out, "  {:<20} {:<40} {:>4}  FIX", "NAMESPACE", "OWNER", "PODS");
-            for workload in stale {
-                let _ = writeln!(
-                    out,
-                    "  {:<20} {:<40} {:>4}  {}",
-                    workload.namespace,
-                    workload.owner,
-                    workload.pods.len(),
-                    workload.fix
-                );
-                for difference in &workload.differences {
-                    let _ = writeln!(out, "      - {difference}");
-                }
-            }
-        }
-    }
-    out
-}
-
-fn identity_text(identity: &analysis::Identity) -> String {
-    let mut out = String::new();
-    if identity.volumes.is_empty() && identity.containers.is_empty() {
-        return "    (no cloud identity)".to_owned();
-    }
-    for (name, volume) in &identity.volumes {
-        let _ = writeln!(out, "    volume {name}: token audience {}", volume.audiences.join(", "));
-    }
-    for (name, container) in &identity.containers {
-        let _ = writeln!(out, "    container {name}:");
-        for (volume, path) in &container.mounts {
-            let _ = writeln!(out, "      mount {volume} at {path}");
-        }
-        for (key, value) in &container.env {
-            let _ = writeln!(out, "      {key}={value}");
-        }
-    }
-    out.trim_end().to_owned()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::shell::certificates::ca::{GeneratedCa, Validity};
-
-    fn now() -> UnixTime {
-        UnixTime::now()
-    }
-
-    #[test]
-    fn the_ca_bundle_is_checked_against_the_serving_certificate() {
-        let ca = GeneratedCa::new("webhook CA").unwrap();
-        let (serving, _) = ca.issue(&["wiw.system.svc"]).unwrap();
-        let bundle = ca.cert_pem.as_bytes();
-        let host = Some("wiw.system.svc");
-        let (status, detail) = ca_bundle_check(Some(bundle), Some(serving.as_bytes()), host, now());
-        assert_eq!(status, "ok", "{detail}");
-        assert!(detail.contains("chains to it for wiw.system.svc"), "{detail}");
-
-        let (status, detail) = ca_bundle_check(Some(bundle), Some(serving.as_bytes()), Some("other.system.svc"), now());
-        assert_eq!(status, "error", "another name: {detail}");
-        let other = GeneratedCa::new("another CA").unwrap();
-        let (status, detail) = ca_bundle_check(Some(other.cert_pem.as_bytes()), Some(serving.as_bytes()), host, now());
-        assert_eq!(status, "error", "another CA: {detail}");
-
-        let (status, detail) = ca_bundle_check(Some(b"not PEM at all"), None, host, now());
-        assert_eq!(status, "error", "{detail}");
-        let (status, _) = ca_bundle_check(None, None, host, now());
-        assert_eq!(status, "warning");
-
-        let expired = GeneratedCa::with_validity(
-            "expired CA",
-            Some(Validity {
-                not_before: 1_000_000_000,
-                not_after: 1_100_000_000,
-            }),
-        )
-        .unwrap();
-        let (status, detail) = ca_bundle_check(Some(expired.cert_pem.as_bytes()), None, host, now());
-        assert_eq!(status, "error");
-        assert!(detail.contains("expired"), "{detail}");
-    }
 }

@@ -1,5 +1,7 @@
 //! AWS: IAM Roles for Service Accounts (IRSA) and EKS Pod Identity, as the EKS webhooks inject them.
 
+pub mod formats;
+
 use serde::Deserialize;
 
 use super::{
@@ -142,7 +144,7 @@ impl Shared<'_> {
             problems,
             &format!("{prefix}.region"),
             self.region,
-            validate::is_aws_region,
+            formats::is_aws_region,
             "AWS region",
         );
         check_field(
@@ -171,7 +173,7 @@ fn endpoint_fields<'v>(sts: Option<&'v str>, all: Option<&'v str>, agent: Option
     [
         ("stsEndpoint", sts, validate::is_endpoint_url, ENDPOINT_URL),
         ("endpoint", all, validate::is_endpoint_url, ENDPOINT_URL),
-        ("containerCredentialsFullUri", agent, validate::is_agent_url, AGENT_URL),
+        ("containerCredentialsFullUri", agent, formats::is_agent_url, AGENT_URL),
     ]
 }
 
@@ -228,14 +230,14 @@ impl CloudProvider for Aws {
             &mut problems,
             "aws.accountId",
             settings.account_id.as_deref(),
-            validate::is_aws_account_id,
+            formats::is_aws_account_id,
             "AWS account id (12 digits)",
         );
         check_field(
             &mut problems,
             "aws.partition",
             settings.partition.as_deref(),
-            validate::is_aws_partition,
+            formats::is_aws_partition,
             "AWS partition",
         );
         for (i, mapping) in identities.iter().enumerate() {
@@ -245,7 +247,7 @@ impl CloudProvider for Aws {
                     &mut problems,
                     &field,
                     aws.role_arn.as_deref(),
-                    validate::is_role_arn,
+                    formats::is_role_arn,
                     "IAM role ARN",
                 );
                 aws.shared().check(&mut problems, &format!("identities[{i}].aws"));
@@ -273,7 +275,7 @@ impl CloudProvider for Aws {
         let annotated = checked(
             ROLE_ARN,
             composed.as_deref().or(written),
-            validate::is_role_arn,
+            formats::is_role_arn,
             "IAM role ARN",
             warnings,
         );
@@ -283,6 +285,14 @@ impl CloudProvider for Aws {
 
     fn annotation_prefixes(&self) -> &'static [&'static str] {
         &["eks.amazonaws.com/"]
+    }
+
+    fn skip_containers_annotation(&self) -> &'static str {
+        SKIP_CONTAINERS
+    }
+
+    fn is_in(&self, mapping: &Mapping) -> bool {
+        mapping.aws.is_some()
     }
 
     fn volume_names(&self) -> &'static [&'static str] {
@@ -486,7 +496,7 @@ fn token_expiration(ctx: &PodContext<'_>, warnings: &mut Vec<String>) -> i64 {
 /// else the cluster setting asks for it (an explicit false at one level wins over the next).
 fn sts_regional_env(ctx: &PodContext<'_>, warnings: &mut Vec<String>) -> Option<EnvGroup> {
     let annotated = ctx.service_account_annotation(STS_REGIONAL_ENDPOINTS).and_then(|value| {
-        let parsed = validate::parse_go_bool(value);
+        let parsed = formats::parse_go_bool(value);
         if parsed.is_none() {
             warnings.push(format!(
                 "annotation {STS_REGIONAL_ENDPOINTS}={:?} is not a boolean (true/false, 1/0, t/f, True/False, TRUE/FALSE); ignored",

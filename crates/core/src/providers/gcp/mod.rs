@@ -1,8 +1,10 @@
 //! Google Cloud: Workload Identity Federation with an `external_account` credential configuration,
 //! delivered through the Downward API so no Secret or init container is needed.
 
+pub mod formats;
+
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::{
     Annotation, CLAMPED_EXPIRATION_SECONDS, CloudProvider, ENDPOINT_URL, EndpointOverride, Mapping, PodContext,
@@ -151,7 +153,7 @@ impl CloudProvider for Gcp {
             &mut problems,
             "gcp.workloadIdentityProvider",
             settings.workload_identity_provider.as_deref(),
-            validate::is_workload_identity_provider,
+            formats::is_workload_identity_provider,
             "workload identity provider resource name",
         );
         check_field(
@@ -185,14 +187,14 @@ impl CloudProvider for Gcp {
                     &mut problems,
                     &format!("identities[{i}].gcp.serviceAccount"),
                     gcp.service_account.as_deref(),
-                    validate::is_google_service_account,
+                    formats::is_google_service_account,
                     "Google service account e-mail",
                 );
                 check_field(
                     &mut problems,
                     &format!("identities[{i}].gcp.project"),
                     gcp.project.as_deref(),
-                    validate::is_google_project_id,
+                    formats::is_google_project_id,
                     "Google Cloud project id",
                 );
                 for (name, value) in [
@@ -217,86 +219,11 @@ impl CloudProvider for Gcp {
         if settings.mode == Some(Mode::Gke) {
             return None;
         }
-        let email_annotation = [GKE_SERVICE_ACCOUNT, SERVICE_ACCOUNT_EMAIL]
-            .into_iter()
-            .find_map(|key| Some((key, ctx.service_account_annotation(key)?)));
-        let annotated_email = email_annotation.and_then(|(key, value)| {
-            checked(
-                key,
-                Some(value),
-                validate::is_google_service_account,
-                "Google service account e-mail",
-                warnings,
-            )
-        });
-        let annotated_provider = checked(
-            WORKLOAD_IDENTITY_PROVIDER,
-            ctx.service_account_annotation(WORKLOAD_IDENTITY_PROVIDER),
-            validate::is_workload_identity_provider,
-            "workload identity provider resource name",
-            warnings,
-        );
-        let mapped = ctx.mapping.and_then(|mapping| mapping.gcp.as_ref());
-        // An identity is meant when the ServiceAccount names one (even a broken one) or a mapping does.
-        let meant = email_annotation.is_some()
-            || ctx.service_account_annotation(WORKLOAD_IDENTITY_PROVIDER).is_some()
-            || mapped.is_some();
-        if !meant {
-            return None;
-        }
-        // An invalid e-mail falls back to the mapping, as an invalid AWS role or Azure client id
-        // does; without one there is no identity to give (direct access would be another one).
-        if email_annotation.is_some() && annotated_email.is_none() && mapped.is_none() {
-            return None;
-        }
-        let email = annotated_email.or_else(|| mapped?.service_account.as_deref());
-        let Some(provider) = annotated_provider.or(settings.workload_identity_provider.as_deref()) else {
-            warnings.push(format!(
-                "no Google workload identity provider is configured (cluster setting gcp.workloadIdentityProvider or annotation {WORKLOAD_IDENTITY_PROVIDER}); no Google credentials injected"
-            ));
-            return None;
-        };
-        let default_audience = format!("https://iam.googleapis.com/{provider}");
-        let audience = ctx.audience(AUDIENCE, settings.audience.as_deref(), &default_audience, warnings);
-        let expiration = ctx.token_expiration(
-            TOKEN_EXPIRATION,
-            &[TOKEN_EXPIRATION],
-            settings.token_expiration_seconds.unwrap_or(DEFAULT_EXPIRATION),
-            CLAMPED_EXPIRATION_SECONDS,
-            warnings,
-        );
-        let field_path = format!("metadata.annotations['{CREDENTIAL_CONFIGURATION}']");
-        let credential_items = json!({"items": [{"path": CREDENTIAL_FILE_NAME, "fieldRef": {"apiVersion": "v1", "fieldPath": field_path}}]});
-        let volume = projected_volume(
-            VOLUME,
-            vec![
-                token_source(audience, expiration, "token"),
-                json!({"downwardAPI": credential_items}),
-            ],
-        );
-        let annotated_project = checked(
-            PROJECT_ID,
-            ctx.service_account_annotation(PROJECT_ID),
-            validate::is_google_project_id,
-            "Google Cloud project id",
-            warnings,
-        );
-        // Without a project the libraries ask Resource Manager for the pool's project, which needs
-        // a permission and may not be the workload's.
-        let project = annotated_project
-            .or_else(|| mapped?.project.as_deref())
-            .or_else(|| validate::google_project_of(email?));
-        let mut env = vec![
-            vec![("GOOGLE_APPLICATION_CREDENTIALS", CREDENTIAL_FILE.to_owned())],
-            vec![("CLOUDSDK_AUTH_CREDENTIAL_FILE_OVERRIDE", CREDENTIAL_FILE.to_owned())],
-        ];
-        // A pair: a container that names either project keeps its own, not two different ones.
-        env.extend(project.map(|project| {
-            vec![
-                ("GOOGLE_CLOUD_PROJECT", project.to_owned()),
-                ("CLOUDSDK_CORE_PROJECT", project.to_owned()),
-            ]
-        }));
+        let Identity {
+            email,
+            provider,
+            mapped,
+        } = identity(ctx, warnings)?;
         let token_url = ctx.endpoint(
             "gcp.tokenUrl",
             mapped.and_then(|gcp| gcp.token_url.as_deref()),
@@ -318,9 +245,9 @@ impl CloudProvider for Gcp {
             cloud: self.name(),
             identity: email.map_or_else(|| format!("direct access via {provider}"), str::to_owned),
             volume_name: VOLUME,
-            volume,
+            volume: token_volume(ctx, provider, warnings),
             mount_path: MOUNT,
-            env,
+            env: environment(ctx, mapped, email, warnings),
             skip_containers: ctx.skip_list(SKIP_CONTAINERS, ','),
             gaps: Vec::new(),
             scratch: (settings.gcloud_config_volume != Some(false)).then_some(GCLOUD_CONFIG),
@@ -334,6 +261,14 @@ impl CloudProvider for Gcp {
 
     fn annotation_prefixes(&self) -> &'static [&'static str] {
         &["iam.gke.io/", "cloud.google.com/"]
+    }
+
+    fn skip_containers_annotation(&self) -> &'static str {
+        SKIP_CONTAINERS
+    }
+
+    fn is_in(&self, mapping: &Mapping) -> bool {
+        mapping.gcp.is_some()
     }
 
     fn volume_names(&self) -> &'static [&'static str] {
@@ -354,6 +289,121 @@ impl CloudProvider for Gcp {
             None => Vec::new(),
         }
     }
+}
+
+/// The Google identity a Pod's ServiceAccount resolves to.
+struct Identity<'c> {
+    /// The service account to impersonate; none for direct resource access.
+    email: Option<&'c str>,
+    /// The workload identity provider's resource name.
+    provider: &'c str,
+    mapped: Option<&'c MappedIdentity>,
+}
+
+/// The identity from the ServiceAccount's annotations, then the mapping; none when none is meant
+/// or it cannot be used (warnings say why).
+fn identity<'c>(ctx: &'c PodContext<'_>, warnings: &mut Vec<String>) -> Option<Identity<'c>> {
+    let email_annotation = [GKE_SERVICE_ACCOUNT, SERVICE_ACCOUNT_EMAIL]
+        .into_iter()
+        .find_map(|key| Some((key, ctx.service_account_annotation(key)?)));
+    let annotated_email = email_annotation.and_then(|(key, value)| {
+        checked(
+            key,
+            Some(value),
+            formats::is_google_service_account,
+            "Google service account e-mail",
+            warnings,
+        )
+    });
+    let annotated_provider = checked(
+        WORKLOAD_IDENTITY_PROVIDER,
+        ctx.service_account_annotation(WORKLOAD_IDENTITY_PROVIDER),
+        formats::is_workload_identity_provider,
+        "workload identity provider resource name",
+        warnings,
+    );
+    let mapped = ctx.mapping.and_then(|mapping| mapping.gcp.as_ref());
+    // An identity is meant when the ServiceAccount names one (even a broken one) or a mapping does.
+    let meant = email_annotation.is_some()
+        || ctx.service_account_annotation(WORKLOAD_IDENTITY_PROVIDER).is_some()
+        || mapped.is_some();
+    if !meant {
+        return None;
+    }
+    // An invalid e-mail falls back to the mapping, as an invalid AWS role or Azure client id
+    // does; without one there is no identity to give (direct access would be another one).
+    if email_annotation.is_some() && annotated_email.is_none() && mapped.is_none() {
+        return None;
+    }
+    let email = annotated_email.or_else(|| mapped?.service_account.as_deref());
+    let Some(provider) = annotated_provider.or(ctx.settings.gcp.workload_identity_provider.as_deref()) else {
+        warnings.push(format!(
+            "no Google workload identity provider is configured (cluster setting gcp.workloadIdentityProvider or annotation {WORKLOAD_IDENTITY_PROVIDER}); no Google credentials injected"
+        ));
+        return None;
+    };
+    Some(Identity {
+        email,
+        provider,
+        mapped,
+    })
+}
+
+/// The projected token for the provider's audience and the credential configuration file.
+fn token_volume(ctx: &PodContext<'_>, provider: &str, warnings: &mut Vec<String>) -> Value {
+    let settings = &ctx.settings.gcp;
+    let default_audience = format!("https://iam.googleapis.com/{provider}");
+    let audience = ctx.audience(AUDIENCE, settings.audience.as_deref(), &default_audience, warnings);
+    let expiration = ctx.token_expiration(
+        TOKEN_EXPIRATION,
+        &[TOKEN_EXPIRATION],
+        settings.token_expiration_seconds.unwrap_or(DEFAULT_EXPIRATION),
+        CLAMPED_EXPIRATION_SECONDS,
+        warnings,
+    );
+    let field_path = format!("metadata.annotations['{CREDENTIAL_CONFIGURATION}']");
+    let credential_items =
+        json!({"items": [{"path": CREDENTIAL_FILE_NAME, "fieldRef": {"apiVersion": "v1", "fieldPath": field_path}}]});
+    projected_volume(
+        VOLUME,
+        vec![
+            token_source(audience, expiration, "token"),
+            json!({"downwardAPI": credential_items}),
+        ],
+    )
+}
+
+/// The credential file for the libraries and gcloud, and the project when one is known.
+fn environment(
+    ctx: &PodContext<'_>,
+    mapped: Option<&MappedIdentity>,
+    email: Option<&str>,
+    warnings: &mut Vec<String>,
+) -> Vec<Vec<(&'static str, String)>> {
+    let annotated_project = checked(
+        PROJECT_ID,
+        ctx.service_account_annotation(PROJECT_ID),
+        formats::is_google_project_id,
+        "Google Cloud project id",
+        warnings,
+    );
+    // Without a project the libraries ask Resource Manager for the pool's project, which needs
+    // a permission and may not be the workload's.
+    let project = annotated_project
+        .or_else(|| mapped?.project.as_deref())
+        .or_else(|| formats::google_project_of(email?));
+    let mut env = vec![
+        vec![("GOOGLE_APPLICATION_CREDENTIALS", CREDENTIAL_FILE.to_owned())],
+        vec![("CLOUDSDK_AUTH_CREDENTIAL_FILE_OVERRIDE", CREDENTIAL_FILE.to_owned())],
+    ];
+    // A pair: a container that names either project keeps its own, not two different ones.
+    env.extend(project.map(|project| {
+        vec![
+            ("GOOGLE_CLOUD_PROJECT", project.to_owned()),
+            ("CLOUDSDK_CORE_PROJECT", project.to_owned()),
+        ]
+    }));
+    env
 }
 
 /// The `external_account` credential configuration that Google's client libraries and gcloud read,
