@@ -78,7 +78,7 @@ fn the_mutate_commands_of_the_docs_run() {
             all.extend_from_slice(args);
             let output = webhook(root(), &all);
             assert!(
-                output.status.success() && output.stdout.starts_with(b"{") || output.stdout.starts_with(b"["),
+                output.status.success() && (output.stdout.starts_with(b"{") || output.stdout.starts_with(b"[")),
                 "{page}: {command}\n{}",
                 String::from_utf8_lossy(&output.stderr)
             );
