@@ -1,12 +1,20 @@
 # syntax=docker/dockerfile:1
 #
-# workload-identity-webhook: a static (musl) binary on distroless/static, non-root, no shell.
+# workload-identity-webhook: the static (musl) binaries workload-identity-webhook and
+# workload-identity-emulator on an empty base (FROM scratch): non-root 65532, no shell, nothing
+# else but /etc/passwd and /etc/group. Two targets make the same image:
 #
-#   docker build -t workload-identity-webhook:dev --build-arg VERSION=0.1.0 .
+#   From source (the default target; needs Docker with BuildKit, pulls the Rust image):
+#     docker build -t workload-identity-webhook:dev --build-arg VERSION=0.2.0 --build-arg REVISION="$(git rev-parse HEAD)" .
 #
-# Needs BuildKit (the default builder since Docker 23) for the cache mounts: the Cargo registry
-# and the target folder survive between builds, so a change in src/ recompiles only this crate.
-# Builds for the platform it runs on (linux/amd64 or linux/arm64).
+#   Packaging prebuilt binaries (what the release does; pulls nothing, so buildah or podman build it
+#   offline): the static binaries of each platform in dist/linux-<arch>/, made by scripts/release.sh.
+#     buildah bud --target package --platform linux/amd64 --timestamp 0 \
+#       --build-arg VERSION=0.2.0 --build-arg REVISION=<commit> -f Dockerfile <context with dist/ and packaging/>
+#
+# The from-source build keeps the Cargo registry and the target folder in BuildKit cache mounts, so
+# a change in src/ recompiles only this workspace. It builds for the platform it runs on
+# (linux/amd64 or linux/arm64).
 
 ARG RUST_IMAGE=rust:1.95-bookworm
 
@@ -21,20 +29,26 @@ RUN case "$(uname -m)" in \
     esac > /rust-target \
  && rustup target add "$(cat /rust-target)"
 WORKDIR /build
-# The build context holds only the Cargo manifest, the lock file and Rust sources (src/, and the
-# benches and tests that Cargo.toml may name as targets); see .dockerignore. Editing docs or
-# manifests does not invalidate this layer, and the cache mounts below keep compiled dependencies.
+# The build context holds only the Cargo manifests, the lock file, Rust sources and packaging/
+# (see .dockerignore). Editing docs or manifests does not invalidate this layer, and the cache
+# mounts below keep compiled dependencies.
 COPY . .
-ENV CARGO_PROFILE_RELEASE_STRIP=symbols
+ARG VERSION=0.2.0
+ARG REVISION=unknown
+# What `workload-identity-webhook version` reports (build.rs); the build date is the commit's in a
+# release, unknown here.
+ENV CARGO_PROFILE_RELEASE_STRIP=symbols WIW_BUILD_REVISION=${REVISION}
 RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,target=/usr/local/cargo/git,sharing=locked \
     --mount=type=cache,target=/build/target,sharing=locked \
     target="$(cat /rust-target)" \
- && cargo build --release --locked --target "${target}" -p workload-identity-webhook -p workload-identity-emulator \
- && cp "target/${target}/release/workload-identity-webhook" "target/${target}/release/workload-identity-emulator" /
+ && cargo build --release --locked --workspace --bins --target "${target}" \
+ && mkdir /out \
+ && find "target/${target}/release" -maxdepth 1 -type f -perm -u+x -name 'workload-identity-*' -exec cp {} /out/ \;
 
-FROM gcr.io/distroless/static-debian12:nonroot
-ARG VERSION=0.1.0
+# What both targets share: the file system but the binaries, the labels, the user and the command.
+FROM scratch AS runtime
+ARG VERSION=0.2.0
 ARG REVISION=unknown
 LABEL org.opencontainers.image.title="workload-identity-webhook" \
       org.opencontainers.image.description="Mutating admission webhook that gives Kubernetes Pods AWS, Google Cloud and Azure workload identities" \
@@ -43,10 +57,17 @@ LABEL org.opencontainers.image.title="workload-identity-webhook" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.revision="${REVISION}" \
       org.opencontainers.image.licenses="Apache-2.0"
-COPY --from=build /workload-identity-webhook /workload-identity-webhook
-# The token-service emulator for local clusters (manifests/components/emulator); never started here.
-COPY --from=build /workload-identity-emulator /workload-identity-emulator
+COPY --chmod=0644 packaging/rootfs/etc/passwd packaging/rootfs/etc/group /etc/
 USER 65532:65532
 EXPOSE 8443 9090
 ENTRYPOINT ["/workload-identity-webhook"]
 CMD ["serve"]
+
+# The release: static binaries built beforehand for each platform (scripts/release.sh).
+FROM runtime AS package
+ARG TARGETARCH
+COPY --chmod=0755 dist/linux-${TARGETARCH}/ /
+
+# From source (the default target, last).
+FROM runtime
+COPY --from=build /out/ /

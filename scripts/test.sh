@@ -21,14 +21,16 @@ bin="$(bash tests/control-plane/build.sh node)"
 export PATH="${bin}:${PATH}"
 echo "==> cargo test"
 # Benches are compiled by clippy above and run by scripts/bench.sh (they need a release build).
-cargo test --workspace --lib --bins --tests --locked -- --skip sdks_get_credentials_from_what_the_webhook_injects --skip operations:: "$@"
-# The Helm chart and the alerts/dashboard (tests/chart.rs, tests/monitoring.rs): helm and promtool
-# are built from their Go modules into ~/.cache/workload-identity-webhook/tools on first use.
+cargo test --workspace --lib --bins --tests --locked -- --skip sdks_get_credentials_from_what_the_webhook_injects --skip operations:: --skip dry_run:: "$@"
+# The Helm chart and the alerts/dashboard (tests/chart.rs, tests/monitoring.rs): helm, promtool and
+# actionlint are built from their Go modules into ~/.cache/workload-identity-webhook/tools on first use.
 echo "==> Helm chart, alerts and dashboard (helm, promtool)"
 operations_started=$SECONDS
-bash tests/tools/build.sh >/dev/null
+tools="$(bash tests/tools/build.sh)"
 cargo test --test chart --test monitoring --locked -- operations::
 echo "==> Helm chart, alerts and dashboard took $((SECONDS - operations_started)) s"
+echo "==> workflows (actionlint .github/workflows/*)"
+"${tools}/actionlint"
 # Its own phase so that its one line per SDK and case is printed: official Python and Go SDKs
 # (installed by the test into ~/.cache/workload-identity-webhook/sdk) against `emulate`, inside a
 # network namespace (needs root).
@@ -41,5 +43,12 @@ echo "==> node suite (kubelet + containerd + runc in a network namespace; tests/
 node_started=$SECONDS
 bash tests/node/run.sh
 echo "==> node suite took $((SECONDS - node_started)) s"
+# Every asset of a release, built here and pushed nowhere (the musl build is the node suite's),
+# then checked by tests/release.rs (its dry_run tests).
+echo "==> release dry run (scripts/release.sh --dry-run, tests/release.rs)"
+release_started=$SECONDS
+bash scripts/release.sh --dry-run
+cargo test --test release --locked -- dry_run::
+echo "==> release dry run took $((SECONDS - release_started)) s"
 # Fuzzing itself runs from scripts/fuzz.sh: its nightly build recompiles every dependency, too long
 # for a cold CI run. The committed corpus is replayed by cargo test above.

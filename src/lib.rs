@@ -7,5 +7,6 @@
 //!   TLS, the managed certificate, metrics, the supervisor). The token-service emulator
 //!   (`crates/emulator`) builds on this module's public API; nothing here knows the emulator.
 
+pub mod build_info;
 pub mod cli;
 pub mod shell;

@@ -7,6 +7,7 @@ use clap::Parser;
 
 use workload_identity_webhook::cli::{Cli, Command, ConfigSourceArgs, ServeArgs, arguments};
 use workload_identity_webhook::cli::{convert, docs, explain, mutate};
+#[cfg(target_os = "linux")]
 use workload_identity_webhook::shell::allocator::Allocator;
 use workload_identity_webhook::shell::certificates::{self, BundleTarget};
 use workload_identity_webhook::shell::connections::ConnectionLimits;
@@ -16,6 +17,8 @@ use workload_identity_webhook::shell::supervisor::Supervisor;
 use workload_identity_webhook::shell::tls::{self, CertificateFiles, ReloadingCertificate};
 use workload_identity_webhook::shell::watch::{LiveConfig, ServiceAccounts};
 
+// Linux only (mremap); elsewhere (the kubectl plugin on macOS) the system allocator.
+#[cfg(target_os = "linux")]
 #[global_allocator]
 static ALLOCATOR: Allocator = Allocator;
 
@@ -48,6 +51,10 @@ fn main() -> ExitCode {
             }
             print!("{}", conversion.yaml);
         }),
+        Command::Version(args) => {
+            println!("{}", args.render());
+            Ok(())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -157,7 +157,7 @@ fn the_alert_table_lists_every_alert() {
     );
 }
 
-/// Pages written on other branches (issue 22, 25, 26); remove a name once its page is merged.
+/// Pages written on other branches (issues 25, 26); remove a name once its page is merged.
 const PAGES_OF_OTHER_BRANCHES: &[&str] = &[
     "docs/install.md",
     "docs/kubernetes-versions.md",

@@ -123,12 +123,19 @@ async fn probes_and_metrics() {
         .text()
         .await
         .unwrap();
+    // Which build runs: the version, and the commit build.rs passed (`unknown` in a test build).
+    let build_info = format!(
+        r#"workload_identity_webhook_build_info{{version="{}",revision="{}"}} 1"#,
+        env!("CARGO_PKG_VERSION"),
+        env!("WIW_BUILD_REVISION")
+    );
     for expected in [
         r#"workload_identity_webhook_admission_requests_total{kind="Pod",result="mutated"} 1"#,
         r#"workload_identity_webhook_pod_mutations_total{cloud="aws"} 1"#,
         r#"workload_identity_webhook_config_reloads_total{result="success"} 1"#,
         "workload_identity_webhook_config_mappings 1",
         "workload_identity_webhook_admission_duration_seconds_count 1",
+        &build_info,
     ] {
         assert!(metrics.contains(expected), "missing {expected:?} in\n{metrics}");
     }

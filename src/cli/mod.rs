@@ -19,6 +19,7 @@ use crate::shell::duration;
 #[command(
     name = "workload-identity-webhook",
     version,
+    long_version = crate::build_info::LONG_VERSION,
     about = "Gives Kubernetes Pods AWS, Google Cloud and Azure workload identities, with no stored credentials"
 )]
 pub struct Cli {
@@ -42,6 +43,33 @@ pub enum Command {
     /// The project's reference documentation, generated from the code (docs/development.md).
     #[command(hide = true)]
     Docs(docs::DocsArgs),
+    /// Print the version, the git commit and date it was built from, the compiler and the target.
+    Version(VersionArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct VersionArgs {
+    #[arg(short = 'o', long, value_enum, default_value_t = VersionOutput::Text)]
+    pub output: VersionOutput,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VersionOutput {
+    /// One field per line, as `--version`.
+    Text,
+    /// One JSON object: version, revision, buildDate, rustc, target.
+    Json,
+}
+
+impl VersionArgs {
+    /// What `version` prints.
+    pub fn render(&self) -> String {
+        match self.output {
+            VersionOutput::Text => format!("workload-identity-webhook {}", crate::build_info::LONG_VERSION),
+            // Serializing a struct of strings cannot fail.
+            VersionOutput::Json => serde_json::to_string_pretty(&crate::build_info::BUILD).unwrap_or_default(),
+        }
+    }
 }
 
 #[derive(Args, Debug)]

@@ -37,23 +37,83 @@ pub struct PortLabels {
     pub port: &'static str,
 }
 
-pub struct Metrics {
-    registry: Registry,
-    pub requests: Family<RequestLabels, Counter>,
-    pub request_duration: Histogram,
-    pub mutations: Family<CloudLabels, Counter>,
-    pub config_reloads: Family<ResultLabels, Counter>,
-    pub config_mappings: Gauge,
-    pub certificate_reloads: Family<ResultLabels, Counter>,
-    pub certificate_not_after: Gauge,
-    pub reviews_limited: Family<ReasonLabels, Counter>,
-    pub requests_shed: Counter,
-    pub connections_refused: Family<PortLabels, Counter>,
-    pub lookups_skipped: Family<ReasonLabels, Counter>,
-    pub mutations_missing: Family<SettingLabels, Counter>,
-    pub warnings: Family<CloudLabels, Counter>,
-    pub watch_connected: Family<WatchLabels, Gauge>,
-    pub service_account_cache_size: Gauge,
+/// Declares every metric once: its field, its type, its name (after the `workload_identity_webhook_`
+/// prefix), its help (the doc line) and its initial value; `Default` registers them all.
+macro_rules! metrics {
+    ($($(#[doc = $help:literal])+ $field:ident: $ty:ty = ($name:literal, $init:expr),)*) => {
+        pub struct Metrics {
+            registry: Registry,
+            $($(#[doc = $help])+ pub $field: $ty,)*
+        }
+
+        impl Default for Metrics {
+            fn default() -> Self {
+                let mut registry = Registry::with_prefix("workload_identity_webhook");
+                $(
+                    let $field: $ty = $init;
+                    registry.register($name, concat!($($help),+).trim(), $field.clone());
+                )*
+                Metrics { registry, $($field,)* }
+            }
+        }
+    };
+}
+
+metrics! {
+    /// The running build: always 1, its version and git commit as labels
+    build_info: Family<BuildLabels, Gauge> = ("build_info", build_info()),
+    /// Admission requests by object kind and result
+    requests: Family<RequestLabels, Counter> = ("admission_requests", Default::default()),
+    /// Time from request body received to response encoded
+    // 50 µs .. ~1.6 s: admission answers are sub-millisecond, API look-ups take longer.
+    request_duration: Histogram = ("admission_duration_seconds", Histogram::new(exponential_buckets(0.00005, 2.0, 16))),
+    /// Pods given an identity, by cloud
+    mutations: Family<CloudLabels, Counter> = ("pod_mutations", Default::default()),
+    /// Identity mapping configuration loads by result
+    config_reloads: Family<ResultLabels, Counter> = ("config_reloads", Default::default()),
+    /// Identity mappings in force
+    config_mappings: Gauge = ("config_mappings", Default::default()),
+    /// Serving certificate loads by result
+    certificate_reloads: Family<ResultLabels, Counter> = ("certificate_reloads", Default::default()),
+    /// Expiry (notAfter, Unix seconds) of the certificate being served
+    certificate_not_after: Gauge = ("serving_certificate_not_after_seconds", Default::default()),
+    /// Pods allowed unchanged because they exceed a work bound: `containers` or `patch_size`
+    reviews_limited: Family<ReasonLabels, Counter> = ("admission_limited", Default::default()),
+    /// Admission requests answered 503 because the in-flight budget was spent
+    requests_shed: Counter = ("admission_shed", Default::default()),
+    /// Connections closed at once because the port had its maximum open
+    connections_refused: Family<PortLabels, Counter> = ("connections_refused", Default::default()),
+    /// ServiceAccount API look-ups not made: `recent_miss` (negative cache) or `rate_limited`
+    lookups_skipped: Family<ReasonLabels, Counter> = ("service_account_lookups_skipped", Default::default()),
+    /// Pods given an identity without a setting their SDKs need, by setting (`aws_region`, `azure_kubernetes_token_proxy`)
+    mutations_missing: Family<SettingLabels, Counter> = ("pod_mutations_missing", Default::default()),
+    /// Warnings returned to users in admission answers, by the cloud they are about (`none`: the Pod as a whole)
+    warnings: Family<CloudLabels, Counter> = ("admission_warnings", Default::default()),
+    /// 1 while a watch of the Kubernetes API streams, 0 while it is broken and retrying, by watch (`service_accounts`, `config_map`)
+    watch_connected: Family<WatchLabels, Gauge> = ("watch_connected", Default::default()),
+    /// ServiceAccounts held in the cache of the ServiceAccount watch
+    service_account_cache_size: Gauge = ("service_account_cache_size", Default::default()),
+}
+
+/// `build_info`: which build runs ([`crate::build_info`]).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    pub version: &'static str,
+    /// The git commit, or `unknown` for a build without it.
+    pub revision: &'static str,
+}
+
+/// The one series of `build_info`, set to 1.
+fn build_info() -> Family<BuildLabels, Gauge> {
+    let family = Family::<BuildLabels, Gauge>::default();
+    let build = &crate::build_info::BUILD;
+    family
+        .get_or_create(&BuildLabels {
+            version: build.version,
+            revision: build.revision,
+        })
+        .set(1);
+    family
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -66,113 +126,6 @@ pub struct WatchLabels {
 pub struct SettingLabels {
     /// A setting SDKs need that the Pod's injection lacked: `aws_region`, `azure_kubernetes_token_proxy`.
     pub setting: &'static str,
-}
-
-impl Default for Metrics {
-    fn default() -> Self {
-        let mut registry = Registry::with_prefix("workload_identity_webhook");
-        let requests = Family::<RequestLabels, Counter>::default();
-        registry.register(
-            "admission_requests",
-            "Admission requests by object kind and result",
-            requests.clone(),
-        );
-        // 50 µs .. ~1.6 s: admission answers are sub-millisecond, API look-ups take longer.
-        let request_duration = Histogram::new(exponential_buckets(0.00005, 2.0, 16));
-        registry.register(
-            "admission_duration_seconds",
-            "Time from request body received to response encoded",
-            request_duration.clone(),
-        );
-        let mutations = Family::<CloudLabels, Counter>::default();
-        registry.register("pod_mutations", "Pods given an identity, by cloud", mutations.clone());
-        let config_reloads = Family::<ResultLabels, Counter>::default();
-        registry.register(
-            "config_reloads",
-            "Identity mapping configuration loads by result",
-            config_reloads.clone(),
-        );
-        let config_mappings = Gauge::default();
-        registry.register("config_mappings", "Identity mappings in force", config_mappings.clone());
-        let certificate_reloads = Family::<ResultLabels, Counter>::default();
-        registry.register(
-            "certificate_reloads",
-            "Serving certificate loads by result",
-            certificate_reloads.clone(),
-        );
-        let certificate_not_after = Gauge::default();
-        registry.register(
-            "serving_certificate_not_after_seconds",
-            "Expiry (notAfter, Unix seconds) of the certificate being served",
-            certificate_not_after.clone(),
-        );
-        let reviews_limited = Family::<ReasonLabels, Counter>::default();
-        registry.register(
-            "admission_limited",
-            "Pods allowed unchanged because they exceed a work bound: `containers` or `patch_size`",
-            reviews_limited.clone(),
-        );
-        let requests_shed = Counter::default();
-        registry.register(
-            "admission_shed",
-            "Admission requests answered 503 because the in-flight budget was spent",
-            requests_shed.clone(),
-        );
-        let connections_refused = Family::<PortLabels, Counter>::default();
-        registry.register(
-            "connections_refused",
-            "Connections closed at once because the port had its maximum open",
-            connections_refused.clone(),
-        );
-        let lookups_skipped = Family::<ReasonLabels, Counter>::default();
-        registry.register(
-            "service_account_lookups_skipped",
-            "ServiceAccount API look-ups not made: `recent_miss` (negative cache) or `rate_limited`",
-            lookups_skipped.clone(),
-        );
-        let mutations_missing = Family::<SettingLabels, Counter>::default();
-        registry.register(
-            "pod_mutations_missing",
-            "Pods given an identity without a setting their SDKs need, by setting (`aws_region`, `azure_kubernetes_token_proxy`)",
-            mutations_missing.clone(),
-        );
-        let warnings = Family::<CloudLabels, Counter>::default();
-        registry.register(
-            "admission_warnings",
-            "Warnings returned to users in admission answers, by the cloud they are about (`none`: the Pod as a whole)",
-            warnings.clone(),
-        );
-        let watch_connected = Family::<WatchLabels, Gauge>::default();
-        registry.register(
-            "watch_connected",
-            "1 while a watch of the Kubernetes API streams, 0 while it is broken and retrying, by watch (`service_accounts`, `config_map`)",
-            watch_connected.clone(),
-        );
-        let service_account_cache_size = Gauge::default();
-        registry.register(
-            "service_account_cache_size",
-            "ServiceAccounts held in the cache of the ServiceAccount watch",
-            service_account_cache_size.clone(),
-        );
-        Metrics {
-            registry,
-            requests,
-            request_duration,
-            mutations,
-            config_reloads,
-            config_mappings,
-            certificate_reloads,
-            certificate_not_after,
-            reviews_limited,
-            requests_shed,
-            connections_refused,
-            lookups_skipped,
-            mutations_missing,
-            warnings,
-            watch_connected,
-            service_account_cache_size,
-        }
-    }
 }
 
 impl Metrics {

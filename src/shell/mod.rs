@@ -2,6 +2,7 @@
 //! certificates) current. Its public API is also what the emulator (`crates/emulator`) builds on:
 //! [`connections`], [`tls`], [`certificates`], [`logging`], [`supervisor`], [`allocator`].
 
+#[cfg(target_os = "linux")]
 pub mod allocator;
 pub mod certificates;
 pub mod connections;

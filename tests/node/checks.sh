@@ -17,8 +17,9 @@ expect_eq() {
   checks=$((checks + 1))
 }
 
-# --- install: the overlay as published, through a kustomization that patches only the images
-# (locally imported ones) and the Deployments' imagePullPolicy: Never.
+# --- install: the overlay as published, through a kustomization that patches only the workload
+# image (locally imported) and the Deployments' imagePullPolicy: Never. The webhook's image is the
+# release's, imported under its published name.
 install_overlay() {
   local dir="$work/kustomize/$1"
   mkdir -p "$dir"
@@ -28,9 +29,6 @@ kind: Kustomization
 resources:
   - $(realpath --relative-to="$dir" "$repo/manifests/overlays/$1")
 images:
-  - name: ghcr.io/workload-identity-webhook/workload-identity-webhook
-    newName: localhost/wiw-node/workload-identity-webhook
-    newTag: test
   - name: docker.io/library/busybox
     newName: localhost/wiw-node/busybox
     newTag: test
@@ -192,7 +190,7 @@ until [[ "$(k get mutatingwebhookconfiguration workload-identity-webhook -o json
 done
 k -n "$system" get secret workload-identity-webhook-tls >/dev/null || fail "no certificate Secret"
 checks=$((checks + 1))
-# The image is the Dockerfile's runtime stage: the webhook runs as 65532 and there is no shell.
+# The image is the Dockerfile's package target: the webhook runs as 65532 and there is no shell.
 for pod in $(k -n "$system" get pods -l app.kubernetes.io/name=workload-identity-webhook -o name); do
   container="$(k -n "$system" get "$pod" -o jsonpath='{.status.containerStatuses[0].containerID}')"
   pid="$(ctr_ tasks ls | awk -v id="${container#containerd://}" '$1 == id {print $2}')"

@@ -1,16 +1,13 @@
 #!/usr/bin/env bash
 # Builds a single-layer OCI image archive (oci-layout, index.json, blobs) without Docker or a
-# registry, for `ctr -n k8s.io images import`:
+# registry, for `ctr -n k8s.io images import` (the webhook's own image is the Dockerfile's, built
+# with buildah by scripts/release.sh image):
 #
-#   oci-image.sh webhook <static workload-identity-webhook binary> <out.tar>
-#       the Dockerfile's runtime stage built another way: the binary and the
-#       workload-identity-emulator beside it at /, user 65532, no shell,
-#       the nonroot user and /tmp of distroless/static, the same entrypoint, command and ports
 #   oci-image.sh busybox <static busybox binary> <out.tar>      workload image, applets as symlinks
 #   oci-image.sh pause <pause.c from k8s.io/kubernetes> <out.tar>   the sandbox image (musl-gcc)
 #
-# Image names: localhost/wiw-node/{workload-identity-webhook,busybox,pause}:test. Tars are made
-# reproducible (sorted, mtime 0, numeric owners), so the same inputs give the same image digest.
+# Image names: localhost/wiw-node/{busybox,pause}:test. Tars are made reproducible (sorted,
+# mtime 0, numeric owners), so the same inputs give the same image digest.
 set -euo pipefail
 
 kind="$1" source="$2" out="$3"
@@ -26,19 +23,6 @@ case "$(uname -m)" in
 esac
 
 case "$kind" in
-  webhook)
-    install -m 0755 "$source" "$root/workload-identity-webhook"
-    install -m 0755 "$(dirname "$source")/workload-identity-emulator" "$root/workload-identity-emulator"
-    mkdir -p "$root/etc" "$root/home/nonroot" "$root/tmp"
-    chmod 1777 "$root/tmp"
-    # As in distroless/static:nonroot.
-    printf 'root:x:0:0:root:/root:/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n' > "$root/etc/passwd"
-    printf 'root:x:0:\nnobody:x:65534:\nnonroot:x:65532:\n' > "$root/etc/group"
-    config='{"User":"65532:65532","Entrypoint":["/workload-identity-webhook"],"Cmd":["serve"],
-      "ExposedPorts":{"8443/tcp":{},"9090/tcp":{}},"WorkingDir":"/",
-      "Labels":{"org.opencontainers.image.title":"workload-identity-webhook"}}'
-    name=workload-identity-webhook
-    ;;
   busybox)
     mkdir -p "$root/bin" "$root/tmp" "$root/etc"
     chmod 1777 "$root/tmp"
@@ -60,7 +44,6 @@ case "$kind" in
   *) echo "oci-image.sh: unknown image kind $kind" >&2; exit 1 ;;
 esac
 chown -R 0:0 "$root"
-[[ "$kind" != webhook ]] || chown 65532:65532 "$root/home/nonroot"
 ref="localhost/wiw-node/${name}:test"
 
 blobs="$tmp/oci/blobs/sha256"
@@ -69,7 +52,7 @@ sha() { sha256sum "$1" | cut -d' ' -f1; }
 size() { stat -c %s "$1"; }
 blob() { local digest; digest="$(sha "$1")"; mv "$1" "$blobs/$digest"; printf '%s' "$digest"; }
 
-# Owners come from the files (the script runs as root): root, except the nonroot home.
+# Owners come from the files (the script runs as root).
 tar --sort=name --mtime=@0 --numeric-owner --format=gnu -C "$root" -cf "$tmp/layer.tar" .
 diff_id="$(sha "$tmp/layer.tar")"
 gzip -n -9 "$tmp/layer.tar"

@@ -8,9 +8,11 @@
 #   1. checks the machine (root, network and mount namespaces, writable cgroups) and installs what is
 #      missing from Debian (containerd, runc, containernetworking-plugins, busybox-static, musl-tools);
 #   2. builds etcd, kube-apiserver and kube-node (kubelet, kube-controller-manager, kube-scheduler,
-#      kubectl) with tests/control-plane/build.sh, and the static musl release binary of the webhook;
-#   3. builds three OCI image archives without Docker (tests/node/oci-image.sh): the webhook (the
-#      Dockerfile's runtime stage: the static binary, user 65532, no shell), a busybox-static workload
+#      kubectl) with tests/control-plane/build.sh, and the static musl release binaries as the release
+#      does (scripts/release.sh binaries);
+#   3. builds the webhook's image as the release does: the Dockerfile's `package` target with Debian's
+#      buildah (scripts/release.sh image), twice, and fails unless both builds have the same digest;
+#      and two OCI image archives without Docker (tests/node/oci-image.sh): a busybox-static workload
 #      image and the pause image (Kubernetes' pause.c built with musl-gcc);
 #   4. in a private mount namespace (unshare) and a new network namespace entered with
 #      `nsenter --net` (`ip netns exec` remounts /sys and hides the cgroup mounts from the kubelet):
@@ -81,6 +83,7 @@ dpkg -s busybox-static >/dev/null 2>&1 || packages+=(busybox-static)
 command -v musl-gcc >/dev/null || packages+=(musl-tools)
 command -v jq >/dev/null || packages+=(jq)
 command -v openssl >/dev/null || packages+=(openssl)
+command -v buildah >/dev/null || packages+=(buildah)
 if ((${#packages[@]})); then
   command -v apt-get >/dev/null || missing "apt-get, to install ${packages[*]}"
   log "installing ${packages[*]} from Debian"
@@ -89,18 +92,15 @@ if ((${#packages[@]})); then
 fi
 target=x86_64-unknown-linux-musl
 [[ "$(uname -m)" == x86_64 ]] || target=aarch64-unknown-linux-musl
-if command -v rustup >/dev/null && ! rustup target list --installed | grep -qx "$target"; then
-  rustup target add "$target" >&2
-fi
 phase "packages"
 
 bin="$(bash "${repo}/tests/control-plane/build.sh" node)"
 phase "control plane and node components (build.sh node)"
-# The Dockerfile's build: stripped static musl release binaries, the webhook and the emulator.
-(cd "$repo" && CARGO_PROFILE_RELEASE_STRIP=symbols cargo build -q --release --locked --target "$target" \
-  -p workload-identity-webhook -p workload-identity-emulator)
-webhook="${CARGO_TARGET_DIR:-${repo}/target}/${target}/release/workload-identity-webhook"
-phase "webhook and emulator musl release build"
+# The release's build: stripped static musl release binaries (revision and date from git).
+dist="${CARGO_TARGET_DIR:-${repo}/target}/node-dist"
+rm -rf "$dist"
+bash "${repo}/scripts/release.sh" binaries "$target" "$dist"
+phase "webhook musl release build (scripts/release.sh binaries)"
 # The SDK conformance test binary (tests/sdk.rs): checks.sh runs its SDKs on the files the kubelet
 # wrote. Its SDKs (venv, Go probe) are installed here: the namespaces have no route out.
 (cd "$repo" && cargo build -q --locked -p workload-identity-emulator)
@@ -121,7 +121,14 @@ for old in "${TMPDIR:-/tmp}"/wiw-node.*; do
   fi
 done
 
-bash "${here}/oci-image.sh" webhook "$webhook" "$work/images/webhook.tar"
+# The release's image, built twice: the same commit must give the same digest (--timestamp 0).
+bash "${repo}/scripts/release.sh" image "$dist" "$work/images/webhook.tar"
+bash "${repo}/scripts/release.sh" image "$dist" "$work/images/webhook-again.tar"
+digest="$(tar -xOf "$work/images/webhook.tar" index.json | jq -r '.manifests[0].digest')"
+again="$(tar -xOf "$work/images/webhook-again.tar" index.json | jq -r '.manifests[0].digest')"
+[[ "$digest" == "$again" ]] || { log "FAIL: two builds of the image differ: $digest and $again"; exit 1; }
+rm "$work/images/webhook-again.tar"
+log "webhook image: $(tar -xOf "$work/images/webhook.tar" index.json | jq -r '.manifests[0].annotations["org.opencontainers.image.ref.name"]')@${digest}, reproducible, $(stat -c %s "$work/images/webhook.tar") bytes"
 bash "${here}/oci-image.sh" busybox "$(command -v busybox)" "$work/images/busybox.tar"
 # pause.c from the same k8s.io/kubernetes module (downloaded if the module cache lacks it).
 k8s_version="$(sed -n 's/^K8S_VERSION="\(v[^"]*\)".*/\1/p' "${repo}/tests/control-plane/build.sh")"

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# Builds the Go command-line tools the chart and monitoring tests use (helm, promtool) from
-# their Go modules at pinned versions, into a cache folder outside the clone.
+# Builds the Go command-line tools the chart, monitoring and release checks use (helm, promtool,
+# actionlint) from their Go modules at pinned versions, into a cache folder outside the clone.
 #
 #   tests/tools/build.sh      # prints the bin directory as the last stdout line
 #
 # Cache: ${WIW_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/workload-identity-webhook/tools}/bin
 # A binary is reused when its stamp (module@version + build tags + Go version + platform) matches,
 # as in tests/control-plane/build.sh. Force a rebuild with WIW_TOOLS_REBUILD=1. The tests skip this
-# script when WIW_TOOLS_BIN_DIR names a folder that already holds both binaries.
+# script when WIW_TOOLS_BIN_DIR names a folder that already holds the binaries.
 # Progress goes to stderr; stdout carries only the bin directory.
 set -euo pipefail
 
@@ -17,6 +17,8 @@ PROMTOOL_MODULE="github.com/prometheus/prometheus/cmd/promtool@v0.316.0"
 # Without this tag promtool links every service discovery (AWS, Azure, GCE, ... SDKs): its cold
 # build did not finish in 12 minutes on 2 busy cores. `promtool test rules` needs none of them.
 PROMTOOL_TAGS="remove_all_sd"
+# scripts/test.sh lints every workflow under .github/workflows with it.
+ACTIONLINT_MODULE="github.com/rhysd/actionlint/cmd/actionlint@v1.7.12"
 
 cache="${WIW_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/workload-identity-webhook/tools}"
 bin="${cache}/bin"
@@ -57,5 +59,6 @@ build_one() {
 
 build_one helm "$HELM_MODULE"
 build_one promtool "$PROMTOOL_MODULE" "$PROMTOOL_TAGS"
+build_one actionlint "$ACTIONLINT_MODULE"
 
 printf '%s\n' "$bin"

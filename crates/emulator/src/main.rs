@@ -3,8 +3,11 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use workload_identity_emulator::EmulateArgs;
+#[cfg(target_os = "linux")]
 use workload_identity_webhook::shell::allocator::Allocator;
 
+// Linux only (mremap); elsewhere (the kubectl plugin on macOS) the system allocator.
+#[cfg(target_os = "linux")]
 #[global_allocator]
 static ALLOCATOR: Allocator = Allocator;
 
