@@ -49,6 +49,7 @@ pub enum Command {
 
 #[derive(Args, Debug)]
 pub struct VersionArgs {
+    /// `text` for people, `json` for scripts.
     #[arg(short = 'o', long, value_enum, default_value_t = VersionOutput::Text)]
     pub output: VersionOutput,
 }
