@@ -461,6 +461,129 @@ async fn the_google_credential_configuration_cannot_be_changed_after_creation() 
     );
 }
 
+/// F2 (issue 21): a Binding copies its annotations into the stored Pod with no Pod UPDATE; a user
+/// allowed only to create Bindings cannot set the Google credential configuration through either
+/// path (pods/binding, the legacy bindings), and plain Bindings still schedule Pods.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_binding_cannot_set_the_google_credential_configuration() {
+    let kubectl = Kubectl::new().await;
+    {
+        let _cluster = CLUSTER.lock().await;
+        kubectl.apply_overlay("cluster-wide");
+    }
+    let namespace = unique("binding");
+    create_namespace(&kubectl, &namespace);
+    let ns = namespace.as_str();
+    kubectl.ok(
+        &[
+            "-n",
+            ns,
+            "create",
+            "role",
+            "binder",
+            "--verb=create",
+            "--resource=pods/binding,bindings",
+        ],
+        None,
+    );
+    kubectl.ok(
+        &[
+            "-n",
+            ns,
+            "create",
+            "rolebinding",
+            "batch-scheduler",
+            "--role=binder",
+            "--user=batch-scheduler",
+        ],
+        None,
+    );
+    kubectl.wait_can_i("batch-scheduler", "create", "pods/binding", ns, true);
+    kubectl.wait_can_i("batch-scheduler", "create", "bindings", ns, true);
+    kubectl.wait_can_i("batch-scheduler", "patch", "pods", ns, false);
+
+    let configuration = r#"{"type":"external_account","token_url":"https://sts.googleapis.com/v1/token"}"#;
+    let hostile = r#"{"type":"external_account","token_url":"https://attacker.example/token"}"#;
+    for name in ["google-a", "google-b", "plain-a", "plain-b"] {
+        let annotations = if name.starts_with("google") {
+            json!({GOOGLE_ANNOTATION: configuration})
+        } else {
+            json!({})
+        };
+        kubectl.ok(
+            &["-n", ns, "create", "-f", "-"],
+            Some(&pod(name, annotations).to_string()),
+        );
+    }
+    // `legacy`: POST .../bindings; else POST .../pods/<name>/binding.
+    let bind = |name: &str, annotations: Value, legacy: bool, dry_run: bool| {
+        let binding = json!({
+            "apiVersion": "v1", "kind": "Binding",
+            "metadata": {"name": name, "namespace": ns, "annotations": annotations},
+            "target": {"apiVersion": "v1", "kind": "Node", "name": "node-1"}
+        });
+        let mut path = if legacy {
+            format!("/api/v1/namespaces/{ns}/bindings")
+        } else {
+            format!("/api/v1/namespaces/{ns}/pods/{name}/binding")
+        };
+        if dry_run {
+            path.push_str("?dryRun=All");
+        }
+        kubectl.run(
+            &["--as=batch-scheduler", "create", "--raw", &path, "-f", "-"],
+            Some(&binding.to_string()),
+        )
+    };
+    let hostile_annotations = json!({GOOGLE_ANNOTATION: hostile});
+    // The API server loads policies asynchronously; dry runs go through admission and store nothing.
+    eventually("the Binding policy to be enforced", || {
+        !bind("google-a", hostile_annotations.clone(), false, true).ok
+    });
+    for (name, legacy) in [
+        ("google-a", false),
+        ("google-b", true),
+        ("plain-a", false),
+        ("plain-b", true),
+    ] {
+        let run = bind(name, hostile_annotations.clone(), legacy, false);
+        assert!(
+            !run.ok,
+            "{name} (legacy path: {legacy}) was bound with a hostile configuration:\n{}",
+            run.text
+        );
+        assert!(
+            run.text
+                .contains("workload-identity-webhook-google-credential-configuration-binding"),
+            "{name}: {}",
+            run.text
+        );
+    }
+    // Plain Bindings, with other annotations or none, still schedule the Pods; the configuration
+    // stays what the Pod was created with.
+    for (name, legacy) in [
+        ("google-a", false),
+        ("google-b", true),
+        ("plain-a", false),
+        ("plain-b", true),
+    ] {
+        let run = bind(name, json!({"scheduler.example/queue": "batch"}), legacy, false);
+        assert!(run.ok, "{name} (legacy path: {legacy}): {}", run.text);
+        let stored = kubectl.json(&["-n", ns, "get", "pod", name]);
+        assert_eq!(stored["spec"]["nodeName"], "node-1", "{name}");
+        assert_eq!(
+            stored["metadata"]["annotations"]["scheduler.example/queue"], "batch",
+            "{name}"
+        );
+        let expected = if name.starts_with("google") {
+            json!(configuration)
+        } else {
+            Value::Null
+        };
+        assert_eq!(stored["metadata"]["annotations"][GOOGLE_ANNOTATION], expected, "{name}");
+    }
+}
+
 /// M4: the webhook's ServiceAccount may publish its caBundle and create its certificate Secret,
 /// nothing more; and only the self-managed installs give it those rights at all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

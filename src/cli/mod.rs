@@ -237,8 +237,8 @@ pub struct LimitArgs {
     #[arg(long, env = "WIW_IDLE_TIMEOUT", default_value = "60s", value_parser = duration::parse)]
     pub idle_timeout: Duration,
 
-    /// A connection whose peer accepts no data for this long while an answer waits to be written
-    /// is closed, on both ports.
+    /// A connection whose peer accepts no data for this long while an answer waits to be written,
+    /// or that has not taken an answer whole this long after it was ready, is closed, on both ports.
     #[arg(long, env = "WIW_WRITE_TIMEOUT", default_value = "10s", value_parser = duration::parse)]
     pub write_timeout: Duration,
 }

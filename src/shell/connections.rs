@@ -1,12 +1,17 @@
 //! Serves accepted connections with hyper, with the bounds hyper does not give by itself: a cap on
-//! open connections per port, a time limit for the TLS handshake and the first request, an idle
-//! timeout that also ends HTTP/2 connections kept alive by PINGs, and a write timeout that closes a
-//! connection whose reader stops draining its answers.
+//! open connections per port (at the cap, the connection idle the longest makes room, so held
+//! keep-alive connections cannot starve the probes), a time limit for the TLS handshake and the
+//! first request, an idle timeout that also ends HTTP/2 connections kept alive by PINGs, a write
+//! timeout that closes a connection whose reader stops draining its answers, and a deadline from an
+//! answer being ready to its last byte being sent (an HTTP/2 peer that announces a zero window
+//! never lets hyper write a byte, so the write timeout alone never arms).
 
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -33,7 +38,8 @@ pub struct ConnectionLimits {
     pub first_request_timeout: Duration,
     /// With no request in flight for this long, a connection is closed (HTTP/2: GOAWAY).
     pub idle_timeout: Duration,
-    /// A write that makes no progress for this long closes the connection.
+    /// A write that makes no progress for this long closes the connection, and so does an answer
+    /// not sent whole this long after it was ready.
     pub write_timeout: Duration,
 }
 
@@ -85,6 +91,7 @@ pub async fn serve(port: Port, metrics: Arc<Metrics>, mut shutdown: watch::Recei
     } = port;
     let builder = Arc::new(builder());
     let open = Arc::new(Semaphore::new(limits.max_connections));
+    let live = Arc::new(LiveConnections::default());
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -98,7 +105,15 @@ pub async fn serve(port: Port, metrics: Arc<Metrics>, mut shutdown: watch::Recei
             },
             () = stopping(&mut shutdown) => break,
         };
-        let Ok(permit) = open.clone().try_acquire_owned() else {
+        let permit = match open.clone().try_acquire_owned() {
+            Ok(permit) => Ok(permit),
+            Err(_) if live.evict_longest_idle() => tokio::time::timeout(EVICTION_WAIT, open.clone().acquire_owned())
+                .await
+                .map_err(drop)
+                .and_then(|permit| permit.map_err(drop)),
+            Err(_) => Err(()),
+        };
+        let Ok(permit) = permit else {
             metrics
                 .connections_refused
                 .get_or_create(&PortLabels { port: name })
@@ -106,16 +121,19 @@ pub async fn serve(port: Port, metrics: Arc<Metrics>, mut shutdown: watch::Recei
             tracing::warn!(port = name, %peer, max = limits.max_connections, "connection refused: too many open connections");
             continue;
         };
+        let (id, activity) = live.add();
         let connection = Connection {
             builder: builder.clone(),
             tls: tls.clone(),
             router: router.clone(),
             limits,
             peer,
+            activity,
         };
-        let shutdown = shutdown.clone();
+        let (shutdown, live) = (shutdown.clone(), live.clone());
         tokio::spawn(async move {
             connection.run(stream, shutdown).await;
+            live.remove(id);
             drop(permit);
         });
     }
@@ -130,12 +148,69 @@ pub async fn serve(port: Port, metrics: Arc<Metrics>, mut shutdown: watch::Recei
     }
 }
 
+/// How long a new connection waits for the evicted one's slot before it is refused.
+const EVICTION_WAIT: Duration = Duration::from_secs(1);
+
+/// The open connections of a port, each with its [`Activity`], to find the one idle the longest.
+#[derive(Default)]
+struct LiveConnections {
+    next_id: AtomicU64,
+    all: Mutex<HashMap<u64, Arc<Activity>>>,
+}
+
+impl LiveConnections {
+    fn add(&self) -> (u64, Arc<Activity>) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let activity = Arc::new(Activity {
+            state: Mutex::new(ActivityState {
+                in_flight: 0,
+                last_end: None,
+                idle_since: Instant::now(),
+                unsent: BTreeSet::new(),
+                next_answer: 0,
+            }),
+            ended: tokio::sync::Notify::new(),
+            evict: tokio::sync::Notify::new(),
+            evicted: AtomicBool::new(false),
+        });
+        self.all
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id, activity.clone());
+        (id, activity)
+    }
+
+    fn remove(&self, id: u64) {
+        self.all.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
+    }
+
+    /// Tells the connection idle the longest (no request in flight, no answer unsent) to close;
+    /// false when every connection is busy.
+    fn evict_longest_idle(&self) -> bool {
+        let all = self.all.lock().unwrap_or_else(PoisonError::into_inner);
+        let longest = all
+            .values()
+            .filter(|activity| !activity.evicted.load(Ordering::Relaxed))
+            .filter_map(|activity| Some((activity.idle_since()?, activity)))
+            .min_by_key(|(since, _)| *since);
+        match longest {
+            Some((_, activity)) => {
+                activity.evicted.store(true, Ordering::Relaxed);
+                activity.evict.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 struct Connection {
     builder: Arc<auto::Builder<TokioExecutor>>,
     tls: Option<tokio_rustls::TlsAcceptor>,
     router: Router,
     limits: ConnectionLimits,
     peer: SocketAddr,
+    activity: Arc<Activity>,
 }
 
 impl Connection {
@@ -159,16 +234,20 @@ impl Connection {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let activity = Arc::new(Activity::default());
+        let activity = self.activity.clone();
         let (router, peer, tracked) = (self.router, self.peer, activity.clone());
         let service = tower::service_fn(move |mut request: Request<hyper::body::Incoming>| {
             request.extensions_mut().insert(Peer(peer));
             let guard = tracked.start();
             let response = router.clone().oneshot(request.map(axum::body::Body::new));
             async move {
-                let response = response.await;
-                drop(guard);
-                response
+                let mut guard = guard;
+                // In flight until the answer's last byte is handed to the connection.
+                let response = response.await?;
+                guard.answer_ready();
+                Ok::<_, std::convert::Infallible>(
+                    response.map(|body| axum::body::Body::new(Unsent { body, _guard: guard })),
+                )
             }
         });
         let connection = self
@@ -179,6 +258,7 @@ impl Connection {
         let mut closing: Option<Pin<Box<Sleep>>> = None;
         loop {
             let (deadline, _) = activity.idle_deadline(started, &self.limits);
+            let answer_deadline = activity.answer_deadline(&self.limits);
             tokio::select! {
                 result = connection.as_mut() => {
                     if let Err(err) = result {
@@ -201,6 +281,17 @@ impl Connection {
                 }
                 // A client that ignores GOAWAY or never finishes its request.
                 _ = async { closing.as_mut().expect("armed").await }, if closing.is_some() => return,
+                // Another connection needs the slot of this idle one.
+                () = activity.evict.notified() => {
+                    tracing::debug!(%peer, "idle connection closed to make room for a new one");
+                    return;
+                }
+                () = async { tokio::time::sleep_until(answer_deadline.expect("armed")).await }, if answer_deadline.is_some() => {
+                    if activity.answer_deadline(&self.limits).is_some_and(|deadline| deadline <= Instant::now()) {
+                        tracing::debug!(%peer, timeout = ?self.limits.write_timeout, "answer not sent in time; connection closed");
+                        return;
+                    }
+                }
             }
         }
     }
@@ -211,29 +302,81 @@ async fn stopping(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
-/// Requests in flight on one connection, and when the last one ended.
-#[derive(Default)]
+/// Requests in flight on one connection (from their arrival until their answer is sent), and when
+/// the last one ended.
 struct Activity {
     state: Mutex<ActivityState>,
-    /// Wakes the connection's idle timer when a request ends.
+    /// Wakes the connection's timers when a request ends or an answer is ready.
     ended: tokio::sync::Notify,
+    /// Tells an idle connection to close to make room for a new one.
+    evict: tokio::sync::Notify,
+    evicted: AtomicBool,
 }
 
-#[derive(Default)]
 struct ActivityState {
     in_flight: usize,
     /// `None` before the first request.
     last_end: Option<Instant>,
+    /// When the connection was accepted, or its last request ended.
+    idle_since: Instant,
+    /// Answers ready but not yet sent whole, by when they were ready.
+    unsent: BTreeSet<(Instant, u64)>,
+    next_answer: u64,
 }
 
-struct InFlight(Arc<Activity>);
+/// One request, from its arrival until its answer has been sent (or the connection is gone).
+struct InFlight {
+    activity: Arc<Activity>,
+    ready: Option<(Instant, u64)>,
+}
+
+/// An answer's body, holding its request [`InFlight`] until hyper drops it: once sent whole.
+struct Unsent {
+    body: axum::body::Body,
+    _guard: InFlight,
+}
+
+impl hyper::body::Body for Unsent {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
 
 impl Activity {
     fn start(self: &Arc<Self>) -> InFlight {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         state.in_flight += 1;
         state.last_end.get_or_insert_with(Instant::now);
-        InFlight(self.clone())
+        InFlight {
+            activity: self.clone(),
+            ready: None,
+        }
+    }
+
+    /// Since when the connection has had nothing in flight; `None` while it has.
+    fn idle_since(&self) -> Option<Instant> {
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        (state.in_flight == 0).then_some(state.idle_since)
+    }
+
+    /// When the oldest answer not yet sent whole is overdue.
+    fn answer_deadline(&self, limits: &ConnectionLimits) -> Option<Instant> {
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.unsent.first().map(|(ready, _)| *ready + limits.write_timeout)
     }
 
     /// When the connection becomes idle; with a request in flight, when to look again.
@@ -247,13 +390,30 @@ impl Activity {
     }
 }
 
+impl InFlight {
+    fn answer_ready(&mut self) {
+        let mut state = self.activity.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let ready = (Instant::now(), state.next_answer);
+        state.next_answer += 1;
+        state.unsent.insert(ready);
+        self.ready = Some(ready);
+        drop(state);
+        self.activity.ended.notify_one();
+    }
+}
+
 impl Drop for InFlight {
     fn drop(&mut self) {
-        let mut state = self.0.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut state = self.activity.state.lock().unwrap_or_else(PoisonError::into_inner);
         state.in_flight -= 1;
-        state.last_end = Some(Instant::now());
+        let now = Instant::now();
+        state.last_end = Some(now);
+        state.idle_since = now;
+        if let Some(ready) = self.ready {
+            state.unsent.remove(&ready);
+        }
         drop(state);
-        self.0.ended.notify_one();
+        self.activity.ended.notify_one();
     }
 }
 
@@ -363,6 +523,13 @@ mod tests {
                 get(|Extension(Peer(peer)): Extension<Peer>| async move { peer.to_string() }),
             )
             .route("/big", get(|| async { vec![b'x'; BIG] }))
+            .route(
+                "/slow",
+                get(|| async {
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    "slow"
+                }),
+            )
     }
 
     struct Server {
@@ -428,22 +595,30 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn connections_beyond_the_cap_are_closed_at_once_and_the_peer_is_known() {
+    async fn connections_beyond_the_cap_are_closed_at_once_when_none_is_idle_and_the_peer_is_known() {
         let server = start(ConnectionLimits {
             max_connections: 2,
             ..limits()
         })
         .await;
         let mut first = TcpStream::connect(server.address).await.expect("connect");
-        let _second = TcpStream::connect(server.address).await.expect("connect");
+        let mut second = TcpStream::connect(server.address).await.expect("connect");
         let answer = get_h1(&mut first, "/peer").await;
         assert!(
             answer.ends_with(&first.local_addr().expect("address").to_string()),
             "{answer}"
         );
+        // Both busy: nothing to evict.
+        for stream in [&mut first, &mut second] {
+            stream
+                .write_all(b"GET /slow HTTP/1.1\r\nhost: test\r\n\r\n")
+                .await
+                .expect("write");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
         let mut third = TcpStream::connect(server.address).await.expect("the kernel accepts");
         assert!(
-            closed_within(&mut third, Duration::from_secs(2)).await.0,
+            closed_within(&mut third, Duration::from_secs(1)).await.0,
             "the third is closed"
         );
         assert!(
@@ -452,24 +627,48 @@ mod tests {
                 .encode()
                 .contains("workload_identity_webhook_connections_refused_total{port=\"metrics\"} 1")
         );
-        drop(first);
-        // The freed slot serves again (the server sees the close asynchronously).
-        let mut served = false;
-        for _ in 0..50 {
-            let mut next = TcpStream::connect(server.address).await.expect("connect");
-            next.write_all(b"GET /healthz HTTP/1.1\r\nhost: test\r\n\r\n")
-                .await
-                .expect("write");
-            let mut buffer = vec![0; 1024];
-            if let Ok(Ok(read)) = tokio::time::timeout(Duration::from_secs(1), next.read(&mut buffer)).await
-                && String::from_utf8_lossy(&buffer[..read]).starts_with("HTTP/1.1 200")
-            {
-                served = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            get_h1(&mut first, "/slow").await.contains("slow"),
+            "the busy ones are served"
+        );
+    }
+
+    /// F3 (issue 21): clients holding every slot with keep-alive connections (a request now and
+    /// then) cannot starve the probes: the connection idle the longest makes room.
+    #[tokio::test]
+    async fn at_the_cap_the_longest_idle_connection_makes_room() {
+        let server = start(ConnectionLimits {
+            max_connections: 4,
+            idle_timeout: Duration::from_secs(60),
+            ..limits()
+        })
+        .await;
+        let mut held = Vec::new();
+        for _ in 0..4 {
+            let mut stream = TcpStream::connect(server.address).await.expect("connect");
+            assert!(get_h1(&mut stream, "/healthz").await.starts_with("HTTP/1.1 200"));
+            held.push(stream);
         }
-        assert!(served, "a closed connection frees its slot");
+        for probe in 0..3 {
+            let mut stream = TcpStream::connect(server.address).await.expect("connect");
+            let answer = get_h1(&mut stream, "/healthz").await;
+            assert!(answer.starts_with("HTTP/1.1 200"), "probe {probe}: {answer:?}");
+            // The oldest held connection was closed for it.
+            let mut oldest = held.remove(0);
+            assert!(
+                closed_within(&mut oldest, Duration::from_secs(2)).await.0,
+                "probe {probe}"
+            );
+            held.push(stream);
+        }
+        assert!(
+            !server
+                .metrics
+                .encode()
+                .contains("connections_refused_total{port=\"metrics\"} 1"),
+            "{}",
+            server.metrics.encode()
+        );
     }
 
     #[tokio::test]
@@ -520,6 +719,37 @@ mod tests {
             read < BIG,
             "the whole answer arrived ({read} bytes): the writes never stalled"
         );
+    }
+
+    /// F4 (issue 21): an HTTP/2 peer that announces a zero window never lets an answer out, so no
+    /// write ever blocks; the answer deadline closes the connection (and frees what it held).
+    #[tokio::test]
+    async fn an_answer_not_sent_in_time_behind_a_zero_window_closes_the_connection() {
+        let server = start(ConnectionLimits {
+            idle_timeout: Duration::from_secs(60),
+            ..limits()
+        })
+        .await;
+        let stream = TcpStream::connect(server.address).await.expect("connect");
+        let (mut sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .initial_stream_window_size(0)
+            .handshake::<_, Body>(TokioIo::new(stream))
+            .await
+            .expect("h2 handshake");
+        let connection = tokio::spawn(connection);
+        let request = hyper::Request::get("http://test/healthz")
+            .body(Body::empty())
+            .expect("request");
+        let response = sender.send_request(request).await.expect("headers arrive");
+        assert_eq!(response.status(), 200);
+        let started = Instant::now();
+        let ended = tokio::time::timeout(Duration::from_secs(5), connection).await;
+        assert!(
+            ended.is_ok(),
+            "the connection with an unsent answer is still open after 5 s"
+        );
+        assert!(started.elapsed() >= Duration::from_millis(800), "closed too early");
     }
 
     #[tokio::test]

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use base64::Engine;
 use serde_json::{Value, json};
 
-use crate::admission::{Review, ReviewError, Subject};
+use crate::admission::{MAX_UID_BYTES, Review, ReviewError, Subject};
 use crate::config::{Config, ConfigError};
 use crate::model::{Pod, ServiceAccount};
 use crate::mutation::{MANAGED_ANNOTATIONS, Mutation, mutate_pod, mutate_service_account};
@@ -1767,7 +1767,16 @@ fn azure_custom_endpoint_settings_are_validated() {
         ),
         (
             &format!("{pair}, kubernetesTokenProxy: \"10.0.0.1\""),
-            "azure.kubernetesTokenProxy: \"10.0.0.1\" is not a valid http(s) URL",
+            "azure.kubernetesTokenProxy: \"10.0.0.1\" is not a valid endpoint URL",
+        ),
+        // Plain http only to a cluster-local host, as the other endpoint overrides.
+        (
+            &format!("{pair}, kubernetesTokenProxy: \"http://10.0.0.10/tokens\""),
+            "azure.kubernetesTokenProxy: \"http://10.0.0.10/tokens\" is not a valid endpoint URL",
+        ),
+        (
+            &format!("{pair}, kubernetesTokenProxy: \"http://proxy.svc.attacker.example/\""),
+            "is not a valid endpoint URL",
         ),
         (
             &format!("{pair}, kubernetesSniName: \"Bad Name\""),
@@ -2926,12 +2935,24 @@ fn bodies_that_are_not_admission_reviews_are_errors() {
         error(&review_body(json!({"apiVersion": null}))),
         ReviewError::NotAnAdmissionReview(..)
     ));
+    // The refusal repeats a cut of what it got: the server sends it back and logs it.
+    let long = "x".repeat(3 * 1024 * 1024);
+    let refusal = error(&review_body(json!({"apiVersion": long, "kind": long}))).to_string();
+    assert!(refusal.len() < 400, "{} bytes", refusal.len());
+    assert!(refusal.contains(&format!("xxx\"…({} bytes)", long.len())), "{refusal}");
     assert_eq!(error(&review_body(json!({"request": null}))), ReviewError::NoRequest);
     assert_eq!(
         error(&review_body(json!({"request": {"uid": null}}))),
         ReviewError::NoUid
     );
     assert_eq!(error(&review_body(json!({"request": {"uid": ""}}))), ReviewError::NoUid);
+    let uid = "u".repeat(MAX_UID_BYTES);
+    assert_eq!(parse(json!({"request": {"uid": uid}})).uid, uid, "128 bytes are a uid");
+    let long = "u".repeat(3 * 1024 * 1024);
+    assert_eq!(
+        error(&review_body(json!({"request": {"uid": long}}))),
+        ReviewError::UidTooLong(long.len())
+    );
     assert_eq!(
         error(&review_body(json!({"request": {"kind": null}}))),
         ReviewError::NoKind

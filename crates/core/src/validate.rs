@@ -68,7 +68,7 @@ pub fn is_pem_certificate(value: &str) -> bool {
 }
 
 /// An endpoint override (STS, authority host, token URL ...): an `https://` URL, or `http://` only
-/// to a cluster-local host (a Service name ending in `.svc` or containing `.svc.`, `localhost`, a
+/// to a cluster-local host (a Service name ending in `.svc` or `.svc.cluster.local`, `localhost`, a
 /// loopback or link-local IP), since plain http elsewhere would carry tokens and credentials in the
 /// clear. No user info, query or fragment: SDKs append paths and parameters to it.
 pub fn is_endpoint_url(value: &str) -> bool {
@@ -110,8 +110,15 @@ fn is_cluster_local_host(host: String) -> bool {
             std::net::IpAddr::V6(ip) => ip.is_loopback() || (ip.segments()[0] & 0xffc0) == 0xfe80,
         };
     }
-    host == "localhost" || host.ends_with(".localhost") || host.ends_with(".svc") || host.contains(".svc.")
+    host == "localhost"
+        || host.ends_with(".localhost")
+        || host.ends_with(".svc")
+        || host.ends_with(CLUSTER_LOCAL_SUFFIX)
 }
+
+/// Service names in the default cluster domain. A host that merely contains `.svc.`
+/// (`sts.svc.attacker.example`) is anyone's DNS name.
+const CLUSTER_LOCAL_SUFFIX: &str = ".svc.cluster.local";
 
 #[cfg(test)]
 mod tests {
@@ -204,6 +211,8 @@ mod tests {
             "http://10.0.0.1/",
             "http://svc.example.com/",
             "http://emulator.svcx/",
+            "http://sts.svc.attacker.example/",
+            "http://sts.svc.cluster.local.attacker.example/",
             "http://[fd00:ec2::23]/v1/credentials",
             "https://user:secret@sts.example.com/",
             "https://sts.example.com/?x=1",

@@ -22,9 +22,9 @@ const LIFETIME_SECONDS: i64 = 3600;
 /// token (which alone may impersonate) or a service account's.
 #[derive(Debug, Clone)]
 pub struct Issued {
-    subject: String,
-    expires: i64,
-    federated: bool,
+    pub(crate) subject: String,
+    pub(crate) expires: i64,
+    pub(crate) federated: bool,
 }
 
 /// The live token `bearer` from an `Authorization` header, if this emulator issued it.
@@ -42,12 +42,30 @@ fn issued(emulator: &Emulator, headers: &HeaderMap, now: i64) -> Option<Issued> 
         .cloned()
 }
 
-fn remember(emulator: &Emulator, token: &str, issued: Issued) {
-    emulator
-        .google_tokens
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(token.to_owned(), issued);
+fn remember(emulator: &Emulator, token: &str, issued: Issued, now: i64) {
+    let mut tokens = emulator.google_tokens.lock().unwrap_or_else(|p| p.into_inner());
+    remember_in(&mut tokens, token, issued, now);
+}
+
+/// Live tokens kept at most: each is ~120 bytes, and a holder of one trusted token could otherwise
+/// grow the map without end (the grants were kept forever).
+pub(crate) const MAX_LIVE_TOKENS: usize = 10_000;
+
+/// Keeps `token`, dropping the expired ones once the map is full and then, if still full, the one
+/// that expires first.
+pub(crate) fn remember_in(tokens: &mut HashMap<String, Issued>, token: &str, issued: Issued, now: i64) {
+    if tokens.len() >= MAX_LIVE_TOKENS {
+        tokens.retain(|_, issued| issued.expires > now);
+    }
+    if tokens.len() >= MAX_LIVE_TOKENS
+        && let Some(first) = tokens
+            .iter()
+            .min_by_key(|(_, issued)| issued.expires)
+            .map(|(token, _)| token.clone())
+    {
+        tokens.remove(&first);
+    }
+    tokens.insert(token.to_owned(), issued);
 }
 
 fn oauth_error(error: &str, description: &str) -> Response {
@@ -95,6 +113,7 @@ pub async fn sts_token(State(emulator): State<Arc<Emulator>>, Form(params): Form
                     expires,
                     federated: true,
                 },
+                now,
             );
             Json(json!({
                 "access_token": token,
@@ -172,6 +191,7 @@ pub async fn generate_access_token(
                     expires,
                     federated: false,
                 },
+                now,
             );
             Json(json!({"accessToken": token, "expireTime": rfc3339(expires)})).into_response()
         }

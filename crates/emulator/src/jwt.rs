@@ -7,6 +7,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ring::signature::{self, RsaPublicKeyComponents, UnparsedPublicKey};
 use serde::Deserialize;
 use serde_json::Value;
+use workload_identity_core::echo::{self, Echo};
 
 /// Clock skew the clouds tolerate on `nbf` and `exp` (AWS and Entra ID allow a few minutes).
 pub const LEEWAY_SECONDS: i64 = 60;
@@ -16,24 +17,39 @@ pub const LEEWAY_SECONDS: i64 = 60;
 pub enum Refusal {
     #[error("malformed token: {0}")]
     Malformed(String),
-    #[error("signing algorithm {0:?} is not accepted")]
+    #[error("signing algorithm {:?} is not accepted", Echo(.0))]
     Algorithm(String),
-    #[error("no key {0:?} in the issuer's JWKS")]
+    #[error("no key {:?} in the issuer's JWKS", Echo(.0))]
     UnknownKey(String),
     #[error("signature does not verify")]
     BadSignature,
-    #[error("issuer {found:?} is not the trusted issuer {expected:?}")]
+    #[error("issuer {:?} is not the trusted issuer {expected:?}", Echo(.found))]
     WrongIssuer { found: String, expected: String },
-    #[error("audience {found:?} does not contain {expected:?}")]
+    #[error("audience {} does not contain {expected:?}", EchoList(.found))]
     WrongAudience { found: Vec<String>, expected: Vec<String> },
     #[error("token expired at {0}")]
     Expired(i64),
     #[error("token not valid before {0}")]
     NotYetValid(i64),
-    #[error("subject {subject:?} is not trusted by {identity}")]
+    #[error("subject {:?} is not trusted by {identity}", Echo(.subject))]
     UntrustedSubject { subject: String, identity: String },
     #[error("{0} is not configured")]
     UnknownIdentity(String),
+}
+
+/// A token's list (its audiences), as refusals repeat it: at most four entries, each cut by the
+/// echo rules, and how many there were.
+struct EchoList<'a>(&'a [String]);
+
+impl std::fmt::Display for EchoList<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown: Vec<Echo<'_>> = self.0.iter().take(4).map(|entry| Echo(entry)).collect();
+        write!(f, "{shown:?}")?;
+        if self.0.len() > shown.len() {
+            write!(f, "…({} entries)", self.0.len())?;
+        }
+        Ok(())
+    }
 }
 
 impl Refusal {
@@ -192,7 +208,7 @@ fn part<T: for<'de> Deserialize<'de>>(name: &str, text: &str) -> Result<T, Refus
     let bytes = URL_SAFE_NO_PAD
         .decode(text)
         .map_err(|err| Refusal::Malformed(format!("{name}: {err}")))?;
-    serde_json::from_slice(&bytes).map_err(|err| Refusal::Malformed(format!("{name}: {err}")))
+    serde_json::from_slice(&bytes).map_err(|err| Refusal::Malformed(format!("{name}: {}", echo::json_error(&err))))
 }
 
 /// Verifies a compact JWS (RS256 or ES256) and its claims at `now` (Unix seconds).

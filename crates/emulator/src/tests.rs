@@ -303,3 +303,58 @@ async fn until(check: impl Fn() -> bool) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// F7 (issue 21): a refusal (its answer and its log line) repeats only a cut of what the token says.
+#[test]
+fn refusals_repeat_only_a_cut_of_what_the_token_says() {
+    let issuer = Issuer::ec("k1");
+    let trusts = trusts(&[&issuer]);
+    let good = claims("sts.amazonaws.com", APP);
+    let kid: &'static str = Box::leak("k".repeat(1_500_000).into_boxed_str());
+    let refusal = irsa(&trusts, &Issuer::ec(kid).sign(&good)).expect_err("unknown key");
+    assert!(matches!(refusal, Refusal::UnknownKey(_)));
+    let text = refusal.to_string();
+    assert!(text.len() < 300, "{} bytes", text.len());
+    assert!(text.contains("…(1500000 bytes)"), "{text}");
+    let mut many_audiences = good.clone();
+    many_audiences["aud"] = json!(vec!["a".repeat(100_000); 50]);
+    let text = irsa(&trusts, &issuer.sign(&many_audiences))
+        .expect_err("wrong audience")
+        .to_string();
+    assert!(text.len() < 1024, "{} bytes", text.len());
+    assert!(text.contains("…(50 entries)"), "{text}");
+    let foreign_subject = claims(
+        "sts.amazonaws.com",
+        &format!("system:serviceaccount:x:{}", "y".repeat(1_000_000)),
+    );
+    let text = irsa(&trusts, &issuer.sign(&foreign_subject))
+        .expect_err("untrusted subject")
+        .to_string();
+    assert!(text.len() < 1024, "{} bytes", text.len());
+}
+
+/// F7 (issue 21): the Google grants are pruned when the map is full, and never exceed the bound.
+#[test]
+fn google_grants_are_pruned_and_bounded() {
+    use super::google::{Issued, MAX_LIVE_TOKENS, remember_in};
+    let issued = |expires: i64| Issued {
+        subject: "s".to_owned(),
+        expires,
+        federated: false,
+    };
+    let mut tokens = std::collections::HashMap::new();
+    for i in 0..MAX_LIVE_TOKENS {
+        remember_in(&mut tokens, &format!("t{i}"), issued(100), 0);
+    }
+    assert_eq!(tokens.len(), MAX_LIVE_TOKENS);
+    // Every one expired by 200: the next grant drops them.
+    remember_in(&mut tokens, "soon", issued(300), 200);
+    assert_eq!(tokens.len(), 1);
+    // Full of live tokens: the one that expires first makes room.
+    for i in 1..MAX_LIVE_TOKENS {
+        remember_in(&mut tokens, &format!("live{i}"), issued(1000 + i as i64), 200);
+    }
+    remember_in(&mut tokens, "last", issued(5000), 200);
+    assert_eq!(tokens.len(), MAX_LIVE_TOKENS);
+    assert!(!tokens.contains_key("soon") && tokens.contains_key("last"));
+}

@@ -23,6 +23,10 @@ pub const API_VERSION: &str = "admission.k8s.io/v1";
 /// the memory of decoding to a few MiB whatever the body.
 pub const MAX_ENTRIES: usize = 50_000;
 
+/// The apiserver's uids are UUIDs (36 bytes); a longer one is not from it, and each answer and
+/// audit line repeats the uid whole (it must come back unchanged, so it cannot be cut).
+pub const MAX_UID_BYTES: usize = 128;
+
 #[derive(Deserialize, Default)]
 pub(crate) struct GroupVersionKind {
     #[serde(default)]
@@ -38,12 +42,14 @@ pub(crate) struct GroupVersionKind {
 pub enum ReviewError {
     #[error("body is not valid JSON for an AdmissionReview: {0}")]
     Json(String),
-    #[error("expected apiVersion {API_VERSION} and kind AdmissionReview, got {0:?} {1:?}")]
+    #[error("expected apiVersion {API_VERSION} and kind AdmissionReview, got {:?} {:?}", echo::Echo(.0), echo::Echo(.1))]
     NotAnAdmissionReview(String, String),
     #[error("AdmissionReview has no request")]
     NoRequest,
     #[error("AdmissionReview request has no uid")]
     NoUid,
+    #[error("AdmissionReview request uid is {0} bytes, more than {MAX_UID_BYTES}")]
+    UidTooLong(usize),
     #[error("request.kind is missing")]
     NoKind,
 }
@@ -89,6 +95,9 @@ impl Review {
         let request = review.request.ok_or(ReviewError::NoRequest)?;
         if request.uid.is_empty() {
             return Err(ReviewError::NoUid);
+        }
+        if request.uid.len() > MAX_UID_BYTES {
+            return Err(ReviewError::UidTooLong(request.uid.len()));
         }
         let kind = request.kind.ok_or(ReviewError::NoKind)?;
         Ok(Review {

@@ -3,8 +3,8 @@
 use serde::Deserialize;
 
 use super::{
-    Annotation, CloudProvider, HTTPS_URL, Mapping, PodContext, PodInjection, Settings as AllSettings, check_expiration,
-    check_field, checked, cloud_settings, projected_volume, token_source,
+    Annotation, CloudProvider, ENDPOINT_URL, HTTPS_URL, Mapping, PodContext, PodInjection, Settings as AllSettings,
+    check_expiration, check_field, checked, cloud_settings, projected_volume, token_source,
 };
 use crate::echo::Echo;
 use crate::validate;
@@ -401,8 +401,8 @@ fn validate_custom_endpoint(settings: &Settings, problems: &mut Vec<String>) {
         problems,
         "azure.kubernetesTokenProxy",
         settings.kubernetes_token_proxy.as_deref(),
-        validate::is_http_url,
-        "http(s) URL",
+        validate::is_endpoint_url,
+        ENDPOINT_URL,
     );
     check_field(
         problems,

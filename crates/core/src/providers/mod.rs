@@ -423,7 +423,7 @@ pub fn checked<'v>(
 }
 
 /// What an endpoint override must be, as validation errors say it.
-pub const ENDPOINT_URL: &str = "endpoint URL (https, or http only to a cluster-local host: *.svc, *.svc.*, localhost, a loopback or link-local IP; no user info, query or fragment)";
+pub const ENDPOINT_URL: &str = "endpoint URL (https, or http only to a cluster-local host: *.svc, *.svc.cluster.local, localhost, a loopback or link-local IP; no user info, query or fragment)";
 
 /// What the Entra ID authority host must be, as validation errors say it.
 pub const HTTPS_URL: &str =
