@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::Parser;
 
 use workload_identity_webhook::cli::{Cli, Command, ConfigSourceArgs, ServeArgs, arguments};
-use workload_identity_webhook::cli::{convert, explain, mutate};
+use workload_identity_webhook::cli::{convert, docs, explain, mutate};
 #[cfg(target_os = "linux")]
 use workload_identity_webhook::shell::allocator::Allocator;
 use workload_identity_webhook::shell::certificates::{self, BundleTarget};
@@ -52,6 +52,7 @@ fn main() -> ExitCode {
             }
             println!("{text}");
         }),
+        Command::Docs(args) => docs::run(&args),
         Command::Convert(args) => convert::run(&args).map(|conversion| {
             for warning in conversion.warnings {
                 eprintln!("warning: {warning}");

@@ -49,6 +49,14 @@ const MODES: &[(&str, &[&str])] = &[
         &["installMode=namespace-opt-in", "certificate.mode=cert-manager"],
     ),
     (
+        "renamed, self-managed certificate, no scrape annotations",
+        &[
+            "fullnameOverride=wiw",
+            "nameOverride=identity",
+            "prometheusScrapeAnnotations=false",
+        ],
+    ),
+    (
         "existing Secret, every option",
         &[
             "certificate.mode=existing-secret",
@@ -72,6 +80,17 @@ const MODES: &[(&str, &[&str])] = &[
             "config.identities[0].namespace=team-a,config.identities[0].serviceAccount=app,config.identities[0].aws.roleArn=arn:aws:iam::111122223333:role/app",
         ],
     ),
+];
+
+/// The labels every object and the Pod template carry (Helm's and Kubernetes' recommended ones).
+const RECOMMENDED_LABELS: &[&str] = &[
+    "app.kubernetes.io/name",
+    "app.kubernetes.io/instance",
+    "app.kubernetes.io/version",
+    "app.kubernetes.io/component",
+    "app.kubernetes.io/part-of",
+    "app.kubernetes.io/managed-by",
+    "helm.sh/chart",
 ];
 
 fn set_args(values: &[&str]) -> Vec<String> {
@@ -188,7 +207,7 @@ mod operations {
             let out = helm(&args);
             assert!(out.contains("0 chart(s) failed"), "{what}: {out}");
         }
-        // A wrong mode is refused with a message, not rendered.
+        // A wrong mode is refused by values.schema.json, naming the key and the modes.
         let helm_path = tools::tool("helm");
         let (ok, _, text) = tools::run(
             &helm_path,
@@ -202,7 +221,7 @@ mod operations {
             ],
         );
         assert!(
-            !ok && text.contains("installMode must be cluster-wide or namespace-opt-in"),
+            !ok && text.contains("/installMode") && text.contains("'cluster-wide', 'namespace-opt-in'"),
             "{text}"
         );
     }
@@ -225,6 +244,100 @@ mod operations {
             !ok && text.contains("incompatible with Kubernetes"),
             "helm template --kube-version {older}: {text}"
         );
+    }
+
+    /// The typos of issue 23, each refused by values.schema.json with a message naming the key
+    /// (before the schema, each rendered: a crash-looping flag, a string replica count, an unknown
+    /// key in the ConfigMap, a silently ignored value).
+    #[test]
+    fn the_chart_refuses_typos_naming_the_key() {
+        let helm_path = tools::tool("helm");
+        let cases: &[(&str, &[&str])] = &[
+            ("clusterSettings.aws-regoin=us-west-2", &["aws-regoin"]),
+            ("replicas=two", &["replicas", "integer"]),
+            (
+                "config.identities[0].namespace=a,config.identities[0].aws.roleArnn=arn:aws:iam::111122223333:role/app",
+                &["roleArnn"],
+            ),
+            ("replicaCount=2", &["replicaCount"]),
+            ("config.aws.regoin=us-west-2", &["regoin"]),
+            (
+                "clusterSettings.aws-sts-regional-endpoints=yes",
+                &["aws-sts-regional-endpoints", "boolean"],
+            ),
+            ("clusterSettings.gcp-mode=gkee", &["gcp-mode"]),
+        ];
+        for (value, named) in cases {
+            let (ok, _, text) = tools::run(
+                &helm_path,
+                &["template", CHART, "--kube-version", control_plane::kubernetes_version(), "--set", value],
+            );
+            assert!(!ok, "{value} was rendered");
+            for word in *named {
+                assert!(text.contains(word), "{value}: the error does not name {word}:\n{text}");
+            }
+        }
+        // What they meant is accepted, and each setting becomes its flag.
+        let rendered = template(&[
+            "clusterSettings.aws-region=us-west-2",
+            "clusterSettings.aws-sts-regional-endpoints=true",
+            "clusterSettings.gcp-mode=gke",
+            "replicas=3",
+        ]);
+        for flag in [
+            "--aws-region=us-west-2",
+            "--aws-sts-regional-endpoints=true",
+            "--gcp-mode=gke",
+        ] {
+            assert!(rendered.contains(flag), "{flag} not rendered:\n{rendered}");
+        }
+    }
+
+    #[test]
+    fn every_object_and_the_pods_carry_the_recommended_labels() {
+        for (what, values) in MODES {
+            let mut values = values.to_vec();
+            values.push("commonLabels.team=platform");
+            for (key, object) in objects(&template(&values)) {
+                let mut label_sets = vec![("metadata", &object["metadata"]["labels"])];
+                if let Some(template) = object.pointer("/spec/template/metadata/labels") {
+                    label_sets.push(("Pod template", template));
+                }
+                for (place, labels) in label_sets {
+                    for label in RECOMMENDED_LABELS.iter().chain(&["team"]) {
+                        assert!(
+                            labels[*label].is_string(),
+                            "{what}: {key} {place} lacks {label}: {labels}"
+                        );
+                    }
+                }
+            }
+        }
+        // nameOverride names the app, fullnameOverride the objects; the webhook is told the names.
+        let renamed = objects(&template(&["fullnameOverride=wiw", "nameOverride=identity"]));
+        for (key, object) in &renamed {
+            let name = object["metadata"]["name"].as_str().unwrap();
+            assert!(name.starts_with("wiw"), "{key} is not renamed");
+            assert_eq!(
+                object["metadata"]["labels"]["app.kubernetes.io/name"], "identity",
+                "{key}"
+            );
+        }
+        let deployment = &renamed[&format!("Deployment {NAMESPACE}/wiw")];
+        let args = deployment["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
+        for flag in [
+            "--config-map=wiw",
+            "--certificate-secret=wiw-tls",
+            "--webhook-configuration=wiw",
+            "--service-name=wiw",
+        ] {
+            assert!(args.contains(flag), "{flag} missing: {args}");
+        }
+        let annotations = &deployment["spec"]["template"]["metadata"]["annotations"];
+        assert_eq!(annotations["prometheus.io/scrape"], "true");
+        let unscraped = objects(&template(&["prometheusScrapeAnnotations=false"]));
+        let pod = &unscraped[&format!("Deployment {NAMESPACE}/workload-identity-webhook")]["spec"]["template"];
+        assert!(pod["metadata"]["annotations"].is_null(), "{pod}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -266,8 +379,13 @@ mod operations {
             ],
             None,
         );
-        release("upgrade", &["installMode=namespace-opt-in"]);
+        let notes = release("upgrade", &["installMode=namespace-opt-in"]);
         assert!(selector(kubeconfig).contains(r#""values":["enabled"]"#));
+        // NOTES.txt says what namespace opt-in needs.
+        assert!(
+            notes.contains("kubectl label namespace <namespace> workload-identity.dev/inject=enabled"),
+            "{notes}"
+        );
         let published = kubectl(
             kubeconfig,
             &[
@@ -340,12 +458,27 @@ mod operations {
         assert_eq!(configuration["metadata"]["labels"]["team"], "platform");
     }
 
+    /// The chart's labels on every object and Pod that Kustomize's overlays do not set.
+    const BOOKKEEPING_LABELS: &[&str] = &[
+        "app.kubernetes.io/instance",
+        "app.kubernetes.io/version",
+        "app.kubernetes.io/part-of",
+        "app.kubernetes.io/managed-by",
+        "helm.sh/chart",
+    ];
+
     /// Removes what legitimately differs between the chart and Kustomize: their bookkeeping labels
     /// (`helm.sh/chart`, `app.kubernetes.io/managed-by`, ...), the comments of config.yaml, and
     /// white space in CEL expressions (Kustomize re-folds a `>-` block with indented lines into a
     /// different, equivalent run of spaces and line breaks).
     fn normalise(mut object: Value) -> Value {
         object["metadata"].as_object_mut().unwrap().remove("labels");
+        if let Some(labels) = object
+            .pointer_mut("/spec/template/metadata/labels")
+            .and_then(Value::as_object_mut)
+        {
+            labels.retain(|key, _| !BOOKKEEPING_LABELS.contains(&key.as_str()));
+        }
         if object["kind"] == "ValidatingAdmissionPolicy" {
             for list in ["validations", "matchConditions"] {
                 for entry in object["spec"][list].as_array_mut().into_iter().flatten() {

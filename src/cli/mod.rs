@@ -1,7 +1,9 @@
 //! Command-line interface: `serve` runs the webhook, `mutate` ([`mutate`]) previews it offline,
-//! `explain` ([`explain`]) says why a Pod has or lacks its identity, `convert` ([`convert`]) reads other webhooks' configuration.
+//! `explain` ([`explain`]) says why a Pod has or lacks its identity, `convert` ([`convert`]) reads other webhooks' configuration,
+//! the hidden `docs` ([`docs`]) prints the documentation generated from the code.
 
 pub mod convert;
+pub mod docs;
 pub mod explain;
 pub mod mutate;
 
@@ -38,12 +40,16 @@ pub enum Command {
     Explain(Box<ExplainArgs>),
     /// Print our config.yaml from another webhook's configuration (warnings on stderr).
     Convert(ConvertArgs),
+    /// The project's reference documentation, generated from the code (docs/development.md).
+    #[command(hide = true)]
+    Docs(docs::DocsArgs),
     /// Print the version, the git commit and date it was built from, the compiler and the target.
     Version(VersionArgs),
 }
 
 #[derive(Args, Debug)]
 pub struct VersionArgs {
+    /// `text` for people, `json` for scripts.
     #[arg(short = 'o', long, value_enum, default_value_t = VersionOutput::Text)]
     pub output: VersionOutput,
 }

@@ -5,7 +5,7 @@
 # with kubectl what the API server stored, and that a Pod's AWS CLI gets (fake) credentials from
 # the in-cluster emulator for the role its trust rule names, and a refusal for another
 # ServiceAccount claiming the same role, and the same for EKS Pod Identity through the overlay's
-# agent DaemonSet at 169.254.170.23 (the README's "Local clusters").
+# agent DaemonSet at 169.254.170.23 (docs/local-clusters.md).
 # Prints PASS/FAIL per case and exits non-zero if any case failed.
 #
 #   tests/e2e/kind.sh

@@ -358,7 +358,7 @@ phase "lifecycle: rollout restart"
 
 # --- cluster-wide: the same webhook, now every namespace but kube-system and its own.
 install_overlay cluster-wide
-# Applying an overlay puts back its own config.yaml (no mappings): the README's advice is to keep
+# Applying an overlay puts back its own config.yaml (no mappings): manifests/README.md's advice is to keep
 # config.yaml in your own kustomization; here the test's mappings are written again.
 set_config "$config"
 wait_dry_run "cluster-wide overlay reached the namespace that did not opt in" "$plain" irsa "AWS_REGION=us-west-2 AWS_ROLE_ARN=$role/irsa"

@@ -1,20 +1,33 @@
-{{/* Object names are fixed, as in manifests/: the admission policies, the Role's resourceNames
-and the webhook's flags name them, and the cluster-scoped objects make one install per cluster. */}}
-{{- define "wiw.name" -}}workload-identity-webhook{{- end -}}
-
-{{- define "wiw.serviceAccountUser" -}}
-system:serviceaccount:{{ .Release.Namespace }}:{{ include "wiw.name" . }}
+{{/* app.kubernetes.io/name: the chart's name, or nameOverride. */}}
+{{- define "wiw.name" -}}
+{{- .Values.nameOverride | default .Chart.Name | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
+{{/* The names of the objects: fullnameOverride, else nameOverride, else the chart's name (not
+prefixed with the release: the MutatingWebhookConfiguration and the admission policies are
+cluster-scoped, so there is one install per cluster). The webhook's flags, the Role's resourceNames
+and the admission policies name them, so an override reaches all of them. */}}
+{{- define "wiw.fullname" -}}
+{{- .Values.fullnameOverride | default (include "wiw.name" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "wiw.serviceAccountUser" -}}
+system:serviceaccount:{{ .Release.Namespace }}:{{ include "wiw.fullname" . }}
+{{- end -}}
+
+{{/* The labels of every object and of the Pods (Helm's and Kubernetes' recommended labels), with
+commonLabels; the recommended ones win over a commonLabels key of the same name. */}}
 {{- define "wiw.labels" -}}
-app.kubernetes.io/name: {{ include "wiw.name" . }}
-app.kubernetes.io/part-of: workload-identity-webhook
-app.kubernetes.io/managed-by: {{ .Release.Service }}
-app.kubernetes.io/instance: {{ .Release.Name }}
-helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
-{{- with .Values.commonLabels }}
-{{ toYaml . }}
-{{- end }}
+{{- $labels := dict
+  "app.kubernetes.io/name" (include "wiw.name" .)
+  "app.kubernetes.io/instance" .Release.Name
+  "app.kubernetes.io/version" .Chart.AppVersion
+  "app.kubernetes.io/component" "webhook"
+  "app.kubernetes.io/part-of" "workload-identity-webhook"
+  "app.kubernetes.io/managed-by" .Release.Service
+  "helm.sh/chart" (printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-")
+-}}
+{{- toYaml (merge $labels (.Values.commonLabels | default dict)) -}}
 {{- end -}}
 
 {{- define "wiw.selectorLabels" -}}
@@ -36,13 +49,8 @@ annotations:
 {{- if eq .Values.certificate.mode "self-managed" }}true{{ end -}}
 {{- end -}}
 
+{{/* What values.schema.json cannot say: a value that only one mode reads. */}}
 {{- define "wiw.validate" -}}
-{{- if not (has .Values.installMode (list "cluster-wide" "namespace-opt-in")) }}
-{{- fail (printf "installMode must be cluster-wide or namespace-opt-in, not %q" .Values.installMode) }}
-{{- end }}
-{{- if not (has .Values.certificate.mode (list "self-managed" "cert-manager" "existing-secret")) }}
-{{- fail (printf "certificate.mode must be self-managed, cert-manager or existing-secret, not %q" .Values.certificate.mode) }}
-{{- end }}
 {{- if and .Values.certificate.caBundle (ne .Values.certificate.mode "existing-secret") }}
 {{- fail "certificate.caBundle is only used with certificate.mode existing-secret" }}
 {{- end }}

@@ -25,19 +25,35 @@ pub struct Config {
 /// `config.yaml` as written, read straight into its types (a tree of values for 100,000 mappings
 /// is held several times their final size).
 #[derive(Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(
     deny_unknown_fields,
     expecting = "a mapping with the keys aws, gcp, azure and identities"
 )]
 struct ConfigFile {
+    /// AWS cluster settings.
     #[serde(default)]
     aws: Option<aws::Settings>,
+    /// Azure cluster settings.
     #[serde(default)]
     azure: Option<azure::Settings>,
+    /// Google Cloud cluster settings.
     #[serde(default)]
     gcp: Option<gcp::Settings>,
+    /// Identity mappings: the first that matches a ServiceAccount wins.
     #[serde(default)]
     identities: Vec<Mapping>,
+}
+
+/// The JSON schema of `config.yaml` (every object refusing unknown keys, nested types inlined),
+/// for the Helm chart's values.schema.json.
+#[cfg(feature = "schema")]
+pub fn schema() -> serde_json::Value {
+    schemars::generate::SchemaSettings::draft2020_12()
+        .with(|settings| settings.inline_subschemas = true)
+        .into_generator()
+        .into_root_schema_for::<ConfigFile>()
+        .to_value()
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -3,7 +3,7 @@
 use serde::Deserialize;
 
 use super::{
-    CloudProvider, ENDPOINT_URL, HTTPS_URL, Mapping, PodContext, PodInjection, Settings as AllSettings,
+    Annotation, CloudProvider, ENDPOINT_URL, HTTPS_URL, Mapping, PodContext, PodInjection, Settings as AllSettings,
     check_expiration, check_field, checked, cloud_settings, projected_volume, token_source,
 };
 use crate::echo::Echo;
@@ -85,6 +85,7 @@ impl Settings {
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum Cloud {
     #[default]
     AzurePublicCloud,
@@ -104,13 +105,55 @@ impl Cloud {
 
 /// `azure:` in an `identities` entry.
 #[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct MappedIdentity {
+    /// Entra application or managed identity client id.
     pub client_id: Option<String>,
+    /// Its tenant (default: `azure.tenantId`).
     pub tenant_id: Option<String>,
     /// Authority host for this mapping's Pods, over `azure.authorityHost`.
     pub authority_host: Option<String>,
 }
+
+/// The annotations of [`Azure::annotations`].
+static ANNOTATIONS: &[Annotation] = &[
+    Annotation {
+        key: CLIENT_ID,
+        on: "ServiceAccount",
+        meaning: "Entra application or managed identity client id",
+    },
+    Annotation {
+        key: TENANT_ID,
+        on: "ServiceAccount",
+        meaning: "tenant (default: the mapping's azure.tenantId, then the cluster's)",
+    },
+    Annotation {
+        key: TOKEN_EXPIRATION,
+        on: "ServiceAccount, Pod",
+        meaning: "token lifetime in seconds, 3600..86400 (on a Pod: shorter only)",
+    },
+    Annotation {
+        key: POD_TOKEN_EXPIRATION,
+        on: "Pod",
+        meaning: "token lifetime in seconds, as the one above (shorter only)",
+    },
+    Annotation {
+        key: SKIP_CONTAINERS,
+        on: "Pod",
+        meaning: "containers left without the Azure identity, semicolon separated",
+    },
+    Annotation {
+        key: USE_LABEL,
+        on: "Pod (label)",
+        meaning: "\"false\" opts the Pod out of Azure; with azure.requirePodLabel only \"true\" opts in",
+    },
+    Annotation {
+        key: "azure.workload.identity/use-<suffix>",
+        on: "Pod",
+        meaning: "\"true\" (any case): the custom token endpoint, when <suffix> is azure.customTokenEndpointAnnotationSuffix (other suffixes, or no endpoint configured: a warning, the default endpoint)",
+    },
+];
 
 pub struct Azure;
 
@@ -266,6 +309,10 @@ impl CloudProvider for Azure {
 
     fn service_account_annotation_keys(&self) -> &'static [&'static str] {
         &[CLIENT_ID, TENANT_ID]
+    }
+
+    fn annotations(&self) -> &'static [Annotation] {
+        ANNOTATIONS
     }
 
     fn service_account_annotations(&self, mapping: &Mapping) -> Vec<(&'static str, String)> {

@@ -40,6 +40,7 @@ pub const ANY: &str = "*";
 /// The cluster settings of every cloud: the top-level sections of `config.yaml`, and the flags.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[cfg_attr(feature = "clap", derive(clap::Args))]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     #[serde(default)]
@@ -55,16 +56,22 @@ pub struct Settings {
 
 /// One entry of `identities`: which ServiceAccounts get which cloud identities.
 #[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Mapping {
+    /// The namespace whose ServiceAccounts match, or `*` for any.
     #[serde(default = "any")]
     pub namespace: String,
+    /// The ServiceAccount that matches, or `*` for any in the namespace.
     #[serde(default = "any")]
     pub service_account: String,
+    /// The AWS identity of the matching ServiceAccounts.
     #[serde(default)]
     pub aws: Option<aws::MappedIdentity>,
+    /// The Google identity of the matching ServiceAccounts.
     #[serde(default)]
     pub gcp: Option<gcp::MappedIdentity>,
+    /// The Azure identity of the matching ServiceAccounts.
     #[serde(default)]
     pub azure: Option<azure::MappedIdentity>,
 }
@@ -82,6 +89,7 @@ macro_rules! cloud_settings {
     }) => {
         #[derive(Debug, Clone, Default, serde::Deserialize)]
         #[cfg_attr(feature = "clap", derive(clap::Args))]
+        #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
         #[serde(deny_unknown_fields, rename_all = "camelCase")]
         $(#[$meta])*
         pub struct $name {
@@ -89,6 +97,9 @@ macro_rules! cloud_settings {
         }
 
         impl $name {
+            /// The fields, in the order of their flags (the `config.yaml` keys in snake case).
+            pub const FIELDS: &'static [&'static str] = &[$(stringify!($field)),*];
+
             /// These settings, with `under`'s wherever these have none.
             pub fn overlay(self, under: &Self) -> Self {
                 Self { $($field: self.$field.or_else(|| under.$field.clone()),)* }
@@ -99,6 +110,17 @@ macro_rules! cloud_settings {
 use cloud_settings;
 
 impl Settings {
+    /// Every setting's `config.yaml` key (`aws.region`, ...), in the order of their flags.
+    pub fn keys() -> Vec<String> {
+        let section = |cloud: &'static str, fields: &'static [&'static str]| {
+            fields.iter().map(move |field| format!("{cloud}.{}", camel_case(field)))
+        };
+        section("aws", aws::Settings::FIELDS)
+            .chain(section("azure", azure::Settings::FIELDS))
+            .chain(section("gcp", gcp::Settings::FIELDS))
+            .collect()
+    }
+
     /// These settings (from `config.yaml`), with `under`'s (the flags') wherever these have none.
     pub fn overlay(self, under: &Settings) -> Settings {
         Settings {
@@ -107,6 +129,26 @@ impl Settings {
             gcp: self.gcp.overlay(&under.gcp),
         }
     }
+}
+
+/// `token_expiration_seconds` as serde's `rename_all = "camelCase"` spells it.
+fn camel_case(snake: &str) -> String {
+    let mut words = snake.split('_');
+    let first = words.next().unwrap_or_default().to_owned();
+    words.fold(first, |mut out, word| {
+        let mut chars = word.chars();
+        out.extend(chars.next().map(|c| c.to_ascii_uppercase()));
+        out.push_str(chars.as_str());
+        out
+    })
+}
+
+/// An annotation (or label) a cloud reads or writes, as docs/reference.md lists it.
+pub struct Annotation {
+    pub key: &'static str,
+    /// What carries it: `ServiceAccount`, `Pod`, or both.
+    pub on: &'static str,
+    pub meaning: &'static str,
 }
 
 /// Reads a flag's value as `config.yaml` spells it, so that both accept the same names.
@@ -146,6 +188,9 @@ pub trait CloudProvider: Sync {
 
     /// Every key [`CloudProvider::service_account_annotations`] can write.
     fn service_account_annotation_keys(&self) -> &'static [&'static str];
+
+    /// The annotations and labels this cloud reads or writes, with what each means.
+    fn annotations(&self) -> &'static [Annotation];
 
     /// Gaps in valid settings that the server logs when they come into force: injections that
     /// would leave SDKs without something they need.

@@ -5,9 +5,9 @@ pub mod formats;
 use serde::Deserialize;
 
 use super::{
-    AGENT_URL, CLAMPED_EXPIRATION_SECONDS, CloudProvider, ENDPOINT_URL, EndpointOverride, Mapping, PodContext,
-    PodInjection, SETTING_EXPIRATION_SECONDS, Settings as AllSettings, check_expiration, check_field, checked,
-    cloud_settings, projected_volume, token_source,
+    AGENT_URL, Annotation, CLAMPED_EXPIRATION_SECONDS, CloudProvider, ENDPOINT_URL, EndpointOverride, Mapping,
+    PodContext, PodInjection, SETTING_EXPIRATION_SECONDS, Settings as AllSettings, check_expiration, check_field,
+    checked, cloud_settings, projected_volume, token_source,
 };
 use crate::echo::Echo;
 use crate::validate;
@@ -74,11 +74,14 @@ cloud_settings! {
 
 /// `aws:` in an `identities` entry.
 #[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct MappedIdentity {
+    /// IAM role (required unless `mode: podIdentity`).
     pub role_arn: Option<String>,
     /// Region for this mapping's Pods, over `aws.region`.
     pub region: Option<String>,
+    /// `irsa`, or `podIdentity` (EKS Pod Identity; wins over `eks.amazonaws.com/role-arn`, as on EKS).
     #[serde(default)]
     pub mode: Mode,
     /// STS endpoint for this mapping's Pods, over `aws.stsEndpoint`.
@@ -175,12 +178,42 @@ fn endpoint_fields<'v>(sts: Option<&'v str>, all: Option<&'v str>, agent: Option
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub enum Mode {
     #[default]
     Irsa,
     PodIdentity,
 }
+
+/// The annotations of [`Aws::annotations`].
+static ANNOTATIONS: &[Annotation] = &[
+    Annotation {
+        key: ROLE_ARN,
+        on: "ServiceAccount",
+        meaning: "IAM role for IRSA; with aws.accountId set, a bare role name becomes arn:<aws.partition>:iam::<aws.accountId>:role/<name> (the AWS webhook's --compose-role-arn); without it a bare name is an invalid ARN, ignored with a warning",
+    },
+    Annotation {
+        key: AUDIENCE,
+        on: "ServiceAccount",
+        meaning: "token audience (default sts.amazonaws.com, or aws.audience)",
+    },
+    Annotation {
+        key: STS_REGIONAL_ENDPOINTS,
+        on: "ServiceAccount",
+        meaning: "Go ParseBool's set, as the AWS webhook: 1, t, T, TRUE, true, True set AWS_STS_REGIONAL_ENDPOINTS=regional; 0, f, F, FALSE, false, False turn the cluster setting off for this ServiceAccount; anything else is warned about and the cluster setting applies",
+    },
+    Annotation {
+        key: TOKEN_EXPIRATION,
+        on: "ServiceAccount, Pod",
+        meaning: "token lifetime in seconds, up to 4294967296; below 600 (0 and negative too) means 600 (on a Pod: shorter only)",
+    },
+    Annotation {
+        key: SKIP_CONTAINERS,
+        on: "Pod",
+        meaning: "containers left without the AWS identity, comma separated",
+    },
+];
 
 pub struct Aws;
 
@@ -268,6 +301,10 @@ impl CloudProvider for Aws {
 
     fn service_account_annotation_keys(&self) -> &'static [&'static str] {
         &[ROLE_ARN]
+    }
+
+    fn annotations(&self) -> &'static [Annotation] {
+        ANNOTATIONS
     }
 
     fn service_account_annotations(&self, mapping: &Mapping) -> Vec<(&'static str, String)> {

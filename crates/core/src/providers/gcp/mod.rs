@@ -7,9 +7,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{
-    CLAMPED_EXPIRATION_SECONDS, CloudProvider, ENDPOINT_URL, EndpointOverride, Mapping, PodContext, PodInjection,
-    SETTING_EXPIRATION_SECONDS, ScratchDir, Settings as AllSettings, check_expiration, check_field, checked,
-    cloud_settings, projected_volume, token_source,
+    Annotation, CLAMPED_EXPIRATION_SECONDS, CloudProvider, ENDPOINT_URL, EndpointOverride, Mapping, PodContext,
+    PodInjection, SETTING_EXPIRATION_SECONDS, ScratchDir, Settings as AllSettings, check_expiration, check_field,
+    checked, cloud_settings, projected_volume, token_source,
 };
 use crate::validate;
 
@@ -70,6 +70,7 @@ cloud_settings! {
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub enum Mode {
     /// Outside GKE: inject the federation credential configuration.
@@ -81,8 +82,10 @@ pub enum Mode {
 
 /// `gcp:` in an `identities` entry; without `serviceAccount` the Pod uses direct resource access.
 #[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct MappedIdentity {
+    /// Google service account to impersonate (without it: direct resource access).
     pub service_account: Option<String>,
     /// The workload's project id (default: the service account e-mail's project).
     pub project: Option<String>,
@@ -91,6 +94,50 @@ pub struct MappedIdentity {
     /// IAM Credentials base URL for this mapping's Pods, over `gcp.impersonationEndpoint`.
     pub impersonation_endpoint: Option<String>,
 }
+
+/// The annotations of [`Gcp::annotations`].
+static ANNOTATIONS: &[Annotation] = &[
+    Annotation {
+        key: GKE_SERVICE_ACCOUNT,
+        on: "ServiceAccount",
+        meaning: "Google service account to impersonate",
+    },
+    Annotation {
+        key: SERVICE_ACCOUNT_EMAIL,
+        on: "ServiceAccount",
+        meaning: "Google service account to impersonate (the GCP federation webhook's key)",
+    },
+    Annotation {
+        key: WORKLOAD_IDENTITY_PROVIDER,
+        on: "ServiceAccount",
+        meaning: "workload identity pool provider resource name (default: gcp.workloadIdentityProvider)",
+    },
+    Annotation {
+        key: PROJECT_ID,
+        on: "ServiceAccount",
+        meaning: "the workload's project: GOOGLE_CLOUD_PROJECT and CLOUDSDK_CORE_PROJECT (default: the mapping's gcp.project, then the project of the service account e-mail); a container that sets either keeps its own",
+    },
+    Annotation {
+        key: AUDIENCE,
+        on: "ServiceAccount",
+        meaning: "token audience (default https://iam.googleapis.com/<provider>, or gcp.audience)",
+    },
+    Annotation {
+        key: TOKEN_EXPIRATION,
+        on: "ServiceAccount, Pod",
+        meaning: "token lifetime in seconds, as for AWS (on a Pod: shorter only)",
+    },
+    Annotation {
+        key: SKIP_CONTAINERS,
+        on: "Pod",
+        meaning: "containers left without the Google identity, comma separated",
+    },
+    Annotation {
+        key: CREDENTIAL_CONFIGURATION,
+        on: "Pod",
+        meaning: "written by the webhook: the credential configuration the containers read (through the Downward API); an admission policy keeps it fixed once the Pod exists",
+    },
+];
 
 pub struct Gcp;
 
@@ -230,6 +277,10 @@ impl CloudProvider for Gcp {
 
     fn service_account_annotation_keys(&self) -> &'static [&'static str] {
         &[GKE_SERVICE_ACCOUNT]
+    }
+
+    fn annotations(&self) -> &'static [Annotation] {
+        ANNOTATIONS
     }
 
     fn service_account_annotations(&self, mapping: &Mapping) -> Vec<(&'static str, String)> {
