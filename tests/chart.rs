@@ -270,7 +270,14 @@ mod operations {
         for (value, named) in cases {
             let (ok, _, text) = tools::run(
                 &helm_path,
-                &["template", CHART, "--kube-version", control_plane::kubernetes_version(), "--set", value],
+                &[
+                    "template",
+                    CHART,
+                    "--kube-version",
+                    control_plane::kubernetes_version(),
+                    "--set",
+                    value,
+                ],
             );
             assert!(!ok, "{value} was rendered");
             for word in *named {
