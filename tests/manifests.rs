@@ -176,11 +176,30 @@ impl Kubectl {
     }
 
     /// `kubectl auth can-i` as `user`, retried until it gives `expected` (RBAC is read from a cache).
+    /// A `resource/subresource` is asked with `--subresource` (else kubectl reads a resource name).
     fn wait_can_i(&self, user: &str, verb: &str, resource: &str, namespace: &str, expected: bool) {
-        eventually(&format!("{user} can {verb} {resource}: {expected}"), || {
-            let run = self.run(&["auth", "can-i", verb, resource, "-n", namespace, "--as", user], None);
-            (run.stdout.trim() == "yes") == expected
-        });
+        let (resource, subresource) = resource.split_once('/').unwrap_or((resource, ""));
+        let subresource = format!("--subresource={subresource}");
+        eventually(
+            &format!("{user} can {verb} {resource} {subresource}: {expected}"),
+            || {
+                let run = self.run(
+                    &[
+                        "auth",
+                        "can-i",
+                        verb,
+                        resource,
+                        &subresource,
+                        "-n",
+                        namespace,
+                        "--as",
+                        user,
+                    ],
+                    None,
+                );
+                (run.stdout.trim() == "yes") == expected
+            },
+        );
     }
 }
 
