@@ -407,8 +407,9 @@ fn refusal_log_lines_are_rate_limited() {
     });
     let text = String::from_utf8(lines.0.lock().expect("lock").clone()).expect("UTF-8");
     let logged = text.matches("admission request rejected").count();
-    // 50 a second; the 200 may straddle a second boundary.
-    assert!((50..=100).contains(&logged), "{logged} lines:\n{text}");
+    // 50 a second; the 200 may straddle a second boundary, and the other tests of this process
+    // draw on the same limit (one run logged 49). Without the limit all 200 are logged.
+    assert!((1..=100).contains(&logged), "{logged} lines:\n{text}");
     assert!(
         state
             .metrics
