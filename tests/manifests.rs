@@ -176,30 +176,19 @@ impl Kubectl {
     }
 
     /// `kubectl auth can-i` as `user`, retried until it gives `expected` (RBAC is read from a cache).
-    /// A `resource/subresource` is asked with `--subresource` (else kubectl reads a resource name).
+    /// `resource` as kubectl takes it (`secrets/name` is a named Secret); `extra` adds flags such as
+    /// `--subresource=binding`.
     fn wait_can_i(&self, user: &str, verb: &str, resource: &str, namespace: &str, expected: bool) {
-        let (resource, subresource) = resource.split_once('/').unwrap_or((resource, ""));
-        let subresource = format!("--subresource={subresource}");
-        eventually(
-            &format!("{user} can {verb} {resource} {subresource}: {expected}"),
-            || {
-                let run = self.run(
-                    &[
-                        "auth",
-                        "can-i",
-                        verb,
-                        resource,
-                        &subresource,
-                        "-n",
-                        namespace,
-                        "--as",
-                        user,
-                    ],
-                    None,
-                );
-                (run.stdout.trim() == "yes") == expected
-            },
-        );
+        self.wait_can_i_with(user, verb, resource, &[], namespace, expected);
+    }
+
+    fn wait_can_i_with(&self, user: &str, verb: &str, resource: &str, extra: &[&str], namespace: &str, expected: bool) {
+        eventually(&format!("{user} can {verb} {resource} {extra:?}: {expected}"), || {
+            let mut args = vec!["auth", "can-i", verb, resource, "-n", namespace, "--as", user];
+            args.extend_from_slice(extra);
+            let run = self.run(&args, None);
+            (run.stdout.trim() == "yes") == expected
+        });
     }
 }
 
@@ -517,7 +506,14 @@ async fn a_binding_cannot_set_the_google_credential_configuration() {
         ],
         None,
     );
-    kubectl.wait_can_i("batch-scheduler", "create", "pods/binding", ns, true);
+    kubectl.wait_can_i_with(
+        "batch-scheduler",
+        "create",
+        "pods",
+        &["--subresource=binding"],
+        ns,
+        true,
+    );
     kubectl.wait_can_i("batch-scheduler", "create", "bindings", ns, true);
     kubectl.wait_can_i("batch-scheduler", "patch", "pods", ns, false);
 
