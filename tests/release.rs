@@ -125,7 +125,7 @@ fn versions_agree() {
         ("docs/install.md", "release URL", "releases/download/v", '/'),
         ("docs/install.md", "chart --version", "--version ", ' '),
         ("docs/install.md", "image tag", "workload-identity-webhook:", ' '),
-        ("README.md", "image tag", "workload-identity-webhook:", ' '),
+        ("README.md", "chart --version", "--version ", ' '),
         ("manifests/README.md", "Git ref", "?ref=v", '\''),
     ] {
         let doc = read(file);
