@@ -775,10 +775,10 @@ fn cases() -> Vec<Case> {
             cluster_flags: &[],
             mapping: None,
             overrides: false,
-            // Node: google-auth-library 10.9.1 gets the federated token, then (looking the project up)
-            // sends POST sts.googleapis.com/v1/introspect, which the emulator does not serve: not
-            // yet explained (issue 26, open), so Node is left out of this case for now.
-            sdks: &["python", "go", "java"],
+            // Node: google-auth-library looks the project up with `gcloud config config-helper`
+            // first where gcloud is installed, and gcloud introspects the federated token (POST
+            // sts.googleapis.com/v1/introspect) to name the account: the emulator serves that too.
+            sdks: OFFICIAL,
             clouds: vec![(
                 "google",
                 Expect::Grant {

@@ -1,6 +1,9 @@
 //! Google STS token exchange (`POST sts.googleapis.com/v1/token`), IAM Credentials
 //! `generateAccessToken` for service account impersonation with the federated token, and the one
-//! Cloud Resource Manager call google-auth makes to find the project id (`GET /v1/projects/{number}`).
+//! Cloud Resource Manager call google-auth makes to find the project id (`GET /v1/projects/{number}`),
+//! and STS token introspection (`POST /v1/introspect`), which gcloud calls to name the account of
+//! a federated token (Node's google-auth-library runs `gcloud config config-helper` when gcloud is
+//! installed).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,6 +26,9 @@ const LIFETIME_SECONDS: i64 = 3600;
 #[derive(Debug, Clone)]
 pub struct Issued {
     pub(crate) subject: String,
+    /// The account the token acts as, as introspection names it: the federated principal
+    /// (`principal://iam.googleapis.com/<pool>/subject/<subject>`) or the service account's e-mail.
+    pub(crate) account: String,
     pub(crate) expires: i64,
     pub(crate) federated: bool,
 }
@@ -109,6 +115,7 @@ pub async fn sts_token(State(emulator): State<Arc<Emulator>>, Form(params): Form
                 &emulator,
                 &token,
                 Issued {
+                    account: principal(provider, &claims.subject),
                     subject: claims.subject,
                     expires,
                     federated: true,
@@ -188,6 +195,7 @@ pub async fn generate_access_token(
                 &token,
                 Issued {
                     subject,
+                    account: email.to_owned(),
                     expires,
                     federated: false,
                 },
@@ -220,4 +228,42 @@ pub async fn project(
         "lifecycleState": "ACTIVE",
     }))
     .into_response()
+}
+
+/// The principal a federated token of `provider` acts as: the provider's pool and the subject.
+pub(crate) fn principal(provider: &str, subject: &str) -> String {
+    let pool = provider.split_once("/providers/").map_or(provider, |(pool, _)| pool);
+    format!("principal://iam.googleapis.com/{pool}/subject/{subject}")
+}
+
+/// `POST sts.googleapis.com/v1/introspect` (RFC 7662): whether `token` is a live token this
+/// emulator issued, and whose. Unknown and expired tokens are `{"active": false}`, as Google answers.
+pub async fn introspect(
+    State(emulator): State<Arc<Emulator>>,
+    Form(params): Form<HashMap<String, String>>,
+) -> Response {
+    let now = super::now();
+    let token = params.get("token").map(String::as_str).unwrap_or_default();
+    let issued = emulator
+        .google_tokens
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(token)
+        .filter(|issued| issued.expires > now)
+        .cloned();
+    Json(introspection(issued.as_ref())).into_response()
+}
+
+pub(crate) fn introspection(issued: Option<&Issued>) -> serde_json::Value {
+    match issued {
+        Some(issued) => json!({
+            "active": true,
+            "scope": "https://www.googleapis.com/auth/cloud-platform",
+            "username": issued.account,
+            "sub": issued.account,
+            "exp": issued.expires,
+            "token_type": "Bearer",
+        }),
+        None => json!({"active": false}),
+    }
 }

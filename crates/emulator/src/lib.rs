@@ -413,6 +413,7 @@ pub fn router(emulator: Arc<Emulator>) -> Router {
         .route("/{tenant}/oauth2/v2.0/token", post(azure::token))
         // Google STS and IAM Credentials
         .route("/v1/token", post(google::sts_token))
+        .route("/v1/introspect", post(google::introspect))
         .route(
             "/v1/projects/{project}/serviceAccounts/{resource}",
             post(google::generate_access_token),

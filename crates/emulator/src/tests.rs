@@ -339,6 +339,7 @@ fn google_grants_are_pruned_and_bounded() {
     use super::google::{Issued, MAX_LIVE_TOKENS, remember_in};
     let issued = |expires: i64| Issued {
         subject: "s".to_owned(),
+        account: "a".to_owned(),
         expires,
         federated: false,
     };
@@ -418,4 +419,26 @@ async fn emulate_refuses_a_managed_cloud_issuer_unless_told() {
     .expect("arguments");
     let err = run(args).await.expect_err("must refuse to start");
     assert!(err.to_string().contains("is EKS's"), "{err}");
+}
+
+/// gcloud names a federated token's account from the introspection `username`: the pool's
+/// principal for the subject, as Google answers; a token the emulator does not know is inactive.
+#[test]
+fn introspection_names_the_federated_principal() {
+    use super::google::{Issued, introspection};
+    let provider = "projects/123/locations/global/workloadIdentityPools/pool/providers/provider";
+    let subject = "system:serviceaccount:apps:app";
+    let issued = Issued {
+        subject: subject.to_owned(),
+        account: super::google::principal(provider, subject),
+        expires: 99,
+        federated: true,
+    };
+    let answer = introspection(Some(&issued));
+    assert_eq!(answer["active"], true);
+    assert_eq!(
+        answer["username"],
+        "principal://iam.googleapis.com/projects/123/locations/global/workloadIdentityPools/pool/subject/system:serviceaccount:apps:app"
+    );
+    assert_eq!(introspection(None), serde_json::json!({"active": false}));
 }
