@@ -1,11 +1,11 @@
+use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Parser;
 
-use workload_identity_webhook::cli::{Cli, Command, ConfigSourceArgs, ServeArgs, arguments};
+use workload_identity_webhook::cli::{self, Command, ConfigSourceArgs, ServeArgs, arguments};
 use workload_identity_webhook::cli::{convert, docs, explain, mutate};
 #[cfg(target_os = "linux")]
 use workload_identity_webhook::shell::allocator::Allocator;
@@ -24,7 +24,14 @@ use workload_identity_webhook::shell::watch::{LiveConfig, ServiceAccounts};
 static ALLOCATOR: Allocator = Allocator;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse_from(arguments(std::env::args_os().collect()));
+    let (cli, warnings) = match cli::parse(arguments(std::env::args_os().collect())) {
+        Ok(parsed) => parsed,
+        // Help and --version exit 0, usage errors 2.
+        Err(err) => err.exit(),
+    };
+    for warning in warnings {
+        eprintln!("warning: {warning}");
+    }
     // A check that failed without an error (explain): exit status 1 after the report.
     let mut failed = false;
     let result = match cli.command {
@@ -40,38 +47,49 @@ fn main() -> ExitCode {
             .build()
             .map_err(anyhow::Error::from)
             .and_then(|runtime| runtime.block_on(explain::run(&args)))
-            .map(|outcome| {
-                println!("{}", outcome.text);
-                if outcome.failed {
-                    failed = true;
-                }
+            .and_then(|outcome| {
+                failed = outcome.failed;
+                print(&format!("{}\n", outcome.text))
             }),
-        Command::Mutate(args) => mutate::run(&args).map(|(text, warnings)| {
+        Command::Mutate(args) => mutate::run(&args).and_then(|(text, warnings)| {
             for warning in warnings {
                 eprintln!("warning: {warning}");
             }
-            println!("{text}");
+            print(&format!("{text}\n"))
         }),
         Command::Docs(args) => docs::run(&args),
-        Command::Convert(args) => convert::run(&args).map(|conversion| {
+        Command::Convert(args) => convert::run(&args).and_then(|conversion| {
             for warning in conversion.warnings {
                 eprintln!("warning: {warning}");
             }
-            print!("{}", conversion.yaml);
+            print(&conversion.yaml)
         }),
-        Command::Version(args) => {
-            println!("{}", args.render());
-            Ok(())
-        }
+        Command::Version(args) => print(&format!("{}\n", args.render())),
+        Command::Completion(args) => print(&cli::completion(args.shell)),
     };
     match result {
         Ok(()) if failed => ExitCode::FAILURE,
         Ok(()) => ExitCode::SUCCESS,
+        // The reader of stdout went away (`... | head -1`): nothing more to say.
+        Err(err) if is_closed_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", cli::error_chain(&err));
             ExitCode::FAILURE
         }
     }
+}
+
+/// Writes `text` to stdout; unlike `print!`, a closed pipe is an error, not a panic.
+fn print(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()?;
+    Ok(())
+}
+
+fn is_closed_pipe(err: &anyhow::Error) -> bool {
+    err.downcast_ref::<std::io::Error>()
+        .is_some_and(|err| err.kind() == std::io::ErrorKind::BrokenPipe)
 }
 
 /// Starts each component, then serves until SIGTERM, or until a background task dies.

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use clap::{Args, CommandFactory, Subcommand, ValueEnum};
+use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Map, Value, json};
 
 use workload_identity_core::config;
@@ -377,11 +377,12 @@ fn annotations_table() -> String {
 
 /// The flags of each command, without the cluster settings (their own table).
 fn flags_tables() -> String {
+    // A setting's `--no-` form (cli::command) goes with it.
     let settings: Vec<String> = settings()
         .iter()
-        .map(|setting| setting.arg.get_id().to_string())
+        .flat_map(|setting| [setting.arg.get_id().to_string(), format!("no_{}", setting.arg.get_id())])
         .collect();
-    let command = super::Cli::command();
+    let command = super::command();
     let mut out = String::new();
     for subcommand in command.get_subcommands().filter(|subcommand| !subcommand.is_hide_set()) {
         let rows: Vec<Vec<String>> = subcommand
@@ -432,7 +433,7 @@ fn flags_tables() -> String {
 }
 
 fn env_table() -> String {
-    let command = super::Cli::command();
+    let command = super::command();
     let serve = command.find_subcommand("serve").expect("serve");
     let rows = serve.get_arguments().filter_map(|arg| {
         let name = env(arg)?;

@@ -151,13 +151,6 @@ pub struct Annotation {
     pub meaning: &'static str,
 }
 
-/// Reads a flag's value as `config.yaml` spells it, so that both accept the same names.
-#[cfg(feature = "clap")]
-pub fn parse_name<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
-    T::deserialize(serde::de::value::StrDeserializer::<serde::de::value::Error>::new(text))
-        .map_err(|err| err.to_string())
-}
-
 pub trait CloudProvider: Sync {
     /// Short name used in metrics, logs and warnings (`aws`, `gcp`, `azure`).
     fn name(&self) -> &'static str;
