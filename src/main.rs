@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use workload_identity_webhook::cli::{self, Command, ConfigSourceArgs, ServeArgs, arguments};
-use workload_identity_webhook::cli::{convert, docs, explain, mutate};
+use workload_identity_webhook::cli::{convert, docs, explain, mutate, validate};
 #[cfg(target_os = "linux")]
 use workload_identity_webhook::shell::allocator::Allocator;
 use workload_identity_webhook::shell::certificates::{self, BundleTarget};
@@ -63,6 +63,21 @@ fn main() -> ExitCode {
                 eprintln!("warning: {warning}");
             }
             print(&conversion.yaml)
+        }),
+        Command::Validate(args) => validate::run(&args.file).and_then(|report| {
+            let file = args.file.display();
+            for warning in &report.warnings {
+                eprintln!("warning: {file}: {warning}");
+            }
+            for error in &report.errors {
+                eprintln!("error: {file}: {error}");
+            }
+            failed = !report.errors.is_empty();
+            if failed {
+                Ok(())
+            } else {
+                print(&format!("{file}: valid\n"))
+            }
         }),
         Command::Version(args) => print(&format!("{}\n", args.render())),
         Command::Completion(args) => print(&cli::completion(args.shell)),

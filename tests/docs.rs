@@ -199,6 +199,7 @@ fn the_generated_documentation_is_current() {
         "charts/workload-identity-webhook/values.schema.json",
         "charts/workload-identity-webhook/values.yaml",
         "charts/workload-identity-webhook/README.md",
+        "docs/config.schema.json",
     ] {
         let target = copy.path().join(path);
         std::fs::create_dir_all(target.parent().unwrap()).unwrap();

@@ -6,6 +6,7 @@ pub mod convert;
 pub mod docs;
 pub mod explain;
 pub mod mutate;
+pub mod validate;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -40,6 +41,10 @@ pub enum Command {
     Explain(Box<ExplainArgs>),
     /// Print our config.yaml from another webhook's configuration (warnings on stderr).
     Convert(ConvertArgs),
+    /// Check a config.yaml, or the ConfigMap manifest holding one, as the webhook would read it:
+    /// each problem with its field path, line and column; values the webhook changes are warned
+    /// about. Exit status 1 when it would be refused.
+    Validate(ValidateArgs),
     /// The project's reference documentation, generated from the code (docs/development.md).
     #[command(hide = true)]
     Docs(docs::DocsArgs),
@@ -47,6 +52,16 @@ pub enum Command {
     Version(VersionArgs),
     /// Print a shell completion script (e.g. `source <(workload-identity-webhook completion bash)`).
     Completion(CompletionArgs),
+}
+
+#[derive(Args, Debug)]
+#[command(
+    after_help = "Examples:\n  workload-identity-webhook validate config.yaml\n  kubectl -n workload-identity-system get configmap workload-identity-webhook -o yaml | workload-identity-webhook validate -"
+)]
+pub struct ValidateArgs {
+    /// The file to check; `-` reads stdin.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -419,7 +434,7 @@ pub fn arguments(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
 
 /// The commands that run on a user's machine: they read no `WIW_*` variable, so that their
 /// output does not depend on the server settings exported in a shell.
-const CLIENT_COMMANDS: &[&str] = &["mutate", "explain", "convert"];
+const CLIENT_COMMANDS: &[&str] = &["mutate", "explain", "convert", "validate"];
 
 /// The command line: the derived one, each boolean setting a switch with its `--no-` form, and
 /// the client commands without environment variables. Help, completions and the reference

@@ -5,9 +5,9 @@ use std::path::Path;
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
-use crate::cli::{MutateArgs, Output, Show};
+use crate::cli::{MutateArgs, Output, Show, validate};
 use workload_identity_core::admission::Review;
-use workload_identity_core::config::{CONFIG_KEY, Config, check_flow_depth};
+use workload_identity_core::config::Config;
 use workload_identity_core::model;
 use workload_identity_core::patch;
 
@@ -24,7 +24,9 @@ pub fn run(args: &MutateArgs) -> anyhow::Result<(String, Vec<String>)> {
 
     let defaults = &args.cluster;
     let config = match &args.config {
-        Some(path) => Config::parse(&config_text(path)?, defaults).with_context(|| format!("in {}", path.display()))?,
+        Some(path) => {
+            Config::parse(&validate::read(path)?.text, defaults).with_context(|| format!("in {}", path.display()))?
+        }
         None => Config::from_defaults(defaults)?,
     };
     let service_account: model::ServiceAccount = match &args.service_account {
@@ -65,30 +67,6 @@ fn read_manifest(path: &Path, kinds: &[&str]) -> anyhow::Result<Value> {
             bail!("{} is a {kind}, not a {}", path.display(), kinds.join(" or "))
         }
         _ => Ok(document),
-    }
-}
-
-/// `config.yaml` itself, or the key of a ConfigMap manifest.
-fn config_text(path: &Path) -> anyhow::Result<String> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    // Before the generic parse below, which has the same quadratic cost in nesting depth.
-    check_flow_depth(&text)?;
-    let document = serde_yaml_ng::from_str::<Value>(&text).ok();
-    match document
-        .as_ref()
-        .and_then(|doc| doc.get("kind"))
-        .and_then(Value::as_str)
-    {
-        Some("ConfigMap") => match document
-            .as_ref()
-            .and_then(|doc| doc.pointer(&format!("/data/{CONFIG_KEY}")))
-            .and_then(Value::as_str)
-        {
-            Some(text) => Ok(text.to_owned()),
-            None => bail!("ConfigMap {} has no data.{CONFIG_KEY}", path.display()),
-        },
-        Some(kind) => bail!("{} is a {kind}, not a config.yaml or a ConfigMap", path.display()),
-        None => Ok(text),
     }
 }
 

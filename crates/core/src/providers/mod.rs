@@ -441,6 +441,14 @@ pub fn check_field(
 }
 
 /// Token lifetimes in settings must be positive; the floor is applied when tokens are made.
+/// The notice for a token lifetime setting below the apiserver's floor, which Pods get instead.
+pub fn raised_expiration(field: &str, value: Option<i64>) -> Option<String> {
+    let seconds = value.filter(|seconds| *seconds < MIN_TOKEN_EXPIRATION_SECONDS)?;
+    Some(format!(
+        "{field}: {seconds} is raised to {MIN_TOKEN_EXPIRATION_SECONDS}, the shortest token lifetime the apiserver issues"
+    ))
+}
+
 pub fn check_expiration(problems: &mut Vec<String>, field: &str, value: Option<i64>, allowed: RangeInclusive<i64>) {
     if let Some(seconds) = value
         && !allowed.contains(&seconds)

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use super::{
     AGENT_URL, Annotation, CLAMPED_EXPIRATION_SECONDS, CloudProvider, ENDPOINT_URL, EndpointOverride, Mapping,
     PodContext, PodInjection, SETTING_EXPIRATION_SECONDS, Settings as AllSettings, check_expiration, check_field,
-    checked, cloud_settings, projected_volume, token_source,
+    checked, cloud_settings, projected_volume, raised_expiration, token_source,
 };
 use crate::echo::Echo;
 use crate::validate;
@@ -319,8 +319,18 @@ impl CloudProvider for Aws {
     }
 
     fn notices(&self, settings: &AllSettings, identities: &[Mapping]) -> Vec<String> {
+        let lifetimes = identities.iter().enumerate().filter_map(|(i, mapping)| {
+            Some((
+                format!("identities[{i}].aws"),
+                mapping.aws.as_ref()?.token_expiration_seconds,
+            ))
+        });
+        let mut notices: Vec<String> = std::iter::once(("aws".to_owned(), settings.aws.token_expiration_seconds))
+            .chain(lifetimes)
+            .filter_map(|(prefix, seconds)| raised_expiration(&format!("{prefix}.tokenExpirationSeconds"), seconds))
+            .collect();
         if settings.aws.region.is_some() {
-            return Vec::new();
+            return notices;
         }
         let unset = identities
             .iter()
@@ -335,9 +345,10 @@ impl CloudProvider for Aws {
                 unset.len()
             ),
         };
-        vec![format!(
+        notices.push(format!(
             "aws.region is not set: {which} get no AWS_REGION, and the Go v2 and Rust SDKs then cannot get credentials; set aws.region or a mapping's aws.region (each such Pod is warned about and counted in pod_mutations_missing{{setting=\"aws_region\"}})"
-        )]
+        ));
+        notices
     }
 }
 

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use super::{
     Annotation, CLAMPED_EXPIRATION_SECONDS, CloudProvider, ENDPOINT_URL, EndpointOverride, Mapping, PodContext,
     PodInjection, SETTING_EXPIRATION_SECONDS, ScratchDir, Settings as AllSettings, check_expiration, check_field,
-    checked, cloud_settings, projected_volume, token_source,
+    checked, cloud_settings, projected_volume, raised_expiration, token_source,
 };
 use crate::validate;
 
@@ -282,6 +282,12 @@ impl CloudProvider for Gcp {
 
     fn annotations(&self) -> &'static [Annotation] {
         ANNOTATIONS
+    }
+
+    fn notices(&self, settings: &AllSettings, _identities: &[Mapping]) -> Vec<String> {
+        raised_expiration("gcp.tokenExpirationSeconds", settings.gcp.token_expiration_seconds)
+            .into_iter()
+            .collect()
     }
 
     fn service_account_annotations(&self, mapping: &Mapping) -> Vec<(&'static str, String)> {
