@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use workload_identity_core::admission::config_map::ConfigMapName;
 use workload_identity_webhook::cli::{self, Command, ConfigSourceArgs, ServeArgs, arguments};
 use workload_identity_webhook::cli::{convert, docs, explain, mutate, validate};
 #[cfg(target_os = "linux")]
@@ -139,7 +140,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_patch_bytes: args.limits.max_patch_bytes,
         max_in_flight_bytes: args.limits.max_in_flight_bytes,
     };
-    let state = Arc::new(AppState::new(config, service_accounts, metrics, limits));
+    let mut state = AppState::new(config, service_accounts, metrics, limits);
+    if args.config_source.config_file.is_none() && !args.config_source.standalone {
+        state = state.with_config_map(ConfigMapName {
+            namespace: namespace.clone(),
+            name: args.config_source.config_map.clone(),
+        });
+    }
+    let state = Arc::new(state);
     let options = server_options(&args, open_files);
     let client_ca = match &args.tls.client_ca_file {
         Some(path) => Some(std::fs::read(path).with_context(|| format!("reading {}", path.display()))?),
