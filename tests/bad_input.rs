@@ -520,3 +520,62 @@ async fn the_open_file_limit_is_raised_to_the_hard_limit() {
         read_log()
     );
 }
+
+/// In JSON logs, each identity given is one audit line whose cloud, identity, namespace, Pod and
+/// ServiceAccount are keys of their own (for Loki, Elasticsearch, ...), and so are a warning's.
+#[tokio::test]
+async fn audit_and_warning_lines_have_one_key_per_field() {
+    let config = format!(
+        "gcp: {{workloadIdentityProvider: \"projects/123456789/locations/global/workloadIdentityPools/pool/providers/provider\"}}\n\
+         identities:\n  - namespace: team-a\n    serviceAccount: app\n    aws: {{roleArn: \"{ROLE}\"}}\n    \
+         gcp: {{serviceAccount: \"reader@my-project.iam.gserviceaccount.com\"}}\n"
+    );
+    let mut webhook = Webhook::start(
+        &["--standalone", "--config-file={dir}/config.yaml", "--log-format=json"],
+        &[],
+        &[("config.yaml", &config)],
+    );
+    webhook.wait_ready().await;
+    let client = webhook.client(true);
+    let response = client
+        .post(webhook.url("/mutate"))
+        .json(&review("json-audit"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    webhook::eventually(Duration::from_secs(5), "the audit lines", || async {
+        webhook.log().matches("pod mutated").count() == 2
+    })
+    .await;
+    let lines: Vec<Value> = webhook
+        .log()
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|line| line["uid"] == "json-audit")
+        .collect();
+    let audit: Vec<(&str, &str)> = lines
+        .iter()
+        .filter(|line| line["message"] == "pod mutated")
+        .map(|line| {
+            assert_eq!(line["namespace"], "team-a", "{line}");
+            assert_eq!(line["service_account"], "app", "{line}");
+            assert!(line["pod"].as_str().unwrap().starts_with("app-"), "{line}");
+            (line["cloud"].as_str().unwrap(), line["identity"].as_str().unwrap())
+        })
+        .collect();
+    assert_eq!(
+        audit,
+        [("aws", ROLE), ("gcp", "reader@my-project.iam.gserviceaccount.com")]
+    );
+    // No aws.region: the Pod is warned about it, the warning line names the cloud.
+    let warning = lines
+        .iter()
+        .find(|line| line["message"] == "admission warning")
+        .expect("a warning line");
+    assert_eq!(
+        (&warning["cloud"], &warning["service_account"]),
+        (&json!("aws"), &json!("app")),
+        "{warning}"
+    );
+}

@@ -65,8 +65,10 @@ metrics! {
     /// Admission requests by object kind and result
     requests: Family<RequestLabels, Counter> = ("admission_requests", Default::default()),
     /// Time from request body received to response encoded
-    // 50 µs .. ~1.6 s: admission answers are sub-millisecond, API look-ups take longer.
-    request_duration: Histogram = ("admission_duration_seconds", Histogram::new(exponential_buckets(0.00005, 2.0, 16))),
+    // 50 µs .. 3.2768 s: admission answers are sub-millisecond, API look-ups take longer, and the
+    // last bucket is above the webhook configurations' timeoutSeconds (3), where the apiserver
+    // gives up.
+    request_duration: Histogram = ("admission_duration_seconds", Histogram::new(exponential_buckets(0.00005, 2.0, 17))),
     /// Pods given an identity, by cloud
     mutations: Family<CloudLabels, Counter> = ("pod_mutations", Default::default()),
     /// Identity mapping configuration loads by result

@@ -91,33 +91,33 @@ fn request_labels(subject: &Subject, unchanged: bool) -> (&'static str, &'static
     (kind, result)
 }
 
-/// The audit trail: every identity given, with who got it and who asked.
+/// The audit trail: one line per identity given, with who got it and who asked, each a field of
+/// its own (`cloud`, `identity`, `namespace`, `pod`, `service_account`) for log queries.
 fn audit(review: &Review, mutation: &Mutation, mutated: bool, peer: PeerText) {
     let namespace = review.object_namespace();
-    match &review.subject {
-        Subject::Pod(pod) if mutated => tracing::info!(
-            uid = review.uid,
-            %peer,
-            namespace,
-            pod = pod.metadata.display_name(),
-            service_account = pod.service_account_name(),
-            identities = ?mutation.identities,
-            "pod mutated"
+    let (message, pod, service_account) = match &review.subject {
+        Subject::Pod(pod) => (
+            "pod mutated",
+            Some(pod.metadata.display_name()),
+            pod.service_account_name(),
         ),
-        Subject::ServiceAccount(sa) if mutated => tracing::info!(
-            uid = review.uid,
-            %peer,
-            namespace,
-            service_account = sa.metadata.display_name(),
-            identities = ?mutation.identities,
-            "service account annotated"
-        ),
-        _ => tracing::debug!(uid = review.uid, %peer, namespace, "request left untouched"),
+        Subject::ServiceAccount(sa) => ("service account annotated", None, sa.metadata.display_name()),
+        Subject::Ignored(_) | Subject::Unreadable(_) => ("request left untouched", None, ""),
+    };
+    if !mutated {
+        tracing::debug!(uid = review.uid, %peer, namespace, "request left untouched");
+    } else if mutation.identities.is_empty() {
+        // A ServiceAccount whose stale annotations were only removed.
+        tracing::info!(uid = review.uid, %peer, namespace, service_account, "{message}");
+    } else {
+        for (cloud, identity) in &mutation.identities {
+            tracing::info!(uid = review.uid, %peer, namespace, pod, service_account, cloud, identity, "{message}");
+        }
     }
     static WARNING_LINES: LogRateLimit = LogRateLimit::new(LOG_LINES_PER_SECOND);
-    for warning in &mutation.warnings {
+    for (warning, cloud) in mutation.warnings.iter().zip(&mutation.warning_clouds) {
         log_limited(&WARNING_LINES, "admission warnings", || {
-            tracing::warn!(uid = review.uid, %peer, namespace, warning, "admission warning");
+            tracing::warn!(uid = review.uid, %peer, namespace, pod, service_account, cloud, warning, "admission warning");
         });
     }
 }

@@ -283,7 +283,7 @@ impl CloudProvider for Azure {
         ];
         match settings.custom_endpoint() {
             Some((key, _)) if settings.kubernetes_token_proxy.is_none() => vec![format!(
-                "azure.kubernetesTokenProxy is not set: Pods annotated {key}: \"true\" get the custom endpoint's token but no AZURE_KUBERNETES_TOKEN_PROXY (each is warned about and counted in pod_mutations_missing{{setting=\"azure_kubernetes_token_proxy\"}})"
+                "azure.kubernetesTokenProxy is not set: Pods annotated {key}: \"true\" get the custom endpoint's token but no AZURE_KUBERNETES_TOKEN_PROXY (each is warned about and counted in workload_identity_webhook_pod_mutations_missing_total{{setting=\"azure_kubernetes_token_proxy\"}})"
             )],
             Some(_) => Vec::new(),
             None => endpoint_values

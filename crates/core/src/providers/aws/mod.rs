@@ -346,7 +346,7 @@ impl CloudProvider for Aws {
             ),
         };
         notices.push(format!(
-            "aws.region is not set: {which} get no AWS_REGION, and the Go v2 and Rust SDKs then cannot get credentials; set aws.region or a mapping's aws.region (each such Pod is warned about and counted in pod_mutations_missing{{setting=\"aws_region\"}})"
+            "aws.region is not set: {which} get no AWS_REGION, and the Go v2 and Rust SDKs then cannot get credentials; set aws.region or a mapping's aws.region (each such Pod is warned about and counted in workload_identity_webhook_pod_mutations_missing_total{{setting=\"aws_region\"}})"
         ));
         notices
     }
