@@ -5,6 +5,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 
+use workload_identity_core::echo::visible;
 use workload_identity_webhook::cli::{Cli, Command, ConfigSourceArgs, ServeArgs, arguments};
 use workload_identity_webhook::cli::{convert, docs, explain, mutate};
 #[cfg(target_os = "linux")]
@@ -48,14 +49,14 @@ fn main() -> ExitCode {
             }),
         Command::Mutate(args) => mutate::run(&args).map(|(text, warnings)| {
             for warning in warnings {
-                eprintln!("warning: {warning}");
+                eprintln!("warning: {}", visible(&warning));
             }
             println!("{text}");
         }),
         Command::Docs(args) => docs::run(&args),
         Command::Convert(args) => convert::run(&args).map(|conversion| {
             for warning in conversion.warnings {
-                eprintln!("warning: {warning}");
+                eprintln!("warning: {}", visible(&warning));
             }
             print!("{}", conversion.yaml);
         }),
@@ -68,7 +69,7 @@ fn main() -> ExitCode {
         Ok(()) if failed => ExitCode::FAILURE,
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", visible(&format!("{err:#}")));
             ExitCode::FAILURE
         }
     }

@@ -3375,3 +3375,29 @@ fn warnings_are_tagged_with_their_cloud() {
     let out = webhook(&pod(json!({})), NS, None, &mapped);
     assert_eq!(out.warning_clouds, ["none"], "{:?}", out.warnings);
 }
+
+/// A Pod's `serviceAccountName` reaches the webhook before the apiserver validates it: the warning
+/// that echoes it shows its terminal escapes (CSI, OSC 52 with BEL), bidi override, DEL, C1 CSI
+/// and newline escaped, so `kubectl` cannot be made to recolour, forge a line or set the clipboard.
+#[test]
+fn a_warning_shows_the_control_characters_of_a_tenants_value_escaped() {
+    let hostile = "a\x1b[2K\x1b]52;c;aGk=\x07b\u{202e}c\x7fd\u{9b}31me\nwarning: up to date";
+    let config = config(&format!(
+        "identities: [{{namespace: {NS}, serviceAccount: \"*\", aws: {{roleArn: \"{ROLE}\"}}}}]"
+    ));
+    let review = parse(json!({"request": {"object": pod(json!({"spec": {"serviceAccountName": hostile}}))}}));
+    let response = response_of(&review, &review.mutation(None, &config));
+    let warnings: Vec<String> = serde_json::from_value(response["response"]["warnings"].clone()).expect("warnings");
+    let warning = warnings
+        .iter()
+        .find(|warning| warning.contains("does not exist"))
+        .unwrap_or_else(|| panic!("{warnings:?}"));
+    assert!(
+        warning.contains(r"a\u{1b}[2K\u{1b}]52;c;aGk=\u{7}b\u{202e}c\u{7f}d\u{9b}31me\u{a}warning: up to date"),
+        "{warning}"
+    );
+    assert!(
+        !warning.contains(|c: char| c.is_control() || c == '\u{202e}'),
+        "{warning:?}"
+    );
+}
