@@ -144,7 +144,8 @@ async fn start_certificate(
     let managed = &args.managed_certificate;
     let source = match (client, &args.tls.tls_cert_file, &args.tls.tls_key_file) {
         (Some(client), _, _) if managed.manage_certificate => {
-            let mut names = certificates::service_names(&managed.service_name, namespace);
+            let mut names =
+                certificates::service_names(&managed.service_name, namespace, args.cluster.cluster_domain());
             names.extend(managed.certificate_sans.iter().cloned());
             certificates::Source::Managed {
                 client: client.clone(),
