@@ -271,7 +271,8 @@ async fn look_up_service_account(
     namespace: &str,
     name: &str,
 ) -> (Option<ServiceAccount>, Option<String>) {
-    match state.service_accounts.get(namespace, name).await {
+    let client_ip = peer.0.map(|address| address.ip());
+    match state.service_accounts.get(namespace, name, client_ip).await {
         Ok(found) => (found, None),
         Err(err) => {
             match err {
