@@ -5,6 +5,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 
+use workload_identity_core::echo::visible;
 use workload_identity_webhook::cli::{Cli, Command, ConfigSourceArgs, ServeArgs, arguments};
 use workload_identity_webhook::cli::{convert, docs, explain, mutate};
 #[cfg(target_os = "linux")]
@@ -48,14 +49,14 @@ fn main() -> ExitCode {
             }),
         Command::Mutate(args) => mutate::run(&args).map(|(text, warnings)| {
             for warning in warnings {
-                eprintln!("warning: {warning}");
+                eprintln!("warning: {}", visible(&warning));
             }
             println!("{text}");
         }),
         Command::Docs(args) => docs::run(&args),
         Command::Convert(args) => convert::run(&args).map(|conversion| {
             for warning in conversion.warnings {
-                eprintln!("warning: {warning}");
+                eprintln!("warning: {}", visible(&warning));
             }
             print!("{}", conversion.yaml);
         }),
@@ -68,7 +69,7 @@ fn main() -> ExitCode {
         Ok(()) if failed => ExitCode::FAILURE,
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", visible(&format!("{err:#}")));
             ExitCode::FAILURE
         }
     }
@@ -143,7 +144,8 @@ async fn start_certificate(
     let managed = &args.managed_certificate;
     let source = match (client, &args.tls.tls_cert_file, &args.tls.tls_key_file) {
         (Some(client), _, _) if managed.manage_certificate => {
-            let mut names = certificates::service_names(&managed.service_name, namespace);
+            let mut names =
+                certificates::service_names(&managed.service_name, namespace, args.cluster.cluster_domain());
             names.extend(managed.certificate_sans.iter().cloned());
             certificates::Source::Managed {
                 client: client.clone(),

@@ -181,8 +181,11 @@ fn settings() -> Vec<Setting> {
     keys.into_iter()
         .zip(args)
         .map(|(key, arg)| {
-            let (section, field) = key.split_once('.').unwrap();
-            let schema = without_null(&schema["properties"][section]["properties"][field]);
+            let schema = match key.split_once('.') {
+                Some((section, field)) => &schema["properties"][section]["properties"][field],
+                None => &schema["properties"][key.as_str()],
+            };
+            let schema = without_null(schema);
             Setting { key, arg, schema }
         })
         .collect()

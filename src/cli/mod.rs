@@ -220,7 +220,8 @@ pub struct LimitArgs {
     pub max_patch_bytes: usize,
 
     /// Request bodies and answers held in memory at once, in bytes, from a request's arrival until
-    /// its answer is written out (each request counts at least 16 KiB); requests beyond it get 503.
+    /// its answer is written out (each request counts at least 16 KiB; one client IP holds at most a
+    /// quarter); requests beyond it get 503.
     #[arg(long, env = "WIW_MAX_IN_FLIGHT_BYTES", default_value_t = 32 * 1024 * 1024)]
     pub max_in_flight_bytes: usize,
 

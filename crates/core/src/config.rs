@@ -28,9 +28,13 @@ pub struct Config {
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(
     deny_unknown_fields,
-    expecting = "a mapping with the keys aws, gcp, azure and identities"
+    expecting = "a mapping with the keys clusterDomain, aws, gcp, azure and identities"
 )]
 struct ConfigFile {
+    /// The cluster's DNS domain (default cluster.local): plain http endpoint overrides may name
+    /// Services as *.svc or *.svc.<clusterDomain>.
+    #[serde(default, rename = "clusterDomain")]
+    cluster_domain: Option<String>,
     /// AWS cluster settings.
     #[serde(default)]
     aws: Option<aws::Settings>,
@@ -130,6 +134,7 @@ impl Config {
             return Self::from_defaults(flags);
         };
         let from_file = Settings {
+            cluster_domain: file.cluster_domain,
             aws: file.aws.unwrap_or_default(),
             azure: file.azure.unwrap_or_default(),
             gcp: file.gcp.unwrap_or_default(),
@@ -143,9 +148,14 @@ impl Config {
     }
 
     fn build(settings: Settings, identities: Vec<Mapping>) -> Result<Config, ConfigError> {
-        let problems: Vec<String> = providers::ALL
-            .iter()
-            .flat_map(|provider| provider.validate(&settings, &identities))
+        let problems: Vec<String> = settings
+            .validate()
+            .into_iter()
+            .chain(
+                providers::ALL
+                    .iter()
+                    .flat_map(|provider| provider.validate(&settings, &identities)),
+            )
             .chain(
                 identities
                     .iter()

@@ -33,6 +33,10 @@ pub struct AppState {
     /// KiB of request bodies and answers held in memory, from the request's arrival until its
     /// answer has been written out.
     in_flight: Arc<Semaphore>,
+    /// The budget's size in KiB.
+    in_flight_kib: usize,
+    /// What each client IP holds of it.
+    peer_shares: budget::PeerShares,
 }
 
 /// Bounds on the work and memory one review, and all of them together, may take.
@@ -62,6 +66,8 @@ impl AppState {
             shutting_down: AtomicBool::new(false),
             limits,
             in_flight: Arc::new(Semaphore::new(kib as usize)),
+            in_flight_kib: kib as usize,
+            peer_shares: budget::PeerShares::default(),
         }
     }
 

@@ -418,3 +418,55 @@ fn refusal_log_lines_are_rate_limited() {
         "every refusal is still counted"
     );
 }
+
+/// F4/S1: one client IP holds at most a quarter of the in-flight budget. A client that never
+/// reads its answers is shed once its share is spent, while another client (the apiserver) is
+/// still answered; its share comes back as its answers are written.
+#[tokio::test]
+async fn one_client_holds_at_most_its_share_of_the_budget() {
+    use crate::shell::connections::Peer;
+    // 256 KiB: a share of 64 KiB, three unread answers (16 KiB each) and a review (16 KiB).
+    let state = state(ReviewLimits {
+        max_in_flight_bytes: 256 * 1024,
+        ..limits()
+    });
+    let from = |peer: &str| {
+        let mut request = request("application/json", review(1));
+        request.extensions_mut().insert(Peer(peer.parse().expect("address")));
+        request
+    };
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let response = call(&state, from("10.0.0.66:40000")).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        held.push(response);
+    }
+    let shed = call(&state, from("10.0.0.66:40001")).await;
+    assert_eq!(
+        shed.status(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the same IP on another connection shares the share"
+    );
+    for port in 0..8 {
+        let other = call(&state, from(&format!("10.0.0.1:{}", 50_000 + port))).await;
+        assert_eq!(other.status(), StatusCode::OK, "another client is answered");
+    }
+    drop(held.pop());
+    let again = call(&state, from("10.0.0.66:40002")).await;
+    assert_eq!(
+        again.status(),
+        StatusCode::OK,
+        "the share came back with the written answer"
+    );
+}
+
+#[tokio::test]
+async fn the_shares_of_many_clients_are_bounded() {
+    let state = state(limits());
+    for client in 0..10_000u32 {
+        let ip = std::net::IpAddr::from(std::net::Ipv4Addr::from(client));
+        assert!(state.charge(1, Some(ip)).is_some(), "client {client}");
+    }
+    let tracked = state.peer_shares.0.lock().expect("lock").len();
+    assert!((1..=4096).contains(&tracked), "{tracked}");
+}

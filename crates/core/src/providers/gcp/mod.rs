@@ -146,9 +146,9 @@ impl CloudProvider for Gcp {
         "gcp"
     }
 
-    fn validate(&self, settings: &AllSettings, identities: &[Mapping]) -> Vec<String> {
+    fn validate(&self, all: &AllSettings, identities: &[Mapping]) -> Vec<String> {
         let mut problems = Vec::new();
-        let settings = &settings.gcp;
+        let settings = &all.gcp;
         check_field(
             &mut problems,
             "gcp.workloadIdentityProvider",
@@ -171,7 +171,7 @@ impl CloudProvider for Gcp {
                 &mut problems,
                 &format!("gcp.{name}"),
                 value.as_deref(),
-                validate::is_endpoint_url,
+                |url: &str| validate::is_endpoint_url(url, all.cluster_domain()),
                 ENDPOINT_URL,
             );
         }
@@ -205,7 +205,7 @@ impl CloudProvider for Gcp {
                         &mut problems,
                         &format!("identities[{i}].gcp.{name}"),
                         value.as_deref(),
-                        validate::is_endpoint_url,
+                        |url: &str| validate::is_endpoint_url(url, all.cluster_domain()),
                         ENDPOINT_URL,
                     );
                 }
