@@ -9,6 +9,7 @@ use super::{
     PodContext, PodInjection, SETTING_EXPIRATION_SECONDS, Settings as AllSettings, check_expiration, check_field,
     checked, cloud_settings, projected_volume, token_source,
 };
+use super::claim::{Claim, Field};
 use crate::echo::Echo;
 use crate::validate;
 
@@ -295,6 +296,17 @@ impl CloudProvider for Aws {
         mapping.aws.is_some()
     }
 
+    fn mapping_claims(&self, mapping: &Mapping, _settings: &AllSettings) -> Vec<Claim> {
+        let Some(aws) = &mapping.aws else {
+            return Vec::new();
+        };
+        let role_arn = match aws.mode {
+            Mode::Irsa => aws.role_arn.as_deref(),
+            Mode::PodIdentity => None,
+        };
+        vec![Claim::new(Field::AwsRole, role_arn)]
+    }
+
     fn volume_names(&self) -> &'static [&'static str] {
         &[IRSA_VOLUME, POD_IDENTITY_VOLUME]
     }
@@ -374,6 +386,7 @@ impl Aws {
             scratch: None,
             pod_annotations: Vec::new(),
             endpoints,
+            claims: vec![Claim::new(Field::AwsRole, Some(role_arn))],
         }
     }
 
@@ -422,6 +435,7 @@ impl Aws {
             scratch: None,
             pod_annotations: Vec::new(),
             endpoints,
+            claims: vec![Claim::new(Field::AwsRole, None)],
         }
     }
 }
