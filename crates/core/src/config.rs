@@ -181,9 +181,11 @@ impl Config {
     /// What the server logs when this configuration comes into force: valid settings that leave
     /// SDKs short of something (each cloud's [`notices`](providers::CloudProvider::notices)).
     pub fn notices(&self) -> Vec<String> {
-        let warned = (self.policy.mode == Mode::Warn)
-            .then(|| forbidden_mappings(&self.policy, &self.settings, &self.identities))
-            .unwrap_or_default();
+        let warned = if self.policy.mode == Mode::Warn {
+            forbidden_mappings(&self.policy, &self.settings, &self.identities)
+        } else {
+            Vec::new()
+        };
         providers::ALL
             .iter()
             .flat_map(|provider| provider.notices(&self.settings, &self.identities))

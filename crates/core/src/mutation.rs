@@ -107,7 +107,14 @@ impl Warnings {
 pub fn mutate_pod(pod: &Pod, namespace: &str, service_account: Option<&ServiceAccount>, config: &Config) -> Mutation {
     let mut warnings = Warnings::default();
     let mut mutation = Mutation::default();
-    let injections = pod_injections(pod, namespace, service_account, config, &mut warnings, &mut mutation.policy);
+    let injections = pod_injections(
+        pod,
+        namespace,
+        service_account,
+        config,
+        &mut warnings,
+        &mut mutation.policy,
+    );
     for check in &mutation.policy {
         check.audit(true, &mut mutation.audit);
     }
@@ -170,8 +177,14 @@ pub fn resolve_pod(
 fn injection_audit(injection: &PodInjection, audit: &mut Vec<(String, String)>) {
     let cloud = injection.cloud;
     audit.push((format!("{cloud}-identity"), injection.identity.clone()));
-    let sources = injection.volume["projected"]["sources"].as_array().into_iter().flatten();
-    if let Some(token) = sources.map(|source| &source["serviceAccountToken"]).find(|token| token.is_object()) {
+    let sources = injection.volume["projected"]["sources"]
+        .as_array()
+        .into_iter()
+        .flatten();
+    if let Some(token) = sources
+        .map(|source| &source["serviceAccountToken"])
+        .find(|token| token.is_object())
+    {
         if let Some(audience) = token["audience"].as_str() {
             audit.push((format!("{cloud}-audience"), audience.to_owned()));
         }
@@ -234,7 +247,9 @@ fn pod_injections(
             warnings.tag(injection.cloud);
         }
         let keep = !check.enforced;
-        policy.push(check);
+        if check.decision != Decision::Off {
+            policy.push(check);
+        }
         keep
     });
     injections.retain(|injection| {
@@ -346,7 +361,9 @@ fn service_account_policy(
             if check.enforced {
                 refusals.push(message.clone());
             } else {
-                mutation.warnings.push(format!("{message} (policy mode warn: admitted)"));
+                mutation
+                    .warnings
+                    .push(format!("{message} (policy mode warn: admitted)"));
                 mutation.warning_clouds.push(cloud);
             }
         }

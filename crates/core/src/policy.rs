@@ -220,7 +220,11 @@ impl Policy {
             if let Some(google) = &rule.gcp {
                 let mut emails = patterns("gcp.serviceAccounts", &google.service_accounts, |_| true);
                 let projects = patterns("gcp.projects", &google.projects, gcp::formats::is_google_project_id);
-                emails.extend(projects.iter().map(|project| format!("*@{project}.iam.gserviceaccount.com")));
+                emails.extend(
+                    projects
+                        .iter()
+                        .map(|project| format!("*@{project}.iam.gserviceaccount.com")),
+                );
                 allowed.insert(Field::GcpServiceAccount, emails);
                 let mut providers = patterns(
                     "gcp.workloadIdentityProviders",
@@ -372,3 +376,6 @@ pub fn glob_match(pattern: &str, value: &str) -> bool {
     }
     pattern[p..].iter().all(|&b| b == b'*')
 }
+
+#[cfg(test)]
+mod tests;

@@ -2,11 +2,11 @@
 
 use serde::Deserialize;
 
+use super::claim::{Claim, Field};
 use super::{
     Annotation, CloudProvider, ENDPOINT_URL, HTTPS_URL, Mapping, PodContext, PodInjection, Settings as AllSettings,
     check_expiration, check_field, checked, cloud_settings, projected_volume, token_source,
 };
-use super::claim::{Claim, Field};
 use crate::echo::Echo;
 use crate::validate;
 

@@ -106,4 +106,3 @@ impl Claim {
 pub fn normalize(value: &str) -> String {
     value.trim().to_ascii_lowercase()
 }
-

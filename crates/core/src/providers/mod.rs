@@ -5,8 +5,8 @@
 //! `Settings`.
 
 pub mod aws;
-pub mod claim;
 pub mod azure;
+pub mod claim;
 pub mod gcp;
 
 use std::collections::BTreeMap;

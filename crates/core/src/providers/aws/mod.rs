@@ -4,12 +4,12 @@ pub mod formats;
 
 use serde::Deserialize;
 
+use super::claim::{Claim, Field};
 use super::{
     AGENT_URL, Annotation, CLAMPED_EXPIRATION_SECONDS, CloudProvider, ENDPOINT_URL, EndpointOverride, Mapping,
     PodContext, PodInjection, SETTING_EXPIRATION_SECONDS, Settings as AllSettings, check_expiration, check_field,
     checked, cloud_settings, projected_volume, token_source,
 };
-use super::claim::{Claim, Field};
 use crate::echo::Echo;
 use crate::validate;
 

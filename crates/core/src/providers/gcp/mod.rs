@@ -6,12 +6,12 @@ pub mod formats;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::claim::{Claim, Field};
 use super::{
     Annotation, CLAMPED_EXPIRATION_SECONDS, CloudProvider, ENDPOINT_URL, EndpointOverride, Mapping, PodContext,
     PodInjection, SETTING_EXPIRATION_SECONDS, ScratchDir, Settings as AllSettings, check_expiration, check_field,
     checked, cloud_settings, projected_volume, token_source,
 };
-use super::claim::{Claim, Field};
 use crate::validate;
 
 /// GKE's own annotation: impersonate this Google service account.
