@@ -60,7 +60,7 @@ fn read_document(path: &Path) -> anyhow::Result<Value> {
 }
 
 /// `config.yaml` itself, or the key of a ConfigMap manifest.
-fn config_text(path: &Path) -> anyhow::Result<String> {
+pub(crate) fn config_text(path: &Path) -> anyhow::Result<String> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     // Before the generic parse below, which has the same quadratic cost in nesting depth.
     check_flow_depth(&text)?;
