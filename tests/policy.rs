@@ -338,10 +338,10 @@ async fn the_validating_admission_policy_refuses_what_the_webhook_refuses() {
             ));
         }
         if let Err(refusal) = by_policy {
-            assert!(
-                refusal.contains("identity policy: ServiceAccounts of namespace"),
-                "{refusal}"
+            let expected = format!(
+                "ValidatingAdmissionPolicy '{name}' with binding '{name}' denied request: identity policy: ServiceAccounts of namespace {vap_namespace} may not claim this"
             );
+            assert!(refusal.contains(&expected), "{refusal}");
         }
     }
     for kind in ["validatingadmissionpolicybinding", "validatingadmissionpolicy"] {

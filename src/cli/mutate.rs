@@ -35,6 +35,9 @@ pub fn run(args: &MutateArgs) -> anyhow::Result<(String, Vec<String>)> {
     };
 
     let mutation = review.mutation(Some(&service_account), &config);
+    if let (Some(refusal), false) = (&mutation.denied, args.output == Output::Review) {
+        bail!("the webhook would refuse this object: {refusal}");
+    }
     let text = match args.output {
         Output::Review => {
             serde_json::to_string_pretty(&serde_json::from_slice::<Value>(&review.response(&mutation)?)?)?
