@@ -80,7 +80,11 @@ pub fn plain(body: &[u8], service_account: Option<&ServiceAccount>, config: &Con
         _ => ("ignored", Mutation::default()),
     };
     let mut response = AdmissionResponse::from(&request);
-    response.audit_annotations = mutation.audit.iter().cloned().collect();
+    response.audit_annotations = mutation
+        .audit
+        .iter()
+        .map(|(key, value)| ((*key).to_owned(), value.clone()))
+        .collect();
     if let Some(message) = &mutation.denied {
         response = response.deny(message);
     } else if !mutation.patch.is_empty() {

@@ -32,7 +32,56 @@ pub struct Mutation {
     pub denied: Option<String>,
     /// The answer's `auditAnnotations` (the apiserver prefixes each key with the webhook's name):
     /// what each cloud gave (identity, audience, lifetime) and the policy's decisions.
-    pub audit: Vec<(String, String)>,
+    pub audit: Vec<(&'static str, String)>,
+}
+
+/// What an audit annotation of one cloud records.
+#[derive(Clone, Copy)]
+enum Audit {
+    Identity,
+    Audience,
+    Lifetime,
+    PolicyRule,
+    Policy,
+}
+
+/// The audit annotation key `<cloud>-<what>`, written out so that no answer allocates its keys.
+fn audit_key(cloud: &str, what: Audit) -> &'static str {
+    const KEYS: &[(&str, [&str; 5])] = &[
+        (
+            "aws",
+            [
+                "aws-identity",
+                "aws-audience",
+                "aws-token-expiration-seconds",
+                "aws-policy-rule",
+                "aws-policy",
+            ],
+        ),
+        (
+            "gcp",
+            [
+                "gcp-identity",
+                "gcp-audience",
+                "gcp-token-expiration-seconds",
+                "gcp-policy-rule",
+                "gcp-policy",
+            ],
+        ),
+        (
+            "azure",
+            [
+                "azure-identity",
+                "azure-audience",
+                "azure-token-expiration-seconds",
+                "azure-policy-rule",
+                "azure-policy",
+            ],
+        ),
+    ];
+    KEYS.iter()
+        .find(|(name, _)| *name == cloud)
+        .map_or("unknown-cloud", |(_, keys)| keys[what as usize])
 }
 
 /// The identity policy's decision about one cloud of a Pod or ServiceAccount.
@@ -65,13 +114,13 @@ impl PolicyCheck {
     }
 
     /// The audit annotations of this decision: the rule, and what happened when it denied.
-    fn audit(&self, pod: bool, audit: &mut Vec<(String, String)>) {
+    fn audit(&self, pod: bool, audit: &mut Vec<(&'static str, String)>) {
         if let Some(rule) = self.decision.rule() {
-            audit.push((format!("{}-policy-rule", self.cloud), rule));
+            audit.push((audit_key(self.cloud, Audit::PolicyRule), rule));
         }
         if let Decision::Denied { message, .. } = &self.decision {
             audit.push((
-                format!("{}-policy", self.cloud),
+                audit_key(self.cloud, Audit::Policy),
                 format!("{}: {message}", self.outcome(pod)),
             ));
         }
@@ -174,9 +223,9 @@ pub fn resolve_pod(
 
 /// The audit annotations of one cloud's injection: its identity, token audience and lifetime, and
 /// the other values it claims (Google provider, Azure tenant).
-fn injection_audit(injection: &PodInjection, audit: &mut Vec<(String, String)>) {
+fn injection_audit(injection: &PodInjection, audit: &mut Vec<(&'static str, String)>) {
     let cloud = injection.cloud;
-    audit.push((format!("{cloud}-identity"), injection.identity.clone()));
+    audit.push((audit_key(cloud, Audit::Identity), injection.identity.clone()));
     let sources = injection.volume["projected"]["sources"]
         .as_array()
         .into_iter()
@@ -186,16 +235,16 @@ fn injection_audit(injection: &PodInjection, audit: &mut Vec<(String, String)>) 
         .find(|token| token.is_object())
     {
         if let Some(audience) = token["audience"].as_str() {
-            audit.push((format!("{cloud}-audience"), audience.to_owned()));
+            audit.push((audit_key(cloud, Audit::Audience), audience.to_owned()));
         }
         audit.push((
-            format!("{cloud}-token-expiration-seconds"),
+            audit_key(cloud, Audit::Lifetime),
             token["expirationSeconds"].to_string(),
         ));
     }
     for claim in &injection.claims {
         if let Some(value) = claim.value.as_ref().filter(|value| **value != injection.identity) {
-            audit.push((claim.field.audit_key().to_owned(), value.clone()));
+            audit.push((claim.field.audit_key(), value.clone()));
         }
     }
 }
@@ -321,13 +370,15 @@ pub fn mutate_service_account(service_account: &ServiceAccount, namespace: &str,
         identities,
         ..Mutation::default()
     };
-    // The policy judges the annotations as they will be stored: with the mapping's applied.
-    let mut stored = service_account.metadata.annotations.clone().unwrap_or_default();
-    for key in managed_before.iter().filter(|key| !managed_now.contains(**key)) {
-        stored.remove(*key);
+    if config.policy.is_on() {
+        // The policy judges the annotations as they will be stored: with the mapping's applied.
+        let mut stored = service_account.metadata.annotations.clone().unwrap_or_default();
+        for key in managed_before.iter().filter(|key| !managed_now.contains(**key)) {
+            stored.remove(*key);
+        }
+        stored.extend(changed.iter().map(|(key, value)| ((*key).to_owned(), value.clone())));
+        service_account_policy(&stored, namespace, config, &mut mutation);
     }
-    stored.extend(changed.iter().map(|(key, value)| ((*key).to_owned(), value.clone())));
-    service_account_policy(&stored, namespace, config, &mut mutation);
     if mutation.denied.is_none() {
         add_annotations(&mut patch, service_account.metadata.annotations.is_some(), changed);
         mutation.patch = patch;

@@ -208,14 +208,15 @@ pub(super) fn write_answer(
         json.extend_from_slice(br#","warnings":"#);
         serde_json::to_writer(&mut json, &warnings)?;
     }
+    // Keys are unique (one per cloud and kind, `mutation.rs`): written as they come.
+    for (i, (key, value)) in mutation.audit.iter().enumerate() {
+        json.extend_from_slice(if i == 0 { br#","auditAnnotations":{"# } else { b"," });
+        serde_json::to_writer(&mut json, key)?;
+        json.push(b':');
+        serde_json::to_writer(&mut json, value)?;
+    }
     if !mutation.audit.is_empty() {
-        let audit: std::collections::BTreeMap<&str, &str> = mutation
-            .audit
-            .iter()
-            .map(|(key, value)| (key.as_str(), value.as_str()))
-            .collect();
-        json.extend_from_slice(br#","auditAnnotations":"#);
-        serde_json::to_writer(&mut json, &audit)?;
+        json.push(b'}');
     }
     json.extend_from_slice(b"}}");
     Ok(Answer { json, patch_dropped })

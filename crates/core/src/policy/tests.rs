@@ -90,7 +90,7 @@ fn audit<'m>(mutation: &'m Mutation, key: &str) -> Option<&'m str> {
     mutation
         .audit
         .iter()
-        .find(|(name, _)| name == key)
+        .find(|(name, _)| *name == key)
         .map(|(_, value)| value.as_str())
 }
 
