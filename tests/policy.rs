@@ -219,6 +219,43 @@ async fn refusals_withheld_identities_and_audit_annotations() {
             "{key}: {event}"
         );
     }
+
+    // A mapping the policy forbids is a configuration error: refused, the policy stays in force.
+    let forbidden = format!(
+        "{}identities: [{{namespace: \"{namespace}\", serviceAccount: mapped, aws: {{roleArn: \"{ROLE_OTHER}\"}}}}]\n",
+        config(&[&namespace], &cluster.other_namespace)
+    );
+    cluster.set_config(&forbidden).await;
+    webhook::eventually(
+        Duration::from_secs(20),
+        "the forbidden mapping to be refused",
+        || async {
+            cluster
+                .metrics()
+                .await
+                .contains(r#"config_reloads_total{result="failure"} 1"#)
+        },
+    )
+    .await;
+    let manifest = service_account_json("after-refused-edit", &json!({"eks.amazonaws.com/role-arn": ROLE_OTHER}));
+    let (created, text) = kubectl(&["create", "-n", &namespace, "-f", "-"], &manifest.to_string()).await;
+    assert!(!created && text.contains(r#"identity policy: rule "tenant""#), "{text}");
+
+    // In warn mode the same ServiceAccount is admitted, with the refusal as a warning.
+    cluster
+        .set_config(&config(&[&namespace], &cluster.other_namespace).replace("  rules:", "  mode: warn\n  rules:"))
+        .await;
+    webhook::eventually(Duration::from_secs(20), "warn mode", || async {
+        let (created, text) = kubectl(
+            &["create", "--dry-run=server", "-n", &namespace, "-f", "-"],
+            &manifest.to_string(),
+        )
+        .await;
+        created
+            && text.contains(r#"Warning: identity policy: rule "tenant""#)
+            && text.contains("(policy mode warn: admitted)")
+    })
+    .await;
     cluster.uninstall().await;
 }
 
