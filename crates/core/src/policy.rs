@@ -118,10 +118,20 @@ pub struct AzureAllowed {
 }
 
 /// The policy in force, its patterns checked and lowercased.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Policy {
     pub mode: Mode,
     pub rules: Vec<CompiledRule>,
+}
+
+/// No policy: off (a written policy without `mode` enforces; see [`Mode`]).
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            mode: Mode::Off,
+            rules: Vec::new(),
+        }
+    }
 }
 
 /// A rule as the policy matches it: per field, the patterns a selected namespace may claim.
@@ -177,10 +187,7 @@ impl Policy {
     /// provider or tenant list. Problems name their field.
     pub fn compile(file: Option<PolicyFile>, settings: &Settings, problems: &mut Vec<String>) -> Policy {
         let Some(file) = file else {
-            return Policy {
-                mode: Mode::Off,
-                rules: Vec::new(),
-            };
+            return Policy::default();
         };
         let mut rules = Vec::new();
         for (i, rule) in file.rules.into_iter().enumerate() {

@@ -148,6 +148,7 @@ fn patterns_match_runs_of_characters() {
 fn without_a_policy_nothing_is_checked_and_a_written_policy_enforces() {
     let off = Config::parse(&format!("azure: {{tenantId: \"{TENANT}\"}}"), &Default::default()).unwrap();
     assert_eq!(off.policy.mode, Mode::Off);
+    assert_eq!(Config::default().policy.mode, Mode::Off);
     let mutation = pod_in("team-a", json!({"eks.amazonaws.com/role-arn": ROLE_B}), &off);
     assert_eq!(clouds(&mutation), ["aws"]);
     assert!(mutation.policy.is_empty());
