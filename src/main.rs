@@ -7,7 +7,7 @@ use clap::Parser;
 
 use workload_identity_core::echo::visible;
 use workload_identity_webhook::cli::{Cli, Command, ConfigSourceArgs, ServeArgs, arguments};
-use workload_identity_webhook::cli::{convert, docs, explain, mutate};
+use workload_identity_webhook::cli::{admission_policy, convert, docs, explain, mutate};
 #[cfg(target_os = "linux")]
 use workload_identity_webhook::shell::allocator::Allocator;
 use workload_identity_webhook::shell::certificates::{self, BundleTarget};
@@ -60,6 +60,7 @@ fn main() -> ExitCode {
             }
             print!("{}", conversion.yaml);
         }),
+        Command::ValidatingAdmissionPolicy(args) => admission_policy::run(&args).map(|yaml| print!("{yaml}")),
         Command::Version(args) => {
             println!("{}", args.render());
             Ok(())

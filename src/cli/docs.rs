@@ -41,6 +41,7 @@ pub enum DocsAction {
 pub enum Part {
     Settings,
     Mappings,
+    Policy,
     Annotations,
     Flags,
     Env,
@@ -58,6 +59,7 @@ const CHART_README: &str = "charts/workload-identity-webhook/README.md";
 const REFERENCE_PARTS: &[(&str, Part)] = &[
     ("settings", Part::Settings),
     ("mappings", Part::Mappings),
+    ("policy", Part::Policy),
     ("annotations", Part::Annotations),
     ("flags", Part::Flags),
     ("env", Part::Env),
@@ -135,6 +137,7 @@ fn generate(part: Part) -> String {
     match part {
         Part::Settings => settings_table(),
         Part::Mappings => mappings_table(),
+        Part::Policy => policy_table(),
         Part::Annotations => annotations_table(),
         Part::Flags => flags_tables(),
         Part::Env => env_table(),
@@ -347,6 +350,30 @@ fn mappings_table() -> String {
             .map(move |(field, schema)| mapping_row(&format!("{name}.{field}"), schema))
     });
     table(&["key", "type", "meaning"], matchers.chain(clouds).collect::<Vec<_>>())
+}
+
+/// Every key under `policy:`, nested keys by their path (`rules[].aws.roleArns`).
+fn policy_table() -> String {
+    fn rows(prefix: &str, properties: &Map<String, Value>, out: &mut Vec<Vec<String>>) {
+        for (name, property) in properties {
+            let key = format!("{prefix}{name}");
+            let items = &without_null(property)["items"];
+            if let Some(nested) = object_properties(items) {
+                out.push(mapping_row(&format!("{key}[]"), property));
+                rows(&format!("{key}[]."), nested, out);
+            } else if let Some(nested) = object_properties(property) {
+                out.push(mapping_row(&key, property));
+                rows(&format!("{key}."), nested, out);
+            } else {
+                out.push(mapping_row(&key, property));
+            }
+        }
+    }
+    let schema = config_schema();
+    let policy = object_properties(&schema["properties"]["policy"]).expect("policy is an object");
+    let mut out = Vec::new();
+    rows("policy.", policy, &mut out);
+    table(&["key", "type", "meaning"], out)
 }
 
 fn mapping_row(key: &str, schema: &Value) -> Vec<String> {

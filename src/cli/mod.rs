@@ -1,7 +1,9 @@
 //! Command-line interface: `serve` runs the webhook, `mutate` ([`mutate`]) previews it offline,
 //! `explain` ([`explain`]) says why a Pod has or lacks its identity, `convert` ([`convert`]) reads other webhooks' configuration,
+//! `validating-admission-policy` ([`admission_policy`]) prints the policy's ServiceAccount checks as CEL,
 //! the hidden `docs` ([`docs`]) prints the documentation generated from the code.
 
+pub mod admission_policy;
 pub mod convert;
 pub mod docs;
 pub mod explain;
@@ -40,6 +42,10 @@ pub enum Command {
     Explain(Box<ExplainArgs>),
     /// Print our config.yaml from another webhook's configuration (warnings on stderr).
     Convert(ConvertArgs),
+    /// Print the identity policy's ServiceAccount checks as a ValidatingAdmissionPolicy and its
+    /// binding, for `kubectl apply -f -`: the apiserver then refuses what the policy forbids even
+    /// while the webhook is down.
+    ValidatingAdmissionPolicy(admission_policy::AdmissionPolicyArgs),
     /// The project's reference documentation, generated from the code (docs/development.md).
     #[command(hide = true)]
     Docs(docs::DocsArgs),

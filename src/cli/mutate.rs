@@ -35,6 +35,9 @@ pub fn run(args: &MutateArgs) -> anyhow::Result<(String, Vec<String>)> {
     };
 
     let mutation = review.mutation(Some(&service_account), &config);
+    if let (Some(refusal), false) = (&mutation.denied, args.output == Output::Review) {
+        bail!("the webhook would refuse this object: {refusal}");
+    }
     let text = match args.output {
         Output::Review => {
             serde_json::to_string_pretty(&serde_json::from_slice::<Value>(&review.response(&mutation)?)?)?
@@ -60,7 +63,7 @@ fn read_document(path: &Path) -> anyhow::Result<Value> {
 }
 
 /// `config.yaml` itself, or the key of a ConfigMap manifest.
-fn config_text(path: &Path) -> anyhow::Result<String> {
+pub(crate) fn config_text(path: &Path) -> anyhow::Result<String> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     // Before the generic parse below, which has the same quadratic cost in nesting depth.
     check_flow_depth(&text)?;

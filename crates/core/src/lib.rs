@@ -18,6 +18,7 @@ pub mod echo;
 pub mod model;
 pub mod mutation;
 pub mod patch;
+pub mod policy;
 pub mod providers;
 pub mod validate;
 

@@ -470,3 +470,59 @@ async fn the_shares_of_many_clients_are_bounded() {
     let tracked = state.peer_shares.0.lock().expect("lock").len();
     assert!((1..=4096).contains(&tracked), "{tracked}");
 }
+
+#[tokio::test]
+async fn a_service_account_the_policy_forbids_is_refused_and_counted() {
+    let state = state(limits());
+    state.config.apply(
+        "test",
+        "policy:\n  rules: [{name: team-a, namespaces: [team-a], aws: {roleArns: [\"arn:aws:iam::111122223333:role/app\"]}}]\n",
+    );
+    let review = |role: &str| {
+        serde_json::to_vec(&json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {
+                "uid": "u1", "kind": {"group": "", "version": "v1", "kind": "ServiceAccount"},
+                "namespace": "team-a", "operation": "UPDATE",
+                "object": {"metadata": {"name": "other", "annotations": {"eks.amazonaws.com/role-arn": role}}}
+            }
+        }))
+        .expect("serializes")
+    };
+    let (status, text) = text_of(
+        call(
+            &state,
+            request("application/json", review("arn:aws:iam::111122223333:role/app")),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(text.contains(r#""allowed":true"#), "{text}");
+    let (status, text) = text_of(
+        call(
+            &state,
+            request("application/json", review("arn:aws:iam::444455556666:role/admin")),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let answer: Value = serde_json::from_str(&text).expect("JSON");
+    assert_eq!(answer["response"]["allowed"], false, "{text}");
+    assert!(
+        answer["response"]["status"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("rule \"team-a\"")
+    );
+    let metrics = state.metrics.encode();
+    assert!(
+        metrics.contains(r#"workload_identity_webhook_policy_denials_total{cloud="aws",outcome="refused"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .contains(r#"workload_identity_webhook_admission_requests_total{kind="ServiceAccount",result="denied"} 1"#)
+    );
+}

@@ -2,6 +2,7 @@
 
 use serde::Deserialize;
 
+use super::claim::{Claim, Field};
 use super::{
     Annotation, CloudProvider, ENDPOINT_URL, EndpointOverride, HTTPS_URL, Mapping, PodContext, PodInjection,
     Settings as AllSettings, check_expiration, check_field, checked, cloud_settings, projected_volume, token_source,
@@ -273,6 +274,10 @@ impl CloudProvider for Azure {
             scratch: None,
             pod_annotations: Vec::new(),
             endpoints,
+            claims: vec![
+                Claim::new(Field::AzureClientId, client_id),
+                Claim::new(Field::AzureTenantId, Some(tenant_id)),
+            ],
         })
     }
 
@@ -309,6 +314,18 @@ impl CloudProvider for Azure {
 
     fn is_in(&self, mapping: &Mapping) -> bool {
         mapping.azure.is_some()
+    }
+
+    fn mapping_claims(&self, mapping: &Mapping, settings: &AllSettings) -> Vec<Claim> {
+        let Some(azure) = &mapping.azure else {
+            return Vec::new();
+        };
+        let tenant = azure.tenant_id.as_deref().or(settings.azure.tenant_id.as_deref());
+        let tenant = tenant.map(|tenant| Claim::new(Field::AzureTenantId, Some(tenant)));
+        [Claim::new(Field::AzureClientId, azure.client_id.as_deref())]
+            .into_iter()
+            .chain(tenant)
+            .collect()
     }
 
     fn volume_names(&self) -> &'static [&'static str] {

@@ -6,6 +6,7 @@
 
 pub mod aws;
 pub mod azure;
+pub mod claim;
 pub mod gcp;
 
 use std::collections::BTreeMap;
@@ -17,6 +18,7 @@ use serde_json::{Value, json};
 use crate::echo::Echo;
 use crate::model::Pod;
 use crate::validate;
+use claim::Claim;
 
 /// Every cloud the webhook knows, in the order their injections appear in a Pod.
 pub static ALL: &[&dyn CloudProvider] = &[&aws::Aws, &gcp::Gcp, &azure::Azure];
@@ -221,6 +223,10 @@ pub trait CloudProvider: Sync {
     /// The Pod annotation that leaves containers out of this cloud's identity.
     fn skip_containers_annotation(&self) -> &'static str;
 
+    /// What `mapping` claims of this cloud (none when it gives no identity of it), for the
+    /// identity policy.
+    fn mapping_claims(&self, mapping: &Mapping, settings: &Settings) -> Vec<Claim>;
+
     /// Whether `mapping` gives an identity of this cloud.
     fn is_in(&self, mapping: &Mapping) -> bool;
 
@@ -397,6 +403,8 @@ pub struct PodInjection {
     pub pod_annotations: Vec<(&'static str, String)>,
     /// Endpoint overrides in force, each warned about when it reaches a container.
     pub endpoints: Vec<EndpointOverride>,
+    /// What the identity claims, for the identity policy and the audit annotations.
+    pub claims: Vec<Claim>,
 }
 
 /// An endpoint override that sends a Pod's SDKs somewhere other than the cloud's own endpoint

@@ -4,6 +4,7 @@ pub mod formats;
 
 use serde::Deserialize;
 
+use super::claim::{Claim, Field};
 use super::{
     AGENT_URL, Annotation, CLAMPED_EXPIRATION_SECONDS, CloudProvider, ENDPOINT_URL, EndpointOverride, Mapping,
     PodContext, PodInjection, SETTING_EXPIRATION_SECONDS, Settings as AllSettings, check_expiration, check_field,
@@ -305,6 +306,17 @@ impl CloudProvider for Aws {
         mapping.aws.is_some()
     }
 
+    fn mapping_claims(&self, mapping: &Mapping, _settings: &AllSettings) -> Vec<Claim> {
+        let Some(aws) = &mapping.aws else {
+            return Vec::new();
+        };
+        let role_arn = match aws.mode {
+            Mode::Irsa => aws.role_arn.as_deref(),
+            Mode::PodIdentity => None,
+        };
+        vec![Claim::new(Field::AwsRole, role_arn)]
+    }
+
     fn volume_names(&self) -> &'static [&'static str] {
         &[IRSA_VOLUME, POD_IDENTITY_VOLUME]
     }
@@ -384,6 +396,7 @@ impl Aws {
             scratch: None,
             pod_annotations: Vec::new(),
             endpoints,
+            claims: vec![Claim::new(Field::AwsRole, Some(role_arn))],
         }
     }
 
@@ -432,6 +445,7 @@ impl Aws {
             scratch: None,
             pod_annotations: Vec::new(),
             endpoints,
+            claims: vec![Claim::new(Field::AwsRole, None)],
         }
     }
 }

@@ -6,6 +6,7 @@ pub mod formats;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::claim::{Claim, Field};
 use super::{
     Annotation, CLAMPED_EXPIRATION_SECONDS, CloudProvider, ENDPOINT_URL, EndpointOverride, Mapping, PodContext,
     PodInjection, SETTING_EXPIRATION_SECONDS, ScratchDir, Settings as AllSettings, check_expiration, check_field,
@@ -256,6 +257,11 @@ impl CloudProvider for Gcp {
                 credential_configuration(provider, email, token_url.as_ref(), impersonation.as_ref()),
             )],
             endpoints: token_url.into_iter().chain(impersonation).collect(),
+            claims: email
+                .map(|email| Claim::new(Field::GcpServiceAccount, Some(email)))
+                .into_iter()
+                .chain([Claim::new(Field::GcpProvider, Some(provider))])
+                .collect(),
         })
     }
 
@@ -269,6 +275,17 @@ impl CloudProvider for Gcp {
 
     fn is_in(&self, mapping: &Mapping) -> bool {
         mapping.gcp.is_some()
+    }
+
+    fn mapping_claims(&self, mapping: &Mapping, settings: &AllSettings) -> Vec<Claim> {
+        let Some(gcp) = &mapping.gcp else {
+            return Vec::new();
+        };
+        let email = gcp.service_account.as_deref();
+        let provider = settings.gcp.workload_identity_provider.as_deref();
+        let email = email.map(|email| Claim::new(Field::GcpServiceAccount, Some(email)));
+        let provider = provider.map(|provider| Claim::new(Field::GcpProvider, Some(provider)));
+        email.into_iter().chain(provider).collect()
     }
 
     fn volume_names(&self) -> &'static [&'static str] {
