@@ -29,7 +29,7 @@ pub struct AdmissionPolicyArgs {
 
 /// The policy and binding as YAML, two documents.
 pub fn run(args: &AdmissionPolicyArgs) -> anyhow::Result<String> {
-    let text = super::mutate::config_text(&args.config)?;
+    let text = super::validate::read(&args.config)?.text;
     let config = Config::parse(&text, &Default::default())?;
     if !config.policy.is_on() {
         bail!(

@@ -1,13 +1,13 @@
 //! `docs` (hidden): the documentation generated from the code. The reference tables of
 //! docs/reference.md (settings, mappings, annotations, flags, environment variables, metrics),
 //! the `config` and `clusterSettings` schemas of the chart's values.schema.json and the chart
-//! README's values table. `docs print PART` prints one, `docs update` writes them into their
+//! README's values table, and docs/config.schema.json. `docs print PART` prints one, `docs update` writes them into their
 //! files, `docs check` names each file that differs (tests/docs.rs runs it).
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use clap::{Args, CommandFactory, Subcommand, ValueEnum};
+use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Map, Value, json};
 
 use workload_identity_core::config;
@@ -54,6 +54,8 @@ const REFERENCE: &str = "docs/reference.md";
 const SCHEMA: &str = "charts/workload-identity-webhook/values.schema.json";
 const VALUES: &str = "charts/workload-identity-webhook/values.yaml";
 const CHART_README: &str = "charts/workload-identity-webhook/README.md";
+/// The JSON schema of `config.yaml` for editors (docs/configuration.md#editing-configyaml).
+const CONFIG_FILE_SCHEMA: &str = "docs/config.schema.json";
 
 /// The tables of docs/reference.md, by the name of their markers.
 const REFERENCE_PARTS: &[(&str, Part)] = &[
@@ -115,8 +117,15 @@ fn files(root: &Path) -> anyhow::Result<Vec<(&'static str, String)>> {
     let values: serde_yaml_ng::Value = serde_yaml_ng::from_str(&read(root, VALUES)?).context(VALUES)?;
     let table = values_table(&schema, &values);
     let readme = replace_block(&read(root, CHART_README)?, "values", &table).context(CHART_README)?;
+    let mut file_schema = config_schema();
+    file_schema["$schema"] = config::schema()["$schema"].clone();
+    file_schema["title"] = json!("config.yaml of workload-identity-webhook");
     Ok(vec![
         (REFERENCE, reference),
+        (
+            CONFIG_FILE_SCHEMA,
+            format!("{}\n", serde_json::to_string_pretty(&file_schema)?),
+        ),
         (SCHEMA, format!("{}\n", serde_json::to_string_pretty(&schema)?)),
         (CHART_README, readme),
     ])
@@ -407,11 +416,12 @@ fn annotations_table() -> String {
 
 /// The flags of each command, without the cluster settings (their own table).
 fn flags_tables() -> String {
+    // A setting's `--no-` form (cli::command) goes with it.
     let settings: Vec<String> = settings()
         .iter()
-        .map(|setting| setting.arg.get_id().to_string())
+        .flat_map(|setting| [setting.arg.get_id().to_string(), format!("no_{}", setting.arg.get_id())])
         .collect();
-    let command = super::Cli::command();
+    let command = super::command();
     let mut out = String::new();
     for subcommand in command.get_subcommands().filter(|subcommand| !subcommand.is_hide_set()) {
         let rows: Vec<Vec<String>> = subcommand
@@ -462,7 +472,7 @@ fn flags_tables() -> String {
 }
 
 fn env_table() -> String {
-    let command = super::Cli::command();
+    let command = super::command();
     let serve = command.find_subcommand("serve").expect("serve");
     let rows = serve.get_arguments().filter_map(|arg| {
         let name = env(arg)?;

@@ -58,6 +58,12 @@ impl LiveConfig {
         }))
     }
 
+    /// The cluster settings a `config.yaml` is laid over (the validating admission of the
+    /// ConfigMap checks it as it would be put in force).
+    pub fn flag_settings(&self) -> Settings {
+        self.defaults()
+    }
+
     /// The flags' settings, with the detected AWS region where no `--aws-region` is given (a
     /// `config.yaml` region is laid over both).
     fn defaults(&self) -> Settings {

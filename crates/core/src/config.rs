@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use serde::Deserialize;
 
 use crate::policy::{Mode, Policy, PolicyFile};
+use crate::locate::{self, Step, steps};
 use crate::providers::{self, aws, azure, gcp};
 pub use crate::providers::{ANY, Mapping, Settings};
 
@@ -69,9 +70,12 @@ pub fn schema() -> serde_json::Value {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// Not YAML, or not the shape of `config.yaml` (with the line and column).
+    /// Not YAML, or not the shape of `config.yaml` (with the line and column). Not a `source`:
+    /// the message quotes it already, and error chains would print it twice.
     #[error("config.yaml cannot be read: {0}")]
-    Yaml(#[from] serde_yaml_ng::Error),
+    Yaml(serde_yaml_ng::Error),
+    /// Values the schema takes but a check refuses, each `path: problem`, with `at line L column
+    /// C` where the value is in the file.
     #[error("config.yaml has invalid values: {}", .0.join("; "))]
     Invalid(Vec<String>),
     #[error("config.yaml nests flow collections ([ ] or {{ }}) deeper than {MAX_FLOW_DEPTH} levels, at line {0}")]
@@ -128,6 +132,58 @@ pub fn check_flow_depth(yaml: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
+impl From<serde_yaml_ng::Error> for ConfigError {
+    fn from(err: serde_yaml_ng::Error) -> Self {
+        ConfigError::Yaml(err)
+    }
+}
+
+impl ConfigError {
+    /// Each problem on its own, as `validate` prints them.
+    pub fn problems(&self) -> Vec<String> {
+        match self {
+            ConfigError::Invalid(problems) => problems.clone(),
+            other => vec![other.to_string()],
+        }
+    }
+}
+
+/// `path: problem` messages with the line and column of `path` in `yaml` where it is written
+/// there (a setting given only as a flag is not); a mapping's missing field is placed at its
+/// mapping.
+pub fn with_positions(yaml: &str, messages: Vec<String>) -> Vec<String> {
+    let paths: Vec<Vec<Step>> = messages
+        .iter()
+        .map(|message| {
+            message
+                .split_once(": ")
+                .map(|(path, _)| steps(path))
+                .unwrap_or_default()
+        })
+        .collect();
+    // Each path, and the mapping entry it belongs to.
+    let entries: Vec<Vec<Step>> = paths
+        .iter()
+        .map(|path| match path.as_slice() {
+            [Step::Key(key), Step::Index(_), ..] if key == "identities" => path[..2].to_vec(),
+            _ => Vec::new(),
+        })
+        .collect();
+    let wanted: Vec<Vec<Step>> = paths.iter().chain(&entries).cloned().collect();
+    let found = locate::locate(yaml, &wanted);
+    messages
+        .into_iter()
+        .enumerate()
+        .map(|(i, message)| {
+            let exact = found[i].filter(|_| !paths[i].is_empty());
+            match exact.or(found[paths.len() + i].filter(|_| !entries[i].is_empty())) {
+                Some(at) => format!("{message} at line {} column {}", at.line, at.column),
+                None => message,
+            }
+        })
+        .collect()
+}
+
 impl Config {
     /// Parses `config.yaml` over the cluster settings given as flags.
     pub fn parse(yaml: &str, flags: &Settings) -> Result<Config, ConfigError> {
@@ -146,7 +202,10 @@ impl Config {
             azure: file.azure.unwrap_or_default(),
             gcp: file.gcp.unwrap_or_default(),
         };
-        Self::build(from_file.overlay(flags), file.identities, file.policy)
+        Self::build(from_file.overlay(flags), file.identities, file.policy).map_err(|err| match err {
+            ConfigError::Invalid(problems) => ConfigError::Invalid(with_positions(yaml, problems)),
+            other => other,
+        })
     }
 
     /// The configuration when there is no ConfigMap: the flags' settings and no mappings.

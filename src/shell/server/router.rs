@@ -19,8 +19,9 @@ use super::AppState;
 use super::audit::{Outcome, count_limited, record};
 use crate::shell::connections::Peer;
 use crate::shell::watch::LookupError;
+use workload_identity_core::admission::config_map::{self, ConfigMapName};
 use workload_identity_core::admission::{Review, Subject};
-use workload_identity_core::echo::Echo;
+use workload_identity_core::echo::{Echo, visible};
 use workload_identity_core::model::ServiceAccount;
 use workload_identity_core::mutation::Mutation;
 
@@ -39,6 +40,7 @@ pub fn admission_router(
     let (budget, timeouts) = (state.clone(), state.clone());
     Router::new()
         .route("/mutate", mutate)
+        .route("/validate-config", post(validate_config))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .route_layer(axum::middleware::from_fn(move |request: Request, next: Next| {
             charge_and_read(budget.clone(), max_body_bytes, request, next)
@@ -164,6 +166,42 @@ async fn mutate(
     let response = answer(&state, peer, &headers, &body).await;
     state.metrics.request_duration.observe(started.elapsed().as_secs_f64());
     response
+}
+
+/// The validating admission of the webhook's ConfigMap: a `config.yaml` the webhook would refuse
+/// is refused at `kubectl apply`, with each problem; the running configuration is not touched.
+async fn validate_config(
+    State(state): State<Arc<AppState>>,
+    peer: Option<Extension<Peer>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let peer = PeerText(peer.map(|Extension(Peer(address))| address));
+    if let Err(refused) = check_media_type(&headers) {
+        return refused.into_response(&state, peer);
+    }
+    // Without a ConfigMap to guard, a name no ConfigMap has: every one is allowed.
+    let unguarded = ConfigMapName {
+        namespace: String::new(),
+        name: String::new(),
+    };
+    let ours = state.config_map.as_ref().unwrap_or(&unguarded);
+    match config_map::review(&body, ours, &state.config.flag_settings()) {
+        Ok(verdict) => {
+            if let Some(reason) = &verdict.refused {
+                tracing::warn!(%peer, namespace = %ours.namespace, config_map = %ours.name, reason = %visible(reason), "ConfigMap refused at admission");
+            }
+            match state.charged_body(verdict.json, peer.ip()) {
+                Some(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+                None => state.shed(),
+            }
+        }
+        Err(err) => Refused {
+            status: StatusCode::BAD_REQUEST,
+            message: err.to_string(),
+        }
+        .into_response(&state, peer),
+    }
 }
 
 /// The client's address in logs (absent when the router is called in-process).

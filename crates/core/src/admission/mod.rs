@@ -7,6 +7,7 @@
 //! the property tests and the fuzz target pin them to a plain path on kube-rs's
 //! `AdmissionReview<DynamicObject>` and `AdmissionResponse::with_patch`.
 
+pub mod config_map;
 mod tuned;
 
 use serde::Deserialize;

@@ -191,13 +191,6 @@ pub struct Annotation {
     pub meaning: &'static str,
 }
 
-/// Reads a flag's value as `config.yaml` spells it, so that both accept the same names.
-#[cfg(feature = "clap")]
-pub fn parse_name<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
-    T::deserialize(serde::de::value::StrDeserializer::<serde::de::value::Error>::new(text))
-        .map_err(|err| err.to_string())
-}
-
 pub trait CloudProvider: Sync {
     /// Short name used in metrics, logs and warnings (`aws`, `gcp`, `azure`).
     fn name(&self) -> &'static str;
@@ -494,6 +487,14 @@ pub fn check_field(
 }
 
 /// Token lifetimes in settings must be positive; the floor is applied when tokens are made.
+/// The notice for a token lifetime setting below the apiserver's floor, which Pods get instead.
+pub fn raised_expiration(field: &str, value: Option<i64>) -> Option<String> {
+    let seconds = value.filter(|seconds| *seconds < MIN_TOKEN_EXPIRATION_SECONDS)?;
+    Some(format!(
+        "{field}: {seconds} is raised to {MIN_TOKEN_EXPIRATION_SECONDS}, the shortest token lifetime the apiserver issues"
+    ))
+}
+
 pub fn check_expiration(problems: &mut Vec<String>, field: &str, value: Option<i64>, allowed: RangeInclusive<i64>) {
     if let Some(seconds) = value
         && !allowed.contains(&seconds)
