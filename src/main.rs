@@ -6,8 +6,9 @@ use std::time::Duration;
 use anyhow::Context;
 
 use workload_identity_core::admission::config_map::ConfigMapName;
+use workload_identity_core::echo::visible;
 use workload_identity_webhook::cli::{self, Command, ConfigSourceArgs, ServeArgs, arguments};
-use workload_identity_webhook::cli::{convert, docs, explain, mutate, validate};
+use workload_identity_webhook::cli::{admission_policy, convert, docs, explain, mutate, validate};
 #[cfg(target_os = "linux")]
 use workload_identity_webhook::shell::allocator::Allocator;
 use workload_identity_webhook::shell::certificates::{self, BundleTarget};
@@ -54,24 +55,25 @@ fn main() -> ExitCode {
             }),
         Command::Mutate(args) => mutate::run(&args).and_then(|(text, warnings)| {
             for warning in warnings {
-                eprintln!("warning: {warning}");
+                eprintln!("warning: {}", visible(&warning));
             }
             print(&format!("{text}\n"))
         }),
         Command::Docs(args) => docs::run(&args),
         Command::Convert(args) => convert::run(&args).and_then(|conversion| {
             for warning in conversion.warnings {
-                eprintln!("warning: {warning}");
+                eprintln!("warning: {}", visible(&warning));
             }
             print(&conversion.yaml)
         }),
+        Command::ValidatingAdmissionPolicy(args) => admission_policy::run(&args).and_then(|yaml| print(&yaml)),
         Command::Validate(args) => validate::run(&args.file).and_then(|report| {
             let file = args.file.display();
             for warning in &report.warnings {
-                eprintln!("warning: {file}: {warning}");
+                eprintln!("warning: {file}: {}", visible(warning));
             }
             for error in &report.errors {
-                eprintln!("error: {file}: {error}");
+                eprintln!("error: {file}: {}", visible(error));
             }
             failed = !report.errors.is_empty();
             if failed {
@@ -89,7 +91,7 @@ fn main() -> ExitCode {
         // The reader of stdout went away (`... | head -1`): nothing more to say.
         Err(err) if is_closed_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {}", cli::error_chain(&err));
+            eprintln!("error: {}", visible(&cli::error_chain(&err)));
             ExitCode::FAILURE
         }
     }
@@ -184,7 +186,8 @@ async fn start_certificate(
     let managed = &args.managed_certificate;
     let source = match (client, &args.tls.tls_cert_file, &args.tls.tls_key_file) {
         (Some(client), _, _) if managed.manage_certificate => {
-            let mut names = certificates::service_names(&managed.service_name, namespace);
+            let mut names =
+                certificates::service_names(&managed.service_name, namespace, args.cluster.cluster_domain());
             names.extend(managed.certificate_sans.iter().cloned());
             certificates::Source::Managed {
                 client: client.clone(),

@@ -220,6 +220,44 @@ fn warns_about_a_broken_annotation() {
     assert!(pod["spec"].get("volumes").is_none());
 }
 
+/// Warnings and errors are shown with their control characters escaped: a ServiceAccount's
+/// annotation and a file name with terminal escapes (OSC 52, CSI), a bidi override, DEL, a C1
+/// CSI and a newline cannot write to the terminal or forge a line.
+#[test]
+fn warnings_and_errors_show_control_characters_escaped() {
+    let dir = fixture();
+    std::fs::write(
+        dir.path().join("odd-sa.yaml"),
+        "kind: ServiceAccount\nmetadata: {name: app, annotations: {eks.amazonaws.com/role-arn: \"\\e]52;c;aGk=\\a\\u202e\\x7f\\x9b31m\\nwarning: none\"}}\n",
+    )
+    .unwrap();
+    let output = run(
+        dir.path(),
+        &["--object", "pod.yaml", "--service-account", "odd-sa.yaml"],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(r#"role-arn="\u{1b}]52;c;aGk=\u{7}\u{202e}\u{7f}\u{9b}31m\nwarning: none" is not"#),
+        "{stderr}"
+    );
+    let output = run(
+        dir.path(),
+        &[
+            "--object",
+            "pod.yaml",
+            "--config",
+            "x\x1b[2K\u{202e}\x7f\u{9b}\nerror: none.yaml",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.starts_with(r"error: reading x\u{1b}[2K\u{202e}\u{7f}\u{9b}\u{a}error: none.yaml: "),
+        "{stderr:?}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr:?}");
+}
+
 /// Endpoint overrides (issue 14) from flags, their env vars and the ConfigMap, as users preview
 /// them for a local cluster: injected, mapping over cluster, and each one warned about.
 #[test]

@@ -41,6 +41,7 @@ pub enum DocsAction {
 pub enum Part {
     Settings,
     Mappings,
+    Policy,
     Annotations,
     Flags,
     Env,
@@ -60,6 +61,7 @@ const CONFIG_FILE_SCHEMA: &str = "docs/config.schema.json";
 const REFERENCE_PARTS: &[(&str, Part)] = &[
     ("settings", Part::Settings),
     ("mappings", Part::Mappings),
+    ("policy", Part::Policy),
     ("annotations", Part::Annotations),
     ("flags", Part::Flags),
     ("env", Part::Env),
@@ -144,6 +146,7 @@ fn generate(part: Part) -> String {
     match part {
         Part::Settings => settings_table(),
         Part::Mappings => mappings_table(),
+        Part::Policy => policy_table(),
         Part::Annotations => annotations_table(),
         Part::Flags => flags_tables(),
         Part::Env => env_table(),
@@ -190,8 +193,11 @@ fn settings() -> Vec<Setting> {
     keys.into_iter()
         .zip(args)
         .map(|(key, arg)| {
-            let (section, field) = key.split_once('.').unwrap();
-            let schema = without_null(&schema["properties"][section]["properties"][field]);
+            let schema = match key.split_once('.') {
+                Some((section, field)) => &schema["properties"][section]["properties"][field],
+                None => &schema["properties"][key.as_str()],
+            };
+            let schema = without_null(schema);
             Setting { key, arg, schema }
         })
         .collect()
@@ -353,6 +359,30 @@ fn mappings_table() -> String {
             .map(move |(field, schema)| mapping_row(&format!("{name}.{field}"), schema))
     });
     table(&["key", "type", "meaning"], matchers.chain(clouds).collect::<Vec<_>>())
+}
+
+/// Every key under `policy:`, nested keys by their path (`rules[].aws.roleArns`).
+fn policy_table() -> String {
+    fn rows(prefix: &str, properties: &Map<String, Value>, out: &mut Vec<Vec<String>>) {
+        for (name, property) in properties {
+            let key = format!("{prefix}{name}");
+            let items = &without_null(property)["items"];
+            if let Some(nested) = object_properties(items) {
+                out.push(mapping_row(&format!("{key}[]"), property));
+                rows(&format!("{key}[]."), nested, out);
+            } else if let Some(nested) = object_properties(property) {
+                out.push(mapping_row(&key, property));
+                rows(&format!("{key}."), nested, out);
+            } else {
+                out.push(mapping_row(&key, property));
+            }
+        }
+    }
+    let schema = config_schema();
+    let policy = object_properties(&schema["properties"]["policy"]).expect("policy is an object");
+    let mut out = Vec::new();
+    rows("policy.", policy, &mut out);
+    table(&["key", "type", "meaning"], out)
 }
 
 fn mapping_row(key: &str, schema: &Value) -> Vec<String> {

@@ -1,7 +1,9 @@
 //! Command-line interface: `serve` runs the webhook, `mutate` ([`mutate`]) previews it offline,
 //! `explain` ([`explain`]) says why a Pod has or lacks its identity, `convert` ([`convert`]) reads other webhooks' configuration,
+//! `validating-admission-policy` ([`admission_policy`]) prints the policy's ServiceAccount checks as CEL,
 //! the hidden `docs` ([`docs`]) prints the documentation generated from the code.
 
+pub mod admission_policy;
 pub mod convert;
 pub mod docs;
 pub mod explain;
@@ -41,6 +43,10 @@ pub enum Command {
     Explain(Box<ExplainArgs>),
     /// Print our config.yaml from another webhook's configuration (warnings on stderr).
     Convert(ConvertArgs),
+    /// Print the identity policy's ServiceAccount checks as a ValidatingAdmissionPolicy and its
+    /// binding, for `kubectl apply -f -`: the apiserver then refuses what the policy forbids even
+    /// while the webhook is down.
+    ValidatingAdmissionPolicy(admission_policy::AdmissionPolicyArgs),
     /// Check a config.yaml, or the ConfigMap manifest holding one, as the webhook would read it:
     /// each problem with its field path, line and column; values the webhook changes are warned
     /// about. Exit status 1 when it would be refused.
@@ -275,7 +281,8 @@ pub struct LimitArgs {
     pub max_patch_bytes: usize,
 
     /// Request bodies and answers held in memory at once, in bytes, from a request's arrival until
-    /// its answer is written out (each request counts at least 16 KiB); requests beyond it get 503.
+    /// its answer is written out (each request counts at least 16 KiB; one client IP holds at most a
+    /// quarter); requests beyond it get 503.
     #[arg(long, env = "WIW_MAX_IN_FLIGHT_BYTES", value_name = "BYTES", default_value_t = 32 * 1024 * 1024)]
     pub max_in_flight_bytes: usize,
 

@@ -36,7 +36,11 @@ pub fn run(args: &MutateArgs) -> anyhow::Result<(String, Vec<String>)> {
     };
 
     let mutation = review.mutation(Some(&service_account), &config);
-    let shown = match args.output.legacy_show().unwrap_or(args.show) {
+    let show = args.output.legacy_show().unwrap_or(args.show);
+    if let (Some(refusal), false) = (&mutation.denied, show == Show::Review) {
+        bail!("the webhook would refuse this object: {refusal}");
+    }
+    let shown = match show {
         Show::Review => serde_json::from_slice::<Value>(&review.response(&mutation)?)?,
         Show::Patch => serde_json::to_value(&mutation.patch)?,
         Show::Object => {

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use serde::Deserialize;
 
 use crate::locate::{self, Step, steps};
+use crate::policy::{Mode, Policy, PolicyFile};
 use crate::providers::{self, aws, azure, gcp};
 pub use crate::providers::{ANY, Mapping, Settings};
 
@@ -20,6 +21,8 @@ pub struct Config {
     /// The cluster settings: the file's over the flags', field by field.
     pub settings: Settings,
     pub identities: Vec<Mapping>,
+    /// The identity policy (off when `config.yaml` has none).
+    pub policy: Policy,
     index: MappingIndex,
 }
 
@@ -29,9 +32,13 @@ pub struct Config {
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(
     deny_unknown_fields,
-    expecting = "a mapping with the keys aws, gcp, azure and identities"
+    expecting = "a mapping with the keys clusterDomain, aws, gcp, azure, identities and policy"
 )]
 struct ConfigFile {
+    /// The cluster's DNS domain (default cluster.local): plain http endpoint overrides may name
+    /// Services as *.svc or *.svc.<clusterDomain>.
+    #[serde(default, rename = "clusterDomain")]
+    cluster_domain: Option<String>,
     /// AWS cluster settings.
     #[serde(default)]
     aws: Option<aws::Settings>,
@@ -44,6 +51,10 @@ struct ConfigFile {
     /// Identity mappings: the first that matches a ServiceAccount wins.
     #[serde(default)]
     identities: Vec<Mapping>,
+    /// The identity policy: which identities the ServiceAccounts of which namespaces may claim
+    /// (docs/multi-tenant.md).
+    #[serde(default)]
+    policy: Option<PolicyFile>,
 }
 
 /// The JSON schema of `config.yaml` (every object refusing unknown keys, nested types inlined),
@@ -186,11 +197,12 @@ impl Config {
             return Self::from_defaults(flags);
         };
         let from_file = Settings {
+            cluster_domain: file.cluster_domain,
             aws: file.aws.unwrap_or_default(),
             azure: file.azure.unwrap_or_default(),
             gcp: file.gcp.unwrap_or_default(),
         };
-        Self::build(from_file.overlay(flags), file.identities).map_err(|err| match err {
+        Self::build(from_file.overlay(flags), file.identities, file.policy).map_err(|err| match err {
             ConfigError::Invalid(problems) => ConfigError::Invalid(with_positions(yaml, problems)),
             other => other,
         })
@@ -198,13 +210,18 @@ impl Config {
 
     /// The configuration when there is no ConfigMap: the flags' settings and no mappings.
     pub fn from_defaults(flags: &Settings) -> Result<Config, ConfigError> {
-        Self::build(flags.clone(), Vec::new())
+        Self::build(flags.clone(), Vec::new(), None)
     }
 
-    fn build(settings: Settings, identities: Vec<Mapping>) -> Result<Config, ConfigError> {
-        let problems: Vec<String> = providers::ALL
-            .iter()
-            .flat_map(|provider| provider.validate(&settings, &identities))
+    fn build(settings: Settings, identities: Vec<Mapping>, policy: Option<PolicyFile>) -> Result<Config, ConfigError> {
+        let mut problems: Vec<String> = settings
+            .validate()
+            .into_iter()
+            .chain(
+                providers::ALL
+                    .iter()
+                    .flat_map(|provider| provider.validate(&settings, &identities)),
+            )
             .chain(
                 identities
                     .iter()
@@ -215,6 +232,10 @@ impl Config {
                     }),
             )
             .collect();
+        let policy = Policy::compile(policy, &settings, &mut problems);
+        if policy.mode == Mode::Enforce {
+            problems.extend(forbidden_mappings(&policy, &settings, &identities));
+        }
         if !problems.is_empty() {
             return Err(ConfigError::Invalid(problems));
         }
@@ -222,15 +243,22 @@ impl Config {
             index: MappingIndex::build(&identities),
             settings,
             identities,
+            policy,
         })
     }
 
     /// What the server logs when this configuration comes into force: valid settings that leave
     /// SDKs short of something (each cloud's [`notices`](providers::CloudProvider::notices)).
     pub fn notices(&self) -> Vec<String> {
+        let warned = if self.policy.mode == Mode::Warn {
+            forbidden_mappings(&self.policy, &self.settings, &self.identities)
+        } else {
+            Vec::new()
+        };
         providers::ALL
             .iter()
             .flat_map(|provider| provider.notices(&self.settings, &self.identities))
+            .chain(warned)
             .collect()
     }
 
@@ -240,6 +268,21 @@ impl Config {
             .first_match(namespace, service_account)
             .map(|i| &self.identities[i])
     }
+}
+
+/// The mappings that claim an identity the policy does not give their namespace, one line each
+/// (a configuration error in `enforce`, logged in `warn`).
+fn forbidden_mappings(policy: &Policy, settings: &Settings, identities: &[Mapping]) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (i, mapping) in identities.iter().enumerate() {
+        for provider in providers::ALL {
+            let claims = provider.mapping_claims(mapping, settings);
+            if let crate::policy::Decision::Denied { message, .. } = policy.decide(&mapping.namespace, &claims) {
+                problems.push(format!("identities[{i}].{}: {message}", provider.name()));
+            }
+        }
+    }
+    problems
 }
 
 /// Index of the first mapping for each kind of match, so lookup cost does not grow with the list.

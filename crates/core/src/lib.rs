@@ -20,6 +20,7 @@ pub mod locate;
 pub mod model;
 pub mod mutation;
 pub mod patch;
+pub mod policy;
 pub mod providers;
 pub mod validate;
 

@@ -46,12 +46,12 @@ pub enum BundleTarget {
 /// The key of the CA bundle in a [`BundleTarget::ConfigMap`].
 pub const CONFIG_MAP_KEY: &str = "ca.crt";
 
-/// The DNS names of a Service, as clients in the cluster call it.
-pub fn service_names(service: &str, namespace: &str) -> Vec<String> {
-    [".svc", ".svc.cluster.local"]
-        .iter()
-        .map(|suffix| format!("{service}.{namespace}{suffix}"))
-        .collect()
+/// The DNS names of a Service, as clients in the cluster call it: `.svc` and `.svc.<cluster_domain>`.
+pub fn service_names(service: &str, namespace: &str, cluster_domain: &str) -> Vec<String> {
+    vec![
+        format!("{service}.{namespace}.svc"),
+        format!("{service}.{namespace}.svc.{cluster_domain}"),
+    ]
 }
 
 /// The namespace of the Pod this process runs in, from its ServiceAccount mount.

@@ -34,6 +34,10 @@ pub struct AppState {
     /// KiB of request bodies and answers held in memory, from the request's arrival until its
     /// answer has been written out.
     in_flight: Arc<Semaphore>,
+    /// The budget's size in KiB.
+    in_flight_kib: usize,
+    /// What each client IP holds of it.
+    peer_shares: budget::PeerShares,
     /// The ConfigMap the configuration comes from, which `/validate-config` checks; none when it
     /// comes from a file or the flags (then every ConfigMap is allowed).
     pub config_map: Option<ConfigMapName>,
@@ -66,6 +70,8 @@ impl AppState {
             shutting_down: AtomicBool::new(false),
             limits,
             in_flight: Arc::new(Semaphore::new(kib as usize)),
+            in_flight_kib: kib as usize,
+            peer_shares: budget::PeerShares::default(),
             config_map: None,
         }
     }

@@ -2,9 +2,10 @@
 
 use serde::Deserialize;
 
+use super::claim::{Claim, Field};
 use super::{
-    Annotation, CloudProvider, ENDPOINT_URL, HTTPS_URL, Mapping, PodContext, PodInjection, Settings as AllSettings,
-    check_expiration, check_field, checked, cloud_settings, projected_volume, token_source,
+    Annotation, CloudProvider, ENDPOINT_URL, EndpointOverride, HTTPS_URL, Mapping, PodContext, PodInjection,
+    Settings as AllSettings, check_expiration, check_field, checked, cloud_settings, projected_volume, token_source,
 };
 use crate::echo::Echo;
 use crate::validate;
@@ -185,7 +186,7 @@ impl CloudProvider for Azure {
             settings.azure.token_expiration_seconds,
             EXPIRATION_RANGE,
         );
-        validate_custom_endpoint(&settings.azure, &mut problems);
+        validate_custom_endpoint(&settings.azure, settings.cluster_domain(), &mut problems);
         for (i, mapping) in identities.iter().enumerate() {
             if let Some(azure) = &mapping.azure {
                 let field = |name: &str| format!("identities[{i}].azure.{name}");
@@ -251,8 +252,16 @@ impl CloudProvider for Azure {
         env.push(vec![("AZURE_AUTHORITY_HOST", authority_host.to_owned())]);
         let mut sources = vec![token_source(custom.unwrap_or(AUDIENCE), expiration, VOLUME)];
         let mut gaps = Vec::new();
+        let mut endpoints: Vec<EndpointOverride> = authority.into_iter().collect();
         if custom.is_some() {
             sources.extend(custom_endpoint_files(settings, &mut env, &mut gaps));
+            endpoints.extend(ctx.endpoint(
+                "azure.kubernetesTokenProxy",
+                None,
+                settings.kubernetes_token_proxy.as_deref(),
+                "AZURE_KUBERNETES_TOKEN_PROXY",
+                true,
+            ));
         }
         Some(PodInjection {
             cloud: self.name(),
@@ -265,7 +274,11 @@ impl CloudProvider for Azure {
             gaps,
             scratch: None,
             pod_annotations: Vec::new(),
-            endpoints: authority.into_iter().collect(),
+            endpoints,
+            claims: vec![
+                Claim::new(Field::AzureClientId, client_id),
+                Claim::new(Field::AzureTenantId, Some(tenant_id)),
+            ],
         })
     }
 
@@ -302,6 +315,18 @@ impl CloudProvider for Azure {
 
     fn is_in(&self, mapping: &Mapping) -> bool {
         mapping.azure.is_some()
+    }
+
+    fn mapping_claims(&self, mapping: &Mapping, settings: &AllSettings) -> Vec<Claim> {
+        let Some(azure) = &mapping.azure else {
+            return Vec::new();
+        };
+        let tenant = azure.tenant_id.as_deref().or(settings.azure.tenant_id.as_deref());
+        let tenant = tenant.map(|tenant| Claim::new(Field::AzureTenantId, Some(tenant)));
+        [Claim::new(Field::AzureClientId, azure.client_id.as_deref())]
+            .into_iter()
+            .chain(tenant)
+            .collect()
     }
 
     fn volume_names(&self) -> &'static [&'static str] {
@@ -370,7 +395,7 @@ fn identity<'c>(
 
 /// As Azure WI v1.6.0 refuses to start: suffix and audience go together, the audience is not the
 /// default one, and the annotation key is a valid one; at most one CA source.
-fn validate_custom_endpoint(settings: &Settings, problems: &mut Vec<String>) {
+fn validate_custom_endpoint(settings: &Settings, cluster_domain: &str, problems: &mut Vec<String>) {
     let suffix = settings.custom_token_endpoint_annotation_suffix.as_deref();
     let audience = settings.custom_token_endpoint_audience.as_deref();
     if suffix.is_some() != audience.is_some() {
@@ -402,7 +427,7 @@ fn validate_custom_endpoint(settings: &Settings, problems: &mut Vec<String>) {
         problems,
         "azure.kubernetesTokenProxy",
         settings.kubernetes_token_proxy.as_deref(),
-        validate::is_endpoint_url,
+        |url: &str| validate::is_endpoint_url(url, cluster_domain),
         ENDPOINT_URL,
     );
     check_field(

@@ -4,6 +4,7 @@ pub mod formats;
 
 use serde::Deserialize;
 
+use super::claim::{Claim, Field};
 use super::{
     AGENT_URL, Annotation, CLAMPED_EXPIRATION_SECONDS, CloudProvider, ENDPOINT_URL, EndpointOverride, Mapping,
     PodContext, PodInjection, SETTING_EXPIRATION_SECONDS, Settings as AllSettings, check_expiration, check_field,
@@ -139,7 +140,7 @@ struct Shared<'v> {
 
 impl Shared<'_> {
     /// Checks every field, naming it under `prefix` (`aws` or `identities[i].aws`).
-    fn check(&self, problems: &mut Vec<String>, prefix: &str) {
+    fn check(&self, problems: &mut Vec<String>, prefix: &str, cluster_domain: &str) {
         check_field(
             problems,
             &format!("{prefix}.region"),
@@ -155,6 +156,7 @@ impl Shared<'_> {
             "audience",
         );
         for (name, value, is_valid, what) in self.endpoints {
+            let is_valid = |value: &str| is_valid(value, cluster_domain);
             check_field(problems, &format!("{prefix}.{name}"), value, is_valid, what);
         }
         check_expiration(
@@ -166,14 +168,21 @@ impl Shared<'_> {
     }
 }
 
-/// An endpoint override field: its name, its value, its check and what the check wants.
-type EndpointField<'v> = (&'static str, Option<&'v str>, fn(&str) -> bool, &'static str);
+/// An endpoint override field: its name, its value, its check (of a value in a cluster domain)
+/// and what the check wants.
+type EndpointField<'v> = (&'static str, Option<&'v str>, fn(&str, &str) -> bool, &'static str);
 
 fn endpoint_fields<'v>(sts: Option<&'v str>, all: Option<&'v str>, agent: Option<&'v str>) -> [EndpointField<'v>; 3] {
     [
         ("stsEndpoint", sts, validate::is_endpoint_url, ENDPOINT_URL),
         ("endpoint", all, validate::is_endpoint_url, ENDPOINT_URL),
-        ("containerCredentialsFullUri", agent, formats::is_agent_url, AGENT_URL),
+        // Plain http only to the agent's own addresses, whatever the cluster domain.
+        (
+            "containerCredentialsFullUri",
+            agent,
+            |value, _| formats::is_agent_url(value),
+            AGENT_URL,
+        ),
     ]
 }
 
@@ -222,10 +231,11 @@ impl CloudProvider for Aws {
         "aws"
     }
 
-    fn validate(&self, settings: &AllSettings, identities: &[Mapping]) -> Vec<String> {
+    fn validate(&self, all: &AllSettings, identities: &[Mapping]) -> Vec<String> {
         let mut problems = Vec::new();
-        let settings = &settings.aws;
-        settings.shared().check(&mut problems, "aws");
+        let settings = &all.aws;
+        let cluster_domain = all.cluster_domain();
+        settings.shared().check(&mut problems, "aws", cluster_domain);
         check_field(
             &mut problems,
             "aws.accountId",
@@ -250,7 +260,8 @@ impl CloudProvider for Aws {
                     formats::is_role_arn,
                     "IAM role ARN",
                 );
-                aws.shared().check(&mut problems, &format!("identities[{i}].aws"));
+                aws.shared()
+                    .check(&mut problems, &format!("identities[{i}].aws"), cluster_domain);
                 if aws.mode == Mode::Irsa && aws.role_arn.is_none() {
                     problems.push(format!("{field}: required unless mode is podIdentity"));
                 }
@@ -293,6 +304,17 @@ impl CloudProvider for Aws {
 
     fn is_in(&self, mapping: &Mapping) -> bool {
         mapping.aws.is_some()
+    }
+
+    fn mapping_claims(&self, mapping: &Mapping, _settings: &AllSettings) -> Vec<Claim> {
+        let Some(aws) = &mapping.aws else {
+            return Vec::new();
+        };
+        let role_arn = match aws.mode {
+            Mode::Irsa => aws.role_arn.as_deref(),
+            Mode::PodIdentity => None,
+        };
+        vec![Claim::new(Field::AwsRole, role_arn)]
     }
 
     fn volume_names(&self) -> &'static [&'static str] {
@@ -385,6 +407,7 @@ impl Aws {
             scratch: None,
             pod_annotations: Vec::new(),
             endpoints,
+            claims: vec![Claim::new(Field::AwsRole, Some(role_arn))],
         }
     }
 
@@ -433,6 +456,7 @@ impl Aws {
             scratch: None,
             pod_annotations: Vec::new(),
             endpoints,
+            claims: vec![Claim::new(Field::AwsRole, None)],
         }
     }
 }

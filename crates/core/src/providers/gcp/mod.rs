@@ -6,6 +6,7 @@ pub mod formats;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::claim::{Claim, Field};
 use super::{
     Annotation, CLAMPED_EXPIRATION_SECONDS, CloudProvider, ENDPOINT_URL, EndpointOverride, Mapping, PodContext,
     PodInjection, SETTING_EXPIRATION_SECONDS, ScratchDir, Settings as AllSettings, check_expiration, check_field,
@@ -147,9 +148,9 @@ impl CloudProvider for Gcp {
         "gcp"
     }
 
-    fn validate(&self, settings: &AllSettings, identities: &[Mapping]) -> Vec<String> {
+    fn validate(&self, all: &AllSettings, identities: &[Mapping]) -> Vec<String> {
         let mut problems = Vec::new();
-        let settings = &settings.gcp;
+        let settings = &all.gcp;
         check_field(
             &mut problems,
             "gcp.workloadIdentityProvider",
@@ -172,7 +173,7 @@ impl CloudProvider for Gcp {
                 &mut problems,
                 &format!("gcp.{name}"),
                 value.as_deref(),
-                validate::is_endpoint_url,
+                |url: &str| validate::is_endpoint_url(url, all.cluster_domain()),
                 ENDPOINT_URL,
             );
         }
@@ -206,7 +207,7 @@ impl CloudProvider for Gcp {
                         &mut problems,
                         &format!("identities[{i}].gcp.{name}"),
                         value.as_deref(),
-                        validate::is_endpoint_url,
+                        |url: &str| validate::is_endpoint_url(url, all.cluster_domain()),
                         ENDPOINT_URL,
                     );
                 }
@@ -257,6 +258,11 @@ impl CloudProvider for Gcp {
                 credential_configuration(provider, email, token_url.as_ref(), impersonation.as_ref()),
             )],
             endpoints: token_url.into_iter().chain(impersonation).collect(),
+            claims: email
+                .map(|email| Claim::new(Field::GcpServiceAccount, Some(email)))
+                .into_iter()
+                .chain([Claim::new(Field::GcpProvider, Some(provider))])
+                .collect(),
         })
     }
 
@@ -270,6 +276,17 @@ impl CloudProvider for Gcp {
 
     fn is_in(&self, mapping: &Mapping) -> bool {
         mapping.gcp.is_some()
+    }
+
+    fn mapping_claims(&self, mapping: &Mapping, settings: &AllSettings) -> Vec<Claim> {
+        let Some(gcp) = &mapping.gcp else {
+            return Vec::new();
+        };
+        let email = gcp.service_account.as_deref();
+        let provider = settings.gcp.workload_identity_provider.as_deref();
+        let email = email.map(|email| Claim::new(Field::GcpServiceAccount, Some(email)));
+        let provider = provider.map(|provider| Claim::new(Field::GcpProvider, Some(provider)));
+        email.into_iter().chain(provider).collect()
     }
 
     fn volume_names(&self) -> &'static [&'static str] {
