@@ -139,6 +139,23 @@ async fn probes_and_metrics() {
     ] {
         assert!(metrics.contains(expected), "missing {expected:?} in\n{metrics}");
     }
+    // The standard process series, unprefixed, with values that fit this process.
+    let sample = |name: &str| -> f64 {
+        let line = metrics
+            .lines()
+            .find(|line| line.split(' ').next() == Some(name))
+            .unwrap_or_else(|| panic!("no {name} in\n{metrics}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert!(sample("process_resident_memory_bytes") > 1e6, "{metrics}");
+    assert!(sample("process_virtual_memory_bytes") >= sample("process_resident_memory_bytes"));
+    assert!(sample("process_cpu_seconds_total") >= 0.0, "{metrics}");
+    // The TLS and metrics listeners at least.
+    assert!(sample("process_open_fds") >= 2.0, "{metrics}");
+    assert!(sample("process_max_fds") >= sample("process_open_fds"));
+    let now = std::time::SystemTime::UNIX_EPOCH.elapsed().unwrap().as_secs_f64();
+    let started = sample("process_start_time_seconds");
+    assert!(started <= now + 1.0 && started > now - 3600.0, "started {started}, now {now}");
 }
 
 #[tokio::test]

@@ -7,6 +7,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use super::process_metrics::ProcessCollector;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     /// `Pod`, `ServiceAccount`, `other`, or `invalid` for bodies that are not an AdmissionReview.
@@ -55,10 +57,13 @@ macro_rules! metrics {
 
         impl Default for Metrics {
             fn default() -> Self {
-                let mut registry = Registry::with_prefix("workload_identity_webhook");
+                // The standard process_* series unprefixed, the webhook's own under its prefix.
+                let mut registry = Registry::default();
+                registry.register_collector(Box::new(ProcessCollector::default()));
+                let ours = registry.sub_registry_with_prefix("workload_identity_webhook");
                 $(
                     let $field: $ty = $init;
-                    registry.register($name, concat!($($help),+).trim(), $field.clone());
+                    ours.register($name, concat!($($help),+).trim(), $field.clone());
                 )*
                 Metrics { registry, $($field,)* }
             }
@@ -85,7 +90,7 @@ metrics! {
     /// Serving certificate loads by result
     certificate_reloads: Family<ResultLabels, Counter> = ("certificate_reloads", Default::default()),
     /// Expiry (notAfter, Unix seconds) of the certificate being served
-    certificate_not_after: Gauge = ("serving_certificate_not_after_seconds", Default::default()),
+    certificate_not_after: Gauge = ("serving_certificate_expiration_timestamp_seconds", Default::default()),
     /// Pods allowed unchanged because they exceed a work bound: `containers` or `patch_size`
     reviews_limited: Family<ReasonLabels, Counter> = ("admission_limited", Default::default()),
     /// Admission requests answered 503 because the in-flight budget was spent
