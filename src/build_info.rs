@@ -2,7 +2,7 @@
 //! target. build.rs sets them at build time (the release passes the commit and its date), never git
 //! at run time; a build without them (a source tarball) says `unknown`. Shown by
 //! `workload-identity-webhook version` / `--version` and the metric
-//! `workload_identity_webhook_build_info{version,revision}`.
+//! `workload_identity_webhook_build_info{version,revision,rustc,target}`.
 
 use serde::Serialize;
 

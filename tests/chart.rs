@@ -524,6 +524,13 @@ mod operations {
                     "networkPolicy.monitoringNamespace=observability",
                 ],
             ),
+            (
+                "tests/kustomize/prometheus-rule",
+                &[
+                    "prometheusRule.enabled=true",
+                    r#"prometheusRule.selector=namespace="workload-identity-system"\,pod=~"workload-identity-webhook-.*""#,
+                ],
+            ),
         ];
         for (overlay, values) in pairs {
             let mut expected = objects(&kubectl(kubeconfig, &["kustomize", overlay], None));

@@ -69,6 +69,89 @@ fn label_matchers(text: &str) -> BTreeSet<(String, String)> {
     matchers
 }
 
+/// The alerting rules of every group (recording rules aside).
+fn alert_rules(alerts: &serde_yaml_ng::Value) -> impl Iterator<Item = &serde_yaml_ng::Value> {
+    alerts["groups"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .flat_map(|group| group["rules"].as_sequence().unwrap())
+        .filter(|rule| rule["alert"].is_string())
+}
+
+/// The anchors GitHub gives a Markdown page's headings.
+fn heading_anchors(page: &str) -> BTreeSet<String> {
+    page.lines()
+        .filter_map(|line| {
+            line.trim_start_matches('#')
+                .strip_prefix(' ')
+                .filter(|_| line.starts_with('#'))
+        })
+        .map(|heading| {
+            heading
+                .to_lowercase()
+                .chars()
+                .filter(|c| c.is_alphanumeric() || *c == ' ' || *c == '-' || *c == '_')
+                .map(|c| if c == ' ' { '-' } else { c })
+                .collect()
+        })
+        .collect()
+}
+
+/// Every alert links its own section of docs/troubleshooting.md, and that section exists.
+#[test]
+fn every_alert_has_a_runbook_url_to_a_troubleshooting_section() {
+    let alerts: serde_yaml_ng::Value = serde_yaml_ng::from_str(&read(ALERTS)).unwrap();
+    let anchors = heading_anchors(&read("docs/troubleshooting.md"));
+    let page =
+        "https://github.com/workload-identity-webhook/workload-identity-webhook/blob/main/docs/troubleshooting.md#";
+    let mut count = 0;
+    for rule in alert_rules(&alerts) {
+        let name = rule["alert"].as_str().unwrap();
+        let url = rule["annotations"]["runbook_url"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{name} has no runbook_url"));
+        let anchor = url
+            .strip_prefix(page)
+            .unwrap_or_else(|| panic!("{name}: {url} is not a section of docs/troubleshooting.md"));
+        assert_eq!(anchor, name.to_lowercase(), "{name} links another alert's section");
+        assert!(
+            anchors.contains(anchor),
+            "{name}: docs/troubleshooting.md has no #{anchor}"
+        );
+        count += 1;
+    }
+    assert!(count >= 10, "{count} alerts");
+}
+
+/// Which targets are the webhook is said once, by the first rule, which the chart's
+/// prometheusRule.selector and the Kustomize component's documented patch replace; its default
+/// is the chart's.
+#[test]
+fn the_alerts_select_the_webhook_through_one_recording_rule() {
+    let alerts: serde_yaml_ng::Value = serde_yaml_ng::from_str(&read(ALERTS)).unwrap();
+    let first = &alerts["groups"][0]["rules"][0];
+    assert_eq!(first["record"].as_str(), Some("workload_identity_webhook:up"));
+    let values: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&read("charts/workload-identity-webhook/values.yaml")).unwrap();
+    let selector = values["prometheusRule"]["selector"].as_str().unwrap();
+    assert_eq!(first["expr"].as_str(), Some(format!("up{{{selector}}}").as_str()));
+    // No other rule names a job or reads `up` itself.
+    for rule in alert_rules(&alerts) {
+        let expr = rule["expr"].as_str().unwrap();
+        assert!(
+            !expr.contains("job=") && !expr.contains("up{") && !expr.starts_with("up "),
+            "{}: {expr}",
+            rule["alert"].as_str().unwrap()
+        );
+    }
+    let component = read("manifests/components/prometheus-rule/kustomization.yaml");
+    assert!(
+        component.contains("path: /spec/groups/0/rules/0/expr"),
+        "the component documents the patch of the first rule"
+    );
+}
+
 // In a module of their own so that scripts/test.sh runs them as one phase (`--skip operations::`).
 mod operations {
     use super::*;
@@ -84,10 +167,7 @@ mod operations {
         // Every alert has at least one unit test.
         let alerts: serde_yaml_ng::Value = serde_yaml_ng::from_str(&read(ALERTS)).unwrap();
         let tests = read(ALERT_TESTS);
-        let names: Vec<&str> = alerts["groups"][0]["rules"]
-            .as_sequence()
-            .unwrap()
-            .iter()
+        let names: Vec<&str> = alert_rules(&alerts)
             .map(|rule| rule["alert"].as_str().unwrap())
             .collect();
         assert!(names.len() >= 8, "{names:?}");

@@ -123,11 +123,14 @@ async fn probes_and_metrics() {
         .text()
         .await
         .unwrap();
-    // Which build runs: the version, and the commit build.rs passed (`unknown` in a test build).
+    // Which build runs: the version, the commit build.rs passed (`unknown` in a test build), the
+    // compiler and the target.
     let build_info = format!(
-        r#"workload_identity_webhook_build_info{{version="{}",revision="{}"}} 1"#,
+        r#"workload_identity_webhook_build_info{{version="{}",revision="{}",rustc="{}",target="{}"}} 1"#,
         env!("CARGO_PKG_VERSION"),
-        env!("WIW_BUILD_REVISION")
+        env!("WIW_BUILD_REVISION"),
+        env!("WIW_BUILD_RUSTC"),
+        env!("WIW_BUILD_TARGET")
     );
     for expected in [
         r#"workload_identity_webhook_admission_requests_total{kind="Pod",result="mutated"} 1"#,
@@ -155,7 +158,10 @@ async fn probes_and_metrics() {
     assert!(sample("process_max_fds") >= sample("process_open_fds"));
     let now = std::time::SystemTime::UNIX_EPOCH.elapsed().unwrap().as_secs_f64();
     let started = sample("process_start_time_seconds");
-    assert!(started <= now + 1.0 && started > now - 3600.0, "started {started}, now {now}");
+    assert!(
+        started <= now + 1.0 && started > now - 3600.0,
+        "started {started}, now {now}"
+    );
 }
 
 #[tokio::test]

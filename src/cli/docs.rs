@@ -56,6 +56,9 @@ const VALUES: &str = "charts/workload-identity-webhook/values.yaml";
 const CHART_README: &str = "charts/workload-identity-webhook/README.md";
 /// The JSON schema of `config.yaml` for editors (docs/configuration.md#editing-configyaml).
 const CONFIG_FILE_SCHEMA: &str = "docs/config.schema.json";
+const ALERTS: &str = "monitoring/alerts.yaml";
+/// The alerts as a PrometheusRule for Kustomize users (the chart wraps them itself).
+const PROMETHEUS_RULE: &str = "manifests/components/prometheus-rule/prometheusrule.yaml";
 
 /// The tables of docs/reference.md, by the name of their markers.
 const REFERENCE_PARTS: &[(&str, Part)] = &[
@@ -128,7 +131,28 @@ fn files(root: &Path) -> anyhow::Result<Vec<(&'static str, String)>> {
         ),
         (SCHEMA, format!("{}\n", serde_json::to_string_pretty(&schema)?)),
         (CHART_README, readme),
+        (PROMETHEUS_RULE, prometheus_rule(&read(root, ALERTS)?)?),
     ])
+}
+
+/// monitoring/alerts.yaml's groups as the spec of a PrometheusRule.
+fn prometheus_rule(alerts: &str) -> anyhow::Result<String> {
+    let spec: serde_yaml_ng::Value = serde_yaml_ng::from_str(alerts).context(ALERTS)?;
+    let rule = json!({
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PrometheusRule",
+        "metadata": {
+            "name": "workload-identity-webhook",
+            // Components are not under the base's namespace transformer.
+            "namespace": "workload-identity-system",
+            "labels": {"app.kubernetes.io/name": "workload-identity-webhook", "app.kubernetes.io/component": "webhook"},
+        },
+        "spec": spec,
+    });
+    Ok(format!(
+        "# Generated from {ALERTS} by `workload-identity-webhook docs update`; do not edit.\n{}",
+        serde_yaml_ng::to_string(&rule)?
+    ))
 }
 
 /// `text` with the lines between `<!-- BEGIN GENERATED: name ... -->` and

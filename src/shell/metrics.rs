@@ -72,7 +72,7 @@ macro_rules! metrics {
 }
 
 metrics! {
-    /// The running build: always 1, its version and git commit as labels
+    /// The running build: always 1, its version, git commit, compiler and target as labels
     build_info: Family<BuildLabels, Gauge> = ("build_info", build_info()),
     /// Admission requests by object kind and result
     requests: Family<RequestLabels, Counter> = ("admission_requests", Default::default()),
@@ -119,6 +119,10 @@ pub struct BuildLabels {
     pub version: &'static str,
     /// The git commit, or `unknown` for a build without it.
     pub revision: &'static str,
+    /// The compiler's version (as Go programs' `goversion`).
+    pub rustc: &'static str,
+    /// The target triple.
+    pub target: &'static str,
 }
 
 /// The one series of `build_info`, set to 1.
@@ -129,6 +133,8 @@ fn build_info() -> Family<BuildLabels, Gauge> {
         .get_or_create(&BuildLabels {
             version: build.version,
             revision: build.revision,
+            rustc: build.rustc,
+            target: build.target,
         })
         .set(1);
     family
