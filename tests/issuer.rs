@@ -113,7 +113,7 @@ async fn the_region_of_an_eks_issuer_is_the_default() {
 
     let eks = webhook_on(cp.kubeconfig_path().to_str().unwrap()).await;
     eks.wait_for_metric(&format!(
-        "workload_identity_webhook_aws_region_detected{{region=\"eu-west-3\",issuer=\"{ISSUER}\"}} 1"
+        "workload_identity_webhook_aws_region_detected_info{{region=\"eu-west-3\",issuer=\"{ISSUER}\"}} 1"
     ))
     .await;
     let log = eks.log();
@@ -134,7 +134,7 @@ async fn the_region_of_an_eks_issuer_is_the_default() {
         plain.log().contains("names no AWS region")
     })
     .await;
-    assert!(!plain.metrics().await.contains("aws_region_detected{"));
+    assert!(!plain.metrics().await.contains("aws_region_detected_info{"));
     let (region, warnings) = admitted(&plain).await;
     assert_eq!(region, None);
     assert!(warnings.iter().any(|w| w.contains("no AWS region")), "{warnings:?}");

@@ -152,6 +152,37 @@ fn the_alerts_select_the_webhook_through_one_recording_rule() {
     );
 }
 
+/// A slow answer lands in a bucket of its own: the latency histogram's last finite bucket is above
+/// the timeoutSeconds of every webhook the manifests install, after which the apiserver gives up.
+#[test]
+fn the_latency_buckets_reach_the_webhook_timeout() {
+    let exposition = workload_identity_webhook::shell::metrics::Metrics::default().encode();
+    let last_bucket = exposition
+        .lines()
+        .filter(|line| line.starts_with("workload_identity_webhook_admission_duration_seconds_bucket{"))
+        .filter_map(|line| line.split('"').nth(1)?.parse::<f64>().ok())
+        .fold(0.0, f64::max);
+    let mut timeouts = Vec::new();
+    for manifest in [
+        "manifests/base/mutatingwebhookconfiguration.yaml",
+        "manifests/base/validatingwebhookconfiguration.yaml",
+    ] {
+        timeouts.extend(
+            read(manifest)
+                .lines()
+                .filter_map(|line| line.trim().strip_prefix("timeoutSeconds: "))
+                .map(|seconds| seconds.parse::<f64>().unwrap()),
+        );
+    }
+    assert!(timeouts.len() >= 3, "{timeouts:?}");
+    for timeout in timeouts {
+        assert!(
+            last_bucket > timeout,
+            "last bucket {last_bucket} s, timeout {timeout} s"
+        );
+    }
+}
+
 // In a module of their own so that scripts/test.sh runs them as one phase (`--skip operations::`).
 mod operations {
     use super::*;

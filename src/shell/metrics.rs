@@ -110,7 +110,7 @@ metrics! {
     /// ServiceAccounts held in the cache of the ServiceAccount watch
     service_account_cache_size: Gauge = ("service_account_cache_size", Default::default()),
     /// 1 for the AWS region the cluster's service-account issuer names (EKS), with that issuer: the default region where aws.region is not set
-    aws_region_detected: Family<DetectedRegionLabels, Gauge> = ("aws_region_detected", Default::default()),
+    aws_region_detected: Family<DetectedRegionLabels, Gauge> = ("aws_region_detected_info", Default::default()),
 }
 
 /// `build_info`: which build runs ([`crate::build_info`]).
