@@ -193,6 +193,55 @@ fn relative_links_point_at_files() {
     assert!(broken.is_empty(), "broken links: {broken:#?}");
 }
 
+/// The files under `dir` (recursively) whose name ends with one of `extensions`.
+fn files_under(dir: &Path, extensions: &[&str], found: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files_under(&path, extensions, found);
+        } else if extensions
+            .iter()
+            .any(|extension| path.to_string_lossy().ends_with(extension))
+        {
+            found.push(path);
+        }
+    }
+}
+
+/// Every metric a page, an alert, the dashboard, the chart or a message of the code names (the
+/// start-up notices among them) is one the webhook exports, as the reference lists them: a renamed
+/// metric is renamed everywhere. The changelog keeps old names on purpose.
+#[test]
+fn every_metric_named_anywhere_exists() {
+    let reference = read("docs/reference.md");
+    let mut files = vec![root().join("README.md")];
+    for dir in ["docs", "monitoring", "charts", "manifests", "src", "crates/core/src"] {
+        files_under(
+            &root().join(dir),
+            &[".md", ".yaml", ".json", ".rs", ".tpl", ".txt"],
+            &mut files,
+        );
+    }
+    let mut unknown = BTreeSet::new();
+    let mut named = 0;
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let words = text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'));
+        for word in words.filter(|word| word.starts_with("workload_identity_webhook_") && !word.ends_with('_')) {
+            let metric = ["_bucket", "_count", "_sum"]
+                .iter()
+                .find_map(|suffix| word.strip_suffix(suffix))
+                .unwrap_or(word);
+            named += 1;
+            if !reference.contains(&format!("| `{metric}` |")) {
+                unknown.insert(format!("{}: {word}", file.strip_prefix(root()).unwrap().display()));
+            }
+        }
+    }
+    assert!(named >= 50, "{named} mentions");
+    assert!(unknown.is_empty(), "metrics the webhook does not export: {unknown:#?}");
+}
+
 /// Every generated table, the chart's schema and its values table are what the code generates.
 #[test]
 fn the_generated_documentation_is_current() {

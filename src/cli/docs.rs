@@ -506,26 +506,38 @@ fn env_table() -> String {
 }
 
 fn metrics_table() -> String {
-    let text = crate::shell::metrics::Metrics::default().encode();
+    use crate::shell::metrics::Metrics;
+    // The process_* series from their collector's HELP and TYPE lines, then the webhook's own.
+    let text = Metrics::default().encode();
     let mut rows = Vec::new();
-    let mut help = String::new();
+    let mut help = "";
     for line in text.lines() {
-        if let Some(rest) = line.strip_prefix("# HELP ") {
-            help = rest
-                .split_once(' ')
-                .map(|(_, help)| help.to_owned())
-                .unwrap_or_default();
-        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+        if let Some(rest) = line.strip_prefix("# HELP process_") {
+            help = rest.split_once(' ').map_or("", |(_, help)| help);
+        } else if let Some(rest) = line.strip_prefix("# TYPE process_") {
             let (name, kind) = rest.split_once(' ').unwrap_or((rest, ""));
-            let name = if kind == "counter" {
-                format!("{name}_total")
-            } else {
-                name.to_owned()
-            };
-            rows.push(vec![format!("`{name}`"), kind.to_owned(), cell(&help)]);
+            rows.push(metric_row(&format!("process_{name}"), kind, help));
         }
     }
+    for (name, kind, help) in Metrics::DECLARED {
+        let help = format!("{}.", help.trim());
+        rows.push(metric_row(
+            &format!("workload_identity_webhook_{name}"),
+            kind.as_str(),
+            &help,
+        ));
+    }
     table(&["metric", "type", "meaning"], rows)
+}
+
+/// A counter's samples are named with `_total`.
+fn metric_row(name: &str, kind: &str, help: &str) -> Vec<String> {
+    let name = if kind == "counter" {
+        format!("{name}_total")
+    } else {
+        name.to_owned()
+    };
+    vec![format!("`{name}`"), kind.to_owned(), cell(help)]
 }
 
 /// The chart README's table: every value, in the order of values.yaml, with its type, default and

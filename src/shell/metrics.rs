@@ -5,6 +5,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
 use super::process_metrics::ProcessCollector;
@@ -67,6 +68,15 @@ macro_rules! metrics {
                 )*
                 Metrics { registry, $($field,)* }
             }
+        }
+
+        impl Metrics {
+            /// Every metric of the webhook as declared (name after the prefix, type, help): the
+            /// reference lists them, families without a series yet included, which
+            /// [`Metrics::encode`] leaves out.
+            pub const DECLARED: &[(&str, MetricType, &str)] = &[
+                $(($name, <$ty as TypedMetric>::TYPE, concat!($($help),+)),)*
+            ];
         }
     };
 }
