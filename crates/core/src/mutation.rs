@@ -17,7 +17,8 @@ use crate::providers::{self, CloudProvider, EndpointOverride, Mapping, PodContex
 #[derive(Debug, Default)]
 pub struct Mutation {
     pub patch: Vec<Operation>,
-    /// `(cloud, identity)` for each cloud that resolved, for the audit log and metrics.
+    /// `(cloud, identity)` for each identity given, for the audit log, metrics and `explain`; an
+    /// identity only some containers get names them: `<identity> (containers app,worker)`.
     pub identities: Vec<(&'static str, String)>,
     pub warnings: Vec<String>,
     /// The cloud each warning is about (`none`: the Pod as a whole), in step with `warnings`
@@ -193,13 +194,13 @@ pub fn mutate_pod(pod: &Pod, namespace: &str, service_account: Option<&ServiceAc
             .flat_map(|injection| injection.gaps.iter().map(|(setting, _)| *setting))
             .collect();
         mutation.patch = pod_patch(pod, &injections, &mut warnings);
-        for injection in &injections {
-            injection_audit(pod, injection, &mut mutation.audit);
-        }
         mutation.identities = injections
-            .into_iter()
-            .map(|injection| (injection.cloud, injection.identity))
+            .iter()
+            .map(|injection| (injection.cloud, described_identity(pod, injection)))
             .collect();
+        for (injection, (_, identity)) in injections.iter().zip(&mutation.identities) {
+            injection_audit(injection, identity, &mut mutation.audit);
+        }
     }
     warnings.tag(NO_CLOUD);
     // Each identity of a cloud is resolved on its own, and says the same of shared inputs.
@@ -248,23 +249,25 @@ pub fn resolve_pod(
     (injections, warnings.texts)
 }
 
-/// The audit annotations of one cloud's injection: its identity (with the containers that get it,
-/// when not all do), token audience and lifetime, and the other values it claims (Google provider,
-/// Azure tenant).
-fn injection_audit(pod: &Pod, injection: &PodInjection, audit: &mut Vec<(&'static str, String)>) {
-    let cloud = injection.cloud;
-    // An identity only some containers get names them.
+/// An injection's identity, with the containers that get it when not all of the Pod's do.
+fn described_identity(pod: &Pod, injection: &PodInjection) -> String {
     let taking: Vec<String> = pod
         .all_containers()
         .filter(|container| takes(container, injection))
         .map(|container| Echo(&container.name).to_string())
         .collect();
-    let identity = if taking.len() == pod.all_containers().count() {
+    if taking.len() == pod.all_containers().count() {
         injection.identity.clone()
     } else {
         format!("{} (containers {})", injection.identity, taking.join(","))
-    };
-    audit.push((audit_key(cloud, Audit::Identity), identity));
+    }
+}
+
+/// The audit annotations of one cloud's injection: its identity as [described](described_identity),
+/// token audience and lifetime, and the other values it claims (Google provider, Azure tenant).
+fn injection_audit(injection: &PodInjection, identity: &str, audit: &mut Vec<(&'static str, String)>) {
+    let cloud = injection.cloud;
+    audit.push((audit_key(cloud, Audit::Identity), identity.to_owned()));
     let sources = injection.volume["projected"]["sources"]
         .as_array()
         .into_iter()

@@ -140,7 +140,10 @@ fn irsa_roles_per_container_share_one_token_volume() {
     );
     assert_eq!(
         out.mutation.identities,
-        vec![("aws", ROLE.to_owned()), ("aws", OTHER_ROLE.to_owned())]
+        vec![
+            ("aws", format!("{ROLE} (containers app)")),
+            ("aws", format!("{OTHER_ROLE} (containers sidecar,proxy)"))
+        ]
     );
     assert_eq!(
         audit(&out.mutation, "aws-identity"),
@@ -214,7 +217,10 @@ fn an_identity_needing_another_token_in_the_same_volume_is_left_out_with_a_warni
         "{:?}",
         out.mutation.warnings
     );
-    assert_eq!(out.mutation.identities, vec![("aws", ROLE.to_owned())]);
+    assert_eq!(
+        out.mutation.identities,
+        vec![("aws", format!("{ROLE} (containers app)"))]
+    );
 }
 
 #[test]
