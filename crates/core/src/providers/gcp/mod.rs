@@ -136,7 +136,7 @@ static ANNOTATIONS: &[Annotation] = &[
     Annotation {
         key: CREDENTIAL_CONFIGURATION,
         on: "Pod",
-        meaning: "written by the webhook: the credential configuration the containers read (through the Downward API); an admission policy keeps it fixed once the Pod exists",
+        meaning: "written by the webhook: the credential configuration the containers read (through the Downward API); the identity of a mapping identities[<i>] with containers is in ...-json-<i>; an admission policy keeps them fixed once the Pod exists",
     },
 ];
 
