@@ -330,9 +330,7 @@ fn pod_injections(
                 left_out: &group.left_out,
                 settings: &config.settings,
             };
-            let injection = provider.pod_injection(&context, &mut warnings.texts);
-            injections
-                .extend(injection.filter(|injection| shares_the_volume(injection, &injections, &mut warnings.texts)));
+            injections.extend(provider.pod_injection(&context, &mut warnings.texts));
         }
         warnings.tag(provider.name());
     }
@@ -362,6 +360,16 @@ fn pod_injections(
         warnings.tag(injection.cloud);
         fits
     });
+    // After the policy and the fit: only identities that are injected share a volume.
+    let mut sharing: Vec<PodInjection> = Vec::with_capacity(injections.len());
+    for injection in injections {
+        let cloud = injection.cloud;
+        if shares_the_volume(&injection, &sharing, &mut warnings.texts) {
+            sharing.push(injection);
+        }
+        warnings.tag(cloud);
+    }
+    let injections = sharing;
     // Only a cluster without the ServiceAccount admission plugin (which names `default` before any
     // webhook runs) sends an unnamed Pod; it would refuse our token volume, so leave the Pod alone.
     if pod.spec.service_account_name.as_deref().is_none_or(str::is_empty) && !injections.is_empty() {
