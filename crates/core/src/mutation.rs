@@ -438,6 +438,14 @@ fn container_groups<'c>(
         .filter(|(_, mapping)| provider.is_in(mapping))
         .copied()
         .collect();
+    if of_cloud.is_empty() && opted_in.is_none() {
+        // The whole Pod, as one group.
+        return vec![ContainerGroup {
+            mapping: whole_pod,
+            container_mapping: None,
+            left_out: Vec::new(),
+        }];
+    }
     let group_of = |name: &str| {
         of_cloud
             .iter()
