@@ -424,6 +424,7 @@ fn identity_sources(
         return;
     };
     let config = inputs.config;
+    let per_container = config.container_mappings_for(namespace, service_account);
     match config.mapping_for(namespace, service_account) {
         Some(mapping) => {
             let index = config
@@ -443,11 +444,14 @@ fn identity_sources(
                 clouds.join(", ")
             ));
         }
-        None => reasons.push(format!(
+        None if per_container.is_empty() => reasons.push(format!(
             "no mapping of the ConfigMap matches {namespace}/{service_account}"
         )),
+        None => reasons.push(format!(
+            "no mapping for every container matches {namespace}/{service_account}"
+        )),
     }
-    for (index, mapping) in config.container_mappings_for(namespace, service_account) {
+    for (index, mapping) in per_container {
         let clouds: Vec<&str> = providers::ALL
             .iter()
             .filter(|provider| provider.is_in(mapping))
@@ -844,6 +848,7 @@ mod tests {
         for needle in [
             "mapping identities[0] (namespace team-a, serviceAccount app) matches for the containers app, for aws",
             "mapping identities[1] (namespace team-a, serviceAccount app) matches for the containers proxy, for aws",
+            "no mapping for every container matches team-a/app",
             &format!("resolved identity: aws {ROLE} (containers app); aws {NEW_ROLE} (containers proxy)"),
             "workload-identity.dev/containers=\"app,proxy\" gives identities only to those containers",
         ] {
