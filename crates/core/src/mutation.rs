@@ -515,7 +515,8 @@ fn merged_volume<'i>(mut sharing: impl Iterator<Item = &'i PodInjection>) -> Opt
                 .as_array_mut()
                 .into_iter()
                 .flatten()
-                .find_map(|source| source["downwardAPI"]["items"].as_array_mut());
+                // `get_mut`, not `[...]`: indexing a JSON object for writing adds the key.
+                .find_map(|source| source.get_mut("downwardAPI")?.get_mut("items")?.as_array_mut());
             if let Some(items) = items.filter(|items| !items.contains(item)) {
                 items.push(item.clone());
             }

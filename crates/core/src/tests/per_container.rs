@@ -314,6 +314,10 @@ fn google_identities_per_container_get_a_credential_file_each_in_one_volume() {
     let volume = volume(&out.pod, "gcp-workload-identity").expect("volume");
     let sources = volume["projected"]["sources"].as_array().expect("sources");
     assert_eq!(sources.len(), 2, "{volume:#}");
+    // Each source holds one volume type (the apiserver refuses more).
+    for source in sources {
+        assert_eq!(source.as_object().map(serde_json::Map::len), Some(1), "{volume:#}");
+    }
     let items = sources[1]["downwardAPI"]["items"].as_array().expect("items");
     let paths: Vec<&str> = items.iter().filter_map(|item| item["path"].as_str()).collect();
     assert_eq!(
