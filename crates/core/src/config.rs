@@ -280,6 +280,9 @@ impl Config {
 
     /// Every mapping with `containers` that matches, in file order, with its index.
     pub fn container_mappings_for(&self, namespace: &str, service_account: &str) -> Vec<(usize, &Mapping)> {
+        if self.per_container.is_empty() {
+            return Vec::new();
+        }
         let mut found: Vec<usize> = self
             .per_container
             .matching(namespace, service_account)
@@ -374,6 +377,15 @@ impl IndexSlot for Option<usize> {
 impl IndexSlot for Vec<usize> {
     fn put(&mut self, index: usize) {
         self.push(index);
+    }
+}
+
+impl MappingIndex<Vec<usize>> {
+    fn is_empty(&self) -> bool {
+        self.everything.is_empty()
+            && self.exact.is_empty()
+            && self.any_service_account.is_empty()
+            && self.any_namespace.is_empty()
     }
 }
 

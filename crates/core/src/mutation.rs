@@ -204,9 +204,8 @@ pub fn mutate_pod(pod: &Pod, namespace: &str, service_account: Option<&ServiceAc
     }
     warnings.tag(NO_CLOUD);
     // Each identity of a cloud is resolved on its own, and says the same of shared inputs.
-    let mut seen = BTreeSet::new();
     for (text, cloud) in warnings.texts.into_iter().zip(warnings.clouds) {
-        if seen.insert(text.clone()) {
+        if !mutation.warnings.contains(&text) {
             mutation.warnings.push(text);
             mutation.warning_clouds.push(cloud);
         }
@@ -220,6 +219,10 @@ pub fn mutate_pod(pod: &Pod, namespace: &str, service_account: Option<&ServiceAc
 /// The audit annotations with one value per key: the distinct values of a key (one per identity
 /// of a cloud) joined by `; `.
 fn merged_audit(audit: Vec<(&'static str, String)>) -> Vec<(&'static str, String)> {
+    let repeated = |(i, (key, _)): (usize, &(&str, String))| audit[..i].iter().any(|(seen, _)| seen == key);
+    if !audit.iter().enumerate().any(repeated) {
+        return audit;
+    }
     let mut merged: Vec<(&'static str, String)> = Vec::with_capacity(audit.len());
     for (key, value) in audit {
         match merged.iter_mut().find(|(seen, _)| *seen == key) {
@@ -251,16 +254,15 @@ pub fn resolve_pod(
 
 /// An injection's identity, with the containers that get it when not all of the Pod's do.
 fn described_identity(pod: &Pod, injection: &PodInjection) -> String {
+    if pod.all_containers().all(|container| takes(container, injection)) {
+        return injection.identity.clone();
+    }
     let taking: Vec<String> = pod
         .all_containers()
         .filter(|container| takes(container, injection))
         .map(|container| Echo(&container.name).to_string())
         .collect();
-    if taking.len() == pod.all_containers().count() {
-        injection.identity.clone()
-    } else {
-        format!("{} (containers {})", injection.identity, taking.join(","))
-    }
+    format!("{} (containers {})", injection.identity, taking.join(","))
 }
 
 /// The audit annotations of one cloud's injection: its identity as [described](described_identity),
@@ -361,15 +363,17 @@ fn pod_injections(
         fits
     });
     // After the policy and the fit: only identities that are injected share a volume.
-    let mut sharing: Vec<PodInjection> = Vec::with_capacity(injections.len());
-    for injection in injections {
-        let cloud = injection.cloud;
-        if shares_the_volume(&injection, &sharing, &mut warnings.texts) {
-            sharing.push(injection);
+    let mut kept = 0;
+    while kept < injections.len() {
+        let (earlier, rest) = injections.split_at(kept);
+        let cloud = rest[0].cloud;
+        if shares_the_volume(&rest[0], earlier, &mut warnings.texts) {
+            kept += 1;
+        } else {
+            injections.remove(kept);
         }
         warnings.tag(cloud);
     }
-    let injections = sharing;
     // Only a cluster without the ServiceAccount admission plugin (which names `default` before any
     // webhook runs) sends an unnamed Pod; it would refuse our token volume, so leave the Pod alone.
     if pod.spec.service_account_name.as_deref().is_none_or(str::is_empty) && !injections.is_empty() {
