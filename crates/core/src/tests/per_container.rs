@@ -471,3 +471,21 @@ fn a_forbidden_annotation_is_withheld_from_every_container_whatever_their_mappin
     assert_has(&allowed.pod, "app", &IRSA);
     assert_has(&allowed.pod, "sidecar", &IRSA);
 }
+
+#[test]
+fn across_wildcards_the_first_mapping_naming_a_container_wins() {
+    let any_namespace =
+        format!("{{namespace: \"*\", serviceAccount: app, containers: [app], aws: {{roleArn: \"{OTHER_ROLE}\"}}}}");
+    let config = mappings(&[any_namespace.clone(), aws_for("[app, sidecar]", ROLE)]);
+    let out = run(&full_pod(json!({})), &no_annotations(), &config);
+    assert_eq!(env_var(&out.pod, "app", "AWS_ROLE_ARN").as_deref(), Some(OTHER_ROLE));
+    assert_eq!(env_var(&out.pod, "sidecar", "AWS_ROLE_ARN").as_deref(), Some(ROLE));
+    // In the other order, the exact mapping comes first for both.
+    let config = mappings(&[aws_for("[app, sidecar]", ROLE), any_namespace]);
+    let out = run(&full_pod(json!({})), &no_annotations(), &config);
+    assert_eq!(env_var(&out.pod, "app", "AWS_ROLE_ARN").as_deref(), Some(ROLE));
+    // Another namespace gets only the wildcard's.
+    let out = run_in("team-b", &full_pod(json!({})), Some(&no_annotations()), &config);
+    assert_eq!(env_var(&out.pod, "app", "AWS_ROLE_ARN").as_deref(), Some(OTHER_ROLE));
+    assert_lacks(&out.pod, "sidecar", &IRSA);
+}
