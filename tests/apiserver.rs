@@ -220,6 +220,67 @@ async fn skip_lists_existing_env_and_generate_name() {
     cluster.uninstall().await;
 }
 
+/// Identities per container, as the apiserver validates and stores them: two AWS roles sharing one
+/// token volume, two Google credential files in one volume, a native sidecar, and a container that
+/// the Pod's opt-in list leaves without anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identities_per_container() {
+    const PROXY_ROLE: &str = "arn:aws:iam::111122223333:role/proxy";
+    const PROXY_GSA: &str = "proxy@my-project.iam.gserviceaccount.com";
+    let config = format!(
+        "{}identities:
+  - {{namespace: \"*\", serviceAccount: split, containers: [app], aws: {{roleArn: \"{ROLE}\"}}}}
+  - {{namespace: \"*\", serviceAccount: split, containers: [proxy], aws: {{roleArn: \"{PROXY_ROLE}\"}}}}
+  - {{namespace: \"*\", serviceAccount: split, gcp: {{serviceAccount: \"{GSA}\"}}}}
+  - {{namespace: \"*\", serviceAccount: split, containers: [proxy], gcp: {{serviceAccount: \"{PROXY_GSA}\"}}}}
+",
+        settings()
+    );
+    let cluster = install(Options {
+        config: &config,
+        ..Options::default()
+    })
+    .await;
+    cluster.create_service_account("split", json!({})).await;
+    let pod = json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "split", "annotations": {"workload-identity.dev/containers": "app,proxy"}},
+        "spec": {"serviceAccountName": "split",
+            "initContainers": [{"name": "proxy", "image": "registry.example/proxy:1", "restartPolicy": "Always"}],
+            "containers": [{"name": "app", "image": "registry.example/app:1"},
+                           {"name": "log", "image": "registry.example/log:1"}]}});
+    let stored = cluster.create_pod(pod).await;
+    let by_name = |name: &str| *containers(&stored).iter().find(|c| c.name == name).unwrap();
+    let (app, log, proxy) = (by_name("app"), by_name("log"), by_name("proxy"));
+    assert_eq!(env_value(app, "AWS_ROLE_ARN").as_deref(), Some(ROLE));
+    assert_eq!(env_value(proxy, "AWS_ROLE_ARN").as_deref(), Some(PROXY_ROLE));
+    let files = "/var/run/secrets/sts.googleapis.com/serviceaccount";
+    assert_eq!(
+        env_value(app, "GOOGLE_APPLICATION_CREDENTIALS"),
+        Some(format!("{files}/credential-configuration.json"))
+    );
+    assert_eq!(
+        env_value(proxy, "GOOGLE_APPLICATION_CREDENTIALS"),
+        Some(format!("{files}/credential-configuration-3.json"))
+    );
+    assert!(
+        log.env.is_none() && log.volume_mounts.is_none(),
+        "log is outside the opt-in list"
+    );
+    let volumes = volume_names(&stored);
+    for name in ["aws-iam-token", "gcp-workload-identity"] {
+        assert_eq!(
+            volumes.iter().filter(|volume| *volume == name).count(),
+            1,
+            "{volumes:?}"
+        );
+    }
+    let annotations = stored.metadata.annotations.as_ref().unwrap();
+    let impersonates = |key: &str, gsa: &str| annotations[key].contains(&format!("serviceAccounts/{gsa}:"));
+    assert!(impersonates("cloud.google.com/external-credentials-json", GSA));
+    assert!(impersonates("cloud.google.com/external-credentials-json-3", PROXY_GSA));
+    cluster.uninstall().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mappings_annotate_service_accounts_and_edits_apply_without_restart() {
     let cluster = with_settings().await;

@@ -137,6 +137,38 @@ fn prints_the_patch_or_the_review() {
 }
 
 #[test]
+fn shows_identities_per_container() {
+    let dir = fixture();
+    let per_container = format!(
+        "{CONFIG}  - {{namespace: team-a, serviceAccount: app, containers: [init], gcp: {{serviceAccount: \"init@my-project.iam.gserviceaccount.com\"}}}}\n"
+    );
+    std::fs::write(dir.path().join("per-container.yaml"), per_container).unwrap();
+    let args = ["--object", "pod.yaml", "--config", "per-container.yaml"];
+    let pod = json_stdout(&run(dir.path(), &[&args[..], &["--show", "object"]].concat()));
+    let credentials = |list: &str| {
+        let env = pod["spec"][list][0]["env"].as_array().unwrap();
+        let file = env.iter().find(|var| var["name"] == "GOOGLE_APPLICATION_CREDENTIALS");
+        file.and_then(|var| var["value"].as_str())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let mount = "/var/run/secrets/sts.googleapis.com/serviceaccount";
+    assert_eq!(
+        credentials("containers"),
+        format!("{mount}/credential-configuration.json")
+    );
+    assert_eq!(
+        credentials("initContainers"),
+        format!("{mount}/credential-configuration-1.json")
+    );
+    let review = json_stdout(&run(dir.path(), &[&args[..], &["--show", "review"]].concat()));
+    assert_eq!(
+        review["response"]["auditAnnotations"]["gcp-identity"],
+        "reader@my-project.iam.gserviceaccount.com (containers app); init@my-project.iam.gserviceaccount.com (containers init)"
+    );
+}
+
+#[test]
 fn reads_a_configmap_manifest_and_a_whole_admission_review() {
     let dir = fixture();
     let config_map = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "workload-identity-webhook"}, "data": {"config.yaml": CONFIG}});

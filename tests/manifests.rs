@@ -343,9 +343,17 @@ async fn the_google_credential_configuration_cannot_be_changed_after_creation() 
     kubectl.wait_can_i("ci-bot", "update", "pods", ns, false);
 
     let configuration = r#"{"type":"external_account","token_url":"https://sts.googleapis.com/v1/token","credential_source":{"file":"/var/run/secrets/gcp/token"}}"#;
+    // A Pod with a second credential file (a mapping with containers) as the webhook writes it.
+    let second = format!("{GOOGLE_ANNOTATION}-1");
     kubectl.ok(
         &["-n", ns, "create", "-f", "-"],
-        Some(&pod("google", json!({GOOGLE_ANNOTATION: configuration})).to_string()),
+        Some(
+            &pod(
+                "google",
+                json!({GOOGLE_ANNOTATION: configuration, (second.clone()): configuration}),
+            )
+            .to_string(),
+        ),
     );
     kubectl.ok(
         &["-n", ns, "create", "-f", "-"],
@@ -416,6 +424,33 @@ async fn the_google_credential_configuration_cannot_be_changed_after_creation() 
         ),
         "adding the annotation",
     );
+    refused(
+        patch(
+            "google",
+            "merge",
+            json!({"metadata": {"annotations": {(second.clone()): hostile}}}),
+            false,
+        ),
+        "changing the second file's annotation",
+    );
+    refused(
+        patch(
+            "google",
+            "merge",
+            json!({"metadata": {"annotations": {(second.clone()): null}}}),
+            false,
+        ),
+        "removing the second file's annotation",
+    );
+    refused(
+        patch(
+            "plain",
+            "merge",
+            json!({"metadata": {"annotations": {format!("{GOOGLE_ANNOTATION}-7"): hostile}}}),
+            false,
+        ),
+        "adding a numbered annotation",
+    );
 
     // Other edits still go through, on Pods with and without the annotation.
     let other = json!({"metadata": {"annotations": {"ci.example/run": "42"}, "labels": {"stage": "test"}}});
@@ -425,6 +460,7 @@ async fn the_google_credential_configuration_cannot_be_changed_after_creation() 
     assert!(run.ok, "{}", run.text);
     let google = kubectl.json(&["-n", ns, "get", "pod", "google"]);
     assert_eq!(google["metadata"]["annotations"][GOOGLE_ANNOTATION], configuration);
+    assert_eq!(google["metadata"]["annotations"][&second], configuration);
     assert_eq!(google["metadata"]["annotations"]["ci.example/run"], "42");
     let plain = kubectl.json(&["-n", ns, "get", "pod", "plain"]);
     assert_eq!(
@@ -555,13 +591,17 @@ async fn a_binding_cannot_set_the_google_credential_configuration() {
     eventually("the Binding policy to be enforced", || {
         !bind("google-a", hostile_annotations.clone(), false, true).ok
     });
-    for (name, legacy) in [
-        ("google-a", false),
-        ("google-b", true),
-        ("plain-a", false),
-        ("plain-b", true),
+    // The file of a mapping with containers is held the same.
+    let hostile_second_file = json!({format!("{GOOGLE_ANNOTATION}-1"): hostile});
+    for (name, legacy, annotations) in [
+        ("google-a", false, &hostile_annotations),
+        ("google-b", true, &hostile_annotations),
+        ("plain-a", false, &hostile_annotations),
+        ("plain-b", true, &hostile_annotations),
+        ("plain-a", false, &hostile_second_file),
+        ("plain-b", true, &hostile_second_file),
     ] {
-        let run = bind(name, hostile_annotations.clone(), legacy, false);
+        let run = bind(name, annotations.clone(), legacy, false);
         assert!(
             !run.ok,
             "{name} (legacy path: {legacy}) was bound with a hostile configuration:\n{}",

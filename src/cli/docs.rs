@@ -11,7 +11,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Map, Value, json};
 
 use workload_identity_core::config;
-use workload_identity_core::mutation::MANAGED_ANNOTATIONS;
+use workload_identity_core::mutation::{CONTAINERS_ANNOTATION, MANAGED_ANNOTATIONS};
 use workload_identity_core::providers;
 
 #[derive(Args, Debug)]
@@ -419,15 +419,22 @@ fn mapping_row(key: &str, schema: &Value) -> Vec<String> {
 }
 
 fn annotations_table() -> String {
-    let managed = providers::Annotation {
-        key: MANAGED_ANNOTATIONS,
-        on: "ServiceAccount",
-        meaning: "written by the webhook: the annotations a mapping wrote there, which follow the mapping",
-    };
+    let webhook_annotations = [
+        providers::Annotation {
+            key: MANAGED_ANNOTATIONS,
+            on: "ServiceAccount",
+            meaning: "written by the webhook: the annotations a mapping wrote there, which follow the mapping",
+        },
+        providers::Annotation {
+            key: CONTAINERS_ANNOTATION,
+            on: "Pod",
+            meaning: "the only containers that get identities, of every cloud, comma separated (an opt-in list: it can only narrow what mappings and ServiceAccount annotations give)",
+        },
+    ];
     let rows = providers::ALL
         .iter()
         .flat_map(|provider| provider.annotations())
-        .chain(std::iter::once(&managed))
+        .chain(&webhook_annotations)
         .map(|annotation| {
             vec![
                 format!("`{}`", annotation.key),

@@ -205,7 +205,9 @@ k create namespace "$plain" >&2
 config="aws: {region: us-west-2}
 identities:
   - {namespace: $apps, serviceAccount: podid, aws: {mode: podIdentity}}
-  - {namespace: $apps, serviceAccount: mapped, aws: {roleArn: \"$role/mapped-v1\"}}"
+  - {namespace: $apps, serviceAccount: mapped, aws: {roleArn: \"$role/mapped-v1\"}}
+  - {namespace: $apps, serviceAccount: per-container, containers: [app], aws: {roleArn: \"$role/per-container-app\"}}
+  - {namespace: $apps, serviceAccount: per-container, containers: [init], aws: {roleArn: \"$role/per-container-init\"}}"
 set_config() {
   k -n "$system" patch configmap workload-identity-webhook --type merge \
     -p "$(jq -n --arg c "$1" '{data: {"config.yaml": $c}}')" >&2
@@ -221,6 +223,7 @@ for ns in "$apps" "$plain"; do
 done
 sa "$apps" podid
 sa "$apps" mapped
+sa "$apps" per-container
 sa "$apps" late
 sa "$apps" azure "azure.workload.identity/client-id=$client" "azure.workload.identity/tenant-id=$tenant"
 sa "$apps" gcp-impersonate "iam.gke.io/gcp-service-account=$gsa" "$gcp_provider"
@@ -237,10 +240,13 @@ wait_dry_run "webhook reachable through its Service, ServiceAccounts cached" "$a
 wait_dry_run "ConfigMap mappings loaded" "$apps" podid AWS_CONTAINER_CREDENTIALS_FULL_URI
 
 create_pods "$apps" irsa=irsa podid=podid azure=azure gcp-impersonate=gcp-impersonate \
-  gcp-direct=gcp-direct multi=multi intruder=intruder mapped=mapped-1 late=late-1
+  gcp-direct=gcp-direct multi=multi intruder=intruder mapped=mapped-1 late=late-1 per-container=per-container-1
 pod_json optout "$apps" irsa disabled | k create -f - >&2
+# Identities per container: the Pod's opt-in list leaves the init container out.
+pod_json opt-in "$apps" irsa | jq '.metadata.annotations = {"workload-identity.dev/containers": "app"}' | k create -f - >&2
 create_pods "$plain" irsa=plain-1
 k -n "$apps" wait --for=condition=Ready pod/optout --timeout=180s >&2
+k -n "$apps" wait --for=condition=Ready pod/opt-in --timeout=180s >&2
 phase "workload Pods Running"
 
 check_env "$apps" irsa "$(aws_irsa_env "$role/irsa" regional)"
@@ -280,6 +286,18 @@ check_irsa "$apps" intruder
 check_azure "$apps" intruder
 check_google "$apps" intruder "$gsa"
 check_env "$apps" mapped-1 "$(aws_irsa_env "$role/mapped-v1")"
+# Identities per container: each container's own role from its mapping, one token volume; a
+# container outside the Pod's opt-in list gets nothing.
+check_init_env() { # namespace pod expected...: the identity env the init container saw
+  expect_eq "$2 init container env" \
+    "$(identity_env_filter <<< "$(k -n "$1" exec "$2" -c app -- cat /out/init.env)")" "$(sorted "${@:3}")"
+}
+expect_eq "per-container-1 env" "$(identity_env "$apps" per-container-1)" "$(sorted "$(aws_irsa_env "$role/per-container-app")")"
+check_init_env "$apps" per-container-1 "$(aws_irsa_env "$role/per-container-init")"
+expect_eq "per-container-1 volumes" \
+  "$(k -n "$apps" get pod per-container-1 -o json | jq -r '[.spec.volumes[].name | select(. == "aws-iam-token")] | length')" 1
+expect_eq "opt-in env" "$(identity_env "$apps" opt-in)" "$(sorted "$(aws_irsa_env "$role/irsa" regional)")"
+check_init_env "$apps" opt-in
 check_untouched "$apps" optout
 check_untouched "$plain" plain-1
 check_untouched "$apps" late-1

@@ -23,7 +23,10 @@ pub struct Config {
     pub identities: Vec<Mapping>,
     /// The identity policy (off when `config.yaml` has none).
     pub policy: Policy,
-    index: MappingIndex,
+    /// The mappings without `containers`.
+    whole_pod: MappingIndex<Option<usize>>,
+    /// The mappings with `containers`.
+    per_container: MappingIndex<Vec<usize>>,
 }
 
 /// `config.yaml` as written, read straight into its types (a tree of values for 100,000 mappings
@@ -231,6 +234,7 @@ impl Config {
                         format!("identities[{i}]: namespace and serviceAccount must not be empty (use \"*\" for any)")
                     }),
             )
+            .chain(container_problems(&identities))
             .collect();
         let policy = Policy::compile(policy, &settings, &mut problems);
         if policy.mode == Mode::Enforce {
@@ -239,8 +243,10 @@ impl Config {
         if !problems.is_empty() {
             return Err(ConfigError::Invalid(problems));
         }
+        let scoped = |(_, mapping): &(usize, &Mapping)| mapping.containers.is_some();
         Ok(Config {
-            index: MappingIndex::build(&identities),
+            whole_pod: MappingIndex::build(identities.iter().enumerate().filter(|entry| !scoped(entry))),
+            per_container: MappingIndex::build(identities.iter().enumerate().filter(scoped)),
             settings,
             identities,
             policy,
@@ -262,12 +268,75 @@ impl Config {
             .collect()
     }
 
-    /// The first mapping that matches, in file order. Constant time whatever the number of mappings.
+    /// The first mapping without `containers` that matches, in file order: the mapping of the
+    /// ServiceAccount and of the whole Pod. Constant time whatever the number of mappings.
     pub fn mapping_for(&self, namespace: &str, service_account: &str) -> Option<&Mapping> {
-        self.index
-            .first_match(namespace, service_account)
-            .map(|i| &self.identities[i])
+        self.whole_pod
+            .matching(namespace, service_account)
+            .flatten()
+            .min()
+            .map(|&i| &self.identities[i])
     }
+
+    /// Every mapping with `containers` that matches, in file order, with its index.
+    pub fn container_mappings_for(&self, namespace: &str, service_account: &str) -> Vec<(usize, &Mapping)> {
+        if self.per_container.is_empty() {
+            return Vec::new();
+        }
+        let mut found: Vec<usize> = self
+            .per_container
+            .matching(namespace, service_account)
+            .flatten()
+            .copied()
+            .collect();
+        found.sort_unstable();
+        found.into_iter().map(|i| (i, &self.identities[i])).collect()
+    }
+}
+
+/// Problems of the mappings' `containers` lists: an empty list, a name no container can have, and
+/// a container given two identities of one cloud by mappings for the same ServiceAccount.
+fn container_problems(identities: &[Mapping]) -> Vec<String> {
+    let mut problems = Vec::new();
+    // (namespace, serviceAccount, cloud, container) -> the mapping that claims it first.
+    let mut claimed: HashMap<(&str, &str, &str, &str), usize> = HashMap::new();
+    for (i, mapping) in identities.iter().enumerate() {
+        let Some(containers) = &mapping.containers else {
+            continue;
+        };
+        if containers.is_empty() {
+            problems.push(format!(
+                "identities[{i}].containers: must not be empty (leave it out for every container)"
+            ));
+        }
+        for (j, name) in containers.iter().enumerate() {
+            if !crate::validate::is_dns_name(name) || name.contains('.') {
+                problems.push(format!(
+                    "identities[{i}].containers[{j}]: {name:?} is not a valid container name (a DNS label: lower case letters, digits and '-')"
+                ));
+            }
+        }
+        for provider in providers::ALL.iter().filter(|provider| provider.is_in(mapping)) {
+            for name in containers {
+                let key = (
+                    mapping.namespace.as_str(),
+                    mapping.service_account.as_str(),
+                    provider.name(),
+                    name.as_str(),
+                );
+                let first = *claimed.entry(key).or_insert(i);
+                if first != i {
+                    problems.push(format!(
+                        "identities[{i}].containers: container {name:?} of {}/{} already gets its {} identity from identities[{first}]; a container gets one identity per cloud",
+                        mapping.namespace,
+                        mapping.service_account,
+                        provider.name()
+                    ));
+                }
+            }
+        }
+    }
+    problems
 }
 
 /// The mappings that claim an identity the policy does not give their namespace, one line each
@@ -285,56 +354,72 @@ fn forbidden_mappings(policy: &Policy, settings: &Settings, identities: &[Mappin
     problems
 }
 
-/// Index of the first mapping for each kind of match, so lookup cost does not grow with the list.
+/// The mappings of each kind of match, so lookup cost does not grow with the list: `Option<usize>`
+/// keeps the first (mappings for the whole Pod), `Vec<usize>` every one (mappings with `containers`).
 #[derive(Debug, Default)]
-struct MappingIndex {
-    exact: HashMap<String, HashMap<String, usize>>,
-    any_service_account: HashMap<String, usize>,
-    any_namespace: HashMap<String, usize>,
-    everything: Option<usize>,
+struct MappingIndex<Slot> {
+    exact: HashMap<String, HashMap<String, Slot>>,
+    any_service_account: HashMap<String, Slot>,
+    any_namespace: HashMap<String, Slot>,
+    everything: Slot,
 }
 
-impl MappingIndex {
-    fn build(mappings: &[Mapping]) -> Self {
+trait IndexSlot: Default {
+    fn put(&mut self, index: usize);
+}
+
+impl IndexSlot for Option<usize> {
+    fn put(&mut self, index: usize) {
+        self.get_or_insert(index);
+    }
+}
+
+impl IndexSlot for Vec<usize> {
+    fn put(&mut self, index: usize) {
+        self.push(index);
+    }
+}
+
+impl MappingIndex<Vec<usize>> {
+    fn is_empty(&self) -> bool {
+        self.everything.is_empty()
+            && self.exact.is_empty()
+            && self.any_service_account.is_empty()
+            && self.any_namespace.is_empty()
+    }
+}
+
+impl<Slot: IndexSlot> MappingIndex<Slot> {
+    fn build<'m>(mappings: impl Iterator<Item = (usize, &'m Mapping)>) -> Self {
         let mut index = MappingIndex::default();
-        for (i, mapping) in mappings.iter().enumerate() {
+        for (i, mapping) in mappings {
             let (ns, sa) = (mapping.namespace.as_str(), mapping.service_account.as_str());
-            match (ns == ANY, sa == ANY) {
-                (true, true) => {
-                    index.everything.get_or_insert(i);
-                }
-                (true, false) => {
-                    index.any_namespace.entry(sa.to_owned()).or_insert(i);
-                }
-                (false, true) => {
-                    index.any_service_account.entry(ns.to_owned()).or_insert(i);
-                }
-                (false, false) => {
-                    index
-                        .exact
-                        .entry(ns.to_owned())
-                        .or_default()
-                        .entry(sa.to_owned())
-                        .or_insert(i);
-                }
-            }
+            let slot: &mut Slot = match (ns == ANY, sa == ANY) {
+                (true, true) => &mut index.everything,
+                (true, false) => index.any_namespace.entry(sa.to_owned()).or_default(),
+                (false, true) => index.any_service_account.entry(ns.to_owned()).or_default(),
+                (false, false) => index
+                    .exact
+                    .entry(ns.to_owned())
+                    .or_default()
+                    .entry(sa.to_owned())
+                    .or_default(),
+            };
+            slot.put(i);
         }
         index
     }
 
-    fn first_match(&self, namespace: &str, service_account: &str) -> Option<usize> {
+    /// The slots of every kind of match for this ServiceAccount.
+    fn matching(&self, namespace: &str, service_account: &str) -> impl Iterator<Item = &Slot> {
         [
-            self.exact
-                .get(namespace)
-                .and_then(|by_sa| by_sa.get(service_account))
-                .copied(),
-            self.any_service_account.get(namespace).copied(),
-            self.any_namespace.get(service_account).copied(),
-            self.everything,
+            self.exact.get(namespace).and_then(|by_sa| by_sa.get(service_account)),
+            self.any_service_account.get(namespace),
+            self.any_namespace.get(service_account),
+            Some(&self.everything),
         ]
         .into_iter()
         .flatten()
-        .min()
     }
 }
 

@@ -11,13 +11,14 @@ use crate::model::{Container, Mount, Pod, ServiceAccount, Volume};
 use crate::patch::{EnvVar, Operation, VolumeMount, add, annotation_path, append};
 use crate::policy::{Decision, Mode, Policy};
 use crate::providers::claim::Claim;
-use crate::providers::{self, EndpointOverride, PodContext, PodInjection, ScratchDir};
+use crate::providers::{self, CloudProvider, EndpointOverride, Mapping, PodContext, PodInjection, ScratchDir};
 
 /// A patch with what it means: the identities it gives and the warnings for the user.
 #[derive(Debug, Default)]
 pub struct Mutation {
     pub patch: Vec<Operation>,
-    /// `(cloud, identity)` for each cloud that resolved, for the audit log and metrics.
+    /// `(cloud, identity)` for each identity given, for the audit log, metrics and `explain`; an
+    /// identity only some containers get names them: `<identity> (containers app,worker)`.
     pub identities: Vec<(&'static str, String)>,
     pub warnings: Vec<String>,
     /// The cloud each warning is about (`none`: the Pod as a whole), in step with `warnings`
@@ -193,18 +194,48 @@ pub fn mutate_pod(pod: &Pod, namespace: &str, service_account: Option<&ServiceAc
             .flat_map(|injection| injection.gaps.iter().map(|(setting, _)| *setting))
             .collect();
         mutation.patch = pod_patch(pod, &injections, &mut warnings);
-        for injection in &injections {
-            injection_audit(injection, &mut mutation.audit);
-        }
         mutation.identities = injections
-            .into_iter()
-            .map(|injection| (injection.cloud, injection.identity))
+            .iter()
+            .map(|injection| (injection.cloud, described_identity(pod, injection)))
             .collect();
+        for (injection, (_, identity)) in injections.iter().zip(&mutation.identities) {
+            injection_audit(injection, identity, &mut mutation.audit);
+        }
     }
     warnings.tag(NO_CLOUD);
-    mutation.warnings = warnings.texts;
-    mutation.warning_clouds = warnings.clouds;
+    // Each identity of a cloud is resolved on its own, and says the same of shared inputs.
+    for (text, cloud) in warnings.texts.into_iter().zip(warnings.clouds) {
+        if !mutation.warnings.contains(&text) {
+            mutation.warnings.push(text);
+            mutation.warning_clouds.push(cloud);
+        }
+    }
+    mutation.gaps.sort_unstable();
+    mutation.gaps.dedup();
+    mutation.audit = merged_audit(mutation.audit);
     mutation
+}
+
+/// The audit annotations with one value per key: the distinct values of a key (one per identity
+/// of a cloud) joined by `; `.
+fn merged_audit(audit: Vec<(&'static str, String)>) -> Vec<(&'static str, String)> {
+    let repeated = |(i, (key, _)): (usize, &(&str, String))| audit[..i].iter().any(|(seen, _)| seen == key);
+    if !audit.iter().enumerate().any(repeated) {
+        return audit;
+    }
+    let mut merged: Vec<(&'static str, String)> = Vec::with_capacity(audit.len());
+    for (key, value) in audit {
+        match merged.iter_mut().find(|(seen, _)| *seen == key) {
+            None => merged.push((key, value)),
+            Some((_, values)) => {
+                if !values.split("; ").any(|seen| seen == value) {
+                    values.push_str("; ");
+                    values.push_str(&value);
+                }
+            }
+        }
+    }
+    merged
 }
 
 /// The injections a Pod gets, as [`mutate_pod`] resolves them before patching: each cloud whose
@@ -221,11 +252,24 @@ pub fn resolve_pod(
     (injections, warnings.texts)
 }
 
-/// The audit annotations of one cloud's injection: its identity, token audience and lifetime, and
-/// the other values it claims (Google provider, Azure tenant).
-fn injection_audit(injection: &PodInjection, audit: &mut Vec<(&'static str, String)>) {
+/// An injection's identity, with the containers that get it when not all of the Pod's do.
+fn described_identity(pod: &Pod, injection: &PodInjection) -> String {
+    if pod.all_containers().all(|container| takes(container, injection)) {
+        return injection.identity.clone();
+    }
+    let taking: Vec<String> = pod
+        .all_containers()
+        .filter(|container| takes(container, injection))
+        .map(|container| Echo(&container.name).to_string())
+        .collect();
+    format!("{} (containers {})", injection.identity, taking.join(","))
+}
+
+/// The audit annotations of one cloud's injection: its identity as [described](described_identity),
+/// token audience and lifetime, and the other values it claims (Google provider, Azure tenant).
+fn injection_audit(injection: &PodInjection, identity: &str, audit: &mut Vec<(&'static str, String)>) {
     let cloud = injection.cloud;
-    audit.push((audit_key(cloud, Audit::Identity), injection.identity.clone()));
+    audit.push((audit_key(cloud, Audit::Identity), identity.to_owned()));
     let sources = injection.volume["projected"]["sources"]
         .as_array()
         .into_iter()
@@ -259,7 +303,11 @@ fn pod_injections(
 ) -> Vec<PodInjection> {
     let service_account_name = pod.service_account_name();
     let Some(service_account) = service_account else {
-        if config.mapping_for(namespace, service_account_name).is_some() {
+        if config.mapping_for(namespace, service_account_name).is_some()
+            || !config
+                .container_mappings_for(namespace, service_account_name)
+                .is_empty()
+        {
             warnings.texts.push(format!(
                 "ServiceAccount {namespace}/{} does not exist; no cloud identity injected",
                 Echo(service_account_name)
@@ -268,16 +316,24 @@ fn pod_injections(
         return Vec::new();
     };
     let written_by_users = users_annotations(service_account);
-    let context = PodContext {
-        pod,
-        namespace,
-        service_account_annotations: &written_by_users,
-        mapping: config.mapping_for(namespace, service_account_name),
-        settings: &config.settings,
-    };
-    let mut injections = Vec::new();
+    let whole_pod = config.mapping_for(namespace, service_account_name);
+    let per_container = config.container_mappings_for(namespace, service_account_name);
+    let opted_in = opt_in_list(pod, &mut warnings.texts);
+    warnings.tag(NO_CLOUD);
+    let mut injections: Vec<PodInjection> = Vec::new();
     for provider in providers::ALL {
-        injections.extend(provider.pod_injection(&context, &mut warnings.texts));
+        for group in container_groups(pod, *provider, whole_pod, &per_container, opted_in.as_deref()) {
+            let context = PodContext {
+                pod,
+                namespace,
+                service_account_annotations: &written_by_users,
+                mapping: group.mapping,
+                container_mapping: group.container_mapping,
+                left_out: &group.left_out,
+                settings: &config.settings,
+            };
+            injections.extend(provider.pod_injection(&context, &mut warnings.texts));
+        }
         warnings.tag(provider.name());
     }
     // The policy judges the identity as resolved, whichever source gave it.
@@ -306,6 +362,18 @@ fn pod_injections(
         warnings.tag(injection.cloud);
         fits
     });
+    // After the policy and the fit: only identities that are injected share a volume.
+    let mut kept = 0;
+    while kept < injections.len() {
+        let (earlier, rest) = injections.split_at(kept);
+        let cloud = rest[0].cloud;
+        if shares_the_volume(&rest[0], earlier, &mut warnings.texts) {
+            kept += 1;
+        } else {
+            injections.remove(kept);
+        }
+        warnings.tag(cloud);
+    }
     // Only a cluster without the ServiceAccount admission plugin (which names `default` before any
     // webhook runs) sends an unnamed Pod; it would refuse our token volume, so leave the Pod alone.
     if pod.spec.service_account_name.as_deref().is_none_or(str::is_empty) && !injections.is_empty() {
@@ -315,6 +383,150 @@ fn pod_injections(
         return Vec::new();
     }
     injections
+}
+
+/// The Pod annotation that lists the only containers that get identities (comma separated): an
+/// opt-in list, which can only narrow what the mappings and skip lists give.
+pub const CONTAINERS_ANNOTATION: &str = "workload-identity.dev/containers";
+
+/// The containers the Pod opts in with [`CONTAINERS_ANNOTATION`] (`None`: every container).
+/// Names the Pod has no container of are warned about.
+fn opt_in_list(pod: &Pod, warnings: &mut Vec<String>) -> Option<Vec<String>> {
+    let value = pod.metadata.annotation(CONTAINERS_ANNOTATION)?;
+    let names: Vec<String> = value
+        .split(',')
+        .map(str::trim)
+        .filter(|name| !name.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if names.is_empty() {
+        warnings.push(format!(
+            "annotation {CONTAINERS_ANNOTATION}={:?} names no container; ignored",
+            Echo(value)
+        ));
+        return None;
+    }
+    for name in &names {
+        if !pod.all_containers().any(|container| container.name == *name) {
+            warnings.push(format!(
+                "annotation {CONTAINERS_ANNOTATION} names {:?}, which is no container of the Pod",
+                Echo(name)
+            ));
+        }
+    }
+    Some(names)
+}
+
+/// Containers of a Pod that get one cloud's identity from the same mapping.
+struct ContainerGroup<'c> {
+    mapping: Option<&'c Mapping>,
+    /// The index of `mapping` when it is one with `containers`.
+    container_mapping: Option<usize>,
+    /// The Pod's other containers.
+    left_out: Vec<String>,
+}
+
+/// The Pod's containers grouped by the mapping that gives them `provider`'s identity: each
+/// container by the first mapping with `containers` that names it and gives that cloud, else by
+/// the whole Pod's mapping (or none: the ServiceAccount's annotations alone). Containers outside
+/// the opt-in list are in no group; groups without containers are left out.
+fn container_groups<'c>(
+    pod: &Pod,
+    provider: &dyn CloudProvider,
+    whole_pod: Option<&'c Mapping>,
+    per_container: &[(usize, &'c Mapping)],
+    opted_in: Option<&[String]>,
+) -> Vec<ContainerGroup<'c>> {
+    let of_cloud: Vec<(usize, &Mapping)> = per_container
+        .iter()
+        .filter(|(_, mapping)| provider.is_in(mapping))
+        .copied()
+        .collect();
+    if of_cloud.is_empty() && opted_in.is_none() {
+        // The whole Pod, as one group.
+        return vec![ContainerGroup {
+            mapping: whole_pod,
+            container_mapping: None,
+            left_out: Vec::new(),
+        }];
+    }
+    let group_of = |name: &str| {
+        of_cloud
+            .iter()
+            .find(|(_, mapping)| mapping.names_container(name))
+            .map(|(i, _)| *i)
+    };
+    let names: Vec<&str> = pod.all_containers().map(|container| container.name.as_str()).collect();
+    let opted_in = |name: &str| opted_in.is_none_or(|list| list.iter().any(|listed| listed == name));
+    let groups =
+        std::iter::once((None, whole_pod)).chain(of_cloud.iter().map(|(i, mapping)| (Some(*i), Some(*mapping))));
+    groups
+        .filter_map(|(container_mapping, mapping)| {
+            let member = |name: &&str| group_of(name) == container_mapping && opted_in(name);
+            if !names.iter().any(member) {
+                return None;
+            }
+            let left_out = names
+                .iter()
+                .filter(|name| !member(name))
+                .map(|name| (*name).to_owned())
+                .collect();
+            Some(ContainerGroup {
+                mapping,
+                container_mapping,
+                left_out,
+            })
+        })
+        .collect()
+}
+
+/// Whether an injection can share the token volume of an earlier one of its name (another
+/// identity of its cloud for other containers): only with the same token. A mapping's own audience
+/// or lifetime can make it differ; its containers then get nothing of that cloud.
+fn shares_the_volume(injection: &PodInjection, earlier: &[PodInjection], warnings: &mut Vec<String>) -> bool {
+    let token = |volume: &Value| {
+        sources(volume)
+            .find(|source| source.get("serviceAccountToken").is_some())
+            .cloned()
+    };
+    let Some(first) = earlier.iter().find(|other| other.volume_name == injection.volume_name) else {
+        return true;
+    };
+    if token(&first.volume) == token(&injection.volume) {
+        return true;
+    }
+    warnings.push(format!(
+        "{} identity {} needs a token of another audience or lifetime than {} in the same Pod (one volume {} holds the token of both); no {} credentials injected for it",
+        injection.cloud, Echo(&injection.identity), Echo(&first.identity), injection.volume_name, injection.cloud
+    ));
+    false
+}
+
+/// The sources of a projected volume.
+fn sources(volume: &Value) -> impl Iterator<Item = &Value> {
+    volume["projected"]["sources"].as_array().into_iter().flatten()
+}
+
+/// One volume for the injections of one name: the first's, with the files (Downward API items)
+/// of the others added.
+fn merged_volume<'i>(mut sharing: impl Iterator<Item = &'i PodInjection>) -> Option<Value> {
+    let mut volume = sharing.next()?.volume.clone();
+    for other in sharing {
+        for item in
+            sources(&other.volume).flat_map(|source| source["downwardAPI"]["items"].as_array().into_iter().flatten())
+        {
+            let items = volume["projected"]["sources"]
+                .as_array_mut()
+                .into_iter()
+                .flatten()
+                // `get_mut`, not `[...]`: indexing a JSON object for writing adds the key.
+                .find_map(|source| source.get_mut("downwardAPI")?.get_mut("items")?.as_array_mut());
+            if let Some(items) = items.filter(|items| !items.contains(item)) {
+                items.push(item.clone());
+            }
+        }
+    }
+    Some(volume)
 }
 
 /// What a ServiceAccount gets: the annotations of the mapping that matches it, where it has none.
@@ -556,24 +768,35 @@ fn pod_patch(pod: &Pod, injections: &[PodInjection], warnings: &mut Warnings) ->
         .iter()
         .flat_map(|injection| injection.pod_annotations.iter())
         .filter(|(key, value)| pod.metadata.annotation(key) != Some(value.as_str()))
-        .map(|(key, value)| (*key, value.clone()))
+        .map(|(key, value)| (key.as_str(), value.clone()))
         .collect();
     add_annotations(&mut patch, pod.metadata.annotations.is_some(), changed_annotations);
 
     let volumes = pod.spec.volumes.as_deref().unwrap_or_default();
     let missing = |name: &str| !volumes.iter().any(|volume| volume.name == name);
-    // Each injection's volumes together: its token, then its scratch directory if any container takes it.
+    // Each injection's volumes together: its token (once for all the injections that share it),
+    // then its scratch directory (once) if any container takes it.
+    let mut added = BTreeSet::new();
     let new_volumes: Vec<Value> = injections
         .iter()
         .flat_map(|injection| {
-            let token = missing(injection.volume_name).then(|| injection.volume.clone());
+            let sharing = injections
+                .iter()
+                .filter(|other| other.volume_name == injection.volume_name);
+            let token = (missing(injection.volume_name) && added.insert(injection.volume_name))
+                .then(|| merged_volume(sharing))
+                .flatten();
             let scratch = injection.scratch.as_ref().filter(|scratch| {
                 missing(scratch.volume_name)
+                    && !added.contains(scratch.volume_name)
                     && pod
                         .all_containers()
                         .any(|container| takes(container, injection) && scratch_mount(container, scratch) == Some(None))
             });
-            let scratch = scratch.map(|scratch| serde_json::json!({"name": scratch.volume_name, "emptyDir": {}}));
+            let scratch = scratch.map(|scratch| {
+                added.insert(scratch.volume_name);
+                serde_json::json!({"name": scratch.volume_name, "emptyDir": {}})
+            });
             token.into_iter().chain(scratch)
         })
         .collect();

@@ -3484,3 +3484,5 @@ fn the_cluster_domain_setting_decides_which_service_names_take_plain_http() {
         "cluster.local"
     );
 }
+
+mod per_container;

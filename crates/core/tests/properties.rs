@@ -28,7 +28,7 @@ use serde_json::{Value, json};
 use workload_identity_core::admission::{Review, Subject};
 use workload_identity_core::config::Config;
 use workload_identity_core::model::ServiceAccount;
-use workload_identity_core::mutation::Mutation;
+use workload_identity_core::mutation::{CONTAINERS_ANNOTATION, Mutation};
 use workload_identity_core::patch::to_json_patch;
 use workload_identity_core::providers::{aws, azure, gcp};
 
@@ -211,6 +211,7 @@ fn pod_annotation() -> impl Strategy<Value = (String, String)> {
         skip(",").prop_map(|value| (aws::SKIP_CONTAINERS.to_owned(), value)),
         skip(",").prop_map(|value| (gcp::SKIP_CONTAINERS.to_owned(), value)),
         skip(";").prop_map(|value| (azure::SKIP_CONTAINERS.to_owned(), value)),
+        skip(",").prop_map(|value| (CONTAINERS_ANNOTATION.to_owned(), value)),
         (
             select(vec![
                 aws::TOKEN_EXPIRATION,
@@ -402,9 +403,14 @@ fn mapping() -> impl Strategy<Value = Value> {
         option::of(aws),
         option::of(gcp),
         option::of(azure),
+        option::weighted(0.4, Just(())),
     )
-        .prop_map(|(namespace, service_account, aws, gcp, azure)| {
+        .prop_map(|(namespace, service_account, aws, gcp, azure, per_container)| {
             let mut mapping = json!({"namespace": namespace, "serviceAccount": service_account});
+            if per_container.is_some() {
+                // Named in `config()`, where the mapping's place is known.
+                mapping["containers"] = json!([]);
+            }
             for (key, value) in [("aws", aws), ("gcp", gcp), ("azure", azure)] {
                 if let Some(value) = value {
                     mapping[key] = value;
@@ -413,6 +419,9 @@ fn mapping() -> impl Strategy<Value = Value> {
             mapping
         })
 }
+
+/// The containers that mappings with `containers` name, by their place in the list.
+const PER_CONTAINER_NAMES: [&str; 3] = ["app", "sidecar", "init"];
 
 /// A valid configuration, written as JSON (which is YAML).
 fn config() -> impl Strategy<Value = String> {
@@ -456,7 +465,17 @@ fn config() -> impl Strategy<Value = String> {
             "aws": {"roleArns": ["arn:aws:iam::111122223333:*"]}, "gcp": {"projects": ["my-project"]}}]})),
     );
     (aws, gcp, azure, prop::collection::vec(mapping(), 0..5), policy).prop_map(
-        |(aws, gcp, azure, identities, policy)| {
+        |(aws, gcp, azure, mut identities, policy)| {
+            // Mappings with containers name one container each, a different one per place, so
+            // that no two claim the same container (a configuration error).
+            for (i, mapping) in identities.iter_mut().enumerate() {
+                if let Some(map) = mapping.as_object_mut().filter(|map| map.contains_key("containers")) {
+                    match PER_CONTAINER_NAMES.get(i) {
+                        Some(name) => map.insert("containers".to_owned(), json!([name, format!("not-in-any-pod-{i}")])),
+                        None => map.remove("containers"),
+                    };
+                }
+            }
             let mut config = json!({"aws": without_nulls(aws), "gcp": without_nulls(gcp), "azure": without_nulls(azure), "identities": identities});
             if let Some(policy) = policy {
                 config["policy"] = policy;

@@ -424,6 +424,7 @@ fn identity_sources(
         return;
     };
     let config = inputs.config;
+    let per_container = config.container_mappings_for(namespace, service_account);
     match config.mapping_for(namespace, service_account) {
         Some(mapping) => {
             let index = config
@@ -443,9 +444,26 @@ fn identity_sources(
                 clouds.join(", ")
             ));
         }
-        None => reasons.push(format!(
+        None if per_container.is_empty() => reasons.push(format!(
             "no mapping of the ConfigMap matches {namespace}/{service_account}"
         )),
+        None => reasons.push(format!(
+            "no mapping for every container matches {namespace}/{service_account}"
+        )),
+    }
+    for (index, mapping) in per_container {
+        let clouds: Vec<&str> = providers::ALL
+            .iter()
+            .filter(|provider| provider.is_in(mapping))
+            .map(|provider| provider.name())
+            .collect();
+        reasons.push(format!(
+            "mapping identities[{index}] (namespace {}, serviceAccount {}) matches for the containers {}, for {}; the ServiceAccount's own annotations outrank it",
+            mapping.namespace,
+            mapping.service_account,
+            mapping.containers.as_deref().unwrap_or_default().join(", "),
+            clouds.join(", ")
+        ));
     }
     let annotations = identity_annotations(sa);
     if annotations.is_empty() {
@@ -503,8 +521,14 @@ fn is_identity_annotation(key: &str) -> bool {
         .any(|prefix| key.starts_with(prefix))
 }
 
-/// Containers a skip-containers annotation of the Pod leaves out.
+/// Containers the Pod's opt-in list or a skip-containers annotation of the Pod leaves out.
 fn skipped_containers(pod: &model::Pod, reasons: &mut Vec<String>) {
+    if let Some(list) = pod.metadata.annotation(mutation::CONTAINERS_ANNOTATION) {
+        reasons.push(format!(
+            "the Pod's annotation {}={list:?} gives identities only to those containers",
+            mutation::CONTAINERS_ANNOTATION
+        ));
+    }
     for key in providers::ALL
         .iter()
         .map(|provider| provider.skip_containers_annotation())
@@ -804,6 +828,48 @@ mod tests {
             "{:?}",
             report.reasons
         );
+    }
+
+    #[test]
+    fn identities_per_container_are_shown_with_their_containers() {
+        let config = Config::parse(
+            &format!(
+                "aws: {{region: eu-west-1}}\nidentities:\n  - {{namespace: team-a, serviceAccount: app, containers: [app], aws: {{roleArn: \"{ROLE}\"}}}}\n  - {{namespace: team-a, serviceAccount: app, containers: [proxy], aws: {{roleArn: \"{NEW_ROLE}\"}}}}\n"
+            ),
+            &Default::default(),
+        )
+        .unwrap();
+        let two = pod(json!({"metadata": {"name": "web", "namespace": "team-a",
+                              "annotations": {"workload-identity.dev/containers": "app,proxy"}},
+                             "spec": {"serviceAccountName": "app",
+                                      "containers": [{"name": "app", "image": "app:1"}, {"name": "log", "image": "log:1"}],
+                                      "initContainers": [{"name": "proxy", "image": "proxy:1", "restartPolicy": "Always"}]}}));
+        let report = explain(&two, &enabled(), Some(&sa(json!({}))), &config);
+        for needle in [
+            "mapping identities[0] (namespace team-a, serviceAccount app) matches for the containers app, for aws",
+            "mapping identities[1] (namespace team-a, serviceAccount app) matches for the containers proxy, for aws",
+            "no mapping for every container matches team-a/app",
+            &format!("resolved identity: aws {ROLE} (containers app); aws {NEW_ROLE} (containers proxy)"),
+            "workload-identity.dev/containers=\"app,proxy\" gives identities only to those containers",
+        ] {
+            assert!(has(&report.reasons, needle), "{needle}: {:?}", report.reasons);
+        }
+        let env = |name: &str| {
+            report
+                .would_get
+                .containers
+                .get(name)
+                .map(|container| container.env.clone())
+        };
+        assert_eq!(
+            env("app").unwrap_or_default().get("AWS_ROLE_ARN").map(String::as_str),
+            Some(ROLE)
+        );
+        assert_eq!(
+            env("proxy").unwrap_or_default().get("AWS_ROLE_ARN").map(String::as_str),
+            Some(NEW_ROLE)
+        );
+        assert!(!env("log").unwrap_or_default().contains_key("AWS_ROLE_ARN"));
     }
 
     #[test]

@@ -64,7 +64,10 @@ pub(super) fn record(state: &AppState, peer: PeerText, outcome: Outcome<'_>) {
             if let Subject::Pod(_) = review.subject
                 && mutated
             {
-                for (cloud, _) in &mutation.identities {
+                // A Pod counts once per cloud, whatever the number of its identities of that cloud.
+                let clouds: std::collections::BTreeSet<&'static str> =
+                    mutation.identities.iter().map(|(cloud, _)| *cloud).collect();
+                for cloud in clouds {
                     metrics.mutations.get_or_create(&CloudLabels { cloud }).inc();
                 }
                 for &setting in &mutation.gaps {

@@ -83,6 +83,11 @@ pub struct Mapping {
     /// The ServiceAccount that matches, or `*` for any in the namespace.
     #[serde(default = "any")]
     pub service_account: String,
+    /// The containers (init containers and native sidecars included) that get this mapping's
+    /// identities; without it, every container that no mapping with `containers` names. Names no
+    /// container of a Pod has are fine: Pods vary.
+    #[serde(default)]
+    pub containers: Option<Vec<String>>,
     /// The AWS identity of the matching ServiceAccounts.
     #[serde(default)]
     pub aws: Option<aws::MappedIdentity>,
@@ -96,6 +101,16 @@ pub struct Mapping {
 
 fn any() -> String {
     ANY.to_owned()
+}
+
+impl Mapping {
+    /// Whether this mapping gives its identities to the container named `container`, when it
+    /// names containers at all.
+    pub fn names_container(&self, container: &str) -> bool {
+        self.containers
+            .as_ref()
+            .is_some_and(|containers| containers.iter().any(|name| name == container))
+    }
 }
 
 /// Declares one cloud's settings: every field optional, read from its `config.yaml` section and
@@ -242,8 +257,16 @@ pub struct PodContext<'a> {
     pub namespace: &'a str,
     /// Annotations of the Pod's ServiceAccount.
     pub service_account_annotations: &'a BTreeMap<String, String>,
-    /// The first mapping of the ConfigMap that matches the Pod's ServiceAccount.
+    /// The mapping that gives this cloud's identity to the containers at hand: the first with
+    /// `containers` naming them, else the first without `containers` that matches the Pod's
+    /// ServiceAccount.
     pub mapping: Option<&'a Mapping>,
+    /// The index of [`PodContext::mapping`] when it is one with `containers` (`None`: the whole
+    /// Pod's), so that its files can have names of their own.
+    pub container_mapping: Option<usize>,
+    /// Containers this injection is not for: those another mapping gives this cloud's identity
+    /// to, and those the Pod's opt-in list leaves out.
+    pub left_out: &'a [String],
     pub settings: &'a Settings,
 }
 
@@ -267,17 +290,16 @@ impl PodContext<'_> {
         self.pod.metadata.labels.get(key).map(String::as_str)
     }
 
-    /// Container names listed in a skip annotation of the Pod.
+    /// The containers left without this injection: those listed in the cloud's skip annotation
+    /// `key` of the Pod, and those [left out](PodContext::left_out) of it.
     pub fn skip_list(&self, key: &str, separator: char) -> Vec<String> {
-        self.pod_annotation(key)
-            .map(|list| {
-                list.split(separator)
-                    .map(str::trim)
-                    .filter(|name| !name.is_empty())
-                    .map(str::to_owned)
-                    .collect()
-            })
-            .unwrap_or_default()
+        let listed = self.pod_annotation(key).into_iter().flat_map(|list| {
+            list.split(separator)
+                .map(str::trim)
+                .filter(|name| !name.is_empty())
+                .map(str::to_owned)
+        });
+        listed.chain(self.left_out.iter().cloned()).collect()
     }
 
     /// A token audience: the ServiceAccount annotation `key` if valid, else `configured` (the
@@ -393,7 +415,7 @@ pub struct PodInjection {
     /// A writable directory that goes with the credentials, if the cloud's tools need one.
     pub scratch: Option<ScratchDir>,
     /// Pod annotations the injection relies on (their values are ours and are kept in step).
-    pub pod_annotations: Vec<(&'static str, String)>,
+    pub pod_annotations: Vec<(String, String)>,
     /// Endpoint overrides in force, each warned about when it reaches a container.
     pub endpoints: Vec<EndpointOverride>,
     /// What the identity claims, for the identity policy and the audit annotations.

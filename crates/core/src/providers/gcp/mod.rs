@@ -30,7 +30,6 @@ const VOLUME: &str = "gcp-workload-identity";
 const MOUNT: &str = "/var/run/secrets/sts.googleapis.com/serviceaccount";
 const TOKEN_FILE: &str = "/var/run/secrets/sts.googleapis.com/serviceaccount/token";
 const CREDENTIAL_FILE_NAME: &str = "credential-configuration.json";
-const CREDENTIAL_FILE: &str = "/var/run/secrets/sts.googleapis.com/serviceaccount/credential-configuration.json";
 const DEFAULT_EXPIRATION: i64 = 3600;
 const DEFAULT_TOKEN_URL: &str = "https://sts.googleapis.com/v1/token";
 const DEFAULT_IMPERSONATION_ENDPOINT: &str = "https://iamcredentials.googleapis.com";
@@ -137,7 +136,7 @@ static ANNOTATIONS: &[Annotation] = &[
     Annotation {
         key: CREDENTIAL_CONFIGURATION,
         on: "Pod",
-        meaning: "written by the webhook: the credential configuration the containers read (through the Downward API); an admission policy keeps it fixed once the Pod exists",
+        meaning: "written by the webhook: the credential configuration the containers read (through the Downward API); the identity of a mapping identities[<i>] with containers is in ...-json-<i>; an admission policy keeps them fixed once the Pod exists",
     },
 ];
 
@@ -243,18 +242,19 @@ impl CloudProvider for Gcp {
                 false,
             )
         });
+        let files = CredentialFiles::of(ctx);
         Some(PodInjection {
             cloud: self.name(),
             identity: email.map_or_else(|| format!("direct access via {provider}"), str::to_owned),
             volume_name: VOLUME,
-            volume: token_volume(ctx, provider, warnings),
+            volume: token_volume(ctx, provider, &files, warnings),
             mount_path: MOUNT,
-            env: environment(ctx, mapped, email, warnings),
+            env: environment(ctx, mapped, email, &files.path, warnings),
             skip_containers: ctx.skip_list(SKIP_CONTAINERS, ','),
             gaps: Vec::new(),
             scratch: (settings.gcloud_config_volume != Some(false)).then_some(GCLOUD_CONFIG),
             pod_annotations: vec![(
-                CREDENTIAL_CONFIGURATION,
+                files.annotation,
                 credential_configuration(provider, email, token_url.as_ref(), impersonation.as_ref()),
             )],
             endpoints: token_url.into_iter().chain(impersonation).collect(),
@@ -373,8 +373,35 @@ fn identity<'c>(ctx: &'c PodContext<'_>, warnings: &mut Vec<String>) -> Option<I
     })
 }
 
+/// Where one identity's credential configuration goes: the Pod annotation that holds it, and its
+/// file in the volume. The whole Pod's identity has the plain names; the identity of a mapping
+/// with `containers` has names ending in the mapping's index, so that each identity of a Pod has
+/// its own file in the one volume.
+struct CredentialFiles {
+    annotation: String,
+    file_name: String,
+    path: String,
+}
+
+impl CredentialFiles {
+    fn of(ctx: &PodContext<'_>) -> CredentialFiles {
+        let (annotation, file_name) = match ctx.container_mapping {
+            None => (CREDENTIAL_CONFIGURATION.to_owned(), CREDENTIAL_FILE_NAME.to_owned()),
+            Some(i) => (
+                format!("{CREDENTIAL_CONFIGURATION}-{i}"),
+                format!("credential-configuration-{i}.json"),
+            ),
+        };
+        CredentialFiles {
+            path: format!("{MOUNT}/{file_name}"),
+            annotation,
+            file_name,
+        }
+    }
+}
+
 /// The projected token for the provider's audience and the credential configuration file.
-fn token_volume(ctx: &PodContext<'_>, provider: &str, warnings: &mut Vec<String>) -> Value {
+fn token_volume(ctx: &PodContext<'_>, provider: &str, files: &CredentialFiles, warnings: &mut Vec<String>) -> Value {
     let settings = &ctx.settings.gcp;
     let default_audience = format!("https://iam.googleapis.com/{provider}");
     let audience = ctx.audience(AUDIENCE, settings.audience.as_deref(), &default_audience, warnings);
@@ -385,9 +412,9 @@ fn token_volume(ctx: &PodContext<'_>, provider: &str, warnings: &mut Vec<String>
         CLAMPED_EXPIRATION_SECONDS,
         warnings,
     );
-    let field_path = format!("metadata.annotations['{CREDENTIAL_CONFIGURATION}']");
+    let field_path = format!("metadata.annotations['{}']", files.annotation);
     let credential_items =
-        json!({"items": [{"path": CREDENTIAL_FILE_NAME, "fieldRef": {"apiVersion": "v1", "fieldPath": field_path}}]});
+        json!({"items": [{"path": files.file_name, "fieldRef": {"apiVersion": "v1", "fieldPath": field_path}}]});
     projected_volume(
         VOLUME,
         vec![
@@ -402,6 +429,7 @@ fn environment(
     ctx: &PodContext<'_>,
     mapped: Option<&MappedIdentity>,
     email: Option<&str>,
+    credential_file: &str,
     warnings: &mut Vec<String>,
 ) -> Vec<Vec<(&'static str, String)>> {
     let annotated_project = checked(
@@ -417,8 +445,8 @@ fn environment(
         .or_else(|| mapped?.project.as_deref())
         .or_else(|| formats::google_project_of(email?));
     let mut env = vec![
-        vec![("GOOGLE_APPLICATION_CREDENTIALS", CREDENTIAL_FILE.to_owned())],
-        vec![("CLOUDSDK_AUTH_CREDENTIAL_FILE_OVERRIDE", CREDENTIAL_FILE.to_owned())],
+        vec![("GOOGLE_APPLICATION_CREDENTIALS", credential_file.to_owned())],
+        vec![("CLOUDSDK_AUTH_CREDENTIAL_FILE_OVERRIDE", credential_file.to_owned())],
     ];
     // A pair: a container that names either project keeps its own, not two different ones.
     env.extend(project.map(|project| {
