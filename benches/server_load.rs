@@ -24,7 +24,12 @@
 //!   WIW_WORST_SECONDS      worst-case memory run (20; 0 skips): WIW_WORST_SENDERS streams (16)
 //!                          sending the largest reviews, plus WIW_WORST_STALLED clients (64, half
 //!                          HTTP/2 with 32 streams each, half HTTP/1.1) that never read their answers,
-//!                          and WIW_WORST_IDLE idle HTTP/2 connections (1000)
+//!                          WIW_WORST_IDLE idle HTTP/2 connections (1000), WIW_WORST_REFUSED
+//!                          HTTP/1.1 clients (32) sending a 3 MiB apiVersion and never reading
+//!                          (issue 21 F1), and WIW_WORST_ZERO_WINDOW HTTP/2 connections (9) with a
+//!                          stream window of 0 and 240 reviews each (F4); the clients come from
+//!                          127.0.0.1-8 (an attacker with several addresses), the good review
+//!                          checked at the end from 127.0.0.100
 
 #[path = "support/fixtures.rs"]
 mod fixtures;
@@ -570,14 +575,18 @@ async fn worst_case_memory(bin: &Path, ca: &GeneratedCa, duration: Duration) {
     let senders: usize = env_or("WIW_WORST_SENDERS", 16);
     let stalled: usize = env_or("WIW_WORST_STALLED", 64);
     let idle_connections: usize = env_or("WIW_WORST_IDLE", 1000);
+    let refused: usize = env_or("WIW_WORST_REFUSED", 32);
+    let zero_window: usize = env_or("WIW_WORST_ZERO_WINDOW", 9);
+    // Attackers' addresses: eight, so that per-client shares do not hide what the whole budget holds.
+    let attacker = |index: usize| 1 + (index % 8) as u8;
     let mut server = Server::start(bin, ca, fixtures::SMALL_CONFIG, &[]);
     server.wait_ready().await;
     let (idle, _) = server.memory();
     // Idle connections, each through the TLS and HTTP/2 handshakes.
     let h2 = Target::new(server.port, &ca.cert_pem, Protocol::H2);
     let mut idle_senders = Vec::new();
-    for _ in 0..idle_connections {
-        idle_senders.push(h2.h2().await);
+    for index in 0..idle_connections {
+        idle_senders.push(h2.from(attacker(index)).h2().await);
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (with_idle, _) = server.memory();
@@ -609,7 +618,7 @@ async fn worst_case_memory(bin: &Path, ca: &GeneratedCa, duration: Duration) {
     let patched = minimal_pod_review(r#"{"name":"c"}"#, 250);
     let mut held = Vec::new();
     for index in 0..stalled {
-        let target = h2.clone();
+        let target = h2.from(attacker(index));
         let body = patched.clone();
         let tally = tally.clone();
         held.push(tokio::spawn(async move {
@@ -657,11 +666,73 @@ async fn worst_case_memory(bin: &Path, ca: &GeneratedCa, duration: Duration) {
         }));
     }
 
+    // F1: a body whose apiVersion is 3 MiB, its refusal never read (it repeats 64 characters).
+    let huge_api_version = Bytes::from(format!(
+        r#"{{"apiVersion":"{}","kind":"AdmissionReview","request":{{}}}}"#,
+        "x".repeat(3 * 1024 * 1024 - 1024)
+    ));
+    for index in 0..refused {
+        let target = h2.from(attacker(index));
+        let body = huge_api_version.clone();
+        held.push(tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            if let Ok(mut io) = target.tls_stream().await {
+                let head = format!(
+                    "POST /mutate HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                    body.len()
+                );
+                let _ = io.inner_mut().write_all(head.as_bytes()).await;
+                let _ = io.inner_mut().write_all(&body).await;
+                tokio::time::sleep_until(deadline.into()).await;
+            }
+            Vec::new()
+        }));
+    }
+    // F4: HTTP/2 connections announcing a stream window of 0, so no answer body is ever sent.
+    for index in 0..zero_window {
+        let target = h2.from(attacker(index));
+        let body = patched.clone();
+        let tally = tally.clone();
+        held.push(tokio::spawn(async move {
+            let Ok(io) = target.tls_stream().await else {
+                tally.failed.fetch_add(1, Ordering::Relaxed);
+                return Vec::new();
+            };
+            let Ok((sender, connection)) = http2::Builder::new(TokioExecutor::new())
+                .initial_stream_window_size(0)
+                .handshake::<_, Body>(io)
+                .await
+            else {
+                tally.failed.fetch_add(1, Ordering::Relaxed);
+                return Vec::new();
+            };
+            tokio::spawn(connection);
+            let sends = (0..240).map(|_| sender.clone().send_request(target.request(&body, Protocol::H2)));
+            let mut responses = Vec::new();
+            for outcome in futures::future::join_all(sends).await {
+                match outcome {
+                    Ok(response) if response.status() == 200 => responses.push(response),
+                    Ok(response) if response.status() == 503 => {
+                        tally.shed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    _ => {
+                        tally.failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            responses
+        }));
+    }
+
     // Senders of the largest reviews, reading their answers, until the deadline.
-    let pool = Arc::new(Pool::open(&h2, Protocol::H2, 2).await);
+    let mut pools = Vec::new();
+    for index in 0..4 {
+        pools.push(Arc::new(Pool::open(&h2.from(attacker(index)), Protocol::H2, 1).await));
+    }
     let mut running = Vec::new();
     for index in 0..senders {
-        let (pool, target, tally) = (pool.clone(), h2.clone(), tally.clone());
+        let pool = pools[index % pools.len()].clone();
+        let (target, tally) = (h2.from(attacker(index % pools.len())), tally.clone());
         let bodies = bodies.clone();
         running.push(tokio::spawn(async move {
             let mut turn = index;
@@ -697,11 +768,12 @@ async fn worst_case_memory(bin: &Path, ca: &GeneratedCa, duration: Duration) {
         let _ = task.await;
     }
     let (rss_end, peak) = server.memory();
-    // A good review still gets its patch while the stalled clients hold their share.
+    // A good review, from another address (the apiserver's), while the stalled clients hold theirs.
     let good = Bytes::from(fixtures::scenario_named("pod-1-container").expect("scenario").body);
-    let good_answer = Pool::open(&h2, Protocol::H2, 1)
+    let apiserver = h2.from(100);
+    let good_answer = Pool::open(&apiserver, Protocol::H2, 1)
         .await
-        .send(&h2, &good, Protocol::H2, &mut None)
+        .send(&apiserver, &good, Protocol::H2, &mut None)
         .await;
     let held_responses: usize = {
         let mut count = 0;
@@ -722,7 +794,7 @@ async fn worst_case_memory(bin: &Path, ca: &GeneratedCa, duration: Duration) {
         .collect();
     drop(idle_senders);
     println!(
-        "\n### Worst-case memory: {idle_connections} idle HTTP/2 connections, {senders} streams sending the largest reviews ({}) and {stalled} clients that never read (default limits, {} s)\n",
+        "\n### Worst-case memory: {idle_connections} idle HTTP/2 connections, {senders} streams sending the largest reviews ({}), {stalled} clients that never read, {refused} that send a 3 MiB apiVersion and never read, {zero_window} HTTP/2 connections with a zero window and 240 reviews each, from 8 addresses (default limits, {} s)\n",
         sizes.join(", "),
         duration.as_secs()
     );

@@ -46,15 +46,23 @@ kc -n "${namespace}" create secret tls "${secret}" \
   kc label --local -f - app.kubernetes.io/name=workload-identity-webhook -o yaml |
   kc apply --server-side --field-manager=workload-identity-install-secret --force-conflicts -f -
 
-# The caBundle of every webhook in the configuration (both, whatever their order).
+# The caBundle of every webhook in both configurations (whatever their order); the
+# ValidatingWebhookConfiguration (the check of the ConfigMap) may be absent in older installs.
 ca_bundle="$(base64 <"${dir}/ca.crt" | tr -d '\n')"
-count="$(kc get mutatingwebhookconfiguration "${webhook_config}" -o jsonpath='{range .webhooks[*]}{.name}{"\n"}{end}' | grep -c .)"
-patch="["
-for ((i = 0; i < count; i++)); do
-  [[ ${i} -gt 0 ]] && patch+=","
-  patch+="{\"op\":\"add\",\"path\":\"/webhooks/${i}/clientConfig/caBundle\",\"value\":\"${ca_bundle}\"}"
+for kind in mutatingwebhookconfiguration validatingwebhookconfiguration; do
+  optional=()
+  [[ ${kind} == validatingwebhookconfiguration ]] && optional=(--ignore-not-found)
+  names="$(kc get "${kind}" "${webhook_config}" "${optional[@]}" -o jsonpath='{range .webhooks[*]}{.name}{"\n"}{end}')"
+  count="$(grep -c . <<<"${names}" || true)"
+  [[ ${count} -eq 0 ]] && continue
+  patch="["
+  for ((i = 0; i < count; i++)); do
+    [[ ${i} -gt 0 ]] && patch+=","
+    patch+="{\"op\":\"add\",\"path\":\"/webhooks/${i}/clientConfig/caBundle\",\"value\":\"${ca_bundle}\"}"
+  done
+  patch+="]"
+  kc patch "${kind}" "${webhook_config}" --type=json -p "${patch}"
+  echo "caBundle of ${count} webhook(s) in ${kind} ${webhook_config} set." >&2
 done
-patch+="]"
-kc patch mutatingwebhookconfiguration "${webhook_config}" --type=json -p "${patch}"
 
-echo "Secret ${namespace}/${secret} and the caBundle of ${count} webhook(s) in ${webhook_config} are set." >&2
+echo "Secret ${namespace}/${secret} is set." >&2

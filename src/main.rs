@@ -1,12 +1,14 @@
+use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Parser;
 
-use workload_identity_webhook::cli::{Cli, Command, ConfigSourceArgs, ServeArgs, arguments};
-use workload_identity_webhook::cli::{convert, docs, explain, mutate};
+use workload_identity_core::admission::config_map::ConfigMapName;
+use workload_identity_core::echo::visible;
+use workload_identity_webhook::cli::{self, Command, ConfigSourceArgs, ServeArgs, arguments};
+use workload_identity_webhook::cli::{admission_policy, convert, docs, explain, mutate, validate};
 #[cfg(target_os = "linux")]
 use workload_identity_webhook::shell::allocator::Allocator;
 use workload_identity_webhook::shell::certificates::{self, BundleTarget};
@@ -24,7 +26,14 @@ use workload_identity_webhook::shell::watch::{LiveConfig, ServiceAccounts};
 static ALLOCATOR: Allocator = Allocator;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse_from(arguments(std::env::args_os().collect()));
+    let (cli, warnings) = match cli::parse(arguments(std::env::args_os().collect())) {
+        Ok(parsed) => parsed,
+        // Help and --version exit 0, usage errors 2.
+        Err(err) => err.exit(),
+    };
+    for warning in warnings {
+        eprintln!("warning: {warning}");
+    }
     // A check that failed without an error (explain): exit status 1 after the report.
     let mut failed = false;
     let result = match cli.command {
@@ -40,38 +49,65 @@ fn main() -> ExitCode {
             .build()
             .map_err(anyhow::Error::from)
             .and_then(|runtime| runtime.block_on(explain::run(&args)))
-            .map(|outcome| {
-                println!("{}", outcome.text);
-                if outcome.failed {
-                    failed = true;
-                }
+            .and_then(|outcome| {
+                failed = outcome.failed;
+                print(&format!("{}\n", outcome.text))
             }),
-        Command::Mutate(args) => mutate::run(&args).map(|(text, warnings)| {
+        Command::Mutate(args) => mutate::run(&args).and_then(|(text, warnings)| {
             for warning in warnings {
-                eprintln!("warning: {warning}");
+                eprintln!("warning: {}", visible(&warning));
             }
-            println!("{text}");
+            print(&format!("{text}\n"))
         }),
         Command::Docs(args) => docs::run(&args),
-        Command::Convert(args) => convert::run(&args).map(|conversion| {
+        Command::Convert(args) => convert::run(&args).and_then(|conversion| {
             for warning in conversion.warnings {
-                eprintln!("warning: {warning}");
+                eprintln!("warning: {}", visible(&warning));
             }
-            print!("{}", conversion.yaml);
+            print(&conversion.yaml)
         }),
-        Command::Version(args) => {
-            println!("{}", args.render());
-            Ok(())
-        }
+        Command::ValidatingAdmissionPolicy(args) => admission_policy::run(&args).and_then(|yaml| print(&yaml)),
+        Command::Validate(args) => validate::run(&args.file).and_then(|report| {
+            let file = args.file.display();
+            for warning in &report.warnings {
+                eprintln!("warning: {file}: {}", visible(warning));
+            }
+            for error in &report.errors {
+                eprintln!("error: {file}: {}", visible(error));
+            }
+            failed = !report.errors.is_empty();
+            if failed {
+                Ok(())
+            } else {
+                print(&format!("{file}: valid\n"))
+            }
+        }),
+        Command::Version(args) => print(&format!("{}\n", args.render())),
+        Command::Completion(args) => print(&cli::completion(args.shell)),
     };
     match result {
         Ok(()) if failed => ExitCode::FAILURE,
         Ok(()) => ExitCode::SUCCESS,
+        // The reader of stdout went away (`... | head -1`): nothing more to say.
+        Err(err) if is_closed_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", visible(&cli::error_chain(&err)));
             ExitCode::FAILURE
         }
     }
+}
+
+/// Writes `text` to stdout; unlike `print!`, a closed pipe is an error, not a panic.
+fn print(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()?;
+    Ok(())
+}
+
+fn is_closed_pipe(err: &anyhow::Error) -> bool {
+    err.downcast_ref::<std::io::Error>()
+        .is_some_and(|err| err.kind() == std::io::ErrorKind::BrokenPipe)
 }
 
 /// Starts each component, then serves until SIGTERM, or until a background task dies.
@@ -106,7 +142,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_patch_bytes: args.limits.max_patch_bytes,
         max_in_flight_bytes: args.limits.max_in_flight_bytes,
     };
-    let state = Arc::new(AppState::new(config, service_accounts, metrics, limits));
+    let mut state = AppState::new(config, service_accounts, metrics, limits);
+    if args.config_source.config_file.is_none() && !args.config_source.standalone {
+        state = state.with_config_map(ConfigMapName {
+            namespace: namespace.clone(),
+            name: args.config_source.config_map.clone(),
+        });
+    }
+    let state = Arc::new(state);
     let options = server_options(&args, open_files);
     let client_ca = match &args.tls.client_ca_file {
         Some(path) => Some(std::fs::read(path).with_context(|| format!("reading {}", path.display()))?),
@@ -143,7 +186,8 @@ async fn start_certificate(
     let managed = &args.managed_certificate;
     let source = match (client, &args.tls.tls_cert_file, &args.tls.tls_key_file) {
         (Some(client), _, _) if managed.manage_certificate => {
-            let mut names = certificates::service_names(&managed.service_name, namespace);
+            let mut names =
+                certificates::service_names(&managed.service_name, namespace, args.cluster.cluster_domain());
             names.extend(managed.certificate_sans.iter().cloned());
             certificates::Source::Managed {
                 client: client.clone(),

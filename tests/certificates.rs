@@ -12,10 +12,12 @@ mod webhook;
 use std::time::Duration;
 
 use cluster::{Install, create_namespace, pod_json, register, set_config, unique};
-use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::admissionregistration::v1::{MutatingWebhookConfiguration, ValidatingWebhookConfiguration};
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
-use serde_json::json;
+use kube::api::PostParams;
+use serde_json::{Value, json};
 use webhook::{Webhook, client_trusting, eventually};
 
 const SECRET: &str = "workload-identity-webhook-tls";
@@ -77,16 +79,36 @@ async fn replicas_share_one_managed_certificate_and_publish_its_ca() {
         Vec::new(),
     )
     .await;
+    // The check of the ConfigMap, of the same name, without a caBundle (as manifests/base ships it).
+    let validating: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
+    let check: ValidatingWebhookConfiguration = serde_json::from_value(json!({
+        "metadata": {"name": configuration},
+        "webhooks": [{"name": "config.workload-identity.dev", "admissionReviewVersions": ["v1"],
+            "sideEffects": "None", "failurePolicy": "Ignore", "clientConfig": {"url": first.url("/validate-config")},
+            "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["UPDATE"], "resources": ["configmaps"]}],
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": system_namespace}}}]
+    }))
+    .unwrap();
+    validating.create(&PostParams::default(), &check).await.unwrap();
     let configurations: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
-    eventually(Duration::from_secs(15), "the caBundle to be published", || async {
-        let published = configurations.get(&configuration).await.unwrap();
-        published
-            .webhooks
-            .unwrap()
-            .iter()
-            .all(|webhook| webhook.client_config.ca_bundle.as_ref().map(|b| b.0.as_slice()) == Some(bundle.as_bytes()))
-    })
+    eventually(
+        Duration::from_secs(15),
+        "the caBundle to be published in both",
+        || async {
+            let published = |webhooks: Value| {
+                webhooks.as_array().is_some_and(|webhooks| {
+                    webhooks.iter().all(|webhook| {
+                        webhook["clientConfig"]["caBundle"] == json!(ByteString(bundle.as_bytes().to_vec()))
+                    })
+                })
+            };
+            let mutating = serde_json::to_value(configurations.get(&configuration).await.unwrap()).unwrap();
+            let validating = serde_json::to_value(validating.get(&configuration).await.unwrap()).unwrap();
+            published(mutating["webhooks"].clone()) && published(validating["webhooks"].clone())
+        },
+    )
     .await;
+    validating.delete(&configuration, &Default::default()).await.unwrap();
 
     let install = Install {
         client,

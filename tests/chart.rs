@@ -288,13 +288,16 @@ mod operations {
         let rendered = template(&[
             "clusterSettings.aws-region=us-west-2",
             "clusterSettings.aws-sts-regional-endpoints=true",
+            "clusterSettings.gcp-gcloud-config-volume=false",
             "clusterSettings.gcp-mode=gke",
             "replicas=3",
         ]);
+        // A boolean setting becomes its switch or its `--no-` form.
         for flag in [
-            "--aws-region=us-west-2",
-            "--aws-sts-regional-endpoints=true",
-            "--gcp-mode=gke",
+            "\"--aws-region=us-west-2\"",
+            "\"--aws-sts-regional-endpoints\"",
+            "\"--no-gcp-gcloud-config-volume\"",
+            "\"--gcp-mode=gke\"",
         ] {
             assert!(rendered.contains(flag), "{flag} not rendered:\n{rendered}");
         }

@@ -98,7 +98,7 @@ fn the_converted_file_drives_mutate() {
         let output = Command::new(BIN)
             .current_dir(dir.path())
             .args(["mutate", "--object", "pod.yaml", "--config", "config.yaml"])
-            .args(["--aws-sts-regional-endpoints", "true", "--aws-token-expiration", "7200"])
+            .args(["--aws-sts-regional-endpoints", "--aws-token-expiration", "7200"])
             .output()
             .unwrap();
         assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));

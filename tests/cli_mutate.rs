@@ -124,12 +124,12 @@ fn prints_the_patch_or_the_review() {
     let dir = fixture();
     let patch = json_stdout(&run(
         dir.path(),
-        &["--object", "pod.yaml", "--config", "config.yaml", "--output", "patch"],
+        &["--object", "pod.yaml", "--config", "config.yaml", "--show", "patch"],
     ));
     assert!(patch.as_array().unwrap().iter().all(|op| op["op"] == "add"));
     let review = json_stdout(&run(
         dir.path(),
-        &["--object", "pod.yaml", "--config", "config.yaml", "--output", "review"],
+        &["--object", "pod.yaml", "--config", "config.yaml", "--show", "review"],
     ));
     assert_eq!(review["kind"], "AdmissionReview");
     assert_eq!(review["response"]["allowed"], true);
@@ -220,6 +220,44 @@ fn warns_about_a_broken_annotation() {
     assert!(pod["spec"].get("volumes").is_none());
 }
 
+/// Warnings and errors are shown with their control characters escaped: a ServiceAccount's
+/// annotation and a file name with terminal escapes (OSC 52, CSI), a bidi override, DEL, a C1
+/// CSI and a newline cannot write to the terminal or forge a line.
+#[test]
+fn warnings_and_errors_show_control_characters_escaped() {
+    let dir = fixture();
+    std::fs::write(
+        dir.path().join("odd-sa.yaml"),
+        "kind: ServiceAccount\nmetadata: {name: app, annotations: {eks.amazonaws.com/role-arn: \"\\e]52;c;aGk=\\a\\u202e\\x7f\\x9b31m\\nwarning: none\"}}\n",
+    )
+    .unwrap();
+    let output = run(
+        dir.path(),
+        &["--object", "pod.yaml", "--service-account", "odd-sa.yaml"],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(r#"role-arn="\u{1b}]52;c;aGk=\u{7}\u{202e}\u{7f}\u{9b}31m\nwarning: none" is not"#),
+        "{stderr}"
+    );
+    let output = run(
+        dir.path(),
+        &[
+            "--object",
+            "pod.yaml",
+            "--config",
+            "x\x1b[2K\u{202e}\x7f\u{9b}\nerror: none.yaml",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.starts_with(r"error: reading x\u{1b}[2K\u{202e}\u{7f}\u{9b}\u{a}error: none.yaml: "),
+        "{stderr:?}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr:?}");
+}
+
 /// Endpoint overrides (issue 14) from flags, their env vars and the ConfigMap, as users preview
 /// them for a local cluster: injected, mapping over cluster, and each one warned about.
 #[test]
@@ -232,7 +270,6 @@ fn shows_endpoint_overrides_and_warns_about_each() {
     std::fs::write(dir.path().join("local.yaml"), mapped).unwrap();
     let output = Command::new(env!("CARGO_BIN_EXE_workload-identity-webhook"))
         .current_dir(dir.path())
-        .env("WIW_AWS_STS_ENDPOINT", emulator)
         .args([
             "mutate",
             "--object",
@@ -241,6 +278,8 @@ fn shows_endpoint_overrides_and_warns_about_each() {
             "sa.json",
             "--config",
             "local.yaml",
+            "--aws-sts-endpoint",
+            emulator,
         ])
         .args(["--azure-authority-host", "https://emulator.wiw-system.svc:8443"])
         .args(["--gcp-token-url", &format!("{emulator}/v1/token")])
@@ -313,4 +352,109 @@ fn refuses_an_endpoint_override_that_would_send_tokens_in_the_clear() {
         );
         assert!(output.stdout.is_empty(), "{flag}");
     }
+}
+
+/// kubectl's habits: `-n`, `-o yaml`; the server's `WIW_*` variables in the shell change nothing.
+#[test]
+fn takes_kubectl_flags_and_no_server_variables() {
+    let dir = fixture();
+    let output = Command::new(env!("CARGO_BIN_EXE_workload-identity-webhook"))
+        .current_dir(dir.path())
+        .env("WIW_AWS_REGION", "eu-north-1")
+        .env("WIW_AZURE_TENANT_ID", "99999999-2222-3333-4444-555555555555")
+        .args(["mutate", "--object", "pod.yaml", "--service-account", "sa.json"])
+        .args(["--config", "config.yaml", "-n", "team-a", "-o", "yaml"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert!(text.starts_with("apiVersion: v1\n"), "{text}");
+    let pod: Value = serde_yaml_ng::from_str(&text).unwrap();
+    let env: std::collections::BTreeMap<&str, &str> = pod["spec"]["containers"][0]["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|env| Some((env["name"].as_str()?, env["value"].as_str()?)))
+        .collect();
+    assert_eq!(env["AWS_REGION"], "us-west-2");
+    assert_eq!(env["AZURE_TENANT_ID"], "11111111-2222-3333-4444-555555555555");
+    // -n is the namespace the Pod is created in: the mapping of team-a gave Google.
+    assert!(env.contains_key("GOOGLE_APPLICATION_CREDENTIALS"), "{env:?}");
+    let other = json_stdout(&run(
+        dir.path(),
+        &["--object", "pod.yaml", "--config", "config.yaml", "-n", "team-b"],
+    ));
+    assert!(other["spec"].get("volumes").is_none(), "{other}");
+}
+
+#[test]
+fn the_output_flag_before_show_still_works_with_a_warning() {
+    let dir = fixture();
+    let output = run(
+        dir.path(),
+        &["--object", "pod.yaml", "--config", "config.yaml", "--output", "patch"],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(
+        stderr.contains("warning: --output patch is deprecated: write --show patch"),
+        "{stderr}"
+    );
+    assert!(
+        json_stdout(&output)
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|op| op["op"] == "add")
+    );
+}
+
+#[test]
+fn refuses_a_manifest_of_the_wrong_kind() {
+    let dir = fixture();
+    for (args, message) in [
+        (
+            vec!["--object", "pod.yaml", "--service-account", "pod.yaml"],
+            "error: pod.yaml is a Pod, not a ServiceAccount\n",
+        ),
+        (
+            vec!["--object", "pod.yaml", "--config", "pod.yaml"],
+            "error: pod.yaml is a Pod, not a config.yaml or a ConfigMap\n",
+        ),
+    ] {
+        let output = run(dir.path(), &args);
+        assert_eq!(output.status.code(), Some(1), "{args:?}");
+        assert_eq!(String::from_utf8_lossy(&output.stderr), message, "{args:?}");
+        assert!(output.stdout.is_empty());
+    }
+    std::fs::write(dir.path().join("cm.yaml"), "kind: ConfigMap\nmetadata: {name: x}\n").unwrap();
+    let output = run(dir.path(), &["--object", "cm.yaml"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&output.stderr)
+            .contains("cm.yaml is a ConfigMap, not a Pod or ServiceAccount or AdmissionReview"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// `mutate ... | head -1`: the reader goes away; the command ends quietly with status 0.
+#[test]
+fn a_closed_pipe_ends_quietly() {
+    let dir = fixture();
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let output = Command::new(env!("CARGO_BIN_EXE_workload-identity-webhook"))
+        .current_dir(dir.path())
+        .args(["mutate", "--object", "pod.yaml", "--config", "config.yaml"])
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.stderr.is_empty(), "{}", String::from_utf8_lossy(&output.stderr));
 }

@@ -823,3 +823,47 @@ async fn the_advice_follows_the_cause_and_the_table_fits_80_columns() {
         assert!(line.chars().count() <= 80, "{line}\n{stale}");
     }
 }
+
+/// A tenant's env value and ServiceAccount annotation holding terminal escapes (CSI erase line,
+/// OSC 52 clipboard write ended by BEL), a bidi override, DEL, a C1 CSI and a newline that forges
+/// an "up to date" line are shown escaped in the table and the wide table of `explain pod`;
+/// `-o json` keeps them as they are (its serialiser escapes them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_control_characters_are_shown_escaped() {
+    const HOSTILE: &str = "x\x1b[2K\x1b]52;c;aGk=\x07\u{202e}y\x7f\u{9b}31m\n  up to date: the Pod has what the webhook would give it now";
+    const SHOWN: &str = r"x\u{1b}[2K\u{1b}]52;c;aGk=\u{7}\u{202e}y\u{7f}\u{9b}31m\u{a}";
+    let fixture = fixture("").await;
+    let namespace = fixture.selected.clone();
+    fixture
+        .service_account(
+            &namespace,
+            "app",
+            json!({"eks.amazonaws.com/role-arn": ROLE, "eks.amazonaws.com/sts-regional-endpoints": HOSTILE}),
+        )
+        .await;
+    let mut pod = pod_json("web", "app", None, json!({}));
+    pod["spec"]["containers"][0]["env"] = json!([{"name": "AWS_REGION", "value": HOSTILE}]);
+    fixture.pod(&namespace, pod).await;
+
+    let report = fixture.explain_json(&["pod", "web", "-n", &namespace]);
+    assert_eq!(
+        report["pod"]["has"]["containers"]["app"]["env"]["AWS_REGION"], HOSTILE,
+        "JSON keeps the value: {report:#}"
+    );
+    for args in [
+        &["pod", "web", "-n", &namespace][..],
+        &["pod", "web", "-n", &namespace, "-o", "wide"],
+    ] {
+        let (_, text) = fixture.explain_status(args);
+        let hidden: Vec<char> = text
+            .chars()
+            .filter(|c| (c.is_control() && *c != '\n') || ('\u{202a}'..='\u{202e}').contains(c))
+            .collect();
+        assert!(hidden.is_empty(), "explain {args:?} printed {hidden:?}:\n{text}");
+        assert!(
+            !text.lines().any(|line| line.starts_with("  up to date")),
+            "explain {args:?} printed a forged line:\n{text}"
+        );
+        assert!(text.contains(SHOWN), "explain {args:?}:\n{text}");
+    }
+}

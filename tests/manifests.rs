@@ -730,6 +730,77 @@ async fn the_webhook_may_change_only_its_ca_bundle_and_only_when_it_manages_its_
     }
 }
 
+/// S2: installed into another namespace with kustomize's `namespace:`
+/// (`tests/kustomize/namespace-override`), the caBundle and own-Secret policies still hold the
+/// webhook's ServiceAccount there: they read the install's namespace from the object, not from a
+/// literal username.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_namespace_override_keeps_the_webhooks_own_policies_in_force() {
+    const MOVED: &str = "wiw-moved";
+    let kubectl = Kubectl::new().await;
+    let _cluster = CLUSTER.lock().await;
+    let user = format!("system:serviceaccount:{MOVED}:workload-identity-webhook");
+    let as_moved = format!("--as={user}");
+    kubectl.apply_kustomization("tests/kustomize/namespace-override");
+    kubectl.wait_can_i(&user, "create", "secrets", MOVED, true);
+    let configuration = "mutatingwebhookconfigurations/workload-identity-webhook";
+    kubectl.wait_can_i(&user, "patch", configuration, MOVED, true);
+
+    let create_secret = |name: &str| {
+        let secret = json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": {"name": name, "namespace": MOVED}});
+        kubectl.run(
+            &["create", "--dry-run=server", &as_moved, "-f", "-"],
+            Some(&secret.to_string()),
+        )
+    };
+    eventually("the Secret policy to hold the moved ServiceAccount", || {
+        !create_secret("other").ok
+    });
+    let run = create_secret("other");
+    assert!(
+        run.text.contains("workload-identity-webhook-own-secret-only"),
+        "{}",
+        run.text
+    );
+    let run = create_secret("workload-identity-webhook-tls");
+    assert!(run.ok, "{}", run.text);
+
+    let patch = |body: &Value, kind: &str| {
+        let body = body.to_string();
+        kubectl.run(
+            &[
+                "patch",
+                configuration,
+                "--type",
+                kind,
+                "-p",
+                &body,
+                &as_moved,
+                "--dry-run=server",
+            ],
+            None,
+        )
+    };
+    let widen = json!([{"op": "replace", "path": "/webhooks/0/failurePolicy", "value": "Fail"}]);
+    eventually("the caBundle policy to hold the moved ServiceAccount", || {
+        !patch(&widen, "json").ok
+    });
+    let run = patch(&widen, "json");
+    assert!(
+        run.text.contains("workload-identity-webhook-cabundle-only"),
+        "{}",
+        run.text
+    );
+    let publish = json!({"webhooks": [{"name": "pods.workload-identity.dev", "clientConfig": {"caBundle": "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCg=="}}]});
+    let run = patch(&publish, "strategic");
+    assert!(run.ok, "publishing the caBundle was refused:\n{}", run.text);
+
+    // The shared objects back as the other tests expect them.
+    kubectl.apply_overlay("cluster-wide");
+    kubectl.ok(&["delete", "namespace", MOVED, "--wait=false"], None);
+}
+
 /// L9: a mirror Pod (a static Pod's copy in the API) is never sent to the webhook. The webhook
 /// configuration below is the shipped `pods` entry pointing at a closed port with `Fail`, so a
 /// Pod that is sent is refused.

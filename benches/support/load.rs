@@ -89,6 +89,8 @@ pub struct Target {
     pub port: u16,
     pub tls: tokio_rustls::TlsConnector,
     pub uri: Uri,
+    /// The loopback address connections come from: the webhook keeps its shares per client IP.
+    pub from: std::net::Ipv4Addr,
 }
 
 impl Target {
@@ -117,11 +119,22 @@ impl Target {
             port,
             tls: tokio_rustls::TlsConnector::from(Arc::new(config)),
             uri: format!("https://127.0.0.1:{port}{path}").parse().unwrap(),
+            from: std::net::Ipv4Addr::LOCALHOST,
+        }
+    }
+
+    /// The same target, connected to from `127.0.0.<last>` (another client IP to the webhook).
+    pub fn from(&self, last: u8) -> Target {
+        Target {
+            from: std::net::Ipv4Addr::new(127, 0, 0, last),
+            ..self.clone()
         }
     }
 
     pub async fn tls_stream(&self) -> anyhow::Result<TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>> {
-        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await?;
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind((self.from, 0).into())?;
+        let tcp = socket.connect(([127, 0, 0, 1], self.port).into()).await?;
         tcp.set_nodelay(true)?;
         let name = ServerName::try_from("127.0.0.1").unwrap();
         Ok(TokioIo::new(self.tls.connect(name, tcp).await?))

@@ -11,12 +11,16 @@ use workload_identity_core::config::Config;
 use workload_identity_core::model::ServiceAccount;
 use workload_identity_core::mutation::{self, Mutation};
 
-/// What both paths must agree on: the uid, what the request is about, and the patch (JSON).
+/// What both paths must agree on: the uid, what the request is about, the patch (JSON), whether
+/// it is allowed (and the refusal's message) and the audit annotations.
 #[derive(Debug, PartialEq)]
 pub struct Answered {
     pub uid: String,
     pub subject: &'static str,
     pub patch: Option<Value>,
+    pub allowed: bool,
+    pub message: Option<String>,
+    pub audit: Value,
 }
 
 /// The webhook's own path, as the server runs it.
@@ -76,7 +80,14 @@ pub fn plain(body: &[u8], service_account: Option<&ServiceAccount>, config: &Con
         _ => ("ignored", Mutation::default()),
     };
     let mut response = AdmissionResponse::from(&request);
-    if !mutation.patch.is_empty() {
+    response.audit_annotations = mutation
+        .audit
+        .iter()
+        .map(|(key, value)| ((*key).to_owned(), value.clone()))
+        .collect();
+    if let Some(message) = &mutation.denied {
+        response = response.deny(message);
+    } else if !mutation.patch.is_empty() {
         let patch = serde_json::from_value(serde_json::to_value(&mutation.patch).ok()?).ok()?;
         response = response.with_patch(patch).ok()?;
     }
@@ -188,5 +199,11 @@ fn answered(answer: &[u8], subject: &'static str) -> Answered {
         uid: answer["response"]["uid"].as_str().unwrap_or_default().to_owned(),
         subject,
         patch,
+        allowed: answer["response"]["allowed"] == true,
+        message: answer["response"]["status"]["message"].as_str().map(str::to_owned),
+        audit: match &answer["response"]["auditAnnotations"] {
+            Value::Null => Value::Object(Default::default()),
+            audit => audit.clone(),
+        },
     }
 }

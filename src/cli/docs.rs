@@ -1,13 +1,13 @@
 //! `docs` (hidden): the documentation generated from the code. The reference tables of
 //! docs/reference.md (settings, mappings, annotations, flags, environment variables, metrics),
 //! the `config` and `clusterSettings` schemas of the chart's values.schema.json and the chart
-//! README's values table. `docs print PART` prints one, `docs update` writes them into their
+//! README's values table, and docs/config.schema.json. `docs print PART` prints one, `docs update` writes them into their
 //! files, `docs check` names each file that differs (tests/docs.rs runs it).
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use clap::{Args, CommandFactory, Subcommand, ValueEnum};
+use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Map, Value, json};
 
 use workload_identity_core::config;
@@ -41,6 +41,7 @@ pub enum DocsAction {
 pub enum Part {
     Settings,
     Mappings,
+    Policy,
     Annotations,
     Flags,
     Env,
@@ -53,11 +54,14 @@ const REFERENCE: &str = "docs/reference.md";
 const SCHEMA: &str = "charts/workload-identity-webhook/values.schema.json";
 const VALUES: &str = "charts/workload-identity-webhook/values.yaml";
 const CHART_README: &str = "charts/workload-identity-webhook/README.md";
+/// The JSON schema of `config.yaml` for editors (docs/configuration.md#editing-configyaml).
+const CONFIG_FILE_SCHEMA: &str = "docs/config.schema.json";
 
 /// The tables of docs/reference.md, by the name of their markers.
 const REFERENCE_PARTS: &[(&str, Part)] = &[
     ("settings", Part::Settings),
     ("mappings", Part::Mappings),
+    ("policy", Part::Policy),
     ("annotations", Part::Annotations),
     ("flags", Part::Flags),
     ("env", Part::Env),
@@ -113,8 +117,15 @@ fn files(root: &Path) -> anyhow::Result<Vec<(&'static str, String)>> {
     let values: serde_yaml_ng::Value = serde_yaml_ng::from_str(&read(root, VALUES)?).context(VALUES)?;
     let table = values_table(&schema, &values);
     let readme = replace_block(&read(root, CHART_README)?, "values", &table).context(CHART_README)?;
+    let mut file_schema = config_schema();
+    file_schema["$schema"] = config::schema()["$schema"].clone();
+    file_schema["title"] = json!("config.yaml of workload-identity-webhook");
     Ok(vec![
         (REFERENCE, reference),
+        (
+            CONFIG_FILE_SCHEMA,
+            format!("{}\n", serde_json::to_string_pretty(&file_schema)?),
+        ),
         (SCHEMA, format!("{}\n", serde_json::to_string_pretty(&schema)?)),
         (CHART_README, readme),
     ])
@@ -135,6 +146,7 @@ fn generate(part: Part) -> String {
     match part {
         Part::Settings => settings_table(),
         Part::Mappings => mappings_table(),
+        Part::Policy => policy_table(),
         Part::Annotations => annotations_table(),
         Part::Flags => flags_tables(),
         Part::Env => env_table(),
@@ -181,8 +193,11 @@ fn settings() -> Vec<Setting> {
     keys.into_iter()
         .zip(args)
         .map(|(key, arg)| {
-            let (section, field) = key.split_once('.').unwrap();
-            let schema = without_null(&schema["properties"][section]["properties"][field]);
+            let schema = match key.split_once('.') {
+                Some((section, field)) => &schema["properties"][section]["properties"][field],
+                None => &schema["properties"][key.as_str()],
+            };
+            let schema = without_null(schema);
             Setting { key, arg, schema }
         })
         .collect()
@@ -346,6 +361,30 @@ fn mappings_table() -> String {
     table(&["key", "type", "meaning"], matchers.chain(clouds).collect::<Vec<_>>())
 }
 
+/// Every key under `policy:`, nested keys by their path (`rules[].aws.roleArns`).
+fn policy_table() -> String {
+    fn rows(prefix: &str, properties: &Map<String, Value>, out: &mut Vec<Vec<String>>) {
+        for (name, property) in properties {
+            let key = format!("{prefix}{name}");
+            let items = &without_null(property)["items"];
+            if let Some(nested) = object_properties(items) {
+                out.push(mapping_row(&format!("{key}[]"), property));
+                rows(&format!("{key}[]."), nested, out);
+            } else if let Some(nested) = object_properties(property) {
+                out.push(mapping_row(&key, property));
+                rows(&format!("{key}."), nested, out);
+            } else {
+                out.push(mapping_row(&key, property));
+            }
+        }
+    }
+    let schema = config_schema();
+    let policy = object_properties(&schema["properties"]["policy"]).expect("policy is an object");
+    let mut out = Vec::new();
+    rows("policy.", policy, &mut out);
+    table(&["key", "type", "meaning"], out)
+}
+
 fn mapping_row(key: &str, schema: &Value) -> Vec<String> {
     let schema = without_null(schema);
     let mut meaning = cell(schema["description"].as_str().unwrap_or_default());
@@ -377,11 +416,12 @@ fn annotations_table() -> String {
 
 /// The flags of each command, without the cluster settings (their own table).
 fn flags_tables() -> String {
+    // A setting's `--no-` form (cli::command) goes with it.
     let settings: Vec<String> = settings()
         .iter()
-        .map(|setting| setting.arg.get_id().to_string())
+        .flat_map(|setting| [setting.arg.get_id().to_string(), format!("no_{}", setting.arg.get_id())])
         .collect();
-    let command = super::Cli::command();
+    let command = super::command();
     let mut out = String::new();
     for subcommand in command.get_subcommands().filter(|subcommand| !subcommand.is_hide_set()) {
         let rows: Vec<Vec<String>> = subcommand
@@ -432,7 +472,7 @@ fn flags_tables() -> String {
 }
 
 fn env_table() -> String {
-    let command = super::Cli::command();
+    let command = super::command();
     let serve = command.find_subcommand("serve").expect("serve");
     let rows = serve.get_arguments().filter_map(|arg| {
         let name = env(arg)?;

@@ -5,15 +5,15 @@ use std::path::Path;
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
-use crate::cli::{MutateArgs, Output};
+use crate::cli::{MutateArgs, Output, Show, validate};
 use workload_identity_core::admission::Review;
-use workload_identity_core::config::{CONFIG_KEY, Config, check_flow_depth};
+use workload_identity_core::config::Config;
 use workload_identity_core::model;
 use workload_identity_core::patch;
 
 /// Returns the text to print on stdout and the warnings for stderr.
 pub fn run(args: &MutateArgs) -> anyhow::Result<(String, Vec<String>)> {
-    let object = read_document(&args.object)?;
+    let object = read_manifest(&args.object, &["Pod", "ServiceAccount", "AdmissionReview"])?;
     let is_review = object.get("kind").and_then(Value::as_str) == Some("AdmissionReview");
     let body = if is_review {
         object.clone()
@@ -24,58 +24,53 @@ pub fn run(args: &MutateArgs) -> anyhow::Result<(String, Vec<String>)> {
 
     let defaults = &args.cluster;
     let config = match &args.config {
-        Some(path) => Config::parse(&config_text(path)?, defaults).with_context(|| format!("in {}", path.display()))?,
+        Some(path) => {
+            Config::parse(&validate::read(path)?.text, defaults).with_context(|| format!("in {}", path.display()))?
+        }
         None => Config::from_defaults(defaults)?,
     };
     let service_account: model::ServiceAccount = match &args.service_account {
-        Some(path) => {
-            serde_json::from_value(read_document(path)?).with_context(|| format!("reading {}", path.display()))?
-        }
+        Some(path) => serde_json::from_value(read_manifest(path, &["ServiceAccount"])?)
+            .with_context(|| format!("reading {}", path.display()))?,
         None => model::ServiceAccount::default(),
     };
 
     let mutation = review.mutation(Some(&service_account), &config);
-    let text = match args.output {
-        Output::Review => {
-            serde_json::to_string_pretty(&serde_json::from_slice::<Value>(&review.response(&mutation)?)?)?
-        }
-        Output::Patch => serde_json::to_string_pretty(&mutation.patch)?,
-        Output::Object => {
+    let show = args.output.legacy_show().unwrap_or(args.show);
+    if let (Some(refusal), false) = (&mutation.denied, show == Show::Review) {
+        bail!("the webhook would refuse this object: {refusal}");
+    }
+    let shown = match show {
+        Show::Review => serde_json::from_slice::<Value>(&review.response(&mutation)?)?,
+        Show::Patch => serde_json::to_value(&mutation.patch)?,
+        Show::Object => {
             let mut mutated = if is_review {
                 body["request"]["object"].clone()
             } else {
                 object
             };
             json_patch::patch(&mut mutated, &patch::to_json_patch(&mutation.patch)?).context("applying the patch")?;
-            serde_json::to_string_pretty(&mutated)?
+            mutated
         }
+    };
+    let text = match args.output {
+        Output::Yaml => serde_yaml_ng::to_string(&shown)?.trim_end().to_owned(),
+        _ => serde_json::to_string_pretty(&shown)?,
     };
     Ok((text, mutation.warnings))
 }
 
-/// A YAML or JSON file as a JSON value (JSON is read by the YAML parser too).
-fn read_document(path: &Path) -> anyhow::Result<Value> {
+/// A YAML or JSON manifest as a JSON value (JSON is read by the YAML parser too), refused when
+/// its `kind` is none of `kinds` (a manifest without `kind` is taken as it is).
+fn read_manifest(path: &Path, kinds: &[&str]) -> anyhow::Result<Value> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    serde_yaml_ng::from_str(&text).with_context(|| format!("{} is not YAML or JSON", path.display()))
-}
-
-/// `config.yaml` itself, or the key of a ConfigMap manifest.
-fn config_text(path: &Path) -> anyhow::Result<String> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    // Before the generic parse below, which has the same quadratic cost in nesting depth.
-    check_flow_depth(&text)?;
-    let as_config_map = serde_yaml_ng::from_str::<Value>(&text)
-        .ok()
-        .filter(|doc| doc.get("kind") == Some(&json!("ConfigMap")));
-    match as_config_map {
-        Some(config_map) => match config_map
-            .pointer(&format!("/data/{CONFIG_KEY}"))
-            .and_then(Value::as_str)
-        {
-            Some(text) => Ok(text.to_owned()),
-            None => bail!("ConfigMap {} has no data.{CONFIG_KEY}", path.display()),
-        },
-        None => Ok(text),
+    let document: Value =
+        serde_yaml_ng::from_str(&text).with_context(|| format!("{} is not YAML or JSON", path.display()))?;
+    match document.get("kind").and_then(Value::as_str) {
+        Some(kind) if !kinds.contains(&kind) => {
+            bail!("{} is a {kind}, not a {}", path.display(), kinds.join(" or "))
+        }
+        _ => Ok(document),
     }
 }
 

@@ -11,7 +11,7 @@ use prometheus_client::registry::Registry;
 pub struct RequestLabels {
     /// `Pod`, `ServiceAccount`, `other`, or `invalid` for bodies that are not an AdmissionReview.
     pub kind: &'static str,
-    /// `mutated`, `unchanged`, `ignored`, or `rejected`.
+    /// `mutated`, `unchanged`, `ignored`, `denied` (refused by the identity policy), or `rejected`.
     pub result: &'static str,
 }
 
@@ -29,6 +29,13 @@ pub struct ResultLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
     pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyLabels {
+    pub cloud: &'static str,
+    /// `refused`, `withheld` or `warned`.
+    pub outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -87,6 +94,8 @@ metrics! {
     lookups_skipped: Family<ReasonLabels, Counter> = ("service_account_lookups_skipped", Default::default()),
     /// Pods given an identity without a setting their SDKs need, by setting (`aws_region`, `azure_kubernetes_token_proxy`)
     mutations_missing: Family<SettingLabels, Counter> = ("pod_mutations_missing", Default::default()),
+    /// Identities the identity policy denied, by cloud and what came of it: `refused` (a ServiceAccount create or update, mode enforce), `withheld` (a Pod left without that cloud's identity, mode enforce), `warned` (mode warn)
+    policy_denials: Family<PolicyLabels, Counter> = ("policy_denials", Default::default()),
     /// Warnings returned to users in admission answers, by the cloud they are about (`none`: the Pod as a whole)
     warnings: Family<CloudLabels, Counter> = ("admission_warnings", Default::default()),
     /// 1 while a watch of the Kubernetes API streams, 0 while it is broken and retrying, by watch (`service_accounts`, `config_map`)

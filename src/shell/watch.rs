@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -55,6 +56,12 @@ impl LiveConfig {
             loaded: AtomicBool::new(false),
             metrics,
         }))
+    }
+
+    /// The cluster settings a `config.yaml` is laid over (the validating admission of the
+    /// ConfigMap checks it as it would be put in force).
+    pub fn flag_settings(&self) -> Settings {
+        self.defaults()
     }
 
     /// The flags' settings, with the detected AWS region where no `--aws-region` is given (a
@@ -286,8 +293,14 @@ impl ServiceAccounts {
         }
     }
 
-    /// The ServiceAccount, `Ok(None)` if it does not exist.
-    pub async fn get(&self, namespace: &str, name: &str) -> Result<Option<model::ServiceAccount>, LookupError> {
+    /// The ServiceAccount, `Ok(None)` if it does not exist. `peer` (the client's IP, if known) is
+    /// charged for an API look-up of a name the cache lacks.
+    pub async fn get(
+        &self,
+        namespace: &str,
+        name: &str,
+        peer: Option<IpAddr>,
+    ) -> Result<Option<model::ServiceAccount>, LookupError> {
         let ServiceAccounts::Cluster {
             cache,
             client,
@@ -301,10 +314,11 @@ impl ServiceAccounts {
         if let Some(cached) = cache.get(namespace, name) {
             return Ok(Some(cached));
         }
-        let admitted = misses
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .admit(namespace, name, Instant::now());
+        let admitted =
+            misses
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .admit(namespace, name, peer, Instant::now());
         if let Err(skip) = admitted {
             let reason = match skip {
                 Skip::RecentMiss => "recent_miss",
@@ -343,28 +357,54 @@ pub enum LookupError {
 const MISS_TTL: Duration = Duration::from_secs(30);
 /// Names remembered at most (about 100 bytes each).
 const MISS_CAPACITY: usize = 10_000;
-/// API look-ups of names the cache does not hold: a burst of this many, refilled at
-/// [`MISSES_PER_SECOND`]. Through the apiserver these are rare (a Pod right after its
-/// ServiceAccount); a client flooding the port with made-up names is held here.
-const MISS_BURST: f64 = 20.0;
-const MISSES_PER_SECOND: f64 = 10.0;
+/// API look-ups of names the cache does not hold, per client IP: a burst of this many, refilled
+/// at [`PEER_PER_SECOND`]. Through the apiserver these are rare (a Pod right after its
+/// ServiceAccount); a client flooding the port with made-up names is held here, and spends only
+/// its own share: the apiserver's look-ups go on.
+const PEER_BURST: f64 = 20.0;
+const PEER_PER_SECOND: f64 = 10.0;
+/// All clients together, so that many addresses cannot turn the webhook against the apiserver.
+const TOTAL_BURST: f64 = 200.0;
+const TOTAL_PER_SECOND: f64 = 100.0;
+/// Client IPs with a bucket of their own (about 64 bytes each); beyond it the one with the most
+/// tokens left (the idlest) makes room.
+const MAX_PEERS: usize = 1024;
 
-/// The negative cache and the rate limit of API look-ups.
-#[derive(Debug)]
-pub struct MissGuard {
-    recent: HashMap<(Box<str>, Box<str>), Instant>,
+/// A token bucket.
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
     tokens: f64,
-    refilled: Option<Instant>,
+    refilled: Instant,
 }
 
-impl Default for MissGuard {
-    fn default() -> Self {
-        MissGuard {
-            recent: HashMap::new(),
-            tokens: MISS_BURST,
-            refilled: None,
+impl Bucket {
+    /// Refilled at `per_second` up to `burst` since its last use; takes a token if it has one.
+    fn take(&mut self, burst: f64, per_second: f64, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * per_second).min(burst);
+        self.refilled = now;
+        let taken = self.tokens >= 1.0;
+        if taken {
+            self.tokens -= 1.0;
+        }
+        taken
+    }
+
+    fn full(burst: f64, now: Instant) -> Self {
+        Bucket {
+            tokens: burst,
+            refilled: now,
         }
     }
+}
+
+/// The negative cache and the rate limits of API look-ups.
+#[derive(Debug, Default)]
+pub struct MissGuard {
+    recent: HashMap<(Box<str>, Box<str>), Instant>,
+    total: Option<Bucket>,
+    /// Per client IP; a request without one (not from a connection) counts as one peer.
+    peers: HashMap<Option<IpAddr>, Bucket>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -375,8 +415,9 @@ pub enum Skip {
 }
 
 impl MissGuard {
-    /// Whether an API look-up of this name may go out at `now` (and takes a token if so).
-    pub fn admit(&mut self, namespace: &str, name: &str, now: Instant) -> Result<(), Skip> {
+    /// Whether an API look-up of this name, asked by `peer`, may go out at `now` (and takes a
+    /// token of the peer's and of the total if so).
+    pub fn admit(&mut self, namespace: &str, name: &str, peer: Option<IpAddr>, now: Instant) -> Result<(), Skip> {
         let key = (Box::from(namespace), Box::from(name));
         if let Some(at) = self.recent.get(&key) {
             if now.duration_since(*at) < MISS_TTL {
@@ -384,14 +425,35 @@ impl MissGuard {
             }
             self.recent.remove(&key);
         }
-        let elapsed = self.refilled.map_or(0.0, |at| now.duration_since(at).as_secs_f64());
-        self.tokens = (self.tokens + elapsed * MISSES_PER_SECOND).min(MISS_BURST);
-        self.refilled = Some(now);
-        if self.tokens < 1.0 {
+        if !self.peers.contains_key(&peer) && self.peers.len() >= MAX_PEERS {
+            self.make_room(now);
+        }
+        let own = self.peers.entry(peer).or_insert_with(|| Bucket::full(PEER_BURST, now));
+        // The peer's token first: a peer out of tokens does not spend the total.
+        if !own.take(PEER_BURST, PEER_PER_SECOND, now) {
             return Err(Skip::RateLimited);
         }
-        self.tokens -= 1.0;
+        let total = self.total.get_or_insert_with(|| Bucket::full(TOTAL_BURST, now));
+        if !total.take(TOTAL_BURST, TOTAL_PER_SECOND, now) {
+            return Err(Skip::RateLimited);
+        }
         Ok(())
+    }
+
+    /// Drops the bucket with the most tokens once refilled: a peer idle long enough to be full
+    /// again loses nothing, and a busy one keeps its debt.
+    fn make_room(&mut self, now: Instant) {
+        let tokens = |bucket: &Bucket| {
+            bucket.tokens + now.saturating_duration_since(bucket.refilled).as_secs_f64() * PEER_PER_SECOND
+        };
+        let idlest = self
+            .peers
+            .iter()
+            .max_by(|a, b| tokens(a.1).total_cmp(&tokens(b.1)))
+            .map(|(peer, _)| *peer);
+        if let Some(peer) = idlest {
+            self.peers.remove(&peer);
+        }
     }
 
     /// The API said this name does not exist.
@@ -640,29 +702,78 @@ mod tests {
         let start = Instant::now();
         let at = |millis: u64| start + Duration::from_millis(millis);
         let mut guard = MissGuard::default();
-        assert_eq!(guard.admit("a", "ghost", at(0)), Ok(()));
+        assert_eq!(guard.admit("a", "ghost", None, at(0)), Ok(()));
         guard.missed("a", "ghost", at(0));
-        assert_eq!(guard.admit("a", "ghost", at(29_000)), Err(Skip::RecentMiss));
-        assert_eq!(guard.admit("b", "ghost", at(29_000)), Ok(()), "per namespace");
+        assert_eq!(guard.admit("a", "ghost", None, at(29_000)), Err(Skip::RecentMiss));
+        assert_eq!(guard.admit("b", "ghost", None, at(29_000)), Ok(()), "per namespace");
         assert_eq!(
-            guard.admit("a", "ghost", at(30_000)),
+            guard.admit("a", "ghost", None, at(30_000)),
             Ok(()),
             "asked again after the TTL"
         );
 
         let mut guard = MissGuard::default();
         for index in 0..20 {
-            assert_eq!(guard.admit("a", &format!("n{index}"), at(0)), Ok(()), "burst {index}");
+            assert_eq!(
+                guard.admit("a", &format!("n{index}"), None, at(0)),
+                Ok(()),
+                "burst {index}"
+            );
         }
-        assert_eq!(guard.admit("a", "n20", at(0)), Err(Skip::RateLimited));
-        assert_eq!(guard.admit("a", "n20", at(150)), Ok(()), "10 per second refill");
-        assert_eq!(guard.admit("a", "n21", at(150)), Err(Skip::RateLimited));
-
+        assert_eq!(guard.admit("a", "n20", None, at(0)), Err(Skip::RateLimited));
+        assert_eq!(guard.admit("a", "n20", None, at(150)), Ok(()), "10 per second refill");
+        assert_eq!(guard.admit("a", "n21", None, at(150)), Err(Skip::RateLimited));
         let mut guard = MissGuard::default();
         for index in 0..MISS_CAPACITY + 5 {
             guard.missed("a", &format!("n{index}"), at(0));
         }
         assert!(guard.recent.len() <= MISS_CAPACITY, "bounded: {}", guard.recent.len());
+    }
+
+    /// S1: a client that floods the port with unknown names spends its own bucket; the
+    /// apiserver's look-ups go on. Many clients together stay within the total, and the map of
+    /// clients is bounded.
+    #[test]
+    fn api_look_ups_are_rate_limited_per_client() {
+        let start = Instant::now();
+        let at = |millis: u64| start + Duration::from_millis(millis);
+        let ip = |last: u32| Some(IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + last)));
+        let (flooder, apiserver) = (ip(1), ip(2));
+        let mut guard = MissGuard::default();
+        let flooded = (0..1_000)
+            .filter(|index| guard.admit("a", &format!("x{index}"), flooder, at(0)).is_ok())
+            .count();
+        assert_eq!(flooded, 20, "the flooder gets its burst");
+        for index in 0..20 {
+            assert_eq!(
+                guard.admit("b", &format!("pod-sa-{index}"), apiserver, at(0)),
+                Ok(()),
+                "the apiserver's look-up {index}"
+            );
+        }
+        assert_eq!(
+            guard.admit("a", "x-late", flooder, at(100)),
+            Ok(()),
+            "refilled at 10 per second"
+        );
+
+        // Many clients: the total (200, 100 per second) holds, whichever client asks.
+        let mut guard = MissGuard::default();
+        let admitted = (0..50u32)
+            .flat_map(|client| (0..20).map(move |index| (client, index)))
+            .filter(|(client, index)| {
+                guard
+                    .admit("a", &format!("{client}-{index}"), ip(*client), at(0))
+                    .is_ok()
+            })
+            .count();
+        assert_eq!(admitted, 200);
+
+        let mut guard = MissGuard::default();
+        for client in 0..(MAX_PEERS as u32 + 100) {
+            let _ = guard.admit("a", &format!("n{client}"), ip(client), at(u64::from(client) * 20));
+        }
+        assert_eq!(guard.peers.len(), MAX_PEERS, "bounded");
     }
 
     #[tokio::test]

@@ -145,6 +145,22 @@ plugins:
               values: ["system-node-critical", "system-cluster-critical"]
 "#;
 
+/// The audit policy: Pods and ServiceAccounts created or updated, at `Metadata` level (which
+/// holds the admission webhooks' audit annotations), nothing else.
+const AUDIT_POLICY: &str = r#"
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+  - level: Metadata
+    resources: [{group: "", resources: [pods, serviceaccounts]}]
+    verbs: [create, update]
+  - level: None
+"#;
+
+/// The audit log's file name in the control plane's folder.
+pub const AUDIT_LOG: &str = "audit.log";
+
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
 const TEMP_PREFIX: &str = "wiw-control-plane-";
 const OWNER_FILE: &str = "owner.pid";
@@ -331,6 +347,8 @@ impl ControlPlane {
         // --- kube-apiserver --------------------------------------------------------------
         let admission_config = d.join("admission.yaml");
         fs::write(&admission_config, ADMISSION_CONFIGURATION)?;
+        let audit_policy = d.join("audit-policy.yaml");
+        fs::write(&audit_policy, AUDIT_POLICY)?;
         let apiserver_log = d.join("kube-apiserver.log");
         let cert_dir = d.join("apiserver-cert-dir");
         fs::create_dir_all(&cert_dir)?;
@@ -360,6 +378,8 @@ impl ControlPlane {
             "--enable-admission-plugins=MutatingAdmissionWebhook,ValidatingAdmissionWebhook,ValidatingAdmissionPolicy"
                 .to_owned(),
             format!("--admission-control-config-file={}", admission_config.display()),
+            format!("--audit-policy-file={}", audit_policy.display()),
+            format!("--audit-log-path={}", d.join(AUDIT_LOG).display()),
             "--profiling=false".to_owned(),
             "--v=1".to_owned(),
         ];

@@ -11,10 +11,6 @@ and the admission policies name them, so an override reaches all of them. */}}
 {{- .Values.fullnameOverride | default (include "wiw.name" .) | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
-{{- define "wiw.serviceAccountUser" -}}
-system:serviceaccount:{{ .Release.Namespace }}:{{ include "wiw.fullname" . }}
-{{- end -}}
-
 {{/* The labels of every object and of the Pods (Helm's and Kubernetes' recommended labels), with
 commonLabels; the recommended ones win over a commonLabels key of the same name. */}}
 {{- define "wiw.labels" -}}

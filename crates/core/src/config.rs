@@ -8,6 +8,8 @@ use std::collections::HashMap;
 
 use serde::Deserialize;
 
+use crate::policy::{Mode, Policy, PolicyFile};
+use crate::locate::{self, Step, steps};
 use crate::providers::{self, aws, azure, gcp};
 pub use crate::providers::{ANY, Mapping, Settings};
 
@@ -19,6 +21,8 @@ pub struct Config {
     /// The cluster settings: the file's over the flags', field by field.
     pub settings: Settings,
     pub identities: Vec<Mapping>,
+    /// The identity policy (off when `config.yaml` has none).
+    pub policy: Policy,
     index: MappingIndex,
 }
 
@@ -28,9 +32,13 @@ pub struct Config {
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(
     deny_unknown_fields,
-    expecting = "a mapping with the keys aws, gcp, azure and identities"
+    expecting = "a mapping with the keys clusterDomain, aws, gcp, azure, identities and policy"
 )]
 struct ConfigFile {
+    /// The cluster's DNS domain (default cluster.local): plain http endpoint overrides may name
+    /// Services as *.svc or *.svc.<clusterDomain>.
+    #[serde(default, rename = "clusterDomain")]
+    cluster_domain: Option<String>,
     /// AWS cluster settings.
     #[serde(default)]
     aws: Option<aws::Settings>,
@@ -43,6 +51,10 @@ struct ConfigFile {
     /// Identity mappings: the first that matches a ServiceAccount wins.
     #[serde(default)]
     identities: Vec<Mapping>,
+    /// The identity policy: which identities the ServiceAccounts of which namespaces may claim
+    /// (docs/multi-tenant.md).
+    #[serde(default)]
+    policy: Option<PolicyFile>,
 }
 
 /// The JSON schema of `config.yaml` (every object refusing unknown keys, nested types inlined),
@@ -58,9 +70,12 @@ pub fn schema() -> serde_json::Value {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// Not YAML, or not the shape of `config.yaml` (with the line and column).
+    /// Not YAML, or not the shape of `config.yaml` (with the line and column). Not a `source`:
+    /// the message quotes it already, and error chains would print it twice.
     #[error("config.yaml cannot be read: {0}")]
-    Yaml(#[from] serde_yaml_ng::Error),
+    Yaml(serde_yaml_ng::Error),
+    /// Values the schema takes but a check refuses, each `path: problem`, with `at line L column
+    /// C` where the value is in the file.
     #[error("config.yaml has invalid values: {}", .0.join("; "))]
     Invalid(Vec<String>),
     #[error("config.yaml nests flow collections ([ ] or {{ }}) deeper than {MAX_FLOW_DEPTH} levels, at line {0}")]
@@ -117,6 +132,58 @@ pub fn check_flow_depth(yaml: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
+impl From<serde_yaml_ng::Error> for ConfigError {
+    fn from(err: serde_yaml_ng::Error) -> Self {
+        ConfigError::Yaml(err)
+    }
+}
+
+impl ConfigError {
+    /// Each problem on its own, as `validate` prints them.
+    pub fn problems(&self) -> Vec<String> {
+        match self {
+            ConfigError::Invalid(problems) => problems.clone(),
+            other => vec![other.to_string()],
+        }
+    }
+}
+
+/// `path: problem` messages with the line and column of `path` in `yaml` where it is written
+/// there (a setting given only as a flag is not); a mapping's missing field is placed at its
+/// mapping.
+pub fn with_positions(yaml: &str, messages: Vec<String>) -> Vec<String> {
+    let paths: Vec<Vec<Step>> = messages
+        .iter()
+        .map(|message| {
+            message
+                .split_once(": ")
+                .map(|(path, _)| steps(path))
+                .unwrap_or_default()
+        })
+        .collect();
+    // Each path, and the mapping entry it belongs to.
+    let entries: Vec<Vec<Step>> = paths
+        .iter()
+        .map(|path| match path.as_slice() {
+            [Step::Key(key), Step::Index(_), ..] if key == "identities" => path[..2].to_vec(),
+            _ => Vec::new(),
+        })
+        .collect();
+    let wanted: Vec<Vec<Step>> = paths.iter().chain(&entries).cloned().collect();
+    let found = locate::locate(yaml, &wanted);
+    messages
+        .into_iter()
+        .enumerate()
+        .map(|(i, message)| {
+            let exact = found[i].filter(|_| !paths[i].is_empty());
+            match exact.or(found[paths.len() + i].filter(|_| !entries[i].is_empty())) {
+                Some(at) => format!("{message} at line {} column {}", at.line, at.column),
+                None => message,
+            }
+        })
+        .collect()
+}
+
 impl Config {
     /// Parses `config.yaml` over the cluster settings given as flags.
     pub fn parse(yaml: &str, flags: &Settings) -> Result<Config, ConfigError> {
@@ -130,22 +197,31 @@ impl Config {
             return Self::from_defaults(flags);
         };
         let from_file = Settings {
+            cluster_domain: file.cluster_domain,
             aws: file.aws.unwrap_or_default(),
             azure: file.azure.unwrap_or_default(),
             gcp: file.gcp.unwrap_or_default(),
         };
-        Self::build(from_file.overlay(flags), file.identities)
+        Self::build(from_file.overlay(flags), file.identities, file.policy).map_err(|err| match err {
+            ConfigError::Invalid(problems) => ConfigError::Invalid(with_positions(yaml, problems)),
+            other => other,
+        })
     }
 
     /// The configuration when there is no ConfigMap: the flags' settings and no mappings.
     pub fn from_defaults(flags: &Settings) -> Result<Config, ConfigError> {
-        Self::build(flags.clone(), Vec::new())
+        Self::build(flags.clone(), Vec::new(), None)
     }
 
-    fn build(settings: Settings, identities: Vec<Mapping>) -> Result<Config, ConfigError> {
-        let problems: Vec<String> = providers::ALL
-            .iter()
-            .flat_map(|provider| provider.validate(&settings, &identities))
+    fn build(settings: Settings, identities: Vec<Mapping>, policy: Option<PolicyFile>) -> Result<Config, ConfigError> {
+        let mut problems: Vec<String> = settings
+            .validate()
+            .into_iter()
+            .chain(
+                providers::ALL
+                    .iter()
+                    .flat_map(|provider| provider.validate(&settings, &identities)),
+            )
             .chain(
                 identities
                     .iter()
@@ -156,6 +232,10 @@ impl Config {
                     }),
             )
             .collect();
+        let policy = Policy::compile(policy, &settings, &mut problems);
+        if policy.mode == Mode::Enforce {
+            problems.extend(forbidden_mappings(&policy, &settings, &identities));
+        }
         if !problems.is_empty() {
             return Err(ConfigError::Invalid(problems));
         }
@@ -163,15 +243,22 @@ impl Config {
             index: MappingIndex::build(&identities),
             settings,
             identities,
+            policy,
         })
     }
 
     /// What the server logs when this configuration comes into force: valid settings that leave
     /// SDKs short of something (each cloud's [`notices`](providers::CloudProvider::notices)).
     pub fn notices(&self) -> Vec<String> {
+        let warned = if self.policy.mode == Mode::Warn {
+            forbidden_mappings(&self.policy, &self.settings, &self.identities)
+        } else {
+            Vec::new()
+        };
         providers::ALL
             .iter()
             .flat_map(|provider| provider.notices(&self.settings, &self.identities))
+            .chain(warned)
             .collect()
     }
 
@@ -181,6 +268,21 @@ impl Config {
             .first_match(namespace, service_account)
             .map(|i| &self.identities[i])
     }
+}
+
+/// The mappings that claim an identity the policy does not give their namespace, one line each
+/// (a configuration error in `enforce`, logged in `warn`).
+fn forbidden_mappings(policy: &Policy, settings: &Settings, identities: &[Mapping]) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (i, mapping) in identities.iter().enumerate() {
+        for provider in providers::ALL {
+            let claims = provider.mapping_claims(mapping, settings);
+            if let crate::policy::Decision::Denied { message, .. } = policy.decide(&mapping.namespace, &claims) {
+                problems.push(format!("identities[{i}].{}: {message}", provider.name()));
+            }
+        }
+    }
+    problems
 }
 
 /// Index of the first mapping for each kind of match, so lookup cost does not grow with the list.

@@ -1,7 +1,9 @@
 //! Tenant-controlled text in warnings, errors and logs, bounded: a Pod's annotation or name can be
 //! hundreds of KiB before the apiserver's validation (which runs after mutating admission) sees it,
-//! and each create attempt would otherwise echo it into the answer and a log line.
+//! and each create attempt would otherwise echo it into the answer and a log line. Any text shown
+//! to people (a terminal, a log line) shows its control characters escaped ([`visible`]).
 
+use std::borrow::Cow;
 use std::fmt;
 
 /// Characters of a tenant's value that an answer or log line repeats.
@@ -13,7 +15,8 @@ const WARNING_BYTES: usize = 4096;
 const WARNING_CHARS: usize = 256;
 
 /// Shows at most [`ECHO_CHARS`] characters of a value, cut on a character boundary and marked
-/// with `…` and the full length. `{}` shows the text as is, `{:?}` quoted and escaped.
+/// with `…` and the full length. `{}` shows the text with its control characters escaped
+/// ([`visible`]), `{:?}` quoted and escaped.
 #[derive(Clone, Copy)]
 pub struct Echo<'a>(pub &'a str);
 
@@ -25,10 +28,36 @@ fn cut_at(text: &str, chars: usize) -> Option<usize> {
 impl fmt::Display for Echo<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match cut_at(self.0, ECHO_CHARS) {
-            None => f.write_str(self.0),
-            Some(end) => write!(f, "{}…({} bytes)", &self.0[..end], self.0.len()),
+            None => f.write_str(&visible(self.0)),
+            Some(end) => write!(f, "{}…({} bytes)", visible(&self.0[..end]), self.0.len()),
         }
     }
+}
+
+/// Whether a character is shown escaped to people: a control character (C0 with tab and newline,
+/// DEL, C1), or a Unicode bidirectional control, which makes a terminal show text in another order
+/// than it is (Trojan Source, CVE-2021-42574).
+fn is_hidden(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Text for a terminal or a text log: control characters written as Rust escapes them (`\u{1b}`),
+/// so a value a tenant wrote (an annotation, an env value, a name) cannot move the cursor, colour or
+/// erase a line, forge a line of its own, set the clipboard (OSC 52) or reorder what is shown.
+/// JSON and YAML output need none of it: their serialisers escape control characters.
+pub fn visible(text: &str) -> Cow<'_, str> {
+    if !text.contains(is_hidden) {
+        return Cow::Borrowed(text);
+    }
+    let mut shown = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if is_hidden(c) {
+            shown.extend(c.escape_unicode());
+        } else {
+            shown.push(c);
+        }
+    }
+    Cow::Owned(shown)
 }
 
 impl fmt::Debug for Echo<'_> {
@@ -41,9 +70,10 @@ impl fmt::Debug for Echo<'_> {
 }
 
 /// A JSON error without the whole strings serde quotes in it (`invalid type: string "…",
-/// expected …`): the message's first and last [`ECHO_CHARS`] characters, and its position.
+/// expected …`): the message's first and last [`ECHO_CHARS`] characters, and its position, with
+/// control characters escaped (serde quotes an unknown field or variant as it is).
 pub fn json_error(err: &serde_json::Error) -> String {
-    let text = err.to_string();
+    let text = visible(&err.to_string()).into_owned();
     let position = format!(" at line {} column {}", err.line(), err.column());
     let (message, position) = match text.strip_suffix(&position) {
         Some(message) if err.line() != 0 => (message, position.as_str()),
@@ -132,6 +162,32 @@ mod tests {
         assert!(quoted.starts_with('"') && quoted.ends_with(&format!("\"…({} bytes)", long.len())));
         assert!(quoted.len() < 200, "{}", quoted.len());
     }
+
+    #[test]
+    fn control_and_bidi_characters_are_shown_escaped() {
+        assert!(matches!(visible("plain é ✓"), Cow::Borrowed("plain é ✓")));
+        let hostile = "a\x1b[2Kb\x07c\x1b]52;c;aGk=\x07d\u{202e}e\x7ff\u{9b}g\n\th\u{200f}\u{2066}";
+        assert_eq!(
+            visible(hostile),
+            r"a\u{1b}[2Kb\u{7}c\u{1b}]52;c;aGk=\u{7}d\u{202e}e\u{7f}f\u{9b}g\u{a}\u{9}h\u{200f}\u{2066}"
+        );
+        assert_eq!(format!("{}", Echo(hostile)), visible(hostile));
+        let long = format!("{}\x1b", "x".repeat(ECHO_CHARS - 1));
+        assert_eq!(
+            format!("{}", Echo(&format!("{long}tail"))),
+            format!("{}\\u{{1b}}…(68 bytes)", "x".repeat(63))
+        );
+        let unknown = serde_json::from_str::<Cut>("{\"\\u001b[31m\": 1}").unwrap_err();
+        assert!(
+            json_error(&unknown).starts_with(r"unknown field `\u{1b}[31m`"),
+            "{}",
+            json_error(&unknown)
+        );
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Cut {}
 
     #[test]
     fn json_errors_do_not_quote_whole_strings() {

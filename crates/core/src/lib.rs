@@ -5,8 +5,9 @@
 //! [`mutation`] the same way.
 //!
 //! Modules in layers, each importing only those above it:
-//! - [`model`], [`echo`], [`patch`], [`validate`]: the data read from a request, the bounds on what
-//!   is echoed back, JSON-patch building blocks, and cloud-neutral value checks;
+//! - [`model`], [`echo`], [`patch`], [`validate`], [`locate`]: the data read from a request, the
+//!   bounds on what is echoed back, JSON-patch building blocks, cloud-neutral value checks, and
+//!   where a field is in a YAML document;
 //! - [`providers`]: one module per cloud (its settings, mapping entry, formats, annotations and
 //!   injection), behind one trait and one list;
 //! - [`config`], [`mutation`], [`admission`]: the configuration, the mutation that asks every
@@ -15,9 +16,11 @@
 pub mod admission;
 pub mod config;
 pub mod echo;
+pub mod locate;
 pub mod model;
 pub mod mutation;
 pub mod patch;
+pub mod policy;
 pub mod providers;
 pub mod validate;
 

@@ -9,6 +9,8 @@ use crate::config::Config;
 use crate::echo::Echo;
 use crate::model::{Container, Mount, Pod, ServiceAccount, Volume};
 use crate::patch::{EnvVar, Operation, VolumeMount, add, annotation_path, append};
+use crate::policy::{Decision, Mode, Policy};
+use crate::providers::claim::Claim;
 use crate::providers::{self, EndpointOverride, PodContext, PodInjection, ScratchDir};
 
 /// A patch with what it means: the identities it gives and the warnings for the user.
@@ -23,6 +25,106 @@ pub struct Mutation {
     pub warning_clouds: Vec<&'static str>,
     /// Settings SDKs need that the injected identities lack, for the metrics.
     pub gaps: Vec<&'static str>,
+    /// The identity policy's decision for each cloud an identity was claimed of.
+    pub policy: Vec<PolicyCheck>,
+    /// Set when the request is refused (a ServiceAccount the policy forbids, in `enforce`): the
+    /// message for the user. The answer then carries no patch.
+    pub denied: Option<String>,
+    /// The answer's `auditAnnotations` (the apiserver prefixes each key with the webhook's name):
+    /// what each cloud gave (identity, audience, lifetime) and the policy's decisions.
+    pub audit: Vec<(&'static str, String)>,
+}
+
+/// What an audit annotation of one cloud records.
+#[derive(Clone, Copy)]
+enum Audit {
+    Identity,
+    Audience,
+    Lifetime,
+    PolicyRule,
+    Policy,
+}
+
+/// The audit annotation key `<cloud>-<what>`, written out so that no answer allocates its keys.
+fn audit_key(cloud: &str, what: Audit) -> &'static str {
+    const KEYS: &[(&str, [&str; 5])] = &[
+        (
+            "aws",
+            [
+                "aws-identity",
+                "aws-audience",
+                "aws-token-expiration-seconds",
+                "aws-policy-rule",
+                "aws-policy",
+            ],
+        ),
+        (
+            "gcp",
+            [
+                "gcp-identity",
+                "gcp-audience",
+                "gcp-token-expiration-seconds",
+                "gcp-policy-rule",
+                "gcp-policy",
+            ],
+        ),
+        (
+            "azure",
+            [
+                "azure-identity",
+                "azure-audience",
+                "azure-token-expiration-seconds",
+                "azure-policy-rule",
+                "azure-policy",
+            ],
+        ),
+    ];
+    KEYS.iter()
+        .find(|(name, _)| *name == cloud)
+        .map_or("unknown-cloud", |(_, keys)| keys[what as usize])
+}
+
+/// The identity policy's decision about one cloud of a Pod or ServiceAccount.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicyCheck {
+    pub cloud: &'static str,
+    pub decision: Decision,
+    /// Whether a denial took effect (`enforce`) rather than being only warned about (`warn`).
+    pub enforced: bool,
+}
+
+impl PolicyCheck {
+    fn new(cloud: &'static str, decision: Decision, mode: Mode) -> PolicyCheck {
+        PolicyCheck {
+            cloud,
+            enforced: decision.is_denied() && mode == Mode::Enforce,
+            decision,
+        }
+    }
+
+    /// What happened, for the metric and the audit log: `refused` (a ServiceAccount), `withheld`
+    /// (a Pod's identity), `warned`, or `allowed`.
+    pub fn outcome(&self, pod: bool) -> &'static str {
+        match (self.decision.is_denied(), self.enforced, pod) {
+            (false, _, _) => "allowed",
+            (true, false, _) => "warned",
+            (true, true, true) => "withheld",
+            (true, true, false) => "refused",
+        }
+    }
+
+    /// The audit annotations of this decision: the rule, and what happened when it denied.
+    fn audit(&self, pod: bool, audit: &mut Vec<(&'static str, String)>) {
+        if let Some(rule) = self.decision.rule() {
+            audit.push((audit_key(self.cloud, Audit::PolicyRule), rule));
+        }
+        if let Decision::Denied { message, .. } = &self.decision {
+            audit.push((
+                audit_key(self.cloud, Audit::Policy),
+                format!("{}: {message}", self.outcome(pod)),
+            ));
+        }
+    }
 }
 
 impl Mutation {
@@ -53,8 +155,18 @@ impl Warnings {
 /// What a Pod gets. `service_account` is `None` when the ServiceAccount does not exist.
 pub fn mutate_pod(pod: &Pod, namespace: &str, service_account: Option<&ServiceAccount>, config: &Config) -> Mutation {
     let mut warnings = Warnings::default();
-    let injections = pod_injections(pod, namespace, service_account, config, &mut warnings);
     let mut mutation = Mutation::default();
+    let injections = pod_injections(
+        pod,
+        namespace,
+        service_account,
+        config,
+        &mut warnings,
+        &mut mutation.policy,
+    );
+    for check in &mutation.policy {
+        check.audit(true, &mut mutation.audit);
+    }
     if !injections.is_empty() {
         for injection in &injections {
             warnings
@@ -81,6 +193,9 @@ pub fn mutate_pod(pod: &Pod, namespace: &str, service_account: Option<&ServiceAc
             .flat_map(|injection| injection.gaps.iter().map(|(setting, _)| *setting))
             .collect();
         mutation.patch = pod_patch(pod, &injections, &mut warnings);
+        for injection in &injections {
+            injection_audit(injection, &mut mutation.audit);
+        }
         mutation.identities = injections
             .into_iter()
             .map(|injection| (injection.cloud, injection.identity))
@@ -102,8 +217,36 @@ pub fn resolve_pod(
     config: &Config,
 ) -> (Vec<PodInjection>, Vec<String>) {
     let mut warnings = Warnings::default();
-    let injections = pod_injections(pod, namespace, service_account, config, &mut warnings);
+    let injections = pod_injections(pod, namespace, service_account, config, &mut warnings, &mut Vec::new());
     (injections, warnings.texts)
+}
+
+/// The audit annotations of one cloud's injection: its identity, token audience and lifetime, and
+/// the other values it claims (Google provider, Azure tenant).
+fn injection_audit(injection: &PodInjection, audit: &mut Vec<(&'static str, String)>) {
+    let cloud = injection.cloud;
+    audit.push((audit_key(cloud, Audit::Identity), injection.identity.clone()));
+    let sources = injection.volume["projected"]["sources"]
+        .as_array()
+        .into_iter()
+        .flatten();
+    if let Some(token) = sources
+        .map(|source| &source["serviceAccountToken"])
+        .find(|token| token.is_object())
+    {
+        if let Some(audience) = token["audience"].as_str() {
+            audit.push((audit_key(cloud, Audit::Audience), audience.to_owned()));
+        }
+        audit.push((
+            audit_key(cloud, Audit::Lifetime),
+            token["expirationSeconds"].to_string(),
+        ));
+    }
+    for claim in &injection.claims {
+        if let Some(value) = claim.value.as_ref().filter(|value| **value != injection.identity) {
+            audit.push((claim.field.audit_key(), value.clone()));
+        }
+    }
 }
 
 fn pod_injections(
@@ -112,6 +255,7 @@ fn pod_injections(
     service_account: Option<&ServiceAccount>,
     config: &Config,
     warnings: &mut Warnings,
+    policy: &mut Vec<PolicyCheck>,
 ) -> Vec<PodInjection> {
     let service_account_name = pod.service_account_name();
     let Some(service_account) = service_account else {
@@ -136,6 +280,27 @@ fn pod_injections(
         injections.extend(provider.pod_injection(&context, &mut warnings.texts));
         warnings.tag(provider.name());
     }
+    // The policy judges the identity as resolved, whichever source gave it.
+    injections.retain(|injection| {
+        let check = PolicyCheck::new(
+            injection.cloud,
+            config.policy.decide(namespace, &injection.claims),
+            config.policy.mode,
+        );
+        if let Decision::Denied { message, .. } = &check.decision {
+            warnings.texts.push(if check.enforced {
+                format!("{message}; no {} credentials injected", injection.cloud)
+            } else {
+                format!("{message} (policy mode warn: injected all the same)")
+            });
+            warnings.tag(injection.cloud);
+        }
+        let keep = !check.enforced;
+        if check.decision != Decision::Off {
+            policy.push(check);
+        }
+        keep
+    });
     injections.retain(|injection| {
         let fits = fits(pod, injection, &mut warnings.texts);
         warnings.tag(injection.cloud);
@@ -155,7 +320,11 @@ fn pod_injections(
 /// What a ServiceAccount gets: the annotations of the mapping that matches it, where it has none.
 pub fn mutate_service_account(service_account: &ServiceAccount, namespace: &str, config: &Config) -> Mutation {
     let Some(name) = service_account.metadata.name.as_deref() else {
-        return Mutation::default();
+        // No mapping can match (a `generateName` ServiceAccount); the policy still judges it.
+        let mut mutation = Mutation::default();
+        let annotations = service_account.metadata.annotations.clone().unwrap_or_default();
+        service_account_policy(&annotations, namespace, config, &mut mutation);
+        return mutation;
     };
     let managed_before = managed_keys(service_account);
     let mut identities = Vec::new();
@@ -197,11 +366,62 @@ pub fn mutate_service_account(service_account: &ServiceAccount, namespace: &str,
             ));
         }
     }
-    add_annotations(&mut patch, service_account.metadata.annotations.is_some(), changed);
-    Mutation {
-        patch,
+    let mut mutation = Mutation {
         identities,
         ..Mutation::default()
+    };
+    if config.policy.is_on() {
+        // The policy judges the annotations as they will be stored: with the mapping's applied.
+        let mut stored = service_account.metadata.annotations.clone().unwrap_or_default();
+        for key in managed_before.iter().filter(|key| !managed_now.contains(**key)) {
+            stored.remove(*key);
+        }
+        stored.extend(changed.iter().map(|(key, value)| ((*key).to_owned(), value.clone())));
+        service_account_policy(&stored, namespace, config, &mut mutation);
+    }
+    if mutation.denied.is_none() {
+        add_annotations(&mut patch, service_account.metadata.annotations.is_some(), changed);
+        mutation.patch = patch;
+    }
+    mutation
+}
+
+/// The policy's decision on a ServiceAccount's identity annotations, cloud by cloud: in `enforce`
+/// a denial refuses the request, in `warn` it is a warning.
+fn service_account_policy(
+    annotations: &BTreeMap<String, String>,
+    namespace: &str,
+    config: &Config,
+    mutation: &mut Mutation,
+) {
+    let claims = Policy::annotation_claims(annotations, &config.settings);
+    let mut refusals = Vec::new();
+    for provider in providers::ALL {
+        let cloud = provider.name();
+        let of_cloud: Vec<Claim> = claims
+            .iter()
+            .filter(|claim| claim.field.cloud() == cloud)
+            .cloned()
+            .collect();
+        let check = PolicyCheck::new(cloud, config.policy.decide(namespace, &of_cloud), config.policy.mode);
+        if check.decision == Decision::Off {
+            continue;
+        }
+        check.audit(false, &mut mutation.audit);
+        if let Decision::Denied { message, .. } = &check.decision {
+            if check.enforced {
+                refusals.push(message.clone());
+            } else {
+                mutation
+                    .warnings
+                    .push(format!("{message} (policy mode warn: admitted)"));
+                mutation.warning_clouds.push(cloud);
+            }
+        }
+        mutation.policy.push(check);
+    }
+    if !refusals.is_empty() {
+        mutation.denied = Some(refusals.join("; "));
     }
 }
 

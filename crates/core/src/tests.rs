@@ -1633,7 +1633,18 @@ fn azure_custom_token_endpoint_for_pods_annotated_for_it() {
             assert_eq!(env["AZURE_KUBERNETES_CA_FILE"], AZURE_CA_FILE);
             assert!(!env.contains_key("AZURE_KUBERNETES_CA_DATA"), "{env:?}");
         }
-        assert!(out.mutation.warnings.is_empty(), "{:?}", out.mutation.warnings);
+        // The token proxy is an endpoint override like the others: said once per Pod.
+        assert_eq!(out.mutation.warnings.len(), 1, "{:?}", out.mutation.warnings);
+        assert!(
+            warned_override(
+                &out,
+                "AZURE_KUBERNETES_TOKEN_PROXY",
+                "https://10.0.0.10:443/tokens",
+                "azure.kubernetesTokenProxy"
+            ),
+            "{:?}",
+            out.mutation.warnings
+        );
         assert!(out.mutation.gaps.is_empty());
         // `run` checked it already; said here because it is part of the behaviour.
         assert!(webhook(&out.pod, NS, Some(&azure_sa()), &settings).patch.is_empty());
@@ -3374,4 +3385,102 @@ fn warnings_are_tagged_with_their_cloud() {
     ));
     let out = webhook(&pod(json!({})), NS, None, &mapped);
     assert_eq!(out.warning_clouds, ["none"], "{:?}", out.warnings);
+}
+
+/// A Pod's `serviceAccountName` reaches the webhook before the apiserver validates it: the warning
+/// that echoes it shows its terminal escapes (CSI, OSC 52 with BEL), bidi override, DEL, C1 CSI
+/// and newline escaped, so `kubectl` cannot be made to recolour, forge a line or set the clipboard.
+#[test]
+fn a_warning_shows_the_control_characters_of_a_tenants_value_escaped() {
+    let hostile = "a\x1b[2K\x1b]52;c;aGk=\x07b\u{202e}c\x7fd\u{9b}31me\nwarning: up to date";
+    let config = config(&format!(
+        "identities: [{{namespace: {NS}, serviceAccount: \"*\", aws: {{roleArn: \"{ROLE}\"}}}}]"
+    ));
+    let review = parse(json!({"request": {"object": pod(json!({"spec": {"serviceAccountName": hostile}}))}}));
+    let response = response_of(&review, &review.mutation(None, &config));
+    let warnings: Vec<String> = serde_json::from_value(response["response"]["warnings"].clone()).expect("warnings");
+    let warning = warnings
+        .iter()
+        .find(|warning| warning.contains("does not exist"))
+        .unwrap_or_else(|| panic!("{warnings:?}"));
+    assert!(
+        warning.contains(r"a\u{1b}[2K\u{1b}]52;c;aGk=\u{7}b\u{202e}c\u{7f}d\u{9b}31me\u{a}warning: up to date"),
+        "{warning}"
+    );
+    assert!(
+        !warning.contains(|c: char| c.is_control() || c == '\u{202e}'),
+        "{warning:?}"
+    );
+}
+
+/// `clusterDomain` (file or flag) decides which Service names plain http may go to, for every
+/// endpoint override: `*.svc.<clusterDomain>`, never `*.svc.cluster.local` then, nor a name that
+/// only contains `.svc.`; a domain that is not a DNS name is refused.
+#[test]
+fn the_cluster_domain_setting_decides_which_service_names_take_plain_http() {
+    use crate::providers::Settings;
+    let proxy = |url: &str| {
+        format!(
+            "azure: {{tenantId: \"{TENANT}\", customTokenEndpointAnnotationSuffix: ib, customTokenEndpointAudience: api://ib, kubernetesTokenProxy: \"{url}\"}}"
+        )
+    };
+    let fields = |url: &str| {
+        [
+            format!("aws: {{stsEndpoint: \"{url}\"}}"),
+            format!("aws: {{endpoint: \"{url}\"}}"),
+            format!("gcp: {{tokenUrl: \"{url}\"}}"),
+            format!("gcp: {{impersonationEndpoint: \"{url}\"}}"),
+            format!("identities: [{{aws: {{roleArn: \"{ROLE}\", stsEndpoint: \"{url}\"}}}}]"),
+            format!("identities: [{{gcp: {{serviceAccount: a@p.iam.gserviceaccount.com, tokenUrl: \"{url}\"}}}}]"),
+            proxy(url),
+        ]
+    };
+    let corp = Settings {
+        cluster_domain: Some("corp.example".to_owned()),
+        ..Settings::default()
+    };
+    for (url, in_default, in_corp) in [
+        ("http://emulator.wiw-system.svc.cluster.local/", true, false),
+        ("http://emulator.wiw-system.svc.corp.example/", false, true),
+        ("http://emulator.wiw-system.svc/", true, true),
+        ("http://sts.svc.attacker.example/", false, false),
+        ("http://sts.svc.corp.example.attacker.example/", false, false),
+    ] {
+        for yaml in fields(url) {
+            let file = format!("clusterDomain: corp.example\n{yaml}");
+            for (text, flags, accepted) in [
+                (yaml.as_str(), &Settings::default(), in_default),
+                (yaml.as_str(), &corp, in_corp),
+                (file.as_str(), &Settings::default(), in_corp),
+            ] {
+                let parsed = Config::parse(text, flags);
+                assert_eq!(
+                    parsed.is_ok(),
+                    accepted,
+                    "{text} (flag {:?}): {parsed:?}",
+                    flags.cluster_domain
+                );
+                if let Err(err) = parsed {
+                    assert!(err.to_string().contains("*.svc.<clusterDomain>"), "{err}");
+                }
+            }
+        }
+    }
+    let err = Config::parse("clusterDomain: \"Corp Example\"", &Settings::default()).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("clusterDomain: \"Corp Example\" is not a valid DNS domain"),
+        "{err}"
+    );
+    assert_eq!(
+        Config::from_defaults(&corp).unwrap().settings.cluster_domain(),
+        "corp.example"
+    );
+    assert_eq!(
+        Config::from_defaults(&Settings::default())
+            .unwrap()
+            .settings
+            .cluster_domain(),
+        "cluster.local"
+    );
 }

@@ -67,30 +67,35 @@ pub fn is_pem_certificate(value: &str) -> bool {
     value.contains("-----BEGIN CERTIFICATE-----") && value.contains("-----END CERTIFICATE-----")
 }
 
-/// An endpoint override (STS, authority host, token URL ...): an `https://` URL, or `http://` only
-/// to a cluster-local host (a Service name ending in `.svc` or `.svc.cluster.local`, `localhost`, a
+/// The DNS domain of Service names when `clusterDomain` is not set (the kubelet's default).
+pub const DEFAULT_CLUSTER_DOMAIN: &str = "cluster.local";
+
+/// An endpoint override (STS, token URL, token proxy ...): an `https://` URL, or `http://` only to
+/// a cluster-local host (a Service name ending in `.svc` or `.svc.<cluster_domain>`, `localhost`, a
 /// loopback or link-local IP), since plain http elsewhere would carry tokens and credentials in the
 /// clear. No user info, query or fragment: SDKs append paths and parameters to it.
-pub fn is_endpoint_url(value: &str) -> bool {
-    let Some((scheme, rest)) = value.split_once("://") else {
-        return false;
-    };
-    let authority = rest.split('/').next().unwrap_or_default();
-    let host = url_host(authority);
-    is_http_url(value)
-        && !value.contains(['?', '#'])
-        && !authority.contains('@')
-        && match scheme {
-            "https" => host.is_some(),
-            "http" => host.is_some_and(is_cluster_local_host),
-            _ => false,
-        }
+pub fn is_endpoint_url(value: &str, cluster_domain: &str) -> bool {
+    endpoint_url_parts(value).is_some_and(|(scheme, host)| match scheme {
+        "https" => true,
+        "http" => is_cluster_local_host(&host, cluster_domain),
+        _ => false,
+    })
 }
 
 /// An `https://` endpoint URL: the Entra ID authority host, which azure-identity and azidentity
-/// take only over TLS.
+/// take only over TLS; the Pod Identity agent's.
 pub fn is_https_endpoint_url(value: &str) -> bool {
-    value.starts_with("https://") && is_endpoint_url(value)
+    endpoint_url_parts(value).is_some_and(|(scheme, _)| scheme == "https")
+}
+
+/// The scheme and host of an endpoint URL ([`is_http_url`], no user info, query or fragment).
+fn endpoint_url_parts(value: &str) -> Option<(&str, String)> {
+    let (scheme, rest) = value.split_once("://")?;
+    let authority = rest.split('/').next().unwrap_or_default();
+    if !is_http_url(value) || value.contains(['?', '#']) || authority.contains('@') {
+        return None;
+    }
+    Some((scheme, url_host(authority)?))
 }
 
 /// The host of a URL authority (`host`, `host:port`, `[v6]:port`), lower-cased; `None` if empty.
@@ -102,7 +107,9 @@ pub(crate) fn url_host(authority: &str) -> Option<String> {
     (!host.is_empty()).then(|| host.to_ascii_lowercase())
 }
 
-fn is_cluster_local_host(host: String) -> bool {
+/// Loopback and link-local IPs, `localhost`, and Service names: `*.svc` and `*.svc.<domain>`. A
+/// host that merely contains `.svc.` (`sts.svc.attacker.example`) is anyone's DNS name.
+fn is_cluster_local_host(host: &str, cluster_domain: &str) -> bool {
     let host = host.trim_end_matches('.');
     if let Ok(ip) = host.parse::<std::net::IpAddr>() {
         return match ip {
@@ -110,15 +117,14 @@ fn is_cluster_local_host(host: String) -> bool {
             std::net::IpAddr::V6(ip) => ip.is_loopback() || (ip.segments()[0] & 0xffc0) == 0xfe80,
         };
     }
+    let domain = cluster_domain.trim_end_matches('.').to_ascii_lowercase();
     host == "localhost"
         || host.ends_with(".localhost")
         || host.ends_with(".svc")
-        || host.ends_with(CLUSTER_LOCAL_SUFFIX)
+        || host
+            .strip_suffix(domain.as_str())
+            .is_some_and(|service| service.ends_with(".svc."))
 }
-
-/// Service names in the default cluster domain. A host that merely contains `.svc.`
-/// (`sts.svc.attacker.example`) is anyone's DNS name.
-const CLUSTER_LOCAL_SUFFIX: &str = ".svc.cluster.local";
 
 #[cfg(test)]
 mod tests {
@@ -201,7 +207,10 @@ mod tests {
             "http://169.254.170.23/v1/credentials",
             "http://[fe80::1]/",
         ] {
-            assert!(is_endpoint_url(good), "{good:?} must be accepted");
+            assert!(
+                is_endpoint_url(good, DEFAULT_CLUSTER_DOMAIN),
+                "{good:?} must be accepted"
+            );
         }
         for bad in [
             "",
@@ -221,7 +230,20 @@ mod tests {
             "https:///path",
             "https://a b/",
         ] {
-            assert!(!is_endpoint_url(bad), "{bad:?} must be refused");
+            assert!(!is_endpoint_url(bad, DEFAULT_CLUSTER_DOMAIN), "{bad:?} must be refused");
+        }
+        // Another cluster domain: its Service names, not the default's, nor look-alikes.
+        for (url, accepted) in [
+            ("http://emulator.wiw-system.svc.corp.example", true),
+            ("http://emulator.wiw-system.svc.Corp.Example.:8080/", true),
+            ("http://emulator.wiw-system.svc", true),
+            ("http://emulator.wiw-system.svc.cluster.local", false),
+            ("http://sts.svc.attacker.example", false),
+            ("http://sts.svc.xcorp.example", false),
+            ("http://svc.corp.example", false),
+            ("http://corp.example", false),
+        ] {
+            assert_eq!(is_endpoint_url(url, "corp.example"), accepted, "{url}");
         }
         assert!(is_https_endpoint_url("https://emulator.wiw-system.svc:8443"));
         assert!(!is_https_endpoint_url("http://emulator.wiw-system.svc:8443"));

@@ -448,10 +448,20 @@ fn config() -> impl Strategy<Value = String> {
         .prop_map(|(tenant, cloud, expiration, require_label)| {
             json!({"tenantId": tenant, "cloud": cloud, "tokenExpirationSeconds": expiration, "requirePodLabel": require_label.unwrap_or(false)})
         });
-    (aws, gcp, azure, prop::collection::vec(mapping(), 0..5)).prop_map(
-        |(aws, gcp, azure, identities)| {
-            json!({"aws": without_nulls(aws), "gcp": without_nulls(gcp), "azure": without_nulls(azure), "identities": identities})
-                .to_string()
+    // An identity policy in warn mode (enforce would refuse some generated mappings at load): it
+    // judges every identity, warns and adds audit annotations, and never changes the patch.
+    let policy = option::weighted(
+        0.3,
+        Just(json!({"mode": "warn", "rules": [{"name": "some", "namespaces": ["*"],
+            "aws": {"roleArns": ["arn:aws:iam::111122223333:*"]}, "gcp": {"projects": ["my-project"]}}]})),
+    );
+    (aws, gcp, azure, prop::collection::vec(mapping(), 0..5), policy).prop_map(
+        |(aws, gcp, azure, identities, policy)| {
+            let mut config = json!({"aws": without_nulls(aws), "gcp": without_nulls(gcp), "azure": without_nulls(azure), "identities": identities});
+            if let Some(policy) = policy {
+                config["policy"] = policy;
+            }
+            config.to_string()
         },
     )
 }

@@ -31,9 +31,9 @@ pub enum Refusal {
     Expired(i64),
     #[error("token not valid before {0}")]
     NotYetValid(i64),
-    #[error("subject {:?} is not trusted by {identity}", Echo(.subject))]
+    #[error("subject {:?} is not trusted by {}", Echo(.subject), Echo(.identity))]
     UntrustedSubject { subject: String, identity: String },
-    #[error("{0} is not configured")]
+    #[error("{} is not configured", Echo(.0))]
     UnknownIdentity(String),
 }
 

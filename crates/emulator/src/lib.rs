@@ -41,6 +41,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 
 use jwt::{Claims, KeySet, Refusal};
 use rules::{Rules, Trusts};
+use workload_identity_core::validate::DEFAULT_CLUSTER_DOMAIN;
 use workload_identity_webhook::shell::certificates::{self, BundleTarget};
 use workload_identity_webhook::shell::connections::{self, ConnectionLimits, Port};
 use workload_identity_webhook::shell::duration;
@@ -551,7 +552,7 @@ fn certificate_source(args: &EmulateArgs, client: Option<kube::Client>) -> anyho
                 .clone()
                 .or_else(certificates::own_namespace)
                 .context("--manage-certificate needs --namespace outside a Pod")?;
-            let mut names = certificates::service_names(&managed.service_name, &namespace);
+            let mut names = certificates::service_names(&managed.service_name, &namespace, DEFAULT_CLUSTER_DOMAIN);
             names.extend(managed.certificate_sans.iter().cloned());
             certificates::Source::Managed {
                 client,

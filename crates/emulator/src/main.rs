@@ -2,6 +2,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+use workload_identity_core::echo::visible;
 use workload_identity_emulator::EmulateArgs;
 #[cfg(target_os = "linux")]
 use workload_identity_webhook::shell::allocator::Allocator;
@@ -23,7 +24,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", visible(&format!("{err:#}")));
             ExitCode::FAILURE
         }
     }

@@ -155,6 +155,17 @@ fn wrong_audience_wrong_subject_and_unknown_role_are_refused() {
         trusts.decide(&token, &trusts.rules.aws.roles, "arn:aws:iam::1:role/x", &[], NOW),
         Err(Refusal::UnknownIdentity("arn:aws:iam::1:role/x".to_owned()))
     );
+    // The identity a client names is echoed bounded and with its control characters escaped.
+    let hostile = format!("arn:\x1b]52;c;aGk=\x07\u{202e}\n{}", "x".repeat(100_000));
+    let refusal = trusts
+        .decide(&token, &trusts.rules.aws.roles, &hostile, &[], NOW)
+        .unwrap_err();
+    let shown = refusal.to_string();
+    assert!(
+        shown.starts_with(r"arn:\u{1b}]52;c;aGk=\u{7}\u{202e}\u{a}xxx"),
+        "{shown}"
+    );
+    assert!(shown.ends_with("(100020 bytes) is not configured"), "{shown}");
 }
 
 #[test]

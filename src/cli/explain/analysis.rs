@@ -11,6 +11,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use workload_identity_core::config::Config;
+use workload_identity_core::policy::Decision;
 use workload_identity_core::providers;
 use workload_identity_core::{model, mutation, patch};
 
@@ -469,6 +470,19 @@ fn identity_sources(
             .collect();
         reasons.push(format!("resolved identity: {}", identities.join("; ")));
     }
+    let mode = config.policy.mode.name();
+    for check in &mutation.policy {
+        let cloud = check.cloud;
+        reasons.push(match &check.decision {
+            Decision::Denied { message, .. } => {
+                format!("{message} ({cloud}, policy mode {mode}: {})", check.outcome(true))
+            }
+            decision => format!(
+                "identity policy: rule {:?} allows the {cloud} identity (policy mode {mode})",
+                decision.rule().unwrap_or_default()
+            ),
+        });
+    }
 }
 
 /// The ServiceAccount annotations some cloud reads.
@@ -787,6 +801,45 @@ mod tests {
         let report = explain(&plain_pod(), &enabled(), None, &mapping);
         assert!(
             has(&report.reasons, "ServiceAccount team-a/app does not exist"),
+            "{:?}",
+            report.reasons
+        );
+    }
+
+    #[test]
+    fn the_policy_rule_that_decided_is_named() {
+        let policy = |mode: &str| {
+            let yaml = format!(
+                "policy:\n  mode: {mode}\n  rules: [{{name: tenants-a, namespaces: [\"team-*\"], aws: {{roleArns: [\"{ROLE}\"]}}}}]"
+            );
+            Config::parse(&yaml, &Default::default()).unwrap()
+        };
+        let annotated = sa(json!({"eks.amazonaws.com/role-arn": ROLE}));
+        let report = explain(&plain_pod(), &enabled(), Some(&annotated), &policy("enforce"));
+        assert!(
+            has(
+                &report.reasons,
+                "identity policy: rule \"tenants-a\" allows the aws identity (policy mode enforce)"
+            ),
+            "{:?}",
+            report.reasons
+        );
+        let other = sa(json!({"eks.amazonaws.com/role-arn": NEW_ROLE}));
+        let report = explain(&plain_pod(), &enabled(), Some(&other), &policy("enforce"));
+        assert!(report.would_get.volumes.is_empty(), "{report:#?}");
+        assert!(
+            has(
+                &report.reasons,
+                "identity policy: rule \"tenants-a\" (selecting namespace team-a) does not allow AWS role"
+            ),
+            "{:?}",
+            report.reasons
+        );
+        assert!(has(&report.reasons, "(aws, policy mode enforce: withheld)"));
+        let report = explain(&plain_pod(), &enabled(), Some(&other), &policy("warn"));
+        assert!(report.would_get.volumes.contains_key("aws-iam-token"));
+        assert!(
+            has(&report.reasons, "(aws, policy mode warn: warned)"),
             "{:?}",
             report.reasons
         );

@@ -18,6 +18,7 @@ use cluster::{Cluster, Installation};
 use kube::Client;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde::Serialize;
+use workload_identity_core::echo::visible;
 
 /// What `explain` prints, as JSON with `-o json`.
 #[derive(Debug, Serialize)]
@@ -153,13 +154,15 @@ pub async fn run(args: &ExplainArgs) -> anyhow::Result<Outcome> {
 const WIDTH: usize = 80;
 
 /// `text` after `prefix`, wrapped at word boundaries to `width` (if any), continued lines
-/// indented by `indent` spaces; a word longer than a line (a path) is cut.
+/// indented by `indent` spaces; a word longer than a line (a path) is cut. Control characters
+/// (a tenant's env value or annotation) are shown escaped, a newline too.
 fn line(out: &mut String, prefix: &str, indent: usize, text: &str, width: Option<usize>) {
+    let (prefix, text) = (visible(prefix), visible(text));
     let Some(width) = width else {
         let _ = writeln!(out, "{prefix}{text}");
         return;
     };
-    let mut current = prefix.to_owned();
+    let mut current = prefix.into_owned();
     let mut empty = true;
     for word in text.split(' ') {
         let mut word: Vec<char> = word.chars().collect();
@@ -197,11 +200,12 @@ pub fn table(report: &Report, width: Option<usize>) -> String {
         let status = check.status.to_uppercase();
         match width {
             Some(_) => {
-                let _ = writeln!(out, "  {status:<8} {}", check.name);
+                let _ = writeln!(out, "  {status:<8} {}", visible(&check.name));
                 line(&mut out, "           ", 11, &check.detail, width);
             }
             None => {
-                let _ = writeln!(out, "  {status:<8} {:<48} {}", check.name, check.detail);
+                let name = visible(&check.name);
+                let _ = writeln!(out, "  {status:<8} {name:<48} {}", visible(&check.detail));
             }
         }
     }
@@ -279,13 +283,13 @@ pub fn table(report: &Report, width: Option<usize>) -> String {
                         let _ = writeln!(
                             out,
                             "  {:<20} {:<40} {:>4}  {}",
-                            workload.namespace,
-                            workload.owner,
+                            visible(&workload.namespace),
+                            visible(&workload.owner),
                             workload.pods.len(),
-                            workload.fix
+                            visible(&workload.fix)
                         );
                         for difference in &workload.differences {
-                            let _ = writeln!(out, "      - {difference}");
+                            let _ = writeln!(out, "      - {}", visible(difference));
                         }
                     }
                 }
@@ -305,7 +309,7 @@ fn identity_text(out: &mut String, identity: &analysis::Identity, width: Option<
         line(out, &format!("    volume {name}: "), 6, &text, width);
     }
     for (name, container) in &identity.containers {
-        let _ = writeln!(out, "    container {name}:");
+        let _ = writeln!(out, "    container {}:", visible(name));
         for (volume, path) in &container.mounts {
             line(out, "      ", 8, &format!("mount {volume} at {path}"), width);
         }

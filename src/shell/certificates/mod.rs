@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use k8s_openapi::ByteString;
-use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::admissionregistration::v1::{MutatingWebhookConfiguration, ValidatingWebhookConfiguration};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Patch, PatchParams, PostParams};
@@ -46,12 +46,12 @@ pub enum BundleTarget {
 /// The key of the CA bundle in a [`BundleTarget::ConfigMap`].
 pub const CONFIG_MAP_KEY: &str = "ca.crt";
 
-/// The DNS names of a Service, as clients in the cluster call it.
-pub fn service_names(service: &str, namespace: &str) -> Vec<String> {
-    [".svc", ".svc.cluster.local"]
-        .iter()
-        .map(|suffix| format!("{service}.{namespace}{suffix}"))
-        .collect()
+/// The DNS names of a Service, as clients in the cluster call it: `.svc` and `.svc.<cluster_domain>`.
+pub fn service_names(service: &str, namespace: &str, cluster_domain: &str) -> Vec<String> {
+    vec![
+        format!("{service}.{namespace}.svc"),
+        format!("{service}.{namespace}.svc.{cluster_domain}"),
+    ]
 }
 
 /// The namespace of the Pod this process runs in, from its ServiceAccount mount.
@@ -304,32 +304,56 @@ impl ManagedCertificate {
         Ok(())
     }
 
+    /// The caBundle of the MutatingWebhookConfiguration `name` and of the
+    /// ValidatingWebhookConfiguration of the same name (the check of the webhook's ConfigMap),
+    /// where it exists.
     async fn publish_to_webhook_configuration(&self, name: &str, bundle: &str) -> anyhow::Result<()> {
-        let configurations: Api<MutatingWebhookConfiguration> = Api::all(self.client.clone());
-        let Some(configuration) = configurations.get_opt(name).await? else {
+        if !self.publish_to::<MutatingWebhookConfiguration>(name, bundle).await? {
             tracing::warn!(name, "MutatingWebhookConfiguration not found; caBundle not published");
-            return Ok(());
-        };
-        // Webhooks merge by name in a strategic merge patch, so only their caBundle changes.
-        let stale: Vec<serde_json::Value> = configuration
-            .webhooks
-            .iter()
-            .flatten()
-            .filter(|webhook| webhook.client_config.ca_bundle.as_ref().map(|b| b.0.as_slice()) != Some(bundle.as_bytes()))
-            .map(|webhook| json!({"name": webhook.name, "clientConfig": {"caBundle": ByteString(bundle.as_bytes().to_vec())}}))
-            .collect();
-        if stale.is_empty() {
-            return Ok(());
         }
-        configurations
-            .patch(
+        if !self.publish_to::<ValidatingWebhookConfiguration>(name, bundle).await? {
+            tracing::debug!(
                 name,
-                &PatchParams::default(),
-                &Patch::Strategic(json!({"webhooks": stale})),
-            )
-            .await
-            .context("publishing the caBundle")?;
-        tracing::info!(name, "caBundle published");
+                "no ValidatingWebhookConfiguration: the ConfigMap is not checked at apply"
+            );
+        }
         Ok(())
+    }
+
+    /// Publishes `bundle` in every webhook of the configuration `name` of kind `K`; false when
+    /// there is none.
+    async fn publish_to<K>(&self, name: &str, bundle: &str) -> anyhow::Result<bool>
+    where
+        K: kube::Resource<Scope = k8s_openapi::ClusterResourceScope, DynamicType = ()>
+            + Clone
+            + std::fmt::Debug
+            + serde::de::DeserializeOwned
+            + serde::Serialize,
+    {
+        let configurations: Api<K> = Api::all(self.client.clone());
+        let Some(configuration) = configurations.get_opt(name).await? else {
+            return Ok(false);
+        };
+        let encoded = json!(ByteString(bundle.as_bytes().to_vec()));
+        // Webhooks merge by name in a strategic merge patch, so only their caBundle changes.
+        let stale: Vec<serde_json::Value> = serde_json::to_value(&configuration)?["webhooks"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|webhook| webhook["clientConfig"]["caBundle"] != encoded)
+            .map(|webhook| json!({"name": webhook["name"], "clientConfig": {"caBundle": encoded}}))
+            .collect();
+        if !stale.is_empty() {
+            configurations
+                .patch(
+                    name,
+                    &PatchParams::default(),
+                    &Patch::Strategic(json!({"webhooks": stale})),
+                )
+                .await
+                .with_context(|| format!("publishing the caBundle in {}", K::kind(&())))?;
+            tracing::info!(name, kind = %K::kind(&()), "caBundle published");
+        }
+        Ok(true)
     }
 }

@@ -6,7 +6,7 @@ use workload_identity_core::mutation::Mutation;
 
 use super::AppState;
 use super::router::{PeerText, Refused};
-use crate::shell::metrics::{CloudLabels, ReasonLabels, RequestLabels, SettingLabels};
+use crate::shell::metrics::{CloudLabels, PolicyLabels, ReasonLabels, RequestLabels, SettingLabels};
 
 /// What came of one request: everything its metrics and its log lines report.
 pub(super) enum Outcome<'a> {
@@ -45,8 +45,19 @@ pub(super) fn record(state: &AppState, peer: PeerText, outcome: Outcome<'_>) {
         } => {
             count_limited(state, limited);
             let (kind, result) = request_labels(&review.subject, !mutated);
+            let result = if mutation.denied.is_some() { "denied" } else { result };
             metrics.requests.get_or_create(&RequestLabels { kind, result }).inc();
             audit(review, mutation, mutated, peer);
+            let pod = matches!(review.subject, Subject::Pod(_));
+            for check in mutation.policy.iter().filter(|check| check.decision.is_denied()) {
+                metrics
+                    .policy_denials
+                    .get_or_create(&PolicyLabels {
+                        cloud: check.cloud,
+                        outcome: check.outcome(pod),
+                    })
+                    .inc();
+            }
             for &cloud in &mutation.warning_clouds {
                 metrics.warnings.get_or_create(&CloudLabels { cloud }).inc();
             }
@@ -111,6 +122,14 @@ fn audit(review: &Review, mutation: &Mutation, mutated: bool, peer: PeerText) {
             service_account = sa.metadata.display_name(),
             identities = ?mutation.identities,
             "service account annotated"
+        ),
+        Subject::ServiceAccount(sa) if mutation.denied.is_some() => tracing::info!(
+            uid = review.uid,
+            %peer,
+            namespace,
+            service_account = sa.metadata.display_name(),
+            refusal = mutation.denied.as_deref().unwrap_or_default(),
+            "service account refused by the identity policy"
         ),
         _ => tracing::debug!(uid = review.uid, %peer, namespace, "request left untouched"),
     }

@@ -23,6 +23,7 @@ use crate::shell::supervisor::{self, Supervisor};
 use crate::shell::watch::{LiveConfig, ServiceAccounts};
 pub use router::admission_router;
 use router::{REQUEST_TIMEOUT, metrics, probe_router};
+use workload_identity_core::admission::config_map::ConfigMapName;
 
 pub struct AppState {
     pub config: Arc<LiveConfig>,
@@ -33,6 +34,13 @@ pub struct AppState {
     /// KiB of request bodies and answers held in memory, from the request's arrival until its
     /// answer has been written out.
     in_flight: Arc<Semaphore>,
+    /// The budget's size in KiB.
+    in_flight_kib: usize,
+    /// What each client IP holds of it.
+    peer_shares: budget::PeerShares,
+    /// The ConfigMap the configuration comes from, which `/validate-config` checks; none when it
+    /// comes from a file or the flags (then every ConfigMap is allowed).
+    pub config_map: Option<ConfigMapName>,
 }
 
 /// Bounds on the work and memory one review, and all of them together, may take.
@@ -62,7 +70,16 @@ impl AppState {
             shutting_down: AtomicBool::new(false),
             limits,
             in_flight: Arc::new(Semaphore::new(kib as usize)),
+            in_flight_kib: kib as usize,
+            peer_shares: budget::PeerShares::default(),
+            config_map: None,
         }
+    }
+
+    /// The state of a webhook that reads its configuration from this ConfigMap.
+    pub fn with_config_map(mut self, config_map: ConfigMapName) -> Self {
+        self.config_map = Some(config_map);
+        self
     }
 
     fn is_ready(&self) -> bool {

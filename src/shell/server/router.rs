@@ -1,7 +1,7 @@
 //! The admission endpoint and the probes: each request from its bytes to its answer.
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,8 +19,9 @@ use super::AppState;
 use super::audit::{Outcome, count_limited, record};
 use crate::shell::connections::Peer;
 use crate::shell::watch::LookupError;
+use workload_identity_core::admission::config_map::{self, ConfigMapName};
 use workload_identity_core::admission::{Review, Subject};
-use workload_identity_core::echo::Echo;
+use workload_identity_core::echo::{Echo, visible};
 use workload_identity_core::model::ServiceAccount;
 use workload_identity_core::mutation::Mutation;
 
@@ -39,6 +40,7 @@ pub fn admission_router(
     let (budget, timeouts) = (state.clone(), state.clone());
     Router::new()
         .route("/mutate", mutate)
+        .route("/validate-config", post(validate_config))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .route_layer(axum::middleware::from_fn(move |request: Request, next: Next| {
             charge_and_read(budget.clone(), max_body_bytes, request, next)
@@ -50,9 +52,11 @@ pub fn admission_router(
                 .layer(HandleErrorLayer::new(move |_: tower::BoxError| {
                     let state = timeouts.clone();
                     async move {
+                        // Charged to the total only: the timeout layer does not see the client.
                         state.refusal(
                             StatusCode::REQUEST_TIMEOUT,
                             &format!("request not received and answered within {}", Seconds(request_timeout)),
+                            None,
                         )
                     }
                 }))
@@ -69,16 +73,17 @@ async fn charge_and_read(state: Arc<AppState>, max_body_bytes: usize, request: R
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok()?.parse::<usize>().ok());
-    let Some(permit) = state.charge(declared.unwrap_or(max_body_bytes).min(max_body_bytes)) else {
+    let peer = request.extensions().get::<Peer>().map(|Peer(address)| address.ip());
+    let Some(charge) = state.charge(declared.unwrap_or(max_body_bytes).min(max_body_bytes), peer) else {
         return state.shed();
     };
     let (parts, body) = request.into_parts();
     let body = match read_body(body, declared, max_body_bytes).await {
         Ok(body) => body,
-        Err((status, message)) => return state.refusal(status, &message),
+        Err((status, message)) => return state.refusal(status, &message, peer),
     };
     let response = next.run(Request::from_parts(parts, Body::from(body))).await;
-    drop(permit);
+    drop(charge);
     response
 }
 
@@ -163,9 +168,52 @@ async fn mutate(
     response
 }
 
+/// The validating admission of the webhook's ConfigMap: a `config.yaml` the webhook would refuse
+/// is refused at `kubectl apply`, with each problem; the running configuration is not touched.
+async fn validate_config(
+    State(state): State<Arc<AppState>>,
+    peer: Option<Extension<Peer>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let peer = PeerText(peer.map(|Extension(Peer(address))| address));
+    if let Err(refused) = check_media_type(&headers) {
+        return refused.into_response(&state, peer);
+    }
+    // Without a ConfigMap to guard, a name no ConfigMap has: every one is allowed.
+    let unguarded = ConfigMapName {
+        namespace: String::new(),
+        name: String::new(),
+    };
+    let ours = state.config_map.as_ref().unwrap_or(&unguarded);
+    match config_map::review(&body, ours, &state.config.flag_settings()) {
+        Ok(verdict) => {
+            if let Some(reason) = &verdict.refused {
+                tracing::warn!(%peer, namespace = %ours.namespace, config_map = %ours.name, reason = %visible(reason), "ConfigMap refused at admission");
+            }
+            match state.charged_body(verdict.json, peer.ip()) {
+                Some(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+                None => state.shed(),
+            }
+        }
+        Err(err) => Refused {
+            status: StatusCode::BAD_REQUEST,
+            message: err.to_string(),
+        }
+        .into_response(&state, peer),
+    }
+}
+
 /// The client's address in logs (absent when the router is called in-process).
 #[derive(Clone, Copy)]
 pub(super) struct PeerText(Option<SocketAddr>);
+
+impl PeerText {
+    /// The client's IP: what its shares of the budget and of the look-ups are kept by.
+    pub(super) fn ip(self) -> Option<IpAddr> {
+        self.0.map(|address| address.ip())
+    }
+}
 
 impl fmt::Display for PeerText {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -211,7 +259,7 @@ pub(super) struct Refused {
 impl Refused {
     fn into_response(self, state: &AppState, peer: PeerText) -> Response {
         record(state, peer, Outcome::Refused(&self));
-        state.refusal(self.status, &self.message)
+        state.refusal(self.status, &self.message, peer.ip())
     }
 }
 
@@ -271,7 +319,7 @@ async fn look_up_service_account(
     namespace: &str,
     name: &str,
 ) -> (Option<ServiceAccount>, Option<String>) {
-    match state.service_accounts.get(namespace, name).await {
+    match state.service_accounts.get(namespace, name, peer.ip()).await {
         Ok(found) => (found, None),
         Err(err) => {
             match err {
@@ -313,12 +361,13 @@ fn respond(
             return state.refusal(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 &format!("cannot encode the response: {err}"),
+                peer.ip(),
             );
         }
     };
     let limited = limited.or(answer.patch_dropped.then_some("patch_size"));
     let mutated = !mutation.patch.is_empty() && !answer.patch_dropped;
-    let Some(body) = state.charged_body(answer.json) else {
+    let Some(body) = state.charged_body(answer.json, peer.ip()) else {
         // A bound that left the patch out is counted even when the answer is shed.
         count_limited(state, limited);
         return state.shed();

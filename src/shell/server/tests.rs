@@ -418,3 +418,111 @@ fn refusal_log_lines_are_rate_limited() {
         "every refusal is still counted"
     );
 }
+
+/// F4/S1: one client IP holds at most a quarter of the in-flight budget. A client that never
+/// reads its answers is shed once its share is spent, while another client (the apiserver) is
+/// still answered; its share comes back as its answers are written.
+#[tokio::test]
+async fn one_client_holds_at_most_its_share_of_the_budget() {
+    use crate::shell::connections::Peer;
+    // 256 KiB: a share of 64 KiB, three unread answers (16 KiB each) and a review (16 KiB).
+    let state = state(ReviewLimits {
+        max_in_flight_bytes: 256 * 1024,
+        ..limits()
+    });
+    let from = |peer: &str| {
+        let mut request = request("application/json", review(1));
+        request.extensions_mut().insert(Peer(peer.parse().expect("address")));
+        request
+    };
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let response = call(&state, from("10.0.0.66:40000")).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        held.push(response);
+    }
+    let shed = call(&state, from("10.0.0.66:40001")).await;
+    assert_eq!(
+        shed.status(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the same IP on another connection shares the share"
+    );
+    for port in 0..8 {
+        let other = call(&state, from(&format!("10.0.0.1:{}", 50_000 + port))).await;
+        assert_eq!(other.status(), StatusCode::OK, "another client is answered");
+    }
+    drop(held.pop());
+    let again = call(&state, from("10.0.0.66:40002")).await;
+    assert_eq!(
+        again.status(),
+        StatusCode::OK,
+        "the share came back with the written answer"
+    );
+}
+
+#[tokio::test]
+async fn the_shares_of_many_clients_are_bounded() {
+    let state = state(limits());
+    for client in 0..10_000u32 {
+        let ip = std::net::IpAddr::from(std::net::Ipv4Addr::from(client));
+        assert!(state.charge(1, Some(ip)).is_some(), "client {client}");
+    }
+    let tracked = state.peer_shares.0.lock().expect("lock").len();
+    assert!((1..=4096).contains(&tracked), "{tracked}");
+}
+
+#[tokio::test]
+async fn a_service_account_the_policy_forbids_is_refused_and_counted() {
+    let state = state(limits());
+    state.config.apply(
+        "test",
+        "policy:\n  rules: [{name: team-a, namespaces: [team-a], aws: {roleArns: [\"arn:aws:iam::111122223333:role/app\"]}}]\n",
+    );
+    let review = |role: &str| {
+        serde_json::to_vec(&json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {
+                "uid": "u1", "kind": {"group": "", "version": "v1", "kind": "ServiceAccount"},
+                "namespace": "team-a", "operation": "UPDATE",
+                "object": {"metadata": {"name": "other", "annotations": {"eks.amazonaws.com/role-arn": role}}}
+            }
+        }))
+        .expect("serializes")
+    };
+    let (status, text) = text_of(
+        call(
+            &state,
+            request("application/json", review("arn:aws:iam::111122223333:role/app")),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(text.contains(r#""allowed":true"#), "{text}");
+    let (status, text) = text_of(
+        call(
+            &state,
+            request("application/json", review("arn:aws:iam::444455556666:role/admin")),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let answer: Value = serde_json::from_str(&text).expect("JSON");
+    assert_eq!(answer["response"]["allowed"], false, "{text}");
+    assert!(
+        answer["response"]["status"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("rule \"team-a\"")
+    );
+    let metrics = state.metrics.encode();
+    assert!(
+        metrics.contains(r#"workload_identity_webhook_policy_denials_total{cloud="aws",outcome="refused"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .contains(r#"workload_identity_webhook_admission_requests_total{kind="ServiceAccount",result="denied"} 1"#)
+    );
+}

@@ -7,6 +7,7 @@
 //! the property tests and the fuzz target pin them to a plain path on kube-rs's
 //! `AdmissionReview<DynamicObject>` and `AdmissionResponse::with_patch`.
 
+pub mod config_map;
 mod tuned;
 
 use serde::Deserialize;
@@ -141,7 +142,8 @@ impl Review {
             .unwrap_or("default")
     }
 
-    /// The AdmissionReview that answers this request: always allowed, with the patch if any.
+    /// The AdmissionReview that answers this request: allowed with the patch if any, or refused
+    /// (a ServiceAccount the identity policy forbids).
     pub fn response(&self, mutation: &Mutation) -> Result<Vec<u8>, serde_json::Error> {
         self.response_within(mutation, usize::MAX).map(|answer| answer.json)
     }

@@ -173,9 +173,15 @@ pub(super) fn write_answer(
     json.extend_from_slice(API_VERSION.as_bytes());
     json.extend_from_slice(br#"","kind":"AdmissionReview","response":{"uid":"#);
     serde_json::to_writer(&mut json, uid)?;
-    json.extend_from_slice(br#","allowed":true"#);
     let mut patch_dropped = false;
-    if !mutation.patch.is_empty() {
+    if let Some(message) = &mutation.denied {
+        json.extend_from_slice(br#","allowed":false,"status":{"code":403,"reason":"Forbidden","message":"#);
+        serde_json::to_writer(&mut json, message)?;
+        json.push(b'}');
+    } else {
+        json.extend_from_slice(br#","allowed":true"#);
+    }
+    if !mutation.patch.is_empty() && mutation.denied.is_none() {
         let before_patch = json.len();
         // Written by hand because base64 needs no JSON escaping, which was a fifth of the
         // cost of answering a large Pod when the encoded patch went through the serializer.
@@ -201,6 +207,16 @@ pub(super) fn write_answer(
     if !warnings.is_empty() {
         json.extend_from_slice(br#","warnings":"#);
         serde_json::to_writer(&mut json, &warnings)?;
+    }
+    // Keys are unique (one per cloud and kind, `mutation.rs`): written as they come.
+    for (i, (key, value)) in mutation.audit.iter().enumerate() {
+        json.extend_from_slice(if i == 0 { br#","auditAnnotations":{"# } else { b"," });
+        serde_json::to_writer(&mut json, key)?;
+        json.push(b':');
+        serde_json::to_writer(&mut json, value)?;
+    }
+    if !mutation.audit.is_empty() {
+        json.push(b'}');
     }
     json.extend_from_slice(b"}}");
     Ok(Answer { json, patch_dropped })

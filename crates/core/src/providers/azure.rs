@@ -2,9 +2,10 @@
 
 use serde::Deserialize;
 
+use super::claim::{Claim, Field};
 use super::{
-    Annotation, CloudProvider, ENDPOINT_URL, HTTPS_URL, Mapping, PodContext, PodInjection, Settings as AllSettings,
-    check_expiration, check_field, checked, cloud_settings, projected_volume, token_source,
+    Annotation, CloudProvider, ENDPOINT_URL, EndpointOverride, HTTPS_URL, Mapping, PodContext, PodInjection,
+    Settings as AllSettings, check_expiration, check_field, checked, cloud_settings, projected_volume, token_source,
 };
 use crate::echo::Echo;
 use crate::validate;
@@ -35,42 +36,42 @@ const EXPIRATION_RANGE: std::ops::RangeInclusive<i64> = 3600..=86400;
 
 cloud_settings! {
     /// `azure:` at the top of `config.yaml`, and the `--azure-*` flags.
-    #[cfg_attr(feature = "clap", group(id = "azure"))]
+    #[cfg_attr(feature = "clap", group(id = "azure"), command(next_help_heading = "Azure"))]
     pub struct Settings {
         /// Azure tenant id used when neither the ServiceAccount nor the mapping names one.
-        #[cfg_attr(feature = "clap", arg(id = "azure_tenant_id", value_name = "AZURE_TENANT_ID", long = "azure-tenant-id", env = "WIW_AZURE_TENANT_ID"))]
+        #[cfg_attr(feature = "clap", arg(id = "azure_tenant_id", value_name = "TENANT_ID", long = "azure-tenant-id", env = "WIW_AZURE_TENANT_ID"))]
         pub tenant_id: Option<String>,
         /// Azure cloud: AzurePublicCloud, AzureChinaCloud or AzureUSGovernmentCloud.
-        #[cfg_attr(feature = "clap", arg(id = "azure_cloud", value_name = "AZURE_CLOUD", long = "azure-cloud", env = "WIW_AZURE_CLOUD", value_parser = super::parse_name::<Cloud>))]
+        #[cfg_attr(feature = "clap", arg(id = "azure_cloud", value_name = "CLOUD", long = "azure-cloud", env = "WIW_AZURE_CLOUD"))]
         pub cloud: Option<Cloud>,
         /// Entra ID authority host (AZURE_AUTHORITY_HOST) over the one azure.cloud implies, e.g. a local emulator: an https URL (the Azure SDKs refuse http).
-        #[cfg_attr(feature = "clap", arg(id = "azure_authority_host", value_name = "AZURE_AUTHORITY_HOST", long = "azure-authority-host", env = "WIW_AZURE_AUTHORITY_HOST"))]
+        #[cfg_attr(feature = "clap", arg(id = "azure_authority_host", value_name = "URL", long = "azure-authority-host", env = "WIW_AZURE_AUTHORITY_HOST"))]
         pub authority_host: Option<String>,
         /// Lifetime of Azure tokens in seconds (3600..86400, default 3600).
-        #[cfg_attr(feature = "clap", arg(id = "azure_token_expiration", value_name = "AZURE_TOKEN_EXPIRATION", long = "azure-token-expiration", env = "WIW_AZURE_TOKEN_EXPIRATION"))]
+        #[cfg_attr(feature = "clap", arg(id = "azure_token_expiration", value_name = "SECONDS", long = "azure-token-expiration", env = "WIW_AZURE_TOKEN_EXPIRATION"))]
         pub token_expiration_seconds: Option<i64>,
         /// Inject Azure only into Pods labelled azure.workload.identity/use: "true".
-        #[cfg_attr(feature = "clap", arg(id = "azure_require_pod_label", value_name = "AZURE_REQUIRE_POD_LABEL", long = "azure-require-pod-label", env = "WIW_AZURE_REQUIRE_POD_LABEL"))]
+        #[cfg_attr(feature = "clap", arg(id = "azure_require_pod_label", value_name = "BOOL", long = "azure-require-pod-label", env = "WIW_AZURE_REQUIRE_POD_LABEL"))]
         pub require_pod_label: Option<bool>,
         // The custom token endpoint (AKS identity bindings, Azure WI v1.6.0), its chart's
         // `customTokenEndpoint` values.
         /// Custom token endpoint: Pods annotated azure.workload.identity/use-<suffix>: "true" use it (with customTokenEndpointAudience).
-        #[cfg_attr(feature = "clap", arg(id = "azure_custom_token_endpoint_annotation_suffix", value_name = "AZURE_CUSTOM_TOKEN_ENDPOINT_ANNOTATION_SUFFIX", long = "azure-custom-token-endpoint-annotation-suffix", env = "WIW_AZURE_CUSTOM_TOKEN_ENDPOINT_ANNOTATION_SUFFIX"))]
+        #[cfg_attr(feature = "clap", arg(id = "azure_custom_token_endpoint_annotation_suffix", value_name = "SUFFIX", long = "azure-custom-token-endpoint-annotation-suffix", env = "WIW_AZURE_CUSTOM_TOKEN_ENDPOINT_ANNOTATION_SUFFIX"))]
         pub custom_token_endpoint_annotation_suffix: Option<String>,
         /// Custom token endpoint: audience of those Pods' tokens (not api://AzureADTokenExchange).
-        #[cfg_attr(feature = "clap", arg(id = "azure_custom_token_endpoint_audience", value_name = "AZURE_CUSTOM_TOKEN_ENDPOINT_AUDIENCE", long = "azure-custom-token-endpoint-audience", env = "WIW_AZURE_CUSTOM_TOKEN_ENDPOINT_AUDIENCE"))]
+        #[cfg_attr(feature = "clap", arg(id = "azure_custom_token_endpoint_audience", value_name = "AUDIENCE", long = "azure-custom-token-endpoint-audience", env = "WIW_AZURE_CUSTOM_TOKEN_ENDPOINT_AUDIENCE"))]
         pub custom_token_endpoint_audience: Option<String>,
         /// Custom token endpoint: its URL, set as AZURE_KUBERNETES_TOKEN_PROXY.
-        #[cfg_attr(feature = "clap", arg(id = "azure_kubernetes_token_proxy", value_name = "AZURE_KUBERNETES_TOKEN_PROXY", long = "azure-kubernetes-token-proxy", env = "WIW_AZURE_KUBERNETES_TOKEN_PROXY"))]
+        #[cfg_attr(feature = "clap", arg(id = "azure_kubernetes_token_proxy", value_name = "URL", long = "azure-kubernetes-token-proxy", env = "WIW_AZURE_KUBERNETES_TOKEN_PROXY"))]
         pub kubernetes_token_proxy: Option<String>,
         /// Custom token endpoint: TLS server name, set as AZURE_KUBERNETES_SNI_NAME.
-        #[cfg_attr(feature = "clap", arg(id = "azure_kubernetes_sni_name", value_name = "AZURE_KUBERNETES_SNI_NAME", long = "azure-kubernetes-sni-name", env = "WIW_AZURE_KUBERNETES_SNI_NAME"))]
+        #[cfg_attr(feature = "clap", arg(id = "azure_kubernetes_sni_name", value_name = "HOSTNAME", long = "azure-kubernetes-sni-name", env = "WIW_AZURE_KUBERNETES_SNI_NAME"))]
         pub kubernetes_sni_name: Option<String>,
         /// Custom token endpoint: its CA (PEM), set as AZURE_KUBERNETES_CA_DATA (or use kubernetesCaConfigMapName).
-        #[cfg_attr(feature = "clap", arg(id = "azure_kubernetes_ca_data", value_name = "AZURE_KUBERNETES_CA_DATA", long = "azure-kubernetes-ca-data", env = "WIW_AZURE_KUBERNETES_CA_DATA"))]
+        #[cfg_attr(feature = "clap", arg(id = "azure_kubernetes_ca_data", value_name = "PEM", long = "azure-kubernetes-ca-data", env = "WIW_AZURE_KUBERNETES_CA_DATA"))]
         pub kubernetes_ca_data: Option<String>,
         /// Custom token endpoint: a ConfigMap in the Pod's namespace whose key ca.crt is projected, AZURE_KUBERNETES_CA_FILE pointing at it.
-        #[cfg_attr(feature = "clap", arg(id = "azure_kubernetes_ca_config_map_name", value_name = "AZURE_KUBERNETES_CA_CONFIGMAP_NAME", long = "azure-kubernetes-ca-configmap-name", env = "WIW_AZURE_KUBERNETES_CA_CONFIGMAP_NAME"))]
+        #[cfg_attr(feature = "clap", arg(id = "azure_kubernetes_ca_config_map_name", value_name = "CONFIGMAP", long = "azure-kubernetes-ca-configmap-name", env = "WIW_AZURE_KUBERNETES_CA_CONFIGMAP_NAME"))]
         pub kubernetes_ca_config_map_name: Option<String>,
     }
 }
@@ -86,6 +87,7 @@ impl Settings {
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum), value(rename_all = "verbatim"))]
 pub enum Cloud {
     #[default]
     AzurePublicCloud,
@@ -184,7 +186,7 @@ impl CloudProvider for Azure {
             settings.azure.token_expiration_seconds,
             EXPIRATION_RANGE,
         );
-        validate_custom_endpoint(&settings.azure, &mut problems);
+        validate_custom_endpoint(&settings.azure, settings.cluster_domain(), &mut problems);
         for (i, mapping) in identities.iter().enumerate() {
             if let Some(azure) = &mapping.azure {
                 let field = |name: &str| format!("identities[{i}].azure.{name}");
@@ -250,8 +252,16 @@ impl CloudProvider for Azure {
         env.push(vec![("AZURE_AUTHORITY_HOST", authority_host.to_owned())]);
         let mut sources = vec![token_source(custom.unwrap_or(AUDIENCE), expiration, VOLUME)];
         let mut gaps = Vec::new();
+        let mut endpoints: Vec<EndpointOverride> = authority.into_iter().collect();
         if custom.is_some() {
             sources.extend(custom_endpoint_files(settings, &mut env, &mut gaps));
+            endpoints.extend(ctx.endpoint(
+                "azure.kubernetesTokenProxy",
+                None,
+                settings.kubernetes_token_proxy.as_deref(),
+                "AZURE_KUBERNETES_TOKEN_PROXY",
+                true,
+            ));
         }
         Some(PodInjection {
             cloud: self.name(),
@@ -264,7 +274,11 @@ impl CloudProvider for Azure {
             gaps,
             scratch: None,
             pod_annotations: Vec::new(),
-            endpoints: authority.into_iter().collect(),
+            endpoints,
+            claims: vec![
+                Claim::new(Field::AzureClientId, client_id),
+                Claim::new(Field::AzureTenantId, Some(tenant_id)),
+            ],
         })
     }
 
@@ -301,6 +315,18 @@ impl CloudProvider for Azure {
 
     fn is_in(&self, mapping: &Mapping) -> bool {
         mapping.azure.is_some()
+    }
+
+    fn mapping_claims(&self, mapping: &Mapping, settings: &AllSettings) -> Vec<Claim> {
+        let Some(azure) = &mapping.azure else {
+            return Vec::new();
+        };
+        let tenant = azure.tenant_id.as_deref().or(settings.azure.tenant_id.as_deref());
+        let tenant = tenant.map(|tenant| Claim::new(Field::AzureTenantId, Some(tenant)));
+        [Claim::new(Field::AzureClientId, azure.client_id.as_deref())]
+            .into_iter()
+            .chain(tenant)
+            .collect()
     }
 
     fn volume_names(&self) -> &'static [&'static str] {
@@ -369,7 +395,7 @@ fn identity<'c>(
 
 /// As Azure WI v1.6.0 refuses to start: suffix and audience go together, the audience is not the
 /// default one, and the annotation key is a valid one; at most one CA source.
-fn validate_custom_endpoint(settings: &Settings, problems: &mut Vec<String>) {
+fn validate_custom_endpoint(settings: &Settings, cluster_domain: &str, problems: &mut Vec<String>) {
     let suffix = settings.custom_token_endpoint_annotation_suffix.as_deref();
     let audience = settings.custom_token_endpoint_audience.as_deref();
     if suffix.is_some() != audience.is_some() {
@@ -401,7 +427,7 @@ fn validate_custom_endpoint(settings: &Settings, problems: &mut Vec<String>) {
         problems,
         "azure.kubernetesTokenProxy",
         settings.kubernetes_token_proxy.as_deref(),
-        validate::is_endpoint_url,
+        |url: &str| validate::is_endpoint_url(url, cluster_domain),
         ENDPOINT_URL,
     );
     check_field(

@@ -6,6 +6,7 @@
 
 pub mod aws;
 pub mod azure;
+pub mod claim;
 pub mod gcp;
 
 use std::collections::BTreeMap;
@@ -16,6 +17,8 @@ use serde_json::{Value, json};
 
 use crate::echo::Echo;
 use crate::model::Pod;
+use crate::validate;
+use claim::Claim;
 
 /// Every cloud the webhook knows, in the order their injections appear in a Pod.
 pub static ALL: &[&dyn CloudProvider] = &[&aws::Aws, &gcp::Gcp, &azure::Azure];
@@ -34,6 +37,9 @@ pub const SETTING_EXPIRATION_SECONDS: RangeInclusive<i64> = 1..=MAX_TOKEN_EXPIRA
 /// with values below its floor (0 and negative ones too) raised to the floor.
 pub const CLAMPED_EXPIRATION_SECONDS: RangeInclusive<i64> = i64::MIN..=MAX_TOKEN_EXPIRATION_SECONDS;
 
+/// The `config.yaml` key of the cluster's DNS domain.
+pub const CLUSTER_DOMAIN: &str = "clusterDomain";
+
 /// The matcher that stands for any namespace or any ServiceAccount.
 pub const ANY: &str = "*";
 
@@ -43,6 +49,18 @@ pub const ANY: &str = "*";
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
+    /// The cluster's DNS domain (default cluster.local): plain http endpoint overrides may name Services as *.svc or *.svc.<clusterDomain>.
+    #[serde(default, rename = "clusterDomain")]
+    #[cfg_attr(
+        feature = "clap",
+        arg(
+            id = "cluster_domain",
+            value_name = "CLUSTER_DOMAIN",
+            long = "cluster-domain",
+            env = "WIW_CLUSTER_DOMAIN"
+        )
+    )]
+    pub cluster_domain: Option<String>,
     #[serde(default)]
     #[cfg_attr(feature = "clap", command(flatten))]
     pub aws: aws::Settings,
@@ -115,15 +133,37 @@ impl Settings {
         let section = |cloud: &'static str, fields: &'static [&'static str]| {
             fields.iter().map(move |field| format!("{cloud}.{}", camel_case(field)))
         };
-        section("aws", aws::Settings::FIELDS)
+        std::iter::once(CLUSTER_DOMAIN.to_owned())
+            .chain(section("aws", aws::Settings::FIELDS))
             .chain(section("azure", azure::Settings::FIELDS))
             .chain(section("gcp", gcp::Settings::FIELDS))
             .collect()
     }
 
+    /// The cluster's DNS domain, `cluster.local` unless set.
+    pub fn cluster_domain(&self) -> &str {
+        self.cluster_domain
+            .as_deref()
+            .unwrap_or(validate::DEFAULT_CLUSTER_DOMAIN)
+    }
+
+    /// Problems of the settings no cloud owns.
+    pub fn validate(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        check_field(
+            &mut problems,
+            CLUSTER_DOMAIN,
+            self.cluster_domain.as_deref(),
+            validate::is_dns_name,
+            "DNS domain (lower case, like cluster.local)",
+        );
+        problems
+    }
+
     /// These settings (from `config.yaml`), with `under`'s (the flags') wherever these have none.
     pub fn overlay(self, under: &Settings) -> Settings {
         Settings {
+            cluster_domain: self.cluster_domain.or_else(|| under.cluster_domain.clone()),
             aws: self.aws.overlay(&under.aws),
             azure: self.azure.overlay(&under.azure),
             gcp: self.gcp.overlay(&under.gcp),
@@ -151,13 +191,6 @@ pub struct Annotation {
     pub meaning: &'static str,
 }
 
-/// Reads a flag's value as `config.yaml` spells it, so that both accept the same names.
-#[cfg(feature = "clap")]
-pub fn parse_name<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
-    T::deserialize(serde::de::value::StrDeserializer::<serde::de::value::Error>::new(text))
-        .map_err(|err| err.to_string())
-}
-
 pub trait CloudProvider: Sync {
     /// Short name used in metrics, logs and warnings (`aws`, `gcp`, `azure`).
     fn name(&self) -> &'static str;
@@ -182,6 +215,10 @@ pub trait CloudProvider: Sync {
 
     /// The Pod annotation that leaves containers out of this cloud's identity.
     fn skip_containers_annotation(&self) -> &'static str;
+
+    /// What `mapping` claims of this cloud (none when it gives no identity of it), for the
+    /// identity policy.
+    fn mapping_claims(&self, mapping: &Mapping, settings: &Settings) -> Vec<Claim>;
 
     /// Whether `mapping` gives an identity of this cloud.
     fn is_in(&self, mapping: &Mapping) -> bool;
@@ -359,6 +396,8 @@ pub struct PodInjection {
     pub pod_annotations: Vec<(&'static str, String)>,
     /// Endpoint overrides in force, each warned about when it reaches a container.
     pub endpoints: Vec<EndpointOverride>,
+    /// What the identity claims, for the identity policy and the audit annotations.
+    pub claims: Vec<Claim>,
 }
 
 /// An endpoint override that sends a Pod's SDKs somewhere other than the cloud's own endpoint
@@ -423,7 +462,7 @@ pub fn checked<'v>(
 }
 
 /// What an endpoint override must be, as validation errors say it.
-pub const ENDPOINT_URL: &str = "endpoint URL (https, or http only to a cluster-local host: *.svc, *.svc.cluster.local, localhost, a loopback or link-local IP; no user info, query or fragment)";
+pub const ENDPOINT_URL: &str = "endpoint URL (https, or http only to a cluster-local host: *.svc, *.svc.<clusterDomain>, localhost, a loopback or link-local IP; no user info, query or fragment)";
 
 /// What the Entra ID authority host must be, as validation errors say it.
 pub const HTTPS_URL: &str =
@@ -437,7 +476,7 @@ pub fn check_field(
     problems: &mut Vec<String>,
     field: &str,
     value: Option<&str>,
-    is_valid: fn(&str) -> bool,
+    is_valid: impl Fn(&str) -> bool,
     what: &str,
 ) {
     if let Some(value) = value
@@ -448,6 +487,14 @@ pub fn check_field(
 }
 
 /// Token lifetimes in settings must be positive; the floor is applied when tokens are made.
+/// The notice for a token lifetime setting below the apiserver's floor, which Pods get instead.
+pub fn raised_expiration(field: &str, value: Option<i64>) -> Option<String> {
+    let seconds = value.filter(|seconds| *seconds < MIN_TOKEN_EXPIRATION_SECONDS)?;
+    Some(format!(
+        "{field}: {seconds} is raised to {MIN_TOKEN_EXPIRATION_SECONDS}, the shortest token lifetime the apiserver issues"
+    ))
+}
+
 pub fn check_expiration(problems: &mut Vec<String>, field: &str, value: Option<i64>, allowed: RangeInclusive<i64>) {
     if let Some(seconds) = value
         && !allowed.contains(&seconds)

@@ -1,7 +1,7 @@
 //! AWS's formats: role ARNs, account ids, partitions, regions, the Pod Identity agent URI, and
 //! booleans as the AWS webhook reads them, and the region in an EKS cluster's issuer.
 
-use crate::validate::{is_endpoint_url, url_host};
+use crate::validate::{is_https_endpoint_url, url_host};
 
 /// `arn:<partition>:iam::<12-digit account>:role/<path/name>`.
 pub fn is_role_arn(value: &str) -> bool {
@@ -53,10 +53,10 @@ pub fn is_aws_region(value: &str) -> bool {
 /// IP, the ECS agent's 169.254.170.2 or the EKS agent's 169.254.170.23 and fd00:ec2::23.
 pub fn is_agent_url(value: &str) -> bool {
     let Some(rest) = value.strip_prefix("http://") else {
-        return value.starts_with("https://") && is_endpoint_url(value);
+        return is_https_endpoint_url(value);
     };
     let host = url_host(rest.split('/').next().unwrap_or_default());
-    is_endpoint_url(&format!("https://{rest}")) && host.is_some_and(|host| is_agent_host(&host))
+    is_https_endpoint_url(&format!("https://{rest}")) && host.is_some_and(|host| is_agent_host(&host))
 }
 
 fn is_agent_host(host: &str) -> bool {

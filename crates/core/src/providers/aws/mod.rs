@@ -4,10 +4,11 @@ pub mod formats;
 
 use serde::Deserialize;
 
+use super::claim::{Claim, Field};
 use super::{
     AGENT_URL, Annotation, CLAMPED_EXPIRATION_SECONDS, CloudProvider, ENDPOINT_URL, EndpointOverride, Mapping,
     PodContext, PodInjection, SETTING_EXPIRATION_SECONDS, Settings as AllSettings, check_expiration, check_field,
-    checked, cloud_settings, projected_volume, token_source,
+    checked, cloud_settings, projected_volume, raised_expiration, token_source,
 };
 use crate::echo::Echo;
 use crate::validate;
@@ -40,34 +41,34 @@ const EKS_AGENT_URIS: [&str; 2] = [
 
 cloud_settings! {
     /// `aws:` at the top of `config.yaml`, and the `--aws-*` flags.
-    #[cfg_attr(feature = "clap", group(id = "aws"))]
+    #[cfg_attr(feature = "clap", group(id = "aws"), command(next_help_heading = "AWS"))]
     pub struct Settings {
         /// AWS region: sets AWS_REGION and AWS_DEFAULT_REGION.
-        #[cfg_attr(feature = "clap", arg(id = "aws_region", value_name = "AWS_REGION", long = "aws-region", env = "WIW_AWS_REGION"))]
+        #[cfg_attr(feature = "clap", arg(id = "aws_region", value_name = "REGION", long = "aws-region", env = "WIW_AWS_REGION"))]
         pub region: Option<String>,
         /// Set AWS_STS_REGIONAL_ENDPOINTS=regional for every IRSA Pod.
-        #[cfg_attr(feature = "clap", arg(id = "aws_sts_regional_endpoints", value_name = "AWS_STS_REGIONAL_ENDPOINTS", long = "aws-sts-regional-endpoints", env = "WIW_AWS_STS_REGIONAL_ENDPOINTS"))]
+        #[cfg_attr(feature = "clap", arg(id = "aws_sts_regional_endpoints", value_name = "BOOL", long = "aws-sts-regional-endpoints", env = "WIW_AWS_STS_REGIONAL_ENDPOINTS"))]
         pub sts_regional_endpoints: Option<bool>,
         /// Audience of IRSA tokens (default sts.amazonaws.com).
-        #[cfg_attr(feature = "clap", arg(id = "aws_audience", value_name = "AWS_AUDIENCE", long = "aws-audience", env = "WIW_AWS_AUDIENCE"))]
+        #[cfg_attr(feature = "clap", arg(id = "aws_audience", value_name = "AUDIENCE", long = "aws-audience", env = "WIW_AWS_AUDIENCE"))]
         pub audience: Option<String>,
         /// Lifetime of IRSA and Pod Identity tokens in seconds (default 86400).
-        #[cfg_attr(feature = "clap", arg(id = "aws_token_expiration", value_name = "AWS_TOKEN_EXPIRATION", long = "aws-token-expiration", env = "WIW_AWS_TOKEN_EXPIRATION"))]
+        #[cfg_attr(feature = "clap", arg(id = "aws_token_expiration", value_name = "SECONDS", long = "aws-token-expiration", env = "WIW_AWS_TOKEN_EXPIRATION"))]
         pub token_expiration_seconds: Option<i64>,
         /// EKS Pod Identity agent URI (default http://169.254.170.23/v1/credentials; IPv6 clusters: http://[fd00:ec2::23]/v1/credentials): https, or http only to localhost, a loopback IP, 169.254.170.2, 169.254.170.23 or [fd00:ec2::23] (the AWS SDKs refuse others).
-        #[cfg_attr(feature = "clap", arg(id = "aws_container_credentials_full_uri", value_name = "AWS_CONTAINER_CREDENTIALS_FULL_URI", long = "aws-container-credentials-full-uri", env = "WIW_AWS_CONTAINER_CREDENTIALS_FULL_URI"))]
+        #[cfg_attr(feature = "clap", arg(id = "aws_container_credentials_full_uri", value_name = "URL", long = "aws-container-credentials-full-uri", env = "WIW_AWS_CONTAINER_CREDENTIALS_FULL_URI"))]
         pub container_credentials_full_uri: Option<String>,
         /// AWS STS endpoint (AWS_ENDPOINT_URL_STS), e.g. a local emulator: an https URL, or http to a cluster-local host.
-        #[cfg_attr(feature = "clap", arg(id = "aws_sts_endpoint", value_name = "AWS_STS_ENDPOINT", long = "aws-sts-endpoint", env = "WIW_AWS_STS_ENDPOINT"))]
+        #[cfg_attr(feature = "clap", arg(id = "aws_sts_endpoint", value_name = "URL", long = "aws-sts-endpoint", env = "WIW_AWS_STS_ENDPOINT"))]
         pub sts_endpoint: Option<String>,
         /// Endpoint of every AWS service (AWS_ENDPOINT_URL, and AWS_ENDPOINT_URL_STS unless --aws-sts-endpoint is set), e.g. LocalStack: an https URL, or http to a cluster-local host.
-        #[cfg_attr(feature = "clap", arg(id = "aws_endpoint", value_name = "AWS_ENDPOINT", long = "aws-endpoint", env = "WIW_AWS_ENDPOINT"))]
+        #[cfg_attr(feature = "clap", arg(id = "aws_endpoint", value_name = "URL", long = "aws-endpoint", env = "WIW_AWS_ENDPOINT"))]
         pub endpoint: Option<String>,
         /// AWS account id (12 digits): a bare role name in eks.amazonaws.com/role-arn becomes arn:<partition>:iam::<accountId>:role/<name>.
-        #[cfg_attr(feature = "clap", arg(id = "aws_account_id", value_name = "AWS_ACCOUNT_ID", long = "aws-account-id", env = "WIW_AWS_ACCOUNT_ID"))]
+        #[cfg_attr(feature = "clap", arg(id = "aws_account_id", value_name = "ACCOUNT_ID", long = "aws-account-id", env = "WIW_AWS_ACCOUNT_ID"))]
         pub account_id: Option<String>,
         /// AWS partition of composed role ARNs (default aws; aws-cn, aws-us-gov, ...).
-        #[cfg_attr(feature = "clap", arg(id = "aws_partition", value_name = "AWS_PARTITION", long = "aws-partition", env = "WIW_AWS_PARTITION"))]
+        #[cfg_attr(feature = "clap", arg(id = "aws_partition", value_name = "PARTITION", long = "aws-partition", env = "WIW_AWS_PARTITION"))]
         pub partition: Option<String>,
     }
 }
@@ -139,7 +140,7 @@ struct Shared<'v> {
 
 impl Shared<'_> {
     /// Checks every field, naming it under `prefix` (`aws` or `identities[i].aws`).
-    fn check(&self, problems: &mut Vec<String>, prefix: &str) {
+    fn check(&self, problems: &mut Vec<String>, prefix: &str, cluster_domain: &str) {
         check_field(
             problems,
             &format!("{prefix}.region"),
@@ -155,6 +156,7 @@ impl Shared<'_> {
             "audience",
         );
         for (name, value, is_valid, what) in self.endpoints {
+            let is_valid = |value: &str| is_valid(value, cluster_domain);
             check_field(problems, &format!("{prefix}.{name}"), value, is_valid, what);
         }
         check_expiration(
@@ -166,14 +168,21 @@ impl Shared<'_> {
     }
 }
 
-/// An endpoint override field: its name, its value, its check and what the check wants.
-type EndpointField<'v> = (&'static str, Option<&'v str>, fn(&str) -> bool, &'static str);
+/// An endpoint override field: its name, its value, its check (of a value in a cluster domain)
+/// and what the check wants.
+type EndpointField<'v> = (&'static str, Option<&'v str>, fn(&str, &str) -> bool, &'static str);
 
 fn endpoint_fields<'v>(sts: Option<&'v str>, all: Option<&'v str>, agent: Option<&'v str>) -> [EndpointField<'v>; 3] {
     [
         ("stsEndpoint", sts, validate::is_endpoint_url, ENDPOINT_URL),
         ("endpoint", all, validate::is_endpoint_url, ENDPOINT_URL),
-        ("containerCredentialsFullUri", agent, formats::is_agent_url, AGENT_URL),
+        // Plain http only to the agent's own addresses, whatever the cluster domain.
+        (
+            "containerCredentialsFullUri",
+            agent,
+            |value, _| formats::is_agent_url(value),
+            AGENT_URL,
+        ),
     ]
 }
 
@@ -222,10 +231,11 @@ impl CloudProvider for Aws {
         "aws"
     }
 
-    fn validate(&self, settings: &AllSettings, identities: &[Mapping]) -> Vec<String> {
+    fn validate(&self, all: &AllSettings, identities: &[Mapping]) -> Vec<String> {
         let mut problems = Vec::new();
-        let settings = &settings.aws;
-        settings.shared().check(&mut problems, "aws");
+        let settings = &all.aws;
+        let cluster_domain = all.cluster_domain();
+        settings.shared().check(&mut problems, "aws", cluster_domain);
         check_field(
             &mut problems,
             "aws.accountId",
@@ -250,7 +260,8 @@ impl CloudProvider for Aws {
                     formats::is_role_arn,
                     "IAM role ARN",
                 );
-                aws.shared().check(&mut problems, &format!("identities[{i}].aws"));
+                aws.shared()
+                    .check(&mut problems, &format!("identities[{i}].aws"), cluster_domain);
                 if aws.mode == Mode::Irsa && aws.role_arn.is_none() {
                     problems.push(format!("{field}: required unless mode is podIdentity"));
                 }
@@ -295,6 +306,17 @@ impl CloudProvider for Aws {
         mapping.aws.is_some()
     }
 
+    fn mapping_claims(&self, mapping: &Mapping, _settings: &AllSettings) -> Vec<Claim> {
+        let Some(aws) = &mapping.aws else {
+            return Vec::new();
+        };
+        let role_arn = match aws.mode {
+            Mode::Irsa => aws.role_arn.as_deref(),
+            Mode::PodIdentity => None,
+        };
+        vec![Claim::new(Field::AwsRole, role_arn)]
+    }
+
     fn volume_names(&self) -> &'static [&'static str] {
         &[IRSA_VOLUME, POD_IDENTITY_VOLUME]
     }
@@ -319,8 +341,18 @@ impl CloudProvider for Aws {
     }
 
     fn notices(&self, settings: &AllSettings, identities: &[Mapping]) -> Vec<String> {
+        let lifetimes = identities.iter().enumerate().filter_map(|(i, mapping)| {
+            Some((
+                format!("identities[{i}].aws"),
+                mapping.aws.as_ref()?.token_expiration_seconds,
+            ))
+        });
+        let mut notices: Vec<String> = std::iter::once(("aws".to_owned(), settings.aws.token_expiration_seconds))
+            .chain(lifetimes)
+            .filter_map(|(prefix, seconds)| raised_expiration(&format!("{prefix}.tokenExpirationSeconds"), seconds))
+            .collect();
         if settings.aws.region.is_some() {
-            return Vec::new();
+            return notices;
         }
         let unset = identities
             .iter()
@@ -335,9 +367,10 @@ impl CloudProvider for Aws {
                 unset.len()
             ),
         };
-        vec![format!(
+        notices.push(format!(
             "aws.region is not set: {which} get no AWS_REGION, and the Go v2 and Rust SDKs then cannot get credentials; set aws.region or a mapping's aws.region (each such Pod is warned about and counted in pod_mutations_missing{{setting=\"aws_region\"}})"
-        )]
+        ));
+        notices
     }
 }
 
@@ -374,6 +407,7 @@ impl Aws {
             scratch: None,
             pod_annotations: Vec::new(),
             endpoints,
+            claims: vec![Claim::new(Field::AwsRole, Some(role_arn))],
         }
     }
 
@@ -422,6 +456,7 @@ impl Aws {
             scratch: None,
             pod_annotations: Vec::new(),
             endpoints,
+            claims: vec![Claim::new(Field::AwsRole, None)],
         }
     }
 }

@@ -6,10 +6,11 @@ pub mod formats;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::claim::{Claim, Field};
 use super::{
     Annotation, CLAMPED_EXPIRATION_SECONDS, CloudProvider, ENDPOINT_URL, EndpointOverride, Mapping, PodContext,
     PodInjection, SETTING_EXPIRATION_SECONDS, ScratchDir, Settings as AllSettings, check_expiration, check_field,
-    checked, cloud_settings, projected_volume, token_source,
+    checked, cloud_settings, projected_volume, raised_expiration, token_source,
 };
 use crate::validate;
 
@@ -43,34 +44,35 @@ const GCLOUD_CONFIG: ScratchDir = ScratchDir {
 
 cloud_settings! {
     /// `gcp:` at the top of `config.yaml`, and the `--gcp-*` flags.
-    #[cfg_attr(feature = "clap", group(id = "gcp"))]
+    #[cfg_attr(feature = "clap", group(id = "gcp"), command(next_help_heading = "Google"))]
     pub struct Settings {
         /// Google workload identity provider: projects/N/locations/global/workloadIdentityPools/P/providers/R.
-        #[cfg_attr(feature = "clap", arg(id = "gcp_workload_identity_provider", value_name = "GCP_WORKLOAD_IDENTITY_PROVIDER", long = "gcp-workload-identity-provider", env = "WIW_GCP_WORKLOAD_IDENTITY_PROVIDER"))]
+        #[cfg_attr(feature = "clap", arg(id = "gcp_workload_identity_provider", value_name = "PROVIDER", long = "gcp-workload-identity-provider", env = "WIW_GCP_WORKLOAD_IDENTITY_PROVIDER"))]
         pub workload_identity_provider: Option<String>,
         /// Audience of Google tokens (default https://iam.googleapis.com/<provider>).
-        #[cfg_attr(feature = "clap", arg(id = "gcp_audience", value_name = "GCP_AUDIENCE", long = "gcp-audience", env = "WIW_GCP_AUDIENCE"))]
+        #[cfg_attr(feature = "clap", arg(id = "gcp_audience", value_name = "AUDIENCE", long = "gcp-audience", env = "WIW_GCP_AUDIENCE"))]
         pub audience: Option<String>,
         /// Lifetime of Google tokens in seconds (default 3600).
-        #[cfg_attr(feature = "clap", arg(id = "gcp_token_expiration", value_name = "GCP_TOKEN_EXPIRATION", long = "gcp-token-expiration", env = "WIW_GCP_TOKEN_EXPIRATION"))]
+        #[cfg_attr(feature = "clap", arg(id = "gcp_token_expiration", value_name = "SECONDS", long = "gcp-token-expiration", env = "WIW_GCP_TOKEN_EXPIRATION"))]
         pub token_expiration_seconds: Option<i64>,
         /// Give Google Pods a writable CLOUDSDK_CONFIG (an emptyDir) for gcloud (default true).
-        #[cfg_attr(feature = "clap", arg(id = "gcp_gcloud_config_volume", value_name = "GCP_GCLOUD_CONFIG_VOLUME", long = "gcp-gcloud-config-volume", env = "WIW_GCP_GCLOUD_CONFIG_VOLUME"))]
+        #[cfg_attr(feature = "clap", arg(id = "gcp_gcloud_config_volume", value_name = "BOOL", long = "gcp-gcloud-config-volume", env = "WIW_GCP_GCLOUD_CONFIG_VOLUME"))]
         pub gcloud_config_volume: Option<bool>,
         /// Google STS token URL (token_url of the credential configuration, default https://sts.googleapis.com/v1/token): an https URL, or http to a cluster-local host.
-        #[cfg_attr(feature = "clap", arg(id = "gcp_token_url", value_name = "GCP_TOKEN_URL", long = "gcp-token-url", env = "WIW_GCP_TOKEN_URL"))]
+        #[cfg_attr(feature = "clap", arg(id = "gcp_token_url", value_name = "URL", long = "gcp-token-url", env = "WIW_GCP_TOKEN_URL"))]
         pub token_url: Option<String>,
         /// Base URL of IAM Credentials for service account impersonation (default https://iamcredentials.googleapis.com): an https URL, or http to a cluster-local host.
-        #[cfg_attr(feature = "clap", arg(id = "gcp_impersonation_endpoint", value_name = "GCP_IMPERSONATION_ENDPOINT", long = "gcp-impersonation-endpoint", env = "WIW_GCP_IMPERSONATION_ENDPOINT"))]
+        #[cfg_attr(feature = "clap", arg(id = "gcp_impersonation_endpoint", value_name = "URL", long = "gcp-impersonation-endpoint", env = "WIW_GCP_IMPERSONATION_ENDPOINT"))]
         pub impersonation_endpoint: Option<String>,
         /// Google mode: federation (inject credentials) or gke (annotate ServiceAccounts only).
-        #[cfg_attr(feature = "clap", arg(id = "gcp_mode", value_name = "GCP_MODE", long = "gcp-mode", env = "WIW_GCP_MODE", value_parser = super::parse_name::<Mode>))]
+        #[cfg_attr(feature = "clap", arg(id = "gcp_mode", value_name = "MODE", long = "gcp-mode", env = "WIW_GCP_MODE"))]
         pub mode: Option<Mode>,
     }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum), value(rename_all = "camelCase"))]
 #[serde(rename_all = "camelCase")]
 pub enum Mode {
     /// Outside GKE: inject the federation credential configuration.
@@ -146,9 +148,9 @@ impl CloudProvider for Gcp {
         "gcp"
     }
 
-    fn validate(&self, settings: &AllSettings, identities: &[Mapping]) -> Vec<String> {
+    fn validate(&self, all: &AllSettings, identities: &[Mapping]) -> Vec<String> {
         let mut problems = Vec::new();
-        let settings = &settings.gcp;
+        let settings = &all.gcp;
         check_field(
             &mut problems,
             "gcp.workloadIdentityProvider",
@@ -171,7 +173,7 @@ impl CloudProvider for Gcp {
                 &mut problems,
                 &format!("gcp.{name}"),
                 value.as_deref(),
-                validate::is_endpoint_url,
+                |url: &str| validate::is_endpoint_url(url, all.cluster_domain()),
                 ENDPOINT_URL,
             );
         }
@@ -205,7 +207,7 @@ impl CloudProvider for Gcp {
                         &mut problems,
                         &format!("identities[{i}].gcp.{name}"),
                         value.as_deref(),
-                        validate::is_endpoint_url,
+                        |url: &str| validate::is_endpoint_url(url, all.cluster_domain()),
                         ENDPOINT_URL,
                     );
                 }
@@ -256,6 +258,11 @@ impl CloudProvider for Gcp {
                 credential_configuration(provider, email, token_url.as_ref(), impersonation.as_ref()),
             )],
             endpoints: token_url.into_iter().chain(impersonation).collect(),
+            claims: email
+                .map(|email| Claim::new(Field::GcpServiceAccount, Some(email)))
+                .into_iter()
+                .chain([Claim::new(Field::GcpProvider, Some(provider))])
+                .collect(),
         })
     }
 
@@ -271,6 +278,17 @@ impl CloudProvider for Gcp {
         mapping.gcp.is_some()
     }
 
+    fn mapping_claims(&self, mapping: &Mapping, settings: &AllSettings) -> Vec<Claim> {
+        let Some(gcp) = &mapping.gcp else {
+            return Vec::new();
+        };
+        let email = gcp.service_account.as_deref();
+        let provider = settings.gcp.workload_identity_provider.as_deref();
+        let email = email.map(|email| Claim::new(Field::GcpServiceAccount, Some(email)));
+        let provider = provider.map(|provider| Claim::new(Field::GcpProvider, Some(provider)));
+        email.into_iter().chain(provider).collect()
+    }
+
     fn volume_names(&self) -> &'static [&'static str] {
         &[VOLUME, GCLOUD_CONFIG.volume_name]
     }
@@ -281,6 +299,12 @@ impl CloudProvider for Gcp {
 
     fn annotations(&self) -> &'static [Annotation] {
         ANNOTATIONS
+    }
+
+    fn notices(&self, settings: &AllSettings, _identities: &[Mapping]) -> Vec<String> {
+        raised_expiration("gcp.tokenExpirationSeconds", settings.gcp.token_expiration_seconds)
+            .into_iter()
+            .collect()
     }
 
     fn service_account_annotations(&self, mapping: &Mapping) -> Vec<(&'static str, String)> {

@@ -1,0 +1,388 @@
+//! The identity policy (`policy:` in `config.yaml`): which identities the ServiceAccounts of which
+//! namespaces may claim, per cloud. The platform team writes it; tenants who may edit their own
+//! ServiceAccounts cannot claim an identity it does not give their namespace, by any source:
+//! annotations of every convention (checked in any case and spacing of key and value), mappings
+//! (checked when the configuration loads) and EKS Pod Identity mode.
+//!
+//! Matching is on values trimmed and lowercased (IAM role names, Google e-mails and Azure ids are
+//! all case-insensitive to their clouds), against patterns in which `*` matches any run of
+//! characters. Once a policy is in force a namespace may claim only what a rule selecting it
+//! allows: a namespace no rule selects may claim nothing.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use crate::providers::claim::{Claim, Field, normalize};
+use crate::providers::{ANY, Settings, aws, gcp};
+
+/// `policy:` in `config.yaml`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PolicyFile {
+    /// `enforce` (the default once a policy is written: refuse ServiceAccounts, leave Pods
+    /// without the identity), `warn` (admit with warnings) or `off`.
+    #[serde(default)]
+    pub mode: Mode,
+    /// Rules: a namespace may claim what any rule selecting it allows, and nothing else.
+    #[serde(default)]
+    pub rules: Vec<Rule>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub enum Mode {
+    #[default]
+    Enforce,
+    Warn,
+    Off,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Enforce => "enforce",
+            Mode::Warn => "warn",
+            Mode::Off => "off",
+        }
+    }
+}
+
+/// One rule of the identity policy.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Rule {
+    /// The rule's name, shown in refusals, warnings, audit annotations and `explain`.
+    pub name: String,
+    /// Namespace name patterns the rule selects (`*` matches any run of characters: `team-a-*`).
+    pub namespaces: Vec<String>,
+    /// The AWS identities the selected namespaces may claim.
+    #[serde(default)]
+    pub aws: Option<AwsAllowed>,
+    /// The Google identities the selected namespaces may claim.
+    #[serde(default)]
+    pub gcp: Option<GcpAllowed>,
+    /// The Azure identities the selected namespaces may claim.
+    #[serde(default)]
+    pub azure: Option<AzureAllowed>,
+}
+
+/// `aws:` in a policy rule.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AwsAllowed {
+    /// IAM role ARN patterns (`arn:aws:iam::111122223333:role/team-a-*`).
+    #[serde(default)]
+    pub role_arns: Vec<String>,
+    /// AWS accounts (12 digits) any of whose roles may be claimed.
+    #[serde(default)]
+    pub accounts: Vec<String>,
+    /// Whether mappings may give EKS Pod Identity (the role then comes from the EKS association).
+    #[serde(default)]
+    pub pod_identity: bool,
+}
+
+/// `gcp:` in a policy rule.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct GcpAllowed {
+    /// Google service-account e-mail patterns (`*@team-a.iam.gserviceaccount.com`).
+    #[serde(default)]
+    pub service_accounts: Vec<String>,
+    /// Projects any of whose service accounts (`NAME@PROJECT.iam.gserviceaccount.com`) may be claimed.
+    #[serde(default)]
+    pub projects: Vec<String>,
+    /// Workload identity provider patterns (default: only `gcp.workloadIdentityProvider`); direct
+    /// resource access (no service account) is allowed through an allowed provider.
+    #[serde(default)]
+    pub workload_identity_providers: Vec<String>,
+}
+
+/// `azure:` in a policy rule.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AzureAllowed {
+    /// Client id patterns (`*` also allows a client id the Pod sets itself, with the
+    /// `azure.workload.identity/use` label).
+    #[serde(default)]
+    pub client_ids: Vec<String>,
+    /// Tenant ids (default: only `azure.tenantId`).
+    #[serde(default)]
+    pub tenant_ids: Vec<String>,
+}
+
+/// The policy in force, its patterns checked and lowercased.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub mode: Mode,
+    pub rules: Vec<CompiledRule>,
+}
+
+/// No policy: off (a written policy without `mode` enforces; see [`Mode`]).
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            mode: Mode::Off,
+            rules: Vec::new(),
+        }
+    }
+}
+
+/// A rule as the policy matches it: per field, the patterns a selected namespace may claim.
+#[derive(Debug, Clone)]
+pub struct CompiledRule {
+    pub name: String,
+    pub namespaces: Vec<String>,
+    pub allowed: BTreeMap<Field, Vec<String>>,
+    pub pod_identity: bool,
+}
+
+/// What the policy says about one claim, or about every claim of one source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// No policy in force.
+    Off,
+    Allowed {
+        rule: String,
+    },
+    Denied {
+        /// The rules that select the namespace (none: no rule does), for the audit log.
+        rules: Vec<String>,
+        message: String,
+    },
+}
+
+impl Decision {
+    pub fn is_denied(&self) -> bool {
+        matches!(self, Decision::Denied { .. })
+    }
+
+    /// The rule that decided, as the audit log and `explain` show it.
+    pub fn rule(&self) -> Option<String> {
+        match self {
+            Decision::Off => None,
+            Decision::Allowed { rule } => Some(rule.clone()),
+            Decision::Denied { rules, .. } if rules.is_empty() => Some("(no rule selects the namespace)".to_owned()),
+            Decision::Denied { rules, .. } => Some(rules.join(",")),
+        }
+    }
+}
+
+/// The characters a pattern may hold (once lowercased): those of the values it matches, and `*`.
+fn is_pattern(pattern: &str) -> bool {
+    !pattern.is_empty()
+        && pattern
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"*-_.@:/=,+".contains(&b))
+}
+
+impl Policy {
+    /// Checks and compiles `policy:`, with the cluster settings that stand for an omitted
+    /// provider or tenant list. Problems name their field.
+    pub fn compile(file: Option<PolicyFile>, settings: &Settings, problems: &mut Vec<String>) -> Policy {
+        let Some(file) = file else {
+            return Policy::default();
+        };
+        let mut rules = Vec::new();
+        for (i, rule) in file.rules.into_iter().enumerate() {
+            let at = |field: &str| format!("policy.rules[{i}].{field}");
+            if rule.name.trim().is_empty() {
+                problems.push(format!("{}: must not be empty", at("name")));
+            }
+            if rule.namespaces.is_empty() {
+                problems.push(format!(
+                    "{}: list at least one namespace pattern (\"*\" for all)",
+                    at("namespaces")
+                ));
+            }
+            let mut patterns = |field: &str, values: &[String], is_valid: fn(&str) -> bool| -> Vec<String> {
+                values
+                    .iter()
+                    .map(|value| normalize(value))
+                    .filter(|value| {
+                        let ok = is_pattern(value) && is_valid(value);
+                        if !ok {
+                            problems.push(format!("{}: {value:?} is not a valid pattern", at(field)));
+                        }
+                        ok
+                    })
+                    .collect()
+            };
+            let namespaces = patterns("namespaces", &rule.namespaces, |_| true);
+            let mut allowed = BTreeMap::new();
+            let mut pod_identity = false;
+            if let Some(aws) = &rule.aws {
+                let mut roles = patterns("aws.roleArns", &aws.role_arns, |_| true);
+                let accounts = patterns("aws.accounts", &aws.accounts, aws::formats::is_aws_account_id);
+                roles.extend(accounts.iter().map(|account| format!("arn:*:iam::{account}:role/*")));
+                allowed.insert(Field::AwsRole, roles);
+                pod_identity = aws.pod_identity;
+            }
+            if let Some(google) = &rule.gcp {
+                let mut emails = patterns("gcp.serviceAccounts", &google.service_accounts, |_| true);
+                let projects = patterns("gcp.projects", &google.projects, gcp::formats::is_google_project_id);
+                emails.extend(
+                    projects
+                        .iter()
+                        .map(|project| format!("*@{project}.iam.gserviceaccount.com")),
+                );
+                allowed.insert(Field::GcpServiceAccount, emails);
+                let mut providers = patterns(
+                    "gcp.workloadIdentityProviders",
+                    &google.workload_identity_providers,
+                    |_| true,
+                );
+                if google.workload_identity_providers.is_empty() {
+                    providers.extend(settings.gcp.workload_identity_provider.as_deref().map(normalize));
+                }
+                allowed.insert(Field::GcpProvider, providers);
+            }
+            if let Some(entra) = &rule.azure {
+                allowed.insert(
+                    Field::AzureClientId,
+                    patterns("azure.clientIds", &entra.client_ids, |_| true),
+                );
+                let mut tenants = patterns("azure.tenantIds", &entra.tenant_ids, |_| true);
+                if entra.tenant_ids.is_empty() {
+                    tenants.extend(settings.azure.tenant_id.as_deref().map(normalize));
+                }
+                allowed.insert(Field::AzureTenantId, tenants);
+            }
+            rules.push(CompiledRule {
+                name: rule.name.trim().to_owned(),
+                namespaces,
+                allowed,
+                pod_identity,
+            });
+        }
+        Policy { mode: file.mode, rules }
+    }
+
+    pub fn is_on(&self) -> bool {
+        self.mode != Mode::Off
+    }
+
+    /// The rules that select `namespace`; a mapping's `*` only by a rule selecting every namespace.
+    fn selecting<'p>(&'p self, namespace: &'p str) -> impl Iterator<Item = &'p CompiledRule> + 'p {
+        self.rules.iter().filter(move |rule| {
+            rule.namespaces.iter().any(|pattern| {
+                if namespace == ANY {
+                    pattern == ANY
+                } else {
+                    glob_match(pattern, namespace)
+                }
+            })
+        })
+    }
+
+    /// Whether `namespace` may claim every one of `claims`: the first claim refused decides, else the
+    /// rule that allowed the first claim.
+    pub fn decide(&self, namespace: &str, claims: &[Claim]) -> Decision {
+        if !self.is_on() || claims.is_empty() {
+            return Decision::Off;
+        }
+        let mut allowed_by = None;
+        for claim in claims {
+            let rule = self.selecting(namespace).find(|rule| rule.allows(claim));
+            match rule {
+                Some(rule) => {
+                    allowed_by.get_or_insert_with(|| rule.name.clone());
+                }
+                None => return self.denial(namespace, claim),
+            }
+        }
+        Decision::Allowed {
+            rule: allowed_by.unwrap_or_default(),
+        }
+    }
+
+    fn denial(&self, namespace: &str, claim: &Claim) -> Decision {
+        let rules: Vec<String> = self.selecting(namespace).map(|rule| rule.name.clone()).collect();
+        let message = if rules.is_empty() {
+            format!(
+                "identity policy: no rule selects namespace {namespace}, so it may not claim {}",
+                claim.describe()
+            )
+        } else {
+            let quoted: Vec<String> = rules.iter().map(|rule| format!("{rule:?}")).collect();
+            format!(
+                "identity policy: rule {} (selecting namespace {namespace}) does not allow {}",
+                quoted.join(", "),
+                claim.describe()
+            )
+        };
+        Decision::Denied { rules, message }
+    }
+
+    /// The claims of a ServiceAccount's annotations (keys and values in any case and spacing),
+    /// a bare AWS role name composed as the webhook composes it.
+    pub fn annotation_claims(annotations: &BTreeMap<String, String>, settings: &Settings) -> Vec<Claim> {
+        let mut claims: Vec<Claim> = annotations
+            .iter()
+            .filter_map(|(key, value)| {
+                let field = Field::of_annotation(key)?;
+                let mut value = value.trim().to_owned();
+                if field == Field::AwsRole
+                    && !normalize(&value).starts_with("arn:")
+                    && let Some(account) = &settings.aws.account_id
+                {
+                    let partition = settings.aws.partition.as_deref().unwrap_or("aws");
+                    value = format!("arn:{partition}:iam::{account}:role/{value}");
+                }
+                Some(Claim {
+                    field,
+                    value: Some(value),
+                })
+            })
+            .collect();
+        claims.sort_by_key(|claim| claim.field);
+        claims
+    }
+}
+
+impl CompiledRule {
+    fn allows(&self, claim: &Claim) -> bool {
+        let patterns = self.allowed.get(&claim.field).map(Vec::as_slice).unwrap_or_default();
+        match (&claim.value, claim.field) {
+            (Some(value), _) => {
+                let value = normalize(value);
+                patterns.iter().any(|pattern| glob_match(pattern, &value))
+            }
+            (None, Field::AwsRole) => self.pod_identity,
+            (None, _) => patterns.iter().any(|pattern| pattern == ANY),
+        }
+    }
+}
+
+/// Whether `value` matches `pattern`, in which `*` matches any run of characters (none too).
+/// Linear in practice, quadratic at worst (no backtracking blow-up).
+pub fn glob_match(pattern: &str, value: &str) -> bool {
+    let (pattern, value) = (pattern.as_bytes(), value.as_bytes());
+    let (mut p, mut v) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while v < value.len() {
+        if p < pattern.len() && pattern[p] == b'*' {
+            star = Some((p, v));
+            p += 1;
+        } else if p < pattern.len() && pattern[p] == value[v] {
+            p += 1;
+            v += 1;
+        } else if let Some((star_p, star_v)) = star {
+            p = star_p + 1;
+            v = star_v + 1;
+            star = Some((star_p, star_v + 1));
+        } else {
+            return false;
+        }
+    }
+    pattern[p..].iter().all(|&b| b == b'*')
+}
+
+#[cfg(test)]
+mod tests;
