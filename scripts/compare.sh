@@ -7,8 +7,10 @@
 #
 # It builds the peers at pinned versions from their Go modules (Go module proxy only), each into $WIW_COMPARE_CACHE/<peer>-<version> (default
 # ~/.cache/workload-identity-webhook/compare, beside the control plane's cache) with a module and
-# build cache of its own there, so the first run is a cold build and later runs reuse it; our
-# release binary with cargo; kube-apiserver and etcd with tests/control-plane/build.sh (cached).
+# build cache of its own there, so the first run is a cold build and later runs reuse it;
+# kube-apiserver and etcd with tests/control-plane/build.sh (cached). `cargo bench` builds our
+# binary with the bench (the bench profile is the release one; a separate `cargo build --release`
+# would build every dependency a second time, with other features).
 # Prints one markdown table, also saved as $CARGO_TARGET_DIR/compare-report.md.
 #
 # - the AWS webhook with `go install github.com/aws/amazon-eks-pod-identity-webhook@v0.6.17`;
@@ -77,10 +79,6 @@ build_azure() {
 WIW_PEER_AWS=$(install_peer aws github.com/aws/amazon-eks-pod-identity-webhook v0.6.17 amazon-eks-pod-identity-webhook)
 WIW_PEER_AZURE=$(build_azure v1.6.0)
 export WIW_PEER_AWS WIW_PEER_AZURE
-
-echo "==> cargo build --release" >&2
-cargo build --release --locked --bin workload-identity-webhook >&2
-export WIW_BIN="${WIW_BIN:-$target_dir/release/workload-identity-webhook}"
 
 echo "==> control plane (tests/control-plane/build.sh)" >&2
 WIW_CONTROL_PLANE_BIN_DIR=$(bash tests/control-plane/build.sh | tail -1)
