@@ -8,8 +8,8 @@ use std::collections::HashMap;
 
 use serde::Deserialize;
 
-use crate::policy::{Mode, Policy, PolicyFile};
 use crate::locate::{self, Step, steps};
+use crate::policy::{Mode, Policy, PolicyFile};
 use crate::providers::{self, aws, azure, gcp};
 pub use crate::providers::{ANY, Mapping, Settings};
 
