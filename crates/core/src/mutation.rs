@@ -955,6 +955,21 @@ fn add_injection(
             read_only: true,
         }),
     }
+    add_env_groups(container, injection, mount.is_some(), env, warnings);
+    if let Some(scratch) = &injection.scratch {
+        add_scratch(container, scratch, mounts, env);
+    }
+}
+
+/// The injection's env var groups the container does not set; a warning when the container's own
+/// value keeps ours from naming our token file.
+fn add_env_groups(
+    container: &Container,
+    injection: &PodInjection,
+    token_mounted: bool,
+    env: &mut Vec<EnvVar>,
+    warnings: &mut Vec<String>,
+) {
     for group in &injection.env {
         let taken = group
             .iter()
@@ -969,7 +984,7 @@ fn add_injection(
         // The container's own values are kept; say so when ours would name our token file
         // and the container has not mounted our token yet (as it has on reinvocation).
         let own = group.iter().find(|(name, _)| container.sets_env(name));
-        if mount.is_none()
+        if !token_mounted
             && let Some((name, _)) = own
             && group.iter().any(|(_, value)| points_into(value, injection.mount_path))
         {
@@ -980,9 +995,11 @@ fn add_injection(
             ));
         }
     }
-    if let Some(scratch) = &injection.scratch
-        && let Some(mount) = scratch_mount(container, scratch)
-    {
+}
+
+/// The scratch directory's mount and env var, where the container gets them.
+fn add_scratch(container: &Container, scratch: &ScratchDir, mounts: &mut Vec<VolumeMount>, env: &mut Vec<EnvVar>) {
+    if let Some(mount) = scratch_mount(container, scratch) {
         if mount.is_none() {
             mounts.push(VolumeMount {
                 name: scratch.volume_name,
