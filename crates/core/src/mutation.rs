@@ -169,26 +169,7 @@ pub fn mutate_pod(pod: &Pod, namespace: &str, service_account: Option<&ServiceAc
         check.audit(true, &mut mutation.audit);
     }
     if !injections.is_empty() {
-        for injection in &injections {
-            warnings
-                .texts
-                .extend(injection.gaps.iter().map(|(_, warning)| warning.clone()));
-            warnings.tag(injection.cloud);
-        }
-        for injection in &injections {
-            let overridden = |endpoint: &&EndpointOverride| {
-                // An env var that every container taking the injection sets itself is not overridden.
-                !endpoint.in_env
-                    || pod
-                        .all_containers()
-                        .any(|container| takes(container, injection) && !container.sets_env(endpoint.target))
-            };
-            let endpoints = injection.endpoints.iter().filter(overridden);
-            warnings
-                .texts
-                .extend(endpoints.map(|endpoint| endpoint.warning(injection.cloud)));
-            warnings.tag(injection.cloud);
-        }
+        warn_of_gaps_and_endpoints(pod, &injections, &mut warnings);
         mutation.gaps = injections
             .iter()
             .flat_map(|injection| injection.gaps.iter().map(|(setting, _)| *setting))
@@ -214,6 +195,31 @@ pub fn mutate_pod(pod: &Pod, namespace: &str, service_account: Option<&ServiceAc
     mutation.gaps.dedup();
     mutation.audit = merged_audit(mutation.audit);
     mutation
+}
+
+/// Warnings of what the injections lack (settings SDKs need) and of the endpoint overrides that
+/// reach a container.
+fn warn_of_gaps_and_endpoints(pod: &Pod, injections: &[PodInjection], warnings: &mut Warnings) {
+    for injection in injections {
+        warnings
+            .texts
+            .extend(injection.gaps.iter().map(|(_, warning)| warning.clone()));
+        warnings.tag(injection.cloud);
+    }
+    for injection in injections {
+        let overridden = |endpoint: &&EndpointOverride| {
+            // An env var that every container taking the injection sets itself is not overridden.
+            !endpoint.in_env
+                || pod
+                    .all_containers()
+                    .any(|container| takes(container, injection) && !container.sets_env(endpoint.target))
+        };
+        let endpoints = injection.endpoints.iter().filter(overridden);
+        warnings
+            .texts
+            .extend(endpoints.map(|endpoint| endpoint.warning(injection.cloud)));
+        warnings.tag(injection.cloud);
+    }
 }
 
 /// The audit annotations with one value per key: the distinct values of a key (one per identity
