@@ -23,7 +23,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::{Instant, Sleep};
 use tower::ServiceExt;
 
@@ -105,15 +105,7 @@ pub async fn serve(port: Port, metrics: Arc<Metrics>, mut shutdown: watch::Recei
             },
             () = stopping(&mut shutdown) => break,
         };
-        let permit = match open.clone().try_acquire_owned() {
-            Ok(permit) => Ok(permit),
-            Err(_) if live.evict_longest_idle() => tokio::time::timeout(EVICTION_WAIT, open.clone().acquire_owned())
-                .await
-                .map_err(drop)
-                .and_then(|permit| permit.map_err(drop)),
-            Err(_) => Err(()),
-        };
-        let Ok(permit) = permit else {
+        let Some(permit) = connection_slot(&open, &live).await else {
             metrics
                 .connections_refused
                 .get_or_create(&PortLabels { port: name })
@@ -138,8 +130,25 @@ pub async fn serve(port: Port, metrics: Arc<Metrics>, mut shutdown: watch::Recei
         });
     }
     drop(listener);
-    // Every connection holds a permit until it ends.
-    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    drain(name, &open, limits.max_connections, drain_timeout).await;
+}
+
+/// A slot for a new connection: a free one, else the one of the longest idle connection, evicted
+/// (waiting up to `EVICTION_WAIT` for it to close); `None` when no slot frees up.
+async fn connection_slot(open: &Arc<Semaphore>, live: &LiveConnections) -> Option<OwnedSemaphorePermit> {
+    match open.clone().try_acquire_owned() {
+        Ok(permit) => Some(permit),
+        Err(_) if live.evict_longest_idle() => tokio::time::timeout(EVICTION_WAIT, open.clone().acquire_owned())
+            .await
+            .ok()
+            .and_then(Result::ok),
+        Err(_) => None,
+    }
+}
+
+/// Waits until every connection has ended (each holds a slot until then), or `drain_timeout`.
+async fn drain(name: &'static str, open: &Semaphore, max_connections: usize, drain_timeout: Duration) {
+    let all = u32::try_from(max_connections).unwrap_or(u32::MAX);
     if tokio::time::timeout(drain_timeout, open.acquire_many(all))
         .await
         .is_err()
