@@ -244,21 +244,8 @@ impl Connection {
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let activity = self.activity.clone();
-        let (router, peer, tracked) = (self.router, self.peer, activity.clone());
-        let service = tower::service_fn(move |mut request: Request<hyper::body::Incoming>| {
-            request.extensions_mut().insert(Peer(peer));
-            let guard = tracked.start();
-            let response = router.clone().oneshot(request.map(axum::body::Body::new));
-            async move {
-                let mut guard = guard;
-                // In flight until the answer's last byte is handed to the connection.
-                let response = response.await?;
-                guard.answer_ready();
-                Ok::<_, std::convert::Infallible>(
-                    response.map(|body| axum::body::Body::new(Unsent { body, _guard: guard })),
-                )
-            }
-        });
+        let peer = self.peer;
+        let service = tracked_service(self.router, peer, activity.clone());
         let connection = self
             .builder
             .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
@@ -309,6 +296,35 @@ impl Connection {
 /// Resolves once the server is told to stop (or the sender is gone).
 async fn stopping(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+/// The router as the service of one connection: each request tagged with the peer and in flight
+/// until its answer's last byte is handed to the connection.
+fn tracked_service(
+    router: Router,
+    peer: SocketAddr,
+    tracked: Arc<Activity>,
+) -> impl tower::Service<
+    Request<hyper::body::Incoming>,
+    Response = axum::response::Response,
+    Error = std::convert::Infallible,
+    Future = impl Future<Output = Result<axum::response::Response, std::convert::Infallible>> + Send,
+> + Clone
++ Send
++ 'static {
+    tower::service_fn(move |mut request: Request<hyper::body::Incoming>| {
+        request.extensions_mut().insert(Peer(peer));
+        let guard = tracked.start();
+        let response = router.clone().oneshot(request.map(axum::body::Body::new));
+        async move {
+            let mut guard = guard;
+            let response = response.await?;
+            guard.answer_ready();
+            Ok::<_, std::convert::Infallible>(
+                response.map(|body| axum::body::Body::new(Unsent { body, _guard: guard })),
+            )
+        }
+    })
 }
 
 /// Requests in flight on one connection (from their arrival until their answer is sent), and when
