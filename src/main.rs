@@ -7,7 +7,9 @@ use anyhow::Context;
 
 use workload_identity_core::admission::config_map::ConfigMapName;
 use workload_identity_core::echo::visible;
-use workload_identity_webhook::cli::{self, Command, ConfigSourceArgs, ServeArgs, arguments};
+use workload_identity_webhook::cli::{
+    self, Command, ConfigSourceArgs, ExplainArgs, ServeArgs, ValidateArgs, arguments,
+};
 use workload_identity_webhook::cli::{admission_policy, convert, docs, explain, mutate, validate};
 #[cfg(target_os = "linux")]
 use workload_identity_webhook::shell::allocator::Allocator;
@@ -34,60 +36,10 @@ fn main() -> ExitCode {
     for warning in warnings {
         eprintln!("warning: {warning}");
     }
-    // A check that failed without an error (explain): exit status 1 after the report.
-    let mut failed = false;
-    let result = match cli.command {
-        Command::Serve(args) => args.log.init().and_then(|()| {
-            tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .map_err(anyhow::Error::from)
-                .and_then(|runtime| runtime.block_on(serve(*args)))
-        }),
-        Command::Explain(args) => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(anyhow::Error::from)
-            .and_then(|runtime| runtime.block_on(explain::run(&args)))
-            .and_then(|outcome| {
-                failed = outcome.failed;
-                print(&format!("{}\n", outcome.text))
-            }),
-        Command::Mutate(args) => mutate::run(&args).and_then(|(text, warnings)| {
-            for warning in warnings {
-                eprintln!("warning: {}", visible(&warning));
-            }
-            print(&format!("{text}\n"))
-        }),
-        Command::Docs(args) => docs::run(&args),
-        Command::Convert(args) => convert::run(&args).and_then(|conversion| {
-            for warning in conversion.warnings {
-                eprintln!("warning: {}", visible(&warning));
-            }
-            print(&conversion.yaml)
-        }),
-        Command::ValidatingAdmissionPolicy(args) => admission_policy::run(&args).and_then(|yaml| print(&yaml)),
-        Command::Validate(args) => validate::run(&args.file).and_then(|report| {
-            let file = args.file.display();
-            for warning in &report.warnings {
-                eprintln!("warning: {file}: {}", visible(warning));
-            }
-            for error in &report.errors {
-                eprintln!("error: {file}: {}", visible(error));
-            }
-            failed = !report.errors.is_empty();
-            if failed {
-                Ok(())
-            } else {
-                print(&format!("{file}: valid\n"))
-            }
-        }),
-        Command::Version(args) => print(&format!("{}\n", args.render())),
-        Command::Completion(args) => print(&cli::completion(args.shell)),
-    };
-    match result {
-        Ok(()) if failed => ExitCode::FAILURE,
-        Ok(()) => ExitCode::SUCCESS,
+    match run(cli.command) {
+        // A check that failed without an error (explain, validate): exit status 1 after the report.
+        Ok(Checks::Failed) => ExitCode::FAILURE,
+        Ok(Checks::Passed) => ExitCode::SUCCESS,
         // The reader of stdout went away (`... | head -1`): nothing more to say.
         Err(err) if is_closed_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
@@ -95,6 +47,75 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Whether the checks a command reports on all passed (commands without checks pass).
+enum Checks {
+    Passed,
+    Failed,
+}
+
+impl From<bool> for Checks {
+    fn from(failed: bool) -> Checks {
+        if failed { Checks::Failed } else { Checks::Passed }
+    }
+}
+
+/// Runs one command, its output to stdout and its warnings to stderr.
+fn run(command: Command) -> anyhow::Result<Checks> {
+    let passed = |result: anyhow::Result<()>| result.map(|()| Checks::Passed);
+    match command {
+        Command::Serve(args) => passed(args.log.init().and_then(|()| {
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .map_err(anyhow::Error::from)
+                .and_then(|runtime| runtime.block_on(serve(*args)))
+        })),
+        Command::Explain(args) => run_explain(&args),
+        Command::Mutate(args) => passed(mutate::run(&args).and_then(|(text, warnings)| {
+            for warning in warnings {
+                eprintln!("warning: {}", visible(&warning));
+            }
+            print(&format!("{text}\n"))
+        })),
+        Command::Docs(args) => passed(docs::run(&args)),
+        Command::Convert(args) => passed(convert::run(&args).and_then(|conversion| {
+            for warning in conversion.warnings {
+                eprintln!("warning: {}", visible(&warning));
+            }
+            print(&conversion.yaml)
+        })),
+        Command::ValidatingAdmissionPolicy(args) => passed(admission_policy::run(&args).and_then(|yaml| print(&yaml))),
+        Command::Validate(args) => run_validate(&args),
+        Command::Version(args) => passed(print(&format!("{}\n", args.render()))),
+        Command::Completion(args) => passed(print(&cli::completion(args.shell))),
+    }
+}
+
+/// `explain`: the report, and whether a check failed.
+fn run_explain(args: &ExplainArgs) -> anyhow::Result<Checks> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let outcome = runtime.block_on(explain::run(args))?;
+    print(&format!("{}\n", outcome.text))?;
+    Ok(outcome.failed.into())
+}
+
+/// `validate`: the file's warnings and errors, or that it is valid.
+fn run_validate(args: &ValidateArgs) -> anyhow::Result<Checks> {
+    let report = validate::run(&args.file)?;
+    let file = args.file.display();
+    for warning in &report.warnings {
+        eprintln!("warning: {file}: {}", visible(warning));
+    }
+    for error in &report.errors {
+        eprintln!("error: {file}: {}", visible(error));
+    }
+    if !report.errors.is_empty() {
+        return Ok(Checks::Failed);
+    }
+    print(&format!("{file}: valid\n"))?;
+    Ok(Checks::Passed)
 }
 
 /// Writes `text` to stdout; unlike `print!`, a closed pipe is an error, not a panic.

@@ -53,6 +53,29 @@ struct AwsEntry {
 /// over is never dropped silently: it becomes a comment in the output and a warning naming the entry.
 pub fn aws_config_map(text: &str) -> anyhow::Result<Conversion> {
     let mut warnings = Vec::new();
+    let entries = aws_entries(text, &mut warnings)?;
+    let ordered = exact_entries_first(&entries, &mut warnings)?;
+    let mut yaml = String::from(
+        "# Converted from the AWS pod-identity-webhook ConfigMap (workload-identity-webhook convert aws-configmap).\n\
+         # Exact ServiceAccounts come before \"*\" namespaces: the AWS webhook prefers them, our first match wins.\n\
+         # stsRegionalEndpoints is written for every entry: the AWS webhook gives an entry its own UseRegionalSTS\n\
+         # (false when absent) whatever its --sts-regional-endpoint flag. An entry without Audience gets\n\
+         # aws.audience (default sts.amazonaws.com), one without TokenExpiration aws.tokenExpirationSeconds.\n",
+    );
+    if ordered.is_empty() {
+        yaml.push_str("identities: []\n");
+        return Ok(Conversion { yaml, warnings });
+    }
+    yaml.push_str("identities:\n");
+    for ((namespace, service_account), (key, entry)) in ordered {
+        write_mapping(&mut yaml, &mut warnings, namespace, service_account, key, &entry);
+    }
+    Ok(Conversion { yaml, warnings })
+}
+
+/// The AWS webhook's entries, keyed `namespace/serviceAccount`: the input itself, or the JSON in
+/// the ConfigMap's `config` key.
+fn aws_entries(text: &str, warnings: &mut Vec<String>) -> anyhow::Result<serde_json::Map<String, Value>> {
     // JSON first, read as Go reads it (a repeated key: the last one counts); else YAML.
     let document: Value = match serde_json::from_str(text) {
         Ok(document) => document,
@@ -81,58 +104,65 @@ pub fn aws_config_map(text: &str) -> anyhow::Result<Conversion> {
             "expected a JSON object {{\"namespace/serviceAccount\": {{\"RoleARN\": ...}}}} or a ConfigMap holding one"
         );
     };
+    Ok(entries)
+}
 
-    // Their lookup tries `namespace/name` before `*/name`, whatever the order; ours takes the first
-    // match, so exact entries go first (each group sorted, for a stable output).
+/// A ServiceAccount (namespace, name) and the AWS entry (key, fields) for it.
+type KeyedEntry<'a> = ((&'a str, &'a str), (&'a str, AwsEntry));
+
+/// The entries read and ordered as the AWS webhook prefers them. Their lookup tries
+/// `namespace/name` before `*/name`, whatever the order; ours takes the first match, so exact
+/// entries go first (each group sorted, for a stable output).
+fn exact_entries_first<'a>(
+    entries: &'a serde_json::Map<String, Value>,
+    warnings: &mut Vec<String>,
+) -> anyhow::Result<Vec<KeyedEntry<'a>>> {
     let mut exact = BTreeMap::new();
     let mut any_namespace = BTreeMap::new();
-    for (key, value) in &entries {
+    for (key, value) in entries {
         let (namespace, service_account) = split_key(key)?;
-        let entry = aws_entry(key, value, &mut warnings)?;
+        let entry = aws_entry(key, value, warnings)?;
         let group = if namespace == ANY {
             &mut any_namespace
         } else {
             &mut exact
         };
-        group.insert((namespace, service_account), (key, entry));
+        group.insert((namespace, service_account), (key.as_str(), entry));
     }
+    Ok(exact.into_iter().chain(any_namespace).collect())
+}
 
-    let mut yaml = String::from(
-        "# Converted from the AWS pod-identity-webhook ConfigMap (workload-identity-webhook convert aws-configmap).\n\
-         # Exact ServiceAccounts come before \"*\" namespaces: the AWS webhook prefers them, our first match wins.\n\
-         # stsRegionalEndpoints is written for every entry: the AWS webhook gives an entry its own UseRegionalSTS\n\
-         # (false when absent) whatever its --sts-regional-endpoint flag. An entry without Audience gets\n\
-         # aws.audience (default sts.amazonaws.com), one without TokenExpiration aws.tokenExpirationSeconds.\n",
-    );
-    if exact.is_empty() && any_namespace.is_empty() {
-        yaml.push_str("identities: []\n");
-        return Ok(Conversion { yaml, warnings });
-    }
-    yaml.push_str("identities:\n");
-    for ((namespace, service_account), (key, entry)) in exact.into_iter().chain(any_namespace) {
-        let mut notes = Vec::new();
-        let fields = match left_out(key, service_account, &entry) {
-            Some(why) => {
-                notes.push(why);
-                None
-            }
-            None => Some(mapping_fields(&entry, &mut notes)),
-        };
-        for note in &notes {
-            let _ = writeln!(yaml, "  # {note}");
+/// One entry as a mapping of `config.yaml`, preceded by comments for what is not carried over
+/// (each also a warning naming the entry); only the comments when the entry is left out.
+fn write_mapping(
+    yaml: &mut String,
+    warnings: &mut Vec<String>,
+    namespace: &str,
+    service_account: &str,
+    key: &str,
+    entry: &AwsEntry,
+) {
+    let mut notes = Vec::new();
+    let fields = match left_out(key, service_account, entry) {
+        Some(why) => {
+            notes.push(why);
+            None
         }
-        warnings.extend(notes.iter().map(|note| format!("entry {key:?}: {note}")));
-        if let Some(fields) = fields {
-            let _ = writeln!(
-                yaml,
-                "  - namespace: {}\n    serviceAccount: {}\n    aws: {{{}}}",
-                quoted(namespace),
-                quoted(service_account),
-                fields.join(", ")
-            );
-        }
+        None => Some(mapping_fields(entry, &mut notes)),
+    };
+    for note in &notes {
+        let _ = writeln!(yaml, "  # {note}");
     }
-    Ok(Conversion { yaml, warnings })
+    warnings.extend(notes.iter().map(|note| format!("entry {key:?}: {note}")));
+    if let Some(fields) = fields {
+        let _ = writeln!(
+            yaml,
+            "  - namespace: {}\n    serviceAccount: {}\n    aws: {{{}}}",
+            quoted(namespace),
+            quoted(service_account),
+            fields.join(", ")
+        );
+    }
 }
 
 /// `namespace/serviceAccount`, as their key is split (a key without exactly one `/` makes their

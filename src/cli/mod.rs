@@ -532,58 +532,15 @@ fn is_switch(arg: &clap::Arg) -> bool {
 
 /// The parsed command line and a warning for each deprecated form it used.
 pub fn parse(args: Vec<std::ffi::OsString>) -> Result<(Cli, Vec<String>), clap::Error> {
-    let command = command();
-    let settings = workload_identity_core::providers::Settings::augment_args(clap::Command::new("settings"));
-    // Each boolean setting: its flag, its id and its `config.yaml` key.
-    let switches: Vec<(String, String, String)> = settings
-        .get_arguments()
-        .zip(workload_identity_core::providers::Settings::keys())
-        .filter(|(arg, _)| is_switch(arg))
-        .map(|(arg, key)| {
-            (
-                arg.get_long().unwrap_or_default().to_owned(),
-                arg.get_id().to_string(),
-                key,
-            )
-        })
-        .collect();
+    let switches = boolean_switches();
     let mut warnings = Vec::new();
-    // `--X=true|false`, the form before switches, still works, with a warning.
-    let args = args
-        .into_iter()
-        .map(|arg| {
-            let old = arg
-                .to_str()
-                .and_then(|text| text.strip_prefix("--")?.split_once('='))
-                .filter(|(long, _)| switches.iter().any(|(switch, _, _)| switch == long));
-            let replacement = match old {
-                Some((long, "true")) => format!("--{long}"),
-                Some((long, "false")) => format!("--no-{long}"),
-                _ => return arg,
-            };
-            warnings.push(format!("{} is deprecated: write {replacement}", arg.to_string_lossy()));
-            replacement.into()
-        })
-        .collect::<Vec<_>>();
-    let matches = command.try_get_matches_from(args)?;
+    let args = replace_old_switches(args, &switches, &mut warnings);
+    let matches = command().try_get_matches_from(args)?;
     let mut cli = Cli::from_arg_matches(&matches)?;
-    // `--no-X`: the setting X is false.
     if let Some((_, matches)) = matches.subcommand()
         && let Some(cluster) = cli.command.cluster_mut()
     {
-        let mut off = serde_json::Map::new();
-        for (_, id, key) in &switches {
-            if matches.try_get_one::<bool>(&negation(id)).ok().flatten() == Some(&true) {
-                let (section, field) = key.split_once('.').unwrap_or_default();
-                off.entry(section)
-                    .or_insert_with(|| serde_json::json!({}))
-                    .as_object_mut()
-                    .map(|fields| fields.insert(field.to_owned(), false.into()));
-            }
-        }
-        let off: workload_identity_core::providers::Settings = serde_json::from_value(off.into())
-            .map_err(|err| clap::Error::raw(clap::error::ErrorKind::ValueValidation, err))?;
-        *cluster = off.overlay(&*cluster);
+        *cluster = switched_off(matches, &switches)?.overlay(&*cluster);
     }
     if let Command::Mutate(args) = &cli.command
         && let Some(show) = args.output.legacy_show()
@@ -597,6 +554,67 @@ pub fn parse(args: Vec<std::ffi::OsString>) -> Result<(Cli, Vec<String>), clap::
         ));
     }
     Ok((cli, warnings))
+}
+
+/// A boolean setting: its flag, its id and its `config.yaml` key.
+type Switch = (String, String, String);
+
+/// Each boolean setting of the cluster flags.
+fn boolean_switches() -> Vec<Switch> {
+    let settings = workload_identity_core::providers::Settings::augment_args(clap::Command::new("settings"));
+    settings
+        .get_arguments()
+        .zip(workload_identity_core::providers::Settings::keys())
+        .filter(|(arg, _)| is_switch(arg))
+        .map(|(arg, key)| {
+            (
+                arg.get_long().unwrap_or_default().to_owned(),
+                arg.get_id().to_string(),
+                key,
+            )
+        })
+        .collect()
+}
+
+/// `--X=true|false`, the form before switches, as `--X` or `--no-X`: it still works, with a warning.
+fn replace_old_switches(
+    args: Vec<std::ffi::OsString>,
+    switches: &[Switch],
+    warnings: &mut Vec<String>,
+) -> Vec<std::ffi::OsString> {
+    args.into_iter()
+        .map(|arg| {
+            let old = arg
+                .to_str()
+                .and_then(|text| text.strip_prefix("--")?.split_once('='))
+                .filter(|(long, _)| switches.iter().any(|(switch, _, _)| switch == long));
+            let replacement = match old {
+                Some((long, "true")) => format!("--{long}"),
+                Some((long, "false")) => format!("--no-{long}"),
+                _ => return arg,
+            };
+            warnings.push(format!("{} is deprecated: write {replacement}", arg.to_string_lossy()));
+            replacement.into()
+        })
+        .collect()
+}
+
+/// The settings the command's `--no-X` flags set to false, the others unset.
+fn switched_off(
+    matches: &clap::ArgMatches,
+    switches: &[Switch],
+) -> Result<workload_identity_core::providers::Settings, clap::Error> {
+    let mut off = serde_json::Map::new();
+    for (_, id, key) in switches {
+        if matches.try_get_one::<bool>(&negation(id)).ok().flatten() == Some(&true) {
+            let (section, field) = key.split_once('.').unwrap_or_default();
+            off.entry(section)
+                .or_insert_with(|| serde_json::json!({}))
+                .as_object_mut()
+                .map(|fields| fields.insert(field.to_owned(), false.into()));
+        }
+    }
+    serde_json::from_value(off.into()).map_err(|err| clap::Error::raw(clap::error::ErrorKind::ValueValidation, err))
 }
 
 impl Command {

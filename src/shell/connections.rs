@@ -23,7 +23,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::{Instant, Sleep};
 use tower::ServiceExt;
 
@@ -105,15 +105,7 @@ pub async fn serve(port: Port, metrics: Arc<Metrics>, mut shutdown: watch::Recei
             },
             () = stopping(&mut shutdown) => break,
         };
-        let permit = match open.clone().try_acquire_owned() {
-            Ok(permit) => Ok(permit),
-            Err(_) if live.evict_longest_idle() => tokio::time::timeout(EVICTION_WAIT, open.clone().acquire_owned())
-                .await
-                .map_err(drop)
-                .and_then(|permit| permit.map_err(drop)),
-            Err(_) => Err(()),
-        };
-        let Ok(permit) = permit else {
+        let Some(permit) = connection_slot(&open, &live).await else {
             metrics
                 .connections_refused
                 .get_or_create(&PortLabels { port: name })
@@ -138,8 +130,25 @@ pub async fn serve(port: Port, metrics: Arc<Metrics>, mut shutdown: watch::Recei
         });
     }
     drop(listener);
-    // Every connection holds a permit until it ends.
-    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    drain(name, &open, limits.max_connections, drain_timeout).await;
+}
+
+/// A slot for a new connection: a free one, else the one of the longest idle connection, evicted
+/// (waiting up to `EVICTION_WAIT` for it to close); `None` when no slot frees up.
+async fn connection_slot(open: &Arc<Semaphore>, live: &LiveConnections) -> Option<OwnedSemaphorePermit> {
+    match open.clone().try_acquire_owned() {
+        Ok(permit) => Some(permit),
+        Err(_) if live.evict_longest_idle() => tokio::time::timeout(EVICTION_WAIT, open.clone().acquire_owned())
+            .await
+            .ok()
+            .and_then(Result::ok),
+        Err(_) => None,
+    }
+}
+
+/// Waits until every connection has ended (each holds a slot until then), or `drain_timeout`.
+async fn drain(name: &'static str, open: &Semaphore, max_connections: usize, drain_timeout: Duration) {
+    let all = u32::try_from(max_connections).unwrap_or(u32::MAX);
     if tokio::time::timeout(drain_timeout, open.acquire_many(all))
         .await
         .is_err()
@@ -235,21 +244,8 @@ impl Connection {
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let activity = self.activity.clone();
-        let (router, peer, tracked) = (self.router, self.peer, activity.clone());
-        let service = tower::service_fn(move |mut request: Request<hyper::body::Incoming>| {
-            request.extensions_mut().insert(Peer(peer));
-            let guard = tracked.start();
-            let response = router.clone().oneshot(request.map(axum::body::Body::new));
-            async move {
-                let mut guard = guard;
-                // In flight until the answer's last byte is handed to the connection.
-                let response = response.await?;
-                guard.answer_ready();
-                Ok::<_, std::convert::Infallible>(
-                    response.map(|body| axum::body::Body::new(Unsent { body, _guard: guard })),
-                )
-            }
-        });
+        let peer = self.peer;
+        let service = tracked_service(self.router, peer, activity.clone());
         let connection = self
             .builder
             .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
@@ -300,6 +296,35 @@ impl Connection {
 /// Resolves once the server is told to stop (or the sender is gone).
 async fn stopping(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+/// The router as the service of one connection: each request tagged with the peer and in flight
+/// until its answer's last byte is handed to the connection.
+fn tracked_service(
+    router: Router,
+    peer: SocketAddr,
+    tracked: Arc<Activity>,
+) -> impl tower::Service<
+    Request<hyper::body::Incoming>,
+    Response = axum::response::Response,
+    Error = std::convert::Infallible,
+    Future = impl Future<Output = Result<axum::response::Response, std::convert::Infallible>> + Send,
+> + Clone
++ Send
++ 'static {
+    tower::service_fn(move |mut request: Request<hyper::body::Incoming>| {
+        request.extensions_mut().insert(Peer(peer));
+        let guard = tracked.start();
+        let response = router.clone().oneshot(request.map(axum::body::Body::new));
+        async move {
+            let mut guard = guard;
+            let response = response.await?;
+            guard.answer_ready();
+            Ok::<_, std::convert::Infallible>(
+                response.map(|body| axum::body::Body::new(Unsent { body, _guard: guard })),
+            )
+        }
+    })
 }
 
 /// Requests in flight on one connection (from their arrival until their answer is sent), and when

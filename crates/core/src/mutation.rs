@@ -169,26 +169,7 @@ pub fn mutate_pod(pod: &Pod, namespace: &str, service_account: Option<&ServiceAc
         check.audit(true, &mut mutation.audit);
     }
     if !injections.is_empty() {
-        for injection in &injections {
-            warnings
-                .texts
-                .extend(injection.gaps.iter().map(|(_, warning)| warning.clone()));
-            warnings.tag(injection.cloud);
-        }
-        for injection in &injections {
-            let overridden = |endpoint: &&EndpointOverride| {
-                // An env var that every container taking the injection sets itself is not overridden.
-                !endpoint.in_env
-                    || pod
-                        .all_containers()
-                        .any(|container| takes(container, injection) && !container.sets_env(endpoint.target))
-            };
-            let endpoints = injection.endpoints.iter().filter(overridden);
-            warnings
-                .texts
-                .extend(endpoints.map(|endpoint| endpoint.warning(injection.cloud)));
-            warnings.tag(injection.cloud);
-        }
+        warn_of_gaps_and_endpoints(pod, &injections, &mut warnings);
         mutation.gaps = injections
             .iter()
             .flat_map(|injection| injection.gaps.iter().map(|(setting, _)| *setting))
@@ -214,6 +195,31 @@ pub fn mutate_pod(pod: &Pod, namespace: &str, service_account: Option<&ServiceAc
     mutation.gaps.dedup();
     mutation.audit = merged_audit(mutation.audit);
     mutation
+}
+
+/// Warnings of what the injections lack (settings SDKs need) and of the endpoint overrides that
+/// reach a container.
+fn warn_of_gaps_and_endpoints(pod: &Pod, injections: &[PodInjection], warnings: &mut Warnings) {
+    for injection in injections {
+        warnings
+            .texts
+            .extend(injection.gaps.iter().map(|(_, warning)| warning.clone()));
+        warnings.tag(injection.cloud);
+    }
+    for injection in injections {
+        let overridden = |endpoint: &&EndpointOverride| {
+            // An env var that every container taking the injection sets itself is not overridden.
+            !endpoint.in_env
+                || pod
+                    .all_containers()
+                    .any(|container| takes(container, injection) && !container.sets_env(endpoint.target))
+        };
+        let endpoints = injection.endpoints.iter().filter(overridden);
+        warnings
+            .texts
+            .extend(endpoints.map(|endpoint| endpoint.warning(injection.cloud)));
+        warnings.tag(injection.cloud);
+    }
 }
 
 /// The audit annotations with one value per key: the distinct values of a key (one per identity
@@ -303,18 +309,57 @@ fn pod_injections(
 ) -> Vec<PodInjection> {
     let service_account_name = pod.service_account_name();
     let Some(service_account) = service_account else {
-        if config.mapping_for(namespace, service_account_name).is_some()
-            || !config
-                .container_mappings_for(namespace, service_account_name)
-                .is_empty()
-        {
-            warnings.texts.push(format!(
-                "ServiceAccount {namespace}/{} does not exist; no cloud identity injected",
-                Echo(service_account_name)
-            ));
-        }
+        warn_if_mapped_without_service_account(namespace, service_account_name, config, warnings);
         return Vec::new();
     };
+    let mut injections = resolved_injections(pod, namespace, service_account_name, service_account, config, warnings);
+    apply_policy(&mut injections, namespace, config, warnings, policy);
+    injections.retain(|injection| {
+        let fits = fits(pod, injection, &mut warnings.texts);
+        warnings.tag(injection.cloud);
+        fits
+    });
+    drop_clashing_volumes(&mut injections, warnings);
+    // Only a cluster without the ServiceAccount admission plugin (which names `default` before any
+    // webhook runs) sends an unnamed Pod; it would refuse our token volume, so leave the Pod alone.
+    if pod.spec.service_account_name.as_deref().is_none_or(str::is_empty) && !injections.is_empty() {
+        warnings.texts.push(format!(
+            "the Pod has no serviceAccountName (is the ServiceAccount admission plugin off?); no cloud identity injected for {namespace}/{service_account_name}"
+        ));
+        return Vec::new();
+    }
+    injections
+}
+
+/// A mapping names a ServiceAccount that does not exist: say why the Pod gets no identity.
+fn warn_if_mapped_without_service_account(
+    namespace: &str,
+    service_account_name: &str,
+    config: &Config,
+    warnings: &mut Warnings,
+) {
+    if config.mapping_for(namespace, service_account_name).is_some()
+        || !config
+            .container_mappings_for(namespace, service_account_name)
+            .is_empty()
+    {
+        warnings.texts.push(format!(
+            "ServiceAccount {namespace}/{} does not exist; no cloud identity injected",
+            Echo(service_account_name)
+        ));
+    }
+}
+
+/// Each cloud's identity for each group of containers, from the ServiceAccount's annotations and
+/// the mappings, before the policy and the fit are checked.
+fn resolved_injections(
+    pod: &Pod,
+    namespace: &str,
+    service_account_name: &str,
+    service_account: &ServiceAccount,
+    config: &Config,
+    warnings: &mut Warnings,
+) -> Vec<PodInjection> {
     let written_by_users = users_annotations(service_account);
     let whole_pod = config.mapping_for(namespace, service_account_name);
     let per_container = config.container_mappings_for(namespace, service_account_name);
@@ -336,7 +381,18 @@ fn pod_injections(
         }
         warnings.tag(provider.name());
     }
-    // The policy judges the identity as resolved, whichever source gave it.
+    injections
+}
+
+/// Drops the identities the policy denies (in enforce mode), warns of every denial and records
+/// each decision in `policy`. The policy judges the identity as resolved, whichever source gave it.
+fn apply_policy(
+    injections: &mut Vec<PodInjection>,
+    namespace: &str,
+    config: &Config,
+    warnings: &mut Warnings,
+    policy: &mut Vec<PolicyCheck>,
+) {
     injections.retain(|injection| {
         let check = PolicyCheck::new(
             injection.cloud,
@@ -357,12 +413,11 @@ fn pod_injections(
         }
         keep
     });
-    injections.retain(|injection| {
-        let fits = fits(pod, injection, &mut warnings.texts);
-        warnings.tag(injection.cloud);
-        fits
-    });
-    // After the policy and the fit: only identities that are injected share a volume.
+}
+
+/// Drops each identity whose token volume clashes with an earlier one's. Runs after the policy
+/// and the fit: only identities that are injected share a volume.
+fn drop_clashing_volumes(injections: &mut Vec<PodInjection>, warnings: &mut Warnings) {
     let mut kept = 0;
     while kept < injections.len() {
         let (earlier, rest) = injections.split_at(kept);
@@ -374,15 +429,6 @@ fn pod_injections(
         }
         warnings.tag(cloud);
     }
-    // Only a cluster without the ServiceAccount admission plugin (which names `default` before any
-    // webhook runs) sends an unnamed Pod; it would refuse our token volume, so leave the Pod alone.
-    if pod.spec.service_account_name.as_deref().is_none_or(str::is_empty) && !injections.is_empty() {
-        warnings.texts.push(format!(
-            "the Pod has no serviceAccountName (is the ServiceAccount admission plugin off?); no cloud identity injected for {namespace}/{service_account_name}"
-        ));
-        return Vec::new();
-    }
-    injections
 }
 
 /// The Pod annotation that lists the only containers that get identities (comma separated): an
@@ -539,9 +585,52 @@ pub fn mutate_service_account(service_account: &ServiceAccount, namespace: &str,
         return mutation;
     };
     let managed_before = managed_keys(service_account);
-    let mut identities = Vec::new();
-    let mut managed_now = BTreeSet::new();
-    let mut changed = Vec::new();
+    let MappedAnnotations {
+        identities,
+        managed_now,
+        mut changed,
+    } = mapped_annotations(service_account, name, namespace, config, &managed_before);
+    let mut patch = Vec::new();
+    forget_unmapped(service_account, &managed_before, &managed_now, &mut patch, &mut changed);
+    let mut mutation = Mutation {
+        identities,
+        ..Mutation::default()
+    };
+    if config.policy.is_on() {
+        // The policy judges the annotations as they will be stored: with the mapping's applied.
+        let stored = stored_annotations(service_account, &managed_before, &managed_now, &changed);
+        service_account_policy(&stored, namespace, config, &mut mutation);
+    }
+    if mutation.denied.is_none() {
+        add_annotations(&mut patch, service_account.metadata.annotations.is_some(), changed);
+        mutation.patch = patch;
+    }
+    mutation
+}
+
+/// What the mapping matching a ServiceAccount gives it.
+struct MappedAnnotations {
+    /// Each cloud's identity, as the annotations name it.
+    identities: Vec<(&'static str, String)>,
+    /// The annotations the webhook manages once this request is stored.
+    managed_now: BTreeSet<&'static str>,
+    /// The annotations to write: new ones and those whose value changes.
+    changed: Vec<(&'static str, String)>,
+}
+
+/// The mapping's annotations for a ServiceAccount, leaving out those the user wrote.
+fn mapped_annotations(
+    service_account: &ServiceAccount,
+    name: &str,
+    namespace: &str,
+    config: &Config,
+    managed_before: &BTreeSet<&str>,
+) -> MappedAnnotations {
+    let mut mapped = MappedAnnotations {
+        identities: Vec::new(),
+        managed_now: BTreeSet::new(),
+        changed: Vec::new(),
+    };
     for provider in providers::ALL {
         let Some(mapping) = config.mapping_for(namespace, name) else {
             break;
@@ -552,14 +641,25 @@ pub fn mutate_service_account(service_account: &ServiceAccount, namespace: &str,
             if current.is_some() && !managed_before.contains(key) {
                 continue;
             }
-            managed_now.insert(key);
-            identities.push((provider.name(), value.clone()));
+            mapped.managed_now.insert(key);
+            mapped.identities.push((provider.name(), value.clone()));
             if current != Some(value.as_str()) {
-                changed.push((key, value));
+                mapped.changed.push((key, value));
             }
         }
     }
-    let mut patch = Vec::new();
+    mapped
+}
+
+/// Removes the annotations the webhook wrote that no mapping gives any more, and updates the
+/// list of the annotations it manages.
+fn forget_unmapped(
+    service_account: &ServiceAccount,
+    managed_before: &BTreeSet<&str>,
+    managed_now: &BTreeSet<&'static str>,
+    patch: &mut Vec<Operation>,
+    changed: &mut Vec<(&'static str, String)>,
+) {
     let stale = managed_before.iter().filter(|key| !managed_now.contains(**key));
     for key in stale.filter(|key| service_account.metadata.annotation(key).is_some()) {
         patch.push(Operation::Remove {
@@ -578,24 +678,22 @@ pub fn mutate_service_account(service_account: &ServiceAccount, namespace: &str,
             ));
         }
     }
-    let mut mutation = Mutation {
-        identities,
-        ..Mutation::default()
-    };
-    if config.policy.is_on() {
-        // The policy judges the annotations as they will be stored: with the mapping's applied.
-        let mut stored = service_account.metadata.annotations.clone().unwrap_or_default();
-        for key in managed_before.iter().filter(|key| !managed_now.contains(**key)) {
-            stored.remove(*key);
-        }
-        stored.extend(changed.iter().map(|(key, value)| ((*key).to_owned(), value.clone())));
-        service_account_policy(&stored, namespace, config, &mut mutation);
+}
+
+/// The ServiceAccount's annotations as they will be stored: the unmapped ones gone, the changed
+/// ones written.
+fn stored_annotations(
+    service_account: &ServiceAccount,
+    managed_before: &BTreeSet<&str>,
+    managed_now: &BTreeSet<&str>,
+    changed: &[(&str, String)],
+) -> BTreeMap<String, String> {
+    let mut stored = service_account.metadata.annotations.clone().unwrap_or_default();
+    for key in managed_before.iter().filter(|key| !managed_now.contains(**key)) {
+        stored.remove(*key);
     }
-    if mutation.denied.is_none() {
-        add_annotations(&mut patch, service_account.metadata.annotations.is_some(), changed);
-        mutation.patch = patch;
-    }
-    mutation
+    stored.extend(changed.iter().map(|(key, value)| ((*key).to_owned(), value.clone())));
+    stored
 }
 
 /// The policy's decision on a ServiceAccount's identity annotations, cloud by cloud: in `enforce`
@@ -863,6 +961,21 @@ fn add_injection(
             read_only: true,
         }),
     }
+    add_env_groups(container, injection, mount.is_some(), env, warnings);
+    if let Some(scratch) = &injection.scratch {
+        add_scratch(container, scratch, mounts, env);
+    }
+}
+
+/// The injection's env var groups the container does not set; a warning when the container's own
+/// value keeps ours from naming our token file.
+fn add_env_groups(
+    container: &Container,
+    injection: &PodInjection,
+    token_mounted: bool,
+    env: &mut Vec<EnvVar>,
+    warnings: &mut Vec<String>,
+) {
     for group in &injection.env {
         let taken = group
             .iter()
@@ -877,7 +990,7 @@ fn add_injection(
         // The container's own values are kept; say so when ours would name our token file
         // and the container has not mounted our token yet (as it has on reinvocation).
         let own = group.iter().find(|(name, _)| container.sets_env(name));
-        if mount.is_none()
+        if !token_mounted
             && let Some((name, _)) = own
             && group.iter().any(|(_, value)| points_into(value, injection.mount_path))
         {
@@ -888,9 +1001,11 @@ fn add_injection(
             ));
         }
     }
-    if let Some(scratch) = &injection.scratch
-        && let Some(mount) = scratch_mount(container, scratch)
-    {
+}
+
+/// The scratch directory's mount and env var, where the container gets them.
+fn add_scratch(container: &Container, scratch: &ScratchDir, mounts: &mut Vec<VolumeMount>, env: &mut Vec<EnvVar>) {
+    if let Some(mount) = scratch_mount(container, scratch) {
         if mount.is_none() {
             mounts.push(VolumeMount {
                 name: scratch.volume_name,

@@ -174,6 +174,107 @@ impl Decision {
     }
 }
 
+/// Checks one rule of `policy.rules`, naming the rule's fields in its problems.
+struct RuleChecker<'a> {
+    index: usize,
+    problems: &'a mut Vec<String>,
+}
+
+impl RuleChecker<'_> {
+    /// The rule compiled: its patterns normalized, the cluster settings filling omitted lists.
+    fn compile(&mut self, rule: &Rule, settings: &Settings) -> CompiledRule {
+        if rule.name.trim().is_empty() {
+            let at = self.at("name");
+            self.problems.push(format!("{at}: must not be empty"));
+        }
+        if rule.namespaces.is_empty() {
+            let at = self.at("namespaces");
+            self.problems
+                .push(format!("{at}: list at least one namespace pattern (\"*\" for all)"));
+        }
+        let namespaces = self.patterns("namespaces", &rule.namespaces, |_| true);
+        let mut allowed = BTreeMap::new();
+        if let Some(aws) = &rule.aws {
+            self.aws(aws, &mut allowed);
+        }
+        if let Some(google) = &rule.gcp {
+            self.gcp(google, settings, &mut allowed);
+        }
+        if let Some(entra) = &rule.azure {
+            self.azure(entra, settings, &mut allowed);
+        }
+        CompiledRule {
+            name: rule.name.trim().to_owned(),
+            namespaces,
+            allowed,
+            pod_identity: rule.aws.as_ref().is_some_and(|aws| aws.pod_identity),
+        }
+    }
+
+    /// Role patterns: those listed and every role of the accounts listed.
+    fn aws(&mut self, aws: &AwsAllowed, allowed: &mut BTreeMap<Field, Vec<String>>) {
+        let mut roles = self.patterns("aws.roleArns", &aws.role_arns, |_| true);
+        let accounts = self.patterns("aws.accounts", &aws.accounts, aws::formats::is_aws_account_id);
+        roles.extend(accounts.iter().map(|account| format!("arn:*:iam::{account}:role/*")));
+        allowed.insert(Field::AwsRole, roles);
+    }
+
+    /// Service account patterns (those listed and every one of the projects listed) and
+    /// workload identity providers (the cluster's when none is listed).
+    fn gcp(&mut self, google: &GcpAllowed, settings: &Settings, allowed: &mut BTreeMap<Field, Vec<String>>) {
+        let mut emails = self.patterns("gcp.serviceAccounts", &google.service_accounts, |_| true);
+        let projects = self.patterns("gcp.projects", &google.projects, gcp::formats::is_google_project_id);
+        emails.extend(
+            projects
+                .iter()
+                .map(|project| format!("*@{project}.iam.gserviceaccount.com")),
+        );
+        allowed.insert(Field::GcpServiceAccount, emails);
+        let mut providers = self.patterns(
+            "gcp.workloadIdentityProviders",
+            &google.workload_identity_providers,
+            |_| true,
+        );
+        if google.workload_identity_providers.is_empty() {
+            providers.extend(settings.gcp.workload_identity_provider.as_deref().map(normalize));
+        }
+        allowed.insert(Field::GcpProvider, providers);
+    }
+
+    /// Client ID patterns and tenants (the cluster's when none is listed).
+    fn azure(&mut self, entra: &AzureAllowed, settings: &Settings, allowed: &mut BTreeMap<Field, Vec<String>>) {
+        allowed.insert(
+            Field::AzureClientId,
+            self.patterns("azure.clientIds", &entra.client_ids, |_| true),
+        );
+        let mut tenants = self.patterns("azure.tenantIds", &entra.tenant_ids, |_| true);
+        if entra.tenant_ids.is_empty() {
+            tenants.extend(settings.azure.tenant_id.as_deref().map(normalize));
+        }
+        allowed.insert(Field::AzureTenantId, tenants);
+    }
+
+    /// The valid patterns of a list, normalized; each invalid one is a problem.
+    fn patterns(&mut self, field: &str, values: &[String], is_valid: fn(&str) -> bool) -> Vec<String> {
+        values
+            .iter()
+            .map(|value| normalize(value))
+            .filter(|value| {
+                let ok = is_pattern(value) && is_valid(value);
+                if !ok {
+                    let at = self.at(field);
+                    self.problems.push(format!("{at}: {value:?} is not a valid pattern"));
+                }
+                ok
+            })
+            .collect()
+    }
+
+    fn at(&self, field: &str) -> String {
+        format!("policy.rules[{}].{field}", self.index)
+    }
+}
+
 /// The characters a pattern may hold (once lowercased): those of the values it matches, and `*`.
 fn is_pattern(pattern: &str) -> bool {
     !pattern.is_empty()
@@ -189,78 +290,15 @@ impl Policy {
         let Some(file) = file else {
             return Policy::default();
         };
-        let mut rules = Vec::new();
-        for (i, rule) in file.rules.into_iter().enumerate() {
-            let at = |field: &str| format!("policy.rules[{i}].{field}");
-            if rule.name.trim().is_empty() {
-                problems.push(format!("{}: must not be empty", at("name")));
-            }
-            if rule.namespaces.is_empty() {
-                problems.push(format!(
-                    "{}: list at least one namespace pattern (\"*\" for all)",
-                    at("namespaces")
-                ));
-            }
-            let mut patterns = |field: &str, values: &[String], is_valid: fn(&str) -> bool| -> Vec<String> {
-                values
-                    .iter()
-                    .map(|value| normalize(value))
-                    .filter(|value| {
-                        let ok = is_pattern(value) && is_valid(value);
-                        if !ok {
-                            problems.push(format!("{}: {value:?} is not a valid pattern", at(field)));
-                        }
-                        ok
-                    })
-                    .collect()
-            };
-            let namespaces = patterns("namespaces", &rule.namespaces, |_| true);
-            let mut allowed = BTreeMap::new();
-            let mut pod_identity = false;
-            if let Some(aws) = &rule.aws {
-                let mut roles = patterns("aws.roleArns", &aws.role_arns, |_| true);
-                let accounts = patterns("aws.accounts", &aws.accounts, aws::formats::is_aws_account_id);
-                roles.extend(accounts.iter().map(|account| format!("arn:*:iam::{account}:role/*")));
-                allowed.insert(Field::AwsRole, roles);
-                pod_identity = aws.pod_identity;
-            }
-            if let Some(google) = &rule.gcp {
-                let mut emails = patterns("gcp.serviceAccounts", &google.service_accounts, |_| true);
-                let projects = patterns("gcp.projects", &google.projects, gcp::formats::is_google_project_id);
-                emails.extend(
-                    projects
-                        .iter()
-                        .map(|project| format!("*@{project}.iam.gserviceaccount.com")),
-                );
-                allowed.insert(Field::GcpServiceAccount, emails);
-                let mut providers = patterns(
-                    "gcp.workloadIdentityProviders",
-                    &google.workload_identity_providers,
-                    |_| true,
-                );
-                if google.workload_identity_providers.is_empty() {
-                    providers.extend(settings.gcp.workload_identity_provider.as_deref().map(normalize));
-                }
-                allowed.insert(Field::GcpProvider, providers);
-            }
-            if let Some(entra) = &rule.azure {
-                allowed.insert(
-                    Field::AzureClientId,
-                    patterns("azure.clientIds", &entra.client_ids, |_| true),
-                );
-                let mut tenants = patterns("azure.tenantIds", &entra.tenant_ids, |_| true);
-                if entra.tenant_ids.is_empty() {
-                    tenants.extend(settings.azure.tenant_id.as_deref().map(normalize));
-                }
-                allowed.insert(Field::AzureTenantId, tenants);
-            }
-            rules.push(CompiledRule {
-                name: rule.name.trim().to_owned(),
-                namespaces,
-                allowed,
-                pod_identity,
-            });
-        }
+        let rules = file
+            .rules
+            .into_iter()
+            .enumerate()
+            .map(|(index, rule)| {
+                let mut checker = RuleChecker { index, problems };
+                checker.compile(&rule, settings)
+            })
+            .collect();
         Policy { mode: file.mode, rules }
     }
 

@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::jwt::Refusal;
+use super::jwt::{Claims, Refusal};
 use super::{Emulator, random_id, rfc3339};
 
 pub const STS_AUDIENCE: &str = "sts.amazonaws.com";
@@ -77,18 +77,12 @@ pub async fn assume_role_with_web_identity(
             "RoleArn, RoleSessionName and WebIdentityToken are required",
         );
     }
-    let duration = match param("DurationSeconds") {
-        "" => 3600,
-        text => match text.parse::<i64>() {
-            Ok(seconds) if (900..=43_200).contains(&seconds) => seconds,
-            _ => {
-                return sts_error(
-                    StatusCode::BAD_REQUEST,
-                    "ValidationError",
-                    "DurationSeconds must be 900..43200",
-                );
-            }
-        },
+    let Some(duration) = session_duration(param("DurationSeconds")) else {
+        return sts_error(
+            StatusCode::BAD_REQUEST,
+            "ValidationError",
+            "DurationSeconds must be 900..43200",
+        );
     };
     let now = super::now();
     let trusts = emulator.trusts();
@@ -103,7 +97,22 @@ pub async fn assume_role_with_web_identity(
         Ok(claims) => claims,
         Err(refusal) => return sts_refusal(&refusal),
     };
-    let credentials = FakeCredentials::new(now + duration);
+    assumed_role_response(&claims, role, session, &FakeCredentials::new(now + duration))
+}
+
+/// `DurationSeconds` in seconds (an hour when absent); `None` outside what STS accepts.
+fn session_duration(text: &str) -> Option<i64> {
+    match text {
+        "" => Some(3600),
+        text => text
+            .parse::<i64>()
+            .ok()
+            .filter(|seconds| (900..=43_200).contains(seconds)),
+    }
+}
+
+/// STS's answer to an allowed request: the assumed role's session and its credentials.
+fn assumed_role_response(claims: &Claims, role: &str, session: &str, credentials: &FakeCredentials) -> Response {
     let account = role.split(':').nth(4).unwrap_or_default();
     let role_name = role.rsplit('/').next().unwrap_or_default();
     xml(

@@ -224,6 +224,12 @@ pub fn verify(token: &str, keys: &KeySet, expected: &Expectation<'_>, now: i64) 
         .decode(signature)
         .map_err(|err| Refusal::Malformed(format!("signature: {err}")))?;
     let signed = &token.as_bytes()[..token.rfind('.').unwrap_or(0)];
+    check_signature(&header, keys, signed, &signature)?;
+    check_claims(part("payload", payload)?, expected, now)
+}
+
+/// Whether `signature` over `signed` is valid for the key and algorithm the header names.
+fn check_signature(header: &Header, keys: &KeySet, signed: &[u8], signature: &[u8]) -> Result<(), Refusal> {
     let key = keys
         .keys
         .iter()
@@ -232,18 +238,21 @@ pub fn verify(token: &str, keys: &KeySet, expected: &Expectation<'_>, now: i64) 
         .ok_or_else(|| Refusal::UnknownKey(header.kid.clone()))?;
     let verified = match (header.alg.as_str(), key) {
         ("RS256", PublicKey::Rsa { n, e }) => RsaPublicKeyComponents { n, e }
-            .verify(&signature::RSA_PKCS1_2048_8192_SHA256, signed, &signature)
+            .verify(&signature::RSA_PKCS1_2048_8192_SHA256, signed, signature)
             .is_ok(),
         ("ES256", PublicKey::P256(point)) => UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, point)
-            .verify(signed, &signature)
+            .verify(signed, signature)
             .is_ok(),
         (alg, _) => return Err(Refusal::Algorithm(alg.to_owned())),
     };
     if !verified {
         return Err(Refusal::BadSignature);
     }
+    Ok(())
+}
 
-    let claims: RawClaims = part("payload", payload)?;
+/// The verified token's claims checked against what the caller expects, at `now` (Unix seconds).
+fn check_claims(claims: RawClaims, expected: &Expectation<'_>, now: i64) -> Result<Claims, Refusal> {
     if claims.iss != expected.issuer {
         return Err(Refusal::WrongIssuer {
             found: claims.iss,

@@ -10,7 +10,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ManagedField
 use serde::Serialize;
 use serde_json::Value;
 
-use workload_identity_core::config::Config;
+use workload_identity_core::config::{Config, Mapping};
 use workload_identity_core::policy::Decision;
 use workload_identity_core::providers;
 use workload_identity_core::{model, mutation, patch};
@@ -423,7 +423,21 @@ fn identity_sources(
         ));
         return;
     };
-    let config = inputs.config;
+    mapping_reasons(inputs.config, namespace, service_account, reasons);
+    annotation_reason(sa, namespace, service_account, reasons);
+    if !mutation.identities.is_empty() {
+        let identities: Vec<String> = mutation
+            .identities
+            .iter()
+            .map(|(cloud, identity)| format!("{cloud} {identity}"))
+            .collect();
+        reasons.push(format!("resolved identity: {}", identities.join("; ")));
+    }
+    policy_reasons(inputs.config, mutation, reasons);
+}
+
+/// Which mappings of the ConfigMap match the ServiceAccount: for the whole Pod and per container.
+fn mapping_reasons(config: &Config, namespace: &str, service_account: &str, reasons: &mut Vec<String>) {
     let per_container = config.container_mappings_for(namespace, service_account);
     match config.mapping_for(namespace, service_account) {
         Some(mapping) => {
@@ -432,16 +446,11 @@ fn identity_sources(
                 .iter()
                 .position(|candidate| std::ptr::eq(candidate, mapping))
                 .unwrap_or_default();
-            let clouds: Vec<&str> = providers::ALL
-                .iter()
-                .filter(|provider| provider.is_in(mapping))
-                .map(|provider| provider.name())
-                .collect();
             reasons.push(format!(
                 "mapping identities[{index}] (namespace {}, serviceAccount {}) matches, for {}; the ServiceAccount's own annotations outrank it",
                 mapping.namespace,
                 mapping.service_account,
-                clouds.join(", ")
+                clouds_of(mapping)
             ));
         }
         None if per_container.is_empty() => reasons.push(format!(
@@ -452,19 +461,28 @@ fn identity_sources(
         )),
     }
     for (index, mapping) in per_container {
-        let clouds: Vec<&str> = providers::ALL
-            .iter()
-            .filter(|provider| provider.is_in(mapping))
-            .map(|provider| provider.name())
-            .collect();
         reasons.push(format!(
             "mapping identities[{index}] (namespace {}, serviceAccount {}) matches for the containers {}, for {}; the ServiceAccount's own annotations outrank it",
             mapping.namespace,
             mapping.service_account,
             mapping.containers.as_deref().unwrap_or_default().join(", "),
-            clouds.join(", ")
+            clouds_of(mapping)
         ));
     }
+}
+
+/// The names of the clouds a mapping gives an identity for, comma separated.
+fn clouds_of(mapping: &Mapping) -> String {
+    let clouds: Vec<&str> = providers::ALL
+        .iter()
+        .filter(|provider| provider.is_in(mapping))
+        .map(|provider| provider.name())
+        .collect();
+    clouds.join(", ")
+}
+
+/// The identity annotations the ServiceAccount has, or that it has none.
+fn annotation_reason(sa: &ServiceAccount, namespace: &str, service_account: &str, reasons: &mut Vec<String>) {
     let annotations = identity_annotations(sa);
     if annotations.is_empty() {
         reasons.push(format!(
@@ -480,14 +498,10 @@ fn identity_sources(
             listed.join(", ")
         ));
     }
-    if !mutation.identities.is_empty() {
-        let identities: Vec<String> = mutation
-            .identities
-            .iter()
-            .map(|(cloud, identity)| format!("{cloud} {identity}"))
-            .collect();
-        reasons.push(format!("resolved identity: {}", identities.join("; ")));
-    }
+}
+
+/// What the identity policy decided for each cloud's identity.
+fn policy_reasons(config: &Config, mutation: &mutation::Mutation, reasons: &mut Vec<String>) {
     let mode = config.policy.mode.name();
     for check in &mutation.policy {
         let cloud = check.cloud;

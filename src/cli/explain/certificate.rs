@@ -29,35 +29,10 @@ pub fn ca_bundle_check(
     if certificates.is_empty() {
         return ("error", "the caBundle holds no certificate".to_owned());
     }
-    let seconds = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
-    let mut expiries = Vec::new();
-    for der in &certificates {
-        let Ok((_, certificate)) = X509Certificate::from_der(der) else {
-            return ("error", "a certificate of the caBundle cannot be read".to_owned());
-        };
-        let validity = certificate.validity();
-        if validity.not_after.timestamp() < seconds {
-            return (
-                "error",
-                format!(
-                    "the caBundle certificate {} expired on {}",
-                    certificate.subject(),
-                    validity.not_after
-                ),
-            );
-        }
-        if validity.not_before.timestamp() > seconds {
-            return (
-                "error",
-                format!(
-                    "the caBundle certificate {} is valid only from {}",
-                    certificate.subject(),
-                    validity.not_before
-                ),
-            );
-        }
-        expiries.push(validity.not_after.to_string());
-    }
+    let expiries = match expiries_if_valid(&certificates, now) {
+        Ok(expiries) => expiries,
+        Err(problem) => return ("error", problem),
+    };
     let summary = format!(
         "{} CA certificate(s), valid until {}",
         certificates.len(),
@@ -76,6 +51,34 @@ pub fn ca_bundle_check(
             format!("{summary}; but the serving certificate does not verify against it for {host}: {err}"),
         ),
     }
+}
+
+/// When each certificate expires, or why one is not valid at `now`.
+fn expiries_if_valid(certificates: &[CertificateDer<'static>], now: UnixTime) -> Result<Vec<String>, String> {
+    let seconds = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+    let mut expiries = Vec::new();
+    for der in certificates {
+        let Ok((_, certificate)) = X509Certificate::from_der(der) else {
+            return Err("a certificate of the caBundle cannot be read".to_owned());
+        };
+        let validity = certificate.validity();
+        if validity.not_after.timestamp() < seconds {
+            return Err(format!(
+                "the caBundle certificate {} expired on {}",
+                certificate.subject(),
+                validity.not_after
+            ));
+        }
+        if validity.not_before.timestamp() > seconds {
+            return Err(format!(
+                "the caBundle certificate {} is valid only from {}",
+                certificate.subject(),
+                validity.not_before
+            ));
+        }
+        expiries.push(validity.not_after.to_string());
+    }
+    Ok(expiries)
 }
 
 /// Verifies a serving certificate chain (PEM) against CA certificates, as the API server does.

@@ -195,13 +195,25 @@ fn line(out: &mut String, prefix: &str, indent: usize, text: &str, width: Option
 /// The report as text for people: wrapped to `width` columns, or one line per row (`wide`).
 pub fn table(report: &Report, width: Option<usize>) -> String {
     let mut out = String::new();
+    installation_text(&mut out, &report.checks, width);
+    if let Some(pod) = &report.pod {
+        pod_text(&mut out, pod, width);
+    }
+    if let Some(stale) = &report.stale {
+        stale_pods_text(&mut out, report, stale, width);
+    }
+    out
+}
+
+/// The INSTALLATION section: one status line per check.
+fn installation_text(out: &mut String, checks: &[Check], width: Option<usize>) {
     let _ = writeln!(out, "INSTALLATION");
-    for check in &report.checks {
+    for check in checks {
         let status = check.status.to_uppercase();
         match width {
             Some(_) => {
                 let _ = writeln!(out, "  {status:<8} {}", visible(&check.name));
-                line(&mut out, "           ", 11, &check.detail, width);
+                line(out, "           ", 11, &check.detail, width);
             }
             None => {
                 let name = visible(&check.name);
@@ -209,94 +221,103 @@ pub fn table(report: &Report, width: Option<usize>) -> String {
             }
         }
     }
-    if let Some(pod) = &report.pod {
-        let title = format!(
-            "POD {}/{} (ServiceAccount {})",
-            pod.namespace, pod.name, pod.service_account
-        );
+}
+
+/// The POD section: what the Pod has, what it would get now, and why.
+fn pod_text(out: &mut String, pod: &PodReport, width: Option<usize>) {
+    let title = format!(
+        "POD {}/{} (ServiceAccount {})",
+        pod.namespace, pod.name, pod.service_account
+    );
+    let _ = writeln!(out);
+    line(out, "", 2, &title, width);
+    let _ = writeln!(out, "  has:");
+    identity_text(out, &pod.has, width);
+    let _ = writeln!(out, "  would get now:");
+    identity_text(out, &pod.would_get, width);
+    if pod.stale {
+        let _ = writeln!(out, "  STALE, differences:");
+        for difference in &pod.differences {
+            line(out, "    - ", 6, difference, width);
+        }
+    } else {
+        let _ = writeln!(out, "  up to date: the Pod has what the webhook would give it now");
+    }
+    let _ = writeln!(out, "  why:");
+    for reason in &pod.reasons {
+        line(out, "    - ", 6, reason, width);
+    }
+    for warning in &pod.warnings {
+        line(out, "    - webhook warning: ", 6, warning, width);
+    }
+}
+
+/// The STALE PODS section: how many Pods were checked, and the stale ones by workload.
+fn stale_pods_text(out: &mut String, report: &Report, stale: &[Workload], width: Option<usize>) {
+    let checked = report.pods_checked.unwrap_or_default();
+    let phases = report
+        .phases
+        .iter()
+        .flatten()
+        .map(|(phase, count)| format!("{count} {phase}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let among = format!("{checked} Pods ({phases})");
+    if stale.is_empty() {
         let _ = writeln!(out);
-        line(&mut out, "", 2, &title, width);
-        let _ = writeln!(out, "  has:");
-        identity_text(&mut out, &pod.has, width);
-        let _ = writeln!(out, "  would get now:");
-        identity_text(&mut out, &pod.would_get, width);
-        if pod.stale {
-            let _ = writeln!(out, "  STALE, differences:");
-            for difference in &pod.differences {
-                line(&mut out, "    - ", 6, difference, width);
-            }
-        } else {
-            let _ = writeln!(out, "  up to date: the Pod has what the webhook would give it now");
-        }
-        let _ = writeln!(out, "  why:");
-        for reason in &pod.reasons {
-            line(&mut out, "    - ", 6, reason, width);
-        }
-        for warning in &pod.warnings {
-            line(&mut out, "    - webhook warning: ", 6, warning, width);
+        line(out, "", 0, &format!("No stale Pods among {among}."), width);
+        return;
+    }
+    let pods: usize = stale.iter().map(|workload| workload.pods.len()).sum();
+    let _ = writeln!(out, "\nSTALE PODS ({pods} of {among})");
+    if report.checks.iter().any(|check| check.status == "error") {
+        line(
+            out,
+            "  ",
+            2,
+            "Fix the INSTALLATION errors above first: Pods re-created before that get no identity either.",
+            width,
+        );
+    }
+    match width {
+        Some(_) => stale_workloads_wrapped(out, stale, width),
+        None => stale_workloads_wide(out, stale),
+    }
+}
+
+/// Stale workloads as wrapped paragraphs: title, fix, differences.
+fn stale_workloads_wrapped(out: &mut String, stale: &[Workload], width: Option<usize>) {
+    for workload in stale {
+        let title = format!(
+            "{} -n {} ({} Pods)",
+            workload.owner,
+            workload.namespace,
+            workload.pods.len()
+        );
+        line(out, "  ", 4, &title, width);
+        line(out, "    fix: ", 6, &workload.fix, width);
+        for difference in &workload.differences {
+            line(out, "    - ", 6, difference, width);
         }
     }
-    if let Some(stale) = &report.stale {
-        let checked = report.pods_checked.unwrap_or_default();
-        let phases = report
-            .phases
-            .iter()
-            .flatten()
-            .map(|(phase, count)| format!("{count} {phase}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let among = format!("{checked} Pods ({phases})");
-        if stale.is_empty() {
-            let _ = writeln!(out);
-            line(&mut out, "", 0, &format!("No stale Pods among {among}."), width);
-        } else {
-            let pods: usize = stale.iter().map(|workload| workload.pods.len()).sum();
-            let _ = writeln!(out, "\nSTALE PODS ({pods} of {among})");
-            if report.checks.iter().any(|check| check.status == "error") {
-                line(
-                    &mut out,
-                    "  ",
-                    2,
-                    "Fix the INSTALLATION errors above first: Pods re-created before that get no identity either.",
-                    width,
-                );
-            }
-            match width {
-                Some(_) => {
-                    for workload in stale {
-                        let title = format!(
-                            "{} -n {} ({} Pods)",
-                            workload.owner,
-                            workload.namespace,
-                            workload.pods.len()
-                        );
-                        line(&mut out, "  ", 4, &title, width);
-                        line(&mut out, "    fix: ", 6, &workload.fix, width);
-                        for difference in &workload.differences {
-                            line(&mut out, "    - ", 6, difference, width);
-                        }
-                    }
-                }
-                None => {
-                    let _ = writeln!(out, "  {:<20} {:<40} {:>4}  FIX", "NAMESPACE", "OWNER", "PODS");
-                    for workload in stale {
-                        let _ = writeln!(
-                            out,
-                            "  {:<20} {:<40} {:>4}  {}",
-                            visible(&workload.namespace),
-                            visible(&workload.owner),
-                            workload.pods.len(),
-                            visible(&workload.fix)
-                        );
-                        for difference in &workload.differences {
-                            let _ = writeln!(out, "      - {}", visible(difference));
-                        }
-                    }
-                }
-            }
+}
+
+/// Stale workloads as a table, one row per workload, differences below it.
+fn stale_workloads_wide(out: &mut String, stale: &[Workload]) {
+    let _ = writeln!(out, "  {:<20} {:<40} {:>4}  FIX", "NAMESPACE", "OWNER", "PODS");
+    for workload in stale {
+        let _ = writeln!(
+            out,
+            "  {:<20} {:<40} {:>4}  {}",
+            visible(&workload.namespace),
+            visible(&workload.owner),
+            workload.pods.len(),
+            visible(&workload.fix)
+        );
+        for difference in &workload.differences {
+            let _ = writeln!(out, "      - {}", visible(difference));
         }
     }
-    out
 }
 
 fn identity_text(out: &mut String, identity: &analysis::Identity, width: Option<usize>) {

@@ -238,21 +238,9 @@ impl CloudProvider for Azure {
         }
         env.push(vec![("AZURE_TENANT_ID", tenant_id.to_owned())]);
         env.push(vec![("AZURE_FEDERATED_TOKEN_FILE", TOKEN_FILE.to_owned())]);
-        let authority = ctx.endpoint(
-            "azure.authorityHost",
-            mapped.and_then(|azure| azure.authority_host.as_deref()),
-            settings.authority_host.as_deref(),
-            "AZURE_AUTHORITY_HOST",
-            true,
-        );
-        let authority_host = authority.as_ref().map_or_else(
-            || settings.cloud.unwrap_or_default().authority_host(),
-            |authority| authority.url.as_str(),
-        );
-        env.push(vec![("AZURE_AUTHORITY_HOST", authority_host.to_owned())]);
+        let mut endpoints: Vec<EndpointOverride> = authority_host(ctx, mapped, &mut env).into_iter().collect();
         let mut sources = vec![token_source(custom.unwrap_or(AUDIENCE), expiration, VOLUME)];
         let mut gaps = Vec::new();
-        let mut endpoints: Vec<EndpointOverride> = authority.into_iter().collect();
         if custom.is_some() {
             sources.extend(custom_endpoint_files(settings, &mut env, &mut gaps));
             endpoints.extend(ctx.endpoint(
@@ -488,6 +476,29 @@ fn custom_endpoint<'s>(ctx: &PodContext<'s>, warnings: &mut Vec<String>) -> Opti
         }
     }
     asked
+}
+
+/// `AZURE_AUTHORITY_HOST`: the mapping's or the cluster's override, returned for the endpoint
+/// warnings, else the cloud's own authority.
+fn authority_host(
+    ctx: &PodContext<'_>,
+    mapped: Option<&MappedIdentity>,
+    env: &mut Vec<Vec<(&'static str, String)>>,
+) -> Option<EndpointOverride> {
+    let settings = &ctx.settings.azure;
+    let authority = ctx.endpoint(
+        "azure.authorityHost",
+        mapped.and_then(|azure| azure.authority_host.as_deref()),
+        settings.authority_host.as_deref(),
+        "AZURE_AUTHORITY_HOST",
+        true,
+    );
+    let authority_host = authority.as_ref().map_or_else(
+        || settings.cloud.unwrap_or_default().authority_host(),
+        |authority| authority.url.as_str(),
+    );
+    env.push(vec![("AZURE_AUTHORITY_HOST", authority_host.to_owned())]);
+    authority
 }
 
 /// The custom endpoint's env vars (each on its own, as theirs) and CA source; a missing proxy URL

@@ -149,67 +149,10 @@ impl CloudProvider for Gcp {
 
     fn validate(&self, all: &AllSettings, identities: &[Mapping]) -> Vec<String> {
         let mut problems = Vec::new();
-        let settings = &all.gcp;
-        check_field(
-            &mut problems,
-            "gcp.workloadIdentityProvider",
-            settings.workload_identity_provider.as_deref(),
-            formats::is_workload_identity_provider,
-            "workload identity provider resource name",
-        );
-        check_field(
-            &mut problems,
-            "gcp.audience",
-            settings.audience.as_deref(),
-            validate::is_audience,
-            "audience",
-        );
-        for (name, value) in [
-            ("tokenUrl", &settings.token_url),
-            ("impersonationEndpoint", &settings.impersonation_endpoint),
-        ] {
-            check_field(
-                &mut problems,
-                &format!("gcp.{name}"),
-                value.as_deref(),
-                |url: &str| validate::is_endpoint_url(url, all.cluster_domain()),
-                ENDPOINT_URL,
-            );
-        }
-        check_expiration(
-            &mut problems,
-            "gcp.tokenExpirationSeconds",
-            settings.token_expiration_seconds,
-            SETTING_EXPIRATION_SECONDS,
-        );
+        validate_settings(all, &mut problems);
         for (i, mapping) in identities.iter().enumerate() {
             if let Some(gcp) = &mapping.gcp {
-                check_field(
-                    &mut problems,
-                    &format!("identities[{i}].gcp.serviceAccount"),
-                    gcp.service_account.as_deref(),
-                    formats::is_google_service_account,
-                    "Google service account e-mail",
-                );
-                check_field(
-                    &mut problems,
-                    &format!("identities[{i}].gcp.project"),
-                    gcp.project.as_deref(),
-                    formats::is_google_project_id,
-                    "Google Cloud project id",
-                );
-                for (name, value) in [
-                    ("tokenUrl", &gcp.token_url),
-                    ("impersonationEndpoint", &gcp.impersonation_endpoint),
-                ] {
-                    check_field(
-                        &mut problems,
-                        &format!("identities[{i}].gcp.{name}"),
-                        value.as_deref(),
-                        |url: &str| validate::is_endpoint_url(url, all.cluster_domain()),
-                        ENDPOINT_URL,
-                    );
-                }
+                validate_mapped_identity(&format!("identities[{i}].gcp"), gcp, all, &mut problems);
             }
         }
         problems
@@ -312,6 +255,85 @@ impl CloudProvider for Gcp {
             Some(email) => vec![(GKE_SERVICE_ACCOUNT, email.clone())],
             None => Vec::new(),
         }
+    }
+}
+
+/// The cluster-wide `gcp` settings' problems.
+fn validate_settings(all: &AllSettings, problems: &mut Vec<String>) {
+    let settings = &all.gcp;
+    check_field(
+        problems,
+        "gcp.workloadIdentityProvider",
+        settings.workload_identity_provider.as_deref(),
+        formats::is_workload_identity_provider,
+        "workload identity provider resource name",
+    );
+    check_field(
+        problems,
+        "gcp.audience",
+        settings.audience.as_deref(),
+        validate::is_audience,
+        "audience",
+    );
+    validate_endpoints(
+        "gcp",
+        settings.token_url.as_deref(),
+        settings.impersonation_endpoint.as_deref(),
+        all,
+        problems,
+    );
+    check_expiration(
+        problems,
+        "gcp.tokenExpirationSeconds",
+        settings.token_expiration_seconds,
+        SETTING_EXPIRATION_SECONDS,
+    );
+}
+
+/// A mapping's `gcp` problems, each named after `at` (`identities[i].gcp`).
+fn validate_mapped_identity(at: &str, gcp: &MappedIdentity, all: &AllSettings, problems: &mut Vec<String>) {
+    check_field(
+        problems,
+        &format!("{at}.serviceAccount"),
+        gcp.service_account.as_deref(),
+        formats::is_google_service_account,
+        "Google service account e-mail",
+    );
+    check_field(
+        problems,
+        &format!("{at}.project"),
+        gcp.project.as_deref(),
+        formats::is_google_project_id,
+        "Google Cloud project id",
+    );
+    validate_endpoints(
+        at,
+        gcp.token_url.as_deref(),
+        gcp.impersonation_endpoint.as_deref(),
+        all,
+        problems,
+    );
+}
+
+/// `tokenUrl` and `impersonationEndpoint` under `at`: URLs an endpoint may have.
+fn validate_endpoints(
+    at: &str,
+    token_url: Option<&str>,
+    impersonation_endpoint: Option<&str>,
+    all: &AllSettings,
+    problems: &mut Vec<String>,
+) {
+    for (name, value) in [
+        ("tokenUrl", token_url),
+        ("impersonationEndpoint", impersonation_endpoint),
+    ] {
+        check_field(
+            problems,
+            &format!("{at}.{name}"),
+            value,
+            |url: &str| validate::is_endpoint_url(url, all.cluster_domain()),
+            ENDPOINT_URL,
+        );
     }
 }
 
