@@ -283,7 +283,8 @@ pub struct LimitArgs {
     /// Request bodies and answers held in memory at once, in bytes, from a request's arrival until
     /// its answer is written out (each request counts at least 16 KiB; one client IP holds at most a
     /// quarter); requests beyond it get 503.
-    #[arg(long, env = "WIW_MAX_IN_FLIGHT_BYTES", value_name = "BYTES", default_value_t = 32 * 1024 * 1024)]
+    // 24 MiB keeps the measured worst case (every hostile-client kind at once) under 128 MiB.
+    #[arg(long, env = "WIW_MAX_IN_FLIGHT_BYTES", value_name = "BYTES", default_value_t = 24 * 1024 * 1024)]
     pub max_in_flight_bytes: usize,
 
     /// Open connections on --listen at most; more are closed as soon as they are accepted.
