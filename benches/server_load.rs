@@ -571,6 +571,21 @@ struct Tally {
     first_failure: std::sync::Mutex<Option<String>>,
 }
 
+/// An HTTP/1.1 client that sends `body` and never reads the answer, holding its connection open
+/// until `deadline`.
+async fn send_unread_http1(target: &Target, body: &[u8], deadline: Instant) {
+    use tokio::io::AsyncWriteExt;
+    if let Ok(mut io) = target.tls_stream().await {
+        let head = format!(
+            "POST /mutate HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        );
+        let _ = io.inner_mut().write_all(head.as_bytes()).await;
+        let _ = io.inner_mut().write_all(body).await;
+        tokio::time::sleep_until(deadline.into()).await;
+    }
+}
+
 async fn worst_case_memory(bin: &Path, ca: &GeneratedCa, duration: Duration) {
     let senders: usize = env_or("WIW_WORST_SENDERS", 16);
     let stalled: usize = env_or("WIW_WORST_STALLED", 64);
@@ -651,16 +666,7 @@ async fn worst_case_memory(bin: &Path, ca: &GeneratedCa, duration: Duration) {
                 }
                 responses
             } else {
-                use tokio::io::AsyncWriteExt;
-                if let Ok(mut io) = target.tls_stream().await {
-                    let head = format!(
-                        "POST /mutate HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
-                        body.len()
-                    );
-                    let _ = io.inner_mut().write_all(head.as_bytes()).await;
-                    let _ = io.inner_mut().write_all(&body).await;
-                    tokio::time::sleep_until(deadline.into()).await;
-                }
+                send_unread_http1(&target, &body, deadline).await;
                 Vec::new()
             }
         }));
@@ -675,16 +681,7 @@ async fn worst_case_memory(bin: &Path, ca: &GeneratedCa, duration: Duration) {
         let target = h2.from(attacker(index));
         let body = huge_api_version.clone();
         held.push(tokio::spawn(async move {
-            use tokio::io::AsyncWriteExt;
-            if let Ok(mut io) = target.tls_stream().await {
-                let head = format!(
-                    "POST /mutate HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
-                    body.len()
-                );
-                let _ = io.inner_mut().write_all(head.as_bytes()).await;
-                let _ = io.inner_mut().write_all(&body).await;
-                tokio::time::sleep_until(deadline.into()).await;
-            }
+            send_unread_http1(&target, &body, deadline).await;
             Vec::new()
         }));
     }
