@@ -571,6 +571,25 @@ struct Tally {
     first_failure: std::sync::Mutex<Option<String>>,
 }
 
+impl Tally {
+    /// Keeps an answered response unread (holding its budget on the server), counting 503s and failures.
+    fn hold_unread<E>(
+        &self,
+        outcome: Result<hyper::Response<hyper::body::Incoming>, E>,
+        held: &mut Vec<hyper::Response<hyper::body::Incoming>>,
+    ) {
+        match outcome {
+            Ok(response) if response.status() == 200 => held.push(response),
+            Ok(response) if response.status() == 503 => {
+                self.shed.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
 /// An HTTP/1.1 client that sends `body` and never reads the answer, holding its connection open
 /// until `deadline`.
 async fn send_unread_http1(target: &Target, body: &[u8], deadline: Instant) {
@@ -654,15 +673,8 @@ async fn worst_case_memory(bin: &Path, ca: &GeneratedCa, duration: Duration) {
                 tokio::spawn(connection);
                 let mut responses = Vec::new();
                 for _ in 0..32 {
-                    match sender.clone().send_request(target.request(&body, Protocol::H2)).await {
-                        Ok(response) if response.status() == 200 => responses.push(response),
-                        Ok(response) if response.status() == 503 => {
-                            tally.shed.fetch_add(1, Ordering::Relaxed);
-                        }
-                        _ => {
-                            tally.failed.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
+                    let outcome = sender.clone().send_request(target.request(&body, Protocol::H2)).await;
+                    tally.hold_unread(outcome, &mut responses);
                 }
                 responses
             } else {
@@ -707,15 +719,7 @@ async fn worst_case_memory(bin: &Path, ca: &GeneratedCa, duration: Duration) {
             let sends = (0..240).map(|_| sender.clone().send_request(target.request(&body, Protocol::H2)));
             let mut responses = Vec::new();
             for outcome in futures::future::join_all(sends).await {
-                match outcome {
-                    Ok(response) if response.status() == 200 => responses.push(response),
-                    Ok(response) if response.status() == 503 => {
-                        tally.shed.fetch_add(1, Ordering::Relaxed);
-                    }
-                    _ => {
-                        tally.failed.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
+                tally.hold_unread(outcome, &mut responses);
             }
             responses
         }));
