@@ -17,6 +17,7 @@ use workload_identity_webhook::shell::certificates::{self, BundleTarget};
 use workload_identity_webhook::shell::connections::ConnectionLimits;
 use workload_identity_webhook::shell::issuer;
 use workload_identity_webhook::shell::metrics::Metrics;
+use workload_identity_webhook::shell::namespaces::NamespaceLabels;
 use workload_identity_webhook::shell::server::{self, AppState, ReviewLimits, ServerOptions};
 use workload_identity_webhook::shell::supervisor::Supervisor;
 use workload_identity_webhook::shell::tls::{self, CertificateFiles, ReloadingCertificate};
@@ -146,9 +147,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let client = connect(&args.config_source).await?;
     let certificate = start_certificate(&args, client.as_ref(), &namespace, &metrics, &mut tasks).await?;
     start_config(&config, &args, client.as_ref(), &namespace, &mut tasks);
+    let mut namespace_labels = None;
     let service_accounts = match client {
         None => ServiceAccounts::Standalone,
         Some(client) => {
+            let (labels, watch) = NamespaceLabels::start(client.clone(), metrics.clone());
+            tasks.spawn("namespace watch", watch);
+            namespace_labels = Some(labels);
             tasks.spawn(
                 "issuer discovery",
                 issuer::watch(config.clone(), client.clone(), metrics.clone(), ISSUER_INTERVAL),
@@ -164,6 +169,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_in_flight_bytes: args.limits.max_in_flight_bytes,
     };
     let mut state = AppState::new(config, service_accounts, metrics, limits);
+    if let Some(labels) = namespace_labels {
+        state = state.with_namespace_labels(labels);
+    }
     if args.config_source.config_file.is_none() && !args.config_source.standalone {
         state = state.with_config_map(ConfigMapName {
             namespace: namespace.clone(),

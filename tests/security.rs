@@ -16,6 +16,7 @@ use workload_identity_core::config::Config;
 use workload_identity_core::model::ServiceAccount;
 use workload_identity_core::mutation::Mutation;
 use workload_identity_core::patch;
+use workload_identity_core::policy::Labels;
 use workload_identity_core::providers::{aws, azure, gcp};
 
 const ROLE: &str = "arn:aws:iam::111122223333:role/granted";
@@ -66,7 +67,7 @@ fn admit(request_namespace: &str, pod: &Value, sa: Option<&ServiceAccount>, conf
     }))
     .unwrap();
     let review = Review::parse(&body).unwrap();
-    let mutation = review.mutation(sa, config);
+    let mutation = review.mutation(sa, Labels::Unknown, config);
     let mut patched = pod.clone();
     json_patch::patch(&mut patched, &patch::to_json_patch(&mutation.patch).unwrap()).unwrap();
     (mutation, patched)
@@ -228,7 +229,7 @@ fn a_pod_cannot_get_another_namespaces_mapping() {
     }))
     .unwrap();
     let review = Review::parse(&body).unwrap();
-    assert!(review.mutation(None, &config).patch.is_empty());
+    assert!(review.mutation(None, Labels::Unknown, &config).patch.is_empty());
 }
 
 /// Attempts to smuggle JSON, env vars or another identity through each annotation.
@@ -458,7 +459,7 @@ fn the_managed_annotations_list_cannot_delete_other_annotations() {
                     "namespace": "team-a", "operation": "UPDATE", "object": tampered}
     }))
     .unwrap();
-    let mutation = Review::parse(&body).unwrap().mutation(None, &config);
+    let mutation = Review::parse(&body).unwrap().mutation(None, Labels::Unknown, &config);
     let text = serde_json::to_string(&mutation.patch).unwrap();
     assert!(!text.contains("owner"), "{text}");
 }

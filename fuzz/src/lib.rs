@@ -12,6 +12,7 @@ use workload_identity_core::admission::{Review, Subject};
 use workload_identity_core::config::{Config, Settings};
 use workload_identity_core::model::ServiceAccount;
 use workload_identity_core::patch::to_json_patch;
+use workload_identity_core::policy::Labels;
 
 /// Mappings and settings for every cloud, so any Pod or ServiceAccount gets the most patching.
 pub const CONFIG: &str = r#"
@@ -56,7 +57,7 @@ pub fn review(data: &[u8]) {
         if let Some(plain) = plain::plain(data, service_account, config) {
             assert_eq!(plain::tuned(data, service_account, config), Some(plain));
         }
-        let mutation = review.mutation(service_account, config);
+        let mutation = review.mutation(service_account, Labels::Unknown, config);
         let answer = review.response(&mutation).expect("the answer encodes");
         let answer: Value = serde_json::from_slice(&answer).expect("the answer is JSON");
         assert_eq!(answer["response"]["uid"], review.uid.as_str());
@@ -80,7 +81,7 @@ pub fn review(data: &[u8]) {
         });
         body["request"]["object"] = object;
         let again = Review::parse(&serde_json::to_vec(&body).unwrap()).expect("the patched review parses");
-        let second = again.mutation(service_account, config);
+        let second = again.mutation(service_account, Labels::Unknown, config);
         assert!(
             second.patch.is_empty(),
             "not a fixed point: {}",
@@ -117,7 +118,7 @@ pub fn config(data: &[u8]) {
                                 "namespace": namespace, "operation": operation, "object": object}});
                 let review = Review::parse(&serde_json::to_vec(&body).unwrap()).unwrap();
                 for service_account in [Some(annotated_service_account()), None] {
-                    let mutation = review.mutation(service_account, &config);
+                    let mutation = review.mutation(service_account, Labels::Unknown, &config);
                     review.response(&mutation).expect("the answer encodes");
                     let mut patched = object.clone();
                     let patch = to_json_patch(&mutation.patch).expect("the patch reads as a JSON patch");

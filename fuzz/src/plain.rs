@@ -10,6 +10,7 @@ use workload_identity_core::admission::{Review, Subject};
 use workload_identity_core::config::Config;
 use workload_identity_core::model::ServiceAccount;
 use workload_identity_core::mutation::{self, Mutation};
+use workload_identity_core::policy::{Labels, Namespace};
 
 /// What both paths must agree on: the uid, what the request is about, the patch (JSON), whether
 /// it is allowed (and the refusal's message) and the audit annotations.
@@ -26,7 +27,7 @@ pub struct Answered {
 /// The webhook's own path, as the server runs it.
 pub fn tuned(body: &[u8], service_account: Option<&ServiceAccount>, config: &Config) -> Option<Answered> {
     let review = Review::parse(body).ok()?;
-    let mutation = review.mutation(service_account, config);
+    let mutation = review.mutation(service_account, Labels::Unknown, config);
     let subject = match &review.subject {
         Subject::Pod(_) => "Pod",
         Subject::ServiceAccount(_) => "ServiceAccount",
@@ -69,10 +70,10 @@ pub fn plain(body: &[u8], service_account: Option<&ServiceAccount>, config: &Con
                 .unwrap_or_else(|| "default".to_owned());
             let mutation = if kind == "Pod" {
                 let pod = serde_json::from_value(object).ok()?;
-                mutation::mutate_pod(&pod, &namespace, service_account, config)
+                mutation::mutate_pod(&pod, Namespace::named(&namespace), service_account, config)
             } else {
                 let account = serde_json::from_value(object).ok()?;
-                mutation::mutate_service_account(&account, &namespace, config)
+                mutation::mutate_service_account(&account, Namespace::named(&namespace), config)
             };
             (kind, mutation)
         }

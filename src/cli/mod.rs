@@ -10,6 +10,7 @@ pub mod explain;
 pub mod mutate;
 pub mod validate;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -346,6 +347,11 @@ pub struct MutateArgs {
     #[arg(short = 'n', long)]
     pub namespace: Option<String>,
 
+    /// The namespace's labels, for identity-policy rules that select namespaces by label.
+    /// Without it such rules select nothing.
+    #[arg(long, value_name = "KEY=VALUE,...", value_parser = parse_labels)]
+    pub namespace_labels: Option<BTreeMap<String, String>>,
+
     /// What to print.
     #[arg(long, value_enum, default_value_t = Show::Object)]
     pub show: Show,
@@ -676,6 +682,17 @@ fn parse_optional_address(text: &str) -> Result<OptionalAddress, String> {
     text.parse()
         .map(|address| OptionalAddress(Some(address)))
         .map_err(|err| format!("{text:?}: {err}"))
+}
+
+/// `KEY=VALUE,...` as kubectl writes labels (a value may be empty).
+fn parse_labels(text: &str) -> Result<BTreeMap<String, String>, String> {
+    text.split(',')
+        .filter(|pair| !pair.trim().is_empty())
+        .map(|pair| match pair.split_once('=') {
+            Some((key, value)) => Ok((key.trim().to_owned(), value.trim().to_owned())),
+            None => Err(format!("{pair:?} is not KEY=VALUE")),
+        })
+        .collect()
 }
 
 #[cfg(test)]

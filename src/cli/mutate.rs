@@ -10,6 +10,7 @@ use workload_identity_core::admission::Review;
 use workload_identity_core::config::Config;
 use workload_identity_core::model;
 use workload_identity_core::patch;
+use workload_identity_core::policy::Labels;
 
 /// Returns the text to print on stdout and the warnings for stderr.
 pub fn run(args: &MutateArgs) -> anyhow::Result<(String, Vec<String>)> {
@@ -35,7 +36,14 @@ pub fn run(args: &MutateArgs) -> anyhow::Result<(String, Vec<String>)> {
         None => model::ServiceAccount::default(),
     };
 
-    let mutation = review.mutation(Some(&service_account), &config);
+    let labels = args.namespace_labels.as_ref().map_or(Labels::Unknown, Labels::Known);
+    let mut mutation = review.mutation(Some(&service_account), labels, &config);
+    if config.policy.selects_by_label() && args.namespace_labels.is_none() {
+        mutation.warn(
+            "the identity policy selects namespaces by label: pass the namespace's labels with --namespace-labels"
+                .to_owned(),
+        );
+    }
     let show = args.output.legacy_show().unwrap_or(args.show);
     if let (Some(refusal), false) = (&mutation.denied, show == Show::Review) {
         bail!("the webhook would refuse this object: {refusal}");

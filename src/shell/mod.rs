@@ -10,6 +10,7 @@ pub mod duration;
 pub mod issuer;
 pub mod logging;
 pub mod metrics;
+pub mod namespaces;
 pub mod process_metrics;
 pub mod server;
 pub mod supervisor;

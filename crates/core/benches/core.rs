@@ -23,6 +23,7 @@ use serde_json::Value;
 use workload_identity_core::admission::Review;
 use workload_identity_core::config::Config;
 use workload_identity_core::model::ServiceAccount;
+use workload_identity_core::policy::Labels;
 
 use fixtures::Scenario;
 
@@ -39,7 +40,7 @@ fn note(group: &str, id: &str, what: impl Into<String>) {
 /// (and a cache miss-free cluster) hands over: existing, no identity annotations.
 fn admit(body: &[u8], service_account: &ServiceAccount, config: &Config) -> Vec<u8> {
     let review = Review::parse(body).expect("valid review");
-    let mutation = review.mutation(Some(service_account), config);
+    let mutation = review.mutation(Some(service_account), Labels::Unknown, config);
     review.response(&mutation).expect("encodable")
 }
 
@@ -93,9 +94,9 @@ fn admission(c: &mut Criterion) {
         "pod-1-container: Review::mutation only (mutate + patch)",
     );
     group.bench_function("mutate", |b| {
-        b.iter(|| review.mutation(Some(black_box(&service_account)), &config))
+        b.iter(|| review.mutation(Some(black_box(&service_account)), Labels::Unknown, &config))
     });
-    let mutation = review.mutation(Some(&service_account), &config);
+    let mutation = review.mutation(Some(&service_account), Labels::Unknown, &config);
     note("stages", "encode", "pod-1-container: Review::response only (encode)");
     group.bench_function("encode", |b| b.iter(|| review.response(black_box(&mutation)).unwrap()));
     note("stages", "drop", "pod-1-container: dropping the parsed review");

@@ -24,6 +24,7 @@ use std::time::Instant;
 use workload_identity_core::admission::Review;
 use workload_identity_core::config::Config;
 use workload_identity_core::model::ServiceAccount;
+use workload_identity_core::policy::Labels;
 
 enum Work {
     Admit {
@@ -47,7 +48,7 @@ fn measured(work: &Work, iterations: u64) -> usize {
         total += match work {
             Work::Admit { body, config } => {
                 let review = Review::parse(black_box(body)).unwrap();
-                let mutation = review.mutation(Some(&service_account), config);
+                let mutation = review.mutation(Some(&service_account), Labels::Unknown, config);
                 review.response(&mutation).unwrap().len()
             }
             Work::Lookup { config, keys } => keys

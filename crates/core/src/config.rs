@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use serde::Deserialize;
 
 use crate::locate::{self, Step, steps};
-use crate::policy::{Mode, Policy, PolicyFile};
+use crate::policy::{Labels, Mode, Namespace, Policy, PolicyFile};
 use crate::providers::{self, aws, azure, gcp};
 pub use crate::providers::{ANY, Mapping, Settings};
 
@@ -346,7 +346,11 @@ fn forbidden_mappings(policy: &Policy, settings: &Settings, identities: &[Mappin
     for (i, mapping) in identities.iter().enumerate() {
         for provider in providers::ALL {
             let claims = provider.mapping_claims(mapping, settings);
-            if let crate::policy::Decision::Denied { message, .. } = policy.decide(&mapping.namespace, &claims) {
+            let namespace = Namespace {
+                name: &mapping.namespace,
+                labels: Labels::Any,
+            };
+            if let crate::policy::Decision::Denied { message, .. } = policy.decide(namespace, &claims) {
                 problems.push(format!("identities[{i}].{}: {message}", provider.name()));
             }
         }

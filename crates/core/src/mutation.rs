@@ -9,7 +9,7 @@ use crate::config::Config;
 use crate::echo::Echo;
 use crate::model::{Container, Mount, Pod, ServiceAccount, Volume};
 use crate::patch::{EnvVar, Operation, VolumeMount, add, annotation_path, append};
-use crate::policy::{Decision, Mode, Policy};
+use crate::policy::{Decision, Mode, Namespace, Policy};
 use crate::providers::claim::Claim;
 use crate::providers::{self, CloudProvider, EndpointOverride, Mapping, PodContext, PodInjection, ScratchDir};
 
@@ -154,7 +154,12 @@ impl Warnings {
 }
 
 /// What a Pod gets. `service_account` is `None` when the ServiceAccount does not exist.
-pub fn mutate_pod(pod: &Pod, namespace: &str, service_account: Option<&ServiceAccount>, config: &Config) -> Mutation {
+pub fn mutate_pod(
+    pod: &Pod,
+    namespace: Namespace<'_>,
+    service_account: Option<&ServiceAccount>,
+    config: &Config,
+) -> Mutation {
     let mut warnings = Warnings::default();
     let mut mutation = Mutation::default();
     let injections = pod_injections(
@@ -249,7 +254,7 @@ fn merged_audit(audit: Vec<(&'static str, String)>) -> Vec<(&'static str, String
 /// compares a running Pod with these.
 pub fn resolve_pod(
     pod: &Pod,
-    namespace: &str,
+    namespace: Namespace<'_>,
     service_account: Option<&ServiceAccount>,
     config: &Config,
 ) -> (Vec<PodInjection>, Vec<String>) {
@@ -301,18 +306,28 @@ fn injection_audit(injection: &PodInjection, identity: &str, audit: &mut Vec<(&'
 
 fn pod_injections(
     pod: &Pod,
-    namespace: &str,
+    namespace: Namespace<'_>,
     service_account: Option<&ServiceAccount>,
     config: &Config,
     warnings: &mut Warnings,
     policy: &mut Vec<PolicyCheck>,
 ) -> Vec<PodInjection> {
     let service_account_name = pod.service_account_name();
+    let Namespace {
+        name: namespace_name, ..
+    } = namespace;
     let Some(service_account) = service_account else {
-        warn_if_mapped_without_service_account(namespace, service_account_name, config, warnings);
+        warn_if_mapped_without_service_account(namespace_name, service_account_name, config, warnings);
         return Vec::new();
     };
-    let mut injections = resolved_injections(pod, namespace, service_account_name, service_account, config, warnings);
+    let mut injections = resolved_injections(
+        pod,
+        namespace_name,
+        service_account_name,
+        service_account,
+        config,
+        warnings,
+    );
     apply_policy(&mut injections, namespace, config, warnings, policy);
     injections.retain(|injection| {
         let fits = fits(pod, injection, &mut warnings.texts);
@@ -324,7 +339,7 @@ fn pod_injections(
     // webhook runs) sends an unnamed Pod; it would refuse our token volume, so leave the Pod alone.
     if pod.spec.service_account_name.as_deref().is_none_or(str::is_empty) && !injections.is_empty() {
         warnings.texts.push(format!(
-            "the Pod has no serviceAccountName (is the ServiceAccount admission plugin off?); no cloud identity injected for {namespace}/{service_account_name}"
+            "the Pod has no serviceAccountName (is the ServiceAccount admission plugin off?); no cloud identity injected for {namespace_name}/{service_account_name}"
         ));
         return Vec::new();
     }
@@ -388,7 +403,7 @@ fn resolved_injections(
 /// each decision in `policy`. The policy judges the identity as resolved, whichever source gave it.
 fn apply_policy(
     injections: &mut Vec<PodInjection>,
-    namespace: &str,
+    namespace: Namespace<'_>,
     config: &Config,
     warnings: &mut Warnings,
     policy: &mut Vec<PolicyCheck>,
@@ -576,7 +591,7 @@ fn merged_volume<'i>(mut sharing: impl Iterator<Item = &'i PodInjection>) -> Opt
 }
 
 /// What a ServiceAccount gets: the annotations of the mapping that matches it, where it has none.
-pub fn mutate_service_account(service_account: &ServiceAccount, namespace: &str, config: &Config) -> Mutation {
+pub fn mutate_service_account(service_account: &ServiceAccount, namespace: Namespace<'_>, config: &Config) -> Mutation {
     let Some(name) = service_account.metadata.name.as_deref() else {
         // No mapping can match (a `generateName` ServiceAccount); the policy still judges it.
         let mut mutation = Mutation::default();
@@ -589,7 +604,7 @@ pub fn mutate_service_account(service_account: &ServiceAccount, namespace: &str,
         identities,
         managed_now,
         mut changed,
-    } = mapped_annotations(service_account, name, namespace, config, &managed_before);
+    } = mapped_annotations(service_account, name, namespace.name, config, &managed_before);
     let mut patch = Vec::new();
     forget_unmapped(service_account, &managed_before, &managed_now, &mut patch, &mut changed);
     let mut mutation = Mutation {
@@ -700,7 +715,7 @@ fn stored_annotations(
 /// a denial refuses the request, in `warn` it is a warning.
 fn service_account_policy(
     annotations: &BTreeMap<String, String>,
-    namespace: &str,
+    namespace: Namespace<'_>,
     config: &Config,
     mutation: &mut Mutation,
 ) {

@@ -7,11 +7,16 @@
 //! Matching is on values trimmed and lowercased (IAM role names, Google e-mails and Azure ids are
 //! all case-insensitive to their clouds), against patterns in which `*` matches any run of
 //! characters. Once a policy is in force a namespace may claim only what a rule selecting it
-//! allows: a namespace no rule selects may claim nothing.
+//! allows: a namespace no rule selects may claim nothing. A rule selects namespaces by name
+//! pattern, by label selector, or by both (then both must match).
+
+mod selector;
 
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
+
+pub use selector::{LabelRequirement, LabelSelector, Operator, Requirement, Selector};
 
 use crate::providers::claim::{Claim, Field, normalize};
 use crate::providers::{ANY, Settings, aws, gcp};
@@ -57,8 +62,14 @@ impl Mode {
 pub struct Rule {
     /// The rule's name, shown in refusals, warnings, audit annotations and `explain`.
     pub name: String,
-    /// Namespace name patterns the rule selects (`*` matches any run of characters: `team-a-*`).
+    /// Namespace name patterns the rule selects (`*` matches any run of characters: `team-a-*`);
+    /// omitted, any name (then `namespaceSelector` is required).
+    #[serde(default)]
     pub namespaces: Vec<String>,
+    /// The labels of the namespaces the rule selects, as a Kubernetes label selector
+    /// (`matchLabels`, `matchExpressions`); with `namespaces`, both must match.
+    #[serde(default)]
+    pub namespace_selector: Option<LabelSelector>,
     /// The AWS identities the selected namespaces may claim.
     #[serde(default)]
     pub aws: Option<AwsAllowed>,
@@ -134,11 +145,40 @@ impl Default for Policy {
     }
 }
 
+/// A namespace as the policy selects it: its name and what is known of its labels.
+#[derive(Debug, Clone, Copy)]
+pub struct Namespace<'a> {
+    pub name: &'a str,
+    pub labels: Labels<'a>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum Labels<'a> {
+    Known(&'a BTreeMap<String, String>),
+    /// Not read (no cluster, or the look-up failed): a rule with a selector does not select it.
+    Unknown,
+    /// A mapping checked at load, before any namespace is seen: a rule with a selector may select
+    /// it. Every identity is checked again, with the labels, when a Pod is admitted.
+    Any,
+}
+
+impl<'a> Namespace<'a> {
+    /// A namespace whose labels were not read.
+    pub fn named(name: &'a str) -> Self {
+        Namespace {
+            name,
+            labels: Labels::Unknown,
+        }
+    }
+}
+
 /// A rule as the policy matches it: per field, the patterns a selected namespace may claim.
 #[derive(Debug, Clone)]
 pub struct CompiledRule {
     pub name: String,
+    /// Name patterns (empty: any name).
     pub namespaces: Vec<String>,
+    pub selector: Option<Selector>,
     pub allowed: BTreeMap<Field, Vec<String>>,
     pub pod_identity: bool,
 }
@@ -187,12 +227,18 @@ impl RuleChecker<'_> {
             let at = self.at("name");
             self.problems.push(format!("{at}: must not be empty"));
         }
-        if rule.namespaces.is_empty() {
+        if rule.namespaces.is_empty() && rule.namespace_selector.is_none() {
             let at = self.at("namespaces");
-            self.problems
-                .push(format!("{at}: list at least one namespace pattern (\"*\" for all)"));
+            self.problems.push(format!(
+                "{at}: list at least one namespace pattern (\"*\" for all) or give a namespaceSelector"
+            ));
         }
         let namespaces = self.patterns("namespaces", &rule.namespaces, |_| true);
+        let at = self.at("namespaceSelector");
+        let selector = rule
+            .namespace_selector
+            .as_ref()
+            .map(|selector| Selector::compile(selector, &at, self.problems));
         let mut allowed = BTreeMap::new();
         if let Some(aws) = &rule.aws {
             self.aws(aws, &mut allowed);
@@ -206,6 +252,7 @@ impl RuleChecker<'_> {
         CompiledRule {
             name: rule.name.trim().to_owned(),
             namespaces,
+            selector,
             allowed,
             pod_identity: rule.aws.as_ref().is_some_and(|aws| aws.pod_identity),
         }
@@ -306,22 +353,19 @@ impl Policy {
         self.mode != Mode::Off
     }
 
-    /// The rules that select `namespace`; a mapping's `*` only by a rule selecting every namespace.
-    fn selecting<'p>(&'p self, namespace: &'p str) -> impl Iterator<Item = &'p CompiledRule> + 'p {
-        self.rules.iter().filter(move |rule| {
-            rule.namespaces.iter().any(|pattern| {
-                if namespace == ANY {
-                    pattern == ANY
-                } else {
-                    glob_match(pattern, namespace)
-                }
-            })
-        })
+    /// Whether any rule selects by label: then the shell looks the namespace's labels up.
+    pub fn selects_by_label(&self) -> bool {
+        self.is_on() && self.rules.iter().any(|rule| rule.selector.is_some())
+    }
+
+    /// The rules that select `namespace`; a mapping's `*` only by a rule selecting every name.
+    fn selecting<'p>(&'p self, namespace: Namespace<'p>) -> impl Iterator<Item = &'p CompiledRule> + 'p {
+        self.rules.iter().filter(move |rule| rule.selects(namespace))
     }
 
     /// Whether `namespace` may claim every one of `claims`: the first claim refused decides, else the
     /// rule that allowed the first claim.
-    pub fn decide(&self, namespace: &str, claims: &[Claim]) -> Decision {
+    pub fn decide(&self, namespace: Namespace<'_>, claims: &[Claim]) -> Decision {
         if !self.is_on() || claims.is_empty() {
             return Decision::Off;
         }
@@ -340,21 +384,31 @@ impl Policy {
         }
     }
 
-    fn denial(&self, namespace: &str, claim: &Claim) -> Decision {
+    fn denial(&self, namespace: Namespace<'_>, claim: &Claim) -> Decision {
         let rules: Vec<String> = self.selecting(namespace).map(|rule| rule.name.clone()).collect();
-        let message = if rules.is_empty() {
+        let name = namespace.name;
+        let mut message = if rules.is_empty() {
             format!(
-                "identity policy: no rule selects namespace {namespace}, so it may not claim {}",
+                "identity policy: no rule selects namespace {name}, so it may not claim {}",
                 claim.describe()
             )
         } else {
             let quoted: Vec<String> = rules.iter().map(|rule| format!("{rule:?}")).collect();
             format!(
-                "identity policy: rule {} (selecting namespace {namespace}) does not allow {}",
+                "identity policy: rule {} (selecting namespace {name}) does not allow {}",
                 quoted.join(", "),
                 claim.describe()
             )
         };
+        let by_label = self
+            .rules
+            .iter()
+            .any(|rule| rule.selector.is_some() && rule.selects_name(name));
+        if by_label && matches!(namespace.labels, Labels::Unknown) {
+            message.push_str(
+                " (the namespace's labels could not be read, so no rule with a namespaceSelector selects it)",
+            );
+        }
         Decision::Denied { rules, message }
     }
 
@@ -385,6 +439,27 @@ impl Policy {
 }
 
 impl CompiledRule {
+    fn selects(&self, namespace: Namespace<'_>) -> bool {
+        self.selects_name(namespace.name)
+            && match (&self.selector, namespace.labels) {
+                (None, _) | (Some(_), Labels::Any) => true,
+                (Some(selector), Labels::Known(labels)) => selector.matches(labels),
+                (Some(_), Labels::Unknown) => false,
+            }
+    }
+
+    /// Whether the name patterns select `name` (a mapping's `*`: only a rule for every name).
+    fn selects_name(&self, name: &str) -> bool {
+        self.namespaces.is_empty()
+            || self.namespaces.iter().any(|pattern| {
+                if name == ANY {
+                    pattern == ANY
+                } else {
+                    glob_match(pattern, name)
+                }
+            })
+    }
+
     fn allows(&self, claim: &Claim) -> bool {
         let patterns = self.allowed.get(&claim.field).map(Vec::as_slice).unwrap_or_default();
         match (&claim.value, claim.field) {

@@ -15,6 +15,7 @@ use crate::admission::{MAX_UID_BYTES, Review, ReviewError, Subject};
 use crate::config::{Config, ConfigError};
 use crate::model::{Pod, ServiceAccount};
 use crate::mutation::{MANAGED_ANNOTATIONS, Mutation, mutate_pod, mutate_service_account};
+use crate::policy::{Labels, Namespace};
 
 const NS: &str = "team-a";
 const ROLE: &str = "arn:aws:iam::111122223333:role/s3-reader";
@@ -179,7 +180,7 @@ fn apply(original: &Value, mutation: &Mutation) -> Value {
 
 fn webhook(pod: &Value, namespace: &str, sa: Option<&Value>, config: &Config) -> Mutation {
     let sa: Option<ServiceAccount> = sa.map(typed);
-    mutate_pod(&typed::<Pod>(pod), namespace, sa.as_ref(), config)
+    mutate_pod(&typed::<Pod>(pod), Namespace::named(namespace), sa.as_ref(), config)
 }
 
 /// Runs the webhook on its own output and asserts that it has nothing more to do.
@@ -2608,7 +2609,7 @@ fn a_pod_cannot_get_another_namespaces_mapping() {
     let review = Review::parse(&body).expect("valid review");
     assert_eq!(review.object_namespace(), "team-b");
     let sa: ServiceAccount = typed(&sa(Value::Null));
-    let mutation = review.mutation(Some(&sa), &mapping);
+    let mutation = review.mutation(Some(&sa), Labels::Unknown, &mapping);
     assert!(mutation.patch.is_empty(), "{:?}", mutation.patch);
 }
 
@@ -2729,10 +2730,10 @@ fn hostile_pod_annotations_never_reach_the_patch() {
 
 /// Mutates a ServiceAccount, applies the patch, and checks that a second call has nothing to add.
 fn run_sa(sa_json: &Value, config: &Config) -> (Value, Mutation) {
-    let mutation = mutate_service_account(&typed(sa_json), NS, config);
+    let mutation = mutate_service_account(&typed(sa_json), Namespace::named(NS), config);
     let mutated = apply(sa_json, &mutation);
     let _: k8s_openapi::api::core::v1::ServiceAccount = typed(&mutated);
-    let again = mutate_service_account(&typed(&mutated), NS, config);
+    let again = mutate_service_account(&typed(&mutated), Namespace::named(NS), config);
     assert!(again.patch.is_empty(), "ServiceAccount reinvocation: {:?}", again.patch);
     (mutated, mutation)
 }
@@ -2842,7 +2843,7 @@ fn a_service_account_without_a_mapping_is_untouched() {
     let other = merged(sa(json!({})), json!({"metadata": {"name": "other"}}));
     let (_, mutation) = run_sa(&other, &mapping);
     assert!(mutation.patch.is_empty());
-    let elsewhere = mutate_service_account(&typed(&sa(json!({}))), "team-b", &mapping);
+    let elsewhere = mutate_service_account(&typed(&sa(json!({}))), Namespace::named("team-b"), &mapping);
     assert!(elsewhere.patch.is_empty());
 }
 
@@ -2889,7 +2890,7 @@ fn a_pod_create_review_is_parsed_and_answered_with_the_patch() {
     assert_eq!(review.namespace, NS);
     assert!(matches!(review.subject, Subject::Pod(_)), "{:?}", review.subject);
     let sa: ServiceAccount = typed(&irsa_sa());
-    let mutation = review.mutation(Some(&sa), &config("aws: {region: eu-west-1}"));
+    let mutation = review.mutation(Some(&sa), Labels::Unknown, &config("aws: {region: eu-west-1}"));
     let response = response_of(&review, &mutation);
     assert_eq!(response["apiVersion"], "admission.k8s.io/v1");
     assert_eq!(response["kind"], "AdmissionReview");
@@ -2917,7 +2918,7 @@ fn a_pod_create_review_is_parsed_and_answered_with_the_patch() {
 fn an_empty_patch_is_answered_without_patch_and_with_warnings() {
     let review = parse(json!({}));
     let sa: ServiceAccount = typed(&sa(json!({"eks.amazonaws.com/role-arn": "nope"})));
-    let mutation = review.mutation(Some(&sa), &no_config());
+    let mutation = review.mutation(Some(&sa), Labels::Unknown, &no_config());
     let response = response_of(&review, &mutation)["response"].clone();
     assert_eq!(response["allowed"], true);
     assert_eq!(response.get("patch"), None);
@@ -2940,7 +2941,10 @@ fn service_account_create_and_update_are_mutated() {
             "operation": operation, "object": sa(json!({}))
         }}));
         assert!(matches!(review.subject, Subject::ServiceAccount(_)), "{operation}");
-        assert!(!review.mutation(None, &mapping).patch.is_empty(), "{operation}");
+        assert!(
+            !review.mutation(None, Labels::Unknown, &mapping).patch.is_empty(),
+            "{operation}"
+        );
     }
 }
 
@@ -2965,7 +2969,7 @@ fn other_operations_kinds_and_subresources_are_ignored() {
             "{overrides}: {:?}",
             review.subject
         );
-        let mutation = review.mutation(Some(&sa), &cluster());
+        let mutation = review.mutation(Some(&sa), Labels::Unknown, &cluster());
         assert!(mutation.patch.is_empty() && mutation.warnings.is_empty(), "{overrides}");
         let response = response_of(&review, &mutation);
         assert_eq!(
@@ -3043,7 +3047,7 @@ fn a_pod_review_without_a_readable_object_is_allowed_with_a_warning() {
             "{object:?}: {:?}",
             review.subject
         );
-        let mutation = review.mutation(Some(&sa), &no_config());
+        let mutation = review.mutation(Some(&sa), Labels::Unknown, &no_config());
         let response = response_of(&review, &mutation)["response"].clone();
         assert_eq!(response["allowed"], true);
         assert_eq!(response["uid"], UID);
@@ -3059,7 +3063,7 @@ fn the_namespace_comes_from_the_request_when_the_object_has_none() {
     assert_eq!(review.object_namespace(), NS);
     let mapping = role_mapping("app");
     let sa: ServiceAccount = typed(&sa(Value::Null));
-    let mutation = review.mutation(Some(&sa), &mapping);
+    let mutation = review.mutation(Some(&sa), Labels::Unknown, &mapping);
     let mutated = apply(&generated, &mutation);
     assert_eq!(env_var(&mutated, "app", "AWS_ROLE_ARN").as_deref(), Some(ROLE));
     // Without a request namespace, the object's is used.
@@ -3116,7 +3120,9 @@ fn config_settings_are_parsed_and_checked() {
 #[test]
 fn a_review_in_the_apiservers_field_order_is_answered_like_one_with_sorted_keys() {
     let sa: ServiceAccount = typed(&irsa_sa());
-    let answer = |review: &Review| response_of(review, &review.mutation(Some(&sa), &no_config()))["response"].clone();
+    let answer = |review: &Review| {
+        response_of(review, &review.mutation(Some(&sa), Labels::Unknown, &no_config()))["response"].clone()
+    };
     for (kind, operation, object) in [
         ("Pod", "CREATE", pod(json!({}))),
         ("Pod", "CREATE", json!({"spec": {"containers": "not a list"}})),
@@ -3160,7 +3166,7 @@ fn a_review_in_the_apiservers_field_order_is_answered_like_one_with_sorted_keys(
 /// The answer to a Pod review with the given ServiceAccount, as bytes.
 fn answer(pod: &Value, sa: &Value, config: &Config) -> Vec<u8> {
     let review = Review::parse(&pod_review(pod)).expect("review parses");
-    let mutation = review.mutation(Some(&typed(sa)), config);
+    let mutation = review.mutation(Some(&typed(sa)), Labels::Unknown, config);
     review.response(&mutation).expect("encodes")
 }
 
@@ -3201,7 +3207,7 @@ fn huge_tenant_values_are_echoed_cut_and_the_answer_stays_small() {
     let missing = pod_named_sa(&huge);
     let mutation = mutate_pod(
         &typed(&missing),
-        NS,
+        Namespace::named(NS),
         None,
         &config("identities: [{aws: {roleArn: \"arn:aws:iam::111122223333:role/r\"}}]"),
     );
@@ -3224,7 +3230,9 @@ fn an_unreadable_pod_is_reported_without_quoting_its_strings() {
     };
     assert!(problem.len() < 400, "{} bytes", problem.len());
     assert!(problem.contains("invalid type: string"), "{problem}");
-    let response = review.response(&review.mutation(None, &no_config())).expect("encodes");
+    let response = review
+        .response(&review.mutation(None, Labels::Unknown, &no_config()))
+        .expect("encodes");
     assert!(response.len() < 1024, "{} bytes", response.len());
 
     let not_json = [br#"{"apiVersion": ""#.as_slice(), huge.as_bytes(), b"\x01"].concat();
@@ -3397,7 +3405,7 @@ fn a_warning_shows_the_control_characters_of_a_tenants_value_escaped() {
         "identities: [{{namespace: {NS}, serviceAccount: \"*\", aws: {{roleArn: \"{ROLE}\"}}}}]"
     ));
     let review = parse(json!({"request": {"object": pod(json!({"spec": {"serviceAccountName": hostile}}))}}));
-    let response = response_of(&review, &review.mutation(None, &config));
+    let response = response_of(&review, &review.mutation(None, Labels::Unknown, &config));
     let warnings: Vec<String> = serde_json::from_value(response["response"]["warnings"].clone()).expect("warnings");
     let warning = warnings
         .iter()

@@ -30,6 +30,7 @@ use workload_identity_core::config::Config;
 use workload_identity_core::model::ServiceAccount;
 use workload_identity_core::mutation::{CONTAINERS_ANNOTATION, Mutation};
 use workload_identity_core::patch::to_json_patch;
+use workload_identity_core::policy::Labels;
 use workload_identity_core::providers::{aws, azure, gcp};
 
 #[path = "../../../fuzz/src/plain.rs"]
@@ -539,7 +540,7 @@ fn webhook(
         "the Pod was not read: {:?}",
         review.subject
     );
-    let mutation = review.mutation(service_account, config);
+    let mutation = review.mutation(service_account, Labels::Unknown, config);
     let response: Value = serde_json::from_slice(&review.response(&mutation).unwrap()).unwrap();
     prop_assert_eq!(&response["response"]["allowed"], &json!(true));
     prop_assert_eq!(
@@ -804,7 +805,7 @@ proptest! {
         };
         let first = review(&object);
         prop_assert!(matches!(first.subject, Subject::ServiceAccount(_)));
-        let mutation = first.mutation(None, &config);
+        let mutation = first.mutation(None, Labels::Unknown, &config);
         let mut patched = object.clone();
         json_patch::patch(&mut patched, &to_json_patch(&mutation.patch).unwrap())
             .map_err(|err| TestCaseError::fail(format!("patch does not apply: {err}")))?;
@@ -815,7 +816,7 @@ proptest! {
                 prop_assert_eq!(&patched["metadata"]["annotations"][key], value);
             }
         }
-        prop_assert!(review(&patched).mutation(None, &config).patch.is_empty());
+        prop_assert!(review(&patched).mutation(None, Labels::Unknown, &config).patch.is_empty());
     }
 
     /// Review parsing never panics on arbitrary bytes or on mangled valid reviews.
@@ -839,7 +840,7 @@ proptest! {
         flipped[at] = byte;
         for body in [bytes, truncated, flipped] {
             if let Ok(review) = Review::parse(&body) {
-                let mutation = review.mutation(Some(&service_account), &config);
+                let mutation = review.mutation(Some(&service_account), Labels::Unknown, &config);
                 review.response(&mutation).unwrap();
             }
         }

@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use workload_identity_core::config::{Config, Mapping};
-use workload_identity_core::policy::Decision;
+use workload_identity_core::policy::{Decision, Labels, Namespace};
 use workload_identity_core::providers;
 use workload_identity_core::{model, mutation, patch};
 
@@ -94,14 +94,23 @@ pub fn explain_pod(inputs: &PodInputs<'_>) -> PodReport {
 
     let mut reasons = Vec::new();
     let selected = selection(inputs, &core_pod, &mut reasons);
+    let labelled_namespace = Namespace {
+        name: &namespace,
+        labels: Labels::Known(inputs.namespace_labels),
+    };
     let (admitted, admitted_pod) = as_admitted(
         &pod_json,
         &core_pod,
-        &namespace,
+        labelled_namespace,
         core_service_account.as_ref(),
         inputs.config,
     );
-    let mutation = mutation::mutate_pod(&admitted_pod, &namespace, core_service_account.as_ref(), inputs.config);
+    let mutation = mutation::mutate_pod(
+        &admitted_pod,
+        labelled_namespace,
+        core_service_account.as_ref(),
+        inputs.config,
+    );
     let would_get = if selected {
         let mut mutated = admitted;
         match patch::to_json_patch(&mutation.patch).map(|ops| json_patch::patch(&mut mutated, &ops)) {
@@ -224,7 +233,7 @@ fn shown(value: Option<&String>) -> String {
 fn as_admitted(
     pod_json: &Value,
     pod: &model::Pod,
-    namespace: &str,
+    namespace: Namespace<'_>,
     service_account: Option<&model::ServiceAccount>,
     config: &Config,
 ) -> (Value, model::Pod) {
@@ -697,7 +706,12 @@ mod tests {
     fn injected(pod: &Pod, sa: &ServiceAccount) -> Pod {
         let core_pod: model::Pod = serde_json::from_value(serde_json::to_value(pod).unwrap()).unwrap();
         let core_sa: model::ServiceAccount = serde_json::from_value(serde_json::to_value(sa).unwrap()).unwrap();
-        let mutation = mutation::mutate_pod(&core_pod, "team-a", Some(&core_sa), &Config::default());
+        let mutation = mutation::mutate_pod(
+            &core_pod,
+            Namespace::named("team-a"),
+            Some(&core_sa),
+            &Config::default(),
+        );
         let mut value = serde_json::to_value(pod).unwrap();
         json_patch::patch(&mut value, &patch::to_json_patch(&mutation.patch).unwrap()).unwrap();
         serde_json::from_value(value).unwrap()

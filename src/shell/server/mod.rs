@@ -19,6 +19,7 @@ use tokio::sync::{Semaphore, watch};
 
 use crate::shell::connections::{self, ConnectionLimits, Port};
 use crate::shell::metrics::Metrics;
+use crate::shell::namespaces::NamespaceLabels;
 use crate::shell::supervisor::{self, Supervisor};
 use crate::shell::watch::{LiveConfig, ServiceAccounts};
 pub use router::admission_router;
@@ -28,6 +29,8 @@ use workload_identity_core::admission::config_map::ConfigMapName;
 pub struct AppState {
     pub config: Arc<LiveConfig>,
     pub service_accounts: ServiceAccounts,
+    /// Namespace labels for policy rules that select by label (none without a cluster).
+    pub namespaces: Option<NamespaceLabels>,
     pub metrics: Arc<Metrics>,
     pub shutting_down: AtomicBool,
     pub limits: ReviewLimits,
@@ -66,6 +69,7 @@ impl AppState {
         AppState {
             config,
             service_accounts,
+            namespaces: None,
             metrics,
             shutting_down: AtomicBool::new(false),
             limits,
@@ -79,6 +83,12 @@ impl AppState {
     /// The state of a webhook that reads its configuration from this ConfigMap.
     pub fn with_config_map(mut self, config_map: ConfigMapName) -> Self {
         self.config_map = Some(config_map);
+        self
+    }
+
+    /// The state of a webhook that reads namespace labels from the cluster.
+    pub fn with_namespace_labels(mut self, namespaces: NamespaceLabels) -> Self {
+        self.namespaces = Some(namespaces);
         self
     }
 

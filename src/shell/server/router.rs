@@ -1,5 +1,6 @@
 //! The admission endpoint and the probes: each request from its bytes to its answer.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -21,9 +22,11 @@ use crate::shell::connections::Peer;
 use crate::shell::watch::LookupError;
 use workload_identity_core::admission::config_map::{self, ConfigMapName};
 use workload_identity_core::admission::{Review, Subject};
+use workload_identity_core::config::Config;
 use workload_identity_core::echo::{Echo, visible};
 use workload_identity_core::model::ServiceAccount;
 use workload_identity_core::mutation::Mutation;
+use workload_identity_core::policy::Labels;
 
 /// The admission endpoint and the probes. `request_timeout` bounds reading a request and answering it.
 pub fn admission_router(
@@ -306,11 +309,29 @@ async fn mutate_review(state: &AppState, peer: PeerText, review: &Review) -> Mut
         }
         _ => (None, None),
     };
-    let mut mutation = review.mutation(service_account.as_ref(), &state.config.current());
+    let config = state.config.current();
+    let labels = namespace_labels(state, peer, review, &config).await;
+    let labels = labels.as_ref().map_or(Labels::Unknown, Labels::Known);
+    let mut mutation = review.mutation(service_account.as_ref(), labels, &config);
     if let Some(warning) = lookup_warning {
         mutation.warn(warning);
     }
     mutation
+}
+
+/// The labels of the object's namespace, read only when a policy rule selects by label.
+async fn namespace_labels(
+    state: &AppState,
+    peer: PeerText,
+    review: &Review,
+    config: &Config,
+) -> Option<BTreeMap<String, String>> {
+    let namespaces = state.namespaces.as_ref()?;
+    let judged = matches!(review.subject, Subject::Pod(_) | Subject::ServiceAccount(_));
+    if !judged || !config.policy.selects_by_label() {
+        return None;
+    }
+    namespaces.get(review.object_namespace(), peer.ip()).await
 }
 
 async fn look_up_service_account(

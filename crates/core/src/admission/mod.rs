@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::echo;
 use crate::model::{self, Pod, ServiceAccount};
 use crate::mutation::{self, Mutation};
+use crate::policy::{Labels, Namespace};
 
 pub const API_VERSION: &str = "admission.k8s.io/v1";
 
@@ -113,11 +114,16 @@ impl Review {
         })
     }
 
-    /// The mutation this review asks for, given the Pod's ServiceAccount (ignored for other kinds).
-    pub fn mutation(&self, service_account: Option<&ServiceAccount>, config: &Config) -> Mutation {
+    /// The mutation this review asks for, given the Pod's ServiceAccount (ignored for other kinds)
+    /// and what is known of the namespace's labels.
+    pub fn mutation(&self, service_account: Option<&ServiceAccount>, labels: Labels<'_>, config: &Config) -> Mutation {
+        let namespace = Namespace {
+            name: self.object_namespace(),
+            labels,
+        };
         let mut mutation = match &self.subject {
-            Subject::Pod(pod) => mutation::mutate_pod(pod, self.object_namespace(), service_account, config),
-            Subject::ServiceAccount(sa) => mutation::mutate_service_account(sa, self.object_namespace(), config),
+            Subject::Pod(pod) => mutation::mutate_pod(pod, namespace, service_account, config),
+            Subject::ServiceAccount(sa) => mutation::mutate_service_account(sa, namespace, config),
             Subject::Ignored(_) => Mutation::default(),
             Subject::Unreadable(problem) => {
                 let mut mutation = Mutation::default();

@@ -76,7 +76,7 @@ fn pod(namespace: &str, labels: Value) -> Pod {
 fn pod_in(namespace: &str, annotations: Value, config: &Config) -> Mutation {
     mutate_pod(
         &pod(namespace, json!({})),
-        namespace,
+        Namespace::named(namespace),
         Some(&service_account(namespace, annotations)),
         config,
     )
@@ -273,7 +273,7 @@ fn a_pod_set_client_id_needs_a_wildcard_rule() {
     let labelled = |namespace: &str| {
         mutate_pod(
             &pod(namespace, json!({"azure.workload.identity/use": "true"})),
-            namespace,
+            Namespace::named(namespace),
             Some(&service_account(namespace, json!({}))),
             &config,
         )
@@ -299,13 +299,21 @@ fn a_service_account_cannot_claim_another_namespaces_identity() {
     claims.push(("azure", json!({" azure.workload.identity/client-id": CLIENT_B})));
     claims.push(("aws", json!({"eks.amazonaws.com/role-arn": "not an arn"})));
     for (cloud, annotations) in claims {
-        let allowed = mutate_service_account(&service_account("team-b", annotations.clone()), "team-b", &config);
+        let allowed = mutate_service_account(
+            &service_account("team-b", annotations.clone()),
+            Namespace::named("team-b"),
+            &config,
+        );
         let invalid = annotations.to_string().contains("not an arn");
         if !invalid {
             assert_eq!(allowed.denied, None, "team-b {annotations}");
             assert_eq!(audit(&allowed, &format!("{cloud}-policy-rule")), Some("team-b"));
         }
-        let refused = mutate_service_account(&service_account("team-a", annotations.clone()), "team-a", &config);
+        let refused = mutate_service_account(
+            &service_account("team-a", annotations.clone()),
+            Namespace::named("team-a"),
+            &config,
+        );
         let message = refused
             .denied
             .clone()
@@ -324,18 +332,28 @@ fn a_service_account_cannot_claim_another_namespaces_identity() {
         let unnamed: ServiceAccount =
             serde_json::from_value(json!({"metadata": {"generateName": "app-", "annotations": annotations}})).unwrap();
         assert!(
-            mutate_service_account(&unnamed, "team-a", &config).denied.is_some(),
+            mutate_service_account(&unnamed, Namespace::named("team-a"), &config)
+                .denied
+                .is_some(),
             "generateName {annotations}"
         );
 
-        let warned = mutate_service_account(&service_account("team-a", annotations.clone()), "team-a", &warn());
+        let warned = mutate_service_account(
+            &service_account("team-a", annotations.clone()),
+            Namespace::named("team-a"),
+            &warn(),
+        );
         assert_eq!(warned.denied, None);
         assert!(
             warned.warnings.join("\n").contains("(policy mode warn: admitted)"),
             "{annotations}"
         );
     }
-    let plain = mutate_service_account(&service_account("team-c", json!({"team": "c"})), "team-c", &config);
+    let plain = mutate_service_account(
+        &service_account("team-c", json!({"team": "c"})),
+        Namespace::named("team-c"),
+        &config,
+    );
     assert_eq!(plain.denied, None, "no identity claimed: nothing to refuse");
     assert!(plain.audit.is_empty());
 }
@@ -349,7 +367,12 @@ fn the_refusal_is_the_admission_answer() {
             "object": {"metadata": {"name": "app", "annotations": {"eks.amazonaws.com/role-arn": ROLE_B}}}}
     });
     let review = Review::parse(body.to_string().as_bytes()).unwrap();
-    let answer: Value = serde_json::from_slice(&review.response(&review.mutation(None, &enforce())).unwrap()).unwrap();
+    let answer: Value = serde_json::from_slice(
+        &review
+            .response(&review.mutation(None, Labels::Unknown, &enforce()))
+            .unwrap(),
+    )
+    .unwrap();
     let response = &answer["response"];
     assert_eq!(response["allowed"], false, "{answer}");
     assert_eq!(response["status"]["code"], 403);
@@ -445,4 +468,162 @@ policy:
     }
     // A project id in capitals is lowercased, as every value is.
     assert!(!err.contains("gcp.projects"), "{err}");
+}
+
+/// Rule `labelled` gives team-b's identities to the namespaces labelled `tenant: b` (and, with a
+/// name pattern too, only to those of them named `shop-*`).
+fn by_label(extra: &str) -> Config {
+    by_label_parsed(extra).expect("the policy parses")
+}
+
+fn by_label_parsed(extra: &str) -> Result<Config, ConfigError> {
+    let yaml = format!(
+        r#"
+aws: {{region: eu-west-1, accountId: "111122223333"}}
+azure: {{tenantId: "{TENANT}"}}
+gcp: {{workloadIdentityProvider: "{PROVIDER}"}}
+{extra}
+policy:
+  rules:
+    - name: labelled
+      namespaceSelector:
+        matchLabels: {{tenant: b}}
+        matchExpressions:
+          - {{key: example.com/stage, operator: NotIn, values: [sandbox]}}
+      aws: {{roleArns: ["arn:aws:iam::111122223333:role/team-b-*"], podIdentity: true}}
+      gcp: {{projects: [team-b-project], workloadIdentityProviders: ["{PROVIDER}", "{OTHER_PROVIDER}"]}}
+      azure: {{clientIds: ["{CLIENT_B}", "*"], tenantIds: ["{TENANT}", "{OTHER_TENANT}"]}}
+    - name: shops
+      namespaces: ["shop-*"]
+      namespaceSelector:
+        matchExpressions: [{{key: pci, operator: Exists}}, {{key: frozen, operator: DoesNotExist}}]
+      aws: {{roleArns: ["arn:aws:iam::111122223333:role/shop"]}}
+"#
+    );
+    Config::parse(&yaml, &Default::default())
+}
+
+fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+}
+
+fn pod_labelled(namespace: &str, labels: Labels<'_>, annotations: Value, config: &Config) -> Mutation {
+    mutate_pod(
+        &pod(namespace, json!({})),
+        Namespace {
+            name: namespace,
+            labels,
+        },
+        Some(&service_account(namespace, annotations)),
+        config,
+    )
+}
+
+#[test]
+fn label_selectors_select_by_the_namespaces_labels() {
+    let config = by_label("");
+    let tenant_b = labels(&[("tenant", "b")]);
+    let sandbox = labels(&[("tenant", "b"), ("example.com/stage", "sandbox")]);
+    let staged = labels(&[("tenant", "b"), ("example.com/stage", "prod")]);
+    let other = labels(&[("tenant", "a")]);
+    for (cloud, annotations) in team_b_claims() {
+        for (allowed, namespace_labels) in [(true, &tenant_b), (true, &staged), (false, &sandbox), (false, &other)] {
+            let mutation = pod_labelled(
+                "any-name",
+                Labels::Known(namespace_labels),
+                annotations.clone(),
+                &config,
+            );
+            let expected: &[&str] = if allowed { &[cloud] } else { &[] };
+            assert_eq!(clouds(&mutation), expected, "{annotations} in {namespace_labels:?}");
+            let account = mutate_service_account(
+                &service_account("any-name", annotations.clone()),
+                Namespace {
+                    name: "any-name",
+                    labels: Labels::Known(namespace_labels),
+                },
+                &config,
+            );
+            assert_eq!(
+                account.denied.is_none(),
+                allowed,
+                "{annotations} in {namespace_labels:?}"
+            );
+        }
+        // Labels that could not be read select nothing, and the warning says why.
+        let unknown = pod_labelled("any-name", Labels::Unknown, annotations.clone(), &config);
+        assert!(clouds(&unknown).is_empty(), "{annotations}");
+        let warning = unknown.warnings.join("\n");
+        assert!(warning.contains("labels could not be read"), "{warning}");
+    }
+    // Name patterns and selector together: both must match.
+    let role = json!({"eks.amazonaws.com/role-arn": "arn:aws:iam::111122223333:role/shop"});
+    let pci = labels(&[("pci", "")]);
+    let frozen = labels(&[("pci", "yes"), ("frozen", "true")]);
+    let shop = |name: &str, namespace_labels: &BTreeMap<String, String>| {
+        clouds(&pod_labelled(
+            name,
+            Labels::Known(namespace_labels),
+            role.clone(),
+            &config,
+        ))
+    };
+    assert_eq!(shop("shop-1", &pci), ["aws"]);
+    assert!(shop("shop-1", &frozen).is_empty());
+    assert!(shop("shop-1", &BTreeMap::new()).is_empty());
+    assert!(shop("books", &pci).is_empty());
+}
+
+#[test]
+fn a_mapping_for_labelled_namespaces_loads_and_is_judged_at_admission() {
+    let mapping = format!("identities: [{{namespace: shop-1, serviceAccount: app, aws: {{roleArn: \"{ROLE_B}\"}}}}]");
+    let config = by_label(&mapping);
+    let tenant_b = labels(&[("tenant", "b")]);
+    let given = pod_labelled("shop-1", Labels::Known(&tenant_b), json!({}), &config);
+    assert_eq!(clouds(&given), ["aws"]);
+    let withheld = pod_labelled("shop-1", Labels::Known(&labels(&[("tenant", "a")])), json!({}), &config);
+    assert!(clouds(&withheld).is_empty());
+    assert!(
+        withheld
+            .warnings
+            .join("\n")
+            .contains("no rule selects namespace shop-1")
+    );
+    // No rule could ever allow it: refused at load, as before.
+    let never = by_label_parsed("identities: [{namespace: shop-1, serviceAccount: app, aws: {roleArn: \"arn:aws:iam::111122223333:role/root\"}}]")
+        .unwrap_err()
+        .to_string();
+    assert!(never.contains("identities[0].aws"), "{never}");
+}
+
+#[test]
+fn selectors_with_mistakes_are_refused_field_by_field() {
+    let bad = r#"
+policy:
+  rules:
+    - name: a
+    - name: b
+      namespaceSelector:
+        matchLabels: {"bad key!": x, ok: "bad value!", "-x.io/a": y}
+        matchExpressions:
+          - {key: a, operator: In}
+          - {key: b, operator: Exists, values: [x]}
+          - {key: "", operator: NotIn, values: [x]}
+"#;
+    let err = Config::parse(bad, &Default::default()).unwrap_err().to_string();
+    for field in [
+        "policy.rules[0].namespaces: list at least one namespace pattern (\"*\" for all) or give a namespaceSelector",
+        "policy.rules[1].namespaceSelector.matchLabels: \"bad key!\" is not a label key",
+        "policy.rules[1].namespaceSelector.matchLabels: \"-x.io/a\" is not a label key",
+        "policy.rules[1].namespaceSelector.matchLabels[\"ok\"]: \"bad value!\" is not a label value",
+        "policy.rules[1].namespaceSelector.matchExpressions[0].values: In needs at least one value",
+        "policy.rules[1].namespaceSelector.matchExpressions[1].values: Exists takes no values",
+        "policy.rules[1].namespaceSelector.matchExpressions[2].key: \"\" is not a label key",
+    ] {
+        assert!(err.contains(field), "{field}: {err}");
+    }
+    let unknown =
+        "policy:\n  rules:\n    - {name: a, namespaceSelector: {matchExpressions: [{key: a, operator: Equals}]}}\n";
+    let err = Config::parse(unknown, &Default::default()).unwrap_err().to_string();
+    assert!(err.contains("Equals"), "{err}");
 }

@@ -176,7 +176,7 @@ fn a_mapping_for_the_whole_pod_covers_the_containers_no_other_mapping_names() {
         Some(OTHER_ROLE)
     );
     // The ServiceAccount shows the whole Pod's role only.
-    let sa_mutation = mutate_service_account(&typed(&no_annotations()), NS, &config);
+    let sa_mutation = mutate_service_account(&typed(&no_annotations()), Namespace::named(NS), &config);
     assert_eq!(sa_mutation.identities, vec![("aws", ROLE.to_owned())]);
 }
 
