@@ -28,8 +28,9 @@ const CLIENT_OTHER: &str = "00000000-1111-2222-3333-00000000000b";
 const TENANT: &str = "11111111-2222-3333-4444-555555555555";
 const PROVIDER: &str = "projects/123456789/locations/global/workloadIdentityPools/pool/providers/provider";
 
-/// Rule `tenant` for `tenant_namespaces`, rule `other` for the other namespace.
-fn config(tenant_namespaces: &[&str], other: &str) -> String {
+/// Rule `tenant` for the namespaces `tenant_selects` selects (`namespaces: [...]` or a
+/// `namespaceSelector`), rule `other` for the other namespace.
+fn config(tenant_selects: &str, other: &str) -> String {
     format!(
         r#"
 aws: {{region: us-west-2, accountId: "111122223333"}}
@@ -38,7 +39,7 @@ azure: {{tenantId: "{TENANT}"}}
 policy:
   rules:
     - name: tenant
-      namespaces: {tenant_namespaces:?}
+      {tenant_selects}
       aws: {{roleArns: ["arn:aws:iam::111122223333:role/tenant-*"]}}
       gcp: {{projects: [tenant-project]}}
       azure: {{clientIds: ["{CLIENT_OWN}"]}}
@@ -78,9 +79,17 @@ fn service_account_json(name: &str, annotations: &Value) -> Value {
 /// Puts the policy in force (rule `tenant` for `tenant_namespaces`) and waits until the webhook
 /// refuses by it.
 async fn enable_policy(cluster: &Install, tenant_namespaces: &[&str]) {
-    cluster
-        .set_config(&config(tenant_namespaces, &cluster.other_namespace))
-        .await;
+    enable(cluster, &config(&names(tenant_namespaces), &cluster.other_namespace)).await;
+}
+
+fn names(namespaces: &[&str]) -> String {
+    format!("namespaces: {namespaces:?}")
+}
+
+/// Puts `config` in force and waits until the webhook refuses another namespace's role in the
+/// test's namespace.
+async fn enable(cluster: &Install, config: &str) {
+    cluster.set_config(config).await;
     let probe = service_account_json("probe", &json!({"eks.amazonaws.com/role-arn": ROLE_OTHER}));
     let dry_run = PostParams {
         dry_run: true,
@@ -223,7 +232,7 @@ async fn refusals_withheld_identities_and_audit_annotations() {
     // A mapping the policy forbids is a configuration error: refused, the policy stays in force.
     let forbidden = format!(
         "{}identities: [{{namespace: \"{namespace}\", serviceAccount: mapped, aws: {{roleArn: \"{ROLE_OTHER}\"}}}}]\n",
-        config(&[&namespace], &cluster.other_namespace)
+        config(&names(&[&namespace]), &cluster.other_namespace)
     );
     cluster.set_config(&forbidden).await;
     webhook::eventually(
@@ -243,7 +252,9 @@ async fn refusals_withheld_identities_and_audit_annotations() {
 
     // In warn mode the same ServiceAccount is admitted, with the refusal as a warning.
     cluster
-        .set_config(&config(&[&namespace], &cluster.other_namespace).replace("  rules:", "  mode: warn\n  rules:"))
+        .set_config(
+            &config(&names(&[&namespace]), &cluster.other_namespace).replace("  rules:", "  mode: warn\n  rules:"),
+        )
         .await;
     webhook::eventually(Duration::from_secs(20), "warn mode", || async {
         let (created, text) = kubectl(
@@ -297,27 +308,13 @@ fn cases() -> Vec<(Value, bool)> {
     ]
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_validating_admission_policy_refuses_what_the_webhook_refuses() {
-    let cluster = install(Options {
-        config: "aws: {region: us-west-2}",
-        ..Options::default()
-    })
-    .await;
-    let namespace = cluster.namespace.clone();
-    // Not covered by the webhook: only the ValidatingAdmissionPolicy judges it.
-    let vap_namespace = format!("{namespace}-vap");
-    create_namespace(&cluster.client, &vap_namespace, json!({})).await;
-    enable_policy(&cluster, &[&namespace, &vap_namespace]).await;
-
+/// The ValidatingAdmissionPolicy generated from `config`, bound to `namespaces` only (other tests
+/// share the apiserver), in force once this returns. Returns its name.
+async fn apply_admission_policy(cluster: &Install, config: &str, namespaces: &[&str]) -> String {
     let dir = tempfile::tempdir().unwrap();
     let config_file = dir.path().join("config.yaml");
-    std::fs::write(
-        &config_file,
-        config(&[&namespace, &vap_namespace], &cluster.other_namespace),
-    )
-    .unwrap();
-    let name = format!("wiw-{namespace}");
+    std::fs::write(&config_file, config).unwrap();
+    let name = format!("wiw-{}", cluster.namespace);
     let output = Command::new(env!("CARGO_BIN_EXE_workload-identity-webhook"))
         .args(["validating-admission-policy", "--config"])
         .arg(&config_file)
@@ -326,13 +323,12 @@ async fn the_validating_admission_policy_refuses_what_the_webhook_refuses() {
         .unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let yaml = String::from_utf8(output.stdout).unwrap();
-    // The test's binding only covers its namespace (other tests share the apiserver).
     let mut objects: Vec<Value> = serde_yaml_ng::Deserializer::from_str(&yaml)
         .map(|document| serde::Deserialize::deserialize(document).unwrap())
         .collect();
     assert_eq!(objects.len(), 2, "{yaml}");
     objects[1]["spec"]["matchResources"] = json!({"namespaceSelector": {"matchExpressions": [
-        {"key": "kubernetes.io/metadata.name", "operator": "In", "values": [vap_namespace]}
+        {"key": "kubernetes.io/metadata.name", "operator": "In", "values": namespaces}
     ]}});
     let list = json!({"apiVersion": "v1", "kind": "List", "items": objects});
     let (applied, text) = kubectl(&["apply", "-f", "-"], &list.to_string()).await;
@@ -347,18 +343,36 @@ async fn the_validating_admission_policy_refuses_what_the_webhook_refuses() {
         Duration::from_secs(30),
         "the admission policy to be in force",
         || async {
-            control_plane::create_json::<ServiceAccount>(&cluster.client, Some(&vap_namespace), &dry_run, &probe)
+            control_plane::create_json::<ServiceAccount>(&cluster.client, Some(namespaces[0]), &dry_run, &probe)
                 .await
                 .is_err()
         },
     )
     .await;
+    name
+}
 
+async fn delete_admission_policy(name: &str) {
+    for kind in ["validatingadmissionpolicybinding", "validatingadmissionpolicy"] {
+        kubectl(&["delete", kind, name], "").await;
+    }
+}
+
+/// Creates each case's ServiceAccount in the webhook's namespace and in the admission policy's,
+/// expecting `allowed(case)` from both; returns the differences.
+async fn compare_refusals(
+    cluster: &Install,
+    by_webhook_in: &str,
+    by_policy_in: &str,
+    policy_name: &str,
+    allowed: impl Fn(bool) -> bool,
+) -> Vec<String> {
     let mut differences = Vec::new();
-    for (i, (annotations, allowed)) in cases().into_iter().enumerate() {
+    for (i, (annotations, own)) in cases().into_iter().enumerate() {
+        let allowed = allowed(own) || annotations.get("team").is_some();
         let object = service_account_json(&format!("case-{i}"), &annotations);
         let mut outcomes = Vec::new();
-        for ns in [&namespace, &vap_namespace] {
+        for ns in [by_webhook_in, by_policy_in] {
             let created = control_plane::create_json::<ServiceAccount>(
                 &cluster.client,
                 Some(ns),
@@ -371,19 +385,111 @@ async fn the_validating_admission_policy_refuses_what_the_webhook_refuses() {
         let [by_webhook, by_policy] = [&outcomes[0], &outcomes[1]];
         if by_webhook.is_ok() != allowed || by_policy.is_ok() != allowed {
             differences.push(format!(
-                "{annotations}: expected allowed={allowed}, webhook {by_webhook:?}, admission policy {by_policy:?}"
+                "{annotations} in {by_webhook_in} and {by_policy_in}: expected allowed={allowed}, webhook {by_webhook:?}, admission policy {by_policy:?}"
             ));
         }
         if let Err(refusal) = by_policy {
             let expected = format!(
-                "ValidatingAdmissionPolicy '{name}' with binding '{name}' denied request: identity policy: ServiceAccounts of namespace {vap_namespace} may not claim this"
+                "ValidatingAdmissionPolicy '{policy_name}' with binding '{policy_name}' denied request: identity policy: ServiceAccounts of namespace {by_policy_in} may not claim this"
             );
             assert!(refusal.contains(&expected), "{refusal}");
         }
     }
-    for kind in ["validatingadmissionpolicybinding", "validatingadmissionpolicy"] {
-        kubectl(&["delete", kind, &name], "").await;
-    }
+    differences
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_validating_admission_policy_refuses_what_the_webhook_refuses() {
+    let cluster = install(Options {
+        config: "aws: {region: us-west-2}",
+        ..Options::default()
+    })
+    .await;
+    let namespace = cluster.namespace.clone();
+    // Not covered by the webhook: only the ValidatingAdmissionPolicy judges it.
+    let vap_namespace = format!("{namespace}-vap");
+    create_namespace(&cluster.client, &vap_namespace, json!({})).await;
+    enable_policy(&cluster, &[&namespace, &vap_namespace]).await;
+    let config = config(&names(&[&namespace, &vap_namespace]), &cluster.other_namespace);
+    let name = apply_admission_policy(&cluster, &config, &[&vap_namespace]).await;
+    let differences = compare_refusals(&cluster, &namespace, &vap_namespace, &name, |own| own).await;
+    delete_admission_policy(&name).await;
     assert!(differences.is_empty(), "{}", differences.join("\n"));
+    cluster.uninstall().await;
+}
+
+/// Rule `tenant` selects namespaces by label: the webhook (reading labels from its namespace
+/// watch) and the generated admission policy (from `namespaceObject`) refuse the same
+/// ServiceAccounts in a labelled and an unlabelled namespace, a Pod in the unlabelled one is left
+/// without the identity, and labelling the namespace later gives it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn label_selectors_select_the_same_namespaces_in_the_webhook_and_the_admission_policy() {
+    let tenant = cluster::unique("tenant");
+    let label = json!({"policy.example.com/tenant": tenant});
+    let cluster = install(Options {
+        config: "aws: {region: us-west-2}",
+        namespace_labels: label.clone(),
+        ..Options::default()
+    })
+    .await;
+    let (labelled, plain) = (cluster.namespace.clone(), cluster.other_namespace.clone());
+    // Annotated before the policy: only the Pod check stands between it and the role.
+    cluster
+        .create_service_account_in(&plain, "before", json!({"eks.amazonaws.com/role-arn": ROLE_OWN}))
+        .await;
+    let selects = format!(
+        "namespaceSelector: {{matchLabels: {{policy.example.com/tenant: {tenant}}}, matchExpressions: [\
+         {{key: frozen, operator: DoesNotExist}}, {{key: policy.example.com/tenant, operator: Exists}}, \
+         {{key: policy.example.com/tenant, operator: In, values: [{tenant}]}}, {{key: stage, operator: NotIn, values: [sandbox]}}]}}"
+    );
+    let config = config(&selects, "no-such-namespace");
+    enable(&cluster, &config).await;
+    let vap_labelled = format!("{labelled}-vap");
+    let vap_plain = format!("{plain}-vap");
+    create_namespace(&cluster.client, &vap_labelled, label.clone()).await;
+    create_namespace(&cluster.client, &vap_plain, json!({})).await;
+    let name = apply_admission_policy(&cluster, &config, &[&vap_labelled, &vap_plain]).await;
+    let mut differences = compare_refusals(&cluster, &labelled, &vap_labelled, &name, |own| own).await;
+    differences.extend(compare_refusals(&cluster, &plain, &vap_plain, &name, |_| false).await);
+    delete_admission_policy(&name).await;
+    assert!(differences.is_empty(), "{}", differences.join("\n"));
+
+    let pod = |name: &str| {
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+        "spec": {"serviceAccountName": "before", "containers": [{"name": "app", "image": "registry.example/app:1"}]}})
+    };
+    let (created, text) = kubectl(&["create", "-n", &plain, "-f", "-"], &pod("web-1").to_string()).await;
+    assert!(created, "{text}");
+    assert!(
+        text.contains(&format!("Warning: identity policy: no rule selects namespace {plain}")),
+        "{text}"
+    );
+    // Labelled now: the watch brings the label, and the next Pod gets the role.
+    let (labelled_now, text) = kubectl(
+        &[
+            "label",
+            "namespace",
+            &plain,
+            &format!("policy.example.com/tenant={tenant}"),
+        ],
+        "",
+    )
+    .await;
+    assert!(labelled_now, "{text}");
+    let dry_run = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    webhook::eventually(Duration::from_secs(20), "the label to reach the webhook", || async {
+        let created = control_plane::create_json::<k8s_openapi::api::core::v1::Pod>(
+            &cluster.client,
+            Some(&plain),
+            &dry_run,
+            &pod("web-2"),
+        )
+        .await;
+        created.is_ok_and(|pod| pod["spec"]["containers"][0]["env"].to_string().contains(ROLE_OWN))
+    })
+    .await;
     cluster.uninstall().await;
 }

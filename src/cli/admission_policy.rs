@@ -5,7 +5,8 @@
 //!
 //! The CEL reads the identity annotations as the webhook does: every key compared trimmed and in
 //! lowercase, each value trimmed and lowercased (a bare AWS role name composed with
-//! `aws.accountId`), matched against the rules that select the namespace.
+//! `aws.accountId`), matched against the rules that select the namespace (by name, and by its
+//! labels from `namespaceObject` for rules with a `namespaceSelector`).
 
 use std::path::PathBuf;
 
@@ -14,7 +15,7 @@ use clap::Args;
 use serde_json::{Value, json};
 
 use workload_identity_core::config::Config;
-use workload_identity_core::policy::{CompiledRule, Mode, Policy};
+use workload_identity_core::policy::{CompiledRule, Mode, Operator, Policy, Selector};
 use workload_identity_core::providers::claim::Field;
 
 #[derive(Args, Debug)]
@@ -66,10 +67,16 @@ pub fn objects(config: &Config, name: &str) -> [Value; 2] {
                 "apiGroups": [""], "apiVersions": ["v1"],
                 "operations": ["CREATE", "UPDATE"], "resources": ["serviceaccounts"],
             }]},
-            "variables": [{
-                "name": "annotations",
-                "expression": "has(object.metadata.annotations) ? object.metadata.annotations : {}",
-            }],
+            "variables": [
+                {
+                    "name": "annotations",
+                    "expression": "has(object.metadata.annotations) ? object.metadata.annotations : {}",
+                },
+                {
+                    "name": "namespaceLabels",
+                    "expression": "has(namespaceObject.metadata.labels) ? namespaceObject.metadata.labels : {}",
+                },
+            ],
             "validations": validations,
         }
     });
@@ -126,8 +133,41 @@ fn validation(policy: &Policy, config: &Config, field: Field) -> Value {
 /// `rule` selects the namespace and allows the value, or `None` if it allows nothing of `field`.
 fn rule_allows(rule: &CompiledRule, field: Field, value: &str) -> Option<String> {
     let patterns = rule.allowed.get(&field).filter(|patterns| !patterns.is_empty())?;
-    let namespaces = matches_any("request.namespace", &rule.namespaces);
-    Some(format!("(({namespaces}) && ({}))", matches_any(value, patterns)))
+    let namespaces = if rule.namespaces.is_empty() {
+        "true".to_owned()
+    } else {
+        matches_any("request.namespace", &rule.namespaces)
+    };
+    let labels = rule.selector.as_ref().map_or("true".to_owned(), selector_holds);
+    Some(format!(
+        "(({namespaces}) && ({labels}) && ({}))",
+        matches_any(value, patterns)
+    ))
+}
+
+/// A label selector over the namespace's labels, with Kubernetes' meaning of each operator.
+fn selector_holds(selector: &Selector) -> String {
+    let labels = "variables.namespaceLabels";
+    let held: Vec<String> = selector
+        .requirements
+        .iter()
+        .map(|requirement| {
+            let key = quote(&requirement.key);
+            let values: Vec<String> = requirement.values.iter().map(|value| quote(value)).collect();
+            let values = values.join(", ");
+            match requirement.operator {
+                Operator::In => format!("({key} in {labels} && {labels}[{key}] in [{values}])"),
+                Operator::NotIn => format!("(!({key} in {labels}) || !({labels}[{key}] in [{values}]))"),
+                Operator::Exists => format!("({key} in {labels})"),
+                Operator::DoesNotExist => format!("!({key} in {labels})"),
+            }
+        })
+        .collect();
+    if held.is_empty() {
+        "true".to_owned()
+    } else {
+        held.join(" && ")
+    }
 }
 
 fn matches_any(value: &str, patterns: &[String]) -> String {
@@ -152,7 +192,7 @@ fn regex(pattern: &str) -> String {
     format!("^(?s){body}$")
 }
 
-/// A CEL string literal (patterns and keys hold no quote or backslash).
+/// A CEL string literal (patterns, label keys and values hold no quote or backslash).
 fn quote(text: &str) -> String {
     format!("'{text}'")
 }
