@@ -289,7 +289,7 @@ fn the_generated_documentation_is_current() {
 
 /// docs/multi-tenant.md: its policy is the one of examples/multi-tenant/config.yaml, and its
 /// `workload-identity-webhook` commands run as written: the preview in team-a is refused naming
-/// the rule, the one in team-b is admitted, and the admission policy is printed (tests/policy.rs
+/// the rule, the one in team-b is admitted, the data-platform role only with the namespace's label, and the admission policy is printed (tests/policy.rs
 /// applies that output to a real apiserver).
 #[test]
 fn the_multi_tenant_page_runs() {
@@ -313,6 +313,13 @@ fn the_multi_tenant_page_runs() {
         if command.contains("--namespace team-a") {
             assert!(!output.status.success(), "{command}");
             assert!(stderr.contains(r#"identity policy: rule "team-a" (selecting namespace team-a) does not allow AWS role arn:aws:iam::111122223333:role/team-b-app"#), "{stderr}");
+        } else if command.contains("--namespace etl") && !command.contains("--namespace-labels") {
+            assert!(!output.status.success(), "{command}");
+            assert!(
+                stderr.contains("identity policy: no rule selects namespace etl"),
+                "{stderr}"
+            );
+            assert!(stderr.contains("--namespace-labels"), "{stderr}");
         } else {
             assert!(output.status.success(), "{command}: {stderr}");
         }
@@ -322,5 +329,5 @@ fn the_multi_tenant_page_runs() {
         }
         ran += 1;
     }
-    assert_eq!(ran, 3);
+    assert_eq!(ran, 5);
 }

@@ -38,15 +38,16 @@ pub fn run(args: &MutateArgs) -> anyhow::Result<(String, Vec<String>)> {
 
     let labels = args.namespace_labels.as_ref().map_or(Labels::Unknown, Labels::Known);
     let mut mutation = review.mutation(Some(&service_account), labels, &config);
-    if config.policy.selects_by_label() && args.namespace_labels.is_none() {
-        mutation.warn(
-            "the identity policy selects namespaces by label: pass the namespace's labels with --namespace-labels"
-                .to_owned(),
-        );
+    let label_hint = (config.policy.selects_by_label() && args.namespace_labels.is_none()).then_some(
+        "the identity policy selects namespaces by label: pass the namespace's labels with --namespace-labels",
+    );
+    if let Some(hint) = label_hint {
+        mutation.warn(hint.to_owned());
     }
     let show = args.output.legacy_show().unwrap_or(args.show);
     if let (Some(refusal), false) = (&mutation.denied, show == Show::Review) {
-        bail!("the webhook would refuse this object: {refusal}");
+        let hint = label_hint.map(|hint| format!(" ({hint})")).unwrap_or_default();
+        bail!("the webhook would refuse this object: {refusal}{hint}");
     }
     let shown = match show {
         Show::Review => serde_json::from_slice::<Value>(&review.response(&mutation)?)?,

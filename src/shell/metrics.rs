@@ -115,7 +115,7 @@ metrics! {
     policy_denials: Family<PolicyLabels, Counter> = ("policy_denials", Default::default()),
     /// Warnings returned to users in admission answers, by the cloud they are about (`none`: the Pod as a whole)
     warnings: Family<CloudLabels, Counter> = ("admission_warnings", Default::default()),
-    /// 1 while a watch of the Kubernetes API streams, 0 while it is broken and retrying, by watch (`service_accounts`, `config_map`)
+    /// 1 while a watch of the Kubernetes API streams, 0 while it is broken and retrying, by watch (`service_accounts`, `namespaces`, `config_map`)
     watch_connected: Family<WatchLabels, Gauge> = ("watch_connected", Default::default()),
     /// ServiceAccounts held in the cache of the ServiceAccount watch
     service_account_cache_size: Gauge = ("service_account_cache_size", Default::default()),

@@ -24,7 +24,9 @@ pub struct LabelSelector {
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct LabelRequirement {
+    /// The label key (`team`, `example.com/tenant`).
     pub key: String,
+    /// `In`, `NotIn` (also true where the label is missing), `Exists` or `DoesNotExist`.
     pub operator: Operator,
     /// The values for `In` and `NotIn` (at least one); none for `Exists` and `DoesNotExist`.
     #[serde(default)]
