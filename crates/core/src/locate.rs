@@ -40,7 +40,11 @@ pub fn steps(path: &str) -> Vec<Step> {
 /// Where the value at each path starts, in one pass over `yaml`; `None` where the path is not in
 /// the document (or the document does not parse).
 pub fn locate(yaml: &str, paths: &[Vec<Step>]) -> Vec<Option<Position>> {
-    let wanted: HashMap<&[Step], usize> = paths.iter().enumerate().map(|(i, path)| (path.as_slice(), i)).collect();
+    // Several problems may name one path: each gets its position.
+    let mut wanted: HashMap<&[Step], Vec<usize>> = HashMap::new();
+    for (i, path) in paths.iter().enumerate() {
+        wanted.entry(path.as_slice()).or_default().push(i);
+    }
     let mut found = vec![None; paths.len()];
     // The path to the node being read, and per container whether a mapping key comes next.
     let mut path: Vec<Step> = Vec::new();
@@ -60,7 +64,7 @@ pub fn locate(yaml: &str, paths: &[Vec<Step>]) -> Vec<Option<Position>> {
                     // A complex key (a mapping or sequence as key): not in our notation.
                     break;
                 }
-                if let Some(&i) = wanted.get(path.as_slice()) {
+                for &i in wanted.get(path.as_slice()).into_iter().flatten() {
                     found[i].get_or_insert(Position {
                         line: span.start.line(),
                         column: span.start.col() + 1,
@@ -132,6 +136,9 @@ mod tests {
         assert_eq!(at("identities[2]"), None);
         assert_eq!(at("gcp.region"), None);
         assert_eq!(locate("{{{", &[steps("aws")]), [None]);
+        // Two problems with one field: both are placed.
+        let twice = locate(yaml, &[steps("aws.region"), steps("aws.region")]);
+        assert_eq!(twice, [Some(Position { line: 2, column: 11 }); 2]);
     }
 
     #[test]

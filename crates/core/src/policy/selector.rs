@@ -74,8 +74,9 @@ impl Selector {
     pub fn compile(selector: &LabelSelector, at: &str, problems: &mut Vec<String>) -> Selector {
         let mut requirements = Vec::new();
         for (key, value) in &selector.match_labels {
-            check_key(key, &format!("{at}.matchLabels"), problems);
-            check_value(value, &format!("{at}.matchLabels[{key:?}]"), problems);
+            let at = format!("{at}.matchLabels");
+            check_key(key, &at, problems);
+            check_value(value, &at, problems);
             requirements.push(Requirement {
                 key: key.clone(),
                 operator: Operator::In,
@@ -88,7 +89,7 @@ impl Selector {
             let wants_values = matches!(requirement.operator, Operator::In | Operator::NotIn);
             if wants_values && requirement.values.is_empty() {
                 problems.push(format!(
-                    "{at}.values: {:?} needs at least one value",
+                    "{at}.operator: {:?} needs at least one value in values",
                     requirement.operator
                 ));
             }

@@ -615,8 +615,8 @@ policy:
         "policy.rules[0].namespaces: list at least one namespace pattern (\"*\" for all) or give a namespaceSelector",
         "policy.rules[1].namespaceSelector.matchLabels: \"bad key!\" is not a label key",
         "policy.rules[1].namespaceSelector.matchLabels: \"-x.io/a\" is not a label key",
-        "policy.rules[1].namespaceSelector.matchLabels[\"ok\"]: \"bad value!\" is not a label value",
-        "policy.rules[1].namespaceSelector.matchExpressions[0].values: In needs at least one value",
+        "policy.rules[1].namespaceSelector.matchLabels: \"bad value!\" is not a label value",
+        "policy.rules[1].namespaceSelector.matchExpressions[0].operator: In needs at least one value in values",
         "policy.rules[1].namespaceSelector.matchExpressions[1].values: Exists takes no values",
         "policy.rules[1].namespaceSelector.matchExpressions[2].key: \"\" is not a label key",
     ] {
