@@ -937,6 +937,31 @@ mod tests {
             "{:?}",
             report.reasons
         );
+        // A rule selecting by label is judged with the namespace's labels.
+        let by_label = |selector: &str| {
+            let yaml = format!(
+                "policy:\n  rules: [{{name: labelled, namespaceSelector: {selector}, aws: {{roleArns: [\"{ROLE}\"]}}}}]"
+            );
+            Config::parse(&yaml, &Default::default()).unwrap()
+        };
+        let selected = by_label(&format!("{{matchLabels: {{{INJECT_LABEL}: enabled}}}}"));
+        let report = explain(&plain_pod(), &enabled(), Some(&annotated), &selected);
+        assert!(
+            has(
+                &report.reasons,
+                "identity policy: rule \"labelled\" allows the aws identity"
+            ),
+            "{:?}",
+            report.reasons
+        );
+        let unselected = by_label("{matchLabels: {tier: gold}}");
+        let report = explain(&plain_pod(), &enabled(), Some(&annotated), &unselected);
+        assert!(report.would_get.volumes.is_empty(), "{report:#?}");
+        assert!(
+            has(&report.reasons, "no rule selects namespace team-a"),
+            "{:?}",
+            report.reasons
+        );
     }
 
     #[test]
