@@ -454,6 +454,32 @@ async fn label_selectors_select_the_same_namespaces_in_the_webhook_and_the_admis
     delete_admission_policy(&name).await;
     assert!(differences.is_empty(), "{}", differences.join("\n"));
 
+    // A namespace the webhook may not have seen yet (its labels then come from a GET), and one
+    // that does not exist (no labels: no rule selects it), asked of the webhook directly.
+    let fresh = format!("{labelled}-new");
+    create_namespace(&cluster.client, &fresh, label.clone()).await;
+    let review = |namespace: &str| {
+        json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+            "uid": "1", "namespace": namespace, "operation": "CREATE",
+            "kind": {"group": "", "version": "v1", "kind": "ServiceAccount"},
+            "resource": {"group": "", "version": "v1", "resource": "serviceaccounts"},
+            "object": service_account_json("app", &json!({"eks.amazonaws.com/role-arn": ROLE_OWN})),
+        }})
+    };
+    let client = webhook::client_trusting(&cluster.webhook.ca_pem, true);
+    for (namespace, allowed) in [(fresh.as_str(), true), ("no-such-namespace", false)] {
+        let answer: Value = client
+            .post(cluster.webhook.url("/mutate"))
+            .json(&review(namespace))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(answer["response"]["allowed"], allowed, "{namespace}: {answer}");
+    }
+
     let pod = |name: &str| {
         json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
         "spec": {"serviceAccountName": "before", "containers": [{"name": "app", "image": "registry.example/app:1"}]}})
