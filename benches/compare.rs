@@ -2,7 +2,8 @@
 //! between them: the AWS pod-identity-webhook and Azure Workload Identity's webhook (built by
 //! `scripts/compare.sh`, which runs this and says why the GCP federation webhook is left out). All
 //! get the same certificate, run against the same real kube-apiserver (they read ServiceAccounts from it)
-//! and are driven over loopback only.
+//! and are driven over loopback only. The peers listen on every interface, so with a peer this runs
+//! only in a network namespace that has loopback alone (`scripts/compare.sh` makes one).
 //!
 //! (a) Direct load: the same AdmissionReviews (typical Pod; 10 containers + 2 init) sent by the
 //!     load generator of `server_load` (benches/support/load.rs) to each webhook: req/s at
@@ -185,7 +186,8 @@ impl Webhook {
                 command.env("RUST_LOG", "info");
                 "/mutate"
             }
-            // Its own flags for running outside a cluster (main.go); it listens on all interfaces.
+            // Its own flags for running outside a cluster (main.go); it listens on all interfaces
+            // (no flag for the address).
             Kind::Peer(Cloud::Aws) => {
                 command.args([
                     "--in-cluster=false".to_owned(),
@@ -283,6 +285,17 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// The network interfaces of this process's network namespace.
+fn network_interfaces() -> Vec<String> {
+    let table = std::fs::read_to_string("/proc/self/net/dev").expect("/proc/self/net/dev");
+    // Two header lines, then `name: counters` a line.
+    table
+        .lines()
+        .skip(2)
+        .filter_map(|line| Some(line.split_once(':')?.0.trim().to_owned()))
+        .collect()
 }
 
 fn our_binary() -> PathBuf {
@@ -661,6 +674,12 @@ async fn compare(control_plane: &control_plane::ControlPlane) {
             Kind::Ours => None,
         })
         .collect();
+    let interfaces = network_interfaces();
+    assert!(
+        clouds.is_empty() || interfaces == ["lo"],
+        "the peers listen on every interface: run them in a network namespace with loopback alone \
+         (scripts/compare.sh does); this one has {interfaces:?}"
+    );
     let rounds: usize = env_or("WIW_COMPARE_ROUNDS", 2);
     let settings = Settings {
         duration: Duration::from_secs_f64(env_or("WIW_DURATION_SECONDS", 5.0)),

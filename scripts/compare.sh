@@ -22,13 +22,20 @@
 #   start-up, so on the measured path the stand-in only builds a named logger, as mlog does.
 # Left out: the GCP federation webhook (github.com/pfnet-research/gcp-workload-identity-federation-webhook):
 # the proxy refuses its version list and every tagged version (v0.5.2, v0.6.0, v0.7.0) with 403.
+#
+# Both peers listen on every interface and have no flag for the address (the AWS webhook binds
+# ":<port>" and ":<metrics-port>", Azure's controller-runtime server ":9443"), so the bench (the
+# webhooks, the load client and the apiserver they talk to) runs in a network namespace the script
+# creates with loopback alone, removed on exit; it needs root (`ip netns`). While it runs, a check
+# in the host's namespace fails the run if a peer listens there on anything but loopback.
 set -euo pipefail
 shopt -s inherit_errexit
 cd "$(dirname "$0")/.."
 
-for tool in go cargo; do
+for tool in go cargo ip ss; do
   command -v "$tool" >/dev/null || { echo "$tool not found: install it first" >&2; exit 1; }
 done
+[ "$(id -u)" = 0 ] || { echo "compare.sh runs the peers in a network namespace of its own: run it as root (ip netns)" >&2; exit 1; }
 
 cache="${WIW_COMPARE_CACHE:-$HOME/.cache/workload-identity-webhook/compare}"
 target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
@@ -84,13 +91,56 @@ echo "==> control plane (tests/control-plane/build.sh)" >&2
 WIW_CONTROL_PLANE_BIN_DIR=$(bash tests/control-plane/build.sh | tail -1)
 export WIW_CONTROL_PLANE_BIN_DIR
 
-echo "==> cargo bench --bench compare" >&2
+echo "==> cargo bench --bench compare --no-run" >&2
+cargo bench --locked --bench compare --no-run >&2
+
+# The listening sockets of a peer that are not on loopback, from `ss -Hltnp` on stdin ("address
+# process" a line; ss shows the first 15 characters of a process name).
+exposed_peers() {
+  awk '/users:\(\("(amazon-eks-pod-|azure-wi-webhoo)/ && $4 !~ /^(127\.|\[::1\]|\[::ffff:127\.)/ {print $4, $6}'
+}
+
+netns="wiw-compare-$$"
+exposed=$(mktemp)
+watcher=
+cleanup() {
+  [ -z "$watcher" ] || kill "$watcher" 2>/dev/null || true
+  ip netns delete "$netns" 2>/dev/null || true
+  rm -f "$exposed"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+ip netns add "$netns"
+ip netns exec "$netns" ip link set lo up
+# Every second: a peer listening outside the namespace is recorded and stopped, and the run fails.
+(
+  while sleep 1; do
+    found=$(ss -Hltnp | exposed_peers)
+    [ -n "$found" ] || continue
+    echo "$found" >>"$exposed"
+    for pid in $(grep -o 'pid=[0-9]*' <<<"$found" | cut -d= -f2 | sort -u); do
+      kill "$pid" 2>/dev/null || true
+    done
+  done
+) &
+watcher=$!
+
+echo "==> cargo bench --bench compare, in network namespace $netns" >&2
 {
   echo "## Side by side, $(date -u +%Y-%m-%dT%H:%MZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
   echo
   echo "Machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')), load average before: $(cut -d' ' -f1-3 /proc/loadavg); peers: amazon-eks-pod-identity-webhook v0.6.17, azure-workload-identity v1.6.0 ($(go version | cut -d' ' -f3))"
 } | tee "$report"
-cargo bench --locked --bench compare 2>&1 \
-  | awk '/^(###|\||First error)/ || /^$/ {print; next} {print > "/dev/stderr"}' | tee -a "$report"
+bench_status=0
+ip netns exec "$netns" cargo bench --locked --offline --bench compare 2>&1 \
+  | awk '/^(###|\||First error)/ || /^$/ {print; next} {print > "/dev/stderr"}' | tee -a "$report" \
+  || bench_status=$?
+ss -Hltnp | exposed_peers >>"$exposed"
+if [ -s "$exposed" ]; then
+  echo "FAILED: a peer listened outside the test's network namespace, on a non-loopback address:" >&2
+  sort -u "$exposed" >&2
+  exit 1
+fi
+[ "$bench_status" = 0 ] || exit "$bench_status"
 echo "Load average after: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$report"
 echo "report saved to $report" >&2

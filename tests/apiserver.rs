@@ -6,6 +6,8 @@
 mod cluster;
 #[path = "support/control_plane.rs"]
 mod control_plane;
+#[path = "support/sidecar_injector.rs"]
+mod sidecar_injector;
 #[path = "support/webhook.rs"]
 mod webhook;
 
@@ -414,6 +416,147 @@ async fn reinvocation_leaves_exactly_one_copy() {
     .delete(&second_name, &Default::default())
     .await;
     first.uninstall().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sidecar_another_webhook_adds_gets_its_identities_on_reinvocation() {
+    const PROXY_ROLE: &str = "arn:aws:iam::111122223333:role/proxy";
+    const PROXY_CLIENT_ID: &str = "99999999-1111-2222-3333-444444444444";
+    const PROXY_GSA: &str = "proxy@my-project.iam.gserviceaccount.com";
+    let config = format!(
+        "{}identities:\n  - {{namespace: \"*\", serviceAccount: app, aws: {{roleArn: \"{ROLE}\"}}, gcp: {{serviceAccount: {GSA}}}, azure: {{clientId: {CLIENT_ID}}}}}\n  - {{namespace: \"*\", serviceAccount: app, containers: [proxy], aws: {{roleArn: \"{PROXY_ROLE}\"}}, gcp: {{serviceAccount: {PROXY_GSA}}}, azure: {{clientId: {PROXY_CLIENT_ID}}}}}\n",
+        settings()
+    );
+    let cluster = install(Options {
+        config: &config,
+        ..Options::default()
+    })
+    .await;
+    cluster.create_service_account("app", json!({})).await;
+    let injector = sidecar_injector::SidecarInjector::start().await;
+    // Webhooks are called in the order of their configurations' names: ours first, without the
+    // sidecar; its addition makes the apiserver call ours again.
+    let injector_name = format!("{}-sidecar", cluster.configuration);
+    cluster::register_client_config(
+        &cluster.client,
+        &injector_name,
+        injector.client_config(),
+        &[&cluster.namespace],
+        "Fail",
+        Vec::new(),
+    )
+    .await;
+    let mut n = 0;
+    let cluster_ref = &cluster;
+    webhook::eventually(Duration::from_secs(30), "the injector to add its sidecar", || {
+        n += 1;
+        let name = format!("meshed-{n}");
+        async move { containers(&cluster_ref.create_pod(pod_json(&name, "app")).await).len() == 2 }
+    })
+    .await;
+    let pod = cluster.create_pod(pod_json("final", "app")).await;
+
+    let mut volumes = volume_names(&pod);
+    volumes.sort();
+    assert_eq!(
+        volumes,
+        [
+            "aws-iam-token",
+            "azure-identity-token",
+            "gcp-gcloud-config",
+            "gcp-workload-identity"
+        ]
+    );
+    let (app, proxy) = (containers(&pod)[0], containers(&pod)[1]);
+    assert_eq!(proxy.name, sidecar_injector::SIDECAR);
+    let google_file = |name: &str| format!("/var/run/secrets/sts.googleapis.com/serviceaccount/{name}");
+    for (container, role, client_id, credentials) in [
+        (app, ROLE, CLIENT_ID, google_file("credential-configuration.json")),
+        (
+            proxy,
+            PROXY_ROLE,
+            PROXY_CLIENT_ID,
+            google_file("credential-configuration-1.json"),
+        ),
+    ] {
+        let name = &container.name;
+        assert_eq!(env_value(container, "AWS_ROLE_ARN").as_deref(), Some(role), "{name}");
+        assert_eq!(
+            env_value(container, "AZURE_CLIENT_ID").as_deref(),
+            Some(client_id),
+            "{name}"
+        );
+        assert_eq!(
+            env_value(container, "GOOGLE_APPLICATION_CREDENTIALS"),
+            Some(credentials),
+            "{name}"
+        );
+        for var in [
+            "AWS_ROLE_ARN",
+            "AWS_WEB_IDENTITY_TOKEN_FILE",
+            "AZURE_CLIENT_ID",
+            "AZURE_FEDERATED_TOKEN_FILE",
+            "GOOGLE_APPLICATION_CREDENTIALS",
+            "CLOUDSDK_CONFIG",
+        ] {
+            assert_eq!(env_count(container, var), 1, "{name} {var}");
+        }
+        let mut mounts = mount_paths(container);
+        mounts.sort();
+        assert_eq!(
+            mounts,
+            [
+                "/var/run/secrets/azure/tokens",
+                "/var/run/secrets/eks.amazonaws.com/serviceaccount",
+                "/var/run/secrets/sts.googleapis.com/gcloud-config",
+                "/var/run/secrets/sts.googleapis.com/serviceaccount",
+            ],
+            "{name}"
+        );
+    }
+    // The proxy's credential configuration is a second file of the one Google volume.
+    let spec = pod.spec.as_ref().unwrap();
+    let google = spec
+        .volumes
+        .iter()
+        .flatten()
+        .find(|volume| volume.name == "gcp-workload-identity")
+        .unwrap();
+    let files: Vec<(String, String)> = google
+        .projected
+        .iter()
+        .flat_map(|projected| projected.sources.iter().flatten())
+        .flat_map(|source| {
+            source
+                .downward_api
+                .iter()
+                .flat_map(|downward| downward.items.iter().flatten())
+        })
+        .map(|item| (item.path.clone(), item.field_ref.as_ref().unwrap().field_path.clone()))
+        .collect();
+    let field = |key: &str| format!("metadata.annotations['{key}']");
+    assert_eq!(
+        files,
+        [
+            (
+                "credential-configuration.json".to_owned(),
+                field("cloud.google.com/external-credentials-json")
+            ),
+            (
+                "credential-configuration-1.json".to_owned(),
+                field("cloud.google.com/external-credentials-json-1")
+            ),
+        ]
+    );
+    let annotations = pod.metadata.annotations.as_ref().unwrap();
+    assert!(annotations["cloud.google.com/external-credentials-json-1"].contains(PROXY_GSA));
+    assert!(annotations["cloud.google.com/external-credentials-json"].contains(GSA));
+    let _ = kube::Api::<k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration>::all(
+        cluster.client.clone(),
+    )
+    .delete(&injector_name, &Default::default())
+    .await;
+    cluster.uninstall().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -125,6 +125,26 @@ pub async fn register(
     webhook: &Webhook,
     namespaces: &[&str],
     failure_policy: &str,
+    selector: Vec<Value>,
+) {
+    register_client_config(
+        client,
+        name,
+        client_config(webhook),
+        namespaces,
+        failure_policy,
+        selector,
+    )
+    .await;
+}
+
+/// A MutatingWebhookConfiguration like [`register`]'s, for any webhook that `client_config` reaches.
+pub async fn register_client_config(
+    client: &Client,
+    name: &str,
+    client_config: Value,
+    namespaces: &[&str],
+    failure_policy: &str,
     mut selector: Vec<Value>,
 ) {
     selector.push(json!({"key": "kubernetes.io/metadata.name", "operator": "In", "values": namespaces}));
@@ -136,7 +156,7 @@ pub async fn register(
             "failurePolicy": failure_policy,
             "reinvocationPolicy": "IfNeeded",
             "timeoutSeconds": 5,
-            "clientConfig": client_config(webhook),
+            "clientConfig": client_config,
             "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": operations, "resources": [resource], "scope": "Namespaced"}],
             "namespaceSelector": {"matchExpressions": selector},
             "objectSelector": {"matchExpressions": [{"key": "workload-identity.dev/inject", "operator": "NotIn", "values": ["disabled"]}]},

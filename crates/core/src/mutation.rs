@@ -779,15 +779,15 @@ fn users_annotations(service_account: &ServiceAccount) -> BTreeMap<String, Strin
 }
 
 /// Whether an injection goes into the Pod at all. Not when the Pod has a volume of its name that
-/// does not project its files (the env vars would point into the user's volume), nor when no
-/// container takes it (a volume and annotations nobody uses).
+/// is not ours (the env vars would point into the user's volume), nor when no container takes it
+/// (a volume and annotations nobody uses).
 fn fits(pod: &Pod, injection: &PodInjection, warnings: &mut Vec<String>) -> bool {
     let mut volumes = pod.spec.volumes.iter().flatten();
     if let Some(volume) = volumes.find(|volume| volume.name == injection.volume_name)
-        && !projects_our_files(volume, &injection.volume)
+        && let Err(why) = missing_files(volume, &injection.volume)
     {
         warnings.push(format!(
-            "the Pod has its own volume {} that does not project the webhook's token; no {} credentials injected",
+            "the Pod has its own volume {} that {why}; no {} credentials injected",
             injection.volume_name, injection.cloud
         ));
         return false;
@@ -813,57 +813,64 @@ fn mount_conflict(container: &Container, injection: &PodInjection) -> String {
     )
 }
 
-/// Whether a volume projects every token (same audience and file), Downward API file (same file
-/// and field) and ConfigMap file (same ConfigMap, key and file) of ours; the lifetime may differ. Our own volume does, once the apiserver has
-/// stored and defaulted it (reinvocation).
-fn projects_our_files(volume: &Volume, ours: &Value) -> bool {
-    let Some(projected) = volume.projected() else {
-        return false;
-    };
-    let tokens = || {
-        projected
-            .sources
-            .iter()
-            .filter_map(|source| source.service_account_token.as_ref())
-    };
-    let files = || {
-        projected
-            .sources
-            .iter()
-            .filter_map(|source| source.downward_api.as_ref())
-            .flat_map(|downward| &downward.items)
-    };
-    let config_maps = || projected.sources.iter().filter_map(|source| source.config_map.as_ref());
-    let mut our_sources = ours["projected"]["sources"].as_array().into_iter().flatten();
-    our_sources.all(|source| {
+/// The Downward API files of ours that a Pod volume of our name lacks, to be added to it: the
+/// file of an identity whose containers came after the volume (a sidecar another webhook added
+/// before the apiserver reinvoked us). An error says why the volume is not ours: it does not
+/// project our token (same audience and file; the lifetime may differ) or our ConfigMap files, or
+/// it holds another file where one of ours goes. Our own volume, once the apiserver has stored and
+/// defaulted it, is ours.
+fn missing_files<'o>(volume: &Volume, ours: &'o Value) -> Result<Vec<&'o Value>, String> {
+    let not_our_token = || "does not project the webhook's token".to_owned();
+    let projected = volume.projected().ok_or_else(not_our_token)?;
+    let theirs = &projected.sources;
+    let mut missing = Vec::new();
+    for source in sources(ours) {
+        let token = &source["serviceAccountToken"];
+        let token_found = token.is_null()
+            || theirs
+                .iter()
+                .filter_map(|source| source.service_account_token.as_ref())
+                .any(|theirs| theirs.path == token["path"] && theirs.audience.as_deref() == token["audience"].as_str());
+        if !token_found {
+            return Err(not_our_token());
+        }
         let config_map = &source["configMap"];
-        let mut our_items = config_map["items"].as_array().into_iter().flatten();
-        let items_found = our_items.all(|item| {
-            config_maps().any(|theirs| {
-                theirs.name == config_map["name"]
-                    && theirs
+        for item in config_map["items"].as_array().into_iter().flatten() {
+            let found = theirs
+                .iter()
+                .filter_map(|source| source.config_map.as_ref())
+                .filter(|theirs| theirs.name == config_map["name"])
+                .any(|theirs| {
+                    theirs
                         .items
                         .iter()
                         .any(|theirs| theirs.key == item["key"] && theirs.path == item["path"])
-            })
-        });
-        let token = &source["serviceAccountToken"];
-        let token_found = token.is_null()
-            || tokens()
-                .any(|theirs| theirs.path == token["path"] && theirs.audience.as_deref() == token["audience"].as_str());
-        let mut our_files = source["downwardAPI"]["items"].as_array().into_iter().flatten();
-        token_found
-            && items_found
-            && our_files.all(|file| {
-                files().any(|theirs| {
-                    theirs.path == file["path"]
-                        && theirs
-                            .field_ref
-                            .as_ref()
-                            .is_some_and(|field| field.field_path == file["fieldRef"]["fieldPath"])
-                })
-            })
-    })
+                });
+            if !found {
+                return Err(format!(
+                    "does not project the webhook's ConfigMap {} key {}",
+                    config_map["name"], item["key"]
+                ));
+            }
+        }
+        for file in source["downwardAPI"]["items"].as_array().into_iter().flatten() {
+            let at_path = theirs
+                .iter()
+                .filter_map(|source| source.downward_api.as_ref())
+                .flat_map(|downward| &downward.items)
+                .find(|theirs| theirs.path == file["path"]);
+            match at_path {
+                None => missing.push(file),
+                Some(theirs)
+                    if theirs
+                        .field_ref
+                        .as_ref()
+                        .is_some_and(|field| field.field_path == file["fieldRef"]["fieldPath"]) => {}
+                Some(_) => return Err(format!("holds another file {}", file["path"])),
+            }
+        }
+    }
+    Ok(missing)
 }
 
 /// Whether a container gets an injection: not when a skip list names it, nor when it mounts
@@ -919,6 +926,9 @@ fn pod_patch(pod: &Pod, injections: &[PodInjection], warnings: &mut Warnings) ->
         pod.spec.volumes.is_some(),
         new_volumes,
     );
+    for (index, volume) in volumes.iter().enumerate() {
+        add_missing_files(&mut patch, index, volume, injections);
+    }
 
     let container_lists = [
         ("containers", Some(&pod.spec.containers)),
@@ -930,6 +940,44 @@ fn pod_patch(pod: &Pod, injections: &[PodInjection], warnings: &mut Warnings) ->
         }
     }
     patch
+}
+
+/// Adds to a volume of ours that the Pod has the files it lacks of the injections sharing it
+/// (all of which [fit](fits) it).
+fn add_missing_files(patch: &mut Vec<Operation>, index: usize, volume: &Volume, injections: &[PodInjection]) {
+    let mut files: Vec<Value> = Vec::new();
+    let sharing = injections
+        .iter()
+        .filter(|injection| injection.volume_name == volume.name);
+    for file in sharing.flat_map(|injection| missing_files(volume, &injection.volume).unwrap_or_default()) {
+        if !files.contains(file) {
+            files.push(file.clone());
+        }
+    }
+    let Some(projected) = volume.projected().filter(|_| !files.is_empty()) else {
+        return;
+    };
+    let sources = ["/spec/volumes/", &index.to_string(), "/projected/sources"].concat();
+    match projected
+        .sources
+        .iter()
+        .position(|source| source.downward_api.is_some())
+    {
+        Some(at) => {
+            let items_exist = projected.sources[at]
+                .downward_api
+                .as_ref()
+                .is_some_and(|downward| !downward.items.is_empty());
+            let items = [sources.as_str(), "/", &at.to_string(), "/downwardAPI/items"].concat();
+            append(patch, items, items_exist, files);
+        }
+        None => append(
+            patch,
+            sources,
+            true,
+            vec![serde_json::json!({"downwardAPI": {"items": files}})],
+        ),
+    }
 }
 
 fn patch_container(

@@ -2479,7 +2479,32 @@ fn a_pod_volume_with_our_name_that_is_not_our_token_blocks_that_cloud_with_a_war
     ]}}));
     let out = run(&pod, &gcp_sa(), &cluster());
     out.assert_untouched();
-    assert!(out.warned("gcp-workload-identity"), "{:?}", out.mutation.warnings);
+    assert!(
+        out.warned(r#"the Pod has its own volume gcp-workload-identity that holds another file "credential-configuration.json"; no gcp credentials injected"#),
+        "{:?}",
+        out.mutation.warnings
+    );
+}
+
+#[test]
+fn a_pod_volume_with_our_token_gets_the_google_credential_file_it_lacks() {
+    let token =
+        json!({"serviceAccountToken": {"audience": format!("https://iam.googleapis.com/{PROVIDER}"), "path": "token"}});
+    let mut pod = full_pod(json!({}));
+    pod["spec"]["volumes"]
+        .as_array_mut()
+        .expect("volumes")
+        .push(json!({"name": "gcp-workload-identity", "projected": {"sources": [token]}}));
+    let out = run(&pod, &gcp_sa(), &cluster());
+    assert!(out.mutation.warnings.is_empty(), "{:?}", out.mutation.warnings);
+    let sources = &volume(&out.pod, "gcp-workload-identity").expect("volume")["projected"]["sources"];
+    assert_eq!(
+        sources[1],
+        json!({"downwardAPI": {"items": [{"path": "credential-configuration.json", "fieldRef": {"apiVersion": "v1", "fieldPath": format!("metadata.annotations['{GCP_ANNOTATION}']")}}]}}),
+        "{sources:#}"
+    );
+    assert_eq!(sources[0], token);
+    assert_has(&out.pod, "app", &GCP);
 }
 
 #[test]

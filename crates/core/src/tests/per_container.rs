@@ -331,6 +331,92 @@ fn google_identities_per_container_get_a_credential_file_each_in_one_volume() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Reinvocation
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn a_container_another_webhook_adds_gets_its_identities_when_the_apiserver_reinvokes_us() {
+    let whole = format!(
+        "{{namespace: {NS}, serviceAccount: app, aws: {{roleArn: \"{ROLE}\"}}, gcp: {{serviceAccount: \"{GSA}\"}}, azure: {{clientId: \"{CLIENT}\"}}}}"
+    );
+    let proxy = format!(
+        "{{namespace: {NS}, serviceAccount: app, containers: [proxy], aws: {{roleArn: \"{OTHER_ROLE}\"}}, gcp: {{serviceAccount: \"{OTHER_GSA}\"}}, azure: {{clientId: \"{OTHER_CLIENT}\"}}}}"
+    );
+    let config = mappings(&[whole, proxy]);
+    let first = run(&full_pod(json!({})), &no_annotations(), &config);
+    // A mesh's webhook appends its sidecar after ours ran; the apiserver then calls us again.
+    let mut meshed = first.pod.clone();
+    meshed["spec"]["containers"]
+        .as_array_mut()
+        .expect("containers")
+        .push(json!({"name": "proxy", "image": "envoy"}));
+    let again = webhook(&meshed, NS, Some(&no_annotations()), &config);
+    assert!(again.warnings.is_empty(), "{:?}", again.warnings);
+    let out = apply(&meshed, &again);
+    assert_well_formed(&out);
+    reinvoke(&out, NS, Some(&no_annotations()), &config);
+
+    for injected in [&IRSA, &GCP, &AZURE] {
+        assert_has(&out, "proxy", injected);
+    }
+    assert_eq!(env_var(&out, "proxy", "AWS_ROLE_ARN").as_deref(), Some(OTHER_ROLE));
+    assert_eq!(env_var(&out, "proxy", "AZURE_CLIENT_ID").as_deref(), Some(OTHER_CLIENT));
+    let proxy_file = format!("{GCP_MOUNT}/credential-configuration-1.json");
+    assert_eq!(
+        env_var(&out, "proxy", "GOOGLE_APPLICATION_CREDENTIALS"),
+        Some(proxy_file.clone())
+    );
+    assert_eq!(
+        env_var(&out, "proxy", "CLOUDSDK_AUTH_CREDENTIAL_FILE_OVERRIDE"),
+        Some(proxy_file)
+    );
+    let proxy_configuration =
+        annotation(&out, &format!("{GCP_ANNOTATION}-1")).expect("the proxy's credential configuration");
+    assert!(proxy_configuration.contains(OTHER_GSA), "{proxy_configuration}");
+    // The proxy's file is added to the Google volume the first call made, beside the Pod's.
+    let google = volume(&out, "gcp-workload-identity").expect("volume");
+    let files: Vec<(&str, &str)> = google["projected"]["sources"]
+        .as_array()
+        .expect("sources")
+        .iter()
+        .flat_map(|source| source["downwardAPI"]["items"].as_array().into_iter().flatten())
+        .map(|item| {
+            let field = item["fieldRef"]["fieldPath"].as_str().unwrap_or_default();
+            (item["path"].as_str().unwrap_or_default(), field)
+        })
+        .collect();
+    let proxy_field = format!("metadata.annotations['{GCP_ANNOTATION}-1']");
+    let pod_field = format!("metadata.annotations['{GCP_ANNOTATION}']");
+    assert_eq!(
+        files,
+        [
+            ("credential-configuration.json", pod_field.as_str()),
+            ("credential-configuration-1.json", proxy_field.as_str())
+        ]
+    );
+    // Nothing else changes: the other containers, the token and the scratch volume are as the
+    // first call left them.
+    for name in ["app", "sidecar", "init"] {
+        assert_eq!(container(&out, name), container(&first.pod, name), "{name}");
+    }
+    assert_eq!(
+        names(&out["spec"]["volumes"], "name"),
+        names(&first.pod["spec"]["volumes"], "name")
+    );
+    for volume_name in ["aws-iam-token", "azure-identity-token", "gcp-gcloud-config"] {
+        assert_eq!(
+            volume(&out, volume_name),
+            volume(&first.pod, volume_name),
+            "{volume_name}"
+        );
+    }
+    assert_eq!(
+        token_of(&out, "gcp-workload-identity"),
+        token_of(&first.pod, "gcp-workload-identity")
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
 // The Pod's opt-in list
 // ---------------------------------------------------------------------------------------------
 
