@@ -111,19 +111,7 @@ pub fn explain_pod(inputs: &PodInputs<'_>) -> PodReport {
         core_service_account.as_ref(),
         inputs.config,
     );
-    let would_get = if selected {
-        let mut mutated = admitted;
-        match patch::to_json_patch(&mutation.patch).map(|ops| json_patch::patch(&mut mutated, &ops)) {
-            Ok(Ok(())) => identity(&mutated),
-            _ => {
-                reasons.push("the webhook's patch does not apply to this Pod (please report this)".to_owned());
-                Identity::default()
-            }
-        }
-    } else {
-        // Not sent to the webhook: the Pod gets nothing, except what its own spec holds.
-        identity(&admitted)
-    };
+    let would_get = would_get(selected, admitted, &mutation, &mut reasons);
     let has = identity(&pod_json);
     let differences = differences(&has, &would_get);
 
@@ -149,6 +137,27 @@ pub fn explain_pod(inputs: &PodInputs<'_>) -> PodReport {
         differences,
         reasons,
         warnings: if selected { mutation.warnings } else { Vec::new() },
+    }
+}
+
+/// The identity the Pod would have if admitted now: the admitted Pod with the webhook's patch, if
+/// the API server sends it to the webhook.
+fn would_get(
+    selected: bool,
+    mut admitted: Value,
+    mutation: &mutation::Mutation,
+    reasons: &mut Vec<String>,
+) -> Identity {
+    if !selected {
+        // Not sent to the webhook: the Pod gets nothing, except what its own spec holds.
+        return identity(&admitted);
+    }
+    match patch::to_json_patch(&mutation.patch).map(|ops| json_patch::patch(&mut admitted, &ops)) {
+        Ok(Ok(())) => identity(&admitted),
+        _ => {
+            reasons.push("the webhook's patch does not apply to this Pod (please report this)".to_owned());
+            Identity::default()
+        }
     }
 }
 
