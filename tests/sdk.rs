@@ -2034,13 +2034,16 @@ fn fails_before_asking(says: &str, answer: &str, decisions: &[Value]) -> Result<
     Ok(())
 }
 
-/// What each official SDK's AWS default chain says when none of its providers found credentials
-/// (Go's chain ends with the instance metadata service, unreachable in the namespace).
+/// What each official SDK's AWS default chain says when none of its providers found credentials:
+/// Go's chain ends with the instance metadata service (unreachable in the namespace); Java's error
+/// lists every provider, whatever failed, so its web identity provider's own words are checked.
 fn aws_chain_found_nothing(sdk: &str) -> &'static str {
     match sdk {
         "python" => "the default chain found no credentials",
         "go" => "no EC2 IMDS role found",
-        "java" => "Unable to load credentials from any of the providers in the chain",
+        "java" => {
+            "Either the environment variable AWS_WEB_IDENTITY_TOKEN_FILE or the javaproperty aws.webIdentityTokenFile must be set"
+        }
         "node" => "Could not load credentials from any providers",
         other => panic!("no words known for {other}'s AWS chain finding nothing"),
     }
