@@ -39,7 +39,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::authentication::v1::TokenRequest;
-use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
+use k8s_openapi::api::core::v1::{Container, Namespace, Pod, ServiceAccount};
 use kube::api::{Api, PostParams};
 use serde_json::{Value, json};
 use workload_identity_webhook::shell::certificates::ca::GeneratedCa;
@@ -588,6 +588,9 @@ enum Expect {
     },
     /// The SDK ends without credentials, its error saying `says`, before asking any token service.
     FailsBeforeAsking { says: &'static str },
+    /// The AWS default chain of a container without an identity: it ends without credentials, the
+    /// SDK's error saying no provider found any, before asking any token service.
+    NoAwsCredentials,
 }
 
 struct Case {
@@ -1273,8 +1276,7 @@ fn start_emulator(
 const TRUSTSTORE_PASSWORD: &str = "changeit";
 
 /// Exactly the container's env as the webhook wrote it, plus the test CA and an empty HOME.
-fn sdk_env(pod: &Pod, d: &Path) -> BTreeMap<String, String> {
-    let container = &pod.spec.as_ref().unwrap().containers[0];
+fn sdk_env(container: &Container, d: &Path) -> BTreeMap<String, String> {
     let mut env: BTreeMap<String, String> = BTreeMap::new();
     for var in container.env.iter().flatten() {
         assert!(var.value_from.is_none(), "{}: valueFrom is not laid out here", var.name);
@@ -1316,14 +1318,14 @@ struct Runner<'a> {
 }
 
 impl Runner<'_> {
-    /// Runs every SDK for every cloud of a case on the Pod's files (`mounts`: staging folder and
-    /// in-container path), prints one line each and collects the failures. With `overrides`, only
-    /// the emulator's Service name resolves.
+    /// Runs every SDK for every cloud of a case with the env of one of the Pod's containers and its
+    /// files (`mounts`: staging folder and in-container path), prints one line each and collects
+    /// the failures. With `overrides`, only the emulator's Service name resolves.
     fn run(
         &self,
         sdks: &[&Sdk],
         (case, overrides): (&str, bool),
-        pod: &Pod,
+        (pod, container): (&Pod, &Container),
         mounts: &[(PathBuf, String)],
         (clouds, also): Expectations<'_>,
         tally: &mut Tally,
@@ -1337,7 +1339,7 @@ impl Runner<'_> {
                 .collect::<String>(),
         )
         .unwrap();
-        let mut env = sdk_env(pod, self.dir);
+        let mut env = sdk_env(container, self.dir);
         if overrides {
             // What a Go app must do itself for a private authority host (see tests/sdk/go/main.go).
             env.insert("SDK_PROBE_DISABLE_INSTANCE_DISCOVERY".to_owned(), "true".to_owned());
@@ -1379,7 +1381,14 @@ impl Runner<'_> {
                     .unwrap();
                 let stdout = String::from_utf8_lossy(&output.stdout);
                 let answer = stdout.lines().last().unwrap_or("error (no output)").to_owned();
-                let verdict = judge(expect, &answer, &self.emulator.decisions_since(offset), &subject).and_then(|()| {
+                let verdict = judge(
+                    expect,
+                    sdk.name,
+                    &answer,
+                    &self.emulator.decisions_since(offset),
+                    &subject,
+                )
+                .and_then(|()| {
                     let checks = also.iter().filter(|(of, _)| *of == cloud).map(|(_, check)| *check);
                     judge_also(checks, sdk.name, &answer, &self.emulator.hosts_since(offset))
                 });
@@ -1545,7 +1554,7 @@ async fn sdks_get_credentials_from_what_the_webhook_injects() {
         runner.run(
             &case_sdks,
             (case.name, case.overrides),
-            &pod,
+            (&pod, &pod.spec.as_ref().unwrap().containers[0]),
             &mounts,
             (&case.clouds, &case.also),
             &mut tally,
@@ -1557,10 +1566,32 @@ async fn sdks_get_credentials_from_what_the_webhook_injects() {
     drop(netns);
 }
 
-/// The node suite's cases (tests/node/checks.sh): its Pods in namespace `wiw-apps`, each of the
+/// A case on the node suite's files: the SDKs run with the env and identity mounts of one
+/// container of a Pod in `NODE_NAMESPACE`, and what each must get per cloud.
+struct NodeCase {
+    pod: &'static str,
+    container: &'static str,
+    clouds: Vec<(&'static str, Expect)>,
+}
+
+impl NodeCase {
+    /// A case of the Pod's main container (`app` in tests/node/checks.sh).
+    fn app(pod: &'static str, clouds: Vec<(&'static str, Expect)>) -> NodeCase {
+        NodeCase {
+            pod,
+            container: "app",
+            clouds,
+        }
+    }
+}
+
+/// The node suite's cases (tests/node/checks.sh): its Pods in namespace `wiw-apps`, most of the
 /// ServiceAccount of the same name, and what each SDK must get with the files the kubelet wrote.
-/// `intruder` claims every identity of the others but no trust rule names it.
-fn node_cases() -> Vec<(&'static str, Vec<(&'static str, Expect)>)> {
+/// `intruder` claims every identity of the others but no trust rule names it. `per-container-1`
+/// maps a role to each of its containers `app`, `init` and the native sidecar `sidecar` (one
+/// ServiceAccount: the role granted tells them apart); `opt-in`'s Pod lists only `app`, so its
+/// `init` has no identity.
+fn node_cases() -> Vec<NodeCase> {
     let irsa = |role: &'static str| Expect::Grant {
         service: "aws-sts",
         identity: role,
@@ -1580,9 +1611,14 @@ fn node_cases() -> Vec<(&'static str, Vec<(&'static str, Expect)>)> {
         service,
         reason: "untrusted_subject",
     };
+    let per_container = |container, role| NodeCase {
+        pod: "per-container-1",
+        container,
+        clouds: vec![("aws", irsa(role))],
+    };
     vec![
-        ("irsa", vec![("aws", irsa(NODE_IRSA_ROLE))]),
-        (
+        NodeCase::app("irsa", vec![("aws", irsa(NODE_IRSA_ROLE))]),
+        NodeCase::app(
             "podid",
             vec![(
                 "aws",
@@ -1593,9 +1629,9 @@ fn node_cases() -> Vec<(&'static str, Vec<(&'static str, Expect)>)> {
                 },
             )],
         ),
-        ("azure", vec![("azure", azure)]),
-        ("gcp-impersonate", vec![("google", impersonation)]),
-        (
+        NodeCase::app("azure", vec![("azure", azure)]),
+        NodeCase::app("gcp-impersonate", vec![("google", impersonation)]),
+        NodeCase::app(
             "gcp-direct",
             vec![(
                 "google",
@@ -1606,7 +1642,7 @@ fn node_cases() -> Vec<(&'static str, Vec<(&'static str, Expect)>)> {
                 },
             )],
         ),
-        (
+        NodeCase::app(
             "multi",
             vec![
                 ("aws", irsa(NODE_MULTI_ROLE)),
@@ -1614,7 +1650,7 @@ fn node_cases() -> Vec<(&'static str, Vec<(&'static str, Expect)>)> {
                 ("google", impersonation),
             ],
         ),
-        (
+        NodeCase::app(
             "intruder",
             vec![
                 ("aws", refused("aws-sts")),
@@ -1622,12 +1658,24 @@ fn node_cases() -> Vec<(&'static str, Vec<(&'static str, Expect)>)> {
                 ("google", refused("google-sts")),
             ],
         ),
+        per_container("app", NODE_PER_CONTAINER_APP_ROLE),
+        per_container("init", NODE_PER_CONTAINER_INIT_ROLE),
+        per_container("sidecar", NODE_PER_CONTAINER_SIDECAR_ROLE),
+        NodeCase::app("opt-in", vec![("aws", irsa(NODE_IRSA_ROLE))]),
+        NodeCase {
+            pod: "opt-in",
+            container: "init",
+            clouds: vec![("aws", Expect::NoAwsCredentials)],
+        },
     ]
 }
 
 const NODE_NAMESPACE: &str = "wiw-apps";
 const NODE_IRSA_ROLE: &str = "arn:aws:iam::111122223333:role/irsa";
 const NODE_MULTI_ROLE: &str = "arn:aws:iam::111122223333:role/multi";
+const NODE_PER_CONTAINER_APP_ROLE: &str = "arn:aws:iam::111122223333:role/per-container-app";
+const NODE_PER_CONTAINER_INIT_ROLE: &str = "arn:aws:iam::111122223333:role/per-container-init";
+const NODE_PER_CONTAINER_SIDECAR_ROLE: &str = "arn:aws:iam::111122223333:role/per-container-sidecar";
 
 /// The same SDK runs on the files the kubelet of the node suite wrote: `tests/node/run.sh` starts
 /// this test inside the node's network namespace (the apiserver listens on the Service IP there,
@@ -1654,6 +1702,9 @@ fn sdks_get_credentials_from_the_kubelets_files() {
         roles: vec![
             (NODE_IRSA_ROLE, trusted(&["irsa"])),
             (NODE_MULTI_ROLE, trusted(&["multi"])),
+            (NODE_PER_CONTAINER_APP_ROLE, trusted(&["per-container"])),
+            (NODE_PER_CONTAINER_INIT_ROLE, trusted(&["per-container"])),
+            (NODE_PER_CONTAINER_SIDECAR_ROLE, trusted(&["per-container"])),
         ],
         pod_identity: trusted(&["podid"]),
         azure: trusted(&["azure", "multi"]),
@@ -1697,28 +1748,49 @@ fn node_netns_id() -> String {
 
 /// Runs `cases` on the files the node suite copied for each Pod of `NODE_NAMESPACE`; returns the
 /// checks in `tally`.
-fn run_on_node_files(
-    runner: &Runner,
-    sdks: &[&Sdk],
-    folder: &Path,
-    cases: &[(&str, Vec<(&str, Expect)>)],
-    tally: &mut Tally,
-) {
-    for (name, clouds) in cases {
-        let pod_dir = folder.join(NODE_NAMESPACE).join(name);
+fn run_on_node_files(runner: &Runner, sdks: &[&Sdk], folder: &Path, cases: &[NodeCase], tally: &mut Tally) {
+    for case in cases {
+        let pod_dir = folder.join(NODE_NAMESPACE).join(case.pod);
         let text = std::fs::read_to_string(pod_dir.join("pod.json"))
             .unwrap_or_else(|err| panic!("{}: {err}", pod_dir.join("pod.json").display()));
         let pod: Pod = serde_json::from_str(&text).unwrap();
-        // The app container's mounts whose volume the node suite copied (its identity volumes).
-        let mounts: Vec<(PathBuf, String)> = pod.spec.as_ref().unwrap().containers[0]
+        let spec = pod.spec.as_ref().unwrap();
+        let container = spec
+            .containers
+            .iter()
+            .chain(spec.init_containers.iter().flatten())
+            .find(|container| container.name == case.container)
+            .unwrap_or_else(|| panic!("{}: no container {}", case.pod, case.container));
+        // The container's mounts whose volume the node suite copied (its identity volumes).
+        let mounts: Vec<(PathBuf, String)> = container
             .volume_mounts
             .iter()
             .flatten()
             .map(|mount| (pod_dir.join(&mount.name), mount.mount_path.clone()))
             .filter(|(source, _)| source.is_dir())
             .collect();
-        assert!(!mounts.is_empty(), "{name}: no volume files in {}", pod_dir.display());
-        runner.run(sdks, (name, false), &pod, &mounts, (clouds, &[]), tally);
+        // A container without an identity mounts none of the Pod's identity volumes either.
+        let has_identity = case
+            .clouds
+            .iter()
+            .any(|(_, expect)| !matches!(expect, Expect::NoAwsCredentials));
+        assert_eq!(
+            !mounts.is_empty(),
+            has_identity,
+            "{}/{}: identity volume mounts {mounts:?} (files in {})",
+            case.pod,
+            case.container,
+            pod_dir.display()
+        );
+        let name = format!("{}:{}", case.pod, case.container);
+        runner.run(
+            sdks,
+            (&name, false),
+            (&pod, container),
+            &mounts,
+            (&case.clouds, &[]),
+            tally,
+        );
     }
 }
 
@@ -1781,7 +1853,7 @@ fn sdks_get_credentials_from_the_in_cluster_emulator() {
         reason: "untrusted_subject",
     };
     let cases = [
-        (
+        NodeCase::app(
             "emulated",
             vec![
                 (
@@ -1810,7 +1882,7 @@ fn sdks_get_credentials_from_the_in_cluster_emulator() {
                 ),
             ],
         ),
-        (
+        NodeCase::app(
             "not-emulated",
             vec![
                 ("aws", refused("aws-sts")),
@@ -1824,8 +1896,9 @@ fn sdks_get_credentials_from_the_in_cluster_emulator() {
     let (java, others): (Vec<&Sdk>, Vec<&Sdk>) = sdks.iter().partition(|sdk| sdk.name == "java");
     let java_cases: Vec<_> = cases
         .iter()
-        .map(|(name, clouds)| {
-            let clouds = clouds
+        .map(|case| {
+            let clouds = case
+                .clouds
                 .iter()
                 .map(|&(cloud, expect)| match cloud {
                     "google" => (
@@ -1837,7 +1910,11 @@ fn sdks_get_credentials_from_the_in_cluster_emulator() {
                     _ => (cloud, expect),
                 })
                 .collect();
-            (*name, clouds)
+            NodeCase {
+                pod: case.pod,
+                container: case.container,
+                clouds,
+            }
         })
         .collect();
     let mut tally = Tally::default();
@@ -1845,7 +1922,7 @@ fn sdks_get_credentials_from_the_in_cluster_emulator() {
     run_on_node_files(&runner, &java, &folder, &java_cases, &mut tally);
     let sdks: Vec<&Sdk> = sdks.iter().collect();
     let pod_identity = [
-        (
+        NodeCase::app(
             "emulated-podid",
             vec![(
                 "aws",
@@ -1856,7 +1933,7 @@ fn sdks_get_credentials_from_the_in_cluster_emulator() {
                 },
             )],
         ),
-        ("not-emulated-podid", vec![("aws", refused("eks-pod-identity"))]),
+        NodeCase::app("not-emulated-podid", vec![("aws", refused("eks-pod-identity"))]),
     ];
     let runner = Runner {
         emulator: &agent,
@@ -1895,8 +1972,8 @@ fn judge_also(checks: impl Iterator<Item = Also>, sdk: &str, answer: &str, hosts
     Ok(())
 }
 
-/// Checks one SDK run against the expectation and the emulator's decisions during the run.
-fn judge(expect: Expect, answer: &str, decisions: &[Value], subject: &str) -> Result<(), String> {
+/// Checks one SDK run of `sdk` against the expectation and the emulator's decisions during the run.
+fn judge(expect: Expect, sdk: &str, answer: &str, decisions: &[Value], subject: &str) -> Result<(), String> {
     if let Some(stray) = decisions.iter().find(|d| d["message"] == "stray request") {
         return Err(format!(
             "the SDK made a request no emulated service answers: {}",
@@ -1929,14 +2006,8 @@ fn judge(expect: Expect, answer: &str, decisions: &[Value], subject: &str) -> Re
                 return Err(format!("no {service} grant of {identity} to {subject}: {decisions:?}"));
             }
         }
-        Expect::FailsBeforeAsking { says } => {
-            if !answer.starts_with("error ") || !answer.contains(says) {
-                return Err(format!("expected an error saying {says:?}, got: {answer}"));
-            }
-            if !decisions.is_empty() {
-                return Err(format!("a token service was asked: {decisions:?}"));
-            }
-        }
+        Expect::FailsBeforeAsking { says } => fails_before_asking(says, answer, decisions)?,
+        Expect::NoAwsCredentials => fails_before_asking(aws_chain_found_nothing(sdk), answer, decisions)?,
         Expect::Refuse { service, reason } => {
             if !answer.starts_with("error ") {
                 return Err(format!("expected no credentials, got: {answer}"));
@@ -1950,4 +2021,30 @@ fn judge(expect: Expect, answer: &str, decisions: &[Value], subject: &str) -> Re
         }
     }
     Ok(())
+}
+
+/// An error saying `says`, and no decision of the emulator: the SDK failed before asking.
+fn fails_before_asking(says: &str, answer: &str, decisions: &[Value]) -> Result<(), String> {
+    if !answer.starts_with("error ") || !answer.contains(says) {
+        return Err(format!("expected an error saying {says:?}, got: {answer}"));
+    }
+    if !decisions.is_empty() {
+        return Err(format!("a token service was asked: {decisions:?}"));
+    }
+    Ok(())
+}
+
+/// What each official SDK's AWS default chain says when none of its providers found credentials:
+/// Go's chain ends with the instance metadata service (unreachable in the namespace); Java's error
+/// lists every provider, whatever failed, so its web identity provider's own words are checked.
+fn aws_chain_found_nothing(sdk: &str) -> &'static str {
+    match sdk {
+        "python" => "the default chain found no credentials",
+        "go" => "no EC2 IMDS role found",
+        "java" => {
+            "Either the environment variable AWS_WEB_IDENTITY_TOKEN_FILE or the javaproperty aws.webIdentityTokenFile must be set"
+        }
+        "node" => "Could not load credentials from any providers",
+        other => panic!("no words known for {other}'s AWS chain finding nothing"),
+    }
 }

@@ -86,9 +86,9 @@ wait_dry_run() { # what namespace serviceaccount expected-substring
 }
 
 identity_env_filter() { { grep -E '^(AWS_|AZURE_|GOOGLE_|CLOUDSDK_)' || true; } | sort | tr '\n' ' ' | sed 's/ $//'; }
-identity_env() { # namespace pod
+identity_env() { # namespace pod [container, app when not given]
   local out
-  out="$(k -n "$1" exec "$2" -c app -- env)"
+  out="$(k -n "$1" exec "$2" -c "${3:-app}" -- env)"
   identity_env_filter <<< "$out"
 }
 jwt_claims() { # the payload of a JWT, as JSON
@@ -97,12 +97,21 @@ jwt_claims() { # the payload of a JWT, as JSON
   while ((${#p} % 4)); do p+="="; done
   base64 -d <<< "$p"
 }
+kubelet_volume() { # namespace pod volume: the folder the kubelet writes the volume's files into
+  echo "/var/lib/kubelet/pods/$(k -n "$1" get pod "$2" -o jsonpath='{.metadata.uid}')/volumes/kubernetes.io~projected/$3"
+}
+# For the SDK runs: a copy of the files the kubelet wrote into the volume, and the Pod as stored.
+save_kubelet_files() { # namespace pod volume
+  mkdir -p "$work/tokens/$1/$2/$3"
+  cp -L "$(kubelet_volume "$1" "$2" "$3")"/[!.]* "$work/tokens/$1/$2/$3/"
+  k -n "$1" get pod "$2" -o json > "$work/tokens/$1/$2/pod.json"
+}
 # check_token NAMESPACE POD VOLUME FILE MOUNT AUDIENCE LIFETIME ENV: the token the kubelet wrote is
 # the file the container reads, with the audience, subject and lifetime asked for; the init
 # container read a token with the same audience and subject.
 check_token() {
   local ns="$1" pod="$2" volume="$3" file="$4" mount="$5" aud="$6" lifetime="$7" var="$8"
-  local token claims sa uid host written init
+  local token claims sa host written init
   token="$(k -n "$ns" exec "$pod" -c app -- cat "$mount/$file")"
   claims="$(jwt_claims "$token")"
   sa="$(k -n "$ns" get pod "$pod" -o jsonpath='{.spec.serviceAccountName}')"
@@ -110,13 +119,10 @@ check_token() {
   expect_eq "$pod $volume sub" "$(jq -r .sub <<< "$claims")" "system:serviceaccount:$ns:$sa"
   expect_eq "$pod $volume exp - iat" "$(jq -r '.exp - .iat' <<< "$claims")" "$lifetime"
   expect_eq "$pod $volume pod binding" "$(jq -r '."kubernetes.io".pod.name' <<< "$claims")" "$pod"
-  uid="$(k -n "$ns" get pod "$pod" -o jsonpath='{.metadata.uid}')"
-  host="/var/lib/kubelet/pods/$uid/volumes/kubernetes.io~projected/$volume"
+  host="$(kubelet_volume "$ns" "$pod" "$volume")"
   written="$(cat "$host/$file")"
   expect_eq "$pod $volume file written by the kubelet" "$written" "$token"
-  mkdir -p "$work/tokens/$ns/$pod/$volume"
-  cp -L "$host"/[!.]* "$work/tokens/$ns/$pod/$volume/"
-  k -n "$ns" get pod "$pod" -o json > "$work/tokens/$ns/$pod/pod.json"
+  save_kubelet_files "$ns" "$pod" "$volume"
   init="$(k -n "$ns" exec "$pod" -c app -- cat "/out/init.$var")"
   if [[ "$var" == GOOGLE_APPLICATION_CREDENTIALS ]]; then
     expect_eq "$pod init container's credential file" "$init" "$(cat "$host/credential-configuration.json")"
@@ -207,7 +213,8 @@ identities:
   - {namespace: $apps, serviceAccount: podid, aws: {mode: podIdentity}}
   - {namespace: $apps, serviceAccount: mapped, aws: {roleArn: \"$role/mapped-v1\"}}
   - {namespace: $apps, serviceAccount: per-container, containers: [app], aws: {roleArn: \"$role/per-container-app\"}}
-  - {namespace: $apps, serviceAccount: per-container, containers: [init], aws: {roleArn: \"$role/per-container-init\"}}"
+  - {namespace: $apps, serviceAccount: per-container, containers: [init], aws: {roleArn: \"$role/per-container-init\"}}
+  - {namespace: $apps, serviceAccount: per-container, containers: [sidecar], aws: {roleArn: \"$role/per-container-sidecar\"}}"
 set_config() {
   k -n "$system" patch configmap workload-identity-webhook --type merge \
     -p "$(jq -n --arg c "$1" '{data: {"config.yaml": $c}}')" >&2
@@ -240,13 +247,19 @@ wait_dry_run "webhook reachable through its Service, ServiceAccounts cached" "$a
 wait_dry_run "ConfigMap mappings loaded" "$apps" podid AWS_CONTAINER_CREDENTIALS_FULL_URI
 
 create_pods "$apps" irsa=irsa podid=podid azure=azure gcp-impersonate=gcp-impersonate \
-  gcp-direct=gcp-direct multi=multi intruder=intruder mapped=mapped-1 late=late-1 per-container=per-container-1
+  gcp-direct=gcp-direct multi=multi intruder=intruder mapped=mapped-1 late=late-1
 pod_json optout "$apps" irsa disabled | k create -f - >&2
-# Identities per container: the Pod's opt-in list leaves the init container out.
+# Identities per container: a role for each of app, init and a native sidecar (an init container
+# that keeps running beside app); the opt-in Pod's list leaves its init container out.
+pod_json per-container-1 "$apps" per-container | jq '.spec.initContainers += [{name: "sidecar",
+  image: "localhost/wiw-node/busybox:test", imagePullPolicy: "Never", restartPolicy: "Always",
+  command: ["sleep", "3600"]}]' | k create -f - >&2
 pod_json opt-in "$apps" irsa | jq '.metadata.annotations = {"workload-identity.dev/containers": "app"}' | k create -f - >&2
 create_pods "$plain" irsa=plain-1
-k -n "$apps" wait --for=condition=Ready pod/optout --timeout=180s >&2
-k -n "$apps" wait --for=condition=Ready pod/opt-in --timeout=180s >&2
+for pod in optout per-container-1 opt-in; do
+  k -n "$apps" wait --for=condition=Ready "pod/$pod" --timeout=180s >&2 \
+    || fail "Pod $apps/$pod not Ready: $(k -n "$apps" get pod "$pod" -o jsonpath='{.status}')"
+done
 phase "workload Pods Running"
 
 check_env "$apps" irsa "$(aws_irsa_env "$role/irsa" regional)"
@@ -286,18 +299,26 @@ check_irsa "$apps" intruder
 check_azure "$apps" intruder
 check_google "$apps" intruder "$gsa"
 check_env "$apps" mapped-1 "$(aws_irsa_env "$role/mapped-v1")"
-# Identities per container: each container's own role from its mapping, one token volume; a
-# container outside the Pod's opt-in list gets nothing.
+# Identities per container: each container's own role from its mapping, one token volume that all
+# three read; a container outside the Pod's opt-in list gets nothing. The SDK runs below prove the
+# roles granted.
 check_init_env() { # namespace pod expected...: the identity env the init container saw
   expect_eq "$2 init container env" \
     "$(identity_env_filter <<< "$(k -n "$1" exec "$2" -c app -- cat /out/init.env)")" "$(sorted "${@:3}")"
 }
 expect_eq "per-container-1 env" "$(identity_env "$apps" per-container-1)" "$(sorted "$(aws_irsa_env "$role/per-container-app")")"
 check_init_env "$apps" per-container-1 "$(aws_irsa_env "$role/per-container-init")"
+expect_eq "per-container-1 sidecar env" "$(identity_env "$apps" per-container-1 sidecar)" \
+  "$(sorted "$(aws_irsa_env "$role/per-container-sidecar")")"
+check_irsa "$apps" per-container-1
+expect_eq "per-container-1 sidecar's token" \
+  "$(k -n "$apps" exec per-container-1 -c sidecar -- cat /var/run/secrets/eks.amazonaws.com/serviceaccount/token)" \
+  "$(cat "$work/tokens/$apps/per-container-1/aws-iam-token/token")"
 expect_eq "per-container-1 volumes" \
   "$(k -n "$apps" get pod per-container-1 -o json | jq -r '[.spec.volumes[].name | select(. == "aws-iam-token")] | length')" 1
 expect_eq "opt-in env" "$(identity_env "$apps" opt-in)" "$(sorted "$(aws_irsa_env "$role/irsa" regional)")"
 check_init_env "$apps" opt-in
+save_kubelet_files "$apps" opt-in aws-iam-token
 check_untouched "$apps" optout
 check_untouched "$plain" plain-1
 check_untouched "$apps" late-1
@@ -319,9 +340,9 @@ if [[ -n "${WIW_NODE_TOKEN_HOOK:-}" ]]; then
   nsx bash -c "$WIW_NODE_TOKEN_HOOK \"\$1\"" hook "$work/tokens" || fail "WIW_NODE_TOKEN_HOOK failed"
   phase "WIW_NODE_TOKEN_HOOK"
 fi
-# The official SDKs on those files (tests/sdk.rs): each Pod's env from its spec, the files at their
+# The official SDKs on those files (tests/sdk.rs): each container's env from its Pod's spec, the files at their
 # in-container paths, the emulated token services on this namespace's loopback verifying the tokens
-# against this apiserver's keys and issuer; one line per SDK, Pod and cloud.
+# against this apiserver's keys and issuer; one line per SDK, Pod's container and cloud.
 k get --raw /openid/v1/jwks > "$work/jwks.json"
 WIW_SDK_NODE_TOKENS="$work/tokens" WIW_SDK_NODE_JWKS="$work/jwks.json" WIW_SDK_NODE_NETNS="/run/netns/$netns" \
   WIW_SDK_NODE_ISSUER="$(k get --raw /.well-known/openid-configuration | jq -r .issuer)" \
