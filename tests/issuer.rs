@@ -52,16 +52,7 @@ async fn webhook_on(kubeconfig: &str) -> webhook::Webhook {
 
 /// The AWS_REGION the webhook gives a Pod of `team-a/app`, and its admission warnings.
 async fn admitted(webhook: &webhook::Webhook) -> (Option<String>, Vec<String>) {
-    let answer: Value = webhook
-        .client(false)
-        .post(webhook.url("/mutate"))
-        .json(&webhook::pod_review("region"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let answer = webhook.answer(&webhook::pod_review("region")).await;
     let response = &answer["response"];
     let patch = base64::engine::general_purpose::STANDARD
         .decode(response["patch"].as_str().expect("a patch"))

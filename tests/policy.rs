@@ -466,17 +466,8 @@ async fn label_selectors_select_the_same_namespaces_in_the_webhook_and_the_admis
             "object": service_account_json("app", &json!({"eks.amazonaws.com/role-arn": ROLE_OWN})),
         }})
     };
-    let client = webhook::client_trusting(&cluster.webhook.ca_pem, true);
     for (namespace, allowed) in [(fresh.as_str(), true), ("no-such-namespace", false)] {
-        let answer: Value = client
-            .post(cluster.webhook.url("/mutate"))
-            .json(&review(namespace))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let answer = cluster.webhook.answer(&review(namespace)).await;
         assert_eq!(answer["response"]["allowed"], allowed, "{namespace}: {answer}");
     }
 

@@ -122,6 +122,12 @@ impl Webhook {
         client_trusting(&self.ca_pem, http2)
     }
 
+    /// The webhook's answer to an AdmissionReview (HTTP/1.1), decoded.
+    pub async fn answer(&self, review: &Value) -> Value {
+        let response = self.client(false).post(self.url("/mutate")).json(review).send().await;
+        response.unwrap().json().await.unwrap()
+    }
+
     /// Waits until `/readyz` answers 200, failing the test after 30 s.
     pub async fn wait_ready(&mut self) {
         let client = reqwest::Client::new();

@@ -22,13 +22,20 @@ const ROLE_B: &str = "arn:aws:iam::111122223333:role/team-b-app";
 const GSA_A: &str = "app@team-a-project.iam.gserviceaccount.com";
 const GSA_B: &str = "app@team-b-project.iam.gserviceaccount.com";
 
-/// Cluster settings, the two tenants' rules, and `extra` (mappings, a mode).
-fn yaml(extra: &str) -> String {
+/// The cluster settings of every test here.
+fn settings() -> String {
     format!(
         r#"
 aws: {{region: eu-west-1, accountId: "111122223333"}}
 azure: {{tenantId: "{TENANT}"}}
-gcp: {{workloadIdentityProvider: "{PROVIDER}"}}
+gcp: {{workloadIdentityProvider: "{PROVIDER}"}}"#
+    )
+}
+
+/// Cluster settings, the two tenants' rules, and `extra` (mappings, a mode).
+fn yaml(extra: &str) -> String {
+    format!(
+        r#"{}
 {extra}
 policy:
   MODE
@@ -43,7 +50,8 @@ policy:
       aws: {{roleArns: ["arn:aws:iam::111122223333:role/team-b-*"], podIdentity: true}}
       gcp: {{projects: [team-b-project], workloadIdentityProviders: ["{PROVIDER}", "{OTHER_PROVIDER}"]}}
       azure: {{clientIds: ["{CLIENT_B}", "*"], tenantIds: ["{TENANT}", "{OTHER_TENANT}"]}}
-"#
+"#,
+        settings()
     )
 }
 
@@ -478,10 +486,7 @@ fn by_label(extra: &str) -> Config {
 
 fn by_label_parsed(extra: &str) -> Result<Config, ConfigError> {
     let yaml = format!(
-        r#"
-aws: {{region: eu-west-1, accountId: "111122223333"}}
-azure: {{tenantId: "{TENANT}"}}
-gcp: {{workloadIdentityProvider: "{PROVIDER}"}}
+        r#"{}
 {extra}
 policy:
   rules:
@@ -498,7 +503,8 @@ policy:
       namespaceSelector:
         matchExpressions: [{{key: pci, operator: Exists}}, {{key: frozen, operator: DoesNotExist}}]
       aws: {{roleArns: ["arn:aws:iam::111122223333:role/shop"]}}
-"#
+"#,
+        settings()
     );
     Config::parse(&yaml, &Default::default())
 }
