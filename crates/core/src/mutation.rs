@@ -954,7 +954,11 @@ fn add_missing_files(patch: &mut Vec<Operation>, index: usize, volume: &Volume, 
             files.push(file.clone());
         }
     }
-    let Some(projected) = volume.projected().filter(|_| !files.is_empty()) else {
+    // Only then read the volume's sources: that parses them, and most Pods' volumes are not ours.
+    if files.is_empty() {
+        return;
+    }
+    let Some(projected) = volume.projected() else {
         return;
     };
     let sources = ["/spec/volumes/", &index.to_string(), "/projected/sources"].concat();
