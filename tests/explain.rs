@@ -276,7 +276,22 @@ async fn a_stale_pod_is_grouped_by_its_owner_with_the_restart_command() {
     let fixture = fixture("").await;
     let namespace = fixture.selected.clone();
     let client = &fixture.client;
-    fixture.service_account(&namespace, "app", json!({})).await;
+    // `app` has a label, so the API server records when each of its fields changes; `bare`, made
+    // and annotated as users do with kubectl, has only its name, so it records nothing for it,
+    // not even its later annotation.
+    let admin = control_plane::shared().await.kubeconfig_path();
+    let kubectl = |args: &[&str]| {
+        let args = [args, &["-n", &namespace]].concat();
+        let (status, _, stderr) = run_status(Path::new("kubectl"), admin, &args);
+        assert_eq!(status, 0, "kubectl {args:?}: {stderr}");
+    };
+    create::<ServiceAccount>(
+        client,
+        Some(&namespace),
+        json!({"metadata": {"name": "app", "labels": {"team": "web"}}}),
+    )
+    .await;
+    kubectl(&["create", "serviceaccount", "bare"]);
     let template = json!({"metadata": {"labels": {"app": "web"}},
         "spec": {"serviceAccountName": "app", "containers": [{"name": "app", "image": "registry.example/app:1"}]}});
     let deployment: Deployment = create(
@@ -306,7 +321,9 @@ async fn a_stale_pod_is_grouped_by_its_owner_with_the_restart_command() {
             )
             .await;
     }
-    fixture.pod(&namespace, pod_json("debug", "app", None, json!({}))).await;
+    fixture
+        .pod(&namespace, pod_json("debug", "bare", None, json!({})))
+        .await;
 
     let before = fixture.explain_json(&["namespace", &namespace]);
     assert_eq!(before["pods_checked"], 3, "{before:#}");
@@ -315,6 +332,12 @@ async fn a_stale_pod_is_grouped_by_its_owner_with_the_restart_command() {
     fixture
         .annotate(&namespace, "app", json!({"eks.amazonaws.com/role-arn": ROLE}))
         .await;
+    kubectl(&[
+        "annotate",
+        "serviceaccount",
+        "bare",
+        &format!("eks.amazonaws.com/role-arn={ROLE}"),
+    ]);
     // A Pod created now with what the webhook gives (the offline `mutate` of the same binary).
     let dir = tempfile::tempdir().unwrap();
     let (pod_file, sa_file) = (dir.path().join("pod.json"), dir.path().join("sa.json"));
@@ -392,6 +415,19 @@ async fn a_stale_pod_is_grouped_by_its_owner_with_the_restart_command() {
     assert_eq!(pod["would_get"]["containers"]["app"]["env"]["AWS_ROLE_ARN"], ROLE);
     assert_eq!(pod["has"]["volumes"], json!({}));
     assert!(contains(&pod["reasons"], "its identity last changed at"), "{report:#}");
+    // Why `app` has a label: the API server kept no record of `bare`'s annotation (explain's
+    // unit tests cover the reason given then), while `app`'s names it.
+    let service_accounts = Api::<ServiceAccount>::namespaced(client.clone(), &namespace);
+    for (name, records_annotation) in [("bare", false), ("app", true)] {
+        let managed_fields = service_accounts.get(name).await.unwrap().metadata.managed_fields;
+        assert_eq!(
+            serde_json::to_string(&managed_fields)
+                .unwrap()
+                .contains("f:eks.amazonaws.com/role-arn"),
+            records_annotation,
+            "{name}: {managed_fields:?}"
+        );
+    }
     let fresh = fixture.explain_json(&["pod", "fresh", "-n", &namespace]);
     assert_eq!(fresh["pod"]["stale"], false, "{fresh:#}");
     assert_eq!(fresh["pod"]["has"]["containers"]["app"]["env"]["AWS_ROLE_ARN"], ROLE);

@@ -619,22 +619,18 @@ fn age_reason(inputs: &PodInputs<'_>) -> String {
     }
 }
 
-/// When an identity annotation of the ServiceAccount was last written, from its managedFields
-/// (or its creation, if it was created with them).
+/// When an identity annotation of the ServiceAccount was last written, from its managedFields.
+/// None when they do not record it: the API server tracks no fields of an object created with
+/// only a name (`kubectl create serviceaccount`), nor of any update after that, so neither the
+/// creation time nor any other bounds when an annotation was added.
 fn annotations_changed(sa: &ServiceAccount) -> Option<Time> {
-    let from_fields = sa
-        .metadata
+    sa.metadata
         .managed_fields
         .iter()
         .flatten()
         .filter(|entry| writes_identity_annotation(entry))
         .filter_map(|entry| entry.time.clone())
-        .max();
-    from_fields.or_else(|| {
-        (!identity_annotations(sa).is_empty())
-            .then(|| sa.metadata.creation_timestamp.clone())
-            .flatten()
-    })
+        .max()
 }
 
 fn writes_identity_annotation(entry: &ManagedFieldsEntry) -> bool {
@@ -751,6 +747,28 @@ mod tests {
             "{:?}",
             report.reasons
         );
+    }
+
+    /// A ServiceAccount created with only its name and annotated later has no managedFields
+    /// (the API server starts tracking an object's fields only with a field beyond its name): the
+    /// reason claims no change time, even one in the Pod's creation second.
+    #[test]
+    fn a_service_account_without_managed_fields_gives_no_change_time() {
+        let untracked: ServiceAccount =
+            serde_json::from_value(json!({"metadata": {"name": "app", "namespace": "team-a",
+            "annotations": {"eks.amazonaws.com/role-arn": ROLE}, "creationTimestamp": "2026-01-01T00:00:00Z"}}))
+            .unwrap();
+        let report = explain(&plain_pod(), &enabled(), Some(&untracked), &Config::default());
+        assert!(report.stale, "{report:#?}");
+        assert!(
+            has(
+                &report.reasons,
+                "the Pod was created at 2026-01-01T00:00:00Z: the webhook acts only when a Pod is created"
+            ),
+            "{:?}",
+            report.reasons
+        );
+        assert!(!has(&report.reasons, "last changed"), "{:?}", report.reasons);
     }
 
     #[test]

@@ -412,7 +412,8 @@ fn controller(metadata: &ObjectMeta) -> Option<(String, String)> {
         .map(|owner| (owner.kind.clone(), owner.name.clone()))
 }
 
-/// When an object was last written, from its managedFields.
+/// When an object was last written, from its managedFields; None without them (an object created
+/// with only its name has none, nor after its later writes: its creation is no bound on those).
 fn last_write(metadata: &ObjectMeta) -> Option<Time> {
     metadata
         .managed_fields
@@ -420,7 +421,6 @@ fn last_write(metadata: &ObjectMeta) -> Option<Time> {
         .flatten()
         .filter_map(|entry| entry.time.clone())
         .max()
-        .or_else(|| metadata.creation_timestamp.clone())
 }
 
 /// A read the API server refused, in one line: for 401 and 403 the credentials or the right
